@@ -1,0 +1,229 @@
+"""Run configuration: frozen dataclasses nested by concern (model, loss, data, train).
+
+Only the top of the program reads a ``Config``; modules take plain keyword arguments.
+Variants are ``dataclasses.replace`` of a base, ``override`` serves ``--set``, presets and
+Optuna alike, and ``flatten`` gives the dotted names logged as MLflow params.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from ftn_core.errors import FTNError
+
+Backbone = Literal["resnet18", "resnet34", "resnet50"]
+Attention = Literal["none", "cfa", "pamcam"]
+# Reconstruction target of TF-Dec (paper Table 2): the input weighted by the product of
+# these masks. "input" = no mask (row b); gm = Gaussian; pam / cam = CFA attention masks.
+MaskStrategy = Literal["input", "gm", "gm_pam", "gm_cam", "gm_pam_cam"]
+Schedule = Literal["alternate", "joint"]
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """The network (paper §3.1–3.2). Every Table 1/2 variant is one of these."""
+
+    backbone: Backbone = "resnet50"
+    pretrained: bool = False
+    """Load ImageNet weights through torchvision's weights API (needs the file cached)."""
+    weights_path: str = ""
+    """A local ``.pth`` state dict of the torchvision backbone; used instead of the API."""
+    attention: Attention = "cfa"
+    use_pa: bool = True
+    use_ca: bool = True
+    use_cmp: bool = True
+    decoder: bool = True
+    """TF-Dec on (training only; never runs at inference)."""
+    decoder_width: int = 64
+    """Channels of TF-Dec's head and body; 64 in the paper, 16/32 in CPU presets."""
+    mask: MaskStrategy = "gm_pam_cam"
+    gradient_loss: bool = True
+    """Table 2 row (f) turns the gradient loss off; the L1 term stays."""
+    gauss_sy: float = 0.5
+    """Gaussian mask σ_y as a fraction of the image height (the paper gives no σ)."""
+    gauss_sx: float = 0.35
+    """Gaussian mask σ_x as a fraction of the image width."""
+    embed_dim: int = 512
+    last_stride: int = 1
+
+
+@dataclass(frozen=True)
+class LossConfig:
+    """λ weights of Eq. 6 for the two batch kinds of the alternating scheme (paper §3.4)."""
+
+    w_ce: float = 1.0
+    w_triplet: float = 0.1
+    w_grad: float = 1.0
+    w_l1: float = 1.0
+    margin: float = 0.3
+    label_smooth: float = 0.0
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    dataset: str = "synthetic"
+    """synthetic | market1501 | dukemtmcreid | cuhk03_labeled | cuhk03_detected | msmt17"""
+    root: str = "data"
+    synthetic_size: str = "default"
+    """Size of the generated benchmark: tiny | default | large."""
+    synthetic_seed: int = 0
+    height: int = 256
+    width: int = 128
+    num_ids: int = 8
+    """P of the PK sampler (identities per batch)."""
+    num_instances: int = 4
+    """K of the PK sampler (images per identity)."""
+    workers: int = 0
+    skip_bad_images: bool = False
+    flip: float = 0.5
+    pad: int = 10
+    random_patch: float = 0.5
+    random_erasing: float = 0.5
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int = 360
+    warmup_epochs: int = 51
+    """Backbone frozen; only heads, classifiers and attention train (paper §4.1)."""
+    lr: float = 3.5e-4
+    milestones: tuple[int, ...] = (150, 240, 300)
+    weight_decay: float = 5e-4
+    schedule: Schedule = "alternate"
+    eval_every: int = 40
+    seed: int = 0
+    device: str = "auto"
+    amp: bool = True
+    """Mixed precision on CUDA (bf16 where supported, else fp16 with a scaler)."""
+    channels_last: bool = True
+    max_batches: int = 0
+    """Cap on batches per epoch (0 = a full pass); the tiny preset uses it."""
+
+
+@dataclass(frozen=True)
+class Config:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+
+def flatten(cfg: Any, prefix: str = "") -> dict[str, Any]:
+    """``{"model.backbone": "resnet50", ...}`` for every leaf field, in declaration order."""
+    out: dict[str, Any] = {}
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        name = f"{prefix}{f.name}"
+        if dataclasses.is_dataclass(value):
+            out.update(flatten(value, name + "."))
+        else:
+            out[name] = value
+    return out
+
+
+def _coerce(value: Any, hint: Any, key: str) -> Any:
+    """Convert ``value`` (often a string from the command line) to the field's type."""
+    origin = typing.get_origin(hint)
+    if origin is Literal:
+        choices = typing.get_args(hint)
+        if value not in choices:
+            raise FTNError(f"--set {key}={value}: must be one of {', '.join(map(str, choices))}")
+        return value
+    if origin in (tuple,):
+        if isinstance(value, str):
+            parts = [p for p in value.replace("(", "").replace(")", "").split(",") if p.strip()]
+        else:
+            parts = list(value)
+        try:
+            return tuple(int(p) for p in parts)
+        except ValueError:
+            raise FTNError(f"--set {key}={value}: expected comma-separated integers") from None
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+        text = str(value).strip().lower()
+        if text in ("1", "true", "yes", "on"):
+            return True
+        if text in ("0", "false", "no", "off"):
+            return False
+        raise FTNError(f"--set {key}={value}: expected true or false")
+    if hint in (int, float, str):
+        try:
+            converted = hint(value)
+        except (TypeError, ValueError):
+            raise FTNError(f"--set {key}={value}: expected {hint.__name__}") from None
+        if hint is int and isinstance(value, float) and value != converted:
+            raise FTNError(f"--set {key}={value}: expected an integer")
+        return converted
+    if isinstance(hint, types.UnionType):  # pragma: no cover - no union fields today
+        return value
+    return value
+
+
+def override(cfg: Any, changes: dict[str, Any]) -> Any:
+    """Return a copy of ``cfg`` with dotted keys replaced: ``override(c, {"loss.w_grad": 0})``.
+
+    Unknown keys raise ``FTNError`` naming the key and the valid ones nearby.
+    """
+    for key, value in changes.items():
+        cfg = _override_one(cfg, key.split("."), value, key)
+    return cfg
+
+
+def _override_one(node: Any, path: list[str], value: Any, key: str) -> Any:
+    names = {f.name: f for f in dataclasses.fields(node)}
+    head = path[0]
+    if head not in names:
+        raise FTNError(f"--set {key}: unknown key '{head}' (valid here: {', '.join(names)})")
+    current = getattr(node, head)
+    if len(path) == 1:
+        if dataclasses.is_dataclass(current):
+            raise FTNError(f"--set {key}: '{head}' is a group; name one of its fields")
+        hints = typing.get_type_hints(type(node))
+        return dataclasses.replace(node, **{head: _coerce(value, hints[head], key)})
+    if not dataclasses.is_dataclass(current):
+        raise FTNError(f"--set {key}: '{head}' has no fields")
+    return dataclasses.replace(node, **{head: _override_one(current, path[1:], value, key)})
+
+
+def parse_sets(items: list[str]) -> dict[str, str]:
+    """``["a.b=1", "c.d=x"]`` → ``{"a.b": "1", "c.d": "x"}``; malformed items raise."""
+    out: dict[str, str] = {}
+    for item in items:
+        if "=" not in item:
+            raise FTNError(f"--set {item}: expected key=value, e.g. --set train.epochs=10")
+        key, value = item.split("=", 1)
+        out[key.strip()] = value.strip()
+    return out
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    return dataclasses.asdict(cfg)
+
+
+def from_dict(d: dict[str, Any]) -> Config:
+    """Inverse of ``to_dict`` (used to read a resolved config back from a run)."""
+    return override(Config(), {k: v for k, v in flatten_dict(d).items()})
+
+
+def flatten_dict(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in d.items():
+        if isinstance(value, dict):
+            out.update(flatten_dict(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def config_hash(cfg: Any, exclude: tuple[str, ...] = ("train.device", "data.workers")) -> str:
+    """A short stable hash of everything that changes the result (not where it runs)."""
+    flat = {k: v for k, v in flatten(cfg).items() if k not in exclude}
+    payload = json.dumps(flat, sort_keys=True, default=list)
+    return hashlib.sha256(payload.encode()).hexdigest()[:12]

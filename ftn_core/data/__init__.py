@@ -1,0 +1,1 @@
+"""Datasets on disk, the embedded synthetic benchmark, PK sampling and augmentation."""
