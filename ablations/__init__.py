@@ -1,0 +1,1 @@
+"""The ablation suite: variant registry, runner, tracking (MLflow) and tuning (Optuna)."""

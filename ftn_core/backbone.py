@@ -1,0 +1,78 @@
+"""S-Enc: a torchvision ResNet cut into the paper's stages (paper §3.1; DESIGN §1).
+
+stage1 = stem, stage2 = layer1, stage3 = layer2, stage4 = layer3, stage5 = layer4 (stride 1).
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import urllib.error
+from pathlib import Path
+
+import torch
+import torchvision
+from torch import nn
+from torchvision.models.resnet import BasicBlock, Bottleneck
+
+from ftn_core.errors import FTNError
+
+WEIGHTS = {
+    "resnet18": "ResNet18_Weights.IMAGENET1K_V1",
+    "resnet34": "ResNet34_Weights.IMAGENET1K_V1",
+    "resnet50": "ResNet50_Weights.IMAGENET1K_V1",
+}
+
+
+def _load_state_dict(arch: str, weights_path: str) -> dict[str, torch.Tensor]:
+    """ImageNet weights from a local file, or torchvision's weights API (cache, then download)."""
+    if weights_path:
+        path = Path(weights_path).expanduser()
+        if not path.is_file():
+            raise FTNError(f"model.weights_path={weights_path}: no such file; give the path of a "
+                           f"torchvision {arch} state dict (.pth)")
+        try:
+            return torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as err:  # a truncated or foreign file
+            raise FTNError(f"model.weights_path={weights_path}: not a readable state dict ({err})") from None
+    weights = torchvision.models.get_weight(WEIGHTS[arch])
+    cached = Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(weights.url)
+    try:
+        return weights.get_state_dict(progress=False, check_hash=False)
+    except (urllib.error.URLError, OSError, RuntimeError) as err:
+        raise FTNError(
+            f"ImageNet weights for {arch} could not be loaded ({type(err).__name__}: offline?); "
+            f"download {weights.url} elsewhere and put it at {cached}, or pass "
+            f"--set model.weights_path=/path/to/{os.path.basename(weights.url)}"
+        ) from None
+
+
+class SEnc(nn.Module):
+    """The five stages of a torchvision ResNet, with stage 5's stride set to ``last_stride``.
+
+    ``stage4_channels`` / ``stage5_channels``: 1024 / 2048 for ResNet-50, 256 / 512 for 18/34.
+    Also builds the local branch's extra block (a copy of stage 5's last block, so it starts
+    from the same weights when pretrained).
+    """
+
+    def __init__(self, arch: str = "resnet50", pretrained: bool = False, weights_path: str = "",
+                 last_stride: int = 1) -> None:
+        super().__init__()
+        if arch not in WEIGHTS:
+            raise FTNError(f"model.backbone={arch}: unknown; one of {', '.join(WEIGHTS)}")
+        net: torchvision.models.ResNet = getattr(torchvision.models, arch)(weights=None)
+        if pretrained or weights_path:
+            net.load_state_dict(_load_state_dict(arch, weights_path))
+        first = net.layer4[0]
+        # Stride lives in conv2 of a Bottleneck, conv1 of a BasicBlock, and the downsample.
+        (first.conv2 if isinstance(first, Bottleneck) else first.conv1).stride = (last_stride,) * 2
+        first.downsample[0].stride = (last_stride,) * 2
+        self.stage1 = nn.Sequential(net.conv1, net.bn1, net.relu, net.maxpool)
+        self.stage2, self.stage3, self.stage4, self.stage5 = net.layer1, net.layer2, net.layer3, net.layer4
+        self.local_block = copy.deepcopy(net.layer4[-1])
+        self.stage4_channels = _out_channels(net.layer3[-1])
+        self.stage5_channels = _out_channels(net.layer4[-1])
+
+
+def _out_channels(block: nn.Module) -> int:
+    return block.conv2.out_channels if isinstance(block, BasicBlock) else block.conv3.out_channels

@@ -1,0 +1,167 @@
+"""Cost figures behind the paper's efficiency claim (§4.2): parameters, MACs, FLOPs, latency.
+
+``python -m ftn_core.cost`` prints the table. MACs count the multiply-accumulates of
+convolutions and linear layers only (the paper's convention: CFA = 0.168 G); FLOPs are the
+full count of ``torch.utils.flop_counter`` (2 per multiply-accumulate, matmuls included).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+from ftn_core.attention import CFA, PAMCAM
+from ftn_core.config import ModelConfig
+from ftn_core.decoder import TFDec
+from ftn_core.errors import cli_main
+from ftn_core.model import FTN, build_model
+
+PAPER_CFA_PARAMS = 1.3e6
+PAPER_CFA_GMAC = 0.168
+PAPER_CFA_SAVING = 0.834
+
+
+def count_params(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+def conv_linear_macs(module: nn.Module, *inputs) -> int:
+    """Multiply-accumulates of every Conv2d and Linear in one forward pass (whole batch)."""
+    total = 0
+
+    def hook(mod: nn.Module, args, out) -> None:
+        nonlocal total
+        if isinstance(mod, nn.Conv2d):
+            k = mod.in_channels // mod.groups * mod.kernel_size[0] * mod.kernel_size[1]
+            total += out.numel() * k
+        else:  # nn.Linear
+            total += out.numel() * mod.in_features
+
+    handles = [m.register_forward_hook(hook) for m in module.modules()
+               if isinstance(m, (nn.Conv2d, nn.Linear))]
+    try:
+        with torch.no_grad():
+            module(*inputs)
+    finally:
+        for h in handles:
+            h.remove()
+    return total
+
+
+def full_flops(module: nn.Module, *inputs) -> int:
+    counter = FlopCounterMode(display=False)
+    with counter, torch.no_grad():
+        module(*inputs)
+    return counter.get_total_flops()
+
+
+@dataclass
+class CostRow:
+    name: str
+    params: int
+    gmac: float
+    gflops: float
+
+
+def measure(name: str, module: nn.Module, x: torch.Tensor, per: int = 1) -> CostRow:
+    """Cost of ``module(x)`` divided by ``per`` (the batch size) to give per-image figures.
+
+    Parameters count what the pass can use: an FTN in eval mode leaves out its decoder.
+    """
+    params = count_params(module)
+    if isinstance(module, FTN) and not module.training and module.decoder is not None:
+        params -= count_params(module.decoder)
+    return CostRow(name, params, conv_linear_macs(module, x) / per / 1e9,
+                   full_flops(module, x) / per / 1e9)
+
+
+def latency(model: nn.Module, x: torch.Tensor, runs: int = 5, warmup: int = 1) -> float:
+    """Median seconds of one eval-mode forward pass."""
+    model.eval()
+    times = []
+    with torch.inference_mode():
+        for i in range(warmup + runs):
+            t0 = time.perf_counter()
+            model(x)
+            if i >= warmup:
+                times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def cost_table(height: int = 256, width: int = 128, backbone: str = "resnet50",
+               num_classes: int = 751) -> list[CostRow]:
+    torch.manual_seed(0)
+    c4 = 1024 if backbone == "resnet50" else 256
+    feat = torch.randn(1, c4, height // 16, width // 16)
+    rows = [measure(f"CFA (C={c4}, {height // 16}×{width // 16})", CFA(c4).eval(), feat),
+            measure(f"PAM-CAM (C={c4}, {height // 16}×{width // 16})", PAMCAM(c4).eval(), feat),
+            measure(f"TF-Dec (width 64, → {height}×{width})", TFDec(c4, 64).eval(), feat)]
+    img = torch.rand(2, 3, height, width)
+    full = ModelConfig(backbone=backbone)
+    for label, cfg in (("Baseline", ModelConfig(backbone=backbone, attention="none", decoder=False)),
+                       ("FTN", full)):
+        model = build_model(cfg, num_classes)
+        rows.append(measure(f"{label} inference ({backbone}, {height}×{width})", model.eval(), img, per=2))
+        # Training: everything but the optimiser runs, the decoder included (BN in train mode).
+        rows.append(measure(f"{label} training forward", model.train(), img, per=2))
+    return rows
+
+
+def format_table(rows: list[CostRow]) -> str:
+    lines = [f"{'module':<44} {'params (M)':>11} {'MAC conv+fc (G)':>16} {'FLOPs full (G)':>15}"]
+    for r in rows:
+        lines.append(f"{r.name:<44} {r.params / 1e6:>11.3f} {r.gmac:>16.3f} {r.gflops:>15.3f}")
+    return "\n".join(lines)
+
+
+def latency_ratio(batch: int = 16, height: int = 256, width: int = 128, runs: int = 5,
+                  backbone: str = "resnet50") -> tuple[float, float]:
+    """Median CPU inference seconds of Baseline and FTN (TF-Dec is never run at inference)."""
+    torch.manual_seed(0)
+    x = torch.rand(batch, 3, height, width)
+    base = build_model(ModelConfig(backbone=backbone, attention="none", decoder=False), 751)
+    ftn: FTN = build_model(ModelConfig(backbone=backbone), 751)
+    t_base, t_ftn = [], []
+    for _ in range(runs):  # interleave so drift of the machine hits both alike
+        t_base.append(latency(base, x, runs=1))
+        t_ftn.append(latency(ftn, x, runs=1))
+    return statistics.median(t_base), statistics.median(t_ftn)
+
+
+@cli_main
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--backbone", default="resnet50", choices=["resnet18", "resnet34", "resnet50"])
+    parser.add_argument("--height", type=int, default=256)
+    parser.add_argument("--width", type=int, default=128)
+    parser.add_argument("--batch", type=int, default=16, help="batch of the latency measurement")
+    parser.add_argument("--runs", type=int, default=5, help="latency runs (median is reported)")
+    parser.add_argument("--no-latency", action="store_true", help="skip the latency measurement")
+    args = parser.parse_args(argv)
+    rows = cost_table(args.height, args.width, args.backbone)
+    print(format_table(rows))
+    cfa, pamcam = rows[0], rows[1]
+    if args.backbone == "resnet50" and (args.height, args.width) == (256, 128):
+        print(f"\nCFA vs paper: params {cfa.params / 1e6:.3f} M vs 1.3 M "
+              f"({100 * (cfa.params / PAPER_CFA_PARAMS - 1):+.1f} %), "
+              f"{cfa.gmac:.3f} GMAC vs 0.168 ({100 * (cfa.gmac / PAPER_CFA_GMAC - 1):+.1f} %)")
+        print(f"CFA saving vs our PAM-CAM: params {100 * (1 - cfa.params / pamcam.params):.1f} %, "
+              f"MACs {100 * (1 - cfa.gmac / pamcam.gmac):.1f} %, FLOPs "
+              f"{100 * (1 - cfa.gflops / pamcam.gflops):.1f} % (paper: 83.4 %)")
+    if not args.no_latency:
+        t_base, t_ftn = latency_ratio(args.batch, args.height, args.width, args.runs, args.backbone)
+        print(f"\nCPU inference, batch {args.batch}, {args.height}×{args.width}, {torch.get_num_threads()} "
+              f"threads, median of {args.runs}: Baseline {t_base * 1e3:.0f} ms, FTN {t_ftn * 1e3:.0f} ms, "
+              f"ratio FTN/Baseline = {t_ftn / t_base:.3f}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

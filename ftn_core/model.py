@@ -1,0 +1,194 @@
+"""The FTN model (paper §3, Fig. 2): S-Enc, global/local/attention branches, TF-Dec.
+
+Every Table 1/2 variant is one ``ModelConfig``; ``build_model`` is the only place that reads it.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+from torch import Tensor, nn
+
+from ftn_core import losses as L
+from ftn_core.attention import CFA, PAMCAM, AttentionOut
+from ftn_core.backbone import SEnc
+from ftn_core.config import ModelConfig
+from ftn_core.decoder import TFDec
+from ftn_core.errors import FTNError
+from ftn_core.masks import STRATEGY_MASKS, reconstruction_target
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+class EmbeddingHead(nn.Module):
+    """Linear(C→d) → BN → ReLU gives the branch feature (triplet); a Linear classifier (CE)."""
+
+    def __init__(self, in_channels: int, embed_dim: int, num_classes: int) -> None:
+        super().__init__()
+        self.embed = nn.Sequential(nn.Linear(in_channels, embed_dim), nn.BatchNorm1d(embed_dim),
+                                   nn.ReLU(inplace=True))
+        self.classifier = nn.Linear(embed_dim, num_classes)
+
+    def forward(self, pooled: Tensor) -> tuple[Tensor, Tensor]:
+        """pooled (B, C) → feat (B, d), logits (B, num_classes)."""
+        feat = self.embed(pooled)
+        return feat, self.classifier(feat)
+
+
+class Encoded(NamedTuple):
+    """What the encoder computes once per batch and the branches and decoder share."""
+
+    stage3: Tensor  # (B, C3, H/8, W/8)
+    stage4: Tensor  # (B, C4, H/16, W/16): input of CFA and TF-Dec
+    attn: AttentionOut | None  # A′ (B, C4, H/16, W/16) and the PA / CA maps
+
+
+class FTNOutput(NamedTuple):
+    """Training-mode output. ``feats`` / ``logits`` are keyed by branch (global, local, attn)."""
+
+    feats: dict[str, Tensor]
+    logits: dict[str, Tensor]
+    recon: Tensor | None  # (B, 3, H, W)
+    target: Tensor | None  # (B, 3, H, W), detached
+    encoded: Encoded
+
+
+class FTN(nn.Module):
+    """Baseline (global + local branches), + CFA or PAM-CAM branch, + TF-Dec.
+
+    ``forward`` takes images in [0, 1] (B, 3, H, W) and normalises them itself, so the same
+    tensor serves as the reconstruction target. In eval mode it returns only the test
+    embedding (B, n_branches·embed_dim); the decoder never runs at inference.
+    """
+
+    def __init__(self, num_classes: int, backbone: str = "resnet50", pretrained: bool = False,
+                 weights_path: str = "", attention: str = "cfa", use_pa: bool = True,
+                 use_ca: bool = True, use_cmp: bool = True, decoder: bool = True,
+                 decoder_width: int = 64, mask: str = "gm_pam_cam", gauss_sy: float = 0.5,
+                 gauss_sx: float = 0.35, embed_dim: int = 512, last_stride: int = 1) -> None:
+        super().__init__()
+        self.senc = SEnc(backbone, pretrained, weights_path, last_stride)
+        c4, c5 = self.senc.stage4_channels, self.senc.stage5_channels
+        if attention == "cfa":
+            self.attention: nn.Module | None = CFA(c4, use_pa=use_pa, use_ca=use_ca, use_cmp=use_cmp)
+        elif attention == "pamcam":
+            self.attention = PAMCAM(c4)
+        else:
+            self.attention = None
+        heads = {"global": EmbeddingHead(c5, embed_dim, num_classes),
+                 "local": EmbeddingHead(c5, embed_dim, num_classes)}
+        if self.attention is not None:
+            heads["attn"] = EmbeddingHead(c4, embed_dim, num_classes)
+        self.heads = nn.ModuleDict(heads)
+        self.decoder = TFDec(c4, decoder_width) if decoder else None
+        self.mask, self.gauss_sy, self.gauss_sx = mask, gauss_sy, gauss_sx
+        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+
+    @property
+    def embedding_dim(self) -> int:
+        return sum(h.classifier.in_features for h in self.heads.values())
+
+    def forward_encoder(self, img: Tensor) -> Encoded:
+        """img (B, 3, H, W) in [0, 1] → stages 3–4 and the attention output."""
+        x = (img - self.mean) / self.std
+        s3 = self.senc.stage3(self.senc.stage2(self.senc.stage1(x)))
+        s4 = self.senc.stage4(s3)
+        attn = self.attention(s4) if self.attention is not None else None
+        return Encoded(s3, s4, attn)
+
+    def forward_reid(self, enc: Encoded) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+        """Global (stage5 → GAP), local (extra block → GMP) and attention (A′ → GAP) branches."""
+        s5 = self.senc.stage5(enc.attn.out if enc.attn is not None else enc.stage4)
+        pooled = {"global": s5.mean(dim=(2, 3)),  # GAP: (B, C5)
+                  "local": self.senc.local_block(s5).amax(dim=(2, 3))}  # GMP: (B, C5)
+        if enc.attn is not None:
+            pooled["attn"] = enc.attn.out.mean(dim=(2, 3))  # GAP: (B, C4)
+        feats, logits = {}, {}
+        for name, head in self.heads.items():
+            feats[name], logits[name] = head(pooled[name])
+        return feats, logits
+
+    def forward_decoder(self, enc: Encoded) -> Tensor:
+        """TF-Dec on the stage-4 map: (B, C4, H/16, W/16) → recon (B, 3, H, W)."""
+        if self.decoder is None:
+            raise RuntimeError("this model has no decoder (model.decoder=false)")
+        return self.decoder(enc.stage4)
+
+    def forward(self, img: Tensor, reid: bool = True, recon: bool | None = None) -> FTNOutput | Tensor:
+        """Train mode: FTNOutput with the parts asked for (recon defaults to "if there is a
+        decoder"). Eval mode: the test embedding (B, n_branches·embed_dim)."""
+        enc = self.forward_encoder(img)
+        if not self.training:
+            feats, _ = self.forward_reid(enc)
+            return torch.cat(list(feats.values()), dim=1)
+        feats, logits = self.forward_reid(enc) if reid else ({}, {})
+        want_recon = self.decoder is not None if recon is None else recon
+        rec = target = None
+        if want_recon:
+            rec = self.forward_decoder(enc)
+            pa = enc.attn.pa if enc.attn is not None else None
+            ca = enc.attn.ca if enc.attn is not None else None
+            target = reconstruction_target(img, self.mask, pa, ca, self.gauss_sy, self.gauss_sx)
+        return FTNOutput(feats, logits, rec, target, enc)
+
+    def losses(self, out: FTNOutput, pids: Tensor | None, margin: float = 0.3,
+               label_smooth: float = 0.0, gradient: bool = True) -> dict[str, Tensor]:
+        """Unweighted loss terms of Eq. 6 for what ``out`` holds: ``ce/<branch>``,
+        ``triplet/<branch>``, ``grad``, ``l1``. Weight them with ``losses.combine``."""
+        terms: dict[str, Tensor] = {}
+        for name, logits in out.logits.items():
+            terms[f"ce/{name}"] = L.cross_entropy(logits, pids, label_smooth)
+            terms[f"triplet/{name}"] = L.batch_hard_triplet(out.feats[name], pids, margin)
+        if out.recon is not None:
+            if gradient:
+                terms["grad"] = L.gradient_loss(out.recon, out.target)
+            terms["l1"] = L.l1_loss(out.recon, out.target)
+        return terms
+
+    def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
+        """backbone (S-Enc and the local block), heads, attention, decoder — for warm-up freezing."""
+        groups = {"backbone": list(self.senc.parameters()), "heads": list(self.heads.parameters()),
+                  "attention": [], "decoder": []}
+        if self.attention is not None:
+            groups["attention"] = list(self.attention.parameters())
+        if self.decoder is not None:
+            groups["decoder"] = list(self.decoder.parameters())
+        return groups
+
+    @torch.no_grad()
+    def activation_maps(self, img: Tensor) -> dict[str, Tensor]:
+        """Feature maps for the paper's Figures 4–5: stage3, attention (A′), global (stage5),
+        local (extra block). Each (B, C, h, w); works in either mode, runs no decoder."""
+        enc = self.forward_encoder(img)
+        s5 = self.senc.stage5(enc.attn.out if enc.attn is not None else enc.stage4)
+        maps = {"stage3": enc.stage3, "global": s5, "local": self.senc.local_block(s5)}
+        if enc.attn is not None:
+            maps["attn"] = enc.attn.out
+        return maps
+
+
+def validate(cfg: ModelConfig) -> None:
+    """Reject configurations that cannot be built, with one line saying what to change."""
+    needs = STRATEGY_MASKS.get(cfg.mask)
+    if needs is None:
+        raise FTNError(f"model.mask={cfg.mask}: unknown; one of {', '.join(STRATEGY_MASKS)}")
+    if cfg.decoder:
+        for name, flag in (("pam", "use_pa"), ("cam", "use_ca")):
+            if name in needs and not (cfg.attention == "cfa" and getattr(cfg, flag)):
+                raise FTNError(f"model.mask={cfg.mask} needs the CFA's {name[:2].upper()} map: "
+                               f"set model.attention=cfa and model.{flag}=true, or another mask")
+    if cfg.attention == "cfa" and not (cfg.use_pa or cfg.use_ca):
+        raise FTNError("model.use_pa and model.use_ca are both false: CFA needs at least one")
+
+
+def build_model(cfg: ModelConfig, num_classes: int) -> FTN:
+    """Wire a ``ModelConfig`` to ``FTN`` (the only place that reads the config)."""
+    validate(cfg)
+    return FTN(num_classes, backbone=cfg.backbone, pretrained=cfg.pretrained,
+               weights_path=cfg.weights_path, attention=cfg.attention, use_pa=cfg.use_pa,
+               use_ca=cfg.use_ca, use_cmp=cfg.use_cmp, decoder=cfg.decoder,
+               decoder_width=cfg.decoder_width, mask=cfg.mask, gauss_sy=cfg.gauss_sy,
+               gauss_sx=cfg.gauss_sx, embed_dim=cfg.embed_dim, last_stride=cfg.last_stride)

@@ -1,0 +1,78 @@
+"""Config overrides, flattening and hashing; the variant registry."""
+
+from __future__ import annotations
+
+import pytest
+
+from ablations.variants import TABLES, paper_results, variants
+from ftn_core.config import Config, config_hash, flatten, from_dict, override, parse_sets, to_dict
+from ftn_core.errors import FTNError
+
+
+def test_override_coerces_types_from_strings():
+    cfg = override(Config(), parse_sets(["loss.w_grad=0", "train.milestones=10,20",
+                                         "model.use_pa=false", "model.backbone=resnet18",
+                                         "train.lr=1e-3"]))
+    assert cfg.loss.w_grad == 0.0 and isinstance(cfg.loss.w_grad, float)
+    assert cfg.train.milestones == (10, 20)
+    assert cfg.model.use_pa is False and cfg.model.backbone == "resnet18"
+    assert cfg.train.lr == pytest.approx(1e-3)
+    assert Config().loss.w_grad == 1.0  # the original is untouched (frozen)
+
+
+@pytest.mark.parametrize("item,match", [
+    ("loss.nope=1", "unknown key 'nope'"),
+    ("model=1", "'model' is a group"),
+    ("model.backbone=vgg", "must be one of resnet18, resnet34, resnet50"),
+    ("train.epochs=ten", "expected int"),
+    ("model.use_pa=maybe", "expected true or false"),
+    ("train.epochs", "expected key=value"),
+])
+def test_bad_overrides_fail_with_one_line(item, match):
+    with pytest.raises(FTNError, match=match):
+        override(Config(), parse_sets([item]))
+
+
+def test_flatten_round_trip_and_hash():
+    cfg = override(Config(), {"model.mask": "gm", "train.epochs": 3})
+    flat = flatten(cfg)
+    assert flat["model.mask"] == "gm" and flat["train.epochs"] == 3
+    assert len(flat) == len(set(flat))
+    assert from_dict(to_dict(cfg)) == cfg
+    assert config_hash(cfg) == config_hash(from_dict(to_dict(cfg)))
+    assert config_hash(cfg) != config_hash(Config())
+    # where it runs does not change the hash
+    assert config_hash(override(cfg, {"train.device": "cuda"})) == config_hash(cfg)
+
+
+def test_registry_matches_the_paper_tables():
+    assert [v.key for v in variants(2)] == ["base", "a", "b", "c", "d", "e", "f", "g"]
+    assert [v.key for v in variants(1)] == ["base", "pamcam", "cfa_no_pa", "cfa_no_ca", "cfa_no_cmp", "cfa"]
+    assert [v.key for v in variants(2, ["g", "base"])] == ["base", "g"]
+    with pytest.raises(FTNError, match="not in Table 2"):
+        variants(2, ["z"])
+    with pytest.raises(FTNError, match="--table 4: unknown"):
+        variants(4)
+    paper = paper_results(2)
+    for v in TABLES[2]:
+        rows = [r for r in paper if r["row"] == v.key]
+        assert {r["dataset"] for r in rows} == {"market1501", "cuhk03_labeled"}, v.key
+    g = next(r for r in paper if r["row"] == "g" and r["dataset"] == "market1501")
+    assert (g["rank1"], g["mAP"]) == (95.8, 89.1)
+
+
+def test_table2_flags_match_the_paper_columns():
+    import csv
+
+    from ablations.variants import PAPER_TABLES
+    from ftn_core.config import ModelConfig
+    from ftn_core.masks import STRATEGY_MASKS
+
+    rows = {r["row"]: r for r in csv.DictReader(PAPER_TABLES.open()) if r["table"] == "2"}
+    for v in TABLES[2]:
+        m = v.model_config(ModelConfig())
+        masks = STRATEGY_MASKS[m.mask] if m.decoder else ()
+        got = {"cfa": int(m.attention == "cfa"), "gm": int("gm" in masks), "pam": int("pam" in masks),
+               "cam": int("cam" in masks), "gradient_loss": int(m.decoder and m.gradient_loss)}
+        want = {k: int(rows[v.key][k]) for k in got}
+        assert got == want, v.key
