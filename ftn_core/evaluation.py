@@ -1,0 +1,291 @@
+"""Re-ID evaluation: distances, CMC / mAP / mINP (Market-1501 protocol), foreground focus.
+
+Protocol (DESIGN §5): for each query, gallery images with the same pid **and** the same camera
+are removed (junk); nothing else is removed — pid 0 distractors stay, and pid -1 images are
+already dropped by the readers (Market's original code also treats them as junk). Queries left
+without a true match are skipped. AP = mean of the precision at each true match; CMC rank-k =
+share of valid queries whose first true match is in the top k; mINP = mean of
+(number of true matches / rank of the last true match) (Ye et al., "Deep Learning for Person
+Re-identification: A Survey and Outlook", 2021).
+
+Order among equal distances: the gallery index (as a stable argsort gives). The fast path never
+sorts a row: the rank of a true match is 1 + the number of kept gallery items that come before
+it, counted by comparing the row against the few true matches of the query (~14 on Market).
+Exact ties are handled by comparing 64-bit keys (float32 bits << 32 | gallery index).
+Distances are float32 everywhere (a float64 matrix is cast; the reference loop casts too).
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ftn_core.errors import FTNError
+
+ArrayLike = torch.Tensor | np.ndarray | Sequence[int]
+_KEY_MAX = np.iinfo(np.int64).max
+_BLOCK = 1 << 20
+"""Elements of the (rows, matches, G) comparison block: 1 MB of bools stays in cache."""
+
+
+class RankResult(NamedTuple):
+    """CMC curve (fractions, index k = rank k+1), mAP, mINP and the number of queries used."""
+
+    cmc: np.ndarray
+    mAP: float
+    mINP: float
+    num_valid_queries: int
+
+    def metrics(self) -> dict[str, float]:
+        """Stable metric names (DESIGN/STYLE: ``val/<name>`` in MLflow and reports)."""
+        out = {"mAP": self.mAP, "mINP": self.mINP}
+        for k in (1, 5, 10):
+            if k <= len(self.cmc):
+                out[f"rank{k}"] = float(self.cmc[k - 1])
+        return out
+
+
+# --------------------------------------------------------------------------- distances
+
+
+def _to_numpy(x: ArrayLike) -> np.ndarray:
+    if isinstance(x, torch.Tensor):
+        return x.detach().cpu().numpy()
+    return np.asarray(x)
+
+
+def _distance_block(q: torch.Tensor, g: torch.Tensor, metric: str,
+                    g_sq: torch.Tensor | None) -> torch.Tensor:
+    """(B, D) × (G, D) → (B, G) float32; ``g`` pre-normalised for cosine, ``g_sq`` = |g|²."""
+    if metric == "cosine":
+        return 1.0 - F.normalize(q, dim=1) @ g.T  # (B, G)
+    q_sq = q.pow(2).sum(1, keepdim=True)  # (B, 1)
+    d2 = torch.addmm(g_sq[None, :], q, g.T, beta=1.0, alpha=-2.0).add_(q_sq)  # (B, G)
+    return d2.clamp_min_(0.0).sqrt_()
+
+
+def _prepare_gallery(g_feat: torch.Tensor, metric: str) -> tuple[torch.Tensor, torch.Tensor | None]:
+    if metric not in ("euclidean", "cosine"):
+        raise FTNError(f"unknown distance metric {metric!r}; use 'euclidean' or 'cosine'")
+    g = torch.as_tensor(g_feat).detach().float().cpu()
+    if metric == "cosine":
+        return F.normalize(g, dim=1), None
+    return g, g.pow(2).sum(1)
+
+
+def compute_distmat(q_feat: torch.Tensor, g_feat: torch.Tensor, metric: str = "euclidean",
+                    chunk: int = 1024) -> torch.Tensor:
+    """Query–gallery distances (Q, G) float32, computed ``chunk`` queries at a time.
+
+    euclidean: plain (not squared) L2 distance — the ranking is the same as with the squared
+    distance up to float32 rounding ties; cosine: 1 - cosine similarity.
+    The result is one dense matrix of Q·G·4 bytes (Market 3,368 × 15,913 ≈ 0.2 GB; MSMT17
+    11,659 × 82,161 ≈ 3.8 GB): for MSMT17-sized sets use ``evaluate_features``, which
+    streams query chunks and never builds it.
+    """
+    g, g_sq = _prepare_gallery(g_feat, metric)
+    q = torch.as_tensor(q_feat).detach().float().cpu()
+    if q.ndim != 2 or g.ndim != 2 or q.shape[1] != g.shape[1]:
+        raise ValueError(f"features must be (Q, D) and (G, D), got {tuple(q.shape)} and {tuple(g.shape)}")
+    out = torch.empty(q.shape[0], g.shape[0], dtype=torch.float32)
+    with torch.no_grad():
+        for s in range(0, q.shape[0], chunk):
+            out[s:s + chunk] = _distance_block(q[s:s + chunk], g, metric, g_sq)
+    return out
+
+
+# --------------------------------------------------------------------------- ranking
+
+
+class _Plan(NamedTuple):
+    """Per-query true matches and junk as gallery indices (padded to the largest pid group)."""
+
+    gidx: np.ndarray  # (Q, L) gallery indices of the query's pid group (padded)
+    pos: np.ndarray  # (Q, L) bool: same pid, other camera → true match
+    junk: np.ndarray  # (Q, L) bool: same pid, same camera → removed
+    n_pos: np.ndarray  # (Q,)
+
+
+def _plan(q_pids: np.ndarray, g_pids: np.ndarray, q_camids: np.ndarray,
+          g_camids: np.ndarray) -> _Plan:
+    g_order = np.argsort(g_pids, kind="stable")
+    g_sorted = g_pids[g_order]
+    lo = np.searchsorted(g_sorted, q_pids, side="left")
+    size = np.searchsorted(g_sorted, q_pids, side="right") - lo  # (Q,)
+    width = max(int(size.max(initial=0)), 1)
+    slot = np.arange(width)
+    inside = slot[None, :] < size[:, None]  # (Q, L)
+    flat = np.minimum(lo[:, None] + slot[None, :], max(len(g_order) - 1, 0))  # (Q, L)
+    gidx = g_order[flat] if len(g_order) else np.zeros_like(flat)
+    same_cam = g_camids[gidx] == q_camids[:, None] if len(g_order) else inside
+    pos = inside & ~same_cam
+    return _Plan(gidx, pos, inside & same_cam, pos.sum(1))
+
+
+def _match_ranks(dist: np.ndarray, plan: _Plan, rows: np.ndarray, buf: np.ndarray) -> np.ndarray:
+    """Ranks (1-based, among kept gallery items) of each query's true matches, ascending.
+
+    dist: (B, G) float32, rows of the queries ``rows`` (a fresh array, modified in place).
+    Returns (B, P) int64 with P = max true matches in the block; unused slots are arbitrary.
+    ``buf`` is a reused bool scratch of at least B·P·G elements.
+    """
+    if np.isnan(dist).any():
+        raise FTNError("the distance matrix contains NaN (did training diverge?); check the features")
+    B, G = dist.shape
+    dist += 0.0  # -0.0 → +0.0, so both zeros tie like they do in a sort
+    bits = dist.view(np.int32).astype(np.int64)  # (B, G)
+    if (bits < 0).any():  # negative floats: flip magnitude bits so integer order = float order
+        bits = np.where(bits < 0, bits ^ 0x7FFFFFFF, bits)
+    key = (bits << 32) | np.arange(G, dtype=np.int64)  # (B, G) distinct, (distance, index) order
+    gidx, pos, junk = plan.gidx[rows], plan.pos[rows], plan.junk[rows]
+    r_j, c_j = np.nonzero(junk)
+    key[r_j, gidx[r_j, c_j]] = _KEY_MAX  # removed items never come before a match
+    pos_key = np.where(pos, np.take_along_axis(key, gidx, axis=1), _KEY_MAX)  # (B, L)
+    P = max(int(plan.n_pos[rows].max()), 1)
+    pos_key = np.sort(pos_key, axis=1)[:, :P]  # (B, P) true matches in ranking order
+    earlier = np.less(key[:, None, :], pos_key[:, :, None],
+                      out=buf[:B * P * G].reshape(B, P, G))  # (B, P, G)
+    before = np.count_nonzero(earlier, axis=2)  # (B, P)
+    return before + 1
+
+
+def _summarise(first: list[np.ndarray], ap: list[np.ndarray], inp: list[np.ndarray],
+               max_rank: int) -> RankResult:
+    first_r = np.concatenate(first) if first else np.zeros(0, np.int64)
+    if first_r.size == 0:
+        raise FTNError("no query has a true match in the gallery (same id seen by another "
+                       "camera); check that query and gallery come from the same dataset")
+    cmc = (first_r[:, None] <= np.arange(1, max_rank + 1)[None, :]).mean(0)  # (max_rank,)
+    return RankResult(cmc, float(np.concatenate(ap).mean()), float(np.concatenate(inp).mean()),
+                      int(first_r.size))
+
+
+def _labels(q_pids: ArrayLike, g_pids: ArrayLike, q_camids: ArrayLike, g_camids: ArrayLike,
+            num_q: int, num_g: int) -> tuple[np.ndarray, ...]:
+    arrays = tuple(_to_numpy(a).astype(np.int64).ravel() for a in (q_pids, g_pids, q_camids, g_camids))
+    if len(arrays[0]) != num_q or len(arrays[2]) != num_q or len(arrays[1]) != num_g \
+            or len(arrays[3]) != num_g:
+        raise ValueError(f"label lengths {[len(a) for a in arrays]} do not match Q={num_q}, G={num_g}")
+    return arrays
+
+
+def _evaluate_blocks(num_q: int, num_g: int, labels: tuple[np.ndarray, ...], max_rank: int,
+                     rows_dist) -> RankResult:
+    """Shared driver: queries sorted by match count, blocks sized to ``_BLOCK`` comparisons."""
+    q_pids, g_pids, q_camids, g_camids = labels
+    plan = _plan(q_pids, g_pids, q_camids, g_camids)
+    order = np.argsort(-plan.n_pos, kind="stable")
+    order = order[plan.n_pos[order] > 0]  # queries without a true match are skipped
+    first, ap, inp = [], [], []
+    buf = np.empty(max(_BLOCK, int(plan.n_pos.max(initial=1)) * num_g), dtype=bool)
+    s = 0
+    while s < len(order):
+        p_max = int(plan.n_pos[order[s]])  # descending: the block's widest query comes first
+        rows = order[s:s + int(np.clip(_BLOCK // (p_max * max(num_g, 1)), 1, 512))]
+        ranks = _match_ranks(rows_dist(rows), plan, rows, buf)  # (B, P)
+        n = plan.n_pos[rows]  # (B,)
+        k = np.arange(1, ranks.shape[1] + 1)[None, :]  # (1, P)
+        valid = k <= n[:, None]
+        ap.append(np.where(valid, k / ranks, 0.0).sum(1) / n)
+        inp.append(n / ranks[np.arange(len(rows)), n - 1])
+        first.append(ranks[:, 0])
+        s += len(rows)
+    return _summarise(first, ap, inp, max_rank)
+
+
+def evaluate_rank(distmat: torch.Tensor | np.ndarray, q_pids: ArrayLike, g_pids: ArrayLike,
+                  q_camids: ArrayLike, g_camids: ArrayLike, max_rank: int = 50) -> RankResult:
+    """CMC (length ``max_rank``), mAP and mINP from a (Q, G) distance matrix (DESIGN §5).
+
+    Same order semantics as ``evaluate_rank_reference`` (stable sort: ties by gallery index),
+    but only the true matches of each query are ranked, blockwise over queries.
+    """
+    dist = _to_numpy(distmat)
+    if dist.ndim != 2:
+        raise ValueError(f"distmat must be (Q, G), got shape {dist.shape}")
+    dist = dist.astype(np.float32, copy=False)
+    labels = _labels(q_pids, g_pids, q_camids, g_camids, *dist.shape)
+    return _evaluate_blocks(*dist.shape, labels, max_rank, lambda rows: dist[rows])
+
+
+def evaluate_features(q_feat: torch.Tensor, g_feat: torch.Tensor, q_pids: ArrayLike,
+                      g_pids: ArrayLike, q_camids: ArrayLike, g_camids: ArrayLike,
+                      metric: str = "euclidean", max_rank: int = 50) -> RankResult:
+    """``evaluate_rank(compute_distmat(q_feat, g_feat, metric), ...)`` without the full matrix.
+
+    Distances are computed per block of queries and ranked at once, so memory stays at a few
+    blocks of (rows, G) — what makes MSMT17 (11,659 × 82,161) fit.
+    """
+    g, g_sq = _prepare_gallery(g_feat, metric)
+    q = torch.as_tensor(q_feat).detach().float().cpu()
+    if q.ndim != 2 or g.ndim != 2 or q.shape[1] != g.shape[1]:
+        raise ValueError(f"features must be (Q, D) and (G, D), got {tuple(q.shape)} and {tuple(g.shape)}")
+    labels = _labels(q_pids, g_pids, q_camids, g_camids, q.shape[0], g.shape[0])
+
+    def rows_dist(rows: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            return _distance_block(q[torch.from_numpy(rows)], g, metric, g_sq).numpy()
+
+    return _evaluate_blocks(q.shape[0], g.shape[0], labels, max_rank, rows_dist)
+
+
+def evaluate_rank_reference(distmat: torch.Tensor | np.ndarray, q_pids: ArrayLike,
+                            g_pids: ArrayLike, q_camids: ArrayLike, g_camids: ArrayLike,
+                            max_rank: int = 50) -> RankResult:
+    """The protocol written as a literal per-query loop with a full stable argsort (for tests)."""
+    dist = _to_numpy(distmat).astype(np.float32, copy=False)
+    q_pids, g_pids, q_camids, g_camids = _labels(q_pids, g_pids, q_camids, g_camids, *dist.shape)
+    all_cmc, all_ap, all_inp = [], [], []
+    for i in range(dist.shape[0]):
+        order = np.argsort(dist[i], kind="stable")
+        keep = ~((g_pids[order] == q_pids[i]) & (g_camids[order] == q_camids[i]))
+        hits = (g_pids[order][keep] == q_pids[i]).astype(np.float64)
+        if not hits.any():
+            continue
+        cum = hits.cumsum()
+        cmc = np.minimum(cum, 1.0)[:max_rank]
+        all_cmc.append(np.pad(cmc, (0, max_rank - len(cmc)), constant_values=1.0))
+        precision = cum / np.arange(1, len(hits) + 1)
+        all_ap.append((precision * hits).sum() / hits.sum())
+        last = np.flatnonzero(hits)[-1]
+        all_inp.append(cum[last] / (last + 1))
+    if not all_cmc:
+        raise FTNError("no query has a true match in the gallery (same id seen by another "
+                       "camera); check that query and gallery come from the same dataset")
+    return RankResult(np.mean(all_cmc, axis=0), float(np.mean(all_ap)), float(np.mean(all_inp)),
+                      len(all_cmc))
+
+
+# --------------------------------------------------------------------------- foreground focus
+
+
+def activation_map(feat: torch.Tensor) -> torch.Tensor:
+    """(B, C, h, w) → (B, h, w): the channel mean of ``feat**2``.
+
+    The squared response is the usual spatial attention map of a feature tensor (Zagoruyko &
+    Komodakis, "Paying More Attention to Attention", 2017); the mean keeps it independent of C.
+    Used to quantify where the network looks (paper Figs. 4–5).
+    """
+    return feat.pow(2).mean(dim=1)
+
+
+def foreground_focus(act: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+    """Share of each activation map's mass inside the person mask: (B,) in [0, 1].
+
+    act: (B, h, w), made non-negative with ``abs``, bilinearly upsampled to the mask size
+    (clamped at 0); masks: (B, H, W) or (B, 1, H, W), any value > 0 counts as person (so
+    {0, 1} and {0, 255} both work). A map with zero total mass gives NaN.
+    """
+    if masks.ndim == 4:
+        masks = masks[:, 0]  # (B, H, W)
+    if act.ndim != 3 or masks.ndim != 3 or act.shape[0] != masks.shape[0]:
+        raise ValueError(f"act must be (B, h, w) and masks (B, [1,] H, W); got "
+                         f"{tuple(act.shape)} and {tuple(masks.shape)}")
+    up = F.interpolate(act.abs().float()[:, None], size=masks.shape[-2:], mode="bilinear",
+                       align_corners=False)[:, 0].clamp_min(0.0)  # (B, H, W)
+    inside = (up * (masks > 0)).sum(dim=(1, 2))
+    total = up.sum(dim=(1, 2))
+    return torch.where(total > 0, inside / total, torch.full_like(total, float("nan")))
