@@ -239,3 +239,9 @@ def test_check_image(tmp_path):
         corrupt_file(good, "truncated")
         assert not check_image(str(good)), ext
     assert not check_image(str(tmp_path / "absent.jpg"))
+
+
+def test_split_with_only_junk(tmp_path):
+    write_market_layout(tmp_path / "market1501", TRAIN, [(-1, 1), (-1, 2)], GALLERY)
+    with pytest.raises(FTNError, match=r"split folder .*query/ has only pid -1 \(junk\) images"):
+        load_dataset("market1501", str(tmp_path))
