@@ -1,0 +1,60 @@
+"""From a ``DataConfig`` to the loaders the engine uses (the only data code that reads config)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch.utils.data import DataLoader
+
+from ftn_core.config import DataConfig
+from ftn_core.data.dataset import ReIDDataset
+from ftn_core.data.sampler import PKSampler
+from ftn_core.data.transforms import build_transforms
+from ftn_core.data.types import DatasetSplits
+
+
+@dataclass
+class DataBundle:
+    splits: DatasetSplits
+    train_loader: DataLoader
+    sampler: PKSampler
+    query_loader: DataLoader
+    gallery_loader: DataLoader
+
+    @property
+    def num_classes(self) -> int:
+        return self.splits.num_train_pids
+
+
+def load_splits(cfg: DataConfig) -> DatasetSplits:
+    """The dataset named by ``cfg.dataset``: generated (synthetic) or read from ``cfg.root``."""
+    if cfg.dataset == "synthetic":
+        from ftn_core.data.synthetic import load_synthetic
+
+        return load_synthetic(cfg.root, cfg.synthetic_size, cfg.synthetic_seed, cfg.skip_bad_images)
+    from ftn_core.data.readers import load_dataset
+
+    return load_dataset(cfg.dataset, cfg.root, skip_bad_images=cfg.skip_bad_images)
+
+
+def build_data(cfg: DataConfig, seed: int = 0, rank: int = 0, world_size: int = 1,
+               splits: DatasetSplits | None = None, eval_batch: int = 128) -> DataBundle:
+    """PK-sampled training loader (split over DDP ranks) and query / gallery loaders."""
+    splits = splits if splits is not None else load_splits(cfg)
+    pin = torch.cuda.is_available()
+    train_tf = build_transforms(cfg.height, cfg.width, train=True, flip=cfg.flip, pad=cfg.pad,
+                                random_patch=cfg.random_patch, random_erasing=cfg.random_erasing)
+    test_tf = build_transforms(cfg.height, cfg.width, train=False)
+    sampler = PKSampler([s.pid for s in splits.train], cfg.num_ids, cfg.num_instances, seed=seed,
+                        rank=rank, world_size=world_size)
+    train = DataLoader(ReIDDataset(splits.train, train_tf), batch_sampler=sampler,
+                       num_workers=cfg.workers, pin_memory=pin)
+
+    def test_loader(samples, with_mask):
+        return DataLoader(ReIDDataset(samples, test_tf, with_mask=with_mask), batch_size=eval_batch,
+                          shuffle=False, num_workers=cfg.workers, pin_memory=pin)
+
+    # Query masks (synthetic data) feed the foreground-focus score; the gallery needs none.
+    query = test_loader(splits.query, with_mask=any(s.mask_path for s in splits.query))
+    return DataBundle(splits, train, sampler, query, test_loader(splits.gallery, with_mask=False))

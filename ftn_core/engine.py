@@ -1,0 +1,309 @@
+"""Training engine (paper §3.4, §4.1; DESIGN §3): warm-up, alternating batches, evaluation.
+
+Knows nothing of MLflow or Optuna: it reports through ``Callbacks``. CPU runs are
+deterministic for a seed, and a run resumed from its checkpoint ends as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import signal
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator, Protocol
+
+import torch
+import torch.distributed as dist
+from torch import nn
+from tqdm.auto import tqdm
+
+from ftn_core import checkpoint as ckpt
+from ftn_core.config import Config
+from ftn_core.data.loading import DataBundle
+from ftn_core.errors import FTNError
+from ftn_core.evaluation import RankResult, activation_map, evaluate_features, foreground_focus
+from ftn_core.losses import combine
+from ftn_core.model import FTN, build_model
+
+METRIC_SCALE = 100.0  # val/ metrics are logged in percent, as the paper reports them
+
+
+class Callbacks(Protocol):
+    """What the engine tells its caller (the MLflow runner, an Optuna trial, a test)."""
+
+    def log_metrics(self, metrics: dict[str, float], step: int) -> None: ...
+
+    def on_eval(self, epoch: int, metrics: dict[str, float]) -> None:
+        """After each evaluation; may raise to stop the run (e.g. an Optuna pruner)."""
+
+
+class NonFiniteLoss(FTNError):
+    """A NaN or inf loss: the run stops as FAILED; the others go on."""
+
+
+class Interrupted(Exception):
+    """Ctrl-C or SIGTERM during training; the last epoch's checkpoint is kept."""
+
+
+@dataclass
+class TrainResult:
+    metrics: dict[str, float]
+    """Final ``val/*`` metrics (percent)."""
+    cmc: list[float]
+    epochs: int
+    history: list[dict[str, float]] = field(default_factory=list)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise FTNError(f"train.device={name} but CUDA is not available; use train.device=cpu")
+    return torch.device(name)
+
+
+@contextlib.contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """Turn SIGTERM into KeyboardInterrupt while training (main thread only)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+@torch.no_grad()
+def extract_features(model: FTN, loader, device: torch.device, channels_last: bool = False,
+                     progress: bool = False, desc: str = "features"):
+    """Test embeddings, pids, camids and (when masks come) the foreground-focus scores."""
+    model.eval()
+    feats, pids, camids = [], [], []
+    focus: dict[str, list[torch.Tensor]] = {}
+    for batch in tqdm(loader, desc=desc, leave=False, disable=not progress or None):
+        img = batch["img"].to(device, non_blocking=True)
+        if channels_last:
+            img = img.contiguous(memory_format=torch.channels_last)
+        feats.append(model(img).float().cpu())
+        pids.append(batch["pid"])
+        camids.append(batch["camid"])
+        if "mask" in batch:
+            for name, fmap in model.activation_maps(img).items():
+                score = foreground_focus(activation_map(fmap.float()).cpu(), batch["mask"])
+                focus.setdefault(name, []).append(score)
+    focus_mean = {k: float(torch.cat(v).nanmean()) for k, v in focus.items()}
+    return torch.cat(feats), torch.cat(pids), torch.cat(camids), focus_mean
+
+
+def evaluate(model: FTN, data: DataBundle, device: torch.device, channels_last: bool = False,
+             progress: bool = False) -> tuple[dict[str, float], RankResult]:
+    """``val/rank1 … val/mINP`` (percent) and, on synthetic data, ``val/fg_focus[_branch]``."""
+    qf, qp, qc, focus = extract_features(model, data.query_loader, device, channels_last, progress, "query")
+    gf, gp, gc, _ = extract_features(model, data.gallery_loader, device, channels_last, progress, "gallery")
+    result = evaluate_features(qf, gf, qp, gp, qc, gc)
+    metrics = {f"val/{k}": METRIC_SCALE * v for k, v in result.metrics().items()}
+    if focus:
+        metrics["val/fg_focus"] = METRIC_SCALE * focus["global"]
+        metrics.update({f"val/fg_focus_{k}": METRIC_SCALE * v for k, v in focus.items()})
+    return metrics, result
+
+
+class Trainer:
+    """Trains one configuration: ``Trainer(cfg, data, ckpt_path).fit()``.
+
+    Batches are grouped by three (DESIGN §3): two Re-ID batches with λ = (w_ce, w_triplet, 0, 0)
+    and one reconstruction batch with λ = (0, 0, w_grad, w_l1); ``schedule=joint`` uses all
+    four every batch. During the warm-up the backbone is frozen and only Re-ID batches run.
+    A model without a decoder uses every batch for Re-ID.
+    """
+
+    def __init__(self, cfg: Config, data: DataBundle, ckpt_path: str | Path | None = None,
+                 callbacks: Callbacks | None = None, rank: int = 0, world_size: int = 1,
+                 progress: bool | None = None) -> None:
+        self.cfg, self.data, self.callbacks = cfg, data, callbacks
+        self.rank, self.world_size = rank, world_size
+        self.ckpt_path = Path(ckpt_path) if ckpt_path else None
+        self.progress = progress if progress is not None else rank == 0
+        t = cfg.train
+        self.device = resolve_device(t.device)
+        cuda = self.device.type == "cuda"
+        if cuda:
+            torch.backends.cudnn.benchmark = True
+        torch.manual_seed(t.seed)
+        self.model = build_model(cfg.model, data.num_classes).to(self.device)
+        self.channels_last = t.channels_last and cuda
+        if self.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self.amp_dtype = (torch.bfloat16 if cuda and torch.cuda.is_bf16_supported() else torch.float16)
+        self.use_amp = t.amp and cuda
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp and self.amp_dtype == torch.float16)
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=t.lr, weight_decay=t.weight_decay)
+        self.scheduler = torch.optim.lr_scheduler.MultiStepLR(self.optimizer, list(t.milestones), 0.1)
+        self.net: nn.Module = self.model
+        if world_size > 1:
+            self.net = nn.parallel.DistributedDataParallel(
+                self.model, device_ids=[self.device.index] if cuda else None,
+                find_unused_parameters=True)  # Re-ID and reconstruction batches use different parts
+        self.start_epoch = 0
+        self.history: list[dict[str, float]] = []
+        self.final: dict[str, Any] | None = None
+
+    # ------------------------------------------------------------------ checkpoints
+    def state_dict(self, epoch: int) -> dict[str, Any]:
+        return {"epoch": epoch, "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(),
+                "sampler": self.data.sampler.state_dict(), "rng": ckpt.rng_state(),
+                "history": self.history, "final": self.final}
+
+    def resume(self) -> bool:
+        """Continue from the checkpoint if there is one; returns whether it did."""
+        if self.ckpt_path is None or not self.ckpt_path.exists():
+            return False
+        state = ckpt.load(self.ckpt_path)
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.scaler.load_state_dict(state["scaler"])
+        self.data.sampler.load_state_dict(state["sampler"])
+        ckpt.set_rng_state(state["rng"])
+        self.start_epoch = state["epoch"] + 1
+        self.history = list(state["history"])
+        self.final = state["final"]
+        return True
+
+    def _save(self, epoch: int) -> None:
+        if self.ckpt_path is not None and self.rank == 0:
+            ckpt.save_atomic(self.state_dict(epoch), self.ckpt_path)
+
+    # ------------------------------------------------------------------ training
+    def _batch_kind(self, epoch: int, i: int) -> str:
+        if epoch < self.cfg.train.warmup_epochs or self.model.decoder is None:
+            return "reid"
+        if self.cfg.train.schedule == "joint":
+            return "joint"
+        return "recon" if i % 3 == 2 else "reid"
+
+    def _weights(self, kind: str) -> dict[str, float]:
+        w = self.cfg.loss
+        reid = {"ce": w.w_ce, "triplet": w.w_triplet}
+        recon = {"grad": w.w_grad if self.cfg.model.gradient_loss else 0.0, "l1": w.w_l1}
+        return {"reid": reid, "recon": recon, "joint": {**reid, **recon}}[kind]
+
+    def _set_warmup(self, frozen: bool) -> None:
+        for p in self.model.parameter_groups()["backbone"]:
+            p.requires_grad_(not frozen)
+
+    def train_epoch(self, epoch: int) -> dict[str, float]:
+        t = self.cfg.train
+        self.model.train()
+        self._set_warmup(epoch < t.warmup_epochs)
+        self.data.sampler.set_epoch(epoch)
+        n_batches = len(self.data.train_loader)
+        if t.max_batches:
+            n_batches = min(n_batches, t.max_batches)
+        sums: dict[str, float] = {}
+        counts: dict[str, int] = {}
+        images, start = 0, time.perf_counter()
+        bar = tqdm(total=n_batches, desc=f"epoch {epoch + 1}/{t.epochs}", leave=False,
+                   disable=not self.progress or None, dynamic_ncols=True)
+        for i, batch in enumerate(self.data.train_loader):
+            if i >= n_batches:
+                break
+            kind = self._batch_kind(epoch, i)
+            img = batch["img"].to(self.device, non_blocking=True)
+            if self.channels_last:
+                img = img.contiguous(memory_format=torch.channels_last)
+            pids = batch["pid"].to(self.device, non_blocking=True)
+            with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.use_amp):
+                out = self.net(img, reid=kind != "recon", recon=kind != "reid")
+            terms = self.model.losses(out, pids, self.cfg.loss.margin, self.cfg.loss.label_smooth,
+                                      gradient=self.cfg.model.gradient_loss)
+            loss = combine(terms, self._weights(kind))
+            if not torch.isfinite(loss):
+                values = ", ".join(f"{k}={v.item():.4g}" for k, v in terms.items())
+                raise NonFiniteLoss(f"non-finite loss at epoch {epoch + 1}, batch {i + 1} ({values}); "
+                                    f"lower train.lr or check the data")
+            self.optimizer.zero_grad(set_to_none=True)
+            self.scaler.scale(loss).backward()
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+            images += img.shape[0] * self.world_size
+            for key, value in _term_totals(terms).items():
+                sums[key] = sums.get(key, 0.0) + value
+                counts[key] = counts.get(key, 0) + 1
+            sums["total"] = sums.get("total", 0.0) + loss.item()
+            counts["total"] = counts.get("total", 0) + 1
+            bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{self.scheduler.get_last_lr()[0]:.1e}",
+                            img_s=f"{images / (time.perf_counter() - start):.0f}")
+            bar.update()
+        bar.close()
+        elapsed = time.perf_counter() - start
+        stats = {f"train/loss_{k}": sums[k] / counts[k] for k in sums}
+        stats["train/lr"] = self.scheduler.get_last_lr()[0]
+        stats["train/img_per_s"] = images / max(elapsed, 1e-9)
+        stats["train/epoch_seconds"] = elapsed
+        self.scheduler.step()
+        return stats
+
+    def _evaluate(self) -> tuple[dict[str, float], RankResult | None]:
+        result = None
+        metrics: dict[str, float] = {}
+        if self.rank == 0:
+            metrics, result = evaluate(self.model, self.data, self.device, self.channels_last, self.progress)
+        if self.world_size > 1:
+            dist.barrier()
+        return metrics, result
+
+    def fit(self) -> TrainResult:
+        """Train from the checkpoint (or scratch) to the last epoch; evaluate every k epochs."""
+        t = self.cfg.train
+        self.resume()
+        if self.final is not None:  # finished earlier: nothing to train again
+            return TrainResult(self.final["metrics"], self.final["cmc"], t.epochs, self.history)
+        result: RankResult | None = None
+        metrics: dict[str, float] = {}
+        epoch = self.start_epoch
+        try:
+            with sigterm_as_interrupt():
+                for epoch in range(self.start_epoch, t.epochs):
+                    stats = self.train_epoch(epoch)
+                    last = epoch == t.epochs - 1
+                    if last or (t.eval_every and (epoch + 1) % t.eval_every == 0):
+                        metrics, result = self._evaluate()
+                        stats.update(metrics)
+                    self.history.append({"epoch": epoch + 1, **stats})
+                    if self.callbacks is not None and self.rank == 0:
+                        self.callbacks.log_metrics(stats, step=epoch + 1)
+                        if metrics and "val/mAP" in stats:
+                            self.callbacks.on_eval(epoch + 1, metrics)
+                    if last and result is not None:
+                        self.final = {"metrics": metrics, "cmc": [float(c) for c in result.cmc]}
+                    self._save(epoch)
+        except KeyboardInterrupt:
+            done = f"epoch {epoch}" if epoch > 0 else "none"
+            raise Interrupted(f"interrupted during epoch {epoch + 1}; checkpoint of the last "
+                              f"finished epoch ({done}) kept at {self.ckpt_path}") from None
+        assert self.final is not None or self.rank != 0
+        final = self.final or {"metrics": {}, "cmc": []}
+        return TrainResult(final["metrics"], final["cmc"], t.epochs, self.history)
+
+
+def _term_totals(terms: dict[str, torch.Tensor]) -> dict[str, float]:
+    """Sum the per-branch terms (``ce/global`` + ``ce/local`` …) into one value per term kind."""
+    out: dict[str, float] = {}
+    for key, value in terms.items():
+        kind = key.split("/")[0]
+        v = value.item()
+        if not math.isfinite(v):
+            v = float("nan")
+        out[kind] = out.get(kind, 0.0) + v
+    return out
