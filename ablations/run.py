@@ -1,0 +1,147 @@
+"""Run the variants of one of the paper's tables, tracked in MLflow; rerunning resumes.
+
+Examples:
+  python ablations/run.py --table 2                      # Table 2 on the embedded synthetic data
+  python ablations/run.py --table 1 --seeds 0 1 2 --variants base cfa
+  python ablations/run.py --table 3 --dataset market1501 cuhk03_labeled --root /data/reid
+  python ablations/run.py --table 2 --dry-run            # the plan, and what is already done
+  torchrun --nproc-per-node 2 ablations/run.py --table 2 --preset paper --dataset market1501 --root /data
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from ablations import runner, tracking  # noqa: E402
+from ftn_core.config import parse_sets  # noqa: E402
+from ftn_core.engine import Interrupted  # noqa: E402
+from ftn_core.errors import FTNError, cli_main  # noqa: E402
+from ftn_core.presets import PRESETS  # noqa: E402
+
+DEFAULT_ROOT = tracking.REPO / "data"
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n\n", 1)[1],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--table", type=int, required=True, help="paper table: 1 (attention), 2 (TF-Dec targets), "
+                        "3 (Baseline and FTN per dataset)")
+    parser.add_argument("--dataset", nargs="+", default=["synthetic"], metavar="NAME",
+                        help=f"one or more of: {', '.join(runner.DATASETS)} (default: synthetic, generated on first use)")
+    parser.add_argument("--root", default=str(DEFAULT_ROOT),
+                        help="folder holding the datasets (and where synthetic data is generated); default: %(default)s")
+    parser.add_argument("--preset", choices=sorted(PRESETS), default=None,
+                        help="paper | cpu | tiny (default: paper with CUDA and a real dataset, else cpu)")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0], metavar="S", help="seeds (default: 0)")
+    parser.add_argument("--variants", nargs="+", default=None, metavar="KEY",
+                        help="a subset of the table's variants, e.g. base g (default: all)")
+    parser.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a config field, e.g. --set train.epochs=20 (repeatable)")
+    parser.add_argument("--tracking-uri", default=None,
+                        help=f"MLflow store or server (default: {tracking.DEFAULT_TRACKING_URI})")
+    parser.add_argument("--work-dir", default=str(tracking.MLRUNS / "checkpoints"),
+                        help="where checkpoints for resuming are kept (default: %(default)s)")
+    parser.add_argument("--shard", default=None, metavar="K/N",
+                        help="run only the K-th of N disjoint slices of the plan (0-based); "
+                             "defaults to SLURM_ARRAY_TASK_ID/SLURM_ARRAY_TASK_COUNT when set")
+    parser.add_argument("--dry-run", action="store_true", help="print the plan and what is done; train nothing")
+    return parser.parse_args(argv)
+
+
+def parse_shard(text: str | None) -> tuple[int, int]:
+    if text is None:
+        task, count = os.environ.get("SLURM_ARRAY_TASK_ID"), os.environ.get("SLURM_ARRAY_TASK_COUNT")
+        if task is None or count is None:
+            return 0, 1
+        text = f"{int(task) - int(os.environ.get('SLURM_ARRAY_TASK_MIN', '0'))}/{count}"
+    try:
+        k, n = (int(x) for x in text.split("/"))
+    except ValueError:
+        raise FTNError(f"--shard {text}: expected K/N, e.g. --shard 0/4") from None
+    if not (n >= 1 and 0 <= k < n):
+        raise FTNError(f"--shard {text}: need 0 <= K < N")
+    return k, n
+
+
+def init_distributed() -> tuple[int, int]:
+    """Under torchrun: join the process group (NCCL on CUDA, gloo on CPU); returns (rank, world)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return 0, 1
+    import torch
+    import torch.distributed as dist
+
+    if torch.cuda.is_available():
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+    dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    return dist.get_rank(), world
+
+
+@cli_main
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    argv = sys.argv if argv is None else ["ablations/run.py", *argv]
+    rank, world = init_distributed()
+    shard = parse_shard(args.shard)
+    preset, why = runner.choose_preset(args.preset, args.dataset)
+    sets = parse_sets(args.sets)
+    if world > 1 and "train.device" not in sets:
+        import torch
+
+        if torch.cuda.is_available():
+            sets["train.device"] = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
+    plan = runner.build_plan(args.table, args.variants, args.seeds, args.dataset, args.root, preset, sets, shard)
+    work_dir = Path(args.work_dir)
+    if rank == 0:
+        print(f"preset: {preset} ({why})", flush=True)
+    client = tracking.open_store(args.tracking_uri) if rank == 0 else None
+    if rank == 0:
+        runner.mark_existing(plan, client)
+    if world > 1:
+        import torch.distributed as dist
+
+        statuses = [[(p.status, p.run_id) for p in plan]]
+        dist.broadcast_object_list(statuses, src=0)
+        for p, (status, run_id) in zip(plan, statuses[0]):
+            p.status, p.run_id = status, run_id
+    if args.dry_run:
+        if rank == 0:
+            print(runner.format_plan(plan, work_dir))
+        return 0
+    if not plan:
+        print("nothing to run: this shard of the plan is empty")
+        return 0
+    if all(p.status == "done" for p in plan):
+        if rank == 0:
+            print(f"all {len(plan)} runs are already FINISHED in the store; nothing to train "
+                  f"(change a --set to run a new configuration)")
+        return 0
+    splits = runner.load_all_splits([p for p in plan if p.status != "done"])
+    parents = runner.start_parents([p for p in plan if p.status != "done"], client, argv) if rank == 0 else {}
+    try:
+        failed = runner.execute(plan, client, work_dir, parents, splits, rank, world)
+    except Interrupted as err:
+        if rank == 0:
+            runner.end_parents(client, parents, "KILLED")
+            print(f"interrupted: {err}; run the same command again to resume", file=sys.stderr)
+        return 130
+    except BaseException:
+        if rank == 0:
+            runner.end_parents(client, parents, "FAILED")
+        raise
+    if rank == 0:
+        runner.end_parents(client, parents, "FAILED" if failed else "FINISHED")
+        if failed:
+            print(f"error: {len(failed)} run(s) FAILED: {', '.join(failed)}", file=sys.stderr)
+            return 1
+        print(f"all runs finished; build the report with: python reports/build.py --table {args.table}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

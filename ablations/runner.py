@@ -1,0 +1,223 @@
+"""Plan and execute the runs of a table: variants × seeds, resumable, tracked in MLflow."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import torch
+
+from ablations import tracking
+from ablations.variants import Variant, variants
+from ftn_core.config import Config, config_hash, flatten, override, to_dict
+from ftn_core.data.loading import build_data, load_splits
+from ftn_core.data.types import DatasetSplits
+from ftn_core.engine import Callbacks, Interrupted, NonFiniteLoss, Trainer
+from ftn_core.errors import FTNError
+from ftn_core.presets import PRESETS, preset_config
+
+DATASETS = ("synthetic", "market1501", "dukemtmcreid", "cuhk03_labeled", "cuhk03_detected", "msmt17")
+
+
+@dataclass
+class PlannedRun:
+    table: int
+    variant: Variant
+    seed: int
+    dataset: str
+    preset: str
+    cfg: Config
+    hash: str
+    experiment: str
+    status: str = "new"
+    """new | resume (an unfinished run exists) | done (FINISHED: skipped)"""
+    run_id: str | None = None
+
+    @property
+    def name(self) -> str:
+        return f"{self.variant.key}-s{self.seed}"
+
+
+def choose_preset(preset: str | None, datasets: list[str]) -> tuple[str, str]:
+    """The preset to use and why (said to the user before anything runs)."""
+    if preset:
+        if preset not in PRESETS:
+            raise FTNError(f"--preset {preset}: unknown; one of {', '.join(PRESETS)}")
+        return preset, "asked for with --preset"
+    real = [d for d in datasets if d != "synthetic"]
+    if torch.cuda.is_available() and real:
+        return "paper", f"CUDA is available and a real dataset ({', '.join(real)}) was given"
+    if real:
+        return "cpu", "no CUDA device: the paper preset would take weeks on a CPU (pass --preset paper to insist)"
+    return "cpu", "the embedded synthetic data on a CPU-sized model (real data and CUDA select 'paper')"
+
+
+def build_plan(table: int, keys: list[str] | None, seeds: list[int], datasets: list[str], root: str,
+               preset: str, sets: dict[str, str], shard: tuple[int, int] = (0, 1)) -> list[PlannedRun]:
+    """Every (dataset, variant, seed) to run, with its resolved config; ``shard`` = (K, N)
+    keeps the K-th of N disjoint slices (round robin in plan order)."""
+    for d in datasets:
+        if d not in DATASETS:
+            raise FTNError(f"--dataset {d}: unknown; one of {', '.join(DATASETS)}")
+    chosen = variants(table, keys)
+    plan = []
+    for dataset in datasets:
+        data_sets = {"data.dataset": dataset, "data.root": root}
+        if dataset != "synthetic" and preset == "cpu":
+            data_sets.update({"data.height": 128, "data.width": 64})
+        base = preset_config(preset, data_sets)
+        base = override(base, sets)  # the user's --set comes last and wins
+        for variant in chosen:
+            for seed in seeds:
+                cfg = dataclasses.replace(base, model=variant.model_config(base.model),
+                                          train=dataclasses.replace(base.train, seed=seed))
+                plan.append(PlannedRun(table, variant, seed, dataset, preset, cfg, config_hash(cfg),
+                                       tracking.experiment_name(table, dataset, preset)))
+    k, n = shard
+    return [p for i, p in enumerate(plan) if i % n == k]
+
+
+def mark_existing(plan: list[PlannedRun], client) -> None:
+    """Fill each planned run's status from the store: done, resume or new."""
+    cache: dict[str, dict] = {}
+    for p in plan:
+        if p.experiment not in cache:
+            exp = client.get_experiment_by_name(p.experiment)
+            cache[p.experiment] = tracking.child_runs(client, exp.experiment_id) if exp else {}
+        run = cache[p.experiment].get((p.variant.key, p.seed, p.hash))
+        if run is None:
+            continue
+        p.run_id = run.info.run_id
+        p.status = "done" if run.info.status == "FINISHED" else "resume"
+
+
+def checkpoint_path(work_dir: Path, p: PlannedRun) -> Path:
+    return work_dir / p.experiment / f"{p.name}-{p.hash}.pt"
+
+
+def format_plan(plan: list[PlannedRun], work_dir: Path) -> str:
+    lines = [f"{'experiment':<28} {'run':<14} {'config':<12} {'status':<8} what differs from FTN"]
+    for p in plan:
+        diff = ", ".join(f"{k}={v}" for k, v in p.variant.changes) or "(full FTN)"
+        status = p.status
+        if status == "resume" and not checkpoint_path(work_dir, p).exists():
+            status = "restart"
+        lines.append(f"{p.experiment:<28} {p.name:<14} {p.hash:<12} {status:<8} {diff}")
+    todo = sum(p.status != "done" for p in plan)
+    lines.append(f"{len(plan)} runs, {len(plan) - todo} already done, {todo} to run")
+    return "\n".join(lines)
+
+
+class _Logger(tracking.RunLogger):
+    """Also prints one line per evaluation, so a non-terminal log shows progress."""
+
+    def __init__(self, run_id: str, name: str, extra: Callbacks | None = None) -> None:
+        super().__init__(run_id)
+        self.name, self.extra = name, extra
+
+    def on_eval(self, epoch: int, metrics: dict[str, float]) -> None:
+        print(f"    {self.name} epoch {epoch}: rank-1 {metrics['val/rank1']:.1f}  mAP {metrics['val/mAP']:.1f}",
+              flush=True)
+        if self.extra is not None:
+            self.extra.on_eval(epoch, metrics)
+
+
+def execute(plan: list[PlannedRun], client, work_dir: Path, parent_ids: dict[str, str],
+            splits_cache: dict[str, DatasetSplits], rank: int = 0, world_size: int = 1) -> list[str]:
+    """Train every planned run not yet done; returns the names of runs that FAILED.
+
+    Raises ``Interrupted`` (after marking the run KILLED) on Ctrl-C / SIGTERM.
+    """
+    failed = []
+    todo = [p for p in plan if p.status != "done"]
+    for i, p in enumerate(todo, 1):
+        if rank == 0:
+            verb = "resuming" if p.status == "resume" else "training"
+            print(f"[{i}/{len(todo)}] {p.experiment} {p.name} ({verb}, config {p.hash})", flush=True)
+        t0 = time.perf_counter()
+        data = build_data(p.cfg.data, seed=p.seed, rank=rank, world_size=world_size,
+                          splits=splits_cache[p.dataset])
+        run_id = _start_child(p, client, parent_ids[p.experiment], data.splits) if rank == 0 else None
+        try:
+            trainer = Trainer(p.cfg, data, checkpoint_path(work_dir, p),
+                              _Logger(run_id, p.name) if rank == 0 else None, rank, world_size)
+            result = trainer.fit()
+        except (Interrupted, KeyboardInterrupt) as err:
+            if rank == 0:
+                mlflow.set_tag("error", str(err) or "interrupted")
+                mlflow.end_run("KILLED")
+            raise err if isinstance(err, Interrupted) else Interrupted(f"{p.name} interrupted") from None
+        except NonFiniteLoss as err:
+            if rank == 0:
+                print(f"error: {p.name}: {err} (run FAILED; going on with the other runs)", file=sys.stderr)
+                mlflow.set_tag("error", str(err))
+                mlflow.end_run("FAILED")
+            failed.append(p.name)
+            continue
+        except BaseException:
+            if rank == 0:
+                mlflow.end_run("FAILED")
+            raise
+        if rank == 0:
+            tracking.log_run_artifacts(to_dict(p.cfg), result.metrics, result.cmc,
+                                       trainer.model.state_dict(), f"{p.name} ({p.dataset})")
+            mlflow.end_run("FINISHED")
+            m = result.metrics
+            print(f"    done in {time.perf_counter() - t0:.0f} s: rank-1 {m.get('val/rank1', float('nan')):.1f}"
+                  f"  mAP {m.get('val/mAP', float('nan')):.1f}", flush=True)
+    return failed
+
+
+def _start_child(p: PlannedRun, client, parent_id: str, splits: DatasetSplits) -> str:
+    tags = {"kind": "child", "table": str(p.table), "variant": p.variant.key,
+            "variant_label": p.variant.label, "seed": str(p.seed), "preset": p.preset,
+            "dataset": p.dataset, "git_commit": tracking.git_commit(), "config_hash": p.hash}
+    if p.run_id is not None:  # resume in the same MLflow run
+        run = mlflow.start_run(run_id=p.run_id, log_system_metrics=True)
+        mlflow.set_tags({"git_commit": tags["git_commit"]})
+        return run.info.run_id
+    exp_id = tracking.get_or_create_experiment(client, p.experiment)
+    run = mlflow.start_run(experiment_id=exp_id, run_name=p.name, parent_run_id=parent_id, tags=tags,
+                           log_system_metrics=True)
+    mlflow.log_params({k: str(v) for k, v in flatten(p.cfg).items()})
+    tracking.log_dataset(splits)
+    p.run_id = run.info.run_id
+    return run.info.run_id
+
+
+def start_parents(plan: list[PlannedRun], client, argv: list[str]) -> dict[str, str]:
+    """One parent run per experiment touched by this invocation."""
+    parents = {}
+    for p in plan:
+        if p.experiment in parents:
+            continue
+        exp_id = tracking.get_or_create_experiment(client, p.experiment)
+        run = client.create_run(exp_id, run_name=f"table{p.table}-{time.strftime('%Y%m%d-%H%M%S')}",
+                                tags={"kind": "parent", "table": str(p.table), "dataset": p.dataset,
+                                      "preset": p.preset, "command": " ".join(argv)[:5000],
+                                      "git_commit": tracking.git_commit()})
+        parents[p.experiment] = run.info.run_id
+    return parents
+
+
+def end_parents(client, parents: dict[str, str], status: str) -> None:
+    for run_id in parents.values():
+        client.set_terminated(run_id, status)
+
+
+def load_all_splits(plan: list[PlannedRun]) -> dict[str, DatasetSplits]:
+    """Read (or generate) each dataset once, before any training starts."""
+    out: dict[str, Any] = {}
+    for p in plan:
+        if p.dataset not in out:
+            t0 = time.perf_counter()
+            out[p.dataset] = load_splits(p.cfg.data)
+            if int(os.environ.get("RANK", "0")) == 0:
+                print(f"{out[p.dataset].summary()}\n  (ready in {time.perf_counter() - t0:.1f} s)", flush=True)
+    return out
