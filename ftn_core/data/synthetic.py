@@ -28,7 +28,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 from tqdm import tqdm
 
 from ftn_core.data import synthetic_draw as sd
@@ -100,6 +99,8 @@ class Shot:
     """Background object (−1 = none)."""
     obj_x: float
     """Object position as a fraction of the width (left or right of the person)."""
+    key: int
+    """Seeds the image's nuisance (pose, light, ...); train and test keys never collide."""
 
 
 def get_spec(size: str, bias: float | None = None) -> SyntheticSpec:
@@ -125,24 +126,29 @@ def dataset_name(size: str, seed: int, bias: float | None = None) -> str:
 
 
 def plan(spec: SyntheticSpec, seed: int) -> tuple[list[Shot], list[sd.Identity]]:
-    """Every image of the benchmark (no pixels yet) and the identities, from ``seed``."""
-    rng = np.random.default_rng([seed, 1])
+    """Every image of the benchmark (no pixels yet) and the identities, from ``seed``.
+
+    Train and test draw from separate random streams (and frame counters, test sequences
+    start at s4), so the test split is the same whatever the train ``bias``.
+    """
+    rng = np.random.default_rng([seed, 1, 0])
     C, PW = spec.num_cams, spec.width * (sd.PANO - 1)  # PW = number of window positions - 1
     n_ids = spec.train_ids + spec.test_ids
     n_dis = min(spec.distractors, 64)
     idents = sd.sample_identities(rng, n_ids + n_dis)
     pids = rng.permutation(n_ids) + 1
     train_pids, test_pids = np.sort(pids[:spec.train_ids]), np.sort(pids[spec.train_ids:])
-    frames = [0] * C
     shots: list[Shot] = []
+    frames, seq0, key0 = [0] * C, 1, 0
 
     def add(split, pid, ident, cam, spot, obj, obj_x):
         frames[cam] += 1
         f = frames[cam]
-        name = f"{pid:04d}_c{cam + 1}s{1 + (f - 1) // 5000}_{25 * f + 10:06d}_01"
+        name = f"{pid:04d}_c{cam + 1}s{seq0 + (f - 1) // 5000}_{25 * f + 10:06d}_01"
         spot = int(np.clip(spot + rng.integers(-2, 3), 0, PW))
         obj_x = round(float(obj_x + rng.uniform(-0.02, 0.02)), 3)
-        shots.append(Shot(split, name, int(pid), int(ident), int(cam), spot, int(obj), obj_x))
+        shots.append(Shot(split, name, int(pid), int(ident), int(cam), spot, int(obj), obj_x,
+                          key0 + f * C + cam))
 
     def obj_pos():
         return float(rng.uniform(0.06, 0.26) if rng.random() < 0.5 else rng.uniform(0.74, 0.94))
@@ -151,6 +157,7 @@ def plan(spec: SyntheticSpec, seed: int) -> tuple[list[Shot], list[sd.Identity]]
         return (int(rng.integers(sd.NUM_OBJECTS)) if rng.random() < 0.6 else -1), obj_pos()
 
     b = spec.bias
+    rng = np.random.default_rng([seed, 1, 1])
     for pid in train_pids:
         home = rng.choice(C, size=min(spec.home_cams, C), replace=False)
         own_spot = {int(c): int(rng.integers(PW + 1)) for c in home}
@@ -161,6 +168,8 @@ def plan(spec: SyntheticSpec, seed: int) -> tuple[list[Shot], list[sd.Identity]]
             obj, obj_x = (own_obj, own_x) if rng.random() < b else random_obj()
             add(TRAIN, pid, pid - 1, cam, spot, obj, obj_x)
 
+    rng = np.random.default_rng([seed, 1, 2])
+    frames, seq0, key0 = [0] * C, 4, 10**8
     scenes = [[(int(rng.integers(PW + 1)),) + random_obj() for _ in range(spec.test_scenes)]
               for _ in range(C)]
 
@@ -195,11 +204,10 @@ def _init_worker(spec: SyntheticSpec, seed: int, idents: list[sd.Identity], out:
     _CTX.update(spec=spec, seed=seed, idents=idents, out=out, scenes=scenes, lights=lights)
 
 
-def _render(job: tuple[int, Shot]) -> None:
+def _render(shot: Shot) -> None:
     """Draw one planned image and write it and its mask (per-image RNG: order-independent)."""
-    index, shot = job
     spec, out = _CTX["spec"], _CTX["out"]
-    rng = np.random.default_rng([_CTX["seed"], 2, index])
+    rng = np.random.default_rng([_CTX["seed"], 2, shot.key])
     photo, mask = sd.render_image(
         _CTX["idents"][shot.ident], _CTX["scenes"][shot.cam], shot.spot, shot.obj, shot.obj_x,
         _CTX["lights"][shot.cam], rng, spec.occlusion, spec.blur, partial=shot.pid == 0)
@@ -248,12 +256,14 @@ def _clean_stale(root: Path, name: str) -> None:
 
 
 def generate(root: str, size: str = "default", seed: int = 0, force: bool = False, *,
-             bias: float | None = None, workers: int = 1, progress: bool | None = None) -> str:
+             bias: float | None = None, workers: int | None = None,
+             progress: bool | None = None) -> str:
     """Write the benchmark to ``<root>/synthetic_<size>_s<seed>/`` and return that folder.
 
     Returns at once if a complete copy with the same parameters exists (unless ``force``).
     Atomic: everything is written to a temp folder beside it and renamed at the end, so a
     killed run never leaves a half dataset. Byte-identical for a seed, whatever ``workers``.
+    ``workers``: processes (None = 1 below 10,000 images, else up to 8 cores);
     ``progress``: None = a bar only on a terminal.
     """
     spec = get_spec(size, bias)
@@ -276,18 +286,19 @@ def generate(root: str, size: str = "default", seed: int = 0, force: bool = Fals
         for split in (TRAIN, QUERY, GALLERY):
             (tmp / split).mkdir()
             (tmp / "masks" / split).mkdir(parents=True)
-        jobs = list(enumerate(shots))
-        bar = tqdm(total=len(jobs), desc=f"synthetic {size}", unit="img",
+        bar = tqdm(total=len(shots), desc=f"synthetic {size}", unit="img",
                    disable=None if progress is None else not progress)
-        if workers > 1:
-            ctx = multiprocessing.get_context("fork")
+        if workers is None:
+            workers = 1 if len(shots) < 10_000 else min(8, os.cpu_count() or 1)
+        if workers > 1:  # spawn: safe even if the caller runs torch/CUDA threads
+            ctx = multiprocessing.get_context("spawn")
             with ctx.Pool(workers, _init_worker, (spec, seed, idents, str(tmp))) as pool:
-                for _ in pool.imap_unordered(_render, jobs, chunksize=64):
+                for _ in pool.imap_unordered(_render, shots, chunksize=64):
                     bar.update()
         else:
             _init_worker(spec, seed, idents, str(tmp))
-            for job in jobs:
-                _render(job)
+            for shot in shots:
+                _render(shot)
                 bar.update()
         bar.close()
         _write_scenes(tmp / "scenes.csv", shots)
@@ -333,103 +344,12 @@ def read_scenes(dataset_dir: str) -> list[dict]:
 
 def load_synthetic(root: str, size: str = "default", seed: int = 0,
                    skip_bad_images: bool = False, *, bias: float | None = None,
-                   workers: int = 1) -> DatasetSplits:
+                   workers: int | None = None) -> DatasetSplits:
     """Generate the benchmark if needed, then read it; every sample carries its ``mask_path``."""
     dataset_dir = generate(root, size, seed, bias=bias, workers=workers)
     return read_market_layout(dataset_dir, f"synthetic_{size}", MARKET_PATTERN,
                               mask_root=os.path.join(dataset_dir, "masks"),
                               skip_bad_images=skip_bad_images)
-
-
-# --------------------------------------------------------------------------- diagnostics
-
-
-def bias_stats(rows: list[dict], top: int = 2) -> dict[str, float]:
-    """How strongly train backgrounds predict identity, from ``read_scenes`` rows.
-
-    ``cam_top_share``: mean share of an identity's train images in its ``top`` most frequent
-    cameras; ``obj_top_share``: mean share with its most frequent background object (none
-    counts as one more "object"); ``cam_uniform``: ``top`` / number of cameras.
-    """
-    by_pid: dict[int, list[dict]] = {}
-    for r in rows:
-        if r["split"] == TRAIN:
-            by_pid.setdefault(r["pid"], []).append(r)
-    cams = {r["cam"] for r in rows}
-    cam_share, obj_share = [], []
-    for items in by_pid.values():
-        cam_counts = np.bincount([r["cam"] for r in items])
-        obj_counts = np.bincount([r["obj"] + 1 for r in items])
-        cam_share.append(np.sort(cam_counts)[::-1][:top].sum() / len(items))
-        obj_share.append(obj_counts.max() / len(items))
-    return {"cam_top_share": float(np.mean(cam_share)), "obj_top_share": float(np.mean(obj_share)),
-            "cam_uniform": top / len(cams)}
-
-
-def _descriptor(path: str, mask_path: str, region: str, grid: tuple[int, int]) -> np.ndarray:
-    """Mean colour of the ``region`` ("background" | "person") pixels in each grid cell,
-    standardised over the descriptor (invariant to brightness and contrast)."""
-    img = np.asarray(Image.open(path).convert("RGB"), np.float32) / 255  # (H, W, 3)
-    m = np.asarray(Image.open(mask_path)) > 127
-    keep = (~m if region == "background" else m).astype(np.float32)  # (H, W)
-    gh, gw = grid
-    H, W = (img.shape[0] // gh) * gh, (img.shape[1] // gw) * gw
-    num = (img[:H, :W] * keep[:H, :W, None]).reshape(gh, H // gh, gw, W // gw, 3).sum(axis=(1, 3))
-    den = keep[:H, :W].reshape(gh, H // gh, gw, W // gw).sum(axis=(1, 3))  # (gh, gw)
-    desc = (num / np.maximum(den, 1)[..., None]).ravel()
-    return (desc - desc.mean()) / (desc.std() + 1e-6)
-
-
-def shortcut_rank1(splits: DatasetSplits, region: str = "background",
-                   grid: tuple[int, int] = (8, 4)) -> dict[str, float]:
-    """Rank-1 of a model that sees only ``region`` pixels (a grid of mean colours, NN search).
-
-    ``train``: leave-one-out among train images (what a classifier can fit); ``test``: query
-    vs gallery with the Market protocol (same pid and camera removed). A strong background
-    shortcut scores high on train and low on test.
-    """
-    def feats(samples):
-        return np.stack([_descriptor(s.path, s.mask_path, region, grid) for s in samples])
-
-    tr = feats(splits.train)
-    d = ((tr[:, None] - tr[None]) ** 2).sum(-1)  # (N, N)
-    np.fill_diagonal(d, np.inf)
-    t_pid = np.array([s.pid for s in splits.train])
-    train_r1 = float((t_pid[d.argmin(1)] == t_pid).mean())
-    q, g = feats(splits.query), feats(splits.gallery)
-    d = ((q[:, None] - g[None]) ** 2).sum(-1)  # (Q, G)
-    qp, qc = np.array([s.pid for s in splits.query]), np.array([s.camid for s in splits.query])
-    gp, gc = np.array([s.pid for s in splits.gallery]), np.array([s.camid for s in splits.gallery])
-    d[(qp[:, None] == gp[None]) & (qc[:, None] == gc[None])] = np.inf
-    return {"train": train_r1, "test": float((gp[d.argmin(1)] == qp).mean())}
-
-
-def save_grid(dataset_dir: str, out: str, rows: int = 4, cols: int = 4) -> str:
-    """A picture of ``rows`` test identities across ``cols`` cameras, each image beside its mask."""
-    by_pid: dict[int, dict[int, str]] = {}
-    for split in (QUERY, GALLERY):
-        for name in sorted(os.listdir(os.path.join(dataset_dir, split))):
-            pid, cam = int(name[:4]), int(name.split("_c")[1][0])
-            if pid > 0:
-                by_pid.setdefault(pid, {}).setdefault(cam, os.path.join(split, name))
-    chosen = [p for p in sorted(by_pid) if len(by_pid[p]) >= cols][:rows]
-    if not chosen:
-        raise FTNError(f"no test identity of {dataset_dir} appears in {cols} cameras; "
-                       f"lower the number of columns")
-    tiles = []
-    for pid in chosen:
-        row = []
-        for cam in sorted(by_pid[pid])[:cols]:
-            rel = by_pid[pid][cam]
-            img = np.asarray(Image.open(os.path.join(dataset_dir, rel)).convert("RGB"))
-            mask = np.asarray(Image.open(os.path.join(dataset_dir, "masks", rel[:-4] + ".png")))
-            gap = np.full((img.shape[0], 3, 3), 255, np.uint8)
-            row += [img, np.repeat(mask[..., None], 3, axis=2), gap, gap]
-        tiles.append(np.concatenate(row[:-2], axis=1))  # (H, cols·(2W+6)−6, 3)
-        tiles.append(np.full((4, tiles[-1].shape[1], 3), 255, np.uint8))
-    picture = Image.fromarray(np.concatenate(tiles[:-1], axis=0))
-    picture.quantize(256, dither=Image.Dither.NONE).save(out, optimize=True)  # small for a README
-    return out
 
 
 # --------------------------------------------------------------------------- command line
@@ -447,21 +367,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--bias", type=float, default=None,
                         help="train background/identity confounding 0..1 (default: the size's)")
     parser.add_argument("--force", action="store_true", help="regenerate even if it exists")
-    parser.add_argument("--workers", type=int, default=1, help="processes (default: 1)")
+    parser.add_argument("--workers", type=int, default=None,
+                        help="processes (default: 1, or up to 8 for the large size)")
     parser.add_argument("--grid", default=None, help="also save a sample picture (PNG) here")
     args = parser.parse_args(argv)
+    from ftn_core.data import synthetic_checks as checks
+
     t0 = time.perf_counter()
     path = generate(args.root, args.size, args.seed, args.force, bias=args.bias,
                     workers=args.workers)
     splits = read_market_layout(path, f"synthetic_{args.size}", MARKET_PATTERN,
                                 mask_root=os.path.join(path, "masks"), verify_images=False)
     print(splits.summary())
-    stats = bias_stats(read_scenes(path))
+    stats = checks.bias_stats(read_scenes(path))
     print(f"train bias: {stats['cam_top_share']:.2f} of an identity's images in its top-2 "
           f"cameras (uniform {stats['cam_uniform']:.2f}), {stats['obj_top_share']:.2f} with "
           f"its most frequent object")
     if args.grid:
-        print(f"grid: {save_grid(path, args.grid)}")
+        print(f"grid: {checks.save_grid(path, args.grid)}")
     print(f"ready in {time.perf_counter() - t0:.1f} s: {path}")
     return 0
 

@@ -337,16 +337,18 @@ def draw_person(ident: Identity, rng: np.random.Generator, height: int, width: i
     L = np.asarray(lab)  # (H·SS, W·SS) labels
     lut = _palette(ident, rng)  # (9, 3)
     rgb = lut[L]  # (H·SS, W·SS, 3)
-    yy, xx = np.mgrid[0:H, 0:W].astype(np.float32)
+    yy = np.arange(H, dtype=np.float32)[:, None]  # (H·SS, 1)
+    xx = np.arange(W, dtype=np.float32)[None, :]  # (1, W·SS)
     if ident.texture in (1, 2):  # stripes / checks on the upper garment
         p = 0.05 * s
         pat = ((yy - ys) // p) % 2 == 1 if ident.texture == 1 else (((yy - ys) // p + (xx - cx) // p) % 2) == 1
         rgb[(L == UPPER) & pat] = lut[PRINT]
-    shade = 1 - 0.35 * np.clip(((xx - cx) / (1.6 * sw)) ** 2, 0, 1)  # rounded body
-    alpha = (L > 0).astype(np.float32)
-    prem = rgb * (shade * alpha)[..., None]
-    prem = prem.reshape(height, SS, width, SS, 3).mean(axis=(1, 3))  # (H, W, 3)
-    alpha = alpha.reshape(height, SS, width, SS).mean(axis=(1, 3))  # (H, W)
+    shade = 1 - 0.35 * np.clip(((xx - cx) / (1.6 * sw)) ** 2, 0, 1)  # (1, W·SS): rounded body
+    on = L > 0
+    prem = np.where(on[..., None], rgb * shade[..., None], 0).clip(0, 255).astype(np.uint8)
+    # box-filter SS×SS blocks (PIL's reduce is much faster than a float reshape-mean)
+    prem = np.asarray(Image.fromarray(prem).reduce(SS), np.float32)  # (H, W, 3)
+    alpha = np.asarray(Image.fromarray(on.astype(np.uint8) * 255).reduce(SS), np.float32) / 255
     return prem, alpha
 
 
