@@ -9,15 +9,16 @@ share of valid queries whose first true match is in the top k; mINP = mean of
 Re-identification: A Survey and Outlook", 2021).
 
 Order among equal distances: the gallery index (as a stable argsort gives). The fast path never
-sorts a row: the rank of a true match is 1 + the number of kept gallery items that come before
-it, counted by comparing the row against the few true matches of the query (~14 on Market).
-Exact ties are handled by comparing 64-bit keys (float32 bits << 32 | gallery index).
+sorts a whole row: the rank of a true match is 1 + the number of kept gallery items that come before
+it. Only items up to the query's hardest match can count; they are taken in one pass, then
+sorted if few (≤ ``_SORT_MAX``) or else compared against the few true matches (~14 on Market).
+Exact ties are handled by ranking 64-bit keys (float32 bits << 32 | gallery index).
 Distances are float32 everywhere (a float64 matrix is cast; the reference loop casts too).
 """
 
 from __future__ import annotations
 
-from typing import NamedTuple, Sequence
+from typing import Callable, NamedTuple, Sequence
 
 import numpy as np
 import torch
@@ -26,9 +27,10 @@ import torch.nn.functional as F
 from ftn_core.errors import FTNError
 
 ArrayLike = torch.Tensor | np.ndarray | Sequence[int]
-_KEY_MAX = np.iinfo(np.int64).max
-_BLOCK = 1 << 20
-"""Elements of the (rows, matches, G) comparison block: 1 MB of bools stays in cache."""
+_BLOCK_BYTES = 32 << 20
+"""Working memory of one block of query rows (float32 distances)."""
+_SORT_MAX = 1024
+"""Candidate sets up to this size are sorted; larger ones are counted by comparisons."""
 
 
 class RankResult(NamedTuple):
@@ -57,23 +59,31 @@ def _to_numpy(x: ArrayLike) -> np.ndarray:
     return np.asarray(x)
 
 
-def _distance_block(q: torch.Tensor, g: torch.Tensor, metric: str,
-                    g_sq: torch.Tensor | None) -> torch.Tensor:
-    """(B, D) × (G, D) → (B, G) float32; ``g`` pre-normalised for cosine, ``g_sq`` = |g|²."""
+def _distance_block(q: torch.Tensor, g: torch.Tensor, metric: str, g_sq: torch.Tensor | None,
+                    out: torch.Tensor) -> torch.Tensor:
+    """(B, D) × (G, D) → ``out`` (B, G) float32, in place (fresh memory is slow to fault in).
+
+    ``g`` is pre-normalised for cosine; ``g_sq`` = |g|² for euclidean.
+    """
     if metric == "cosine":
-        return 1.0 - F.normalize(q, dim=1) @ g.T  # (B, G)
-    q_sq = q.pow(2).sum(1, keepdim=True)  # (B, 1)
-    d2 = torch.addmm(g_sq[None, :], q, g.T, beta=1.0, alpha=-2.0).add_(q_sq)  # (B, G)
-    return d2.clamp_min_(0.0).sqrt_()
+        return torch.mm(F.normalize(q, dim=1), g.T, out=out).neg_().add_(1.0)  # (B, G)
+    torch.mm(q, g.T, out=out).mul_(-2.0).add_(g_sq[None, :])  # (B, G)
+    return out.add_(q.pow(2).sum(1, keepdim=True)).clamp_min_(0.0).sqrt_()
 
 
-def _prepare_gallery(g_feat: torch.Tensor, metric: str) -> tuple[torch.Tensor, torch.Tensor | None]:
+def _prepare(q_feat: torch.Tensor, g_feat: torch.Tensor,
+             metric: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """float32 CPU query and gallery features (gallery normalised for cosine) and |g|²."""
     if metric not in ("euclidean", "cosine"):
         raise FTNError(f"unknown distance metric {metric!r}; use 'euclidean' or 'cosine'")
+    q = torch.as_tensor(q_feat).detach().float().cpu()
     g = torch.as_tensor(g_feat).detach().float().cpu()
+    if q.ndim != 2 or g.ndim != 2 or q.shape[1] != g.shape[1]:
+        raise ValueError(f"features must be (Q, D) and (G, D), got {tuple(q.shape)} and "
+                         f"{tuple(g.shape)}")
     if metric == "cosine":
-        return F.normalize(g, dim=1), None
-    return g, g.pow(2).sum(1)
+        return q, F.normalize(g, dim=1), None
+    return q, g, g.pow(2).sum(1)
 
 
 def compute_distmat(q_feat: torch.Tensor, g_feat: torch.Tensor, metric: str = "euclidean",
@@ -86,14 +96,11 @@ def compute_distmat(q_feat: torch.Tensor, g_feat: torch.Tensor, metric: str = "e
     11,659 × 82,161 ≈ 3.8 GB): for MSMT17-sized sets use ``evaluate_features``, which
     streams query chunks and never builds it.
     """
-    g, g_sq = _prepare_gallery(g_feat, metric)
-    q = torch.as_tensor(q_feat).detach().float().cpu()
-    if q.ndim != 2 or g.ndim != 2 or q.shape[1] != g.shape[1]:
-        raise ValueError(f"features must be (Q, D) and (G, D), got {tuple(q.shape)} and {tuple(g.shape)}")
+    q, g, g_sq = _prepare(q_feat, g_feat, metric)
     out = torch.empty(q.shape[0], g.shape[0], dtype=torch.float32)
     with torch.no_grad():
         for s in range(0, q.shape[0], chunk):
-            out[s:s + chunk] = _distance_block(q[s:s + chunk], g, metric, g_sq)
+            _distance_block(q[s:s + chunk], g, metric, g_sq, out[s:s + chunk])
     return out
 
 
@@ -125,31 +132,39 @@ def _plan(q_pids: np.ndarray, g_pids: np.ndarray, q_camids: np.ndarray,
     return _Plan(gidx, pos, inside & same_cam, pos.sum(1))
 
 
+def _keys(values: np.ndarray, index: np.ndarray) -> np.ndarray:
+    """(distance, gallery index) → int64 keys whose integer order is the stable-sort order."""
+    bits = (values + np.float32(0.0)).view(np.int32).astype(np.int64)  # -0.0 → +0.0 first
+    bits = np.where(bits < 0, bits ^ 0x7FFFFFFF, bits)  # negative floats: reverse magnitude
+    return (bits << 32) | index
+
+
 def _match_ranks(dist: np.ndarray, plan: _Plan, rows: np.ndarray, buf: np.ndarray) -> np.ndarray:
     """Ranks (1-based, among kept gallery items) of each query's true matches, ascending.
 
-    dist: (B, G) float32, rows of the queries ``rows`` (a fresh array, modified in place).
-    Returns (B, P) int64 with P = max true matches in the block; unused slots are arbitrary.
-    ``buf`` is a reused bool scratch of at least B·P·G elements.
+    dist: (B, G) float32 rows of the queries ``rows`` (a scratch copy, modified in place);
+    buf: reused bool scratch of at least max(n_pos)·G elements.
+    Returns (B, P) int64, P = most true matches in the block; slots past a row's count are 0.
     """
     if np.isnan(dist).any():
-        raise FTNError("the distance matrix contains NaN (did training diverge?); check the features")
-    B, G = dist.shape
-    dist += 0.0  # -0.0 → +0.0, so both zeros tie like they do in a sort
-    bits = dist.view(np.int32).astype(np.int64)  # (B, G)
-    if (bits < 0).any():  # negative floats: flip magnitude bits so integer order = float order
-        bits = np.where(bits < 0, bits ^ 0x7FFFFFFF, bits)
-    key = (bits << 32) | np.arange(G, dtype=np.int64)  # (B, G) distinct, (distance, index) order
-    gidx, pos, junk = plan.gidx[rows], plan.pos[rows], plan.junk[rows]
+        raise FTNError("the distance matrix contains NaN (did training diverge?); "
+                       "check the features")
+    gidx, pos, junk, n_pos = plan.gidx[rows], plan.pos[rows], plan.junk[rows], plan.n_pos[rows]
     r_j, c_j = np.nonzero(junk)
-    key[r_j, gidx[r_j, c_j]] = _KEY_MAX  # removed items never come before a match
-    pos_key = np.where(pos, np.take_along_axis(key, gidx, axis=1), _KEY_MAX)  # (B, L)
-    P = max(int(plan.n_pos[rows].max()), 1)
-    pos_key = np.sort(pos_key, axis=1)[:, :P]  # (B, P) true matches in ranking order
-    earlier = np.less(key[:, None, :], pos_key[:, :, None],
-                      out=buf[:B * P * G].reshape(B, P, G))  # (B, P, G)
-    before = np.count_nonzero(earlier, axis=2)  # (B, P)
-    return before + 1
+    dist[r_j, gidx[r_j, c_j]] = np.nan  # removed: NaN is never <= anything, so never counted
+    ranks = np.zeros((len(rows), max(int(n_pos.max()), 1)), dtype=np.int64)
+    for i, n in enumerate(n_pos.tolist()):
+        m = gidx[i][pos[i]]  # (n,) gallery indices of the true matches
+        pos_key = np.sort(_keys(dist[i, m], m))  # (n,) in ranking order
+        # Only items up to the hardest match can come before a match: few for a good model.
+        cand = np.flatnonzero(dist[i] <= dist[i, m].max())  # (c,)
+        cand_key = _keys(dist[i, cand], cand)
+        if len(cand) <= _SORT_MAX:
+            ranks[i, :n] = np.searchsorted(np.sort(cand_key), pos_key)
+        else:  # (n, c) "is item j before match k?", one comparison pass per true match
+            earlier = np.less(cand_key, pos_key[:, None], out=buf[:n * len(cand)].reshape(n, -1))
+            ranks[i, :n] = [np.count_nonzero(row) for row in earlier]  # 1-D count is fastest
+    return ranks + 1
 
 
 def _summarise(first: list[np.ndarray], ap: list[np.ndarray], inp: list[np.ndarray],
@@ -165,34 +180,34 @@ def _summarise(first: list[np.ndarray], ap: list[np.ndarray], inp: list[np.ndarr
 
 def _labels(q_pids: ArrayLike, g_pids: ArrayLike, q_camids: ArrayLike, g_camids: ArrayLike,
             num_q: int, num_g: int) -> tuple[np.ndarray, ...]:
-    arrays = tuple(_to_numpy(a).astype(np.int64).ravel() for a in (q_pids, g_pids, q_camids, g_camids))
+    arrays = tuple(_to_numpy(a).astype(np.int64).ravel()
+                   for a in (q_pids, g_pids, q_camids, g_camids))
     if len(arrays[0]) != num_q or len(arrays[2]) != num_q or len(arrays[1]) != num_g \
             or len(arrays[3]) != num_g:
-        raise ValueError(f"label lengths {[len(a) for a in arrays]} do not match Q={num_q}, G={num_g}")
+        raise ValueError(f"label lengths {[len(a) for a in arrays]} do not match "
+                         f"Q={num_q}, G={num_g}")
     return arrays
 
 
 def _evaluate_blocks(num_q: int, num_g: int, labels: tuple[np.ndarray, ...], max_rank: int,
-                     rows_dist) -> RankResult:
-    """Shared driver: queries sorted by match count, blocks sized to ``_BLOCK`` comparisons."""
+                     rows_dist: Callable[[np.ndarray, np.ndarray], None]) -> RankResult:
+    """Shared driver over blocks of queries; ``rows_dist(rows, out)`` writes their distances."""
     q_pids, g_pids, q_camids, g_camids = labels
     plan = _plan(q_pids, g_pids, q_camids, g_camids)
-    order = np.argsort(-plan.n_pos, kind="stable")
-    order = order[plan.n_pos[order] > 0]  # queries without a true match are skipped
+    valid_q = np.flatnonzero(plan.n_pos > 0)  # queries without a true match are skipped
     first, ap, inp = [], [], []
-    buf = np.empty(max(_BLOCK, int(plan.n_pos.max(initial=1)) * num_g), dtype=bool)
-    s = 0
-    while s < len(order):
-        p_max = int(plan.n_pos[order[s]])  # descending: the block's widest query comes first
-        rows = order[s:s + int(np.clip(_BLOCK // (p_max * max(num_g, 1)), 1, 512))]
-        ranks = _match_ranks(rows_dist(rows), plan, rows, buf)  # (B, P)
+    buf = np.empty(int(plan.n_pos.max(initial=1)) * num_g, dtype=bool)
+    step = int(np.clip(_BLOCK_BYTES // (4 * max(num_g, 1)), 1, 1024))
+    block = np.empty((min(step, len(valid_q)), num_g), dtype=np.float32)  # reused (B, G)
+    for s in range(0, len(valid_q), step):
+        rows = valid_q[s:s + step]
+        rows_dist(rows, block[:len(rows)])
+        ranks = _match_ranks(block[:len(rows)], plan, rows, buf)  # (B, P)
         n = plan.n_pos[rows]  # (B,)
         k = np.arange(1, ranks.shape[1] + 1)[None, :]  # (1, P)
-        valid = k <= n[:, None]
-        ap.append(np.where(valid, k / ranks, 0.0).sum(1) / n)
+        ap.append(np.where(k <= n[:, None], k / ranks, 0.0).sum(1) / n)
         inp.append(n / ranks[np.arange(len(rows)), n - 1])
         first.append(ranks[:, 0])
-        s += len(rows)
     return _summarise(first, ap, inp, max_rank)
 
 
@@ -208,7 +223,8 @@ def evaluate_rank(distmat: torch.Tensor | np.ndarray, q_pids: ArrayLike, g_pids:
         raise ValueError(f"distmat must be (Q, G), got shape {dist.shape}")
     dist = dist.astype(np.float32, copy=False)
     labels = _labels(q_pids, g_pids, q_camids, g_camids, *dist.shape)
-    return _evaluate_blocks(*dist.shape, labels, max_rank, lambda rows: dist[rows])
+    return _evaluate_blocks(*dist.shape, labels, max_rank,
+                            lambda rows, out: np.take(dist, rows, axis=0, out=out))
 
 
 def evaluate_features(q_feat: torch.Tensor, g_feat: torch.Tensor, q_pids: ArrayLike,
@@ -219,15 +235,12 @@ def evaluate_features(q_feat: torch.Tensor, g_feat: torch.Tensor, q_pids: ArrayL
     Distances are computed per block of queries and ranked at once, so memory stays at a few
     blocks of (rows, G) — what makes MSMT17 (11,659 × 82,161) fit.
     """
-    g, g_sq = _prepare_gallery(g_feat, metric)
-    q = torch.as_tensor(q_feat).detach().float().cpu()
-    if q.ndim != 2 or g.ndim != 2 or q.shape[1] != g.shape[1]:
-        raise ValueError(f"features must be (Q, D) and (G, D), got {tuple(q.shape)} and {tuple(g.shape)}")
+    q, g, g_sq = _prepare(q_feat, g_feat, metric)
     labels = _labels(q_pids, g_pids, q_camids, g_camids, q.shape[0], g.shape[0])
 
-    def rows_dist(rows: np.ndarray) -> np.ndarray:
+    def rows_dist(rows: np.ndarray, out: np.ndarray) -> None:
         with torch.no_grad():
-            return _distance_block(q[torch.from_numpy(rows)], g, metric, g_sq).numpy()
+            _distance_block(q[torch.from_numpy(rows)], g, metric, g_sq, torch.from_numpy(out))
 
     return _evaluate_blocks(q.shape[0], g.shape[0], labels, max_rank, rows_dist)
 

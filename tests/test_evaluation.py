@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+import ftn_core.evaluation as evaluation
 from ftn_core.errors import FTNError
 from ftn_core.evaluation import (
     RankResult,
@@ -18,6 +19,14 @@ from ftn_core.evaluation import (
     evaluate_rank_reference,
     foreground_focus,
 )
+
+
+@pytest.fixture(params=["sort", "compare"])
+def path(request, monkeypatch) -> str:
+    """Run a test through both ways of ranking a query's candidates (sorted or compared)."""
+    monkeypatch.setattr(evaluation, "_SORT_MAX", 1 << 30 if request.param == "sort" else 0)
+    return request.param
+
 
 # Gallery of the hand-computed case: (pid, cam) per index.
 #   g0 (1, 0)  g1 (2, 1)  g2 (1, 1)  g3 (0, 2) distractor  g4 (1, 2)  g5 (3, 1)
@@ -45,7 +54,7 @@ DIST = [
 
 
 @pytest.mark.parametrize("fn", [evaluate_rank, evaluate_rank_reference])
-def test_hand_computed_case(fn) -> None:
+def test_hand_computed_case(fn, path: str) -> None:
     res = fn(np.array(DIST, dtype=np.float32), Q_PIDS, G_PIDS, Q_CAMS, G_CAMS, max_rank=8)
     assert isinstance(res, RankResult)
     assert res.num_valid_queries == 3
@@ -77,7 +86,8 @@ def _random_problem(seed: int, kind: str):
     if kind == "ties":
         dist = rng.integers(0, 4, (num_q, num_g)).astype(np.float32)
     elif kind == "signed":  # cosine-like values around 0, with -0.0 and +0.0 that must tie
-        dist = rng.choice(np.array([-0.0, 0.0, -1e-7, 1e-7, -0.5, 0.25], np.float32), (num_q, num_g))
+        values = np.array([-0.0, 0.0, -1e-7, 1e-7, -0.5, 0.25], np.float32)
+        dist = rng.choice(values, (num_q, num_g))
     else:
         dist = rng.random((num_q, num_g), dtype=np.float32)
     return dist, q_pids, g_pids, q_cams, g_cams
@@ -85,7 +95,7 @@ def _random_problem(seed: int, kind: str):
 
 @pytest.mark.parametrize("kind", ["continuous", "ties", "signed"])
 @pytest.mark.parametrize("seed", range(8))
-def test_fast_path_equals_literal_loop(kind: str, seed: int) -> None:
+def test_fast_path_equals_literal_loop(kind: str, seed: int, path: str) -> None:
     dist, *labels = _random_problem(seed, kind)
     fast = evaluate_rank(dist, *labels, max_rank=20)
     ref = evaluate_rank_reference(dist, *labels, max_rank=20)
@@ -95,18 +105,19 @@ def test_fast_path_equals_literal_loop(kind: str, seed: int) -> None:
     assert fast.mINP == pytest.approx(ref.mINP, abs=1e-6)
 
 
-def test_many_matches_and_a_large_block() -> None:
+def test_many_matches_and_a_large_block(path: str) -> None:
     """Queries with very different match counts end up in differently sized blocks."""
     rng = np.random.default_rng(3)
     g_pids = np.concatenate([np.full(300, 1), rng.integers(2, 40, 700)])
     g_cams, q_pids = rng.integers(0, 6, 1000), np.concatenate([[1, 1], rng.integers(2, 40, 60)])
     q_cams, dist = rng.integers(0, 6, 62), rng.integers(0, 50, (62, 1000)).astype(np.float32)
-    fast, ref = (f(dist, q_pids, g_pids, q_cams, g_cams) for f in (evaluate_rank, evaluate_rank_reference))
+    labels = (q_pids, g_pids, q_cams, g_cams)
+    fast, ref = evaluate_rank(dist, *labels), evaluate_rank_reference(dist, *labels)
     np.testing.assert_allclose(fast.cmc, ref.cmc, atol=1e-6, rtol=0)
     assert (fast.mAP, fast.mINP) == pytest.approx((ref.mAP, ref.mINP), abs=1e-6)
 
 
-def test_swapped_tie_break_would_be_detected() -> None:
+def test_swapped_tie_break_would_be_detected(path: str) -> None:
     """The order among equal distances matters: reversing the gallery changes the answer."""
     dist = np.zeros((1, 4), np.float32)
     res = evaluate_rank(dist, [1], [0, 1, 0, 1], [0], [1, 1, 1, 1])  # matches at ranks 2, 4
@@ -173,7 +184,8 @@ def _features(seed: int, integer: bool):
 
 @pytest.mark.parametrize("metric,integer", [("euclidean", True), ("euclidean", False),
                                             ("cosine", False)])
-def test_evaluate_features_equals_reference_on_the_full_matrix(metric: str, integer: bool) -> None:
+def test_evaluate_features_equals_reference_on_the_full_matrix(metric: str, integer: bool,
+                                                               path: str) -> None:
     q, g, *labels = _features(1, integer)
     streamed = evaluate_features(q, g, *labels, metric=metric, max_rank=10)
     ref = evaluate_rank_reference(compute_distmat(q, g, metric), *labels, max_rank=10)

@@ -1,0 +1,182 @@
+"""Evaluation speed and memory at Market-1501 and MSMT17 scale (issue 3, "Speed").
+
+Synthetic features with a Re-ID-like structure (identity centre + camera bias + noise, pid 0
+distractors), so ranks, ties and match counts look like a trained model's, not like noise.
+Peak memory is the growth of the process's resident set (Linux VmHWM, reset before each
+measurement; a 5 ms psutil sampler where that is unavailable): torch's CPU allocations are
+invisible to tracemalloc.
+
+    .venv/bin/python benchmarks/eval_bench.py [--ref-queries 600] [--msmt-dim 32]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import threading
+import time
+from typing import Callable
+
+import numpy as np
+import psutil
+import torch
+
+from ftn_core.evaluation import (_distance_block, compute_distmat, evaluate_features,
+                                 evaluate_rank, evaluate_rank_reference)
+
+MB = 1 << 20
+
+
+def _rss() -> int:
+    return psutil.Process().memory_info().rss
+
+
+def _reset_peak() -> bool:
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def _hwm() -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError("no VmHWM")
+
+
+def measure(fn: Callable[[], object]) -> tuple[object, float, float]:
+    """Run ``fn``; return (result, seconds, peak RSS growth in MB)."""
+    base = _rss()
+    if _reset_peak():
+        t = time.perf_counter()
+        out = fn()
+        sec = time.perf_counter() - t
+        return out, sec, (_hwm() - base) / MB
+    peak, done = [base], threading.Event()
+
+    def sample() -> None:
+        while not done.is_set():
+            peak[0] = max(peak[0], _rss())
+            time.sleep(0.005)
+
+    th = threading.Thread(target=sample)
+    th.start()
+    t = time.perf_counter()
+    out = fn()
+    sec = time.perf_counter() - t
+    done.set()
+    th.join()
+    return out, sec, (max(peak[0], _rss()) - base) / MB
+
+
+def synthetic_reid(num_ids: int, num_q: int, num_g: int, num_distractors: int, num_cams: int,
+                   dim: int, centre_scale: float = 1.0, seed: int = 0):
+    """Query/gallery features and labels; every query id has gallery images in other cameras."""
+    rng = np.random.default_rng(seed)
+    gen = torch.Generator().manual_seed(seed)
+    num_real = num_g - num_distractors
+    every_id = np.arange(1, num_ids + 1)  # each id at least once, then random ids
+    g_pids = np.concatenate([every_id, rng.integers(1, num_ids + 1, num_real - num_ids),
+                             np.zeros(num_distractors, np.int64)])  # pid 0 distractors
+    q_pids = np.concatenate([every_id, rng.integers(1, num_ids + 1, num_q - num_ids)])
+    g_cams, q_cams = rng.integers(0, num_cams, num_g), rng.integers(0, num_cams, num_q)
+    centre = centre_scale * torch.randn(num_ids + 1, dim, generator=gen)  # row 0: unused
+    cam_bias = 0.5 * centre_scale * torch.randn(num_cams, dim, generator=gen)
+
+    def feats(pids: np.ndarray, cams: np.ndarray) -> torch.Tensor:
+        base = centre[torch.from_numpy(pids)]
+        base[torch.from_numpy(pids == 0)] = centre_scale * torch.randn(int((pids == 0).sum()), dim,
+                                                                    generator=gen)
+        noise = torch.randn(len(pids), dim, generator=gen)
+        return base + cam_bias[torch.from_numpy(cams)] + noise  # (N, dim)
+
+    return feats(q_pids, q_cams), feats(g_pids, g_cams), q_pids, g_pids, q_cams, g_cams
+
+
+def market(args: argparse.Namespace) -> None:
+    print("== Market-1501 scale: 3,368 queries x 15,913 gallery (751 ids, 6 cams, "
+          "2,793 pid-0 distractors), 1,536-d ==")
+    q, g, q_pids, g_pids, q_cams, g_cams = synthetic_reid(751, 3368, 15913, 2793, 6, 1536,
+                                                          centre_scale=0.35)
+    labels = (q_pids, g_pids, q_cams, g_cams)
+    n_match = [int(((g_pids == p) & (g_cams != c)).sum()) for p, c in zip(q_pids, q_cams)]
+    print(f"true matches per query: mean {np.mean(n_match):.1f}, max {max(n_match)}")
+
+    dist, sec, mem = measure(lambda: compute_distmat(q, g, "euclidean"))
+    print(f"compute_distmat euclidean   {sec:7.3f} s   peak +{mem:6.0f} MB "
+          f"(result itself {dist.numel() * 4 / MB:.0f} MB)")
+    _, sec, mem = measure(lambda: compute_distmat(q, g, "cosine"))
+    print(f"compute_distmat cosine      {sec:7.3f} s   peak +{mem:6.0f} MB")
+
+    times, mems, res = [], [], None
+    for _ in range(args.repeats):
+        res, sec, mem = measure(lambda: evaluate_rank(dist, *labels))
+        times.append(sec)
+        mems.append(mem)
+    print(f"evaluate_rank               first {times[0]:.3f} s, best {min(times):.3f} s, "
+          f"median {statistics.median(times):.3f} s over {args.repeats}   peak +{max(mems):.0f} MB")
+    print(f"  -> mAP {res.mAP:.4f}  mINP {res.mINP:.4f}  rank1 {res.cmc[0]:.4f}  "
+          f"valid queries {res.num_valid_queries}")
+    noise = torch.rand(dist.shape, generator=torch.Generator().manual_seed(2))
+    _, sec, mem = measure(lambda: evaluate_rank(noise, *labels))
+    print(f"evaluate_rank, uniform random distances (worst case: hardest match deep in "
+          f"every row)   {sec:.3f} s   peak +{mem:.0f} MB")
+    del noise
+
+    n = min(args.ref_queries or len(q_pids), len(q_pids))
+    sub = (dist[:n], q_pids[:n], g_pids, q_cams[:n], g_cams)
+    ref, ref_sec, _ = measure(lambda: evaluate_rank_reference(*sub))
+    fast, fast_sec, _ = measure(lambda: evaluate_rank(*sub))
+    same = (np.array_equal(ref.cmc, fast.cmc) and ref.num_valid_queries == fast.num_valid_queries)
+    diff = max(np.abs(ref.cmc - fast.cmc).max(), abs(ref.mAP - fast.mAP), abs(ref.mINP - fast.mINP))
+    extrapolated = ref_sec * len(q_pids) / n
+    print(f"literal loop on {n} queries  {ref_sec:.3f} s (fast path on the same: {fast_sec:.3f} s)"
+          f"; extrapolated to all {len(q_pids)}: {extrapolated:.1f} s")
+    print(f"  -> identical: cmc and counts {'equal' if same else 'DIFFERENT'}, "
+          f"max |diff| over cmc/mAP/mINP {diff:.2e}")
+    print(f"speed-up vs literal loop (extrapolated / best fast): {extrapolated / min(times):.1f}x")
+
+
+def msmt(args: argparse.Namespace) -> None:
+    print(f"== MSMT17 scale: 11,659 queries x 82,161 gallery (3,060 ids, 15 cams), "
+          f"{args.msmt_dim}-d, streamed ==")
+    q, g, *labels = synthetic_reid(3060, 11659, 82161, 0, 15, args.msmt_dim, centre_scale=2.0,
+                                    seed=1)
+    print(f"a dense float32 distance matrix would take {11659 * 82161 * 4 / MB / 1024:.2f} GB")
+    res, sec, mem = measure(lambda: evaluate_features(q, g, *labels, metric="euclidean"))
+    print(f"evaluate_features           {sec:7.3f} s   peak +{mem:6.0f} MB")
+
+    def distances_only() -> None:  # the kernel evaluate_features uses, into one reused block
+        block = torch.empty(256, g.shape[0])
+        g_sq = g.pow(2).sum(1)
+        for s in range(0, len(q), 256):
+            _distance_block(q[s:s + 256], g, "euclidean", g_sq, block[:len(q[s:s + 256])])
+
+    _, d_sec, _ = measure(distances_only)
+    print(f"  of which distances alone  ~{d_sec:6.3f} s (same blocks, results discarded)")
+    print(f"  -> mAP {res.mAP:.4f}  mINP {res.mINP:.4f}  rank1 {res.cmc[0]:.4f}  "
+          f"valid queries {res.num_valid_queries}")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--ref-queries", type=int, default=600,
+                    help="queries for the literal loop (0 = all 3,368)")
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--msmt-dim", type=int, default=32)
+    ap.add_argument("--skip-msmt", action="store_true")
+    args = ap.parse_args()
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs, "
+          f"load average {os.getloadavg()[0]:.2f}")
+    market(args)
+    if not args.skip_msmt:
+        msmt(args)
+
+
+if __name__ == "__main__":
+    main()
