@@ -1,0 +1,142 @@
+"""Training engine: the batch schedule, determinism, exact resume, NaN stop, DDP on CPU."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import socket
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+from ftn_core.config import override
+from ftn_core.data.loading import build_data
+from ftn_core.engine import Interrupted, NonFiniteLoss, Trainer
+
+
+class Recorder:
+    def __init__(self):
+        self.logged, self.evals = [], []
+
+    def log_metrics(self, metrics, step):
+        self.logged.append((step, dict(metrics)))
+
+    def on_eval(self, epoch, metrics):
+        self.evals.append(epoch)
+
+
+def _fit(cfg, ckpt=None, callbacks=None):
+    data = build_data(cfg.data, seed=cfg.train.seed)
+    trainer = Trainer(cfg, data, ckpt, callbacks, progress=False)
+    return trainer, trainer.fit()
+
+
+def test_alternating_schedule_and_warmup(tiny_cfg):
+    cfg = override(tiny_cfg, {"train.epochs": 2, "train.warmup_epochs": 1, "train.max_batches": 6})
+    data = build_data(cfg.data)
+    trainer = Trainer(cfg, data, progress=False)
+    assert [trainer._batch_kind(0, i) for i in range(6)] == ["reid"] * 6  # warm-up
+    assert [trainer._batch_kind(1, i) for i in range(6)] == ["reid", "reid", "recon"] * 2
+    assert trainer._weights("reid") == {"ce": 1.0, "triplet": 0.1}
+    assert trainer._weights("recon") == {"grad": 1.0, "l1": 1.0}
+    joint = Trainer(override(cfg, {"train.schedule": "joint"}), data, progress=False)
+    assert joint._batch_kind(1, 2) == "joint"
+    no_grad = Trainer(override(cfg, {"model.gradient_loss": False}), data, progress=False)
+    assert no_grad._weights("recon") == {"grad": 0.0, "l1": 1.0}
+    base = Trainer(override(cfg, {"model.decoder": False, "model.attention": "none"}), data, progress=False)
+    assert base._batch_kind(1, 2) == "reid"  # no decoder: every batch trains Re-ID
+    # Warm-up freezes the backbone: its weights do not move during epoch 1, the heads do.
+    before = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+    trainer.train_epoch(0)
+    after = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+    assert torch.equal(before["senc.stage2.0.conv1.weight"], after["senc.stage2.0.conv1.weight"])
+    assert not torch.equal(before["heads.global.embed.0.weight"], after["heads.global.embed.0.weight"])
+    assert torch.equal(before["decoder.head.weight"], after["decoder.head.weight"])
+    trainer.train_epoch(1)
+    after2 = trainer.model.state_dict()
+    assert not torch.equal(after["senc.stage2.0.conv1.weight"], after2["senc.stage2.0.conv1.weight"])
+    assert not torch.equal(after["decoder.head.weight"], after2["decoder.head.weight"])
+
+
+def test_same_seed_same_metrics_and_logged_names(tiny_cfg):
+    rec = Recorder()
+    _, first = _fit(tiny_cfg, callbacks=rec)
+    _, second = _fit(tiny_cfg)
+    assert first.metrics == second.metrics and first.cmc == second.cmc
+    assert [s for s, _ in rec.logged] == [1, 2] and rec.evals == [1, 2]
+    names = set(rec.logged[-1][1])
+    assert {"train/loss_ce", "train/loss_triplet", "train/loss_grad", "train/loss_l1", "train/loss_total",
+            "train/lr", "train/img_per_s", "val/rank1", "val/rank5", "val/rank10", "val/mAP", "val/mINP",
+            "val/fg_focus"} <= names
+    m = first.metrics
+    assert 0 <= m["val/mAP"] <= 100 and 0 <= m["val/fg_focus"] <= 100 and len(first.cmc) == 50
+    _, other = _fit(override(tiny_cfg, {"train.seed": 1}))
+    assert other.metrics != first.metrics
+
+
+def test_interrupted_run_resumes_to_the_same_result(tiny_cfg, tmp_path, monkeypatch):
+    cfg = override(tiny_cfg, {"train.epochs": 3})
+    _, reference = _fit(cfg, tmp_path / "ref.pt")
+    ckpt = tmp_path / "run.pt"
+    original = Trainer.train_epoch
+
+    def interrupted_epoch(self, epoch):
+        if epoch == 1:  # Ctrl-C in the middle of the second epoch
+            batches = iter(self.data.train_loader)
+            next(batches)
+            raise KeyboardInterrupt
+        return original(self, epoch)
+
+    monkeypatch.setattr(Trainer, "train_epoch", interrupted_epoch)
+    with pytest.raises(Interrupted, match="checkpoint of the last finished epoch"):
+        _fit(cfg, ckpt)
+    assert ckpt.exists() and torch.load(ckpt, weights_only=True)["epoch"] == 0
+    monkeypatch.setattr(Trainer, "train_epoch", original)
+    trainer, resumed = _fit(cfg, ckpt)
+    assert trainer.start_epoch == 1
+    assert resumed.metrics == reference.metrics and resumed.cmc == reference.cmc
+    # A finished checkpoint returns its result without training again.
+    monkeypatch.setattr(Trainer, "train_epoch", lambda *a: pytest.fail("trained again"))
+    _, again = _fit(cfg, ckpt)
+    assert again.metrics == reference.metrics
+
+
+def test_non_finite_loss_stops_with_a_clear_message(tiny_cfg):
+    cfg = override(tiny_cfg, {"loss.margin": float("nan")})
+    with pytest.raises(NonFiniteLoss, match=r"non-finite loss at epoch 1, batch 1 \(.*triplet/global=nan"):
+        _fit(cfg)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _ddp_worker(rank: int, world: int, port: int, cfg, out: dict) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    try:
+        data = build_data(cfg.data, seed=cfg.train.seed, rank=rank, world_size=world)
+        trainer = Trainer(cfg, data, None, None, rank=rank, world_size=world, progress=False)
+        trainer.fit()
+        flat = torch.cat([p.detach().flatten() for p in trainer.model.parameters()])
+        out[rank] = (flat.sum().item(), flat.abs().sum().item(), len(data.train_loader))
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_ddp_two_cpu_processes_agree(tiny_cfg):
+    cfg = override(tiny_cfg, {"train.epochs": 2, "train.warmup_epochs": 1, "train.max_batches": 3,
+                              "train.eval_every": 0})
+    cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, epochs=2))
+    with mp.Manager() as manager:
+        out = manager.dict()
+        mp.spawn(_ddp_worker, args=(2, _free_port(), cfg, out), nprocs=2, join=True)
+        results = dict(out)
+    assert set(results) == {0, 1}
+    assert results[0] == results[1]  # identical weights on both ranks after warm-up and alternation
