@@ -227,8 +227,10 @@ def test_names_and_errors(tmp_path):
         S.generate(str(tmp_path), "tiny", bias=1.5)
     blocker = tmp_path / "file"
     blocker.write_text("")
-    with pytest.raises(FTNError, match="cannot write the synthetic benchmark"):
+    with pytest.raises(FTNError, match="is a file, not a folder"):
         S.generate(str(blocker), "tiny")
+    with pytest.raises(FTNError, match="cannot write the synthetic benchmark"):
+        S.generate(str(blocker / "sub"), "tiny")
 
 
 def test_command_line(tiny, tmp_path, capsys):
@@ -242,4 +244,17 @@ def test_command_line(tiny, tmp_path, capsys):
     blocker.write_text("")
     assert S.main(["--root", str(blocker), "--size", "tiny"]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("error: cannot write") and err.count("\n") == 1
+    assert err.startswith("error: --root") and err.count("\n") == 1
+
+
+def test_concurrent_generations_agree(tmp_path):
+    """Two processes (e.g. DDP ranks) generating at once: one copy, no temp folders left."""
+    code = ("import sys; from ftn_core.data.synthetic import generate; "
+            "print(generate(sys.argv[1], 'tiny', progress=False))")
+    procs = [subprocess.Popen([sys.executable, "-c", code, str(tmp_path)], stdout=subprocess.PIPE,
+                              text=True, cwd=Path(__file__).resolve().parents[1]) for _ in range(2)]
+    outs = [p.communicate(timeout=60)[0].strip() for p in procs]
+    assert [p.returncode for p in procs] == [0, 0]
+    assert outs[0] == outs[1] == str(tmp_path / "synthetic_tiny_s0")
+    assert [p.name for p in tmp_path.iterdir()] == ["synthetic_tiny_s0"]
+    assert (tmp_path / "synthetic_tiny_s0" / S.MARKER).exists()

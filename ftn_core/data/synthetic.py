@@ -273,6 +273,8 @@ def generate(root: str, size: str = "default", seed: int = 0, force: bool = Fals
     params = _params(size, seed, spec)
     if not force and _is_complete(final, params):
         return str(final)
+    if rootp.exists() and not rootp.is_dir():
+        raise FTNError(f"--root {root} is a file, not a folder; choose a folder for the data")
     try:
         rootp.mkdir(parents=True, exist_ok=True)
         _clean_stale(rootp, name)
