@@ -247,6 +247,16 @@ def test_command_line(tiny, tmp_path, capsys):
     assert err.startswith("error: --root") and err.count("\n") == 1
 
 
+def test_disk_error_is_one_line(tmp_path, monkeypatch):
+    def full_disk(*args, **kwargs):
+        raise OSError(28, "No space left on device", "x.jpg")
+
+    monkeypatch.setattr(S, "_render", full_disk)
+    with pytest.raises(FTNError, match="No space left on device"):
+        S.generate(str(tmp_path), "tiny", progress=False)
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_concurrent_generations_agree(tmp_path):
     """Two processes (e.g. DDP ranks) generating at once: one copy, no temp folders left."""
     code = ("import sys; from ftn_core.data.synthetic import generate; "

@@ -308,7 +308,12 @@ def generate(root: str, size: str = "default", seed: int = 0, force: bool = Fals
         with open(tmp / MARKER, "w", encoding="utf-8") as f:
             json.dump({"params": params, "counts": counts}, f, indent=1, sort_keys=True)
         _install(tmp, final, params, force)
+    except OSError as err:
+        raise FTNError(f"writing the synthetic benchmark under --root {root} failed: "
+                       f"{err.strerror} ({err.filename}); free some space or choose another "
+                       f"folder") from None
     finally:
+        _CTX.clear()
         shutil.rmtree(tmp, ignore_errors=True)  # no-op after a successful rename
     return str(final)
 
