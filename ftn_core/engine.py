@@ -162,6 +162,7 @@ class Trainer:
         return {"epoch": epoch, "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
                 "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(),
                 "sampler": self.data.sampler.state_dict(), "rng": ckpt.rng_state(),
+                "augment": [t.state_dict() for t in self._stateful_transforms()],
                 "history": self.history, "final": self.final}
 
     def resume(self) -> bool:
@@ -175,10 +176,21 @@ class Trainer:
         self.scaler.load_state_dict(state["scaler"])
         self.data.sampler.load_state_dict(state["sampler"])
         ckpt.set_rng_state(state["rng"])
+        for t, t_state in zip(self._stateful_transforms(), state.get("augment", [])):
+            t.load_state_dict(t_state)
         self.start_epoch = state["epoch"] + 1
         self.history = list(state["history"])
         self.final = state["final"]
         return True
+
+    def _stateful_transforms(self) -> list[Any]:
+        """Augmentations with state of their own (RandomPatch's pool), in the main process.
+
+        With ``data.workers > 0`` the pools live in the worker processes and are not saved:
+        exact resumes are promised for ``workers = 0`` (the CPU presets).
+        """
+        transform = getattr(self.data.train_loader.dataset, "transform", None)
+        return [t for t in getattr(transform, "transforms", []) if hasattr(t, "load_state_dict")]
 
     def _save(self, epoch: int) -> None:
         if self.ckpt_path is not None and self.rank == 0:

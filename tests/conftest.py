@@ -13,6 +13,9 @@ REPO = Path(__file__).resolve().parents[1]
 # Two threads at most: CI has two cores, and subprocess tests run beside the main process.
 torch.set_num_threads(min(2, torch.get_num_threads()))
 os.environ.setdefault("MLFLOW_ENABLE_ASYNC_LOGGING", "false")
+# System metrics every second, so that short test runs log some.
+os.environ.setdefault("MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL", "1")
+os.environ.setdefault("MLFLOW_SYSTEM_METRICS_SAMPLES_BEFORE_LOGGING", "1")
 
 
 @pytest.fixture(scope="session")

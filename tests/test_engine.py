@@ -77,7 +77,9 @@ def test_same_seed_same_metrics_and_logged_names(tiny_cfg):
 
 
 def test_interrupted_run_resumes_to_the_same_result(tiny_cfg, tmp_path, monkeypatch):
-    cfg = override(tiny_cfg, {"train.epochs": 3})
+    # Enough images per epoch that RandomPatch's pool (100 patches) fills during epoch 2:
+    # its state must be in the checkpoint too.
+    cfg = override(tiny_cfg, {"train.epochs": 3, "train.max_batches": 8, "data.random_patch": 1.0})
     _, reference = _fit(cfg, tmp_path / "ref.pt")
     ckpt = tmp_path / "run.pt"
     original = Trainer.train_epoch

@@ -60,6 +60,14 @@ class RandomPatch(v2.Transform):
         self.flip = flip
         self.pool: deque[torch.Tensor] = deque(maxlen=pool_size)
 
+    def state_dict(self) -> dict[str, Any]:
+        """The patch pool: training state, saved in checkpoints so a resumed run is exact."""
+        return {"pool": list(self.pool)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.pool.clear()
+        self.pool.extend(state["pool"])
+
     def _box_size(self, h: int, w: int) -> tuple[int, int] | None:
         for _ in range(10):
             box_area = h * w * _uniform(*self.area)

@@ -1,0 +1,171 @@
+"""The runner end to end on the tiny preset: MLflow records, resume, reliability, bad input."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import mlflow
+import pytest
+import torch
+from mlflow.tracking import MlflowClient
+
+from ablations import run as run_cli
+from ablations.runner import choose_preset
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _args(store, data_root, *extra):
+    return ["--table", "2", "--preset", "tiny", "--tracking-uri", store["uri"], "--work-dir", store["work"],
+            "--root", str(data_root), *extra]
+
+
+def _children(uri: str, experiment: str = "table2-synthetic-tiny"):
+    client = MlflowClient(uri)
+    exp = client.get_experiment_by_name(experiment)
+    runs = client.search_runs([exp.experiment_id], filter_string="tags.kind = 'child'")
+    return client, exp, {r.info.run_name: r for r in runs}
+
+
+@pytest.mark.slow
+def test_runner_records_everything_and_never_trains_twice(store, data_root, capsys):
+    assert run_cli.main(_args(store, data_root, "--variants", "base", "g")) == 0
+    client, exp, runs = _children(store["uri"])
+    assert set(runs) == {"base-s0", "g-s0"}
+    g = runs["g-s0"]
+    assert g.info.status == "FINISHED"
+    tags = g.data.tags
+    assert tags["variant"] == "g" and tags["seed"] == "0" and tags["table"] == "2" and tags["preset"] == "tiny"
+    assert tags["dataset"] == "synthetic" and len(tags["config_hash"]) == 12 and tags["git_commit"]
+    parent = client.get_run(tags["mlflow.parentRunId"])
+    assert parent.data.tags["kind"] == "parent" and parent.info.status == "FINISHED"
+    params = g.data.params
+    assert params["model.mask"] == "gm_pam_cam" and params["train.epochs"] == "2"
+    assert runs["base-s0"].data.params["model.attention"] == "none"
+    history = client.get_metric_history(g.info.run_id, "val/mAP")
+    assert [m.step for m in history] == [1, 2]
+    for name in ("train/loss_ce", "train/loss_grad", "train/lr", "train/img_per_s", "val/rank1", "val/fg_focus"):
+        assert name in g.data.metrics, name
+    assert "train/loss_grad" not in runs["base-s0"].data.metrics
+    assert any(k.startswith("system/") for k in g.data.metrics)  # system metrics on
+    assert g.inputs.dataset_inputs and g.inputs.dataset_inputs[0].dataset.name == "synthetic_tiny"
+    files = {f.path for f in client.list_artifacts(g.info.run_id)}
+    assert {"config.json", "metrics.json", "cmc.png", "model.pt"} <= files
+    local = Path(mlflow.artifacts.download_artifacts(run_id=g.info.run_id, tracking_uri=store["uri"]))
+    saved = json.loads((local / "metrics.json").read_text())
+    assert saved["metrics"]["val/mAP"] == pytest.approx(g.data.metrics["val/mAP"])
+    assert len(saved["cmc"]) == 50
+    state = torch.load(local / "model.pt", weights_only=True)
+    assert "decoder.head.weight" in state and "attention.gamma" in state
+    assert exp.artifact_location.startswith("file://") and "/artifacts/table2-synthetic-tiny" in exp.artifact_location
+
+    capsys.readouterr()
+    assert run_cli.main(_args(store, data_root, "--variants", "base", "g")) == 0
+    assert "already FINISHED" in capsys.readouterr().out
+    assert len(_children(store["uri"])[2]) == 2
+    assert run_cli.main(_args(store, data_root, "--variants", "base", "g", "--dry-run")) == 0
+    out = capsys.readouterr().out
+    assert "2 runs, 2 already done, 0 to run" in out
+
+
+@pytest.mark.slow
+def test_nan_run_fails_and_the_others_go_on(store, data_root, capsys):
+    # A NaN weight on the L1 term: only variants with a reconstruction batch fail.
+    code = run_cli.main(_args(store, data_root, "--variants", "base", "g", "--set", "loss.w_l1=nan"))
+    assert code == 1
+    err = capsys.readouterr().err
+    assert "g-s0: non-finite loss at epoch 2" in err and "1 run(s) FAILED: g-s0" in err
+    _, _, runs = _children(store["uri"])
+    assert runs["base-s0"].info.status == "FINISHED" and runs["g-s0"].info.status == "FAILED"
+    assert "non-finite loss" in runs["g-s0"].data.tags["error"]
+
+
+def _wait_for(path: Path, timeout: float = 120) -> None:
+    t0 = time.time()
+    while not path.exists():
+        if time.time() - t0 > timeout:
+            raise AssertionError(f"{path} never appeared")
+        time.sleep(0.05)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_signal_mid_epoch_kills_then_resumes_to_the_same_result(store, data_root, tmp_path, sig):
+    sets = ["--set", "train.epochs=4", "--set", "train.max_batches=6", "--variants", "c"]
+    reference = {"uri": f"sqlite:///{tmp_path / 'ref' / 'mlflow.db'}", "work": str(tmp_path / "ref_ckpt")}
+    assert run_cli.main(_args(reference, data_root, *sets)) == 0
+    cmd = [sys.executable, str(REPO / "ablations" / "run.py"), *_args(store, data_root, *sets)]
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    ckpts = Path(store["work"]) / "table2-synthetic-tiny"
+    _wait_for(ckpts)
+    ckpt = next(iter(ckpts.glob("c-s0-*.pt")), None)
+    while ckpt is None:
+        time.sleep(0.05)
+        ckpt = next(iter(ckpts.glob("c-s0-*.pt")), None)
+    time.sleep(0.3)  # into the second epoch
+    proc.send_signal(sig)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "interrupted" in err and "run the same command again to resume" in err
+    assert "Traceback" not in err
+    assert ckpt.exists()
+    _, _, runs = _children(store["uri"])
+    assert runs["c-s0"].info.status == "KILLED"
+    assert run_cli.main(_args(store, data_root, *sets)) == 0
+    _, _, runs = _children(store["uri"])
+    assert len(runs) == 1 and runs["c-s0"].info.status == "FINISHED"
+    _, _, ref_runs = _children(reference["uri"])
+    final = {k: v for k, v in runs["c-s0"].data.metrics.items() if k.startswith("val/")}
+    expected = {k: v for k, v in ref_runs["c-s0"].data.metrics.items() if k.startswith("val/")}
+    assert final == expected
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--table", "7"], "--table 7: unknown"),
+    (["--table", "2", "--variants", "z"], "--variants z: not in Table 2"),
+    (["--table", "2", "--set", "model.nope=1"], "--set model.nope: unknown key 'nope'"),
+    (["--table", "2", "--set", "train.epochs"], "expected key=value"),
+    (["--table", "2", "--dataset", "imagenet"], "--dataset imagenet: unknown"),
+    (["--table", "2", "--shard", "3/2"], "--shard 3/2: need 0 <= K < N"),
+    (["--table", "2", "--tracking-uri", "sqlite:////proc/nope/mlflow.db"], "cannot write the tracking store"),
+    (["--table", "2", "--tracking-uri", "./mlruns"], "the file store is an error in MLflow 3"),
+])
+def test_bad_arguments_fail_before_training(argv, message, capsys, monkeypatch):
+    monkeypatch.setattr("ablations.runner.execute", lambda *a, **k: pytest.fail("trained"))
+    assert run_cli.main([*argv, "--preset", "tiny"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and message in err and err.count("\n") == 1
+
+
+@pytest.mark.parametrize("make_root,message", [(False, "does not exist"), (True, "Market-1501-v15.09.15")])
+def test_missing_dataset_is_one_line(store, tmp_path, capsys, make_root, message):
+    root = tmp_path / "datasets"
+    if make_root:
+        root.mkdir()
+    code = run_cli.main(["--table", "3", "--preset", "tiny", "--dataset", "market1501", "--root",
+                         str(root), "--tracking-uri", store["uri"], "--work-dir", store["work"]])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and message in err and err.count("\n") == 1
+
+
+def test_preset_choice_is_explained(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert choose_preset(None, ["synthetic"])[0] == "cpu"
+    preset, why = choose_preset(None, ["market1501"])
+    assert preset == "cpu" and "no CUDA" in why
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert choose_preset(None, ["market1501"]) == ("paper", "CUDA is available and a real dataset (market1501) was given")
+    assert choose_preset(None, ["synthetic"])[0] == "cpu"
+    assert choose_preset("tiny", ["market1501"]) == ("tiny", "asked for with --preset")
+
+
+def test_run_py_help_works_from_any_directory(tmp_path):
+    out = subprocess.run([sys.executable, str(REPO / "ablations" / "run.py"), "--help"], cwd=tmp_path,
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and "--table" in out.stdout and "--dry-run" in out.stdout
