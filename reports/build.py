@@ -1,0 +1,250 @@
+"""Regenerate the ablation reports from the MLflow runs (no training; seconds).
+
+For each experiment ``table{N}-{dataset}-{preset}`` in the store it writes
+``<out>/table{N}/<dataset>-<preset>/``: the table (Markdown, CSV, LaTeX) beside the paper's
+numbers, figures (PNG + PDF), visual figures from the saved weights, an efficiency table and
+a README; ``<out>/table{N}/README.md`` shows every experiment of the table. The same files
+are logged as artifacts (``report/``) of the experiment's newest parent run.
+
+    python reports/build.py --table 2
+    python reports/build.py --experiment table2-synthetic-cpu --tracking-uri sqlite:///x.db
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+if __package__ in (None, ""):  # `python reports/build.py`: make the repository importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import pandas as pd  # noqa: E402
+import torch  # noqa: E402
+from mlflow import MlflowClient  # noqa: E402
+from mlflow.exceptions import MlflowException  # noqa: E402
+
+from ftn_core.errors import FTNError, cli_main  # noqa: E402
+from reports import efficiency, figures, tables, visual  # noqa: E402
+from reports.index import experiment_readme, table_index  # noqa: E402
+from reports.load import (LOSS_KEYS, REPO, TableRuns, artifact_json, artifact_path,  # noqa: E402
+                          connect, find_experiments, load_runs, metric_history)
+
+
+@dataclass
+class Report:
+    """What one experiment's report holds, for its README."""
+
+    tr: TableRuns
+    folder: Path
+    uri: str
+    summary: pd.DataFrame | None = None
+    figures: dict[str, list[Path]] = field(default_factory=dict)
+    efficiency: pd.DataFrame | None = None
+    notes: list[str] = field(default_factory=list)
+    """What could not be drawn or logged, and why."""
+    mask_share: float | None = None
+    seconds: float = 0.0
+    logged: bool = False
+    """Whether the files are to be logged to the parent run (README says so)."""
+
+
+def build_experiment(client: MlflowClient, tr: TableRuns, folder: Path, visuals: bool = True,
+                     cost: bool = True, log: bool = True) -> Report:
+    """Write every file of one experiment's report into ``folder`` (emptied first)."""
+    t0 = time.perf_counter()
+    if folder.exists():
+        shutil.rmtree(folder)
+    folder.mkdir(parents=True)
+    rep = Report(tr, folder, client.tracking_uri)
+    figures.set_style()
+    order = tr.order
+    rep.summary = tables.summarize(tr)
+    caption = f"Table {tr.table} on {tr.dataset} ({tr.preset} preset): ours vs the paper"
+    tables.write_tables(rep.summary, folder, caption)
+    rep.figures["bars"] = figures.metric_bars(tr.runs, order, tr.table, folder / "bars")
+    note = paper_note(tr.dataset)
+    rep.figures["delta"] = figures.delta_scatter(rep.summary, tr.table, note, folder / "delta")
+    rep.figures["cmc"] = figures.cmc_curves(cmc_frame(client, tr, rep.notes), order, tr.table,
+                                            folder / "cmc")
+    hist = metric_history(client, tr.runs, LOSS_KEYS + ("val/mAP",))
+    if hist.empty:
+        rep.notes.append("no train/loss_* or val/mAP history logged: no training curves")
+    rep.figures["curves"] = figures.training_curves(hist, order, tr.table, folder / "curves")
+    if visuals:
+        draw_visuals(client, tr, rep)
+    rep.figures["fg_focus"] = figures.fg_focus(tr.runs, order, folder / "fg_focus", rep.mask_share)
+    if cost:
+        rep.efficiency = efficiency_section(client, tr, rep.notes)
+        if rep.efficiency is not None:
+            efficiency.write_efficiency(rep.efficiency, folder)
+    rep.logged = log and tr.parent_run_id is not None
+    if log and tr.parent_run_id is None:
+        rep.notes.append("no parent run in the experiment: the report is not logged to MLflow")
+    rep.seconds = time.perf_counter() - t0
+    (folder / "README.md").write_text(experiment_readme(rep), encoding="utf-8")
+    return rep
+
+
+def paper_note(dataset: str) -> str:
+    pd_name = tables.paper_dataset(dataset)
+    return f"paper on {pd_name}" + (", our data synthetic" if pd_name != dataset else "")
+
+
+def cmc_frame(client: MlflowClient, tr: TableRuns, notes: list[str]) -> pd.DataFrame:
+    """Long frame (variant, seed, rank, value in percent) from each run's metrics.json."""
+    rows, lacking = [], []
+    for run in tr.runs.itertuples():
+        d = artifact_json(client, run, "metrics.json")
+        cmc = (d or {}).get("cmc")
+        if not cmc:
+            lacking.append(run.name)
+            continue
+        rows += [(run.variant, run.seed, k + 1, 100.0 * float(v)) for k, v in enumerate(cmc)]
+    if lacking:
+        notes.append(f"no CMC in metrics.json of {', '.join(lacking)}")
+    return pd.DataFrame(rows, columns=["variant", "seed", "rank", "value"])
+
+
+def _seed_runs(tr: TableRuns) -> dict[str, object]:
+    """One run per variant: the lowest seed that every variant has (else each one's lowest)."""
+    common = set.intersection(*(set(g["seed"]) for _, g in tr.runs.groupby("variant")))
+    out = {}
+    for key in tr.order:
+        sub = tr.runs[tr.runs["variant"] == key]
+        seed = min(common) if common else sub["seed"].min()
+        out[key] = next(sub[sub["seed"] == seed].itertuples())
+    return out
+
+
+def draw_visuals(client: MlflowClient, tr: TableRuns, rep: Report) -> None:
+    """Figures 4 and 5 and the TF-Dec reconstructions, from each variant's saved model."""
+    runs = _seed_runs(tr)
+    full = visual.FULL.get(tr.table)
+    models: dict[str, tuple] = {}
+    for key, run in runs.items():
+        try:
+            models[key] = visual.run_model(client, run)
+        except visual.Skip as err:
+            rep.notes.append(f"visual figures: {err}")
+    if not models:
+        return
+    try:
+        splits = visual.query_data(next(iter(models.values()))[1])
+    except visual.Skip as err:
+        rep.notes.append(f"visual figures skipped: {err}")
+        return
+    rep.mask_share = visual.mask_share(splits)
+    label = {key: str(run.variant_label) for key, run in runs.items()}
+    jobs = []
+    if full in models:
+        jobs.append(("stage3_vs_cfa", lambda: visual.figure_stage3_vs_cfa(
+            *models[full], splits, label[full], rep.folder / "stage3_vs_cfa")))
+    pair = {k: models[k] for k in ("base", full) if k in models}
+    if pair:
+        jobs.append(("global_local", lambda: visual.figure_global_local(
+            {visual.SHORT.get(k, k): m for k, m in pair.items()}, splits,
+            rep.folder / "global_local")))
+    if any(m[0].decoder is not None for m in models.values()):
+        jobs.append(("recon", lambda: visual.figure_reconstructions(models, splits,
+                                                                    rep.folder / "recon")))
+    for name, job in jobs:
+        try:
+            rep.figures[name] = job()
+        except visual.Skip as err:
+            rep.notes.append(f"{name}: {err}")
+
+
+def efficiency_section(client: MlflowClient, tr: TableRuns, notes: list[str]) -> pd.DataFrame | None:
+    configs = {}
+    for key, run in _seed_runs(tr).items():
+        try:
+            cfg = visual.run_config(client, run)
+        except visual.Skip as err:
+            notes.append(f"efficiency: {err}")
+            continue
+        configs[key] = (str(run.variant_label), cfg, _classes(client, run))
+    return efficiency.efficiency_table(configs) if configs else None
+
+
+def _classes(client: MlflowClient, run) -> int:
+    """Classifier size from model.pt (memory-mapped, nothing copied); 751 if there is none."""
+    path = artifact_path(client, run, "model.pt")
+    if path is None:
+        return 751
+    try:
+        return visual.num_classes(torch.load(path, map_location="cpu", weights_only=True, mmap=True))
+    except (RuntimeError, KeyError, OSError):
+        return 751
+
+
+def log_report(client: MlflowClient, rep: Report) -> None:
+    """Attach the folder to the experiment's newest parent run (``report/``); on failure the
+    README says so."""
+    if not rep.logged:
+        return
+    try:
+        client.log_artifacts(rep.tr.parent_run_id, str(rep.folder), artifact_path="report")
+    except (MlflowException, OSError) as err:
+        rep.logged = False
+        rep.notes.append(f"could not log the report to run {rep.tr.parent_run_id}: "
+                         f"{str(err).splitlines()[0]}")
+        (rep.folder / "README.md").write_text(experiment_readme(rep), encoding="utf-8")
+
+
+def table_folder(out: Path, tr: TableRuns) -> Path:
+    return out / f"table{tr.table}" / f"{tr.dataset}-{tr.preset}"
+
+
+@cli_main
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     epilog="\n\n".join(__doc__.split("\n\n")[1:]))
+    parser.add_argument("--table", type=int, choices=[1, 2, 3],
+                        help="only this table's experiments (default: every table in the store)")
+    parser.add_argument("--experiment", help="only this experiment, e.g. table2-synthetic-cpu")
+    parser.add_argument("--tracking-uri", default=None,
+                        help="MLflow store (default sqlite:///<repo>/mlruns/mlflow.db) or server URL")
+    parser.add_argument("--out", type=Path, default=REPO / "reports",
+                        help="output folder (default: the repository's reports/)")
+    parser.add_argument("--no-visual", action="store_true",
+                        help="skip the figures drawn from saved weights")
+    parser.add_argument("--no-efficiency", action="store_true", help="skip the cost table")
+    parser.add_argument("--no-log", action="store_true",
+                        help="do not log the report to the parent run (leave the store untouched)")
+    args = parser.parse_args(argv)
+    client, uri = connect(args.tracking_uri)
+    built: list[Report] = []
+    for exp in find_experiments(client, args.table, args.experiment):
+        tr = load_runs(client, exp)
+        if tr.runs.empty:
+            why = "; ".join(tr.left_out) or "no child runs"
+            print(f"skipped {exp.name}: no usable (FINISHED) child runs ({why})", file=sys.stderr)
+            continue
+        rep = build_experiment(client, tr, table_folder(args.out, tr), not args.no_visual,
+                               not args.no_efficiency, not args.no_log)
+        log_report(client, rep)
+        built.append(rep)
+        print(f"{exp.name}: {len(tr.runs)} runs, {len(tr.left_out)} reason(s) to leave runs out "
+              f"→ {_rel(rep.folder)} ({rep.seconds:.1f} s)")
+    if not built:
+        raise FTNError("no experiment had FINISHED child runs to report; see the lines above")
+    for table in sorted({r.tr.table for r in built}):
+        index = table_index(args.out / f"table{table}", table)
+        print(f"index: {_rel(index)}")
+    return 0
+
+
+def _rel(path: Path) -> str:
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,131 @@
+"""The README pages: one per experiment, and ``<out>/table{N}/README.md`` showing them all."""
+
+from __future__ import annotations
+
+import math
+import re
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from reports import efficiency, tables
+from reports.load import DEFAULT_TRACKING_URI
+
+if TYPE_CHECKING:
+    from reports.build import Report
+
+PAPER_NAMES = {"market1501": "Market-1501", "cuhk03_labeled": "CUHK03 (labeled)",
+               "cuhk03_detected": "CUHK03 (detected)", "msmt17": "MSMT17",
+               "dukemtmcreid": "DukeMTMC-reID"}
+FIGURES = [
+    ("bars", "Metrics per variant", "Mean over seeds; error bars = std; dots = single seeds."),
+    ("delta", "Our Δ vs the paper's Δ", "Each point is a variant's change against its own "
+     "Baseline; ρ = Spearman rank correlation of the two orderings."),
+    ("cmc", "CMC curves", "Matching rate at rank k (mean over seeds, band = std)."),
+    ("curves", "Training curves", "Each loss term per epoch (mean over seeds, band = std), "
+     "and val/mAP at the evaluation epochs."),
+    ("fg_focus", "Foreground focus", "Percent of each branch's activation mass inside the "
+     "ground-truth person mask of the query images (synthetic data only; higher = less "
+     "background)."),
+    ("stage3_vs_cfa", "Stage 3 vs CFA (paper Fig. 4)", "Activation maps of S-Enc stage 3 and "
+     "of the CFA output for three pedestrians; fg = share inside the person mask."),
+    ("global_local", "Global and local branches (paper Fig. 5)", "One identity in different "
+     "cameras (backgrounds): Baseline beside the full model."),
+    ("recon", "TF-Dec reconstructions", "Per variant with a decoder: input, masked target "
+     "(the variant's mask strategy), decoder output."),
+]
+
+
+def _ui_line(uri: str, exp_id: str) -> str:
+    store = "sqlite:///mlruns/mlflow.db" if uri == DEFAULT_TRACKING_URI else uri
+    if store.startswith("http"):
+        return f"Runs in the MLflow UI: {store.rstrip('/')}/#/experiments/{exp_id}/runs"
+    return ("Runs in the MLflow UI: `MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false mlflow ui "
+            f"--backend-store-uri {store} --host 127.0.0.1 --port 5000 --workers 1`, then "
+            f"<http://127.0.0.1:5000/#/experiments/{exp_id}/runs>.")
+
+
+def _agreement(rho: float, n: int, metric: str) -> str:
+    if math.isnan(rho):
+        return f"{metric}: rank correlation not defined (n = {n} variants; needs ≥ 3 and spread)"
+    if rho >= 0.5:
+        word = "broadly agrees with"
+    elif rho > -0.5:
+        word = "shows little agreement with"
+    else:
+        word = "is reversed against"
+    return f"{metric}: Spearman ρ = {rho:+.2f} over {n} variants — our ordering {word} the paper's"
+
+
+def experiment_readme(rep: Report) -> str:
+    tr, s = rep.tr, rep.summary
+    paper = tables.paper_dataset(tr.dataset)
+    paper_name = PAPER_NAMES.get(paper, paper)
+    seeds = sorted(set(tr.runs["seed"]))
+    out = [f"# Table {tr.table} — {tr.dataset}, preset `{tr.preset}`", "",
+           f"Experiment `{tr.experiment}` (id {tr.experiment_id}): {len(tr.runs)} FINISHED "
+           f"child runs, {len(tr.order)} variants × seeds {' '.join(map(str, seeds))}. "
+           "Reports use FINISHED runs only, the newest one per (variant, seed).", ""]
+    if tr.left_out:
+        out += ["Runs left out: " + "; ".join(tr.left_out) + ".", ""]
+    else:
+        out += ["No runs were left out.", ""]
+    if paper != tr.dataset:
+        out += [f"The paper has no numbers for `{tr.dataset}`; its {paper_name} numbers are "
+                "shown instead, so compare the *direction* of changes (Δ), not the levels.", ""]
+    else:
+        out += [f"Paper numbers: {paper_name}.", ""]
+    out += [_ui_line(rep.uri, tr.experiment_id), ""]
+    if rep.logged:
+        out += [f"These files are also artifacts (`report/`) of the parent run "
+                f"`{tr.parent_run_id}`.", ""]
+    out += ["## Results", "", tables.markdown(s), "",
+            "Our numbers are the last evaluation of each run, in percent; ± = sample std over "
+            "seeds; Δ = change against our Baseline in points, paper Δ = the paper's change "
+            "against its Baseline. Files: [CSV](table.csv), [LaTeX](table.tex), "
+            "[Markdown](table.md).", "", "### What the numbers say", ""]
+    out += [f"- {line}" for line in tables.verdicts(s)]
+    for m, title in (("rank1", "R-1"), ("mAP", "mAP")):
+        out.append(f"- {_agreement(*tables.rank_agreement(s, m), title)}.")
+    missing = tables.missing_metrics(tr)
+    if missing:
+        out += ["", "Missing metrics (shown as —): " + "; ".join(missing) + "."]
+    out.append("")
+    for key, title, caption in FIGURES:
+        files = rep.figures.get(key) or []
+        png = next((f for f in files if f.suffix == ".png"), None)
+        if png is None:
+            continue
+        out += [f"## {title}", "", f"![{title}]({png.name})", "",
+                f"{caption} ([PDF]({png.with_suffix('.pdf').name}))", ""]
+    if rep.mask_share is not None and rep.figures.get("fg_focus"):
+        out += [f"A map spread evenly over the image would score {rep.mask_share:.1f} % "
+                "(the mean person-mask area of the query images).", ""]
+    if rep.efficiency is not None:
+        out += ["## Efficiency", "", (rep.folder / "efficiency.md").read_text(encoding="utf-8"),
+                efficiency.threads_note() + " MACs count convolutions and linear layers (the "
+                "paper's convention); TF-Dec is not run at inference. [CSV](efficiency.csv)", ""]
+    if rep.notes:
+        out += ["## Not shown", ""] + [f"- {n}" for n in rep.notes] + [""]
+    out += ["---", "Generated by `python reports/build.py` from the MLflow store; do not edit."]
+    return "\n".join(out) + "\n"
+
+
+_LINK = re.compile(r"\]\((?!https?://|#|/|<)([^)]+)\)")
+
+
+def table_index(table_dir: Path, table: int) -> Path:
+    """``table_dir/README.md``: every experiment README below it, links re-rooted."""
+    parts = sorted(p.parent for p in table_dir.glob("*/README.md"))
+    out = [f"# Table {table}: our ablation runs beside the paper", "",
+           "Regenerate with `python reports/build.py --table " f"{table}` (no training). "
+           "Experiments:", ""]
+    out += [f"- [{p.name}]({p.name}/README.md)" for p in parts]
+    out.append("")
+    for p in parts:
+        text = (p / "README.md").read_text(encoding="utf-8")
+        text = _LINK.sub(lambda m: f"]({p.name}/{m.group(1)})", text)
+        text = re.sub(r"^(#+) ", r"#\1 ", text, flags=re.M)  # one level deeper
+        out += [text.split("\n---\n")[0], ""]
+    index = table_dir / "README.md"
+    index.write_text("\n".join(out), encoding="utf-8")
+    return index

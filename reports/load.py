@@ -1,0 +1,213 @@
+"""Read the ablation runs back from the MLflow store (the report's only input; STYLE §6).
+
+Store layout (written by ``ablations/``): one experiment per table × dataset × preset named
+``table{N}-{dataset}-{preset}``; one parent run per runner invocation (``tags.kind=parent``);
+one child run per variant × seed (``tags.kind=child``, ``tags.variant``, ``tags.seed``) with
+``val/*`` metrics in percent and the artifacts ``config.json``, ``metrics.json``, ``model.pt``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from mlflow import MlflowClient
+from mlflow.entities import Experiment
+from mlflow.exceptions import MlflowException
+from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
+
+from ablations.variants import variants
+from ftn_core.errors import FTNError
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_TRACKING_URI = f"sqlite:///{REPO / 'mlruns' / 'mlflow.db'}"
+NAME_RE = re.compile(r"^table(\d+)-(.+)-([^-]+)$")
+VAL_METRICS = ("rank1", "rank5", "rank10", "mAP", "mINP")
+FG_KEYS = ("fg_focus", "fg_focus_stage3", "fg_focus_global", "fg_focus_local", "fg_focus_attn")
+LOSS_KEYS = ("train/loss_ce", "train/loss_triplet", "train/loss_grad", "train/loss_l1",
+             "train/loss_total")
+
+
+@dataclass
+class TableRuns:
+    """The usable child runs of one experiment, and what was left out and why."""
+
+    experiment: str
+    experiment_id: str
+    table: int
+    dataset: str
+    preset: str
+    runs: pd.DataFrame
+    """One row per (variant, seed): run_id, variant, variant_label, seed, status, start_time,
+    artifact_uri and the ``metrics.*`` / ``params.*`` columns of ``mlflow.search_runs``."""
+    left_out: list[str] = field(default_factory=list)
+    """One line per reason, e.g. ``2 FAILED runs (b-s0, b-s1)``."""
+    parent_run_id: str | None = None
+    """Newest parent run (where the report is logged), None if there is none."""
+
+    @property
+    def order(self) -> list[str]:
+        """Variant keys present, in the paper's table order."""
+        present = set(self.runs["variant"])
+        return [v.key for v in variants(self.table) if v.key in present]
+
+
+def resolve_tracking_uri(uri: str | None) -> str:
+    """The store to read; a SQLite file that does not exist is an error (never create one)."""
+    uri = uri or DEFAULT_TRACKING_URI
+    if uri.startswith("sqlite:///"):
+        path = Path(uri[len("sqlite:///"):])
+        if not path.is_file():
+            raise FTNError(f"no tracking store at {path}: run `python ablations/run.py --table 2` "
+                           f"first, or pass --tracking-uri")
+    elif "://" not in uri:
+        raise FTNError(f"--tracking-uri {uri}: expected sqlite:///path/to/mlflow.db or "
+                       f"http://host:port")
+    return uri
+
+
+def connect(uri: str | None) -> tuple[MlflowClient, str]:
+    uri = resolve_tracking_uri(uri)
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
+    client = MlflowClient(tracking_uri=uri)
+    try:
+        client.search_experiments(max_results=1)
+    except MlflowException as err:
+        raise FTNError(f"cannot read the tracking store {uri}: "
+                       f"{str(err).splitlines()[0][:200]}") from None
+    return client, uri
+
+
+def find_experiments(client: MlflowClient, table: int | None = None,
+                     name: str | None = None) -> list[Experiment]:
+    """Experiments named ``table{N}-…`` (all tables, or one), or the one named ``name``."""
+    exps = client.search_experiments(max_results=1000)
+    if name is not None:
+        match = [e for e in exps if e.name == name]
+        if not match:
+            known = ", ".join(sorted(e.name for e in exps if NAME_RE.match(e.name))) or "none"
+            raise FTNError(f"--experiment {name}: not found in the store (ablation experiments: "
+                           f"{known})")
+        if table is not None and _table_of(match[0]) != table:
+            raise FTNError(f"--experiment {name} is not a Table {table} experiment")
+        return match
+    found = [e for e in exps if NAME_RE.match(e.name)]
+    if not found:
+        raise FTNError("the store holds no ablation runs (experiments named like "
+                       "table2-synthetic-cpu): run `python ablations/run.py --table 2` first")
+    if table is not None:
+        found = [e for e in found if _table_of(e) == table]
+        if not found:
+            raise FTNError(f"no Table {table} experiment in the store: run "
+                           f"`python ablations/run.py --table {table}` first")
+    return sorted(found, key=lambda e: e.name)
+
+
+def _table_of(exp: Experiment) -> int | None:
+    m = NAME_RE.match(exp.name)
+    return int(m.group(1)) if m else None
+
+
+def load_runs(client: MlflowClient, exp: Experiment) -> TableRuns:
+    """FINISHED child runs, newest per (variant, seed); the rest counted in ``left_out``."""
+    m = NAME_RE.match(exp.name)
+    table, dataset, preset = (int(m.group(1)), m.group(2), m.group(3)) if m else (0, "?", "?")
+    df = _search(client, exp, "tags.kind = 'child'")
+    parents = _search(client, exp, "tags.kind = 'parent'")
+    parent_id = None
+    if len(parents):
+        parent_id = str(parents.sort_values("start_time", ascending=False)["run_id"].iloc[0])
+    if not len(df):
+        return TableRuns(exp.name, exp.experiment_id, table, dataset, preset, df, [], parent_id)
+    df = df.copy()
+    for col in ("tags.variant", "tags.seed", "tags.variant_label", "tags.mlflow.runName"):
+        if col not in df:
+            df[col] = None
+    # The tags are the truth; the experiment name is the fallback.
+    dataset = _first(df, "tags.dataset", dataset)
+    preset = _first(df, "tags.preset", preset)
+    df["variant"] = df["tags.variant"]
+    df["seed"] = pd.to_numeric(df["tags.seed"], errors="coerce")
+    df["name"] = df["tags.mlflow.runName"].fillna(df["run_id"].str[:8])
+    known = {v.key: v.label for v in variants(table)} if table in (1, 2, 3) else {}
+    df["variant_label"] = df["tags.variant_label"].fillna(df["variant"].map(known))
+
+    left_out: list[str] = []
+
+    def drop(mask: pd.Series, reason: str) -> None:
+        nonlocal df
+        if mask.any():
+            names = ", ".join(df.loc[mask, "name"].astype(str).tolist()[:6])
+            more = "" if mask.sum() <= 6 else ", …"
+            left_out.append(f"{int(mask.sum())} {reason} ({names}{more})")
+            df = df.loc[~mask]
+
+    for status in ("FAILED", "KILLED", "RUNNING", "SCHEDULED"):
+        drop(df["status"] == status, f"{status} run(s)")
+    drop(df["status"] != "FINISHED", "run(s) with another status")
+    drop(df["variant"].isna() | df["seed"].isna(), "run(s) without variant/seed tags")
+    drop(~df["variant"].isin(list(known)), f"run(s) of variants not in Table {table}")
+    df = df.sort_values("start_time", ascending=False)
+    drop(df.duplicated(["variant", "seed"], keep="first"),
+         "older duplicate(s) of a newer FINISHED run")
+    df = df.assign(seed=df["seed"].astype(int))
+    rank = {k: i for i, k in enumerate(known)}
+    df = df.sort_values(["variant", "seed"], key=lambda s: s.map(rank) if s.name == "variant" else s)
+    return TableRuns(exp.name, exp.experiment_id, table, dataset, preset,
+                     df.reset_index(drop=True), left_out, parent_id)
+
+
+def _search(client: MlflowClient, exp: Experiment, filter_string: str) -> pd.DataFrame:
+    """``mlflow.search_runs`` against ``client``'s store (it reads the global tracking URI)."""
+    import mlflow
+
+    previous = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(client.tracking_uri)
+    try:
+        return mlflow.search_runs(experiment_ids=[exp.experiment_id], filter_string=filter_string,
+                                  output_format="pandas", max_results=50000)
+    except MlflowException as err:
+        raise FTNError(f"cannot search runs of {exp.name}: {str(err).splitlines()[0]}") from None
+    finally:
+        mlflow.set_tracking_uri(previous)
+
+
+def _first(df: pd.DataFrame, col: str, default: str) -> str:
+    if col in df and df[col].notna().any():
+        return str(df[col].dropna().iloc[0])
+    return default
+
+
+def metric_history(client: MlflowClient, runs: pd.DataFrame, keys: tuple[str, ...]) -> pd.DataFrame:
+    """Long frame (variant, seed, key, step, value) of every logged value of ``keys``."""
+    rows = []
+    for run in runs.itertuples():
+        for key in keys:
+            for m in client.get_metric_history(run.run_id, key):
+                rows.append((run.variant, run.seed, key, m.step, m.value))
+    return pd.DataFrame(rows, columns=["variant", "seed", "key", "step", "value"])
+
+
+def artifact_path(client: MlflowClient, run: Any, name: str) -> Path | None:
+    """A local path to the run's artifact ``name`` (no copy for a local store), None if absent."""
+    repo = get_artifact_repository(run.artifact_uri, tracking_uri=client.tracking_uri)
+    try:
+        path = Path(repo.download_artifacts(name))
+    except (MlflowException, OSError):
+        return None
+    return path if path.exists() else None
+
+
+def artifact_json(client: MlflowClient, run: Any, name: str) -> dict | None:
+    path = artifact_path(client, run, name)
+    if path is None:
+        return None
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None

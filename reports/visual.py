@@ -1,0 +1,220 @@
+"""Visual figures from the saved weights, in the style of the paper's Figures 4 and 5.
+
+- Fig. 4: activation maps of S-Enc stage 3 and of CFA's output A′ for three pedestrians.
+- Fig. 5: global- and local-branch maps for one identity seen in different cameras
+  (different backgrounds), Baseline beside the full model.
+- TF-Dec: input, masked reconstruction target and the decoder's output per variant.
+Maps are ``ftn_core.evaluation.activation_map`` (channel mean of the squared response),
+upsampled to the image and min-max scaled per image; all models run in eval mode.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+from mlflow import MlflowClient  # noqa: E402
+
+from ftn_core.config import Config, from_dict  # noqa: E402
+from ftn_core.data.dataset import ReIDDataset, read_image  # noqa: E402
+from ftn_core.data.loading import load_splits  # noqa: E402
+from ftn_core.data.transforms import build_transforms  # noqa: E402
+from ftn_core.data.types import DatasetSplits, Sample  # noqa: E402
+from ftn_core.errors import FTNError  # noqa: E402
+from ftn_core.evaluation import activation_map, foreground_focus  # noqa: E402
+from ftn_core.masks import reconstruction_target  # noqa: E402
+from ftn_core.model import FTN, build_model  # noqa: E402
+from reports.figures import save  # noqa: E402
+from reports.load import REPO, artifact_json, artifact_path  # noqa: E402
+
+FULL = {1: "cfa", 2: "g", 3: "ftn"}
+"""The variant that is the paper's full model in each table."""
+SHORT = {"base": "Base", "cfa": "Base+CFA", "g": "FTN (g)", "ftn": "FTN"}
+"""Column names of the Fig. 5 panel."""
+
+
+class Skip(Exception):
+    """A figure that cannot be drawn; the message says why (shown in the report)."""
+
+
+def run_config(client: MlflowClient, run: Any) -> Config:
+    """The resolved config of a run, from its ``config.json`` artifact."""
+    d = artifact_json(client, run, "config.json")
+    if d is None:
+        raise Skip(f"{run.name}: no config.json artifact")
+    try:
+        return from_dict(d)
+    except FTNError as err:
+        raise Skip(f"{run.name}: config.json does not match this code ({err})") from None
+
+
+def run_model(client: MlflowClient, run: Any) -> tuple[FTN, Config]:
+    """The final model of a run (``model.pt``, a state dict) in eval mode."""
+    cfg = run_config(client, run)
+    path = artifact_path(client, run, "model.pt")
+    if path is None:
+        raise Skip(f"{run.name}: no model.pt artifact")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        model = build_model(cfg.model, num_classes(state))
+        model.load_state_dict(state)
+    except (RuntimeError, KeyError, OSError, FTNError) as err:
+        raise Skip(f"{run.name}: model.pt does not load ({str(err).splitlines()[0][:120]})") from None
+    return model.eval(), cfg
+
+
+def num_classes(state: dict[str, torch.Tensor]) -> int:
+    return int(state["heads.global.classifier.weight"].shape[0])
+
+
+def query_data(cfg: Config) -> DatasetSplits:
+    """The run's dataset (synthetic data regenerates deterministically); relative roots are
+    taken from the repository root."""
+    data = cfg.data
+    if not Path(data.root).is_absolute():
+        from dataclasses import replace
+
+        data = replace(data, root=str(REPO / data.root))
+    try:
+        return load_splits(data)
+    except FTNError as err:
+        raise Skip(f"dataset {data.dataset} not readable under {data.root} ({err})") from None
+
+
+def _images(samples: list[Sample], cfg: Config) -> tuple[torch.Tensor, torch.Tensor | None]:
+    ds = ReIDDataset(samples, build_transforms(cfg.data.height, cfg.data.width, train=False),
+                     with_mask=all(s.mask_path for s in samples))
+    items = [ds[i] for i in range(len(ds))]
+    img = torch.stack([it["img"] for it in items])  # (B, 3, H, W)
+    mask = torch.stack([it["mask"] for it in items]) if "mask" in items[0] else None  # (B, 1, H, W)
+    return img, mask
+
+
+def pick_pedestrians(splits: DatasetSplits, n: int = 3) -> list[Sample]:
+    """``n`` queries of different identities, spread over the query list (deterministic)."""
+    firsts: dict[int, Sample] = {}
+    for s in splits.query:
+        firsts.setdefault(s.pid, s)
+    pool = list(firsts.values())
+    if not pool:
+        raise Skip("the dataset has no query images")
+    step = max(1, len(pool) // n)
+    return pool[::step][:n]
+
+
+def pick_identity(splits: DatasetSplits, n: int = 4) -> list[Sample]:
+    """Images of the test identity seen by the most cameras, one per camera (Fig. 5)."""
+    by_pid: dict[int, dict[int, Sample]] = {}
+    for s in splits.query + splits.gallery:
+        if s.pid > 0:
+            by_pid.setdefault(s.pid, {}).setdefault(s.camid, s)
+    if not by_pid:
+        raise Skip("the dataset has no test identities")
+    pid = max(sorted(by_pid), key=lambda p: len(by_pid[p]))
+    return [by_pid[pid][c] for c in sorted(by_pid[pid])][:n]
+
+
+def mask_share(splits: DatasetSplits) -> float | None:
+    """Mean percent of query pixels inside the person mask: the focus of a uniform map."""
+    masks = [s.mask_path for s in splits.query if s.mask_path]
+    if not masks:
+        return None
+    return 100.0 * sum(float((read_image(p)[0] > 127).float().mean()) for p in masks) / len(masks)
+
+
+def _overlay(ax: plt.Axes, img: torch.Tensor, act: torch.Tensor | None, title: str) -> None:
+    """img (3, H, W) in [0, 1]; act (h, w) upsampled and min-max scaled over it."""
+    ax.imshow(img.permute(1, 2, 0).clamp(0, 1).numpy())  # (H, W, 3)
+    if act is not None:
+        up = F.interpolate(act[None, None], size=img.shape[-2:], mode="bilinear",
+                           align_corners=False)[0, 0]  # (H, W)
+        up = (up - up.min()) / (up.max() - up.min()).clamp_min(1e-12)
+        ax.imshow(up.numpy(), cmap="jet", alpha=0.45)
+    ax.set_title(title, fontsize=7)
+    ax.axis("off")
+
+
+def _maps(model: FTN, img: torch.Tensor, keys: tuple[str, ...]) -> dict[str, torch.Tensor]:
+    with torch.no_grad():
+        feats = model.activation_maps(img)
+    return {k: activation_map(feats[k]) for k in keys if k in feats}  # each (B, h, w)
+
+
+def _focus_title(name: str, act: torch.Tensor, mask: torch.Tensor | None, i: int) -> str:
+    if mask is None:
+        return name
+    share = float(foreground_focus(act[i:i + 1], mask[i:i + 1])[0]) * 100
+    return f"{name}\nfg {share:.0f} %"
+
+
+def figure_stage3_vs_cfa(model: FTN, cfg: Config, splits: DatasetSplits, label: str,
+                         stem: Path) -> list[Path]:
+    """Paper Fig. 4: stage 3 vs CFA activation maps of three pedestrians."""
+    if model.attention is None:
+        raise Skip(f"{label} has no attention module")
+    img, mask = _images(pick_pedestrians(splits), cfg)
+    maps = _maps(model, img, ("stage3", "attn"))
+    fig, axes = plt.subplots(len(img), 3, figsize=(3.6, 2.3 * len(img)), squeeze=False)
+    for i in range(len(img)):
+        _overlay(axes[i, 0], img[i], None, "input")
+        _overlay(axes[i, 1], img[i], maps["stage3"][i], _focus_title("stage 3", maps["stage3"], mask, i))
+        _overlay(axes[i, 2], img[i], maps["attn"][i], _focus_title("CFA (A′)", maps["attn"], mask, i))
+    fig.suptitle(f"Stage 3 vs CFA — {label}", fontsize=8)
+    fig.tight_layout()
+    return save(fig, stem)
+
+
+def figure_global_local(models: dict[str, tuple[FTN, Config]], splits: DatasetSplits,
+                        stem: Path) -> list[Path]:
+    """Paper Fig. 5: global / local branch maps of one identity across cameras, per model."""
+    samples = pick_identity(splits)
+    cols = ["input"] + [f"{name} {b}" for name in models for b in ("global", "local")]
+    fig, axes = plt.subplots(len(samples), len(cols), figsize=(1.2 * len(cols), 2.3 * len(samples)),
+                             squeeze=False)
+    for j, (name, (model, cfg)) in enumerate(models.items()):
+        img, mask = _images(samples, cfg)
+        maps = _maps(model, img, ("global", "local"))
+        for i in range(len(img)):
+            if j == 0:
+                _overlay(axes[i, 0], img[i], None, f"cam {samples[i].camid + 1}")
+            for k, b in enumerate(("global", "local")):
+                _overlay(axes[i, 1 + 2 * j + k], img[i], maps[b][i],
+                         _focus_title(f"{name}\n{b}", maps[b], mask, i))
+    fig.suptitle(f"Global and local branches, identity {samples[0].pid} in "
+                 f"{len(samples)} cameras", fontsize=8)
+    fig.tight_layout()
+    return save(fig, stem)
+
+
+def figure_reconstructions(models: dict[str, tuple[FTN, Config]], splits: DatasetSplits,
+                           stem: Path, n_images: int = 2) -> list[Path]:
+    """TF-Dec: input, masked target and reconstruction for each variant with a decoder."""
+    models = {k: m for k, m in models.items() if m[0].decoder is not None}
+    if not models:
+        raise Skip("no variant has a TF-Dec decoder")
+    samples = pick_pedestrians(splits, n_images)
+    fig, axes = plt.subplots(len(models), 3 * len(samples),
+                             figsize=(0.95 * 3 * len(samples), 1.9 * len(models)), squeeze=False)
+    for r, (name, (model, cfg)) in enumerate(models.items()):
+        img, _ = _images(samples, cfg)
+        with torch.no_grad():
+            enc = model.forward_encoder(img)
+            recon = model.forward_decoder(enc)  # (B, 3, H, W)
+            pa = enc.attn.pa if enc.attn is not None else None
+            ca = enc.attn.ca if enc.attn is not None else None
+            target = reconstruction_target(img, model.mask, pa, ca, model.gauss_sy, model.gauss_sx)
+        for i in range(len(samples)):
+            for c, (title, x) in enumerate((("input", img[i]), ("target", target[i]),
+                                            ("output", recon[i]))):
+                _overlay(axes[r, 3 * i + c], x, None, title if r == 0 else "")
+        axes[r, 0].text(-0.15, 0.5, name, transform=axes[r, 0].transAxes, rotation=90,
+                        va="center", ha="right", fontsize=8)
+    fig.suptitle("TF-Dec reconstructions (input, masked target, output)", fontsize=8)
+    fig.tight_layout()
+    return save(fig, stem)
