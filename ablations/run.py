@@ -11,6 +11,7 @@ Examples:
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 from pathlib import Path
@@ -42,6 +43,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="a subset of the table's variants, e.g. base g (default: all)")
     parser.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config field, e.g. --set train.epochs=20 (repeatable)")
+    parser.add_argument("--params-file", default=None, metavar="FILE",
+                        help="JSON object of config overrides, e.g. the best parameters written by "
+                             "ablations/tune.py; --set wins over it")
     parser.add_argument("--tracking-uri", default=None,
                         help=f"MLflow store or server (default: {tracking.DEFAULT_TRACKING_URI})")
     parser.add_argument("--work-dir", default=str(tracking.MLRUNS / "checkpoints"),
@@ -54,18 +58,34 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def parse_shard(text: str | None) -> tuple[int, int]:
+    source = f"--shard {text}"
     if text is None:
         task, count = os.environ.get("SLURM_ARRAY_TASK_ID"), os.environ.get("SLURM_ARRAY_TASK_COUNT")
         if task is None or count is None:
             return 0, 1
-        text = f"{int(task) - int(os.environ.get('SLURM_ARRAY_TASK_MIN', '0'))}/{count}"
+        step = int(os.environ.get("SLURM_ARRAY_TASK_STEP", "1"))  # --array=0-6:2 → ids 0, 2, 4, 6
+        text = f"{(int(task) - int(os.environ.get('SLURM_ARRAY_TASK_MIN', '0'))) // step}/{count}"
+        source = f"SLURM array task {task} (shard {text}; use --array=0-{int(count) - 1} or pass --shard)"
     try:
         k, n = (int(x) for x in text.split("/"))
     except ValueError:
-        raise FTNError(f"--shard {text}: expected K/N, e.g. --shard 0/4") from None
+        raise FTNError(f"{source}: expected K/N, e.g. --shard 0/4") from None
     if not (n >= 1 and 0 <= k < n):
-        raise FTNError(f"--shard {text}: need 0 <= K < N")
+        raise FTNError(f"{source}: need 0 <= K < N")
     return k, n
+
+
+def read_params_file(path: str | None) -> dict[str, object]:
+    """``{"loss.w_grad": 1.2, ...}`` from a JSON file (a preset-style set of overrides)."""
+    if path is None:
+        return {}
+    try:
+        params = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as err:
+        raise FTNError(f"--params-file {path}: cannot read it as JSON ({err})") from None
+    if not isinstance(params, dict):
+        raise FTNError(f"--params-file {path}: expected a JSON object of config keys and values")
+    return params
 
 
 def init_distributed() -> tuple[int, int]:
@@ -89,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
     rank, world = init_distributed()
     shard = parse_shard(args.shard)
     preset, why = runner.choose_preset(args.preset, args.dataset)
-    sets = parse_sets(args.sets)
+    sets = {**read_params_file(args.params_file), **parse_sets(args.sets)}
     if world > 1 and "train.device" not in sets:
         import torch
 
