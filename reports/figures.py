@@ -12,6 +12,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from ablations.variants import variants  # noqa: E402
 from reports.load import LOSS_KEYS  # noqa: E402
@@ -119,8 +120,10 @@ def training_curves(hist: pd.DataFrame, order: list[str], table: int, stem: Path
     g = sns.relplot(data=hist, kind="line", x="step", y="value", hue="variant", hue_order=order,
                     palette=palette(table), col="term", col_order=terms,
                     col_wrap=min(3, len(terms)), errorbar="sd", height=2.2, aspect=1.35,
-                    facet_kws={"sharey": False, "sharex": True})
+                    marker="o", markersize=3, facet_kws={"sharey": False, "sharex": True})
     g.set_titles("{col_name}").set_axis_labels("epoch", "")
+    for ax in g.axes.flat:
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     g.figure.suptitle("Training curves (mean over seeds ± std)", y=1.03)
     return save(g.figure, stem)
 

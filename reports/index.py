@@ -46,7 +46,8 @@ def _ui_line(uri: str, exp_id: str) -> str:
 
 def _agreement(rho: float, n: int, metric: str) -> str:
     if math.isnan(rho):
-        return f"{metric}: rank correlation not defined (n = {n} variants; needs ≥ 3 and spread)"
+        return (f"{metric}: rank correlation not defined ({n} variant{'s' if n != 1 else ''} "
+                "besides the Baseline; needs ≥ 3 with different values)")
     if rho >= 0.5:
         word = "broadly agrees with"
     elif rho > -0.5:

@@ -175,9 +175,16 @@ def verdicts(summary: pd.DataFrame) -> list[str]:
 
 
 def _within_noise(summary: pd.DataFrame, r) -> str:
-    """Flag a mAP change smaller than the seed spread of the two rows compared."""
+    """Flag a change smaller than the seed spread of the two rows compared (√(σ₁² + σ₂²))."""
     base = summary[summary["variant"] == BASELINE].iloc[0]
-    spread = np.sqrt(np.nansum([base["mAP_std"] ** 2, r.mAP_std ** 2]))
-    if r.n > 1 and base["n"] > 1 and not math.isnan(r.d_mAP) and abs(r.d_mAP) < spread:
-        return f"; the mAP change is within the seed spread (±{spread:.1f})"
+    if r.n < 2 or base["n"] < 2:
+        return "; one seed only, so the change may be noise"
+    flagged = []
+    for m in DELTA_METRICS:
+        spread = float(np.sqrt(np.nansum([base[f"{m}_std"] ** 2, getattr(r, f"{m}_std") ** 2])))
+        d = getattr(r, f"d_{m}")
+        if not math.isnan(d) and abs(d) < spread:
+            flagged.append(f"{METRICS[m]} ±{spread:.1f}")
+    if flagged:
+        return f"; within the seed spread ({', '.join(flagged)})"
     return ""

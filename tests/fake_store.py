@@ -59,7 +59,7 @@ def log_experiment(uri: str, folder: Path, runs: list[FakeRun], table: int = 2,
     name = f"table{table}-{dataset}-{preset}"
     exp = client.get_experiment_by_name(name)
     exp_id = exp.experiment_id if exp else client.create_experiment(
-        name, artifact_location=str(folder / "artifacts" / name))
+        name, artifact_location=(folder / "artifacts" / name).resolve().as_uri())
     labels = {v.key: v.label for v in variants(table)}
     previous = mlflow.get_tracking_uri()
     mlflow.set_tracking_uri(uri)

@@ -110,6 +110,8 @@ def test_readme_is_honest_and_complete(report):
     _, folder = report
     text = (folder / "README.md").read_text()
     assert "**(c) Gm** does **not** beat our Baseline" in text
+    # c: ΔR-1 −6 vs √(7.07² + 1.41²) = 7.2; ΔmAP −3 vs √(2.83² + 1.41²) = 3.2.
+    assert "within the seed spread (R-1 ±7.2, mAP ±3.2)." in text
     assert "**(g) Gm + PAm + CAm (FTN)** beats our Baseline on R-1 and mAP" in text
     assert "1 FAILED run(s) (g-s0)" in text and "older duplicate" in text
     assert "Market-1501 numbers are shown instead" in text
@@ -207,3 +209,33 @@ def test_cli_help_and_no_traceback(tmp_path, capsys):
     assert bad.returncode == 2 and "Traceback" not in bad.stderr
     assert bad.stderr.strip().splitlines()[-1].startswith("error: the store holds no ablation runs")
     assert MlflowClient(uri).search_experiments()[0].name == "Default"  # store left as it was
+
+
+@pytest.mark.slow
+def test_end_to_end_runner_then_report(tmp_path):
+    """The real runner (tiny preset) writes the store; the report reads it back."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    run = subprocess.run(
+        [sys.executable, str(REPO / "ablations" / "run.py"), "--table", "2", "--preset", "tiny",
+         "--variants", "base", "g", "--seeds", "0", "1", "--tracking-uri", uri,
+         "--root", str(tmp_path / "data"), "--work-dir", str(tmp_path / "ckpt")],
+        capture_output=True, text=True, cwd=tmp_path, timeout=900)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert build.main(["--tracking-uri", uri, "--out", str(tmp_path / "out")]) == 0
+    folder = tmp_path / "out" / "table2" / "synthetic-tiny"
+    table = pd.read_csv(folder / "table.csv").set_index("variant")
+    assert list(table.index) == ["base", "g"] and list(table["n"]) == [2, 2]
+    client = MlflowClient(uri)
+    exp = client.get_experiment_by_name("table2-synthetic-tiny")
+    runs = client.search_runs([exp.experiment_id], "tags.kind = 'child' and tags.variant = 'g'")
+    assert table.loc["g", "mAP_mean"] == pytest.approx(
+        sum(r.data.metrics["val/mAP"] for r in runs) / 2, abs=1e-3)
+    assert table.loc["g", "d_mAP"] == pytest.approx(
+        table.loc["g", "mAP_mean"] - table.loc["base", "mAP_mean"], abs=1e-3)
+    text = (folder / "README.md").read_text()
+    for stem in ("bars", "cmc", "curves", "fg_focus", "stage3_vs_cfa", "global_local", "recon"):
+        assert f"]({stem}.png)" in text and (folder / f"{stem}.png").stat().st_size < 200_000
+    assert "## Not shown" not in text, text.split("## Not shown")[-1]
+    parent = client.search_runs([exp.experiment_id], "tags.kind = 'parent'")[0]
+    logged = {Path(a.path).name for a in client.list_artifacts(parent.info.run_id, "report")}
+    assert {"README.md", "table.csv", "recon.png", "efficiency.md"} <= logged
