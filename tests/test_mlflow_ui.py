@@ -1,0 +1,116 @@
+"""The MLflow UI, used as a person would: serve the store, open it in headless Chromium.
+
+Needs the Debian packages ``chromium`` and ``chromium-driver`` (installed by ``.ci/run``);
+without Chromium the tests are skipped with that reason.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from fake_store import FakeRun, log_experiment, new_store
+
+pytestmark = pytest.mark.slow
+
+CHROMIUM = next((p for p in (shutil.which(n) for n in ("chromium", "chromium-browser")) if p), None)
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update",
+                  "--disable-sync", "--virtual-time-budget=15000", "--window-size=1400,900"]
+# Final val/mAP: g-s0 above base-s0, so sorting by it puts g-s0 first.
+RUNS = {("base", 0): (50.0, 40.5), ("g", 0): (70.0, 61.25)}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    """``mlflow server`` on a free port against a store holding two child runs; killed after."""
+    if CHROMIUM is None:
+        pytest.skip("chromium not installed: apt-get install -y chromium chromium-driver")
+    folder = tmp_path_factory.mktemp("ui")
+    uri = new_store(folder)
+    exp_id = log_experiment(uri, folder, [FakeRun(v, s, {"rank1": r1, "mAP": m}, artifacts=False)
+                                          for (v, s), (r1, m) in RUNS.items()])
+    port = _free_port()
+    log = open(folder / "server.log", "w")
+    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    proc = subprocess.Popen([sys.executable, "-m", "mlflow", "server", "--backend-store-uri", uri,
+                             "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
+                            stdout=log, stderr=subprocess.STDOUT, env=env, cwd=folder,
+                            start_new_session=True)  # its own group: the uvicorn child goes too
+    try:
+        _wait_healthy(proc, f"http://127.0.0.1:{port}/health", folder / "server.log")
+        yield f"http://127.0.0.1:{port}", exp_id, uri, folder
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=10)
+        log.close()
+
+
+def _wait_healthy(proc: subprocess.Popen, url: str, log: Path, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            pytest.fail(f"mlflow server exited with {proc.returncode}:\n{log.read_text()[-2000:]}")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as resp:
+                if resp.status == 200:
+                    return
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            pass
+        time.sleep(0.5)
+    pytest.fail(f"mlflow server did not answer {url} within {timeout:.0f} s:\n{log.read_text()[-2000:]}")
+
+
+def _chromium(url: str, profile: Path, screenshot: Path | None = None) -> str:
+    """The rendered DOM of ``url`` (and a screenshot) from headless Chromium."""
+    cmd = [CHROMIUM, *CHROMIUM_FLAGS, f"--user-data-dir={profile}"]
+    if screenshot is not None:
+        cmd.append(f"--screenshot={screenshot}")
+    out = subprocess.run(cmd + ["--dump-dom", url], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    return out.stdout
+
+
+def test_runs_table_shows_the_runs_sorted_by_a_metric(server, tmp_path):
+    base, exp_id, _, _ = server
+    shot = tmp_path / "runs.png"
+    # The runs table, sorted by val/mAP (best first) as a reader comparing variants would.
+    url = f"{base}/#/experiments/{exp_id}/runs?orderByKey=metrics.%60val%2FmAP%60&orderByAsc=false"
+    dom = _chromium(url, tmp_path / "profile", shot)
+    assert "table2-synthetic-tiny" in dom
+    assert "g-s0" in dom and "base-s0" in dom, dom[-3000:]
+    assert dom.index("g-s0") < dom.index("base-s0")  # 61.25 mAP before 40.5
+    assert shot.read_bytes()[:4] == b"\x89PNG" and shot.stat().st_size > 10_000
+    print(f"screenshot: {shot}")
+
+
+def test_run_page_shows_its_metrics(server, tmp_path):
+    base, exp_id, uri, _ = server
+    from mlflow import MlflowClient
+
+    run = MlflowClient(uri).search_runs([exp_id], "attributes.run_name = 'g-s0'")[0]
+    shot = tmp_path / "run.png"
+    dom = _chromium(f"{base}/#/experiments/{exp_id}/runs/{run.info.run_id}", tmp_path / "profile",
+                    shot)
+    assert "g-s0" in dom and "val/mAP" in dom and "61.25" in dom and "val/rank1" in dom
+    assert shot.stat().st_size > 10_000
