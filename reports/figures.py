@@ -3,6 +3,7 @@ training curves and foreground focus. Each is written as PNG (web) and PDF (pape
 
 from __future__ import annotations
 
+import io
 import math
 from pathlib import Path
 
@@ -13,6 +14,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
+from PIL import Image  # noqa: E402
 
 from ablations.variants import variants  # noqa: E402
 from reports.load import LOSS_KEYS  # noqa: E402
@@ -35,9 +37,16 @@ def palette(table: int) -> dict[str, tuple]:
 
 
 def save(fig: plt.Figure, stem: Path) -> list[Path]:
-    """``stem.png`` and ``stem.pdf``, without timestamps so a rebuild gives the same bytes."""
+    """``stem.png`` and ``stem.pdf``, without timestamps so a rebuild gives the same bytes.
+
+    The PNG is reduced to a 256-colour palette: heat-map overlays stay well under 200 KB.
+    """
     png, pdf = stem.with_suffix(".png"), stem.with_suffix(".pdf")
-    fig.savefig(png, bbox_inches="tight", metadata={"Software": None})
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", bbox_inches="tight")
+    rgb = Image.open(buf).convert("RGB")
+    rgb.quantize(256, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE).save(
+        png, optimize=True)
     fig.savefig(pdf, bbox_inches="tight", metadata={"CreationDate": None, "Creator": None,
                                                    "Producer": None})
     plt.close(fig)

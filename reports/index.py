@@ -44,6 +44,10 @@ def _ui_line(uri: str, exp_id: str) -> str:
             f"<http://127.0.0.1:5000/#/experiments/{exp_id}/runs>.")
 
 
+def _n(count: int, noun: str) -> str:
+    return f"{count} {noun}{'' if count == 1 else 's'}"
+
+
 def _agreement(rho: float, n: int, metric: str) -> str:
     if math.isnan(rho):
         return (f"{metric}: rank correlation not defined ({n} variant{'s' if n != 1 else ''} "
@@ -63,8 +67,9 @@ def experiment_readme(rep: Report) -> str:
     paper_name = PAPER_NAMES.get(paper, paper)
     seeds = sorted(set(tr.runs["seed"]))
     out = [f"# Table {tr.table} — {tr.dataset}, preset `{tr.preset}`", "",
-           f"Experiment `{tr.experiment}` (id {tr.experiment_id}): {len(tr.runs)} FINISHED "
-           f"child runs, {len(tr.order)} variants × seeds {' '.join(map(str, seeds))}. "
+           f"Experiment `{tr.experiment}` (id {tr.experiment_id}): {_n(len(tr.runs), 'FINISHED child run')}"
+           f", {_n(len(tr.order), 'variant')} × {_n(len(seeds), 'seed')} "
+           f"({' '.join(map(str, seeds))}). "
            "Reports use FINISHED runs only, the newest one per (variant, seed).", ""]
     if tr.left_out:
         out += ["Runs left out: " + "; ".join(tr.left_out) + ".", ""]
