@@ -14,12 +14,10 @@ from ftn_core import losses as L
 from ftn_core.attention import CFA, PAMCAM, AttentionOut
 from ftn_core.backbone import SEnc
 from ftn_core.config import ModelConfig
+from ftn_core.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from ftn_core.decoder import TFDec
 from ftn_core.errors import FTNError
 from ftn_core.masks import STRATEGY_MASKS, reconstruction_target
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 class EmbeddingHead(nn.Module):
