@@ -114,3 +114,20 @@ def test_run_page_shows_its_metrics(server, tmp_path):
                     shot)
     assert "g-s0" in dom and "val/mAP" in dom and "61.25" in dom and "val/rank1" in dom
     assert shot.stat().st_size > 10_000
+
+
+def test_report_reads_a_tracking_server(server, tmp_path):
+    """``reports/build.py --tracking-uri http://…`` works against the server too."""
+    import pandas as pd
+    from mlflow import MlflowClient
+
+    from reports import build
+
+    base, exp_id, uri, _ = server
+    assert build.main(["--tracking-uri", base, "--out", str(tmp_path), "--no-visual",
+                       "--no-efficiency"]) == 0
+    table = pd.read_csv(tmp_path / "table2" / "synthetic-tiny" / "table.csv").set_index("variant")
+    assert table.loc["g", "rank1_mean"] == 70 and table.loc["g", "d_mAP"] == 61.25 - 40.5
+    parent = MlflowClient(uri).search_runs([exp_id], "tags.kind = 'parent'")[0]
+    logged = {a.path for a in MlflowClient(base).list_artifacts(parent.info.run_id, "report")}
+    assert "report/README.md" in logged
