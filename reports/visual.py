@@ -130,12 +130,12 @@ def mask_share(splits: DatasetSplits) -> float | None:
 
 def _overlay(ax: plt.Axes, img: torch.Tensor, act: torch.Tensor | None, title: str) -> None:
     """img (3, H, W) in [0, 1]; act (h, w) upsampled and min-max scaled over it."""
-    ax.imshow(img.permute(1, 2, 0).clamp(0, 1).numpy())  # (H, W, 3)
+    ax.imshow(img.permute(1, 2, 0).clamp(0, 1).numpy(), interpolation="none")  # (H, W, 3)
     if act is not None:
         up = F.interpolate(act[None, None], size=img.shape[-2:], mode="bilinear",
                            align_corners=False)[0, 0]  # (H, W)
         up = (up - up.min()) / (up.max() - up.min()).clamp_min(1e-12)
-        ax.imshow(up.numpy(), cmap="jet", alpha=0.45)
+        ax.imshow(up.numpy(), cmap="jet", alpha=0.45, interpolation="none")
     ax.set_title(title, fontsize=7)
     ax.axis("off")
 

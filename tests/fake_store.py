@@ -45,8 +45,10 @@ def new_store(folder: Path) -> str:
     return uri
 
 
-def run_config(preset: str, table: int, variant: str, seed: int, data_root: Path) -> Config:
-    cfg = preset_config(preset, {"data.root": str(data_root), "train.seed": seed})
+def run_config(preset: str, table: int, variant: str, seed: int, data_root: Path,
+               dataset: str = "synthetic") -> Config:
+    cfg = preset_config(preset, {"data.root": str(data_root), "train.seed": seed,
+                                 "data.dataset": dataset})
     v = next(v for v in variants(table) if v.key == variant)
     return override(cfg, {f"model.{k}": val for k, val in v.changes})
 
@@ -71,7 +73,7 @@ def log_experiment(uri: str, folder: Path, runs: list[FakeRun], table: int = 2,
                                         "preset": preset}) as p:
                 parent_id = p.info.run_id
         for r in runs:
-            cfg = run_config(preset, table, r.variant, r.seed, folder / "data")
+            cfg = run_config(preset, table, r.variant, r.seed, folder / "data", dataset)
             tags = {"kind": "child", "table": str(table), "variant": r.variant,
                     "variant_label": labels[r.variant], "seed": str(r.seed), "preset": preset,
                     "dataset": dataset, "git_commit": "0" * 40, "config_hash": config_hash(cfg),

@@ -170,6 +170,24 @@ def test_missing_metrics_and_artifacts_are_reported(store, tmp_path):
     assert "—" in md and not (folder / "recon.png").exists()
 
 
+def test_real_dataset_uses_its_own_paper_numbers(tmp_path):
+    folder = tmp_path / "store"
+    uri = new_store(folder)
+    runs = [FakeRun("base", 0, _val(60, 50)), FakeRun("ftn", 0, _val(58, 51, attn=True))]
+    log_experiment(uri, folder, runs, table=3, dataset="cuhk03_labeled", preset="cpu")
+    assert build.main(["--tracking-uri", uri, "--out", str(tmp_path), "--table", "3",
+                       "--no-log", "--no-efficiency"]) == 0
+    out = tmp_path / "table3" / "cuhk03_labeled-cpu"
+    table = pd.read_csv(out / "table.csv").set_index("variant")
+    # Paper Table 3, CUHK03 labeled: Baseline 67.6 / 66.0, FTN 80.9 / 78.5.
+    assert table.loc["ftn", "paper_rank1"] == 80.9 and table.loc["ftn", "paper_d_mAP"] == 78.5 - 66.0
+    text = (out / "README.md").read_text()
+    assert "Paper numbers: CUHK03 (labeled)." in text
+    assert "**FTN** beats our Baseline on mAP but **not** on R-1" in text
+    assert "one seed only, so the change may be noise" in text
+    assert "visual figures skipped: dataset cuhk03_labeled not readable" in text
+
+
 def test_errors_are_one_line(store, tmp_path, capsys):
     uri, _ = store
     cases = [
@@ -190,7 +208,8 @@ def test_empty_store_and_only_failed_runs(tmp_path, capsys):
     with pytest.raises(FTNError, match="the store holds no ablation runs"):
         client, _ = connect(uri)
         find_experiments(client)
-    log_experiment(uri, tmp_path / "empty", [FakeRun("base", 0, {"rank1": 1.0}, status="FAILED")])
+    log_experiment(uri, tmp_path / "empty",
+                   [FakeRun("base", 0, {"rank1": 1.0}, status="FAILED", artifacts=False)])
     assert build.main(["--tracking-uri", uri, "--out", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err
     assert "skipped table2-synthetic-tiny: no usable (FINISHED) child runs (1 FAILED run(s)" in err
