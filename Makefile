@@ -23,6 +23,9 @@ demo: venv
 test: venv
 	$(BIN)/python -m pytest -q
 
+report: venv
+	$(BIN)/python reports/build.py --table 2
+
 bench: venv
 	$(BIN)/python benchmarks/run_all.py
 
