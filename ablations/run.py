@@ -148,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
     except Interrupted as err:
         if rank == 0:
             runner.end_parents(client, parents, "KILLED")
-            print(f"interrupted: {err}; run the same command again to resume", file=sys.stderr)
+            print(f"{err}; run the same command again to resume", file=sys.stderr)
         return 130
     except BaseException:
         if rank == 0:
