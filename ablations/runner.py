@@ -186,7 +186,10 @@ def _start_child(p: PlannedRun, client, parent_id: str, splits: DatasetSplits) -
     run = mlflow.start_run(experiment_id=exp_id, run_name=p.name, parent_run_id=parent_id, tags=tags,
                            log_system_metrics=True)
     mlflow.log_params({k: str(v) for k, v in flatten(p.cfg).items()})
-    tracking.log_dataset(splits)
+    try:
+        tracking.log_dataset(splits)
+    except mlflow.exceptions.MlflowException:  # another shard logged the same new dataset at the same moment
+        tracking.log_dataset(splits)  # (UNIQUE constraint on datasets): the row exists now, link it
     p.run_id = run.info.run_id
     return run.info.run_id
 
