@@ -78,6 +78,32 @@ def test_shards_partition_the_plan(n):
     assert max(map(len, shards)) - min(map(len, shards)) <= 1  # balanced
 
 
+def test_a_dataset_logged_by_two_shards_at_once_is_linked_on_retry(store, data_root, monkeypatch):
+    """Two shards logging the same new dataset at once: one insert loses a UNIQUE race in
+    MLflow's datasets table (seen with SQLite and with a tracking server); it links on retry."""
+    import mlflow
+
+    from ablations import runner, tracking
+
+    client = tracking.open_store(store["uri"])
+    (p,) = build_plan(2, ["base"], [0], ["synthetic"], str(data_root), "tiny", {})
+    splits = runner.load_all_splits([p])["synthetic"]
+    calls = []
+
+    def flaky(s):
+        calls.append(s.name)
+        if len(calls) == 1:
+            raise mlflow.exceptions.MlflowException("UNIQUE constraint failed: datasets.experiment_id")
+        real(s)
+
+    real = tracking.log_dataset
+    monkeypatch.setattr(runner.tracking, "log_dataset", flaky)
+    run_id = runner._start_child(p, client, parent_id="", splits=splits)
+    mlflow.end_run()
+    assert calls == ["synthetic_tiny", "synthetic_tiny"]
+    assert [d.dataset.name for d in client.get_run(run_id).inputs.dataset_inputs] == ["synthetic_tiny"]
+
+
 def _children(uri: str):
     client = MlflowClient(uri)
     exp = client.get_experiment_by_name("table2-synthetic-tiny")
@@ -119,6 +145,7 @@ def test_two_shards_one_store_a_killed_worker_is_finished_by_its_rerun(store, da
     names = sorted(r.info.run_name for r in runs)
     assert names == ["a-s0", "b-s0", "base-s0", "g-s0"]  # each (variant, seed) exactly once
     assert all(r.info.status == "FINISHED" for r in runs)
+    assert all(len(r.inputs.dataset_inputs) == 1 for r in runs)  # each run links the dataset once
     g = next(r for r in runs if r.info.run_name == "g-s0")
     assert g.info.run_id == g_id  # resumed in the same MLflow run
     assert {m.step for m in client.get_metric_history(g_id, "val/mAP")} == set(range(1, 7))
