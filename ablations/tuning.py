@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import mlflow
+import numpy as np
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
@@ -55,6 +56,9 @@ SPACE = (
     Param("train.warmup_epochs", 0, 0, integer=True),  # 0 .. 30 % of the epochs (paper: 51/360)
 )
 GAUSS = {"model.gauss_sy", "model.gauss_sx"}
+# SQLAlchemy 2.1 maps postgresql:// to psycopg (3); postgresql+psycopg2:// needs psycopg2.
+DRIVERS = {"postgresql": 'pip install "psycopg[binary]" (or psycopg2-binary for postgresql+psycopg2://)',
+           "mysql": "pip install pymysql and use mysql+pymysql://"}
 
 
 def search_space(model_cfg: Any, epochs: int, fixed: set[str] | frozenset[str] = frozenset()) -> list[Param]:
@@ -127,7 +131,7 @@ def open_storage(url: str | None, default: Path) -> tuple[optuna.storages.BaseSt
             raise FTNError(f"--storage {path}: cannot create the journal file ({err})") from None
         return optuna.storages.JournalStorage(backend), str(path)
     from sqlalchemy.engine import make_url
-    from sqlalchemy.exc import ArgumentError
+    from sqlalchemy.exc import ArgumentError, IntegrityError, ProgrammingError
 
     scheme = url.split("://", 1)[0].split("+", 1)[0]
     if scheme not in ("sqlite", "postgresql", "mysql"):
@@ -137,16 +141,23 @@ def open_storage(url: str | None, default: Path) -> tuple[optuna.storages.BaseSt
         shown = make_url(url).render_as_string(hide_password=True)
     except ArgumentError:
         raise FTNError(f"--storage {url}: not a valid database URL (e.g. postgresql://user:pw@host/db)") from None
-    try:  # heartbeats let a dead worker's RUNNING trial be marked FAIL by the others
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return optuna.storages.RDBStorage(url, heartbeat_interval=60, grace_period=180), shown
-    except ImportError:
-        driver = {"postgresql": "psycopg2-binary", "mysql": "pymysql"}.get(scheme, "the database driver")
-        raise FTNError(f"--storage {shown}: no database driver for {scheme}; pip install {driver}") from None
-    except Exception as err:  # unreachable server, bad credentials, unwritable file
-        first = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
-        raise FTNError(f"--storage {shown}: cannot open it ({first})") from None
+    for attempt in range(3):
+        try:  # heartbeats let a dead worker's RUNNING trial be marked FAIL by the others
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                return optuna.storages.RDBStorage(url, heartbeat_interval=60, grace_period=180), shown
+        except ImportError:
+            raise FTNError(f"--storage {shown}: no database driver for {url.split('://')[0]}; "
+                           f"{DRIVERS.get(scheme, 'install its SQLAlchemy driver')}") from None
+        except Exception as err:  # unreachable server, bad credentials, unwritable file
+            # Workers starting together on a new database race to create Optuna's tables
+            # (duplicate key / table exists); the loser finds them made on a second try.
+            if attempt < 2 and isinstance(err, (IntegrityError, ProgrammingError)):
+                time.sleep(1.0 + attempt)
+                continue
+            first = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
+            raise FTNError(f"--storage {shown}: cannot open it ({first})") from None
+    raise AssertionError("unreachable")
 
 
 def load_study(opts: TuneOptions, storage, shown: str, base_hash: str,
@@ -164,7 +175,11 @@ def load_study(opts: TuneOptions, storage, shown: str, base_hash: str,
     for key, value in attrs.items():
         if key not in old:
             study.set_user_attr(key, value)
-    sampler = optuna.samplers.TPESampler(seed=opts.seed + len(study.get_trials(deepcopy=False)))
+    # A continued study must not replay its first random trials: mix the trial count into the seed
+    # (a hash, so that worker seeds 0 and 1 do not meet as 0 + 1 and 1 + 0).
+    n_trials = len(study.get_trials(deepcopy=False))
+    seed = int(np.random.SeedSequence([opts.seed, n_trials]).generate_state(1)[0])
+    sampler = optuna.samplers.TPESampler(seed=seed)
     return optuna.load_study(study_name=name, storage=storage, sampler=sampler,
                              pruner=pruner or default_pruner(plan_for(opts, {}).cfg.train.epochs))
 
@@ -303,10 +318,10 @@ def run_study(opts: TuneOptions, pruner: optuna.pruners.BasePruner | None = None
     space = search_space(base.cfg.model, base.cfg.train.epochs, set(opts.sets))
     if not space:
         raise FTNError(f"nothing to tune for variant {opts.variant}: every searched field is fixed by --set")
-    client = tracking.open_store(opts.tracking_uri)
-    uri = client.tracking_uri
+    uri = opts.tracking_uri or tracking.DEFAULT_TRACKING_URI
     mlruns = Path(uri[len("sqlite:///"):]).parent if uri.startswith("sqlite:///") else tracking.MLRUNS
     storage, shown = open_storage(opts.storage, mlruns / "optuna" / f"{opts.study_name}.journal")
+    client = tracking.open_store(uri)
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # trials are reported by _progress, in one line
     base_hash = config_hash(base.cfg, exclude=("train.device", "data.workers", "data.root"))
     study = load_study(opts, storage, shown, base_hash, pruner)

@@ -281,6 +281,7 @@ def test_two_workers_share_one_study(store, data_root, tmp_path):
     finished = [t for t in study.trials if t.state.name in ("COMPLETE", "PRUNED")]
     assert 4 <= len(finished) <= 5  # the budget, plus at most the other worker's last trial
     assert len(study.trials) == len(finished)
+    assert len({tuple(sorted(t.params.items())) for t in study.trials}) == len(study.trials)  # no repeats
     client = MlflowClient(store["uri"])
     exp = client.get_experiment_by_name("tune-g-synthetic-tiny")
     runs = client.search_runs([exp.experiment_id])
