@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import shlex
 import signal
@@ -238,6 +239,10 @@ def test_study_end_to_end_records_resumes_and_reports(store, data_root, tmp_path
         tuning.run_study(_options(store, data_root, tmp_path, 5, sets={"train.epochs": "3"}))
 
 
+# Worker processes get one thread each: two 2-thread workers on two cores thrash.
+ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+
 def _cli(store, data_root, tmp_path, *extra):
     return [sys.executable, str(REPO / "ablations" / "tune.py"), "--variant", "g", "--preset", "tiny",
             "--root", str(data_root), "--tracking-uri", store["uri"], "--out", str(tmp_path / "report"), *extra]
@@ -246,7 +251,7 @@ def _cli(store, data_root, tmp_path, *extra):
 @pytest.mark.slow
 def test_sigterm_fails_the_trial_and_the_rerun_completes_the_budget(store, data_root, tmp_path):
     cmd = _cli(store, data_root, tmp_path, "--trials", "1", "--set", "train.epochs=4")
-    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(cmd, cwd=REPO, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     for line in proc.stdout:  # SIGTERM once the first trial has reported an epoch
         if "trial 0 epoch 1:" in line:
             proc.send_signal(signal.SIGTERM)
@@ -259,7 +264,7 @@ def test_sigterm_fails_the_trial_and_the_rerun_completes_the_budget(store, data_
     (killed,) = client.search_runs([exp.experiment_id], "tags.kind = 'trial'")
     assert killed.info.status == "KILLED" and killed.data.tags["trial_state"] == "FAIL"
 
-    rerun = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
+    rerun = subprocess.run(cmd, cwd=REPO, env=ENV, capture_output=True, text=True, timeout=300)
     assert rerun.returncode == 0, rerun.stderr
     assert "trials: 1 FAIL, " in rerun.stdout
     states = sorted(r.data.tags["trial_state"] for r in client.search_runs([exp.experiment_id], "tags.kind = 'trial'"))
@@ -271,7 +276,7 @@ def test_two_workers_share_one_study(store, data_root, tmp_path):
     from ablations.tracking import open_store
 
     open_store(store["uri"])  # the MLflow schema is made once, before the workers start
-    procs = [subprocess.Popen(_cli(store, data_root, tmp_path, "--trials", "4", "--seed", str(k)), cwd=REPO,
+    procs = [subprocess.Popen(_cli(store, data_root, tmp_path, "--trials", "4", "--seed", str(k)), cwd=REPO, env=ENV,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for k in range(2)]
     outs = [p.communicate(timeout=600) for p in procs]
     assert [p.returncode for p in procs] == [0, 0], [o[1][-2000:] for o in outs]
