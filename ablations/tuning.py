@@ -185,8 +185,12 @@ def load_study(opts: TuneOptions, storage, shown: str, base_hash: str,
 
 
 def default_pruner(epochs: int) -> optuna.pruners.BasePruner:
-    """Median of earlier trials at the same epoch, after 3 trials and the first quarter of epochs."""
-    return optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=max(0, epochs // 4 - 1))
+    """Median of earlier trials at the same epoch, after 3 trials and the first quarter of epochs.
+
+    Steps are 1-based epochs and Optuna prunes only at ``step >= n_warmup_steps``: with 8
+    epochs, epochs 1–2 (the warm-up, where every trial looks alike) are never pruned.
+    """
+    return optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=epochs // 4 + 1)
 
 
 def study_parent(client, experiment_id: str, name: str, tags: dict[str, str]) -> str:

@@ -311,3 +311,23 @@ def test_a_nan_trial_fails_and_is_reported(store, data_root, tmp_path, capsys):
     (run,) = client.search_runs([exp.experiment_id], "tags.kind = 'trial'")
     assert run.info.status == "FAILED" and run.data.tags["trial_state"] == "FAIL"
     assert "non-finite loss" in run.data.tags["error"] and run.data.params["loss.w_l1"] == "nan"
+
+
+def test_default_pruner_spares_the_first_quarter_of_epochs():
+    import optuna
+
+    from ablations.tuning import default_pruner
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(direction="maximize", pruner=default_pruner(8))
+    for _ in range(3):  # n_startup_trials: three finished trials at 50 % mAP
+        trial = study.ask()
+        for epoch in range(1, 9):
+            trial.report(50.0, epoch)
+        study.tell(trial, 50.0)
+    trial = study.ask()
+    prunable = []
+    for epoch in range(1, 9):
+        trial.report(1.0, epoch)  # far below the median
+        prunable.append(trial.should_prune())
+    assert prunable == [False, False] + [True] * 6
