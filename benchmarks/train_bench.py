@@ -102,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{'preset':<7} {'model':<9} {'input':<9} {'batch':>5} {'train img/s':>12} {'infer img/s':>12}")
     overheads = {}
     for preset in args.presets:
-        cfg = preset_config(preset, {"train.device": "cpu", "model.pretrained": False})
+        cfg = preset_config(preset, {"train.device": "cpu", "model.pretrained": False, "train.max_batches": 0})
         n = args.batches if preset != "paper" else 3
         batches = _batches(cfg, n)
         for label, changes in (("Baseline", {"model.attention": "none", "model.decoder": False}), ("FTN", {})):
