@@ -53,6 +53,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--shard", default=None, metavar="K/N",
                         help="run only the K-th of N disjoint slices of the plan (0-based); "
                              "defaults to SLURM_ARRAY_TASK_ID/SLURM_ARRAY_TASK_COUNT when set")
+    parser.add_argument("--skip-bad-images", action="store_true",
+                        help="skip (and count) unreadable images instead of stopping at the first one "
+                             "(= --set data.skip_bad_images=true)")
     parser.add_argument("--dry-run", action="store_true", help="print the plan and what is done; train nothing")
     return parser.parse_args(argv)
 
@@ -110,6 +113,8 @@ def main(argv: list[str] | None = None) -> int:
     shard = parse_shard(args.shard)
     preset, why = runner.choose_preset(args.preset, args.dataset)
     sets = {**read_params_file(args.params_file), **parse_sets(args.sets)}
+    if args.skip_bad_images:
+        sets.setdefault("data.skip_bad_images", "true")
     if world > 1 and "train.device" not in sets:
         import torch
 

@@ -169,3 +169,18 @@ def test_run_py_help_works_from_any_directory(tmp_path):
     out = subprocess.run([sys.executable, str(REPO / "ablations" / "run.py"), "--help"], cwd=tmp_path,
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 0 and "--table" in out.stdout and "--dry-run" in out.stdout
+
+
+
+def test_skip_bad_images_flag_sets_the_config(store, data_root, monkeypatch):
+    seen = {}
+
+    def fake_execute(plan, *args, **kwargs):
+        seen["flags"] = {p.cfg.data.skip_bad_images for p in plan}
+        return []
+
+    monkeypatch.setattr("ablations.runner.execute", fake_execute)
+    assert run_cli.main(_args(store, data_root, "--variants", "base", "--skip-bad-images")) == 0
+    assert seen["flags"] == {True}
+    assert run_cli.main(_args(store, data_root, "--variants", "base")) == 0
+    assert seen["flags"] == {False}
