@@ -55,7 +55,9 @@ def choose_preset(preset: str | None, datasets: list[str]) -> tuple[str, str]:
         return "paper", f"CUDA is available and a real dataset ({', '.join(real)}) was given"
     if real:
         return "cpu", "no CUDA device: the paper preset would take weeks on a CPU (pass --preset paper to insist)"
-    return "cpu", "the embedded synthetic data on a CPU-sized model (real data and CUDA select 'paper')"
+    if torch.cuda.is_available():
+        return "gpu", "the embedded synthetic data on a GPU (ResNet-50 from scratch, 128x64)"
+    return "cpu", "the embedded synthetic data on a CPU-sized model (CUDA selects 'gpu', real data 'paper')"
 
 
 def build_plan(table: int, keys: list[str] | None, seeds: list[int], datasets: list[str], root: str,
@@ -74,9 +76,14 @@ def build_plan(table: int, keys: list[str] | None, seeds: list[int], datasets: l
         base = preset_config(preset, data_sets)
         base = override(base, sets)  # the user's --set comes last and wins
         for variant in chosen:
+            if variant.key == "oracle" and dataset != "synthetic":
+                if keys:  # asked for by name
+                    raise FTNError(f"--variants oracle: needs ground-truth person masks, which "
+                                   f"{dataset} does not have (synthetic data only)")
+                continue
             for seed in seeds:
-                cfg = dataclasses.replace(base, model=variant.model_config(base.model),
-                                          train=dataclasses.replace(base.train, seed=seed))
+                cfg = variant.apply(base)
+                cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, seed=seed))
                 plan.append(PlannedRun(table, variant, seed, dataset, preset, cfg, config_hash(cfg),
                                        tracking.experiment_name(table, dataset, preset)))
     k, n = shard
@@ -142,7 +149,7 @@ def execute(plan: list[PlannedRun], client, work_dir: Path, parent_ids: dict[str
             print(f"[{i}/{len(todo)}] {p.experiment} {p.name} ({verb}, config {p.hash})", flush=True)
         t0 = time.perf_counter()
         data = build_data(p.cfg.data, seed=p.seed, rank=rank, world_size=world_size,
-                          splits=splits_cache[p.dataset])
+                          splits=splits_cache[p.dataset], train_masks=p.cfg.model.mask == "oracle")
         run_id = _start_child(p, client, parent_ids[p.experiment], data.splits) if rank == 0 else None
         try:
             trainer = Trainer(p.cfg, data, checkpoint_path(work_dir, p),

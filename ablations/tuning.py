@@ -255,7 +255,8 @@ def make_objective(opts: TuneOptions, space: list[Param], splits, experiment_id:
         try:
             mlflow.log_params({k: str(v) for k, v in flatten(p.cfg).items()})
             mlflow.log_metric("trial/number", trial.number, step=0)
-            data = build_data(p.cfg.data, seed=p.seed, splits=splits)
+            data = build_data(p.cfg.data, seed=p.seed, splits=splits,
+                              train_masks=p.cfg.model.mask == "oracle")
             result = Trainer(p.cfg, data, None, TrialCallbacks(run.info.run_id, trial, p.cfg.train.epochs)).fit()
         except optuna.TrialPruned as err:
             end("PRUNED", "FINISHED", str(err))

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ftn_core.config import ModelConfig
+from ftn_core.config import Config, ModelConfig, override
 from ftn_core.errors import FTNError
 
 PAPER_TABLES = Path(__file__).with_name("paper_tables.csv")
@@ -25,14 +25,22 @@ class Variant:
     label: str
     """The row label of the paper's table."""
     changes: tuple[tuple[str, Any], ...]
-    """``ModelConfig`` fields that differ from the full FTN (``ModelConfig()``)."""
+    """``ModelConfig`` fields that differ from the full FTN (``ModelConfig()``); a dotted key
+    (``train.matched_updates``) changes another part of the config (the controls)."""
+    control: bool = False
+    """Not a row of the paper: a control that tells mechanisms apart (issue: diagnostics)."""
 
     def model_config(self, base: ModelConfig) -> ModelConfig:
-        return dataclasses.replace(base, **dict(self.changes))
+        return dataclasses.replace(base, **{k: v for k, v in self.changes if "." not in k})
+
+    def apply(self, cfg: Config) -> Config:
+        """``cfg`` with this variant's changes: model fields and dotted keys."""
+        cfg = dataclasses.replace(cfg, model=self.model_config(cfg.model))
+        return override(cfg, {k: v for k, v in self.changes if "." in k})
 
 
-def _v(key: str, label: str, **changes: Any) -> Variant:
-    return Variant(key, label, tuple(changes.items()))
+def _v(key: str, label: str, control: bool = False, **changes: Any) -> Variant:
+    return Variant(key, label, tuple(changes.items()), control)
 
 
 _NO_DEC = {"decoder": False}
@@ -58,6 +66,11 @@ TABLES: dict[int, tuple[Variant, ...]] = {
         _v("e", "(e) Gm + CAm", mask="gm_cam"),
         _v("f", "(f) Gm + PAm + CAm without gradient loss", gradient_loss=False),
         _v("g", "(g) Gm + PAm + CAm (FTN)"),
+        # Controls (not in the paper): the Baseline with exactly the Re-ID updates of a TF-Dec
+        # variant, and (g) reconstructing the input times the ground-truth person mask.
+        _v("base_matched", "Base. with TF-Dec's Re-ID updates (control)", control=True,
+           attention="none", decoder=False, **{"train.matched_updates": True}),
+        _v("oracle", "(g) with the true person mask as target (control)", control=True, mask="oracle"),
     ),
     # Table 3: Baseline and FTN on each dataset.
     3: (dataclasses.replace(BASE, label="Baseline"), _v("ftn", "FTN")),

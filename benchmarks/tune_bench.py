@@ -65,7 +65,7 @@ def main() -> None:
         t0 = time.perf_counter()
         for t in study.trials:
             p = tuning.plan_for(opts, t.params)
-            Trainer(p.cfg, build_data(p.cfg.data, seed=p.seed, splits=splits), None, None, progress=False).fit()
+            Trainer(p.cfg, build_data(p.cfg.data, seed=p.seed, splits=splits, train_masks=p.cfg.model.mask == "oracle"), None, None, progress=False).fit()
         bare = time.perf_counter() - t0
 
         pruned_study, pruned_time = _study(tmp, "pruning", args.trials, args.preset, sets, None)

@@ -52,6 +52,11 @@ class CFA(nn.Module):
         self.phi = nn.Parameter(torch.zeros(1))  # weight of PA
         self.recover = nn.Sequential(nn.BatchNorm2d(d), nn.Conv2d(d, in_channels, 1))
 
+    def zero_init_output(self) -> None:
+        """Zero the recover convolution, so A′ = 0 at initialisation (``residual`` placement)."""
+        nn.init.zeros_(self.recover[1].weight)
+        nn.init.zeros_(self.recover[1].bias)
+
     def forward(self, a: Tensor) -> AttentionOut:
         """a: (B, C, h, w) → AttentionOut(A′ (B, C, h, w), PA, CA (B, D, h, w))."""
         b = channel_max_pool(a, self.pool) if self.reduce is None else self.reduce(a)
@@ -125,6 +130,11 @@ class PAMCAM(nn.Module):
         self.pam = _PositionAttention(mid)
         self.cam = _ChannelAttention()
         self.restore = nn.Conv2d(mid, in_channels, 3, padding=1)
+
+    def zero_init_output(self) -> None:
+        """Zero the restoring convolution, so A′ = 0 at initialisation (``residual`` placement)."""
+        nn.init.zeros_(self.restore.weight)
+        nn.init.zeros_(self.restore.bias)
 
     def forward(self, a: Tensor) -> AttentionOut:
         """a: (B, C, h, w) → AttentionOut(A′ (B, C, h, w), None, None)."""

@@ -47,8 +47,20 @@ def _load_state_dict(arch: str, weights_path: str) -> dict[str, torch.Tensor]:
         ) from None
 
 
+def _set_stride(layer: nn.Sequential, stride: int) -> None:
+    """Set the stride of a ResNet layer's first block (conv2 of a Bottleneck, conv1 of a
+    BasicBlock, and its downsample); the weights are unchanged, so ImageNet weights still fit."""
+    first = layer[0]
+    (first.conv2 if isinstance(first, Bottleneck) else first.conv1).stride = (stride,) * 2
+    first.downsample[0].stride = (stride,) * 2
+
+
 class SEnc(nn.Module):
     """The five stages of a torchvision ResNet, with stage 5's stride set to ``last_stride``.
+
+    ``stage4_stride`` (2 in the paper) is the stride of stage 4 (``layer3``): 1 doubles the
+    resolution of the stage-4 map that CFA and TF-Dec see (a 64×32 input then gives 8×4
+    instead of 4×2). Our addition for small inputs; the paper's setting is 2.
 
     ``stage4_channels`` / ``stage5_channels``: 1024 / 2048 for ResNet-50, 256 / 512 for 18/34.
     Also builds the local branch's extra block (a copy of stage 5's last block, so it starts
@@ -56,17 +68,20 @@ class SEnc(nn.Module):
     """
 
     def __init__(self, arch: str = "resnet50", pretrained: bool = False, weights_path: str = "",
-                 last_stride: int = 1) -> None:
+                 last_stride: int = 1, stage4_stride: int = 2) -> None:
         super().__init__()
+        for name, value in (("last_stride", last_stride), ("stage4_stride", stage4_stride)):
+            if value not in (1, 2):
+                raise FTNError(f"model.{name}={value}: must be 1 or 2")
         if arch not in WEIGHTS:
             raise FTNError(f"model.backbone={arch}: unknown; one of {', '.join(WEIGHTS)}")
         net: torchvision.models.ResNet = getattr(torchvision.models, arch)(weights=None)
         if pretrained or weights_path:
             net.load_state_dict(_load_state_dict(arch, weights_path))
-        first = net.layer4[0]
-        # Stride lives in conv2 of a Bottleneck, conv1 of a BasicBlock, and the downsample.
-        (first.conv2 if isinstance(first, Bottleneck) else first.conv1).stride = (last_stride,) * 2
-        first.downsample[0].stride = (last_stride,) * 2
+        _set_stride(net.layer3, stage4_stride)
+        _set_stride(net.layer4, last_stride)
+        self.stage4_stride = 8 * stage4_stride
+        """Total stride of the stage-4 map (16 in the paper; TF-Dec upsamples by this)."""
         self.stage1 = nn.Sequential(net.conv1, net.bn1, net.relu, net.maxpool)
         self.stage2, self.stage3, self.stage4, self.stage5 = net.layer1, net.layer2, net.layer3, net.layer4
         self.local_block = copy.deepcopy(net.layer4[-1])

@@ -21,8 +21,14 @@ Backbone = Literal["resnet18", "resnet34", "resnet50"]
 Attention = Literal["none", "cfa", "pamcam"]
 # Reconstruction target of TF-Dec (paper Table 2): the input weighted by the product of
 # these masks. "input" = no mask (row b); gm = Gaussian; pam / cam = CFA attention masks.
-MaskStrategy = Literal["input", "gm", "gm_pam", "gm_cam", "gm_pam_cam"]
+# "oracle" (a control, synthetic data only): the input times the ground-truth person mask.
+MaskStrategy = Literal["input", "gm", "gm_pam", "gm_cam", "gm_pam_cam", "oracle"]
+# Where the attention module sits (DESIGN §1): "series" = stage 5 consumes A′ (the paper's
+# reading), "residual" = stage 5 consumes A + A′ with A′ = 0 at initialisation, "parallel" =
+# a side branch (stage 5 consumes A).
+Placement = Literal["series", "residual", "parallel"]
 Schedule = Literal["alternate", "joint"]
+Reduction = Literal["paper", "mean"]
 
 
 @dataclass(frozen=True)
@@ -35,6 +41,9 @@ class ModelConfig:
     weights_path: str = ""
     """A local ``.pth`` state dict of the torchvision backbone; used instead of the API."""
     attention: Attention = "cfa"
+    cfa_placement: Placement = "residual"
+    """How the attention output joins the backbone: series | residual | parallel (DESIGN §1;
+    chosen by measurement, README "Interpretation"). Applies to PAM-CAM too."""
     use_pa: bool = True
     use_ca: bool = True
     use_cmp: bool = True
@@ -51,6 +60,9 @@ class ModelConfig:
     """Gaussian mask σ_x as a fraction of the image width."""
     embed_dim: int = 512
     last_stride: int = 1
+    """Stride of stage 5 (1 in the paper: stage 5 keeps stage 4's resolution)."""
+    stage4_stride: int = 2
+    """Stride of stage 4 (2 in the paper); 1 doubles the stage-4 map CFA and TF-Dec see."""
 
 
 @dataclass(frozen=True)
@@ -63,6 +75,10 @@ class LossConfig:
     w_l1: float = 1.0
     margin: float = 0.3
     label_smooth: float = 0.0
+    recon_reduction: Reduction = "paper"
+    """paper: the gradient and L1 terms are summed over each image's elements and averaged
+    over the batch (Eq. 2 as printed; L1's normalisation is not given, we use the same);
+    mean: averaged over elements too (÷ C·H·W)."""
 
 
 @dataclass(frozen=True)
@@ -93,9 +109,15 @@ class TrainConfig:
     warmup_epochs: int = 51
     """Backbone frozen; only heads, classifiers and attention train (paper §4.1)."""
     lr: float = 3.5e-4
+    lr_warmup_epochs: int = 0
+    """Linear lr warm-up from lr/warm-up-iterations to lr over these epochs (per batch); 0 in
+    the paper, whose warm-up freezes the backbone instead (``warmup_epochs``)."""
     milestones: tuple[int, ...] = (150, 240, 300)
     weight_decay: float = 5e-4
     schedule: Schedule = "alternate"
+    matched_updates: bool = False
+    """A model without TF-Dec skips the batches a TF-Dec variant spends on reconstruction, so
+    it gets exactly the Re-ID updates of one (the ``base_matched`` control)."""
     eval_every: int = 40
     seed: int = 0
     device: str = "auto"

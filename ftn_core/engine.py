@@ -24,7 +24,8 @@ from ftn_core import checkpoint as ckpt
 from ftn_core.config import Config
 from ftn_core.data.loading import DataBundle
 from ftn_core.errors import FTNError
-from ftn_core.evaluation import RankResult, activation_map, evaluate_features, foreground_focus
+from ftn_core.diagnostics import foreground_scores
+from ftn_core.evaluation import RankResult, evaluate_features
 from ftn_core.losses import combine
 from ftn_core.model import FTN, build_model
 
@@ -97,23 +98,24 @@ def extract_features(model: FTN, loader, device: torch.device, channels_last: bo
         pids.append(batch["pid"])
         camids.append(batch["camid"])
         if "mask" in batch:
-            for name, fmap in model.activation_maps(img).items():
-                score = foreground_focus(activation_map(fmap.float()).cpu(), batch["mask"])
+            for name, score in foreground_scores(model, img, batch["mask"]).items():
                 focus.setdefault(name, []).append(score)
-    focus_mean = {k: float(torch.cat(v).nanmean()) for k, v in focus.items()}
+    focus_mean = {k: float(torch.cat(v).float().nanmean()) for k, v in focus.items()}
     return torch.cat(feats), torch.cat(pids), torch.cat(camids), focus_mean
 
 
 def evaluate(model: FTN, data: DataBundle, device: torch.device, channels_last: bool = False,
              progress: bool = False) -> tuple[dict[str, float], RankResult]:
-    """``val/rank1 … val/mINP`` (percent) and, on synthetic data, ``val/fg_focus[_branch]``."""
+    """``val/rank1 … val/mINP`` (percent) and, where the queries have person masks (synthetic
+    data), the foreground diagnostics of ``ftn_core.diagnostics`` (``val/fg_focus`` = the global
+    branch's raw share, ``val/fg_focus_<map>``, ``val/fg_focus_norm_<map>``, ``val/mask_auc_<mask>``)."""
     qf, qp, qc, focus = extract_features(model, data.query_loader, device, channels_last, progress, "query")
     gf, gp, gc, _ = extract_features(model, data.gallery_loader, device, channels_last, progress, "gallery")
     result = evaluate_features(qf, gf, qp, gp, qc, gc)
     metrics = {f"val/{k}": METRIC_SCALE * v for k, v in result.metrics().items()}
-    if focus:
-        metrics["val/fg_focus"] = METRIC_SCALE * focus["global"]
-        metrics.update({f"val/fg_focus_{k}": METRIC_SCALE * v for k, v in focus.items()})
+    if focus:  # already in percent
+        metrics["val/fg_focus"] = focus["fg_focus_global"]
+        metrics.update({f"val/{k}": v for k, v in focus.items()})
     return metrics, result
 
 
@@ -147,7 +149,13 @@ class Trainer:
         self.use_amp = t.amp and cuda
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp and self.amp_dtype == torch.float16)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=t.lr, weight_decay=t.weight_decay)
-        self.scheduler = torch.optim.lr_scheduler.MultiStepLR(self.optimizer, list(t.milestones), 0.1)
+        self.batches_per_epoch = len(data.train_loader)
+        if t.max_batches:
+            self.batches_per_epoch = min(self.batches_per_epoch, t.max_batches)
+        # Stepped every batch: a linear warm-up over ``lr_warmup_epochs``, then ×0.1 at each
+        # milestone epoch (with no warm-up, the paper's MultiStepLR exactly).
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lr_factor(t.lr_warmup_epochs, t.milestones, self.batches_per_epoch))
         self.net: nn.Module = self.model
         if world_size > 1:
             self.net = nn.parallel.DistributedDataParallel(
@@ -198,11 +206,18 @@ class Trainer:
 
     # ------------------------------------------------------------------ training
     def _batch_kind(self, epoch: int, i: int) -> str:
-        if epoch < self.cfg.train.warmup_epochs or self.model.decoder is None:
+        """reid | recon | joint, or skip: the reconstruction slot of a model without TF-Dec
+        under ``matched_updates`` (the ``base_matched`` control)."""
+        t = self.cfg.train
+        if epoch < t.warmup_epochs or t.schedule == "joint" and self.model.decoder is None:
             return "reid"
-        if self.cfg.train.schedule == "joint":
+        if t.schedule == "joint":
             return "joint"
-        return "recon" if i % 3 == 2 else "reid"
+        if i % 3 != 2:
+            return "reid"
+        if self.model.decoder is not None:
+            return "recon"
+        return "skip" if t.matched_updates else "reid"
 
     def _weights(self, kind: str) -> dict[str, float]:
         w = self.cfg.loss
@@ -219,11 +234,11 @@ class Trainer:
         self.model.train()
         self._set_warmup(epoch < t.warmup_epochs)
         self.data.sampler.set_epoch(epoch)
-        n_batches = len(self.data.train_loader)
-        if t.max_batches:
-            n_batches = min(n_batches, t.max_batches)
+        n_batches = self.batches_per_epoch
         sums: dict[str, float] = {}
         counts: dict[str, int] = {}
+        encoder = self.model.encoder_parameters()
+        grad_norms: dict[str, list[torch.Tensor]] = {"reid": [], "recon": []}
         images, start = 0, time.perf_counter()
         bar = tqdm(total=n_batches, desc=f"epoch {epoch + 1}/{t.epochs}", leave=False,
                    disable=not self.progress or None, dynamic_ncols=True)
@@ -231,14 +246,25 @@ class Trainer:
             if i >= n_batches:
                 break
             kind = self._batch_kind(epoch, i)
+            if kind == "skip":  # the slot a TF-Dec variant spends on reconstruction
+                self.scheduler.step()
+                bar.update()
+                continue
             img = batch["img"].to(self.device, non_blocking=True)
             if self.channels_last:
                 img = img.contiguous(memory_format=torch.channels_last)
             pids = batch["pid"].to(self.device, non_blocking=True)
+            fg_mask = None
+            if kind != "reid" and self.cfg.model.mask == "oracle":
+                if "mask" not in batch:
+                    raise FTNError("model.mask=oracle needs ground-truth person masks in the "
+                                   "training batches (synthetic data only)")
+                fg_mask = batch["mask"].to(self.device, non_blocking=True)
             with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.use_amp):
-                out = self.net(img, reid=kind != "recon", recon=kind != "reid")
+                out = self.net(img, reid=kind != "recon", recon=kind != "reid", fg_mask=fg_mask)
             terms = self.model.losses(out, pids, self.cfg.loss.margin, self.cfg.loss.label_smooth,
-                                      gradient=self.cfg.model.gradient_loss)
+                                      gradient=self.cfg.model.gradient_loss,
+                                      recon_reduction=self.cfg.loss.recon_reduction)
             loss = combine(terms, self._weights(kind))
             if not torch.isfinite(loss):
                 values = ", ".join(f"{k}={v.item():.4g}" for k, v in terms.items())
@@ -246,8 +272,11 @@ class Trainer:
                                     f"lower train.lr or check the data")
             self.optimizer.zero_grad(set_to_none=True)
             self.scaler.scale(loss).backward()
+            if kind in grad_norms and encoder[0].grad is not None:  # not while it is frozen
+                grad_norms[kind].append(_grad_norm(encoder) / self.scaler.get_scale())
             self.scaler.step(self.optimizer)
             self.scaler.update()
+            self.scheduler.step()
             images += img.shape[0] * self.world_size
             for key, value in _term_totals(terms).items():
                 sums[key] = sums.get(key, 0.0) + value
@@ -260,10 +289,15 @@ class Trainer:
         bar.close()
         elapsed = time.perf_counter() - start
         stats = {f"train/loss_{k}": sums[k] / counts[k] for k in sums}
-        stats["train/lr"] = self.scheduler.get_last_lr()[0]
+        stats["train/lr"] = self.optimizer.param_groups[0]["lr"]
         stats["train/img_per_s"] = images / max(elapsed, 1e-9)
         stats["train/epoch_seconds"] = elapsed
-        self.scheduler.step()
+        means = {k: torch.stack(v).mean().item() for k, v in grad_norms.items() if v}
+        for k, v in means.items():
+            stats[f"train/grad_norm_{k}"] = v
+        if "reid" in means and "recon" in means:
+            # How hard a reconstruction batch pushes stages 1–4 relative to a Re-ID batch.
+            stats["train/recon_grad_ratio"] = means["recon"] / max(means["reid"], 1e-30)
         return stats
 
     def _evaluate(self) -> tuple[dict[str, float], RankResult | None]:
@@ -307,6 +341,26 @@ class Trainer:
         assert self.final is not None or self.rank != 0
         final = self.final or {"metrics": {}, "cmc": []}
         return TrainResult(final["metrics"], final["cmc"], t.epochs, self.history)
+
+
+def lr_factor(warmup_epochs: int, milestones: tuple[int, ...], batches_per_epoch: int):
+    """The lr multiplier at batch ``it`` (0-based, counted over the whole run): linear from
+    1/W to 1 over the W = ``warmup_epochs · batches_per_epoch`` first batches, × 0.1 for each
+    milestone epoch reached."""
+    warm = warmup_epochs * batches_per_epoch
+    per_epoch = max(batches_per_epoch, 1)
+
+    def factor(it: int) -> float:
+        ramp = min(1.0, (it + 1) / warm) if warm else 1.0
+        return ramp * 0.1 ** sum(it // per_epoch >= m for m in milestones)
+
+    return factor
+
+
+def _grad_norm(params: list[nn.Parameter]) -> torch.Tensor:
+    """The L2 norm of the parameters' gradients, as a tensor (no host synchronisation)."""
+    grads = [p.grad for p in params if p.grad is not None]
+    return torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads))).float()
 
 
 def _term_totals(terms: dict[str, torch.Tensor]) -> dict[str, float]:

@@ -40,23 +40,35 @@ def image_gradients(img: Tensor) -> tuple[Tensor, Tensor]:
     return gh, gv
 
 
-def gradient_loss(recon: Tensor, target: Tensor) -> Tensor:
+def _reduce(per_element: Tensor, reduction: str) -> Tensor:
+    """(B, ...) → scalar: per-image sum then batch mean (``paper``, Eq. 2), or the mean of all
+    elements (``mean``, = ``paper`` ÷ the elements per image)."""
+    if reduction == "paper":
+        return per_element.flatten(1).sum(1).mean()
+    if reduction == "mean":
+        return per_element.mean()
+    raise ValueError(f"unknown reduction {reduction!r}; use 'paper' or 'mean'")
+
+
+def gradient_loss(recon: Tensor, target: Tensor, reduction: str = "paper") -> Tensor:
     """L_gradient (Eq. 2): L1 between the gradient maps of the reconstruction and the target.
 
-    Eq. 3–4 as printed sum each map to a scalar; we keep the maps (the text calls them
-    matrices, DESIGN §2). Each L1 is a mean over the map's elements rather than a sum (a
-    constant factor, so λ3 = λ4 = 1 keep the gradient and L1 terms on one scale); the two
-    directions are added and the result averaged over the batch.
+    ``paper``: Σ over each image's map elements of |G^h_r − G^h_t| + |G^v_r − G^v_t|, averaged
+    over the batch — Eq. 2 as printed (‖·‖₁ per image, ÷ batch size). ``mean`` averages over the
+    elements of each map as well. Eq. 3–4 as printed sum each map to a scalar; we keep the maps
+    (the text calls them matrices, DESIGN §2).
     """
     rh, rv = image_gradients(recon.float())
     th, tv = image_gradients(target.float())
-    per_image = (rh - th).abs().flatten(1).mean(1) + (rv - tv).abs().flatten(1).mean(1)  # (B,)
-    return per_image.mean()
+    if reduction == "mean":  # each direction's map averaged on its own (they differ in size)
+        return (rh - th).abs().mean() + (rv - tv).abs().mean()
+    return _reduce((rh - th).abs(), reduction) + _reduce((rv - tv).abs(), reduction)
 
 
-def l1_loss(recon: Tensor, target: Tensor) -> Tensor:
-    """L_L1: mean absolute error between reconstruction and target."""
-    return F.l1_loss(recon.float(), target.float())
+def l1_loss(recon: Tensor, target: Tensor, reduction: str = "paper") -> Tensor:
+    """L_L1 between reconstruction and target. The paper leaves its normalisation open; ``paper``
+    uses Eq. 2's (sum over each image, mean over the batch), ``mean`` the element mean."""
+    return _reduce((recon.float() - target.float()).abs(), reduction)
 
 
 # Names of the four terms of Eq. 6, in order, and the λ of each batch kind (§3.4).

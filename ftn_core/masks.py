@@ -17,6 +17,7 @@ STRATEGY_MASKS: dict[str, tuple[str, ...]] = {
     "gm_pam": ("gm", "pam"),
     "gm_cam": ("gm", "cam"),
     "gm_pam_cam": ("gm", "pam", "cam"),
+    "oracle": ("truth",),  # a control: the ground-truth person mask (synthetic data only)
 }
 
 
@@ -46,8 +47,12 @@ def attention_mask(attn: Tensor, size: tuple[int, int], eps: float = 1e-6) -> Te
 
 
 def reconstruction_target(img: Tensor, strategy: str, pa: Tensor | None = None,
-                          ca: Tensor | None = None, sy: float = 0.5, sx: float = 0.35) -> Tensor:
-    """img (B, 3, H, W) in [0, 1] ⊙ the strategy's masks → target (B, 3, H, W), detached."""
+                          ca: Tensor | None = None, sy: float = 0.5, sx: float = 0.35,
+                          truth: Tensor | None = None) -> Tensor:
+    """img (B, 3, H, W) in [0, 1] ⊙ the strategy's masks → target (B, 3, H, W), detached.
+
+    ``truth`` (B, 1, H, W) in {0, 1}: the ground-truth person mask, for ``oracle`` only.
+    """
     if strategy not in STRATEGY_MASKS:
         raise ValueError(f"unknown mask strategy {strategy!r}; one of {', '.join(STRATEGY_MASKS)}")
     h, w = img.shape[-2:]
@@ -55,6 +60,11 @@ def reconstruction_target(img: Tensor, strategy: str, pa: Tensor | None = None,
     for name in STRATEGY_MASKS[strategy]:
         if name == "gm":
             mask = gaussian_mask(h, w, sy, sx, device=img.device).to(img.dtype)  # (H, W)
+        elif name == "truth":
+            if truth is None:
+                raise ValueError("mask strategy 'oracle' needs the ground-truth person masks "
+                                 "(synthetic data only)")
+            mask = truth.detach().to(img.dtype)  # (B, 1, H, W)
         else:
             attn = pa if name == "pam" else ca
             if attn is None:

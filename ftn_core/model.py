@@ -53,8 +53,15 @@ class FTNOutput(NamedTuple):
     encoded: Encoded
 
 
+PLACEMENTS = ("series", "residual", "parallel")
+
+
 class FTN(nn.Module):
     """Baseline (global + local branches), + CFA or PAM-CAM branch, + TF-Dec.
+
+    ``placement`` says what stage 5 consumes when there is an attention module: A′
+    (``series``), A + A′ with A′ zero at initialisation (``residual``), or A (``parallel``:
+    the attention is a side branch that feeds only its own head and the masks).
 
     ``forward`` takes images in [0, 1] (B, 3, H, W) and normalises them itself, so the same
     tensor serves as the reconstruction target. In eval mode it returns only the test
@@ -65,22 +72,29 @@ class FTN(nn.Module):
                  weights_path: str = "", attention: str = "cfa", use_pa: bool = True,
                  use_ca: bool = True, use_cmp: bool = True, decoder: bool = True,
                  decoder_width: int = 64, mask: str = "gm_pam_cam", gauss_sy: float = 0.5,
-                 gauss_sx: float = 0.35, embed_dim: int = 512, last_stride: int = 1) -> None:
+                 gauss_sx: float = 0.35, embed_dim: int = 512, last_stride: int = 1,
+                 stage4_stride: int = 2, placement: str = "residual") -> None:
         super().__init__()
-        self.senc = SEnc(backbone, pretrained, weights_path, last_stride)
+        self.senc = SEnc(backbone, pretrained, weights_path, last_stride, stage4_stride)
         c4, c5 = self.senc.stage4_channels, self.senc.stage5_channels
+        if placement not in PLACEMENTS:
+            raise FTNError(f"model.cfa_placement={placement}: unknown; one of {', '.join(PLACEMENTS)}")
+        self.placement = placement
         if attention == "cfa":
             self.attention: nn.Module | None = CFA(c4, use_pa=use_pa, use_ca=use_ca, use_cmp=use_cmp)
         elif attention == "pamcam":
             self.attention = PAMCAM(c4)
         else:
             self.attention = None
+        if self.attention is not None and placement == "residual":
+            self.attention.zero_init_output()  # A + A′ = A at step 0: the backbone path is intact
         heads = {"global": EmbeddingHead(c5, embed_dim, num_classes),
                  "local": EmbeddingHead(c5, embed_dim, num_classes)}
         if self.attention is not None:
             heads["attn"] = EmbeddingHead(c4, embed_dim, num_classes)
         self.heads = nn.ModuleDict(heads)
-        self.decoder = TFDec(c4, decoder_width) if decoder else None
+        num_up = self.senc.stage4_stride.bit_length() - 1  # ×16 → 4 up blocks, ×8 → 3
+        self.decoder = TFDec(c4, decoder_width, num_up) if decoder else None
         self.mask, self.gauss_sy, self.gauss_sx = mask, gauss_sy, gauss_sx
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
@@ -97,9 +111,17 @@ class FTN(nn.Module):
         attn = self.attention(s4) if self.attention is not None else None
         return Encoded(s3, s4, attn)
 
+    def stage5_input(self, enc: Encoded) -> Tensor:
+        """What stage 5 consumes: (B, C4, h, w), by ``placement``."""
+        if enc.attn is None or self.placement == "parallel":
+            return enc.stage4
+        if self.placement == "residual":
+            return enc.stage4 + enc.attn.out
+        return enc.attn.out  # series
+
     def forward_reid(self, enc: Encoded) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
         """Global (stage5 → GAP), local (extra block → GMP) and attention (A′ → GAP) branches."""
-        s5 = self.senc.stage5(enc.attn.out if enc.attn is not None else enc.stage4)
+        s5 = self.senc.stage5(self.stage5_input(enc))
         pooled = {"global": s5.mean(dim=(2, 3)),  # GAP: (B, C5)
                   "local": self.senc.local_block(s5).amax(dim=(2, 3))}  # GMP: (B, C5)
         if enc.attn is not None:
@@ -115,9 +137,11 @@ class FTN(nn.Module):
             raise RuntimeError("this model has no decoder (model.decoder=false)")
         return self.decoder(enc.stage4)
 
-    def forward(self, img: Tensor, reid: bool = True, recon: bool | None = None) -> FTNOutput | Tensor:
+    def forward(self, img: Tensor, reid: bool = True, recon: bool | None = None,
+                fg_mask: Tensor | None = None) -> FTNOutput | Tensor:
         """Train mode: FTNOutput with the parts asked for (recon defaults to "if there is a
-        decoder"). Eval mode: the test embedding (B, n_branches·embed_dim)."""
+        decoder"). Eval mode: the test embedding (B, n_branches·embed_dim).
+        ``fg_mask`` (B, 1, H, W): the ground-truth person mask, used by the ``oracle`` target."""
         enc = self.forward_encoder(img)
         if not self.training:
             feats, _ = self.forward_reid(enc)
@@ -129,11 +153,12 @@ class FTN(nn.Module):
             rec = self.forward_decoder(enc)
             pa = enc.attn.pa if enc.attn is not None else None
             ca = enc.attn.ca if enc.attn is not None else None
-            target = reconstruction_target(img, self.mask, pa, ca, self.gauss_sy, self.gauss_sx)
+            target = reconstruction_target(img, self.mask, pa, ca, self.gauss_sy, self.gauss_sx, fg_mask)
         return FTNOutput(feats, logits, rec, target, enc)
 
     def losses(self, out: FTNOutput, pids: Tensor | None, margin: float = 0.3,
-               label_smooth: float = 0.0, gradient: bool = True) -> dict[str, Tensor]:
+               label_smooth: float = 0.0, gradient: bool = True,
+               recon_reduction: str = "paper") -> dict[str, Tensor]:
         """Unweighted loss terms of Eq. 6 for what ``out`` holds: ``ce/<branch>``,
         ``triplet/<branch>``, ``grad``, ``l1``. Weight them with ``losses.combine``."""
         terms: dict[str, Tensor] = {}
@@ -142,9 +167,14 @@ class FTN(nn.Module):
             terms[f"triplet/{name}"] = L.batch_hard_triplet(out.feats[name], pids, margin)
         if out.recon is not None:
             if gradient:
-                terms["grad"] = L.gradient_loss(out.recon, out.target)
-            terms["l1"] = L.l1_loss(out.recon, out.target)
+                terms["grad"] = L.gradient_loss(out.recon, out.target, recon_reduction)
+            terms["l1"] = L.l1_loss(out.recon, out.target, recon_reduction)
         return terms
+
+    def encoder_parameters(self) -> list[nn.Parameter]:
+        """Stages 1–4 of S-Enc: what both the Re-ID and the reconstruction batches train."""
+        return [p for stage in (self.senc.stage1, self.senc.stage2, self.senc.stage3, self.senc.stage4)
+                for p in stage.parameters()]
 
     def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
         """backbone (S-Enc and the local block), heads, attention, decoder — for warm-up freezing."""
@@ -157,12 +187,14 @@ class FTN(nn.Module):
         return groups
 
     @torch.no_grad()
-    def activation_maps(self, img: Tensor) -> dict[str, Tensor]:
-        """Feature maps for the paper's Figures 4–5: stage3, attention (A′), global (stage5),
-        local (extra block). Each (B, C, h, w); works in either mode, runs no decoder."""
-        enc = self.forward_encoder(img)
-        s5 = self.senc.stage5(enc.attn.out if enc.attn is not None else enc.stage4)
-        maps = {"stage3": enc.stage3, "global": s5, "local": self.senc.local_block(s5)}
+    def activation_maps(self, img: Tensor, enc: Encoded | None = None) -> dict[str, Tensor]:
+        """Feature maps for the paper's Figures 4–5: stage3, stage4, attention (A′), global
+        (stage5), local (extra block). Each (B, C, h, w); works in either mode, runs no decoder.
+        ``enc``: the encoder output for ``img`` when the caller has it already."""
+        enc = self.forward_encoder(img) if enc is None else enc
+        s5 = self.senc.stage5(self.stage5_input(enc))
+        maps = {"stage3": enc.stage3, "stage4": enc.stage4, "global": s5,
+                "local": self.senc.local_block(s5)}
         if enc.attn is not None:
             maps["attn"] = enc.attn.out
         return maps
@@ -189,4 +221,5 @@ def build_model(cfg: ModelConfig, num_classes: int) -> FTN:
                weights_path=cfg.weights_path, attention=cfg.attention, use_pa=cfg.use_pa,
                use_ca=cfg.use_ca, use_cmp=cfg.use_cmp, decoder=cfg.decoder,
                decoder_width=cfg.decoder_width, mask=cfg.mask, gauss_sy=cfg.gauss_sy,
-               gauss_sx=cfg.gauss_sx, embed_dim=cfg.embed_dim, last_stride=cfg.last_stride)
+               gauss_sx=cfg.gauss_sx, embed_dim=cfg.embed_dim, last_stride=cfg.last_stride,
+               stage4_stride=cfg.stage4_stride, placement=cfg.cfa_placement)

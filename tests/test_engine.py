@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import socket
 
@@ -13,7 +14,8 @@ import torch.multiprocessing as mp
 
 from ftn_core.config import override
 from ftn_core.data.loading import build_data
-from ftn_core.engine import Interrupted, NonFiniteLoss, Trainer
+from ftn_core.engine import Interrupted, NonFiniteLoss, Trainer, lr_factor
+from ftn_core.errors import FTNError
 
 
 class Recorder:
@@ -142,3 +144,57 @@ def test_ddp_two_cpu_processes_agree(tiny_cfg):
         results = dict(out)
     assert set(results) == {0, 1}
     assert results[0] == results[1]  # identical weights on both ranks after warm-up and alternation
+
+
+def test_recon_grad_ratio_is_logged_finite_and_positive(tiny_cfg):
+    rec = Recorder()
+    cfg = override(tiny_cfg, {"train.max_batches": 6})
+    _fit(cfg, callbacks=rec)
+    first, second = (m for _, m in rec.logged)
+    assert "train/recon_grad_ratio" not in first  # warm-up: frozen encoder, Re-ID batches only
+    ratio = second["train/recon_grad_ratio"]
+    assert math.isfinite(ratio) and ratio > 0
+    assert ratio == pytest.approx(second["train/grad_norm_recon"] / second["train/grad_norm_reid"])
+    # Eq. 2's per-image sum gives the reconstruction far more weight than the element mean.
+    rec_mean = Recorder()
+    _fit(override(cfg, {"loss.recon_reduction": "mean"}), callbacks=rec_mean)
+    assert rec_mean.logged[1][1]["train/recon_grad_ratio"] < ratio / 10
+    base = Recorder()
+    _fit(override(cfg, {"model.decoder": False, "model.attention": "none"}), callbacks=base)
+    assert "train/recon_grad_ratio" not in base.logged[1][1]
+
+
+def test_base_matched_skips_the_reconstruction_slot(tiny_cfg):
+    cfg = override(tiny_cfg, {"model.decoder": False, "model.attention": "none", "train.max_batches": 6,
+                              "train.matched_updates": True})
+    data = build_data(cfg.data)
+    trainer = Trainer(cfg, data, progress=False)
+    assert [trainer._batch_kind(0, i) for i in range(6)] == ["reid"] * 6  # warm-up: all Re-ID
+    assert [trainer._batch_kind(1, i) for i in range(6)] == ["reid", "reid", "skip"] * 2
+    steps = []
+    trainer.optimizer.register_step_post_hook(lambda *a: steps.append(1))
+    trainer.train_epoch(1)
+    assert len(steps) == 4  # exactly the Re-ID updates a TF-Dec variant gets in 6 batches
+    assert trainer.scheduler.last_epoch == 6  # the lr schedule still counts every batch
+
+
+def test_lr_warmup_then_milestones():
+    f = lr_factor(warmup_epochs=1, milestones=(2, 3), batches_per_epoch=4)
+    assert [f(i) for i in range(4)] == pytest.approx([0.25, 0.5, 0.75, 1.0])  # linear, per batch
+    assert [f(i) for i in (4, 7, 8, 11, 12)] == pytest.approx([1.0, 1.0, 0.1, 0.1, 0.01])
+    paper = lr_factor(0, (150, 240), batches_per_epoch=10)  # no warm-up: MultiStepLR per epoch
+    assert [paper(i) for i in (0, 1499, 1500, 2400)] == pytest.approx([1.0, 1.0, 0.1, 0.01])
+
+
+def test_oracle_trains_on_masked_batches_and_needs_masks(tiny_cfg):
+    cfg = override(tiny_cfg, {"model.mask": "oracle"})
+    _, result = _fit_masks(cfg, True)
+    assert math.isfinite(result.metrics["val/mAP"])
+    with pytest.raises(FTNError, match="needs ground-truth person masks"):
+        _fit_masks(cfg, False)
+
+
+def _fit_masks(cfg, train_masks):
+    data = build_data(cfg.data, seed=cfg.train.seed, train_masks=train_masks)
+    trainer = Trainer(cfg, data, progress=False)
+    return trainer, trainer.fit()

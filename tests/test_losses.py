@@ -42,25 +42,38 @@ def test_triplet_zero_when_margin_satisfied():
 
 
 def test_gradient_loss_hand_computed():
-    # One 1×2×3 image; target is zero, so the loss is the mean of the reconstruction's maps.
+    # One 1×2×3 image; target is zero, so the loss is the reconstruction's own maps.
     recon = torch.tensor([[[[0.0, 1.0, 3.0], [2.0, 2.0, 2.0]]]])
     target = torch.zeros_like(recon)
-    # G^h: (1−0)², (3−1)², (2−2)², (2−2)² = 1, 4, 0, 0 → mean 1.25
-    # G^v: (2−0)², (2−1)², (2−3)² = 4, 1, 1 → mean 2.0
-    assert gradient_loss(recon, target).item() == pytest.approx(3.25)
+    # G^h: (1−0)², (3−1)², (2−2)², (2−2)² = 1, 4, 0, 0 → sum 5, mean 1.25
+    # G^v: (2−0)², (2−1)², (2−3)² = 4, 1, 1 → sum 6, mean 2.0
+    assert gradient_loss(recon, target, "paper").item() == pytest.approx(11.0)  # Eq. 2: Σ per image
+    assert gradient_loss(recon, target).item() == pytest.approx(11.0)  # paper is the default
+    assert gradient_loss(recon, target, "mean").item() == pytest.approx(3.25)
     # A constant offset changes no gradient: loss 0 against the shifted copy.
     assert gradient_loss(recon + 0.5, recon).item() == pytest.approx(0.0)
+    with pytest.raises(ValueError, match="reduction"):
+        gradient_loss(recon, target, "sum")
 
 
-def test_gradient_loss_averages_over_the_batch():
+def test_eq2_sums_over_each_image_and_averages_over_the_batch():
     a = torch.tensor([[[[0.0, 1.0, 3.0], [2.0, 2.0, 2.0]]]])
-    batch = torch.cat([a, torch.zeros_like(a)])
-    assert gradient_loss(batch, torch.zeros_like(batch)).item() == pytest.approx(3.25 / 2)
+    b = torch.tensor([[[[1.0, 1.0, 1.0], [0.0, 2.0, 0.0]]]])
+    # b: G^h = 0, 0, 4, 4 → 8; G^v = 1, 1, 1 → 3; so Σ = 11 as for a.
+    batch, zero = torch.cat([a, b, torch.zeros_like(a)]), torch.zeros(3, 1, 2, 3)
+    # Eq. 2: (1/B) Σ_i ‖G(recon_i) − G(target_i)‖₁ = (11 + 11 + 0) / 3, whatever the image size.
+    assert gradient_loss(batch, zero, "paper").item() == pytest.approx(22 / 3)
+    # mean = paper ÷ the elements of each map (4 horizontal, 3 vertical per image).
+    assert gradient_loss(batch, zero, "mean").item() == pytest.approx((5 + 8) / 12 + (6 + 3) / 9)
+    # L1 the same way: Σ|a| = 10 and Σ|b| = 5 per image → (10 + 5 + 0) / 3.
+    assert l1_loss(batch, zero, "paper").item() == pytest.approx(5.0)
+    assert l1_loss(batch, zero, "mean").item() == pytest.approx(15 / 18)
 
 
 def test_l1_and_ce_and_combine():
     recon = torch.tensor([[[[0.5, 1.0]]]])
-    assert l1_loss(recon, torch.zeros_like(recon)).item() == pytest.approx(0.75)
+    assert l1_loss(recon, torch.zeros_like(recon), "mean").item() == pytest.approx(0.75)
+    assert l1_loss(recon, torch.zeros_like(recon)).item() == pytest.approx(1.5)
     logits = torch.tensor([[0.0, math.log(3.0)]])
     # softmax = (1/4, 3/4); CE for class 1 = −log(3/4)
     assert cross_entropy(logits, torch.tensor([1])).item() == pytest.approx(-math.log(0.75))

@@ -31,7 +31,8 @@ def test_every_variant_shapes(table, variant, size):
     model = build_model(cfg, num_classes=5).train()
     h, w = size
     img = torch.rand(4, 3, h, w)
-    out = model(img)
+    truth = (torch.rand(4, 1, h, w) > 0.5).float()
+    out = model(img, fg_mask=truth if cfg.mask == "oracle" else None)
     branches = ["global", "local"] + (["attn"] if cfg.attention != "none" else [])
     assert list(out.feats) == branches
     for name in branches:
@@ -304,3 +305,68 @@ def test_parameter_groups_partition_the_model():
     ids = [id(p) for g in groups.values() for p in g]
     assert len(ids) == len(set(ids)) == len(list(model.parameters()))
     assert isinstance(model.attention, nn.Module) and groups["attention"] and groups["decoder"]
+
+
+def test_stage4_stride_one_gives_an_8x4_map_at_64x32_and_a_matching_decoder():
+    torch.manual_seed(0)
+    cfg = dataclasses.replace(SMALL, stage4_stride=1, last_stride=2)
+    model = build_model(cfg, num_classes=4).train()
+    out = model(torch.rand(2, 3, 64, 32))
+    assert out.encoded.stage3.shape == (2, 128, 8, 4)
+    assert out.encoded.stage4.shape == out.encoded.attn.out.shape == (2, 256, 8, 4)
+    assert len(model.decoder.body) == 3  # ×8 from stage 4 back to the input
+    assert out.recon.shape == out.target.shape == (2, 3, 64, 32)
+    assert model.activation_maps(torch.rand(2, 3, 64, 32))["global"].shape == (2, 512, 4, 2)
+    with pytest.raises(FTNError, match="stage4_stride=3"):
+        build_model(dataclasses.replace(SMALL, stage4_stride=3), num_classes=4)
+
+
+def _stage5_input(model: FTN, img: torch.Tensor):
+    enc = model.forward_encoder(img)
+    return enc, model.stage5_input(enc)
+
+
+def test_residual_cfa_is_the_identity_at_initialisation():
+    torch.manual_seed(0)
+    model = build_model(dataclasses.replace(SMALL, cfa_placement="residual"), num_classes=4).train()
+    enc, s5_in = _stage5_input(model, torch.rand(2, 3, 64, 32))
+    assert torch.count_nonzero(enc.attn.out) == 0  # A′ = 0: the recover conv starts at zero
+    assert torch.equal(s5_in, enc.stage4)  # stage 5 sees exactly the backbone's stage-4 map
+    # ... and the attention still trains: a Re-ID loss reaches the recover convolution.
+    out = model(torch.rand(4, 3, 64, 32), reid=True, recon=False)
+    sum(model.losses(out, torch.tensor([0, 0, 1, 1])).values()).backward()
+    assert model.attention.recover[1].weight.grad.abs().sum() > 0
+    # Series keeps the paper's wiring: stage 5 consumes A′ itself.
+    series = build_model(dataclasses.replace(SMALL, cfa_placement="series"), num_classes=4)
+    enc, s5_in = _stage5_input(series, torch.rand(2, 3, 64, 32))
+    assert s5_in is enc.attn.out and torch.count_nonzero(enc.attn.out) > 0
+
+
+def test_parallel_cfa_leaves_stage5_input_untouched():
+    torch.manual_seed(0)
+    model = build_model(dataclasses.replace(SMALL, cfa_placement="parallel"), num_classes=4).eval()
+    img = torch.rand(2, 3, 64, 32)
+    enc, s5_in = _stage5_input(model, img)
+    assert s5_in is enc.stage4
+    before = model.activation_maps(img)["global"]
+    with torch.no_grad():  # whatever CFA computes, stage 5 and the global branch do not change
+        for p in model.attention.parameters():
+            p.add_(torch.randn_like(p))
+    after = model.activation_maps(img)
+    assert torch.equal(before, after["global"])
+    assert not torch.equal(after["attn"], enc.attn.out)  # while CFA's own output did change
+    with pytest.raises(FTNError, match="cfa_placement=diagonal"):
+        build_model(dataclasses.replace(SMALL, cfa_placement="diagonal"), num_classes=4)
+
+
+def test_oracle_target_is_the_input_times_the_true_person_mask():
+    torch.manual_seed(0)
+    model = build_model(dataclasses.replace(SMALL, mask="oracle"), num_classes=4).train()
+    img = torch.rand(2, 3, 64, 32)
+    truth = torch.zeros(2, 1, 64, 32)
+    truth[0, :, 10:50, 8:24] = 1  # a person box in image 0, none in image 1
+    out = model(img, reid=False, recon=True, fg_mask=truth)
+    assert torch.equal(out.target, img * truth)
+    assert torch.count_nonzero(out.target[1]) == 0 and not out.target.requires_grad
+    with pytest.raises(ValueError, match="ground-truth person masks"):
+        model(img, reid=False, recon=True)

@@ -12,6 +12,7 @@ from ftn_core.data.dataset import ReIDDataset
 from ftn_core.data.sampler import PKSampler
 from ftn_core.data.transforms import build_transforms
 from ftn_core.data.types import DatasetSplits
+from ftn_core.errors import FTNError
 
 
 @dataclass
@@ -39,16 +40,24 @@ def load_splits(cfg: DataConfig) -> DatasetSplits:
 
 
 def build_data(cfg: DataConfig, seed: int = 0, rank: int = 0, world_size: int = 1,
-               splits: DatasetSplits | None = None, eval_batch: int = 128) -> DataBundle:
-    """PK-sampled training loader (split over DDP ranks) and query / gallery loaders."""
+               splits: DatasetSplits | None = None, eval_batch: int = 128,
+               train_masks: bool = False) -> DataBundle:
+    """PK-sampled training loader (split over DDP ranks) and query / gallery loaders.
+
+    ``train_masks``: training batches also carry the person masks (the ``oracle`` target);
+    the dataset must have them (synthetic data).
+    """
     splits = splits if splits is not None else load_splits(cfg)
+    if train_masks and not all(s.mask_path for s in splits.train):
+        raise FTNError(f"model.mask=oracle needs ground-truth person masks, which {cfg.dataset} "
+                       f"does not have; it runs on the synthetic data only")
     pin = torch.cuda.is_available()
     train_tf = build_transforms(cfg.height, cfg.width, train=True, flip=cfg.flip, pad=cfg.pad,
                                 random_patch=cfg.random_patch, random_erasing=cfg.random_erasing)
     test_tf = build_transforms(cfg.height, cfg.width, train=False)
     sampler = PKSampler([s.pid for s in splits.train], cfg.num_ids, cfg.num_instances, seed=seed,
                         rank=rank, world_size=world_size)
-    train = DataLoader(ReIDDataset(splits.train, train_tf), batch_sampler=sampler,
+    train = DataLoader(ReIDDataset(splits.train, train_tf, with_mask=train_masks), batch_sampler=sampler,
                        num_workers=cfg.workers, pin_memory=pin)
 
     def test_loader(samples, with_mask):
