@@ -28,7 +28,7 @@ from mlflow import MlflowClient  # noqa: E402
 from mlflow.exceptions import MlflowException  # noqa: E402
 
 from ftn_core.errors import FTNError, cli_main  # noqa: E402
-from reports import efficiency, figures, tables, visual  # noqa: E402
+from reports import diagnostics, efficiency, figures, tables, visual  # noqa: E402
 from reports.index import experiment_readme, table_index  # noqa: E402
 from reports.load import (LOSS_KEYS, REPO, TableRuns, artifact_json, artifact_path,  # noqa: E402
                           connect, find_experiments, load_runs, metric_history)
@@ -42,6 +42,8 @@ class Report:
     folder: Path
     uri: str
     summary: pd.DataFrame | None = None
+    diagnostics: pd.DataFrame | None = None
+    """``reports.diagnostics.summarize``: only the columns some variant logged."""
     figures: dict[str, list[Path]] = field(default_factory=dict)
     efficiency: pd.DataFrame | None = None
     notes: list[str] = field(default_factory=list)
@@ -77,6 +79,13 @@ def build_experiment(client: MlflowClient, tr: TableRuns, folder: Path, visuals:
     if visuals:
         draw_visuals(client, tr, rep)
     rep.figures["fg_focus"] = figures.fg_focus(tr.runs, order, folder / "fg_focus", rep.mask_share)
+    per_run = diagnostics.run_values(tr.runs, metric_history(client, tr.runs,
+                                                             (diagnostics.RATIO_KEY,)))
+    rep.diagnostics = diagnostics.summarize(tr, per_run)
+    diagnostics.write_tables(rep.diagnostics, folder, f"Table {tr.table} on {tr.dataset} "
+                             f"({tr.preset} preset): foreground diagnostics")
+    rep.figures["diagnostics"] = diagnostics.figure(per_run, order, tr.table,
+                                                    folder / "diagnostics")
     if cost:
         rep.efficiency = efficiency_section(client, tr, rep.notes)
         if rep.efficiency is not None:

@@ -21,8 +21,9 @@ from reports.load import LOSS_KEYS  # noqa: E402
 from reports.tables import BASELINE, METRICS, rank_agreement  # noqa: E402
 
 DPI = 110
-FG_BRANCHES = {"fg_focus_stage3": "stage 3", "fg_focus_attn": "attention (A′)",
-               "fg_focus_global": "global", "fg_focus_local": "local"}
+FG_BRANCHES = {"fg_focus_stage3": "stage 3", "fg_focus_stage4": "stage 4",
+               "fg_focus_attn": "attention (A′)", "fg_focus_global": "global",
+               "fg_focus_local": "local"}
 
 
 def set_style() -> None:

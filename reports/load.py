@@ -28,9 +28,20 @@ REPO = Path(__file__).resolve().parents[1]
 DEFAULT_TRACKING_URI = f"sqlite:///{REPO / 'mlruns' / 'mlflow.db'}"
 NAME_RE = re.compile(r"^table(\d+)-(.+)-([^-]+)$")
 VAL_METRICS = ("rank1", "rank5", "rank10", "mAP", "mINP")
-FG_KEYS = ("fg_focus", "fg_focus_stage3", "fg_focus_global", "fg_focus_local", "fg_focus_attn")
+FOCUS_MAPS = ("stage3", "stage4", "attn", "global", "local")
+"""The maps of ``FTN.activation_maps`` (``ftn_core.diagnostics.foreground_scores``)."""
+SOFT_MASKS = ("gm", "pam", "cam", "gm_pam_cam")
+"""TF-Dec's soft target masks scored against the person mask (pam / cam need CFA)."""
+FG_KEYS = ("fg_focus", *(f"fg_focus_{m}" for m in FOCUS_MAPS))
+"""Raw foreground share (percent) of the global branch and of each map; synthetic data only."""
+FG_NORM_KEYS = tuple(f"fg_focus_norm_{m}" for m in FOCUS_MAPS)
+"""Normalised focus: 0 = uniform map, 100 = best map at the map's resolution."""
+MASK_AUC_KEYS = tuple(f"mask_auc_{m}" for m in SOFT_MASKS)
+"""Pixel ROC AUC × 100 of each soft mask against the person mask; 50 = chance."""
 LOSS_KEYS = ("train/loss_ce", "train/loss_triplet", "train/loss_grad", "train/loss_l1",
              "train/loss_total")
+GRAD_KEYS = ("train/recon_grad_ratio", "train/grad_norm_reid", "train/grad_norm_recon")
+"""Per epoch, TF-Dec variants only (after any frozen warm-up): encoder gradient norms."""
 
 
 @dataclass
@@ -156,6 +167,10 @@ def load_runs(client: MlflowClient, exp: Experiment) -> TableRuns:
     drop(df.duplicated(["variant", "seed"], keep="first"),
          "older duplicate(s) of a newer FINISHED run")
     df = df.assign(seed=df["seed"].astype(int))
+    # Stores written before a metric existed lack its column: NaN ("—"), never a KeyError.
+    for key in (*VAL_METRICS, *FG_KEYS, *FG_NORM_KEYS, *MASK_AUC_KEYS):
+        if f"metrics.val/{key}" not in df:
+            df[f"metrics.val/{key}"] = float("nan")
     rank = {k: i for i, k in enumerate(known)}
     df = df.sort_values(["variant", "seed"], key=lambda s: s.map(rank) if s.name == "variant" else s)
     return TableRuns(exp.name, exp.experiment_id, table, dataset, preset,

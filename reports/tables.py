@@ -2,6 +2,8 @@
 
 Our metrics are the last logged ``val/*`` values of each run, in percent like the paper's.
 ``±`` is the sample standard deviation (ddof = 1) over seeds; one seed gives no ±.
+Controls (``Variant.control``: not rows of the paper) get no paper numbers, stay out of the
+rank agreement and are compared with their own reference in ``verdicts``.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import numpy as np
 import pandas as pd
 from scipy.stats import spearmanr
 
-from ablations.variants import paper_results
+from ablations.variants import paper_results, variants
 from reports.load import TableRuns
 
 METRICS = {"rank1": "R-1", "rank5": "R-5", "mAP": "mAP", "mINP": "mINP"}
@@ -21,6 +23,10 @@ METRICS = {"rank1": "R-1", "rank5": "R-5", "mAP": "mAP", "mINP": "mINP"}
 DELTA_METRICS = ("rank1", "mAP")
 """The paper reports R-1 and mAP only, so Δ is compared on those."""
 BASELINE = "base"
+FULL = "g"
+"""Table 2's full model: the TF-Dec variant whose gap the ``base_matched`` control explains."""
+CONTROL_REFERENCE = {"base_matched": BASELINE, "oracle": FULL}
+"""Each control and the row it is compared with."""
 
 
 def paper_dataset(dataset: str) -> str:
@@ -29,16 +35,19 @@ def paper_dataset(dataset: str) -> str:
 
 
 def summarize(tr: TableRuns) -> pd.DataFrame:
-    """One row per variant (table order): ``n``, ``<m>_mean`` / ``<m>_std`` for METRICS and
-    ``fg_focus``, ``paper_<m>``, ``d_<m>`` (ours − our Baseline) and ``paper_d_<m>``."""
+    """One row per variant (table order): ``control``, ``n``, ``<m>_mean`` / ``<m>_std`` for
+    METRICS and ``fg_focus``, ``paper_<m>`` (NaN for controls), ``d_<m>`` (ours − our
+    Baseline) and ``paper_d_<m>``."""
     runs = tr.runs
+    controls = {v.key for v in variants(tr.table) if v.control}
     paper = {r["row"]: r for r in paper_results(tr.table)
-             if r["dataset"] == paper_dataset(tr.dataset)}
+             if r["dataset"] == paper_dataset(tr.dataset) and r["row"] not in controls}
     rows = []
     for key in tr.order:
         sub = runs[runs["variant"] == key]
         row: dict = {"variant": key, "variant_label": sub["variant_label"].iloc[0],
-                     "n": len(sub), "seeds": " ".join(str(s) for s in sorted(sub["seed"]))}
+                     "control": key in controls, "n": len(sub),
+                     "seeds": " ".join(str(s) for s in sorted(sub["seed"]))}
         for m in (*METRICS, "fg_focus"):
             col = f"metrics.val/{m}"
             values = sub[col].astype(float) if col in sub else pd.Series(dtype=float)
@@ -69,16 +78,24 @@ def missing_metrics(tr: TableRuns) -> list[str]:
 
 
 def rank_agreement(summary: pd.DataFrame, metric: str) -> tuple[float, int]:
-    """Spearman ρ between our Δ and the paper's Δ over the non-Baseline variants that have
-    both; NaN when fewer than 3 or when either ordering is constant. Returns (ρ, n)."""
-    df = summary[summary["variant"] != BASELINE][[f"d_{metric}", f"paper_d_{metric}"]].dropna()
+    """Spearman ρ between our Δ and the paper's Δ over the non-Baseline paper rows (controls
+    left out) that have both; NaN when fewer than 3 or when either ordering is constant.
+    Returns (ρ, n)."""
+    keep = (summary["variant"] != BASELINE) & ~_is_control(summary)
+    df = summary[keep][[f"d_{metric}", f"paper_d_{metric}"]].dropna()
     x, y = df.iloc[:, 0].to_numpy(), df.iloc[:, 1].to_numpy()
     if len(df) < 3 or np.ptp(x) == 0 or np.ptp(y) == 0:
         return math.nan, len(df)
     return float(spearmanr(x, y).statistic), len(df)
 
 
-def _pm(mean: float, std: float, latex: bool = False) -> str:
+def _is_control(summary: pd.DataFrame) -> pd.Series:
+    if "control" in summary:
+        return summary["control"].fillna(False).astype(bool)
+    return pd.Series(False, index=summary.index)
+
+
+def pm(mean: float, std: float, latex: bool = False) -> str:
     if math.isnan(mean):
         return "—" if not latex else "--"
     if math.isnan(std):
@@ -104,9 +121,9 @@ def display(summary: pd.DataFrame, latex: bool = False) -> pd.DataFrame:
     for r in summary.itertuples():
         row = {"Variant": r.variant_label, "seeds": r.n}
         for m, title in METRICS.items():
-            row[title] = _pm(getattr(r, f"{m}_mean"), getattr(r, f"{m}_std"), latex)
+            row[title] = pm(getattr(r, f"{m}_mean"), getattr(r, f"{m}_std"), latex)
         if has_fg:
-            row["fg focus"] = _pm(r.fg_focus_mean, r.fg_focus_std, latex)
+            row["fg focus"] = pm(r.fg_focus_mean, r.fg_focus_std, latex)
         row["paper R-1"] = _num(r.paper_rank1, latex)
         row["paper mAP"] = _num(r.paper_mAP, latex)
         is_base = r.variant == BASELINE
@@ -127,7 +144,7 @@ def markdown(summary: pd.DataFrame) -> str:
     return shown.to_markdown(index=False, disable_numparse=True, colalign=align)
 
 
-def _latex_escape(text: str) -> str:
+def latex_escape(text: str) -> str:
     for a, b in (("\\", r"\textbackslash{}"), ("&", r"\&"), ("%", r"\%"), ("_", r"\_"),
                  ("#", r"\#"), ("$", r"\$"), ("{", r"\{"), ("}", r"\}")):
         text = text.replace(a, b)
@@ -140,20 +157,22 @@ def write_tables(summary: pd.DataFrame, out_dir: Path, caption: str) -> list[Pat
     summary.to_csv(csv_path, index=False, float_format="%.4f")
     md_path.write_text(markdown(summary) + "\n", encoding="utf-8")
     tex = display(summary, latex=True)
-    tex["Variant"] = tex["Variant"].map(_latex_escape)
+    tex["Variant"] = tex["Variant"].map(latex_escape)
     body = tex.style.hide(axis="index").to_latex(
         hrules=True, column_format="l" + "r" * (tex.shape[1] - 1),
-        caption=_latex_escape(caption), position="t")
+        caption=latex_escape(caption), position="t")
     tex_path.write_text(body, encoding="utf-8")
     return [csv_path, md_path, tex_path]
 
 
 def verdicts(summary: pd.DataFrame) -> list[str]:
-    """One plain sentence per non-Baseline variant: does it beat our Baseline, and the paper's?"""
+    """One plain sentence per non-Baseline variant: does it beat our Baseline, and the paper's?
+    Controls come last, each against the row it controls for (``CONTROL_REFERENCE``)."""
     if BASELINE not in set(summary["variant"]):
         return ["There are no Baseline runs, so no variant can be compared with the Baseline."]
+    control = _is_control(summary)
     lines = []
-    for r in summary[summary["variant"] != BASELINE].itertuples():
+    for r in summary[(summary["variant"] != BASELINE) & ~control].itertuples():
         d1, dm = r.d_rank1, r.d_mAP
         if math.isnan(d1) and math.isnan(dm):
             lines.append(f"**{r.variant_label}**: no R-1 / mAP logged, so it cannot be compared.")
@@ -171,18 +190,73 @@ def verdicts(summary: pd.DataFrame) -> list[str]:
             verdict = "beats our Baseline on R-1 and mAP"
         noise = _within_noise(summary, r)
         lines.append(f"**{r.variant_label}** {verdict} ({nums}){noise}.")
+    lines += [_control_verdict(summary, r) for r in summary[control].itertuples()]
     return lines
 
 
-def _within_noise(summary: pd.DataFrame, r) -> str:
-    """Flag a change smaller than the seed spread of the two rows compared (√(σ₁² + σ₂²))."""
-    base = summary[summary["variant"] == BASELINE].iloc[0]
+def _deltas(d: dict[str, float]) -> str:
+    return ", ".join(f"Δ {METRICS[m]} {_delta(d[m])}" for m in DELTA_METRICS)
+
+
+def _control_verdict(summary: pd.DataFrame, r) -> str:
+    """A control against its reference: ``base_matched`` vs the Baseline (and the share of
+    (g)'s loss that fewer Re-ID updates account for), ``oracle`` vs (g)."""
+    head = f"**{r.variant_label}**"
+    ours = {m: getattr(r, f"d_{m}") for m in DELTA_METRICS}
+    if all(math.isnan(d) for d in ours.values()):
+        return f"{head}: no R-1 / mAP logged, so it cannot be compared."
+    ref = CONTROL_REFERENCE.get(r.variant, BASELINE)
+    if ref == BASELINE:
+        text = f"{head} scores {_deltas(ours)} against our Baseline{_within_noise(summary, r)}."
+        explained = _explained(summary, ours) if r.variant == "base_matched" else ""
+        return f"{text} {explained[0].upper()}{explained[1:]}." if explained else text
+    found = summary[summary["variant"] == ref]
+    if not len(found):
+        return (f"{head} scores {_deltas(ours)} against our Baseline; there are no ({ref}) "
+                f"runs to compare it with.")
+    d = {m: getattr(r, f"{m}_mean") - found.iloc[0][f"{m}_mean"] for m in DELTA_METRICS}
+    noise = _within_noise(summary, r, ref, d)
+    gain = any(not math.isnan(v) and v > 0 for v in d.values())
+    meaning = (f"the headroom a better foreground target could give ({ref})" if gain else
+               f"a better foreground target would not help ({ref})")
+    return (f"{head} scores {_deltas(d)} against ({ref}) ({_deltas(ours)} against our "
+            f"Baseline): {meaning}{noise}.")
+
+
+def _explained(summary: pd.DataFrame, control: dict[str, float]) -> str:
+    """How much of (g)'s loss against the Baseline the Re-ID updates TF-Dec takes account for,
+    from the ``base_matched`` control's own Δ vs the Baseline."""
+    found = summary[summary["variant"] == FULL]
+    if not len(found):
+        return ""
+    parts = []
+    for m in DELTA_METRICS:
+        dg, dc, name = found.iloc[0][f"d_{m}"], control[m], METRICS[m]
+        if math.isnan(dg) or math.isnan(dc):
+            continue
+        if dg >= 0:
+            parts.append(f"({FULL}) does not lose {name} against the Baseline ({_delta(dg)}), "
+                         f"so there is no {name} loss to explain")
+        elif dc >= 0:
+            parts.append(f"fewer Re-ID updates cost no {name} ({_delta(dc)}), so they explain "
+                         f"none of ({FULL})'s {name} loss ({_delta(dg)})")
+        else:
+            parts.append(f"fewer Re-ID updates explain {100 * dc / dg:.0f} % of ({FULL})'s {name} "
+                         f"loss ({_delta(dc)} of {_delta(dg)})")
+    return "; ".join(parts)
+
+
+def _within_noise(summary: pd.DataFrame, r, ref: str = BASELINE,
+                  deltas: dict[str, float] | None = None) -> str:
+    """Flag a change smaller than the seed spread of the two rows compared (√(σ₁² + σ₂²));
+    ``deltas``: the changes against ``ref`` (default: ``d_<m>``, against the Baseline)."""
+    base = summary[summary["variant"] == ref].iloc[0]
     if r.n < 2 or base["n"] < 2:
         return "; one seed only, so the change may be noise"
     flagged = []
     for m in DELTA_METRICS:
         spread = float(np.sqrt(np.nansum([base[f"{m}_std"] ** 2, getattr(r, f"{m}_std") ** 2])))
-        d = getattr(r, f"d_{m}")
+        d = deltas[m] if deltas is not None else getattr(r, f"d_{m}")
         if not math.isnan(d) and abs(d) < spread:
             flagged.append(f"{METRICS[m]} ±{spread:.1f}")
     if flagged:

@@ -194,21 +194,25 @@ def figure_global_local(models: dict[str, tuple[FTN, Config]], splits: DatasetSp
 
 def figure_reconstructions(models: dict[str, tuple[FTN, Config]], splits: DatasetSplits,
                            stem: Path, n_images: int = 2) -> list[Path]:
-    """TF-Dec: input, masked target and reconstruction for each variant with a decoder."""
-    models = {k: m for k, m in models.items() if m[0].decoder is not None}
+    """TF-Dec: input, masked target and reconstruction for each variant with a decoder (the
+    ``oracle`` target needs the images' person masks; without them its row is left out)."""
+    samples = pick_pedestrians(splits, n_images)
+    has_masks = all(s.mask_path for s in samples)
+    models = {k: m for k, m in models.items() if m[0].decoder is not None
+              and (has_masks or m[0].mask != "oracle")}
     if not models:
         raise Skip("no variant has a TF-Dec decoder")
-    samples = pick_pedestrians(splits, n_images)
     fig, axes = plt.subplots(len(models), 3 * len(samples),
                              figsize=(0.95 * 3 * len(samples), 1.9 * len(models)), squeeze=False)
     for r, (name, (model, cfg)) in enumerate(models.items()):
-        img, _ = _images(samples, cfg)
+        img, mask = _images(samples, cfg)
         with torch.no_grad():
             enc = model.forward_encoder(img)
             recon = model.forward_decoder(enc)  # (B, 3, H, W)
             pa = enc.attn.pa if enc.attn is not None else None
             ca = enc.attn.ca if enc.attn is not None else None
-            target = reconstruction_target(img, model.mask, pa, ca, model.gauss_sy, model.gauss_sx)
+            target = reconstruction_target(img, model.mask, pa, ca, model.gauss_sy,
+                                           model.gauss_sx, mask if model.mask == "oracle" else None)
         for i in range(len(samples)):
             for c, (title, x) in enumerate((("input", img[i]), ("target", target[i]),
                                             ("output", recon[i]))):

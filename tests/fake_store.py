@@ -18,7 +18,7 @@ from mlflow import MlflowClient
 from PIL import Image
 
 from ablations.variants import variants
-from ftn_core.config import Config, config_hash, flatten, override, to_dict
+from ftn_core.config import Config, config_hash, flatten, to_dict
 from ftn_core.model import build_model
 from ftn_core.presets import preset_config
 
@@ -30,11 +30,15 @@ class FakeRun:
     variant: str
     seed: int
     final: dict[str, float]
-    """Final ``val/<name>`` values in percent, e.g. {"rank1": 50, "mAP": 40}."""
+    """Final ``val/<name>`` values in percent, e.g. {"rank1": 50, "mAP": 40}; the diagnostics
+    too (``fg_focus_norm_stage3``, ``mask_auc_gm`` …) where the test wants them."""
     status: str = "FINISHED"
     epochs: int = 2
     artifacts: bool = True
     extra_tags: dict[str, str] = field(default_factory=dict)
+    grad_ratio: tuple[float, ...] = ()
+    """``train/recon_grad_ratio`` of the last ``len(grad_ratio)`` epochs (the earlier ones are
+    a frozen warm-up), with ``train/grad_norm_reid`` = 1 and ``grad_norm_recon`` = the ratio."""
 
 
 def new_store(folder: Path) -> str:
@@ -49,8 +53,7 @@ def run_config(preset: str, table: int, variant: str, seed: int, data_root: Path
                dataset: str = "synthetic") -> Config:
     cfg = preset_config(preset, {"data.root": str(data_root), "train.seed": seed,
                                  "data.dataset": dataset})
-    v = next(v for v in variants(table) if v.key == variant)
-    return override(cfg, {f"model.{k}": val for k, val in v.changes})
+    return next(v for v in variants(table) if v.key == variant).apply(cfg)
 
 
 def log_experiment(uri: str, folder: Path, runs: list[FakeRun], table: int = 2,
@@ -100,6 +103,11 @@ def _log_metrics(cfg: Config, r: FakeRun) -> None:
             if cfg.model.gradient_loss:
                 m["train/loss_grad"] = 0.05 * scale
         m["train/loss_total"] = sum(v for k, v in m.items() if k.startswith("train/loss_"))
+        logged_from = r.epochs - len(r.grad_ratio) + 1
+        if epoch >= logged_from:
+            ratio = r.grad_ratio[epoch - logged_from]
+            m.update({"train/grad_norm_reid": 1.0, "train/grad_norm_recon": ratio,
+                      "train/recon_grad_ratio": ratio})
         # val/*: the final value at the last epoch, something lower before it.
         for name, value in r.final.items():
             m[f"val/{name}"] = value if epoch == r.epochs else value / 2

@@ -16,8 +16,8 @@ from mlflow import MlflowClient
 
 from fake_store import NUM_CLASSES, FakeRun, log_experiment, new_store
 from ftn_core.errors import FTNError
-from reports import build, tables
-from reports.load import connect, find_experiments, load_runs
+from reports import build, diagnostics, tables
+from reports.load import connect, find_experiments, load_runs, metric_history
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -32,8 +32,31 @@ def _val(rank1: float, mAP: float, attn: bool = False) -> dict[str, float]:
 
 
 # (variant, seed) → (R-1, mAP). Baseline 55 ± 7.07 / 42; a +1 / +4; c −6 / −3 (worse); g +16 / +19.
+# Controls: base_matched −2 / −1 against the Baseline; oracle +4 / +3 against g.
 RESULTS = {("base", 0): (50, 40), ("base", 1): (60, 44), ("a", 0): (55, 45), ("a", 1): (57, 47),
-           ("c", 0): (48, 38), ("c", 1): (50, 40), ("g", 0): (70, 60), ("g", 1): (72, 62)}
+           ("c", 0): (48, 38), ("c", 1): (50, 40), ("g", 0): (70, 60), ("g", 1): (72, 62),
+           ("base_matched", 0): (52, 41), ("base_matched", 1): (54, 41),
+           ("oracle", 0): (74, 63), ("oracle", 1): (76, 65)}
+ORDER = ["base", "a", "c", "g", "base_matched", "oracle"]
+# Diagnostics: base and a are runs from before them (nothing logged); base_matched has no CFA
+# (no attn, PAm, CAm) and no TF-Dec (no gradient ratio). Seed 1 = seed 0 + 4, so every mean is
+# seed 0's value + 2 and every std is √8 = 2.83.
+OFFSET = {"c": 0.0, "g": 10.0, "base_matched": 20.0, "oracle": 30.0}
+# train/recon_grad_ratio per logged epoch; oracle has 3 epochs, the first a frozen warm-up.
+GRAD = {("c", 0): (2e-3, 4e-3), ("c", 1): (4e-3, 6e-3), ("g", 0): (1e-2, 3e-2),
+        ("g", 1): (3e-2, 5e-2), ("oracle", 0): (0.1, 0.3), ("oracle", 1): (0.2, 0.4)}
+
+
+def _diag(variant: str, seed: int) -> dict[str, float]:
+    if variant not in OFFSET:
+        return {}
+    x = OFFSET[variant] + 4 * seed
+    out = {"fg_focus_norm_stage3": 10 + x, "fg_focus_norm_stage4": -5 + x,
+           "fg_focus_norm_global": 40 + x, "fg_focus_norm_local": 99.0, "mask_auc_gm": 50 + x}
+    if variant != "base_matched":
+        out |= {"fg_focus_norm_attn": 30 + x, "mask_auc_pam": 60 + x, "mask_auc_cam": 45 + x,
+                "mask_auc_gm_pam_cam": 55 + x}
+    return out
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +64,9 @@ def store(tmp_path_factory):
     folder = tmp_path_factory.mktemp("store")
     uri = new_store(folder)
     runs = [FakeRun("base", 1, _val(10, 10))]  # older duplicate of base-s1: must be left out
-    runs += [FakeRun(v, s, _val(r1, m, attn=v in "cg")) for (v, s), (r1, m) in RESULTS.items()]
+    runs += [FakeRun(v, s, _val(r1, m, attn=v in ("c", "g", "oracle")) | _diag(v, s),
+                     epochs=3 if v == "oracle" else 2, grad_ratio=GRAD.get((v, s), ()))
+             for (v, s), (r1, m) in RESULTS.items()]
     runs.append(FakeRun("g", 0, _val(99, 99, True), status="FAILED"))
     runs.append(FakeRun("b", 0, _val(99, 99, True), status="RUNNING"))
     log_experiment(uri, folder, runs, table=2)
@@ -66,7 +91,7 @@ def test_load_keeps_finished_newest_per_variant_seed(store):
     tr = load_runs(client, exp)
     assert (tr.table, tr.dataset, tr.preset) == (2, "synthetic", "tiny")
     assert sorted(zip(tr.runs["variant"], tr.runs["seed"])) == sorted(RESULTS)
-    assert tr.order == ["base", "a", "c", "g"]  # the paper's row order
+    assert tr.order == ORDER  # the paper's row order, controls last
     base1 = tr.runs[(tr.runs["variant"] == "base") & (tr.runs["seed"] == 1)]
     assert base1["metrics.val/rank1"].item() == 60  # the newer of the two FINISHED base-s1
     assert tr.left_out == ["1 FAILED run(s) (g-s0)", "1 RUNNING run(s) (b-s0)",
@@ -81,8 +106,9 @@ def test_summary_means_std_and_deltas_by_hand(store):
     assert s.loc["base", "rank1_mean"] == 55 and s.loc["base", "mAP_mean"] == 42
     assert s.loc["base", "rank1_std"] == pytest.approx(math.sqrt(50))  # ddof = 1
     assert s.loc["base", "rank5_mean"] == 65 and s.loc["g", "mINP_mean"] == 51
-    assert list(s["d_rank1"]) == [0, 1, -6, 16]
-    assert list(s["d_mAP"]) == [0, 4, -3, 19]
+    assert list(s["d_rank1"]) == [0, 1, -6, 16, -2, 20]
+    assert list(s["d_mAP"]) == [0, 4, -3, 19, -1, 22]
+    assert list(s["control"]) == [False] * 4 + [True] * 2
     # The paper's Market-1501 rows (synthetic data): Table 2 base 94.5/85.8, a 95.7/87.1.
     assert s.loc["a", "paper_rank1"] == 95.7 and s.loc["g", "paper_mAP"] == 89.1
     assert s.loc["a", "paper_d_rank1"] == pytest.approx(1.2)
@@ -104,6 +130,112 @@ def test_table_files(report):
     assert "| Base." in md and "55.0 ± 7.1" in md and "+16.0" in md and "−6.0" in md
     tex = (folder / "table.tex").read_text()
     assert "\\begin{tabular}" in tex and "$55.0 \\pm 7.1$" in tex and "$-6.0$" in tex
+
+
+def _cells(md: str) -> dict[str, dict[str, str]]:
+    """A Markdown table as {first cell: {column title: cell}}."""
+    lines = [[c.strip() for c in line.split("|")[1:-1]] for line in md.strip().splitlines()]
+    return {row[0]: dict(zip(lines[0], row)) for row in lines[2:]}
+
+
+def test_controls_have_no_paper_numbers_and_stay_out_of_rho(store):
+    client, _ = connect(store[0])
+    tr = load_runs(client, find_experiments(client, name="table2-synthetic-tiny")[0])
+    s = tables.summarize(tr)
+    shown = _cells(tables.markdown(s))
+    control = shown["Base. with TF-Dec's Re-ID updates (control)"]
+    paper_cols = ("paper R-1", "paper mAP", "paper ΔR-1", "paper ΔmAP")
+    assert [control[k] for k in paper_cols] == ["—"] * 4
+    assert (control["ΔR-1"], control["ΔmAP"]) == ("−2.0", "−1.0")  # Δ vs our Baseline is shown
+    assert shown["(g) with the true person mask as target (control)"]["ΔR-1"] == "+20.0"
+    # Give the controls paper Δs that would break the perfect R-1 agreement: ρ must not move.
+    faked = s.copy()
+    faked.loc[faked["variant"] == "base_matched", "paper_d_rank1"] = 50.0
+    faked.loc[faked["variant"] == "oracle", "paper_d_rank1"] = -50.0
+    assert tables.rank_agreement(faked, "rank1") == (pytest.approx(1.0), 3)
+    # Without the control flag they would count: ours c, bm, a, g, oracle = ranks 1–5, paper
+    # oracle, c, a, g, bm; d = (−1, −3, 0, 0, 4), ρ = 1 − 6·26 / (5·24) = −0.3.
+    assert tables.rank_agreement(faked.assign(control=False), "rank1") == (pytest.approx(-0.3), 5)
+
+
+def test_control_verdicts(report, store):
+    _, folder = report
+    text = (folder / "README.md").read_text()
+    # base_matched: R-1 (52, 54) vs (50, 60): −2, spread √(50 + 2) = 7.2; mAP (41, 41) vs
+    # (40, 44): −1, spread √8 = 2.8. (g) gains, so there is nothing to explain.
+    assert ("**Base. with TF-Dec's Re-ID updates (control)** scores Δ R-1 −2.0, Δ mAP −1.0 "
+            "against our Baseline; within the seed spread (R-1 ±7.2, mAP ±2.8). (g) does not "
+            "lose R-1 against the Baseline (+16.0), so there is no R-1 loss to explain; (g) does "
+            "not lose mAP against the Baseline (+19.0), so there is no mAP loss to "
+            "explain.") in text
+    # oracle vs g: 75 − 71 = +4, 64 − 61 = +3, both above the spread √(2 + 2) = 2.0.
+    assert ("**(g) with the true person mask as target (control)** scores Δ R-1 +4.0, Δ mAP +3.0 "
+            "against (g) (Δ R-1 +20.0, Δ mAP +22.0 against our Baseline): the headroom a better "
+            "foreground target could give (g).") in text
+    assert "(control)** does **not** beat" not in text and "(control)** beats" not in text
+    assert "Spearman ρ = +1.00 over 3 variants" in text  # controls not counted
+    # Where (g) loses: base_matched's −2 of (g)'s −6 R-1 is 33 %; a control that gains mAP
+    # explains none of (g)'s mAP loss.
+    client, _ = connect(store[0])
+    exp = find_experiments(client, name="table2-synthetic-tiny")[0]
+    s = tables.summarize(load_runs(client, exp))
+    s.loc[s["variant"] == "g", ["d_rank1", "d_mAP"]] = [-6.0, -2.0]
+    s.loc[s["variant"] == "base_matched", "d_mAP"] = 1.0
+    line = next(v for v in tables.verdicts(s) if v.startswith("**Base. with"))
+    assert line.endswith(". Fewer Re-ID updates explain 33 % of (g)'s R-1 loss (−2.0 of −6.0); "
+                         "fewer Re-ID updates cost no mAP (+1.0), so they explain none of (g)'s "
+                         "mAP loss (−2.0).")
+
+
+def test_diagnostics_table_by_hand(report, store):
+    _, folder = report
+    csv = pd.read_csv(folder / "diagnostics.csv").set_index("variant")
+    assert list(csv.index) == ORDER
+    means = [c for c in csv.columns if c.endswith("_mean")]
+    assert means == ["focus_stage3_mean", "focus_stage4_mean", "focus_attn_mean",
+                     "focus_global_mean", "auc_gm_mean", "auc_pam_mean", "auc_cam_mean",
+                     "auc_gm_pam_cam_mean", "recon_grad_ratio_mean"]  # no "local": not a column
+    # Mean = seed 0's value + 2, std = √8 (see _diag).
+    assert csv.loc["c", "focus_stage3_mean"] == pytest.approx(12)
+    assert csv.loc["g", "focus_stage4_mean"] == pytest.approx(7)
+    assert csv.loc["oracle", "focus_attn_mean"] == pytest.approx(62)
+    assert csv.loc["base_matched", "auc_gm_mean"] == pytest.approx(72)
+    assert csv.loc["g", "auc_gm_pam_cam_mean"] == pytest.approx(67)
+    assert csv.loc["c", "focus_global_std"] == pytest.approx(math.sqrt(8), abs=1e-4)
+    assert csv.loc[["base", "a"]].drop(columns=["variant_label", "n"]).isna().all().all()
+    assert csv.loc["base_matched", ["focus_attn_mean", "auc_pam_mean", "auc_cam_mean",
+                                    "recon_grad_ratio_mean"]].isna().all()
+    # Gradient ratio: per run the mean over its logged epochs, then over seeds.
+    assert csv.loc["c", "recon_grad_ratio_mean"] == pytest.approx(4e-3)  # (3e-3 + 5e-3) / 2
+    assert csv.loc["g", "recon_grad_ratio_mean"] == pytest.approx(3e-2)
+    assert csv.loc["oracle", "recon_grad_ratio_mean"] == pytest.approx(0.25)  # (0.2 + 0.3) / 2
+    assert csv.loc["oracle", "recon_grad_ratio_std"] == pytest.approx(math.sqrt(0.005), abs=1e-6)
+    client, _ = connect(store[0])
+    tr = load_runs(client, find_experiments(client, name="table2-synthetic-tiny")[0])
+    hist = metric_history(client, tr.runs, (diagnostics.RATIO_KEY,))
+    per_run = diagnostics.run_values(tr.runs, hist).set_index(["variant", "seed"])
+    assert len(hist[(hist["variant"] == "oracle") & (hist["seed"] == 0)]) == 2  # not epoch 1
+    assert per_run.loc[("oracle", 0), "recon_grad_ratio"] == pytest.approx(0.2)
+    assert per_run.loc[("c", 1), "recon_grad_ratio"] == pytest.approx(5e-3)  # not the last 6e-3
+
+    cells = _cells((folder / "diagnostics.md").read_text())
+    assert cells["(c) Gm"]["focus stage 3"] == "12.0 ± 2.8"
+    assert cells["(c) Gm"]["focus stage 4"] == "-3.0 ± 2.8"  # below 0: prefers the background
+    assert cells["(c) Gm"]["recon / Re-ID grad"] == "4.0e-03 ± 1.4e-03"
+    assert cells["(g) with the true person mask as target (control)"]["recon / Re-ID grad"] == \
+        "2.5e-01 ± 7.1e-02"
+    assert cells["Base."]["focus A′"] == "—" and cells["Base."]["recon / Re-ID grad"] == "—"
+    assert cells["Base. with TF-Dec's Re-ID updates (control)"]["AUC Gm"] == "72.0 ± 2.8"
+    assert cells["Base. with TF-Dec's Re-ID updates (control)"]["AUC Gm·PAm·CAm"] == "—"
+    tex = (folder / "diagnostics.tex").read_text()
+    assert "AUC Gm$\\cdot$PAm$\\cdot$CAm" in tex and "4.0e-03 $\\pm$ 1.4e-03" in tex
+    text = (folder / "README.md").read_text()
+    section = text.split("## Diagnostics\n")[1].split("\n## ")[0]
+    assert "| (c) Gm " in section and "uniform map scores 0" in section and "50 = chance" in section
+    assert "](diagnostics.png)" in section and "[CSV](diagnostics.csv)" in section
+    png = folder / "diagnostics.png"
+    assert png.read_bytes()[:4] == b"\x89PNG" and png.stat().st_size < 200_000
+    assert (folder / "diagnostics.pdf").read_bytes()[:4] == b"%PDF"
 
 
 def test_readme_is_honest_and_complete(report):
@@ -142,7 +274,8 @@ def test_report_logged_to_newest_parent_run(report):
     client, _ = connect(uri)
     tr = load_runs(client, find_experiments(client, name="table2-synthetic-tiny")[0])
     names = {Path(a.path).name for a in client.list_artifacts(tr.parent_run_id, "report")}
-    assert {"README.md", "table.md", "table.csv", "table.tex", "bars.png", "recon.png"} <= names
+    assert {"README.md", "table.md", "table.csv", "table.tex", "bars.png", "recon.png",
+            "diagnostics.md", "diagnostics.png"} <= names
 
 
 def test_rebuild_is_idempotent(report, tmp_path):
@@ -153,7 +286,8 @@ def test_rebuild_is_idempotent(report, tmp_path):
     assert {p.name for p in folder.iterdir()} - {p.name for p in again.iterdir()} == {
         "efficiency.csv", "efficiency.md"}
     for name in ("table.csv", "table.md", "table.tex", "bars.png", "delta.pdf", "recon.png",
-                 "stage3_vs_cfa.png", "curves.pdf"):
+                 "stage3_vs_cfa.png", "curves.pdf", "diagnostics.csv", "diagnostics.md",
+                 "diagnostics.png"):
         assert (again / name).read_bytes() == (folder / name).read_bytes(), name
 
 
@@ -168,12 +302,16 @@ def test_missing_metrics_and_artifacts_are_reported(store, tmp_path):
     assert "base-s0: no config.json artifact" in text
     md = (folder / "table.md").read_text()
     assert "—" in md and not (folder / "recon.png").exists()
+    # A store from before the diagnostics: no diagnostics files, and the README says why.
+    assert not any(folder.glob("diagnostics.*"))
+    assert "## Diagnostics\n\nNo run logged the foreground diagnostics" in text
 
 
 def test_real_dataset_uses_its_own_paper_numbers(tmp_path):
     folder = tmp_path / "store"
     uri = new_store(folder)
-    runs = [FakeRun("base", 0, _val(60, 50)), FakeRun("ftn", 0, _val(58, 51, attn=True))]
+    runs = [FakeRun("base", 0, _val(60, 50)),
+            FakeRun("ftn", 0, _val(58, 51, attn=True), grad_ratio=(0.01, 0.03))]
     log_experiment(uri, folder, runs, table=3, dataset="cuhk03_labeled", preset="cpu")
     assert build.main(["--tracking-uri", uri, "--out", str(tmp_path), "--table", "3",
                        "--no-log", "--no-efficiency"]) == 0
@@ -186,6 +324,16 @@ def test_real_dataset_uses_its_own_paper_numbers(tmp_path):
     assert "**FTN** beats our Baseline on mAP but **not** on R-1" in text
     assert "one seed only, so the change may be noise" in text
     assert "visual figures skipped: dataset cuhk03_labeled not readable" in text
+    # No person masks on real data: only the gradient ratio (mean of 0.01 and 0.03) is left.
+    diag = pd.read_csv(out / "diagnostics.csv").set_index("variant")
+    assert [c for c in diag.columns if c.endswith("_mean")] == ["recon_grad_ratio_mean"]
+    assert diag.loc["ftn", "recon_grad_ratio_mean"] == pytest.approx(0.02)
+    assert math.isnan(diag.loc["base", "recon_grad_ratio_mean"])
+    md = (out / "diagnostics.md").read_text().splitlines()
+    cells = [[c.strip() for c in line.split("|")[1:-1]] for line in md]
+    assert cells[0] == ["Variant", "seeds", "recon / Re-ID grad"]
+    assert cells[2:] == [["Baseline", "1", "—"], ["FTN", "1", "2.0e-02"]]  # one seed: no ±
+    assert (out / "diagnostics.png").exists() and "](diagnostics.png)" in text
 
 
 def test_errors_are_one_line(store, tmp_path, capsys):
