@@ -4,6 +4,7 @@ Examples:
   python ablations/run.py --table 2                      # Table 2 on the embedded synthetic data
   python ablations/run.py --table 1 --seeds 0 1 2 --variants base cfa
   python ablations/run.py --table 3 --dataset market1501 cuhk03_labeled --root /data/reid
+  python ablations/run.py --table 2 --controls --seeds 0 1 2   # + base_matched and oracle
   python ablations/run.py --table 2 --dry-run            # the plan, and what is already done
   torchrun --nproc-per-node 2 ablations/run.py --table 2 --preset paper --dataset market1501 --root /data
 """
@@ -41,6 +42,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0], metavar="S", help="seeds (default: 0)")
     parser.add_argument("--variants", nargs="+", default=None, metavar="KEY",
                         help="a subset of the table's variants, e.g. base g (default: all)")
+    parser.add_argument("--controls", action="store_true",
+                        help="also run the table's controls: base_matched (the Baseline with a TF-Dec "
+                             "variant's Re-ID updates) and oracle ((g) reconstructing the true person)")
     parser.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config field, e.g. --set train.epochs=20 (repeatable)")
     parser.add_argument("--params-file", default=None, metavar="FILE",
@@ -120,7 +124,8 @@ def main(argv: list[str] | None = None) -> int:
 
         if torch.cuda.is_available():
             sets["train.device"] = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
-    plan = runner.build_plan(args.table, args.variants, args.seeds, args.dataset, args.root, preset, sets, shard)
+    plan = runner.build_plan(args.table, args.variants, args.seeds, args.dataset, args.root, preset, sets, shard,
+                              args.controls)
     work_dir = Path(args.work_dir)
     if rank == 0:
         print(f"preset: {preset} ({why})", flush=True)

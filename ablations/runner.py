@@ -61,13 +61,15 @@ def choose_preset(preset: str | None, datasets: list[str]) -> tuple[str, str]:
 
 
 def build_plan(table: int, keys: list[str] | None, seeds: list[int], datasets: list[str], root: str,
-               preset: str, sets: dict[str, str], shard: tuple[int, int] = (0, 1)) -> list[PlannedRun]:
+               preset: str, sets: dict[str, str], shard: tuple[int, int] = (0, 1),
+               controls: bool = False) -> list[PlannedRun]:
     """Every (dataset, variant, seed) to run, with its resolved config; ``shard`` = (K, N)
-    keeps the K-th of N disjoint slices (round robin in plan order)."""
+    keeps the K-th of N disjoint slices (round robin in plan order); ``controls`` adds the
+    table's control rows (``base_matched``, ``oracle``)."""
     for d in datasets:
         if d not in DATASETS:
             raise FTNError(f"--dataset {d}: unknown; one of {', '.join(DATASETS)}")
-    chosen = variants(table, keys)
+    chosen = variants(table, keys, controls)
     plan = []
     for dataset in datasets:
         data_sets = {"data.dataset": dataset, "data.root": root}
@@ -77,7 +79,7 @@ def build_plan(table: int, keys: list[str] | None, seeds: list[int], datasets: l
         base = override(base, sets)  # the user's --set comes last and wins
         for variant in chosen:
             if variant.key == "oracle" and dataset != "synthetic":
-                if keys:  # asked for by name
+                if keys and "oracle" in keys:  # asked for by name
                     raise FTNError(f"--variants oracle: needs ground-truth person masks, which "
                                    f"{dataset} does not have (synthetic data only)")
                 continue

@@ -77,19 +77,20 @@ TABLES: dict[int, tuple[Variant, ...]] = {
 }
 
 
-def variants(table: int, keys: list[str] | None = None) -> list[Variant]:
-    """The variants of ``table`` (all, or those named in ``keys``, in table order)."""
+def variants(table: int, keys: list[str] | None = None, controls: bool = False) -> list[Variant]:
+    """The variants of ``table`` in table order: the paper's rows (plus the controls when
+    ``controls``), or those named in ``keys`` (controls included)."""
     if table not in TABLES:
         raise FTNError(f"--table {table}: unknown; one of {', '.join(map(str, TABLES))}")
     rows = TABLES[table]
     if not keys:
-        return list(rows)
+        return [v for v in rows if controls or not v.control]
     known = {v.key for v in rows}
     unknown = [k for k in keys if k not in known]
     if unknown:
         raise FTNError(f"--variants {' '.join(unknown)}: not in Table {table}; "
                        f"choose from {' '.join(v.key for v in rows)}")
-    return [v for v in rows if v.key in keys]
+    return [v for v in rows if v.key in keys or controls and v.control]
 
 
 def paper_results(table: int | None = None) -> list[dict[str, Any]]:

@@ -18,10 +18,19 @@ from torchvision.models.resnet import BasicBlock, Bottleneck
 from ftn_core.errors import FTNError
 
 WEIGHTS = {
+    "resnet10": None,  # no ImageNet weights: for from-scratch CPU presets only
     "resnet18": "ResNet18_Weights.IMAGENET1K_V1",
     "resnet34": "ResNet34_Weights.IMAGENET1K_V1",
     "resnet50": "ResNet50_Weights.IMAGENET1K_V1",
 }
+
+
+def _resnet(arch: str) -> torchvision.models.ResNet:
+    """A torchvision ResNet, randomly initialised. ``resnet10`` is torchvision's ResNet class
+    with one BasicBlock per layer (half of ResNet-18's blocks), the lightest member of the family."""
+    if arch == "resnet10":
+        return torchvision.models.ResNet(BasicBlock, [1, 1, 1, 1])
+    return getattr(torchvision.models, arch)(weights=None)
 
 
 def _load_state_dict(arch: str, weights_path: str) -> dict[str, torch.Tensor]:
@@ -35,6 +44,9 @@ def _load_state_dict(arch: str, weights_path: str) -> dict[str, torch.Tensor]:
             return torch.load(path, map_location="cpu", weights_only=True)
         except Exception as err:  # a truncated or foreign file
             raise FTNError(f"model.weights_path={weights_path}: not a readable state dict ({err})") from None
+    if WEIGHTS[arch] is None:
+        raise FTNError(f"model.backbone={arch} has no ImageNet weights: set model.pretrained=false "
+                       f"or use resnet18, resnet34 or resnet50")
     weights = torchvision.models.get_weight(WEIGHTS[arch])
     cached = Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(weights.url)
     try:
@@ -62,7 +74,7 @@ class SEnc(nn.Module):
     resolution of the stage-4 map that CFA and TF-Dec see (a 64×32 input then gives 8×4
     instead of 4×2). Our addition for small inputs; the paper's setting is 2.
 
-    ``stage4_channels`` / ``stage5_channels``: 1024 / 2048 for ResNet-50, 256 / 512 for 18/34.
+    ``stage4_channels`` / ``stage5_channels``: 1024 / 2048 for ResNet-50, 256 / 512 for 10/18/34.
     Also builds the local branch's extra block (a copy of stage 5's last block, so it starts
     from the same weights when pretrained).
     """
@@ -75,7 +87,7 @@ class SEnc(nn.Module):
                 raise FTNError(f"model.{name}={value}: must be 1 or 2")
         if arch not in WEIGHTS:
             raise FTNError(f"model.backbone={arch}: unknown; one of {', '.join(WEIGHTS)}")
-        net: torchvision.models.ResNet = getattr(torchvision.models, arch)(weights=None)
+        net = _resnet(arch)
         if pretrained or weights_path:
             net.load_state_dict(_load_state_dict(arch, weights_path))
         _set_stride(net.layer3, stage4_stride)
@@ -84,7 +96,12 @@ class SEnc(nn.Module):
         """Total stride of the stage-4 map (16 in the paper; TF-Dec upsamples by this)."""
         self.stage1 = nn.Sequential(net.conv1, net.bn1, net.relu, net.maxpool)
         self.stage2, self.stage3, self.stage4, self.stage5 = net.layer1, net.layer2, net.layer3, net.layer4
-        self.local_block = copy.deepcopy(net.layer4[-1])
+        last = net.layer4[-1]
+        if last.downsample is None:
+            self.local_block = copy.deepcopy(last)
+        else:  # a single-block stage 5 (resnet10): a fresh block of the same width
+            c5 = _out_channels(last)
+            self.local_block = type(last)(c5, c5 // type(last).expansion)
         self.stage4_channels = _out_channels(net.layer3[-1])
         self.stage5_channels = _out_channels(net.layer4[-1])
 

@@ -17,7 +17,7 @@ from typing import Any, Literal
 
 from ftn_core.errors import FTNError
 
-Backbone = Literal["resnet18", "resnet34", "resnet50"]
+Backbone = Literal["resnet10", "resnet18", "resnet34", "resnet50"]
 Attention = Literal["none", "cfa", "pamcam"]
 # Reconstruction target of TF-Dec (paper Table 2): the input weighted by the product of
 # these masks. "input" = no mask (row b); gm = Gaussian; pam / cam = CFA attention masks.

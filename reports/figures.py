@@ -33,7 +33,7 @@ def set_style() -> None:
 
 def palette(table: int) -> dict[str, tuple]:
     """One colour per variant key of the table, the same in every figure and report."""
-    keys = [v.key for v in variants(table)]
+    keys = [v.key for v in variants(table, controls=True)]
     return dict(zip(keys, sns.color_palette("colorblind", len(keys))))
 
 

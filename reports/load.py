@@ -65,7 +65,7 @@ class TableRuns:
     def order(self) -> list[str]:
         """Variant keys present, in the paper's table order."""
         present = set(self.runs["variant"])
-        return [v.key for v in variants(self.table) if v.key in present]
+        return [v.key for v in variants(self.table, controls=True) if v.key in present]
 
 
 def resolve_tracking_uri(uri: str | None) -> str:
@@ -145,7 +145,7 @@ def load_runs(client: MlflowClient, exp: Experiment) -> TableRuns:
     df["variant"] = df["tags.variant"]
     df["seed"] = pd.to_numeric(df["tags.seed"], errors="coerce")
     df["name"] = df["tags.mlflow.runName"].fillna(df["run_id"].str[:8])
-    known = {v.key: v.label for v in variants(table)} if table in (1, 2, 3) else {}
+    known = {v.key: v.label for v in variants(table, controls=True)} if table in (1, 2, 3) else {}
     df["variant_label"] = df["tags.variant_label"].fillna(df["variant"].map(known))
 
     left_out: list[str] = []

@@ -39,7 +39,7 @@ def summarize(tr: TableRuns) -> pd.DataFrame:
     METRICS and ``fg_focus``, ``paper_<m>`` (NaN for controls), ``d_<m>`` (ours − our
     Baseline) and ``paper_d_<m>``."""
     runs = tr.runs
-    controls = {v.key for v in variants(tr.table) if v.control}
+    controls = {v.key for v in variants(tr.table, controls=True) if v.control}
     paper = {r["row"]: r for r in paper_results(tr.table)
              if r["dataset"] == paper_dataset(tr.dataset) and r["row"] not in controls}
     rows = []

@@ -53,7 +53,7 @@ def run_config(preset: str, table: int, variant: str, seed: int, data_root: Path
                dataset: str = "synthetic") -> Config:
     cfg = preset_config(preset, {"data.root": str(data_root), "train.seed": seed,
                                  "data.dataset": dataset})
-    return next(v for v in variants(table) if v.key == variant).apply(cfg)
+    return next(v for v in variants(table, controls=True) if v.key == variant).apply(cfg)
 
 
 def log_experiment(uri: str, folder: Path, runs: list[FakeRun], table: int = 2,
@@ -65,7 +65,7 @@ def log_experiment(uri: str, folder: Path, runs: list[FakeRun], table: int = 2,
     exp = client.get_experiment_by_name(name)
     exp_id = exp.experiment_id if exp else client.create_experiment(
         name, artifact_location=(folder / "artifacts" / name).resolve().as_uri())
-    labels = {v.key: v.label for v in variants(table)}
+    labels = {v.key: v.label for v in variants(table, controls=True)}
     previous = mlflow.get_tracking_uri()
     mlflow.set_tracking_uri(uri)
     try:

@@ -49,12 +49,14 @@ def test_registry_matches_the_paper_tables():
     assert [v.key for v in variants(2)] == ["base", "a", "b", "c", "d", "e", "f", "g"]
     assert [v.key for v in variants(1)] == ["base", "pamcam", "cfa_no_pa", "cfa_no_ca", "cfa_no_cmp", "cfa"]
     assert [v.key for v in variants(2, ["g", "base"])] == ["base", "g"]
+    assert [v.key for v in variants(2, controls=True)][-2:] == ["base_matched", "oracle"]
+    assert [v.key for v in variants(2, ["oracle", "base"])] == ["base", "oracle"]
     with pytest.raises(FTNError, match="not in Table 2"):
         variants(2, ["z"])
     with pytest.raises(FTNError, match="--table 4: unknown"):
         variants(4)
     paper = paper_results(2)
-    for v in TABLES[2]:
+    for v in variants(2):
         rows = [r for r in paper if r["row"] == v.key]
         assert {r["dataset"] for r in rows} == {"market1501", "cuhk03_labeled"}, v.key
     g = next(r for r in paper if r["row"] == "g" and r["dataset"] == "market1501")
@@ -69,7 +71,9 @@ def test_table2_flags_match_the_paper_columns():
     from ftn_core.masks import STRATEGY_MASKS
 
     rows = {r["row"]: r for r in csv.DictReader(PAPER_TABLES.open()) if r["table"] == "2"}
-    for v in TABLES[2]:
+    assert {v.key for v in TABLES[2] if v.control} == {"base_matched", "oracle"}
+    assert not {v.key for v in TABLES[2] if v.control} & set(rows)  # controls are not the paper's
+    for v in variants(2):
         m = v.model_config(ModelConfig())
         masks = STRATEGY_MASKS[m.mask] if m.decoder else ()
         got = {"cfa": int(m.attention == "cfa"), "gm": int("gm" in masks), "pam": int("pam" in masks),

@@ -16,6 +16,7 @@ from mlflow.tracking import MlflowClient
 
 from ablations import run as run_cli
 from ablations.runner import choose_preset
+from ftn_core.errors import FTNError
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -161,7 +162,7 @@ def test_preset_choice_is_explained(monkeypatch):
     assert preset == "cpu" and "no CUDA" in why
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     assert choose_preset(None, ["market1501"]) == ("paper", "CUDA is available and a real dataset (market1501) was given")
-    assert choose_preset(None, ["synthetic"])[0] == "cpu"
+    assert choose_preset(None, ["synthetic"])[0] == "gpu"  # a GPU run is never called "-cpu"
     assert choose_preset("tiny", ["market1501"]) == ("tiny", "asked for with --preset")
 
 
@@ -184,3 +185,21 @@ def test_skip_bad_images_flag_sets_the_config(store, data_root, monkeypatch):
     assert seen["flags"] == {True}
     assert run_cli.main(_args(store, data_root, "--variants", "base")) == 0
     assert seen["flags"] == {False}
+
+
+def test_controls_join_the_plan_only_when_asked(store, data_root):
+    from ablations.runner import build_plan
+
+    sets = {"data.root": str(data_root)}
+    keys = [p.variant.key for p in build_plan(2, None, [0], ["synthetic"], str(data_root), "tiny", sets)]
+    assert keys == ["base", "a", "b", "c", "d", "e", "f", "g"]
+    plan = build_plan(2, None, [0, 1], ["synthetic"], str(data_root), "tiny", sets, controls=True)
+    assert [p.name for p in plan[-4:]] == ["base_matched-s0", "base_matched-s1", "oracle-s0", "oracle-s1"]
+    matched = next(p for p in plan if p.variant.key == "base_matched")
+    assert matched.cfg.train.matched_updates and not matched.cfg.model.decoder
+    assert next(p for p in plan if p.variant.key == "oracle").cfg.model.mask == "oracle"
+    # On real data the oracle (which needs true person masks) is left out, or refused by name.
+    real = build_plan(2, None, [0], ["market1501"], str(data_root), "tiny", {}, controls=True)
+    assert [p.variant.key for p in real][-1] == "base_matched"
+    with pytest.raises(FTNError, match="--variants oracle: needs ground-truth person masks"):
+        build_plan(2, ["oracle"], [0], ["market1501"], str(data_root), "tiny", {})
