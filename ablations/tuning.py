@@ -53,7 +53,9 @@ SPACE = (
     Param("model.gauss_sx", 0.15, 0.8),  # σ_x / W of Gm
     Param("train.lr", 1e-4, 1.5e-3, log=True),  # paper §4.1: 3.5e-4
     Param("loss.margin", 0.1, 0.6),  # paper §4.1: 0.3
-    Param("train.warmup_epochs", 0, 0, integer=True),  # 0 .. 30 % of the epochs (paper: 51/360)
+    # 0 .. 30 % of the epochs (paper: 51/360). Frozen-backbone epochs with ImageNet weights;
+    # from scratch, the linear lr warm-up (train.lr_warmup_epochs) takes this slot instead.
+    Param("train.warmup_epochs", 0, 0, integer=True),
 )
 GAUSS = {"model.gauss_sy", "model.gauss_sx"}
 # SQLAlchemy 2.1 maps postgresql:// to psycopg (3); postgresql+psycopg2:// needs psycopg2.
@@ -65,6 +67,7 @@ def search_space(model_cfg: Any, epochs: int, fixed: set[str] | frozenset[str] =
     """The searched fields that change this variant's training, minus those fixed with ``--set``.
 
     No decoder → no λ3/λ4/mask widths; a target without Gm → no widths; row (f) → no λ3.
+    The warm-up searched is the frozen backbone's with ImageNet weights, the lr's from scratch.
     """
     drop = set(fixed)
     if not model_cfg.decoder:
@@ -77,6 +80,8 @@ def search_space(model_cfg: Any, epochs: int, fixed: set[str] | frozenset[str] =
     for p in SPACE:
         if p.key == "train.warmup_epochs":
             p = dataclasses.replace(p, high=max(1, min(epochs - 1, round(0.3 * epochs))))
+            if not model_cfg.pretrained:  # never freeze a random backbone: warm the lr up instead
+                p = dataclasses.replace(p, key="train.lr_warmup_epochs")
         if p.key not in drop:
             out.append(p)
     return out

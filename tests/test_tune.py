@@ -27,8 +27,8 @@ ALL = ["loss.w_grad", "loss.w_l1", "model.gauss_sy", "model.gauss_sx", "train.lr
        "train.warmup_epochs"]
 
 
-def _model(key: str) -> ModelConfig:
-    return next(v for v in TABLES[2] if v.key == key).model_config(ModelConfig())
+def _model(key: str, pretrained: bool = True) -> ModelConfig:
+    return next(v for v in TABLES[2] if v.key == key).model_config(ModelConfig(pretrained=pretrained))
 
 
 @pytest.mark.parametrize("variant,expected", [
@@ -40,6 +40,11 @@ def _model(key: str) -> ModelConfig:
 ])
 def test_search_space_follows_the_variant(variant, expected):
     assert [p.key for p in tuning.search_space(_model(variant), epochs=12)] == expected
+
+
+def test_from_scratch_searches_the_lr_warmup_not_a_frozen_backbone():
+    keys = [p.key for p in tuning.search_space(_model("g", pretrained=False), epochs=12)]
+    assert keys == [k if k != "train.warmup_epochs" else "train.lr_warmup_epochs" for k in ALL]
 
 
 def test_search_space_ranges_and_fixed_keys():
@@ -149,7 +154,7 @@ def test_bad_params_file_is_one_line(tmp_path, capsys, content, message):
     (["--variant", "g", "--study", "a b"], "--study a b: use letters"),
     (["--variant", "g", "--trials", "0"], "--trials 0: must be at least 1"),
     (["--variant", "base", "--set", "train.lr=1e-4", "--set", "loss.margin=0.3",
-      "--set", "train.warmup_epochs=1"], "nothing to tune for variant base"),
+      "--set", "train.lr_warmup_epochs=1"], "nothing to tune for variant base"),
 ])
 def test_bad_arguments_fail_before_any_trial(argv, message, store, capsys, monkeypatch):
     monkeypatch.setattr(tuning, "make_objective", lambda *a, **k: pytest.fail("tuned"))
