@@ -38,7 +38,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "data.dataset": "synthetic", "data.synthetic_size": "default",
         "data.height": 64, "data.width": 32, "data.num_ids": 8, "data.num_instances": 4,
         "data.pad": 4, "data.workers": 0,
-        **from_scratch(epochs=10), "train.eval_every": 5, "train.device": "cpu",
+        **from_scratch(epochs=9), "train.eval_every": 5, "train.device": "cpu",
     },
     # The same synthetic data on one GPU: ResNet-50 from scratch at 128×64 (stage 4: 8×4).
     "gpu": {
