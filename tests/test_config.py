@@ -80,3 +80,21 @@ def test_table2_flags_match_the_paper_columns():
                "cam": int("cam" in masks), "gradient_loss": int(m.decoder and m.gradient_loss)}
         want = {k: int(rows[v.key][k]) for k in got}
         assert got == want, v.key
+
+
+@pytest.mark.parametrize("preset,stage4", [("cpu", (8, 4)), ("gpu", (8, 4)), ("paper", (16, 8))])
+def test_presets_give_at_least_an_8x4_stage4_map(preset, stage4):
+    import torch
+
+    from ftn_core.model import build_model
+    from ftn_core.presets import preset_config
+
+    cfg = preset_config(preset, {"model.pretrained": False})
+    model = build_model(cfg.model, num_classes=3).eval()
+    with torch.no_grad():
+        enc = model.forward_encoder(torch.rand(1, 3, cfg.data.height, cfg.data.width))
+    assert tuple(enc.stage4.shape[-2:]) == stage4
+    t = cfg.train
+    if not cfg.model.pretrained and preset != "paper":  # from scratch: no frozen random backbone
+        assert t.warmup_epochs == 0 and t.lr_warmup_epochs >= 1 and t.lr == 1e-3
+        assert t.milestones == (round(t.epochs * 2 / 3), round(t.epochs * 7 / 8))
