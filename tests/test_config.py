@@ -23,7 +23,7 @@ def test_override_coerces_types_from_strings():
 @pytest.mark.parametrize("item,match", [
     ("loss.nope=1", "unknown key 'nope'"),
     ("model=1", "'model' is a group"),
-    ("model.backbone=vgg", "must be one of resnet18, resnet34, resnet50"),
+    ("model.backbone=vgg", "must be one of resnet10, resnet18, resnet34, resnet50"),
     ("train.epochs=ten", "expected int"),
     ("model.use_pa=maybe", "expected true or false"),
     ("train.epochs", "expected key=value"),

@@ -180,8 +180,8 @@ def _options(store, data_root, tmp_path, trials, **kw):
 def test_study_end_to_end_records_resumes_and_reports(store, data_root, tmp_path, capsys, monkeypatch):
     seen = []
     build = tuning.build_data
-    monkeypatch.setattr(tuning, "build_data", lambda cfg, seed, splits: seen.append(splits) or build(
-        cfg, seed=seed, splits=splits))
+    monkeypatch.setattr(tuning, "build_data", lambda cfg, seed, splits, **kw: seen.append(splits) or build(
+        cfg, seed=seed, splits=splits, **kw))
     opts = _options(store, data_root, tmp_path, 3)
     assert tune.finish(opts, tuning.run_study(opts, pruner=_PruneOdd())) == 0
     out = capsys.readouterr().out
