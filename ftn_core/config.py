@@ -41,7 +41,7 @@ class ModelConfig:
     weights_path: str = ""
     """A local ``.pth`` state dict of the torchvision backbone; used instead of the API."""
     attention: Attention = "cfa"
-    cfa_placement: Placement = "residual"
+    cfa_placement: Placement = "parallel"
     """How the attention output joins the backbone: series | residual | parallel (DESIGN §1;
     chosen by measurement, README "Interpretation"). Applies to PAM-CAM too."""
     use_pa: bool = True

@@ -73,7 +73,7 @@ class FTN(nn.Module):
                  use_ca: bool = True, use_cmp: bool = True, decoder: bool = True,
                  decoder_width: int = 64, mask: str = "gm_pam_cam", gauss_sy: float = 0.5,
                  gauss_sx: float = 0.35, embed_dim: int = 512, last_stride: int = 1,
-                 stage4_stride: int = 2, placement: str = "residual") -> None:
+                 stage4_stride: int = 2, placement: str = "parallel") -> None:
         super().__init__()
         self.senc = SEnc(backbone, pretrained, weights_path, last_stride, stage4_stride)
         c4, c5 = self.senc.stage4_channels, self.senc.stage5_channels
