@@ -129,7 +129,8 @@ DIAGNOSTICS_NOTES = [
     "**recon / Re-ID grad**: the gradient norm a reconstruction batch sends into the encoder "
     "(stages 1–4) divided by a Re-ID batch's, averaged over the epochs of a run (after any "
     "frozen warm-up), then over seeds; variants with TF-Dec only. Far below 1, TF-Dec can "
-    "hardly change the encoder.",
+    "hardly change the encoder; far above 1, reconstruction drowns the Re-ID signal (Adam "
+    "keeps one step-size estimate per weight for both batch kinds).",
     "Focus and AUC need person masks (synthetic data). — = not logged for that variant "
     "(no CFA, no TF-Dec, or a run from before the diagnostics).",
 ]
