@@ -31,7 +31,7 @@ import seaborn as sns  # noqa: E402
 
 from reports.figures import palette, save  # noqa: E402
 from reports.load import TableRuns  # noqa: E402
-from reports.tables import latex_escape, pm  # noqa: E402
+from reports.tables import latex_escape, markdown_cells, pm  # noqa: E402
 
 FOCUS = {"stage3": "stage 3", "stage4": "stage 4", "attn": "A′", "global": "global"}
 """Maps of the normalised-focus columns (``val/fg_focus_norm_<key>``) → title."""
@@ -110,9 +110,7 @@ def display(summary: pd.DataFrame, latex: bool = False) -> pd.DataFrame:
 
 
 def markdown(summary: pd.DataFrame) -> str:
-    shown = display(summary)
-    align = ["left"] + ["right"] * (shown.shape[1] - 1)
-    return shown.to_markdown(index=False, disable_numparse=True, colalign=align)
+    return markdown_cells(display(summary))
 
 
 def write_tables(summary: pd.DataFrame, out_dir: Path, caption: str) -> list[Path]:

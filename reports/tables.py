@@ -138,8 +138,13 @@ def display(summary: pd.DataFrame, latex: bool = False) -> pd.DataFrame:
 
 
 def markdown(summary: pd.DataFrame) -> str:
-    """The display table in Markdown, cells kept as written (no re-parsing of "+1.0")."""
-    shown = display(summary)
+    """The display table in Markdown."""
+    return markdown_cells(display(summary))
+
+
+def markdown_cells(shown: pd.DataFrame) -> str:
+    """A table of text cells in Markdown, kept as written (no re-parsing of "+1.0"); the first
+    column left-aligned, the others right."""
     align = ["left"] + ["right"] * (shown.shape[1] - 1)
     return shown.to_markdown(index=False, disable_numparse=True, colalign=align)
 
