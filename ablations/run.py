@@ -5,7 +5,8 @@ Examples:
   python ablations/run.py --table 1 --seeds 0 1 2 --variants base cfa
   python ablations/run.py --table 3 --dataset market1501 cuhk03_labeled --root /data/reid
   python ablations/run.py --table 2 --controls --seeds 0 1 2   # + base_matched and oracle
-  python ablations/run.py --table 2 --dry-run            # the plan, and what is already done
+  python ablations/run.py --table 2 --dry-run            # the plan, what is done, time and disk
+  python ablations/run.py --table 2 --seeds 0 1 2        # add seeds: finished runs are reused
   torchrun --nproc-per-node 2 ablations/run.py --table 2 --preset paper --dataset market1501 --root /data
 """
 
@@ -21,15 +22,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from ablations import runner, tracking  # noqa: E402
 from ftn_core.config import parse_sets  # noqa: E402
-from ftn_core.engine import Interrupted  # noqa: E402
-from ftn_core.errors import FTNError, cli_main  # noqa: E402
+from ftn_core.engine import Interrupted, deferred_interrupts  # noqa: E402
+from ftn_core.errors import FTNError, OneLineParser, cli_main, int_at_least  # noqa: E402
 from ftn_core.presets import PRESETS  # noqa: E402
 
 DEFAULT_ROOT = tracking.REPO / "data"
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n\n", 1)[1],
+    parser = OneLineParser(description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n\n", 1)[1],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--table", type=int, required=True, help="paper table: 1 (attention), 2 (TF-Dec targets), "
                         "3 (Baseline and FTN per dataset)")
@@ -38,8 +39,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--root", default=str(DEFAULT_ROOT),
                         help="folder holding the datasets (and where synthetic data is generated); default: %(default)s")
     parser.add_argument("--preset", choices=sorted(PRESETS), default=None,
-                        help="paper | cpu | tiny (default: paper with CUDA and a real dataset, else cpu)")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0], metavar="S", help="seeds (default: 0)")
+                        help="paper | cpu | gpu | tiny (default: paper with CUDA and a real dataset, gpu with CUDA on "
+                             "the synthetic data, else cpu)")
+    parser.add_argument("--seeds", type=int_at_least(0), nargs="+", default=[0], metavar="S", help="seeds (default: 0)")
     parser.add_argument("--variants", nargs="+", default=None, metavar="KEY",
                         help="a subset of the table's variants, e.g. base g (default: all)")
     parser.add_argument("--controls", action="store_true",
@@ -60,7 +62,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--skip-bad-images", action="store_true",
                         help="skip (and count) unreadable images instead of stopping at the first one "
                              "(= --set data.skip_bad_images=true)")
-    parser.add_argument("--dry-run", action="store_true", help="print the plan and what is done; train nothing")
+    parser.add_argument("--keep-checkpoints", action="store_true",
+                        help="keep the resumable checkpoint of a FINISHED run (default: delete it; the "
+                             "final model stays as the run's artifact model.pt)")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="print the plan, what is done, the time it should take and the disk its "
+                             "checkpoints take; train nothing, create nothing")
     return parser.parse_args(argv)
 
 
@@ -127,6 +134,7 @@ def main(argv: list[str] | None = None) -> int:
     plan = runner.build_plan(args.table, args.variants, args.seeds, args.dataset, args.root, preset, sets, shard,
                               args.controls)
     work_dir = Path(args.work_dir)
+    runner.check_work_dir(work_dir)
     if rank == 0:
         print(f"preset: {preset} ({why})", flush=True)
     client = tracking.open_store(args.tracking_uri) if rank == 0 else None
@@ -142,6 +150,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.dry_run:
         if rank == 0:
             print(runner.format_plan(plan, work_dir))
+            print(runner.describe_start(plan))
         return 0
     if not plan:
         print("nothing to run: this shard of the plan is empty")
@@ -151,14 +160,20 @@ def main(argv: list[str] | None = None) -> int:
             print(f"all {len(plan)} runs are already FINISHED in the store; nothing to train "
                   f"(change a --set to run a new configuration)")
         return 0
-    splits = runner.load_all_splits([p for p in plan if p.status != "done"])
-    parents = runner.start_parents([p for p in plan if p.status != "done"], client, argv) if rank == 0 else {}
+    if rank == 0:
+        print(runner.describe_start(plan), flush=True)
+    todo = [p for p in plan if p.status != "done"]
+    splits = runner.load_all_splits(todo)
+    parents: dict[str, str] = {}
     try:
-        failed = runner.execute(plan, client, work_dir, parents, splits, rank, world)
-    except Interrupted as err:
+        if rank == 0:
+            with deferred_interrupts():  # each parent run is created whole, or not at all
+                parents = runner.start_parents(todo, client, argv)
+        failed = runner.execute(plan, client, work_dir, parents, splits, rank, world, args.keep_checkpoints)
+    except (Interrupted, KeyboardInterrupt) as err:
         if rank == 0:
             runner.end_parents(client, parents, "KILLED")
-            print(f"{err}; run the same command again to resume", file=sys.stderr)
+            print(f"{err or 'interrupted'}; run the same command again to resume", file=sys.stderr)
         return 130
     except BaseException:
         if rank == 0:

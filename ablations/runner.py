@@ -15,12 +15,12 @@ import torch
 
 from ablations import tracking
 from ablations.variants import Variant, variants
-from ftn_core.config import Config, config_hash, flatten, override, to_dict
+from ftn_core.config import Config, config_hash, flatten, override, to_dict, validate
 from ftn_core.data.loading import build_data, load_splits
 from ftn_core.data.types import DatasetSplits
-from ftn_core.engine import Callbacks, Interrupted, NonFiniteLoss, Trainer
-from ftn_core.errors import FTNError
-from ftn_core.presets import PRESETS, preset_config
+from ftn_core.engine import Callbacks, Interrupted, NonFiniteLoss, Trainer, deferred_interrupts
+from ftn_core.errors import FTNError, check_writable_dir
+from ftn_core.presets import PRESETS, RUN_SECONDS, preset_config
 
 DATASETS = ("synthetic", "market1501", "dukemtmcreid", "cuhk03_labeled", "cuhk03_detected", "msmt17")
 
@@ -35,6 +35,9 @@ class PlannedRun:
     cfg: Config
     hash: str
     experiment: str
+    overrides: str = ""
+    """The user's ``--set`` / ``--params-file`` values (``key=value, …``): tagged on the run and
+    shown beside its row in reports, so a modified row is never read as the paper's."""
     status: str = "new"
     """new | resume (an unfinished run exists) | done (FINISHED: skipped)"""
     run_id: str | None = None
@@ -69,7 +72,14 @@ def build_plan(table: int, keys: list[str] | None, seeds: list[int], datasets: l
     for d in datasets:
         if d not in DATASETS:
             raise FTNError(f"--dataset {d}: unknown; one of {', '.join(DATASETS)}")
+    bad = [s for s in seeds if s < 0]
+    if bad:
+        raise FTNError(f"--seeds {' '.join(map(str, bad))}: seeds must be integers ≥ 0")
+    seeds = list(dict.fromkeys(seeds))  # --seeds 0 0 trains once
+    datasets = list(dict.fromkeys(datasets))
     chosen = variants(table, keys, controls)
+    check_sets_against_table(table, sets)
+    overrides = ", ".join(f"{k}={v}" for k, v in sets.items() if k not in ("train.device", "data.workers"))
     plan = []
     for dataset in datasets:
         data_sets = {"data.dataset": dataset, "data.root": root}
@@ -86,10 +96,31 @@ def build_plan(table: int, keys: list[str] | None, seeds: list[int], datasets: l
             for seed in seeds:
                 cfg = variant.apply(base)
                 cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, seed=seed))
+                validate(cfg)
                 plan.append(PlannedRun(table, variant, seed, dataset, preset, cfg, config_hash(cfg),
-                                       tracking.experiment_name(table, dataset, preset)))
+                                       tracking.experiment_name(table, dataset, preset), overrides))
     k, n = shard
     return [p for i, p in enumerate(plan) if i % n == k]
+
+
+def table_axis(table: int) -> dict[str, list[str]]:
+    """The config keys Table ``table``'s rows differ by, each with the rows that set it."""
+    axis: dict[str, list[str]] = {}
+    for v in variants(table, None, controls=True):
+        for key, value in v.changes:
+            axis.setdefault(key if "." in key else f"model.{key}", []).append(f"{v.key} sets {value}")
+    return axis
+
+
+def check_sets_against_table(table: int, sets: dict[str, Any]) -> None:
+    """Refuse a ``--set`` of a key that the table's rows vary: it would be silently replaced
+    by some rows and turn others into a row that is not the paper's (mislabelled)."""
+    axis = table_axis(table)
+    for key, value in sets.items():
+        if key in axis:
+            raise FTNError(f"--set {key}={value}: Table {table}'s rows set {key} themselves "
+                           f"({'; '.join(axis[key][:3])}{'; …' if len(axis[key]) > 3 else ''}); choose rows with "
+                           f"--variants instead")
 
 
 def mark_existing(plan: list[PlannedRun], client) -> None:
@@ -111,24 +142,81 @@ def checkpoint_path(work_dir: Path, p: PlannedRun) -> Path:
 
 
 def format_plan(plan: list[PlannedRun], work_dir: Path) -> str:
-    lines = [f"{'experiment':<28} {'run':<14} {'config':<12} {'status':<8} what differs from FTN"]
+    lines = [f"{'experiment':<28} {'run':<14} {'config':<12} {'status':<8} {'checkpoint':>10}  what differs from FTN"]
+    disk = 0
     for p in plan:
         diff = ", ".join(f"{k}={v}" for k, v in p.variant.changes) or "(full FTN)"
         status = p.status
-        if status == "resume" and not checkpoint_path(work_dir, p).exists():
+        ckpt = checkpoint_path(work_dir, p)
+        size = ckpt.stat().st_size if ckpt.exists() else 0
+        disk += size
+        if status == "resume" and not size:
             status = "restart"
-        lines.append(f"{p.experiment:<28} {p.name:<14} {p.hash:<12} {status:<8} {diff}")
+        lines.append(f"{p.experiment:<28} {p.name:<14} {p.hash:<12} {status:<8} "
+                     f"{f'{size / 2**20:.0f} MiB' if size else '-':>10}  {diff}")
     todo = sum(p.status != "done" for p in plan)
-    lines.append(f"{len(plan)} runs, {len(plan) - todo} already done, {todo} to run")
+    lines.append(f"{len(plan)} runs, {len(plan) - todo} already done, {todo} to run; their checkpoints "
+                 f"take {disk / 2**20:.0f} MiB in {work_dir} now (one per unfinished run; a FINISHED "
+                 f"run's is deleted unless --keep-checkpoints)")
     return "\n".join(lines)
 
 
-class _Logger(tracking.RunLogger):
-    """Also prints one line per evaluation, so a non-terminal log shows progress."""
+def describe_start(plan: list[PlannedRun]) -> str:
+    """One line saying what happens first and how long the whole plan should take."""
+    todo = [p for p in plan if p.status != "done"]
+    first = []
+    for p in todo:
+        if p.dataset == "synthetic" and not synthetic_ready(p.cfg.data):
+            first.append(f"generate the synthetic data in {p.cfg.data.root} (seconds)")
+            break
+    seconds = sum(RUN_SECONDS.get(p.preset, float("nan")) for p in todo)
+    if seconds != seconds:  # NaN: a preset without a measured time
+        estimate = "no time estimate for this preset (it depends on the GPU)"
+    else:
+        estimate = (f"about {round(seconds / 60)} min" if seconds >= 90 else "under 2 min") + " on a quiet 2-core CPU"
+    return (f"next: {'; then '.join(first + [f'train {len(todo)} run(s)'])}; "
+            f"{estimate} ({len(plan) - len(todo)} of {len(plan)} already done)")
 
-    def __init__(self, run_id: str, name: str, extra: Callbacks | None = None) -> None:
+
+def synthetic_ready(cfg) -> bool:
+    """Whether the synthetic benchmark for ``cfg`` is already generated (no generation needed)."""
+    from ftn_core.data.synthetic import dataset_name
+
+    return (Path(cfg.root) / dataset_name(cfg.synthetic_size, cfg.synthetic_seed, None) / "query").is_dir()
+
+
+def check_work_dir(work_dir: Path) -> None:
+    """The checkpoint folder must be writable (probed; nothing is created)."""
+    check_writable_dir(work_dir, "--work-dir", "cannot write checkpoints there")
+
+
+EPOCH_KEY = "train/epoch_seconds"
+"""A metric the engine logs every epoch: its steps are the epochs logged."""
+
+
+class _Logger(tracking.RunLogger):
+    """Also prints one line per evaluation, and, without a terminal (no progress bar), one
+    line per epoch, so a log file shows progress."""
+
+    def __init__(self, run_id: str, name: str, epochs: int, extra: Callbacks | None = None,
+                 resuming: bool = False) -> None:
         super().__init__(run_id)
-        self.name, self.extra = name, extra
+        self.name, self.epochs, self.extra = name, epochs, extra
+        self.tty = sys.stderr.isatty()
+        # Epochs an earlier start logged (a hard kill can land after the metrics and before the
+        # checkpoint): the resumed run re-trains them but does not log them twice.
+        self.logged = ({m.step for m in mlflow.tracking.MlflowClient().get_metric_history(run_id, EPOCH_KEY)}
+                       if resuming else set())
+
+    def log_metrics(self, metrics: dict[str, float], step: int) -> None:
+        if step in self.logged:
+            return
+        super().log_metrics(metrics, step)
+        if not self.tty and "val/mAP" not in metrics:
+            losses = "  ".join(f"{k[len('train/loss_'):]} {v:.3f}" for k, v in metrics.items()
+                               if k.startswith("train/loss_"))
+            print(f"    {self.name} epoch {step}/{self.epochs}: {losses}  "
+                  f"({metrics.get('train/epoch_seconds', 0):.0f} s)", flush=True)
 
     def on_eval(self, epoch: int, metrics: dict[str, float]) -> None:
         print(f"    {self.name} epoch {epoch}: rank-1 {metrics['val/rank1']:.1f}  mAP {metrics['val/mAP']:.1f}",
@@ -138,10 +226,13 @@ class _Logger(tracking.RunLogger):
 
 
 def execute(plan: list[PlannedRun], client, work_dir: Path, parent_ids: dict[str, str],
-            splits_cache: dict[str, DatasetSplits], rank: int = 0, world_size: int = 1) -> list[str]:
+            splits_cache: dict[str, DatasetSplits], rank: int = 0, world_size: int = 1,
+            keep_checkpoints: bool = False) -> list[str]:
     """Train every planned run not yet done; returns the names of runs that FAILED.
 
-    Raises ``Interrupted`` (after marking the run KILLED) on Ctrl-C / SIGTERM.
+    A FINISHED run's resumable checkpoint is deleted (its model is a run artifact) unless
+    ``keep_checkpoints``. Raises ``Interrupted`` (after marking the run KILLED) on Ctrl-C or
+    SIGTERM, wherever it lands.
     """
     failed = []
     todo = [p for p in plan if p.status != "done"]
@@ -152,13 +243,28 @@ def execute(plan: list[PlannedRun], client, work_dir: Path, parent_ids: dict[str
         t0 = time.perf_counter()
         data = build_data(p.cfg.data, seed=p.seed, rank=rank, world_size=world_size,
                           splits=splits_cache[p.dataset], train_masks=p.cfg.model.mask == "oracle")
-        run_id = _start_child(p, client, parent_ids[p.experiment], data.splits) if rank == 0 else None
+        with deferred_interrupts():  # a run is created with its tags and params, or not at all
+            run_id = _start_child(p, client, parent_ids[p.experiment], data.splits) if rank == 0 else None
+        finished = False
         try:
             trainer = Trainer(p.cfg, data, checkpoint_path(work_dir, p),
-                              _Logger(run_id, p.name) if rank == 0 else None, rank, world_size)
+                              _Logger(run_id, p.name, p.cfg.train.epochs, resuming=p.status == "resume")
+                              if rank == 0 else None,
+                              rank, world_size)
             result = trainer.fit()
-        except (Interrupted, KeyboardInterrupt) as err:
             if rank == 0:
+                with deferred_interrupts():
+                    tracking.log_run_artifacts(to_dict(p.cfg), result.metrics, result.cmc,
+                                               trainer.model.state_dict(), f"{p.name} ({p.dataset})")
+                    mlflow.end_run("FINISHED")
+                    finished = True
+                if not keep_checkpoints:
+                    checkpoint_path(work_dir, p).unlink(missing_ok=True)
+                m = result.metrics
+                print(f"    done in {time.perf_counter() - t0:.0f} s: rank-1 {m.get('val/rank1', float('nan')):.1f}"
+                      f"  mAP {m.get('val/mAP', float('nan')):.1f}", flush=True)
+        except (Interrupted, KeyboardInterrupt) as err:
+            if rank == 0 and not finished:
                 mlflow.set_tag("error", str(err) or "interrupted")
                 mlflow.end_run("KILLED")
             raise err if isinstance(err, Interrupted) else Interrupted(f"{p.name} interrupted") from None
@@ -168,25 +274,18 @@ def execute(plan: list[PlannedRun], client, work_dir: Path, parent_ids: dict[str
                 mlflow.set_tag("error", str(err))
                 mlflow.end_run("FAILED")
             failed.append(p.name)
-            continue
         except BaseException:
-            if rank == 0:
+            if rank == 0 and not finished:
                 mlflow.end_run("FAILED")
             raise
-        if rank == 0:
-            tracking.log_run_artifacts(to_dict(p.cfg), result.metrics, result.cmc,
-                                       trainer.model.state_dict(), f"{p.name} ({p.dataset})")
-            mlflow.end_run("FINISHED")
-            m = result.metrics
-            print(f"    done in {time.perf_counter() - t0:.0f} s: rank-1 {m.get('val/rank1', float('nan')):.1f}"
-                  f"  mAP {m.get('val/mAP', float('nan')):.1f}", flush=True)
     return failed
 
 
 def _start_child(p: PlannedRun, client, parent_id: str, splits: DatasetSplits) -> str:
     tags = {"kind": "child", "table": str(p.table), "variant": p.variant.key,
             "variant_label": p.variant.label, "seed": str(p.seed), "preset": p.preset,
-            "dataset": p.dataset, "git_commit": tracking.git_commit(), "config_hash": p.hash}
+            "dataset": p.dataset, "git_commit": tracking.git_commit(), "config_hash": p.hash,
+            "skipped_images": str(splits.skipped), "overrides": p.overrides}
     if p.run_id is not None:  # resume in the same MLflow run
         run = mlflow.start_run(run_id=p.run_id, log_system_metrics=True)
         mlflow.set_tags({"git_commit": tags["git_commit"]})
@@ -199,6 +298,8 @@ def _start_child(p: PlannedRun, client, parent_id: str, splits: DatasetSplits) -
         tracking.log_dataset(splits)
     except mlflow.exceptions.MlflowException:  # another shard logged the same new dataset at the same moment
         tracking.log_dataset(splits)  # (UNIQUE constraint on datasets): the row exists now, link it
+    if splits.skipped_paths:  # --skip-bad-images: which images this run did not see
+        mlflow.log_text("\n".join(splits.skipped_paths) + "\n", "skipped_images.txt")
     p.run_id = run.info.run_id
     return run.info.run_id
 

@@ -12,8 +12,14 @@ import fcntl
 import json
 import os
 import logging
+import socket
+import sqlite3
 import subprocess
+import sys
 import tempfile
+import textwrap
+import time
+import urllib.parse
 import warnings
 from pathlib import Path
 from typing import Any, Iterator
@@ -43,38 +49,188 @@ def _file_lock(path: Path) -> Iterator[None]:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
-def open_store(uri: str | None = None) -> MlflowClient:
-    """Point MLflow at ``uri`` (default: the repo's SQLite file) and create the store once.
+SQLITE_HEADER = b"SQLite format 3\x00"
+PROBE_TIMEOUT_S = 10.0
+"""How long a tracking server (or database host) may take to accept a connection."""
 
-    Several processes creating a new SQLite store at once corrupt its schema, so creation
-    (schema migrations) happens under a file lock beside the database.
+
+def _short(err: BaseException) -> str:
+    """The first line of an exception, shortened at a word boundary."""
+    text = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    return textwrap.shorten(text, 160, placeholder=" …")
+
+
+def _schema_head() -> str | None:
+    """The schema revision this MLflow expects (its newest Alembic migration), if readable."""
+    try:
+        from alembic.script import ScriptDirectory
+        from mlflow.store.db.utils import _get_alembic_config
+
+        return ScriptDirectory.from_config(_get_alembic_config("sqlite://")).get_current_head()
+    except Exception:  # an MLflow whose internals moved: let MLflow itself judge the schema
+        return None
+
+
+def sqlite_state(db: Path) -> tuple[str, int]:
+    """What the file at ``db`` is: ``missing`` | ``not-sqlite`` | ``current`` | ``stale``
+    (tables of another schema revision, or half-created by an interrupted start) and how many
+    runs it holds."""
+    if not db.exists() or db.stat().st_size == 0:
+        return "missing", 0
+    with open(db, "rb") as fh:
+        if fh.read(16) != SQLITE_HEADER:
+            return "not-sqlite", 0
+    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30)
+    try:
+        tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        runs = con.execute("SELECT count(*) FROM runs").fetchone()[0] if "runs" in tables else 0
+        version = (con.execute("SELECT version_num FROM alembic_version").fetchone()
+                   if "alembic_version" in tables else None)
+    except sqlite3.DatabaseError:
+        return "not-sqlite", 0
+    finally:
+        con.close()
+    head = _schema_head()
+    if version is not None and (head is None or version[0] == head):
+        return "current", runs
+    return "stale", runs
+
+
+def _create_sqlite_store(db: Path) -> None:
+    """Create the schema in a temporary file beside ``db`` and rename it into place, so an
+    interrupted creation never leaves a half-made store at ``db``."""
+    import sqlalchemy
+    from mlflow.store.db.utils import _initialize_tables
+
+    fd, tmp = tempfile.mkstemp(prefix=f".{db.name}.creating-", dir=db.parent)
+    os.close(fd)
+    try:
+        engine = sqlalchemy.create_engine(f"sqlite:///{tmp}")
+        try:
+            _initialize_tables(engine)
+        finally:
+            engine.dispose()
+        os.replace(tmp, db)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _lock_path(db: Path) -> Path:
+    return db.with_suffix(".lock")
+
+
+def _prepare_sqlite(uri: str) -> None:
+    """Check the folder is writable, then (under the lock) create a missing store, recreate
+    one left half-created by an interrupted first start, and refuse a file that is no store."""
+    db = Path(uri[len("sqlite:///"):])
+    try:
+        db.parent.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=f".{db.name}.probe-", dir=db.parent)
+        os.close(fd)
+        os.unlink(probe)
+        if db.exists() and not os.access(db, os.W_OK):
+            raise PermissionError(f"{db} is read-only")
+    except OSError as err:
+        raise FTNError(f"cannot write the tracking store {uri} ({_short(err)}); fix the permissions "
+                       f"or pass another --tracking-uri") from None
+    with _file_lock(_lock_path(db)):
+        for leftover in db.parent.glob(f".{db.name}.creating-*"):  # from an interrupted creation
+            leftover.unlink(missing_ok=True)
+        state, runs = sqlite_state(db)
+        if state == "not-sqlite":
+            raise FTNError(f"--tracking-uri {uri}: {db} is not an MLflow store (not a SQLite database); "
+                           f"move it away or pass another --tracking-uri")
+        if state == "stale" and runs:
+            raise FTNError(f"--tracking-uri {uri}: the store's schema is not the one this MLflow "
+                           f"({mlflow.__version__}) uses; back it up, then run: mlflow db upgrade {uri}")
+        if state == "stale":  # no runs: a store whose creation was interrupted
+            backup = db.with_name(f"{db.name}.broken-{time.strftime('%Y%m%d-%H%M%S')}")
+            os.replace(db, backup)
+            print(f"note: {db} was left half-created by an interrupted start and holds no runs; "
+                  f"recreated it (the old file is {backup.name})", file=sys.stderr)
+        if state != "current":
+            _create_sqlite_store(db)
+
+
+def _probe_host(uri: str) -> None:
+    """Fail fast with one line when a server or database host does not accept connections."""
+    parsed = urllib.parse.urlsplit(uri)
+    if not parsed.hostname:
+        return
+    default = {"http": 80, "https": 443, "mysql": 3306}.get(parsed.scheme.split("+")[0], 5432)
+    try:
+        port = parsed.port or default
+        with socket.create_connection((parsed.hostname, port), timeout=PROBE_TIMEOUT_S):
+            pass
+    except (OSError, ValueError) as err:
+        raise FTNError(f"cannot reach the tracking store {uri} ({_short(err)}); start the server "
+                       f"(e.g. mlflow server --port {parsed.port or 5000}) or pass another "
+                       f"--tracking-uri") from None
+
+
+DRIVER_PACKAGES = {"psycopg": "psycopg[binary]", "psycopg2": "psycopg2-binary", "MySQLdb": "mysqlclient",
+                   "pymysql": "pymysql", "pyodbc": "pyodbc"}
+
+
+def _check_driver(uri: str) -> None:
+    """A database URL whose SQLAlchemy driver is not installed: one line naming the package."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        make_url(uri).get_dialect().import_dbapi()
+    except ArgumentError:
+        raise FTNError(f"--tracking-uri {uri}: not a valid database URL "
+                       f"(e.g. postgresql://user:password@host:5432/mlflow)") from None
+    except ImportError as err:
+        module = getattr(err, "name", None) or "its driver"
+        package = DRIVER_PACKAGES.get(module, module)
+        raise FTNError(f"--tracking-uri {uri}: its database driver is not installed ({_short(err)}); "
+                       f"pip install '{package}', or name another driver, e.g. postgresql+psycopg2://") from None
+
+
+def open_store(uri: str | None = None) -> MlflowClient:
+    """Point MLflow at ``uri`` (default: the repo's SQLite file) and check it answers.
+
+    A new SQLite store is created once, under a file lock beside the database, in a temporary
+    file renamed into place: processes starting together all succeed, and Ctrl-C during
+    creation leaves nothing half-made. Every failure is one line (``FTNError``).
     """
     uri = uri or DEFAULT_TRACKING_URI
+    logging.getLogger("mlflow").setLevel(logging.WARNING)  # no INFO lines (store creation, metrics threads)
     if uri.startswith("sqlite:///"):
-        db = Path(uri[len("sqlite:///"):])
-        try:
-            db.parent.mkdir(parents=True, exist_ok=True)
-            if not os.access(db.parent, os.W_OK) or (db.exists() and not os.access(db, os.W_OK)):
-                raise PermissionError(f"{db} is not writable")
-        except OSError as err:
-            raise FTNError(f"cannot write the tracking store {uri} ({err}); fix the permissions "
-                           f"or pass --tracking-uri") from None
-    elif not uri.startswith(("http://", "https://", "postgresql", "mysql", "databricks")):
+        _prepare_sqlite(uri)
+    elif uri.startswith(("http://", "https://")):
+        _probe_host(uri)
+    elif uri.startswith(("postgresql", "mysql", "mssql")):
+        _check_driver(uri)
+        _probe_host(uri)
+    elif not uri.startswith("databricks"):
         raise FTNError(f"--tracking-uri {uri}: unsupported (the file store is an error in MLflow 3); "
                        f"use sqlite:///path/to/mlflow.db or http://host:port")
-    logging.getLogger("mlflow").setLevel(logging.WARNING)  # no INFO line per system-metrics thread
     mlflow.set_tracking_uri(uri)
-    client = MlflowClient(uri)
+    retries = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "15"}
+    saved = {k: os.environ.get(k) for k in retries}
+    os.environ.update(retries)  # the first request fails fast; later ones keep MLflow's retries
+    lock = (_file_lock(_lock_path(Path(uri[len("sqlite:///"):]))) if uri.startswith("sqlite:///")
+            else contextlib.nullcontext())
     try:
-        if uri.startswith("sqlite:///"):
-            with _file_lock(Path(uri[len("sqlite:///"):]).with_suffix(".lock")):
-                client.search_experiments(max_results=1)
-        else:
+        with lock:  # MLflow writes the default experiment on first open: one process at a time
+            client = MlflowClient(uri)
             client.search_experiments(max_results=1)
-    except Exception as err:  # an unreachable server, a corrupt file, a read-only database
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise FTNError(f"cannot open the tracking store {uri} ({first[:200]}); "
-                       f"check the path or server, or pass another --tracking-uri") from None
+    except ModuleNotFoundError as err:
+        raise FTNError(f"cannot open the tracking store {uri}: its driver is not installed "
+                       f"({_short(err)}); pip install it (e.g. psycopg2-binary, pymysql)") from None
+    except Exception as err:  # a server that is not MLflow, a read-only database, …
+        raise FTNError(f"cannot open the tracking store {uri} ({_short(err)}); check the path or "
+                       f"server, or pass another --tracking-uri") from None
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
     return client
 
 

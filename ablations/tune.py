@@ -28,23 +28,23 @@ from ablations import runner, tracking  # noqa: E402
 from ablations.variants import TABLES  # noqa: E402
 from ftn_core.config import parse_sets  # noqa: E402
 from ftn_core.engine import Interrupted  # noqa: E402
-from ftn_core.errors import FTNError, cli_main  # noqa: E402
+from ftn_core.errors import FTNError, OneLineParser, cli_main, float_in, int_at_least  # noqa: E402
 from ftn_core.presets import PRESETS  # noqa: E402
 
 DEFAULT_ROOT = str(tracking.REPO / "data")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n\n", 2)[2],
+    parser = OneLineParser(description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n\n", 2)[2],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--variant", required=True, help="the variant to tune, e.g. g (full FTN) or base")
-    parser.add_argument("--trials", type=int, required=True,
+    parser.add_argument("--trials", type=int_at_least(1), required=True,
                         help="finished (complete or pruned) trials the study should reach; workers share them")
     parser.add_argument("--table", type=int, default=2, help="the table the variant belongs to (default: 2)")
     parser.add_argument("--dataset", default="synthetic", help=f"one of: {', '.join(runner.DATASETS)}")
     parser.add_argument("--root", default=DEFAULT_ROOT, help="folder holding the datasets (default: %(default)s)")
     parser.add_argument("--preset", choices=sorted(PRESETS), default=None,
-                        help="paper | cpu | tiny (default: as run.py chooses)")
+                        help="paper | cpu | gpu | tiny (default: as run.py chooses)")
     parser.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
                         help="fix a config field (a searched one is then not searched); repeatable")
     parser.add_argument("--tracking-uri", default=None,
@@ -53,11 +53,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="Optuna storage: a journal file path or sqlite:///, postgresql://, mysql:// URL "
                              "(default: optuna/<study>.journal beside the SQLite tracking store)")
     parser.add_argument("--study", default=None, help="study name (default: tune-<variant>-<dataset>-<preset>)")
-    parser.add_argument("--timeout", type=float, default=None, metavar="S",
+    parser.add_argument("--timeout", type=float_in(0), default=None, metavar="S",
                         help="stop starting new trials after S seconds")
-    parser.add_argument("--seed", type=int, default=0,
+    parser.add_argument("--seed", type=int_at_least(0), default=0,
                         help="TPE sampler seed; give each concurrent worker its own (default: 0)")
-    parser.add_argument("--holdout", type=float, default=0.2,
+    parser.add_argument("--holdout", type=float_in(0, 1), default=0.2,
                         help="share of the training identities held out for validation (default: 0.2)")
     parser.add_argument("--out", default=None,
                         help="folder for plots and the trial table (default: reports/tune/<study>)")

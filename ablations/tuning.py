@@ -129,6 +129,9 @@ def open_storage(url: str | None, default: Path) -> tuple[optuna.storages.BaseSt
     """A journal file (a path, default ``default``) or an RDB URL; returns it and a printable name."""
     if url is None or "://" not in url:
         path = Path(url) if url else default
+        if path.is_dir():
+            raise FTNError(f"--storage {path}: is a folder; give a journal file path, e.g. "
+                           f"{path / 'study.journal'}, or a database URL")
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             backend = optuna.storages.journal.JournalFileBackend(str(path))

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -249,3 +250,62 @@ def config_hash(cfg: Any, exclude: tuple[str, ...] = ("train.device", "data.work
     flat = {k: v for k, v in flatten(cfg).items() if k not in exclude}
     payload = json.dumps(flat, sort_keys=True, default=list)
     return hashlib.sha256(payload.encode()).hexdigest()[:12]
+
+
+def _finite(lo: float, lo_open: bool = False, hi: float | None = None, hi_open: bool = False):
+    def check(v: Any) -> bool:
+        if not isinstance(v, (int, float)) or not math.isfinite(v):
+            return False
+        if v < lo or lo_open and v == lo:
+            return False
+        return hi is None or v < hi or not hi_open and v == hi
+    return check
+
+
+_AT_LEAST_1, _NON_NEG = _finite(1), _finite(0)
+_PROB = _finite(0, hi=1)
+RULES: dict[str, tuple[Any, str]] = {
+    "model.decoder_width": (_AT_LEAST_1, "an integer ≥ 1"),
+    "model.embed_dim": (_AT_LEAST_1, "an integer ≥ 1"),
+    "model.last_stride": (lambda v: v in (1, 2), "1 or 2"),
+    "model.stage4_stride": (lambda v: v in (1, 2), "1 or 2"),
+    "model.gauss_sy": (_finite(0, lo_open=True), "a finite number > 0"),
+    "model.gauss_sx": (_finite(0, lo_open=True), "a finite number > 0"),
+    "loss.w_ce": (_NON_NEG, "a finite number ≥ 0"),
+    "loss.w_triplet": (_NON_NEG, "a finite number ≥ 0"),
+    "loss.w_grad": (_NON_NEG, "a finite number ≥ 0"),
+    "loss.w_l1": (_NON_NEG, "a finite number ≥ 0"),
+    "loss.margin": (_NON_NEG, "a finite number ≥ 0"),
+    "loss.label_smooth": (_finite(0, hi=1, hi_open=True), "a number in [0, 1)"),
+    "data.synthetic_size": (lambda v: v in ("tiny", "default", "large"), "tiny, default or large"),
+    "data.synthetic_seed": (_NON_NEG, "an integer ≥ 0"),
+    "data.height": (_finite(16), "at least 16 pixels"),
+    "data.width": (_finite(8), "at least 8 pixels"),
+    "data.num_ids": (_finite(2), "at least 2 (the triplet loss needs negatives)"),
+    "data.num_instances": (_finite(2), "at least 2 (the triplet loss needs positives)"),
+    "data.workers": (_NON_NEG, "an integer ≥ 0"),
+    "data.flip": (_PROB, "a probability in [0, 1]"),
+    "data.pad": (_NON_NEG, "an integer ≥ 0"),
+    "data.random_patch": (_PROB, "a probability in [0, 1]"),
+    "data.random_erasing": (_PROB, "a probability in [0, 1]"),
+    "train.epochs": (_AT_LEAST_1, "an integer ≥ 1"),
+    "train.warmup_epochs": (_NON_NEG, "an integer ≥ 0"),
+    "train.lr": (_finite(0, lo_open=True), "a finite number > 0"),
+    "train.lr_warmup_epochs": (_NON_NEG, "an integer ≥ 0"),
+    "train.milestones": (lambda v: all(isinstance(m, int) and m >= 1 for m in v) and list(v) == sorted(set(v)),
+                         "increasing epochs ≥ 1, e.g. 6,8"),
+    "train.weight_decay": (_NON_NEG, "a finite number ≥ 0"),
+    "train.eval_every": (_NON_NEG, "an integer ≥ 0 (0: only at the end)"),
+    "train.seed": (_NON_NEG, "an integer ≥ 0"),
+    "train.max_batches": (_NON_NEG, "an integer ≥ 0 (0: a full pass)"),
+}
+"""The range of every numeric field; ``validate`` checks a whole config against it."""
+
+
+def validate(cfg: Config) -> None:
+    """Raise ``FTNError`` (one line naming the key, its value and the range) for a value out of
+    range, before any run is created."""
+    flat = flatten(cfg)
+    for key, (ok, what) in RULES.items():
+        if not ok(flat[key]):
+            raise FTNError(f"{key}={flat[key]}: must be {what} (from --set, --params-file or the preset)")

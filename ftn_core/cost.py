@@ -19,7 +19,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from ftn_core.attention import CFA, PAMCAM
 from ftn_core.config import ModelConfig
 from ftn_core.decoder import TFDec
-from ftn_core.errors import cli_main
+from ftn_core.errors import OneLineParser, cli_main, int_at_least
 from ftn_core.model import FTN, build_model
 
 PAPER_CFA_PARAMS = 1.3e6
@@ -136,13 +136,16 @@ def latency_ratio(batch: int = 16, height: int = 256, width: int = 128, runs: in
 
 @cli_main
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--backbone", default="resnet50", choices=["resnet18", "resnet34", "resnet50"])
-    parser.add_argument("--height", type=int, default=256)
-    parser.add_argument("--width", type=int, default=128)
-    parser.add_argument("--batch", type=int, default=16, help="batch of the latency measurement")
-    parser.add_argument("--runs", type=int, default=5, help="latency runs (median is reported)")
+    parser = OneLineParser(
+        prog="python -m ftn_core.cost", description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="examples:\n  python -m ftn_core.cost                       # the paper's setting, 256x128\n"
+               "  python -m ftn_core.cost --backbone resnet10 --height 64 --width 32 --no-latency")
+    parser.add_argument("--backbone", default="resnet50", choices=["resnet10", "resnet18", "resnet34", "resnet50"])
+    parser.add_argument("--height", type=int_at_least(32), default=256, help="input height (default: 256)")
+    parser.add_argument("--width", type=int_at_least(16), default=128, help="input width (default: 128)")
+    parser.add_argument("--batch", type=int_at_least(1), default=16, help="batch of the latency measurement")
+    parser.add_argument("--runs", type=int_at_least(1), default=5, help="latency runs (median is reported)")
     parser.add_argument("--no-latency", action="store_true", help="skip the latency measurement")
     args = parser.parse_args(argv)
     rows = cost_table(args.height, args.width, args.backbone)

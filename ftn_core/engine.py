@@ -83,6 +83,28 @@ def sigterm_as_interrupt() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
+@contextlib.contextmanager
+def deferred_interrupts() -> Iterator[None]:
+    """Hold Ctrl-C and SIGTERM until the block ends, then raise ``KeyboardInterrupt``: a
+    checkpoint and the metrics of its epoch are written together or not at all."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught: list[int] = []
+
+    def handler(signum, frame):
+        caught.append(signum)
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+    if caught:
+        raise KeyboardInterrupt(f"signal {caught[0]}")
+
+
 @torch.no_grad()
 def extract_features(model: FTN, loader, device: torch.device, channels_last: bool = False,
                      progress: bool = False, desc: str = "features"):
@@ -317,7 +339,7 @@ class Trainer:
             return TrainResult(self.final["metrics"], self.final["cmc"], t.epochs, self.history)
         result: RankResult | None = None
         metrics: dict[str, float] = {}
-        epoch = self.start_epoch
+        done = self.start_epoch  # epochs whose checkpoint and metrics are written
         try:
             with sigterm_as_interrupt():
                 for epoch in range(self.start_epoch, t.epochs):
@@ -326,18 +348,23 @@ class Trainer:
                     if last or (t.eval_every and (epoch + 1) % t.eval_every == 0):
                         metrics, result = self._evaluate()
                         stats.update(metrics)
-                    self.history.append({"epoch": epoch + 1, **stats})
-                    if self.callbacks is not None and self.rank == 0:
-                        self.callbacks.log_metrics(stats, step=epoch + 1)
-                        if metrics and "val/mAP" in stats:
-                            self.callbacks.on_eval(epoch + 1, metrics)
-                    if last and result is not None:
-                        self.final = {"metrics": metrics, "cmc": [float(c) for c in result.cmc]}
-                    self._save(epoch)
+                    # Metrics, then the checkpoint, with Ctrl-C held in between. A hard kill
+                    # between the two re-trains this epoch on resume (exactly, on the CPU); the
+                    # logger skips steps it already logged, so each epoch is logged once.
+                    with deferred_interrupts():
+                        if self.callbacks is not None and self.rank == 0:
+                            self.callbacks.log_metrics(stats, step=epoch + 1)
+                        self.history.append({"epoch": epoch + 1, **stats})
+                        if last and result is not None:
+                            self.final = {"metrics": metrics, "cmc": [float(c) for c in result.cmc]}
+                        self._save(epoch)
+                        done = epoch + 1
+                    if self.callbacks is not None and self.rank == 0 and metrics and "val/mAP" in stats:
+                        self.callbacks.on_eval(epoch + 1, metrics)
         except KeyboardInterrupt:
-            done = f"epoch {epoch}" if epoch > 0 else "none"
-            raise Interrupted(f"interrupted during epoch {epoch + 1}; checkpoint of the last "
-                              f"finished epoch ({done}) kept at {self.ckpt_path}") from None
+            kept = f"epoch {done}" if done > 0 else "none"
+            raise Interrupted(f"interrupted during epoch {done + 1}; checkpoint of the last "
+                              f"finished epoch ({kept}) kept at {self.ckpt_path}") from None
         assert self.final is not None or self.rank != 0
         final = self.final or {"metrics": {}, "cmc": []}
         return TrainResult(final["metrics"], final["cmc"], t.epochs, self.history)

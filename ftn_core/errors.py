@@ -2,8 +2,15 @@
 
 from __future__ import annotations
 
+import argparse
 import functools
+import math
+import os
+import signal
 import sys
+import tempfile
+import threading
+from pathlib import Path
 from typing import Callable, TypeVar
 
 F = TypeVar("F", bound=Callable[..., int | None])
@@ -14,14 +21,92 @@ class FTNError(Exception):
 
 
 def cli_main(func: F) -> F:
-    """Wrap a command's ``main``: ``FTNError`` → ``error: <message>`` on stderr, exit 2."""
+    """Wrap a command's ``main``: ``FTNError`` → ``error: <message>`` on stderr, exit 2;
+    Ctrl-C or SIGTERM (outside training, which handles them itself) → one line, exit 130."""
 
     @functools.wraps(func)
     def wrapper(*args, **kwargs):
+        previous = None
+        if threading.current_thread() is threading.main_thread():
+            previous = signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
         try:
             return func(*args, **kwargs)
         except FTNError as err:
             print(f"error: {err}", file=sys.stderr)
             return 2
+        except KeyboardInterrupt:
+            print("interrupted; nothing half-written is left: run the same command again to go on",
+                  file=sys.stderr)
+            return 130
+        except SystemExit as exit_:  # argparse (--help, a bad value): a return code when called in-process
+            if exit_.code is None or isinstance(exit_.code, int):
+                return exit_.code or 0
+            raise
+        finally:
+            if previous is not None:
+                signal.signal(signal.SIGTERM, previous)
 
     return wrapper  # type: ignore[return-value]
+
+
+def _sigterm_as_interrupt(signum, frame):
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """``argparse.ArgumentParser`` whose errors are one line (``error: …``, exit 2), like every
+    other error of the suite, instead of the usage block and the message."""
+
+    def error(self, message: str):  # type: ignore[override]
+        self.exit(2, f"error: {message} (see {self.prog} --help)\n")
+
+
+def int_at_least(low: int):
+    """An argparse ``type``: an integer ≥ ``low`` (argparse prints one line and exits 2)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"{value} is below {low}; give an integer ≥ {low}")
+        return value
+
+    parse.__name__ = f"integer ≥ {low}"
+    return parse
+
+
+def float_in(low: float, high: float = math.inf, low_open: bool = True, high_open: bool = True):
+    """An argparse ``type``: a finite number in the interval (open ends by default)."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        bad = (not math.isfinite(value) or value < low or value > high or low_open and value == low
+               or high_open and value == high)
+        if bad:
+            interval = f"{'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
+            raise argparse.ArgumentTypeError(f"{text} is outside {interval}")
+        return value
+
+    parse.__name__ = "number"
+    return parse
+
+
+def check_writable_dir(folder: Path, flag: str, problem: str = "cannot write there") -> None:
+    """``folder`` (or the nearest folder above it that exists) must be writable: probed with a
+    temporary file that is removed at once, so nothing is created. ``FTNError`` otherwise."""
+    probe_dir = Path(folder)
+    while not probe_dir.exists() and probe_dir != probe_dir.parent:
+        probe_dir = probe_dir.parent
+    try:
+        if not probe_dir.is_dir():
+            raise NotADirectoryError(f"{probe_dir} is not a folder")
+        fd, tmp = tempfile.mkstemp(prefix=".ftn-probe-", dir=probe_dir)
+        os.close(fd)
+        os.unlink(tmp)
+    except OSError as err:
+        raise FTNError(f"{flag} {folder}: {problem} ({err.strerror or err}); pass another {flag}") from None

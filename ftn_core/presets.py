@@ -60,6 +60,11 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
+RUN_SECONDS: dict[str, float] = {"cpu": 120.0, "tiny": 3.0}
+"""Wall seconds one run of the preset's synthetic Table 2 takes on a quiet 2-core CPU (measured,
+README "Results"); the runner's time estimate. The GPU presets depend on the card: no estimate."""
+
+
 def preset_config(name: str, overrides: dict[str, Any] | None = None) -> Config:
     """``Config()`` with the preset, then the user's ``--set`` overrides, applied."""
     if name not in PRESETS:

@@ -27,7 +27,7 @@ import torch  # noqa: E402
 from mlflow import MlflowClient  # noqa: E402
 from mlflow.exceptions import MlflowException  # noqa: E402
 
-from ftn_core.errors import FTNError, cli_main  # noqa: E402
+from ftn_core.errors import FTNError, OneLineParser, check_writable_dir, cli_main  # noqa: E402
 from reports import diagnostics, efficiency, figures, tables, visual  # noqa: E402
 from reports.index import experiment_readme, table_index  # noqa: E402
 from reports.load import (LOSS_KEYS, REPO, TableRuns, artifact_json, artifact_path,  # noqa: E402
@@ -210,7 +210,7 @@ def table_folder(out: Path, tr: TableRuns) -> Path:
 
 @cli_main
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+    parser = OneLineParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter,
                                      epilog="\n\n".join(__doc__.split("\n\n")[1:]))
     parser.add_argument("--table", type=int, choices=[1, 2, 3],
@@ -226,6 +226,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-log", action="store_true",
                         help="do not log the report to the parent run (leave the store untouched)")
     args = parser.parse_args(argv)
+    check_writable_dir(args.out, "--out", "cannot write the report there")
     client, uri = connect(args.tracking_uri)
     built: list[Report] = []
     for exp in find_experiments(client, args.table, args.experiment):

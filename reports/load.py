@@ -147,6 +147,9 @@ def load_runs(client: MlflowClient, exp: Experiment) -> TableRuns:
     df["name"] = df["tags.mlflow.runName"].fillna(df["run_id"].str[:8])
     known = {v.key: v.label for v in variants(table, controls=True)} if table in (1, 2, 3) else {}
     df["variant_label"] = df["tags.variant_label"].fillna(df["variant"].map(known))
+    if "tags.overrides" in df:  # a row run with --set is labelled as modified, never as the paper's
+        mod = df["tags.overrides"].fillna("").astype(str)
+        df["variant_label"] = df["variant_label"].where(mod == "", df["variant_label"] + " [" + mod + "]")
 
     left_out: list[str] = []
 

@@ -22,7 +22,9 @@ def write_image(path: str | Path, size: tuple[int, int] = (8, 16), seed: int = 0
 
 
 def corrupt_file(path: str | Path, how: str = "garbage") -> None:
-    """Make an image unreadable: ``garbage`` bytes, ``empty``, or ``truncated`` (half kept)."""
+    """Make an image unreadable: ``garbage`` bytes, ``empty``, ``truncated`` (half kept), or
+    ``corrupt_data`` (a JPEG whose header and end marker are intact but whose pixel data is
+    overwritten: PIL's ``verify`` accepts it, decoding fails)."""
     path = Path(path)
     if how == "garbage":
         path.write_bytes(b"<html>not an image</html>")
@@ -31,6 +33,11 @@ def corrupt_file(path: str | Path, how: str = "garbage") -> None:
     elif how == "truncated":
         data = path.read_bytes()
         path.write_bytes(data[: len(data) // 2])
+    elif how == "corrupt_data":
+        data = bytearray(path.read_bytes())
+        middle = len(data) // 2
+        data[middle:middle + max(8, len(data) // 8)] = b"\xff" * max(8, len(data) // 8)
+        path.write_bytes(bytes(data))
     else:
         raise ValueError(how)
 

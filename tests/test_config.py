@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from ablations.variants import TABLES, paper_results, variants
 from ftn_core.config import Config, config_hash, flatten, from_dict, override, parse_sets, to_dict
 from ftn_core.errors import FTNError
+from ftn_core.presets import preset_config
 
 
 def test_override_coerces_types_from_strings():
@@ -87,7 +90,6 @@ def test_presets_give_at_least_an_8x4_stage4_map(preset, stage4):
     import torch
 
     from ftn_core.model import build_model
-    from ftn_core.presets import preset_config
 
     cfg = preset_config(preset, {"model.pretrained": False})
     model = build_model(cfg.model, num_classes=3).eval()
@@ -98,3 +100,13 @@ def test_presets_give_at_least_an_8x4_stage4_map(preset, stage4):
     if not cfg.model.pretrained and preset != "paper":  # from scratch: no frozen random backbone
         assert t.warmup_epochs == 0 and t.lr_warmup_epochs >= 1 and t.lr == 1e-3
         assert t.milestones == (round(t.epochs * 2 / 3), round(t.epochs * 7 / 8))
+
+
+def test_readme_preset_table_states_what_the_presets_do():
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    for name in ("paper", "gpu", "cpu"):
+        cfg = preset_config(name)
+        row = next(line for line in text.splitlines() if line.startswith(f"| `{name}` |"))
+        milestones = "/".join(map(str, cfg.train.milestones))
+        assert f"×0.1 at {milestones} of {cfg.train.epochs} epochs" in row, name
+        assert f"{cfg.data.height}×{cfg.data.width} →" in row, name

@@ -174,7 +174,7 @@ def test_camera_zero_rejected(tmp_path):
         load_dataset("market1501", str(tmp_path))
 
 
-@pytest.mark.parametrize("how", ["garbage", "empty", "truncated"])
+@pytest.mark.parametrize("how", ["garbage", "empty", "truncated", "corrupt_data"])
 def test_corrupt_image_named_and_skippable(tmp_path, how):
     d = write_market_layout(tmp_path / "market1501", TRAIN, QUERY, GALLERY)
     bad = sorted((d / "bounding_box_test").glob("0007_*"))[0]
@@ -182,7 +182,8 @@ def test_corrupt_image_named_and_skippable(tmp_path, how):
     with pytest.raises(FTNError, match=rf"cannot read image .*{bad.name}: .*--skip-bad-images"):
         load_dataset("market1501", str(tmp_path))
     ds = load_dataset("market1501", str(tmp_path), skip_bad_images=True)
-    assert ds.skipped == 1
+    assert ds.skipped == 1 and ds.skipped_paths == (str(bad),)
+    assert f"skipped  1 unreadable image(s), e.g. {bad}" in ds.summary()
     assert len(ds.gallery) == 2 and bad.name not in {os.path.basename(s.path) for s in ds.gallery}
     # without verification the reader does not open images at all
     assert len(load_dataset("market1501", str(tmp_path), verify_images=False).gallery) == 3
@@ -239,6 +240,15 @@ def test_check_image(tmp_path):
         corrupt_file(good, "truncated")
         assert not check_image(str(good)), ext
     assert not check_image(str(tmp_path / "absent.jpg"))
+    # Header and end marker intact, pixel data overwritten: PIL's verify() passes, decoding fails.
+    bad = tmp_path / "bad_data.jpg"
+    write_image(bad, size=(32, 64))
+    corrupt_file(bad, "corrupt_data")
+    from PIL import Image
+
+    with Image.open(bad) as img:
+        img.verify()
+    assert not check_image(str(bad))
 
 
 def test_split_with_only_junk(tmp_path):

@@ -406,3 +406,14 @@ def test_end_to_end_runner_then_report(tmp_path):
     parent = client.search_runs([exp.experiment_id], "tags.kind = 'parent'")[0]
     logged = {Path(a.path).name for a in client.list_artifacts(parent.info.run_id, "report")}
     assert {"README.md", "table.csv", "recon.png", "efficiency.md"} <= logged
+
+
+def test_a_row_run_with_overrides_is_labelled_as_modified(tmp_path):
+    uri = new_store(tmp_path)
+    log_experiment(uri, tmp_path, [FakeRun("base", 0, {"rank1": 40.0, "mAP": 30.0}, artifacts=False),
+                                   FakeRun("cfa", 0, {"rank1": 45.0, "mAP": 31.0}, artifacts=False,
+                                           extra_tags={"overrides": "loss.margin=0.5"})], table=1)
+    client, _ = connect(uri)
+    labels = load_runs(client, find_experiments(client, name="table1-synthetic-tiny")[0]).runs.set_index(
+        "variant")["variant_label"]
+    assert labels["cfa"] == "Base. + CFA [loss.margin=0.5]" and labels["base"] == "Base."

@@ -52,7 +52,8 @@ def holdout_split(splits: DatasetSplits, fraction: float = 0.2, seed: int = 0,
     if not query:
         raise FTNError(f"{splits.name}: no held-out identity is seen by two cameras, so no "
                        f"validation query has a match; hold out more identities (fraction {fraction})")
-    return DatasetSplits(f"{splits.name}-holdout", splits.root, train, query, gallery, splits.skipped)
+    return DatasetSplits(f"{splits.name}-holdout", splits.root, train, query, gallery, splits.skipped,
+                         splits.skipped_paths)
 
 
 def _pick_queries(samples: list[Sample], query_cams: int) -> list[Sample]:

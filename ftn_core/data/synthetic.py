@@ -33,7 +33,7 @@ from tqdm import tqdm
 from ftn_core.data import synthetic_draw as sd
 from ftn_core.data.readers import MARKET_PATTERN, SPLIT_DIRS, read_market_layout
 from ftn_core.data.types import DatasetSplits
-from ftn_core.errors import FTNError, cli_main
+from ftn_core.errors import FTNError, OneLineParser, cli_main, float_in, int_at_least
 
 GENERATOR_VERSION = 1
 MARKER = "synthetic.json"
@@ -364,17 +364,20 @@ def load_synthetic(root: str, size: str = "default", seed: int = 0,
 
 @cli_main
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="python -m ftn_core.data.synthetic",
         description="Generate the synthetic background-confounded Re-ID benchmark "
-                    "(Market-1501 layout with person masks).")
+                    "(Market-1501 layout with person masks).",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="examples:\n  python -m ftn_core.data.synthetic                      # data/synthetic_default_s0\n"
+               "  python -m ftn_core.data.synthetic --size tiny --seed 1 --grid sample.png")
     parser.add_argument("--root", default="data", help="parent folder (default: data)")
     parser.add_argument("--size", default="default", choices=list(SIZES))
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--bias", type=float, default=None,
+    parser.add_argument("--seed", type=int_at_least(0), default=0)
+    parser.add_argument("--bias", type=float_in(0, 1, low_open=False, high_open=False), default=None,
                         help="train background/identity confounding 0..1 (default: the size's)")
     parser.add_argument("--force", action="store_true", help="regenerate even if it exists")
-    parser.add_argument("--workers", type=int, default=None,
+    parser.add_argument("--workers", type=int_at_least(1), default=None,
                         help="processes (default: 1, or up to 8 for the large size)")
     parser.add_argument("--grid", default=None, help="also save a sample picture (PNG) here")
     args = parser.parse_args(argv)

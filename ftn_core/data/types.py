@@ -27,6 +27,8 @@ class DatasetSplits:
     gallery: list[Sample] = field(default_factory=list)
     skipped: int = 0
     """Images dropped because they could not be read (with ``skip_bad_images``)."""
+    skipped_paths: tuple[str, ...] = ()
+    """Which they were (logged with the run)."""
 
     @property
     def num_train_pids(self) -> int:
@@ -43,4 +45,6 @@ class DatasetSplits:
         return "\n".join(
             [f"{self.name} ({self.root})", row("train", self.train), row("query", self.query),
              row("gallery", self.gallery)]
+            + ([f"  skipped  {self.skipped} unreadable image(s), e.g. {self.skipped_paths[0]}"]
+               if self.skipped_paths else [])
         )
