@@ -26,9 +26,12 @@ def cli_main(func: F) -> F:
 
     @functools.wraps(func)
     def wrapper(*args, **kwargs):
-        previous = None
+        previous = {}
         if threading.current_thread() is threading.main_thread():
-            previous = signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
+            # SIGINT too: a command started in the background of a script inherits SIGINT
+            # ignored, and `kill -INT` (or a scheduler's) must still stop it cleanly.
+            previous = {signal.SIGTERM: signal.signal(signal.SIGTERM, _sigterm_as_interrupt),
+                        signal.SIGINT: signal.signal(signal.SIGINT, signal.default_int_handler)}
         try:
             return func(*args, **kwargs)
         except FTNError as err:
@@ -43,8 +46,8 @@ def cli_main(func: F) -> F:
                 return exit_.code or 0
             raise
         finally:
-            if previous is not None:
-                signal.signal(signal.SIGTERM, previous)
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
 
     return wrapper  # type: ignore[return-value]
 

@@ -112,9 +112,7 @@ def _children(uri: str):
 
 @pytest.mark.slow
 def test_two_shards_one_store_a_killed_worker_is_finished_by_its_rerun(store, data_root, no_slurm):
-    from ablations.tracking import open_store
-
-    open_store(store["uri"])  # the schema is made once, by the parent, before the workers start
+    # No store yet: the two workers start together on a new one (the README's shard example).
     cmd = [sys.executable, str(REPO / "ablations" / "run.py"), "--table", "2", "--preset", "tiny",
            "--variants", "base", "a", "b", "g", "--seeds", "0", "--set", "train.epochs=6",
            "--root", str(data_root), "--tracking-uri", store["uri"], "--work-dir", store["work"]]
