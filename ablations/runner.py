@@ -254,8 +254,11 @@ def execute(plan: list[PlannedRun], client, work_dir: Path, parent_ids: dict[str
             result = trainer.fit()
             if rank == 0:
                 with deferred_interrupts():
+                    per_query = (tracking.per_query_arrays(result.per_query, [q.pid for q in data.splits.query],
+                                                           [q.camid for q in data.splits.query])
+                                 if result.per_query is not None else None)
                     tracking.log_run_artifacts(to_dict(p.cfg), result.metrics, result.cmc,
-                                               trainer.model.state_dict(), f"{p.name} ({p.dataset})")
+                                               trainer.model.state_dict(), f"{p.name} ({p.dataset})", per_query)
                     mlflow.end_run("FINISHED")
                     finished = True
                 if not keep_checkpoints:

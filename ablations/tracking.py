@@ -301,9 +301,27 @@ def log_dataset(splits: Any) -> None:
         mlflow.log_input(ds, context="training")
 
 
+PER_QUERY = "per_query.npz"
+"""Artifact: each valid query's index, pid, camid, AP, first-match rank and INP."""
+
+
+def per_query_arrays(per_query: dict[str, Any], query_pids: list[int], query_camids: list[int]) -> dict[str, Any]:
+    """The ``per_query.npz`` arrays: the engine's per-query results with each query's pid and camid."""
+    import numpy as np
+
+    index = np.asarray(per_query["index"], dtype=np.int64)
+    return {"index": index, "pid": np.asarray(query_pids, dtype=np.int64)[index],
+            "camid": np.asarray(query_camids, dtype=np.int64)[index],
+            "ap": np.asarray(per_query["ap"], dtype=np.float64),
+            "first_rank": np.asarray(per_query["first_rank"], dtype=np.int64),
+            "inp": np.asarray(per_query["inp"], dtype=np.float64)}
+
+
 def log_run_artifacts(config: dict[str, Any], metrics: dict[str, float], cmc: list[float],
-                      state_dict: dict[str, Any] | None, title: str) -> None:
-    """config.json, metrics.json, cmc.png and model.pt (a state dict) of the active run."""
+                      state_dict: dict[str, Any] | None, title: str,
+                      per_query: dict[str, Any] | None = None) -> None:
+    """config.json, metrics.json, cmc.png, model.pt (a state dict) and, given ``per_query``
+    (``per_query_arrays``), per_query.npz of the active run."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -325,4 +343,8 @@ def log_run_artifacts(config: dict[str, Any], metrics: dict[str, float], cmc: li
             plt.close(fig)
         if state_dict is not None:
             torch.save(state_dict, out / "model.pt")
+        if per_query is not None:
+            import numpy as np
+
+            np.savez_compressed(out / PER_QUERY, **per_query)
         mlflow.log_artifacts(str(out))

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Protocol
 
+import numpy as np
 import torch
 import torch.distributed as dist
 from torch import nn
@@ -56,6 +57,8 @@ class TrainResult:
     cmc: list[float]
     epochs: int
     history: list[dict[str, float]] = field(default_factory=list)
+    per_query: dict[str, np.ndarray] | None = None
+    """The final evaluation's ``PerQuery`` fields (index, ap, first_rank, inp) as arrays."""
 
 
 def resolve_device(name: str) -> torch.device:
@@ -336,7 +339,7 @@ class Trainer:
         t = self.cfg.train
         self.resume()
         if self.final is not None:  # finished earlier: nothing to train again
-            return TrainResult(self.final["metrics"], self.final["cmc"], t.epochs, self.history)
+            return self._result()
         result: RankResult | None = None
         metrics: dict[str, float] = {}
         done = self.start_epoch  # epochs whose checkpoint and metrics are written
@@ -356,7 +359,8 @@ class Trainer:
                             self.callbacks.log_metrics(stats, step=epoch + 1)
                         self.history.append({"epoch": epoch + 1, **stats})
                         if last and result is not None:
-                            self.final = {"metrics": metrics, "cmc": [float(c) for c in result.cmc]}
+                            self.final = {"metrics": metrics, "cmc": [float(c) for c in result.cmc],
+                                          "per_query": _per_query_tensors(result)}
                         self._save(epoch)
                         done = epoch + 1
                     if self.callbacks is not None and self.rank == 0 and metrics and "val/mAP" in stats:
@@ -366,8 +370,20 @@ class Trainer:
             raise Interrupted(f"interrupted during epoch {done + 1}; checkpoint of the last "
                               f"finished epoch ({kept}) kept at {self.ckpt_path}") from None
         assert self.final is not None or self.rank != 0
+        return self._result()
+
+    def _result(self) -> TrainResult:
         final = self.final or {"metrics": {}, "cmc": []}
-        return TrainResult(final["metrics"], final["cmc"], t.epochs, self.history)
+        per_query = final.get("per_query")
+        return TrainResult(final["metrics"], final["cmc"], self.cfg.train.epochs, self.history,
+                           {k: v.numpy() for k, v in per_query.items()} if per_query else None)
+
+
+def _per_query_tensors(result: RankResult) -> dict[str, torch.Tensor] | None:
+    """``result.per_query`` as tensors: a checkpoint loaded with ``weights_only`` holds them."""
+    if result.per_query is None:
+        return None
+    return {k: torch.from_numpy(np.asarray(v)) for k, v in result.per_query._asdict().items()}
 
 
 def lr_factor(warmup_epochs: int, milestones: tuple[int, ...], batches_per_epoch: int):

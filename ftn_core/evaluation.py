@@ -33,6 +33,19 @@ _SORT_MAX = 1024
 """Candidate sets up to this size are sorted; larger ones are counted by comparisons."""
 
 
+class PerQuery(NamedTuple):
+    """Each valid query's result: what per-query comparisons between runs need."""
+
+    index: np.ndarray
+    """(V,) the query's position in the query set (queries without a true match are absent)."""
+    ap: np.ndarray
+    """(V,) average precision (fraction)."""
+    first_rank: np.ndarray
+    """(V,) 1-based rank of the first true match (rank-1 hit ⇔ 1)."""
+    inp: np.ndarray
+    """(V,) inverse negative penalty (fraction)."""
+
+
 class RankResult(NamedTuple):
     """CMC curve (fractions, index k = rank k+1), mAP, mINP and the number of queries used."""
 
@@ -40,6 +53,8 @@ class RankResult(NamedTuple):
     mAP: float
     mINP: float
     num_valid_queries: int
+    per_query: PerQuery | None = None
+    """Each valid query's AP, first-match rank and INP (the fast path fills it)."""
 
     def metrics(self) -> dict[str, float]:
         """Stable metric names (DESIGN/STYLE: ``val/<name>`` in MLflow and reports)."""
@@ -167,15 +182,16 @@ def _match_ranks(dist: np.ndarray, plan: _Plan, rows: np.ndarray, buf: np.ndarra
     return ranks + 1
 
 
-def _summarise(first: list[np.ndarray], ap: list[np.ndarray], inp: list[np.ndarray],
+def _summarise(rows: np.ndarray, first: list[np.ndarray], ap: list[np.ndarray], inp: list[np.ndarray],
                max_rank: int) -> RankResult:
     first_r = np.concatenate(first) if first else np.zeros(0, np.int64)
     if first_r.size == 0:
         raise FTNError("no query has a true match in the gallery (same id seen by another "
                        "camera); check that query and gallery come from the same dataset")
     cmc = (first_r[:, None] <= np.arange(1, max_rank + 1)[None, :]).mean(0)  # (max_rank,)
-    return RankResult(cmc, float(np.concatenate(ap).mean()), float(np.concatenate(inp).mean()),
-                      int(first_r.size))
+    ap_all, inp_all = np.concatenate(ap), np.concatenate(inp)
+    return RankResult(cmc, float(ap_all.mean()), float(inp_all.mean()), int(first_r.size),
+                      PerQuery(rows.astype(np.int64), ap_all, first_r.astype(np.int64), inp_all))
 
 
 def _labels(q_pids: ArrayLike, g_pids: ArrayLike, q_camids: ArrayLike, g_camids: ArrayLike,
@@ -208,7 +224,7 @@ def _evaluate_blocks(num_q: int, num_g: int, labels: tuple[np.ndarray, ...], max
         ap.append(np.where(k <= n[:, None], k / ranks, 0.0).sum(1) / n)
         inp.append(n / ranks[np.arange(len(rows)), n - 1])
         first.append(ranks[:, 0])
-    return _summarise(first, ap, inp, max_rank)
+    return _summarise(valid_q, first, ap, inp, max_rank)
 
 
 def evaluate_rank(distmat: torch.Tensor | np.ndarray, q_pids: ArrayLike, g_pids: ArrayLike,

@@ -28,10 +28,10 @@ from mlflow import MlflowClient  # noqa: E402
 from mlflow.exceptions import MlflowException  # noqa: E402
 
 from ftn_core.errors import FTNError, OneLineParser, check_writable_dir, cli_main  # noqa: E402
-from reports import diagnostics, efficiency, figures, tables, visual  # noqa: E402
+from reports import claims, diagnostics, efficiency, figures, tables, visual  # noqa: E402
 from reports.index import experiment_readme, table_index  # noqa: E402
 from reports.load import (LOSS_KEYS, REPO, TableRuns, artifact_json, artifact_path,  # noqa: E402
-                          connect, find_experiments, load_runs, metric_history)
+                          connect, find_experiments, load_runs, metric_history, per_query_results)
 
 
 @dataclass
@@ -46,6 +46,9 @@ class Report:
     """``reports.diagnostics.summarize``: only the columns some variant logged."""
     figures: dict[str, list[Path]] = field(default_factory=dict)
     efficiency: pd.DataFrame | None = None
+    per_query: dict = field(default_factory=dict)
+    """``(variant, seed)`` → per-query arrays (``reports.load.per_query_results``)."""
+    claims: pd.DataFrame | None = None
     notes: list[str] = field(default_factory=list)
     """What could not be drawn or logged, and why."""
     mask_share: float | None = None
@@ -65,6 +68,12 @@ def build_experiment(client: MlflowClient, tr: TableRuns, folder: Path, visuals:
     figures.set_style()
     order = tr.order
     rep.summary = tables.summarize(tr)
+    rep.per_query = per_query_results(client, tr.runs)
+    if rep.per_query:
+        rep.summary = tables.add_uncertainty(rep.summary, tr, rep.per_query)
+    else:
+        rep.notes.append("no per_query.npz in these runs (trained before per-query results existed): "
+                         "no confidence intervals or claims; `python ablations/per_query.py` adds them")
     caption = f"Table {tr.table} on {tr.dataset} ({tr.preset} preset): ours vs the paper"
     tables.write_tables(rep.summary, folder, caption)
     rep.figures["bars"] = figures.metric_bars(tr.runs, order, tr.table, folder / "bars")
@@ -90,6 +99,9 @@ def build_experiment(client: MlflowClient, tr: TableRuns, folder: Path, visuals:
         rep.efficiency = efficiency_section(client, tr, rep.notes)
         if rep.efficiency is not None:
             efficiency.write_efficiency(rep.efficiency, folder)
+    if rep.per_query:
+        rep.claims = claims.claims(tr, rep.summary, rep.per_query, cost)
+        rep.claims.to_csv(folder / "claims.csv", index=False)
     rep.logged = log and tr.parent_run_id is not None
     if log and tr.parent_run_id is None:
         rep.notes.append("no parent run in the experiment: the report is not logged to MLflow")

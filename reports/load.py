@@ -229,3 +229,18 @@ def artifact_json(client: MlflowClient, run: Any, name: str) -> dict | None:
         return json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
+
+
+def per_query_results(client: MlflowClient, runs: pd.DataFrame) -> dict[tuple[str, int], dict]:
+    """``{(variant, seed): per_query arrays}`` of the runs whose ``per_query.npz`` exists
+    (runs from before it existed have none: ``python ablations/per_query.py`` adds it)."""
+    import numpy as np
+
+    out = {}
+    for run in runs.itertuples():
+        path = artifact_path(client, run, "per_query.npz")
+        if path is None:
+            continue
+        with np.load(path) as npz:
+            out[(run.variant, int(run.seed))] = {k: npz[k] for k in npz.files}
+    return out

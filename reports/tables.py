@@ -16,6 +16,7 @@ import pandas as pd
 from scipy.stats import spearmanr
 
 from ablations.variants import paper_results, variants
+from reports import stats
 from reports.load import TableRuns
 
 METRICS = {"rank1": "R-1", "rank5": "R-5", "mAP": "mAP", "mINP": "mINP"}
@@ -66,6 +67,41 @@ def summarize(tr: TableRuns) -> pd.DataFrame:
     return df
 
 
+def by_seed(per_query: dict[tuple[str, int], dict], variant: str, metric: str) -> dict[int, dict[int, float]]:
+    """``{seed: {query: value}}`` of one variant's runs that have per-query results."""
+    return {seed: stats.query_metric(arrays, metric) for (v, seed), arrays in per_query.items() if v == variant}
+
+
+def compare(per_query: dict[tuple[str, int], dict], variant: str, reference: str, metric: str,
+            n_resamples: int = stats.N_RESAMPLES) -> stats.Delta:
+    """The paired bootstrap Δ (``variant`` − ``reference``) over queries and seeds."""
+    d = stats.paired_matrix(by_seed(per_query, variant, metric), by_seed(per_query, reference, metric))
+    return stats.bootstrap_delta(d, n_resamples)
+
+
+def add_uncertainty(summary: pd.DataFrame, tr: TableRuns, per_query: dict[tuple[str, int], dict],
+                    n_resamples: int = stats.N_RESAMPLES) -> pd.DataFrame:
+    """``summary`` with, for R-1 and mAP: the 95 % t-interval of the mean over seeds
+    (``<m>_ci_lo/hi``) and the paired bootstrap Δ against the Baseline (``d_<m>_lo/hi``,
+    ``d_<m>_p``, ``d_<m>_mark``, ``d_<m>_detectable``: the smallest Δ these seeds detect at 80 %
+    power), plus ``covers`` (which noise the interval covers) and ``n_resamples``."""
+    df = summary.copy()
+    for m in DELTA_METRICS:
+        cis = [stats.seed_interval(tr.runs.loc[tr.runs["variant"] == v, f"metrics.val/{m}"].to_numpy(float))
+               if f"metrics.val/{m}" in tr.runs else (math.nan, math.nan) for v in df["variant"]]
+        df[f"{m}_ci_lo"], df[f"{m}_ci_hi"] = [c[0] for c in cis], [c[1] for c in cis]
+        deltas = [compare(per_query, v, BASELINE, m, n_resamples) if v != BASELINE else None for v in df["variant"]]
+        df[f"d_{m}_lo"] = [d.lo if d else math.nan for d in deltas]
+        df[f"d_{m}_hi"] = [d.hi if d else math.nan for d in deltas]
+        df[f"d_{m}_p"] = [d.p if d else math.nan for d in deltas]
+        df[f"d_{m}_mark"] = [d.mark if d and not math.isnan(d.lo) else "" for d in deltas]
+        df[f"d_{m}_detectable"] = [stats.detectable(d) if d and not math.isnan(d.lo) else math.nan for d in deltas]
+        if m == DELTA_METRICS[0]:
+            df["covers"] = [d.covers if d and d.seeds else "" for d in deltas]
+    df["n_resamples"] = n_resamples
+    return df
+
+
 def missing_metrics(tr: TableRuns) -> list[str]:
     """``val/mINP: missing in base-s0, g-s1`` for every METRICS value a kept run lacks."""
     out = []
@@ -110,13 +146,27 @@ def _delta(value: float, latex: bool = False) -> str:
     return f"${text}$" if latex else text.replace("-", "−")
 
 
-def _num(value: float, latex: bool = False) -> str:
-    return ("--" if latex else "—") if math.isnan(value) else f"{value:.1f}"
+def _num(value: float, latex: bool = False, fmt: str = ".1f") -> str:
+    return ("--" if latex else "—") if math.isnan(value) else f"{value:{fmt}}"
+
+
+def _p(p: float, latex: bool = False) -> str:
+    if math.isnan(p):
+        return "--" if latex else "—"
+    return ("$<0.001$" if latex else "<0.001") if p < 0.001 else f"{p:.3f}"
+
+
+def _interval(lo: float, hi: float, latex: bool = False) -> str:
+    if math.isnan(lo) or math.isnan(hi):
+        return "--" if latex else "—"
+    text = f"[{lo:+.1f}, {hi:+.1f}]"
+    return f"${text}$" if latex else text.replace("-", "−")
 
 
 def display(summary: pd.DataFrame, latex: bool = False) -> pd.DataFrame:
     """The table as text cells (mean ± std; Δ signed); the columns of the paper's tables."""
     has_fg = summary["fg_focus_mean"].notna().any()
+    with_ci = "d_rank1_lo" in summary
     rows = []
     for r in summary.itertuples():
         row = {"Variant": r.variant_label, "seeds": r.n}
@@ -131,7 +181,13 @@ def display(summary: pd.DataFrame, latex: bool = False) -> pd.DataFrame:
             ours, theirs = (math.nan, math.nan) if is_base else (getattr(r, f"d_{m}"),
                                                                  getattr(r, f"paper_d_{m}"))
             d = "$\\Delta$ " if latex else "Δ"
+            if with_ci:
+                row[f"{METRICS[m]} 95% CI"] = _interval(getattr(r, f"{m}_ci_lo"), getattr(r, f"{m}_ci_hi"), latex)
             row[f"{d}{METRICS[m]}"] = _delta(ours, latex)
+            if with_ci:
+                row[f"{d}{METRICS[m]} 95% CI"] = _interval(getattr(r, f"d_{m}_lo"), getattr(r, f"d_{m}_hi"), latex)
+                row[f"p ({METRICS[m]})"] = _p(getattr(r, f"d_{m}_p"), latex)
+                row[f"{d}{METRICS[m]} vs Base."] = getattr(r, f"d_{m}_mark") or ("--" if latex else "—")
             row[f"paper {d}{METRICS[m]}"] = _delta(theirs, latex)
         rows.append(row)
     return pd.DataFrame(rows)
@@ -256,6 +312,11 @@ def _within_noise(summary: pd.DataFrame, r, ref: str = BASELINE,
     """Flag a change smaller than the seed spread of the two rows compared (√(σ₁² + σ₂²));
     ``deltas``: the changes against ``ref`` (default: ``d_<m>``, against the Baseline)."""
     base = summary[summary["variant"] == ref].iloc[0]
+    marks = [getattr(r, f"d_{m}_mark", "") for m in DELTA_METRICS] if ref == BASELINE and deltas is None else []
+    if any(marks):  # per-query results: the paired bootstrap decides
+        scope = "" if r.n > 1 and base["n"] > 1 else ", query sampling only (one seed)"
+        return (f"; paired bootstrap 95 % CI{scope}: "
+                + ", ".join(f"{METRICS[m]} {mark}" for m, mark in zip(DELTA_METRICS, marks) if mark))
     if r.n < 2 or base["n"] < 2:
         return "; one seed only, so the change may be noise"
     flagged = []

@@ -103,6 +103,22 @@ def test_fast_path_equals_literal_loop(kind: str, seed: int, path: str) -> None:
     np.testing.assert_allclose(fast.cmc, ref.cmc, atol=1e-6, rtol=0)
     assert fast.mAP == pytest.approx(ref.mAP, abs=1e-6)
     assert fast.mINP == pytest.approx(ref.mINP, abs=1e-6)
+    # Per query: the valid queries, whose AP / first-match rank / INP average to the totals.
+    pq = fast.per_query
+    assert len(pq.index) == ref.num_valid_queries and np.all(np.diff(pq.index) > 0)
+    assert pq.ap.mean() == pytest.approx(ref.mAP, abs=1e-6) and pq.inp.mean() == pytest.approx(ref.mINP, abs=1e-6)
+    np.testing.assert_allclose([(pq.first_rank <= k).mean() for k in range(1, 21)], ref.cmc, atol=1e-6)
+
+
+def test_per_query_results_by_hand() -> None:
+    # Gallery pids [1, 3, 1], all in another camera. q0 (pid 1): matches at ranks 1 and 3 →
+    # AP (1/1 + 2/3) / 2, first rank 1; q1 (pid 9): no match → absent; q2 (pid 3): its match
+    # at rank 2 → AP 1/2, first rank 2.
+    dist = np.array([[0.1, 0.2, 0.3], [0.1, 0.2, 0.3], [0.05, 0.1, 0.2]], np.float32)
+    r = evaluate_rank(dist, [1, 9, 3], [1, 3, 1], [0, 0, 0], [1, 1, 1], max_rank=3)
+    assert r.per_query.index.tolist() == [0, 2]
+    assert r.per_query.first_rank.tolist() == [1, 2]
+    np.testing.assert_allclose(r.per_query.ap, [(1 + 2 / 3) / 2, 0.5])
 
 
 def test_many_matches_and_a_large_block(path: str) -> None:

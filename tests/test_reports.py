@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 from mlflow import MlflowClient
@@ -404,7 +405,28 @@ def test_end_to_end_runner_then_report(tmp_path):
     assert "## Not shown" not in text, text.split("## Not shown")[-1]
     parent = client.search_runs([exp.experiment_id], "tags.kind = 'parent'")[0]
     logged = {Path(a.path).name for a in client.list_artifacts(parent.info.run_id, "report")}
-    assert {"README.md", "table.csv", "recon.png", "efficiency.md"} <= logged
+    assert {"README.md", "table.csv", "recon.png", "efficiency.md", "claims.csv"} <= logged
+    # Uncertainty from the stored per-query results: Δ's interval holds Δ, a mark per row.
+    g = table.loc["g"]
+    assert g["d_mAP_lo"] <= g["d_mAP"] <= g["d_mAP_hi"] and g["d_mAP_mark"] in ("better", "worse", "within noise")
+    assert g["mAP_ci_lo"] <= g["mAP_mean"] <= g["mAP_ci_hi"] and table.loc["base", "n_resamples"] == 10_000
+    assert "## Uncertainty" in text and "query sampling and training seed" in text
+    claims = pd.read_csv(folder / "claims.csv")
+    assert set(claims["verdict"]) <= {"holds", "fails", "inconclusive"}
+    assert claims["claim"].str.startswith("CFA costs 1.3 M params").any()
+    assert (claims.loc[claims["claim"].str.startswith("CFA costs"), "verdict"] == "holds").all()
+
+    # A run from before per-query results: the backfill re-evaluates its saved model and gets
+    # exactly the logged numbers back.
+    from ablations import per_query
+
+    (g0,) = [r for r in runs if r.data.tags["seed"] == "0"]
+    stored = Path(g0.info.artifact_uri.removeprefix("file://")) / "per_query.npz"
+    original = dict(np.load(stored))
+    stored.unlink()
+    assert per_query.main(["--tracking-uri", uri, "--table", "2"]) == 0
+    again = dict(np.load(stored))
+    assert set(again) == set(original) and all(np.array_equal(again[k], original[k]) for k in original)
 
 
 def test_a_row_run_with_overrides_is_labelled_as_modified(tmp_path):

@@ -1,0 +1,138 @@
+"""A verdict per checkable claim of the paper: holds, fails or inconclusive, with its evidence.
+
+An ordering claim "A > B" is judged by the paired bootstrap Δ (A − B, over queries and seeds,
+``reports.stats``): *holds* when the 95 % interval is above 0, *fails* when it is below 0,
+*inconclusive* when it contains 0. A claim made of several orderings holds when all hold and
+fails when any fails. The cost claim is measured at the paper's setting (ResNet-50, 256×128) and
+holds within 0.1 M params, 0.01 GMAC and 5 points of the saving.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+from scipy.stats import kendalltau
+
+from ablations.variants import paper_results
+from reports import stats, tables
+from reports.load import TableRuns
+
+# (claim, [(A, B), …] meaning A > B on R-1, the paper's section)
+ORDERINGS: dict[int, list[tuple[str, list[tuple[str, str]], str]]] = {
+    1: [("CFA beats the Baseline", [("cfa", "base")], "Table 1"),
+        ("CFA beats each of its ablations (w/o PA, w/o CA, w/o CMP)",
+         [("cfa", "cfa_no_pa"), ("cfa", "cfa_no_ca"), ("cfa", "cfa_no_cmp")], "Table 1"),
+        ("each CFA ablation still beats the Baseline",
+         [("cfa_no_pa", "base"), ("cfa_no_ca", "base"), ("cfa_no_cmp", "base")], "Table 1"),
+        ("PAM-CAM is below CFA", [("cfa", "pamcam")], "Table 1"),
+        ("CA matters most (w/o CA is the weakest ablation)",
+         [("cfa_no_pa", "cfa_no_ca"), ("cfa_no_cmp", "cfa_no_ca")], "Table 1, §4.2")],
+    2: [("every reconstruction strategy (a)–(g) beats the Baseline",
+         [(k, "base") for k in "abcdefg"], "Table 2"),
+        ("(g) is the best strategy", [("g", k) for k in "abcdef"], "Table 2"),
+        ("the gradient loss helps: (f) < (g)", [("g", "f")], "Table 2"),
+        ("CAm guides better than PAm: (e) > (d)", [("e", "d")], "Table 2")],
+}
+PAPER_CFA = {"params_M": 1.3, "gmac": 0.168, "saving_pct": 83.4}
+
+
+def ordering_verdict(per_query: dict, pairs: list[tuple[str, str]], metric: str = "rank1",
+                     n_resamples: int = stats.N_RESAMPLES) -> tuple[str, str]:
+    """(verdict, evidence) for "A > B" for every (A, B) in ``pairs``."""
+    parts, marks = [], []
+    for a, b in pairs:
+        d = tables.compare(per_query, a, b, metric, n_resamples)
+        if math.isnan(d.lo):
+            return "inconclusive", f"no per-query results for {a} and {b}"
+        marks.append(d.mark)
+        parts.append(f"{a}−{b} {d.delta:+.1f} [{d.lo:+.1f}, {d.hi:+.1f}]".replace("-", "−"))
+    if "worse" in marks:
+        verdict = "fails"
+    elif all(m == "better" for m in marks):
+        verdict = "holds"
+    else:
+        verdict = "inconclusive"
+    return verdict, "; ".join(parts)
+
+
+def kendall(tr: TableRuns, per_query: dict, dataset: str, metric: str = "rank1",
+            n_resamples: int = 2000) -> tuple[float, float, float, int]:
+    """Kendall τ between our per-variant means and the paper's (paper rows only), with a
+    95 % bootstrap interval (queries and seeds resampled, as for Δ). Returns (τ, lo, hi, n)."""
+    paper = {r["row"]: r[metric] for r in paper_results(tr.table) if r["dataset"] == dataset}
+    keys = [k for k in tr.order if k in paper and any(v == k for v, _ in per_query)]
+    if len(keys) < 3:
+        return math.nan, math.nan, math.nan, len(keys)
+    seeds = sorted(set.intersection(*({s for v, s in per_query if v == k} for k in keys)))
+    if not seeds:
+        return math.nan, math.nan, math.nan, len(keys)
+    values = {(k, s): stats.query_metric(per_query[(k, s)], metric) for k in keys for s in seeds}
+    queries = sorted(set.intersection(*(set(v) for v in values.values())))
+    x = np.array([[[values[(k, s)][q] for q in queries] for s in seeds]
+                  for k in keys])  # (variants, seeds, queries)
+    ref = [paper[k] for k in keys]
+    tau = float(kendalltau(x.mean(axis=(1, 2)), ref).statistic)
+    rng = np.random.default_rng(stats.SEED)
+    draws = []
+    for _ in range(n_resamples):
+        s_idx = rng.integers(0, len(seeds), len(seeds))
+        q_idx = rng.integers(0, len(queries), len(queries))
+        draws.append(kendalltau(x[:, s_idx][:, :, q_idx].mean(axis=(1, 2)), ref).statistic)
+    lo, hi = np.nanquantile(draws, [0.025, 0.975])
+    return tau, float(lo), float(hi), len(keys)
+
+
+def cfa_cost() -> tuple[str, str]:
+    """The paper's cost claim for CFA, measured at its setting (C = 1024, 16×8)."""
+    import torch
+
+    from ftn_core.attention import CFA, PAMCAM
+    from ftn_core.cost import measure
+
+    torch.manual_seed(0)
+    feat = torch.randn(1, 1024, 16, 8)
+    cfa, pam = measure("CFA", CFA(1024).eval(), feat), measure("PAM-CAM", PAMCAM(1024).eval(), feat)
+    saving = 100 * (1 - cfa.gmac / pam.gmac)
+    close = (abs(cfa.params / 1e6 - PAPER_CFA["params_M"]) <= 0.1 and abs(cfa.gmac - PAPER_CFA["gmac"]) <= 0.01)
+    verdict = "holds" if close and abs(saving - PAPER_CFA["saving_pct"]) <= 5 else "fails"
+    return verdict, (f"CFA {cfa.params / 1e6:.3f} M params, {cfa.gmac:.3f} GMAC (paper 1.3 M, 0.168 G); "
+                     f"{saving:.1f} % fewer MACs than our PAM-CAM (paper 83.4 %)")
+
+
+def claims(tr: TableRuns, summary: pd.DataFrame, per_query: dict, cost: bool = True,
+           n_resamples: int = stats.N_RESAMPLES) -> pd.DataFrame:
+    """The claims this experiment can check: claim, source, evidence, verdict."""
+    rows = []
+    if cost and tr.table in (1, 2):
+        rows.append(("CFA costs 1.3 M params and 0.168 GMAC, 83.4 % below PAM-CAM", "§4.2", *reversed(cfa_cost())))
+    present = set(tr.order)
+    for claim, pairs, source in ORDERINGS.get(tr.table, []):
+        pairs = [(a, b) for a, b in pairs if a in present and b in present]
+        if not pairs:
+            continue
+        verdict, evidence = ordering_verdict(per_query, pairs, "rank1", n_resamples)
+        rows.append((claim, source, f"R-1 Δ with 95 % CI: {evidence}", verdict))
+    if tr.table == 2 and "g" in present:
+        focus = tr.runs.loc[tr.runs["variant"] == "g", "metrics.val/fg_focus_norm_attn"] \
+            if "metrics.val/fg_focus_norm_attn" in tr.runs else pd.Series(dtype=float)
+        lo, hi = stats.seed_interval(focus.to_numpy(float))
+        mean = focus.mean()
+        if math.isnan(lo):
+            verdict = "inconclusive"
+            interval = "one seed: no interval"
+        else:
+            interval = f"95 % CI [{lo:.1f}, {hi:.1f}] over seeds"
+            verdict = "holds" if lo > 0 else ("fails" if hi < 0 else "inconclusive")
+        rows.append(("FTN's attention sits on the person (Figs. 4–5)", "Figs. 4–5",
+                     f"normalised focus of A′ for (g): {mean:.1f} ({interval}; 0 = uniform, 100 = ideal)",
+                     verdict))
+    if per_query:
+        tau, lo, hi, n = kendall(tr, per_query, tables.paper_dataset(tr.dataset))
+        verdict = ("inconclusive" if math.isnan(tau) or lo <= 0 <= hi
+                   else "holds" if lo > 0 else "fails")
+        rows.append((f"our ordering of the Table {tr.table} rows follows the paper's", f"Table {tr.table}",
+                     f"Kendall τ on R-1 = {tau:+.2f} (95 % CI [{lo:+.2f}, {hi:+.2f}], {n} rows)".replace("-", "−"),
+                     verdict))
+    return pd.DataFrame(rows, columns=["claim", "source", "evidence", "verdict"])
