@@ -123,7 +123,7 @@ def claims(tr: TableRuns, summary: pd.DataFrame, per_query: dict, cost: bool = T
             verdict = "inconclusive"
             interval = "one seed: no interval"
         else:
-            interval = f"95 % CI [{lo:.1f}, {hi:.1f}] over seeds"
+            interval = f"95 % CI [{lo:.1f}, {hi:.1f}] over seeds".replace("-", "−")
             verdict = "holds" if lo > 0 else ("fails" if hi < 0 else "inconclusive")
         rows.append(("FTN's attention sits on the person (Figs. 4–5)", "Figs. 4–5",
                      f"normalised focus of A′ for (g): {mean:.1f} ({interval}; 0 = uniform, 100 = ideal)",
@@ -133,6 +133,6 @@ def claims(tr: TableRuns, summary: pd.DataFrame, per_query: dict, cost: bool = T
         verdict = ("inconclusive" if math.isnan(tau) or lo <= 0 <= hi
                    else "holds" if lo > 0 else "fails")
         rows.append((f"our ordering of the Table {tr.table} rows follows the paper's", f"Table {tr.table}",
-                     f"Kendall τ on R-1 = {tau:+.2f} (95 % CI [{lo:+.2f}, {hi:+.2f}], {n} rows)".replace("-", "−"),
+                     "Kendall τ on R-1 = " + f"{tau:+.2f} (95 % CI [{lo:+.2f}, {hi:+.2f}], {n} rows)".replace("-", "−"),
                      verdict))
     return pd.DataFrame(rows, columns=["claim", "source", "evidence", "verdict"])
