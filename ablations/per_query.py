@@ -77,7 +77,6 @@ def main(argv: list[str] | None = None) -> int:
             and (args.table is None or e.name.startswith(f"table{args.table}-"))]
     if not exps:
         raise FTNError("no matching experiment in the store; check --table / --experiment / --tracking-uri")
-    torch.set_grad_enabled(False)
     cache: dict = {}
     done = worst = 0.0
     for exp in exps:
