@@ -26,11 +26,31 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from ablations import tracking  # noqa: E402
-from ftn_core.config import from_dict, override  # noqa: E402
+from ftn_core.config import Config, from_dict, override  # noqa: E402
 from ftn_core.data.loading import build_data, load_splits  # noqa: E402
 from ftn_core.engine import evaluate  # noqa: E402
 from ftn_core.errors import FTNError, OneLineParser, cli_main  # noqa: E402
 from ftn_core.model import build_model  # noqa: E402
+
+
+def run_files(run_id: str, dst: str) -> tuple[Config, str]:
+    """A finished run's resolved config (on the CPU) and the local path of its weights."""
+    import mlflow
+
+    cfg_path = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="config.json", dst_path=dst)
+    cfg = override(from_dict(json.loads(Path(cfg_path).read_text())), {"train.device": "cpu"})
+    return cfg, mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="model.pt", dst_path=dst)
+
+
+def run_model(cfg: Config, weights: str):
+    """The run's model with its saved weights, in eval mode on the CPU (the classifiers sized
+    from the weights, so it can embed another dataset's images)."""
+    from reports.visual import num_classes
+
+    state = torch.load(weights, map_location="cpu", weights_only=True)
+    model = build_model(cfg.model, num_classes(state))
+    model.load_state_dict(state)
+    return model.eval()
 
 
 def backfill_run(client, run, splits_cache: dict) -> tuple[float, float] | None:
@@ -43,15 +63,12 @@ def backfill_run(client, run, splits_cache: dict) -> tuple[float, float] | None:
     if tracking.PER_QUERY in files or not {"model.pt", "config.json"} <= files:
         return None
     with tempfile.TemporaryDirectory() as tmp:
-        cfg_path = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="config.json", dst_path=tmp)
-        cfg = override(from_dict(json.loads(Path(cfg_path).read_text())), {"train.device": "cpu"})
+        cfg, weights = run_files(run_id, tmp)
         key = (cfg.data.dataset, cfg.data.root, cfg.data.synthetic_size, cfg.data.synthetic_seed)
         if key not in splits_cache:
             splits_cache[key] = load_splits(cfg.data)
         data = build_data(cfg.data, seed=cfg.train.seed, splits=splits_cache[key])
-        model = build_model(cfg.model, data.num_classes)
-        weights = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="model.pt", dst_path=tmp)
-        model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
+        model = run_model(cfg, weights)
         metrics, result = evaluate(model, data, torch.device("cpu"))
         arrays = tracking.per_query_arrays(result.per_query._asdict(), [q.pid for q in data.splits.query],
                                            [q.camid for q in data.splits.query])

@@ -22,7 +22,9 @@ from ftn_core.engine import Callbacks, Interrupted, NonFiniteLoss, Trainer, defe
 from ftn_core.errors import FTNError, check_writable_dir
 from ftn_core.presets import PRESETS, RUN_SECONDS, preset_config
 
-DATASETS = ("synthetic", "market1501", "dukemtmcreid", "cuhk03_labeled", "cuhk03_detected", "msmt17")
+DATASETS = ("synthetic", "market1501", "dukemtmcreid", "cuhk03_labeled", "cuhk03_detected", "msmt17",
+            "folder", "csv")
+"""``folder`` / ``csv``: your own data (``ftn_core/data/custom.py``; ``--root`` is the folder or file)."""
 
 
 @dataclass

@@ -110,8 +110,10 @@ def deferred_interrupts() -> Iterator[None]:
 
 @torch.no_grad()
 def extract_features(model: FTN, loader, device: torch.device, channels_last: bool = False,
-                     progress: bool = False, desc: str = "features"):
-    """Test embeddings, pids, camids and (when masks come) the foreground-focus scores."""
+                     progress: bool = False, desc: str = "features", flip: bool = False):
+    """Test embeddings, pids, camids and (when masks come) the foreground-focus scores;
+    ``flip``: each embedding is the mean of the image's and its mirror image's (test-time
+    augmentation, off in the paper's protocol)."""
     model.eval()
     feats, pids, camids = [], [], []
     focus: dict[str, list[torch.Tensor]] = {}
@@ -119,7 +121,10 @@ def extract_features(model: FTN, loader, device: torch.device, channels_last: bo
         img = batch["img"].to(device, non_blocking=True)
         if channels_last:
             img = img.contiguous(memory_format=torch.channels_last)
-        feats.append(model(img).float().cpu())
+        feat = model(img).float()
+        if flip:
+            feat = (feat + model(img.flip(-1)).float()) / 2
+        feats.append(feat.cpu())
         pids.append(batch["pid"])
         camids.append(batch["camid"])
         if "mask" in batch:
@@ -130,12 +135,12 @@ def extract_features(model: FTN, loader, device: torch.device, channels_last: bo
 
 
 def evaluate(model: FTN, data: DataBundle, device: torch.device, channels_last: bool = False,
-             progress: bool = False) -> tuple[dict[str, float], RankResult]:
+             progress: bool = False, flip: bool = False) -> tuple[dict[str, float], RankResult]:
     """``val/rank1 … val/mINP`` (percent) and, where the queries have person masks (synthetic
     data), the foreground diagnostics of ``ftn_core.diagnostics`` (``val/fg_focus`` = the global
     branch's raw share, ``val/fg_focus_<map>``, ``val/fg_focus_norm_<map>``, ``val/mask_auc_<mask>``)."""
-    qf, qp, qc, focus = extract_features(model, data.query_loader, device, channels_last, progress, "query")
-    gf, gp, gc, _ = extract_features(model, data.gallery_loader, device, channels_last, progress, "gallery")
+    qf, qp, qc, focus = extract_features(model, data.query_loader, device, channels_last, progress, "query", flip)
+    gf, gp, gc, _ = extract_features(model, data.gallery_loader, device, channels_last, progress, "gallery", flip)
     result = evaluate_features(qf, gf, qp, gp, qc, gc)
     metrics = {f"val/{k}": METRIC_SCALE * v for k, v in result.metrics().items()}
     if focus:  # already in percent

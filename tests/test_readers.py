@@ -255,3 +255,56 @@ def test_split_with_only_junk(tmp_path):
     write_market_layout(tmp_path / "market1501", TRAIN, [(-1, 1), (-1, 2)], GALLERY)
     with pytest.raises(FTNError, match=r"split folder .*query/ has only pid -1 \(junk\) images"):
         load_dataset("market1501", str(tmp_path))
+
+
+# --------------------------------------------------------------------------- your own data
+
+@pytest.mark.parametrize("names", ["market", "short"])
+def test_folder_dataset_in_either_folder_naming(tmp_path, names):
+    d = write_market_layout(tmp_path / "mine", TRAIN, QUERY, GALLERY)
+    if names == "short":
+        (d / "bounding_box_train").rename(d / "train")
+        (d / "bounding_box_test").rename(d / "gallery")
+    ds = load_dataset("folder", str(d))
+    assert ds.name == "folder" and ds.num_train_pids == 3
+    assert pid_cams(ds.query) == [(2, 0), (7, 1)] and pid_cams(ds.gallery) == [(0, 3), (2, 2), (7, 0)]
+
+
+def test_folder_dataset_errors_are_one_line(tmp_path):
+    with pytest.raises(FTNError, match="not a folder"):
+        load_dataset("folder", str(tmp_path / "absent"))
+    (tmp_path / "x" / "train").mkdir(parents=True)
+    with pytest.raises(FTNError, match=r"expected train/, query/ and gallery/"):
+        load_dataset("folder", str(tmp_path / "x"))
+
+
+def _csv_tree(tmp_path, rows: list[str], header: str = "path,pid,camid,split") -> str:
+    for i in range(6):
+        write_image(tmp_path / "img" / f"{i}.jpg", size=(16, 32), seed=i)
+    path = tmp_path / "data.csv"
+    path.write_text("\n".join([header, *rows]) + "\n")
+    return str(path)
+
+
+GOOD_ROWS = ["img/0.jpg,1,0,train", "img/1.jpg,1,1,train", "img/2.jpg,4,0,train",
+             "img/3.jpg,1,0,query", "img/4.jpg,1,1,gallery", "img/5.jpg,-1,1,gallery"]
+
+
+def test_csv_dataset_reads_paths_pids_cameras_and_splits(tmp_path):
+    ds = load_dataset("csv", _csv_tree(tmp_path, GOOD_ROWS))
+    assert [os.path.basename(s.path) for s in ds.train] == ["0.jpg", "1.jpg", "2.jpg"]
+    assert pid_cams(ds.train) == [(0, 0), (0, 1), (1, 0)]  # pids relabelled, cameras as given
+    assert pid_cams(ds.query) == [(1, 0)] and pid_cams(ds.gallery) == [(1, 1)]  # pid -1: junk, dropped
+
+
+@pytest.mark.parametrize("rows,header,message", [
+    (GOOD_ROWS, "path,pid,split", r"missing column\(s\) camid"),
+    (GOOD_ROWS + ["img/0.jpg,1,0,val"], None, r"line 8: split 'val' is not one of train, query, gallery"),
+    (GOOD_ROWS + ["img/9.jpg,1,0,train"], None, r"line 8: image .*img/9.jpg does not exist"),
+    (GOOD_ROWS + ["img/0.jpg,abc,0,train"], None, r"line 8: pid 'abc' is not an integer"),
+    (GOOD_ROWS[:3], None, r"no query rows"),
+])
+def test_csv_dataset_errors_name_the_row(tmp_path, rows, header, message):
+    path = _csv_tree(tmp_path, rows, header or "path,pid,camid,split")
+    with pytest.raises(FTNError, match=message):
+        load_dataset("csv", path)

@@ -106,8 +106,9 @@ def _relabel(samples: list[Sample]) -> list[Sample]:
     return [Sample(s.path, mapping[s.pid], s.camid, s.mask_path) for s in samples]
 
 
-def _finish(name: str, root: str, train: list[Sample], query: list[Sample],
-            gallery: list[Sample], skip_bad_images: bool, verify_images: bool) -> DatasetSplits:
+def finish_splits(name: str, root: str, train: list[Sample], query: list[Sample],
+                  gallery: list[Sample], skip_bad_images: bool, verify_images: bool) -> DatasetSplits:
+    """Check every image (or skip the unreadable ones) and relabel the training pids."""
     skipped: list[str] = []
     if verify_images:
         parts = []
@@ -157,20 +158,21 @@ def _read_split_dir(folder: str, pattern: re.Pattern[str], example: str,
 
 def read_market_layout(dataset_dir: str, name: str, pattern: re.Pattern[str] = GENERIC_PATTERN,
                        example: str = "0002_c1s1_000451_03.jpg", mask_root: str | None = None,
-                       skip_bad_images: bool = False, verify_images: bool = True) -> DatasetSplits:
+                       skip_bad_images: bool = False, verify_images: bool = True,
+                       split_dirs: dict[str, str] | None = None) -> DatasetSplits:
     """Read ``dataset_dir/{bounding_box_train,query,bounding_box_test}`` (Market-1501 layout).
 
     ``mask_root``: if given, each image ``<split dir>/<stem>.<ext>`` has a foreground mask
     ``<mask_root>/<split dir>/<stem>.png`` (the synthetic benchmark writes these).
     """
     splits = {}
-    for split, sub in SPLIT_DIRS.items():
+    for split, sub in (split_dirs or SPLIT_DIRS).items():
         mask_dir = os.path.join(mask_root, sub) if mask_root is not None else None
         splits[split] = _read_split_dir(os.path.join(dataset_dir, sub), pattern, example, mask_dir)
         if not splits[split]:
             raise FTNError(f"split folder {os.path.join(dataset_dir, sub)}/ has only pid -1 "
                            f"(junk) images")
-    return _finish(name, dataset_dir, splits["train"], splits["query"], splits["gallery"],
+    return finish_splits(name, dataset_dir, splits["train"], splits["query"], splits["gallery"],
                    skip_bad_images, verify_images)
 
 
@@ -242,7 +244,7 @@ def read_msmt17(dataset_dir: str, skip_bad_images: bool = False,
              + _read_msmt_list(os.path.join(dataset_dir, "list_val.txt"), dirs["train"]))
     query = _read_msmt_list(os.path.join(dataset_dir, "list_query.txt"), dirs["test"])
     gallery = _read_msmt_list(os.path.join(dataset_dir, "list_gallery.txt"), dirs["test"])
-    return _finish("msmt17", dataset_dir, train, query, gallery, skip_bad_images, verify_images)
+    return finish_splits("msmt17", dataset_dir, train, query, gallery, skip_bad_images, verify_images)
 
 
 # --------------------------------------------------------------------------- entry point
@@ -262,8 +264,13 @@ def find_dataset_dir(name: str, root: str) -> str:
 def load_dataset(name: str, root: str, skip_bad_images: bool = False,
                  verify_images: bool = True) -> DatasetSplits:
     """Read one of ``KNOWN_DATASETS`` found under ``root``; user errors raise ``FTNError``."""
+    if name in ("folder", "csv"):
+        from ftn_core.data import custom
+
+        reader = custom.read_folder if name == "folder" else custom.read_csv
+        return reader(root, skip_bad_images=skip_bad_images, verify_images=verify_images)
     if name not in KNOWN_DATASETS:
-        raise FTNError(f"unknown dataset '{name}' (known: {', '.join(KNOWN_DATASETS)})")
+        raise FTNError(f"unknown dataset '{name}' (known: {', '.join(KNOWN_DATASETS)}, folder, csv)")
     dataset_dir = find_dataset_dir(name, root)
     if name == "msmt17":
         return read_msmt17(dataset_dir, skip_bad_images, verify_images)

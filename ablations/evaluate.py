@@ -1,0 +1,102 @@
+"""Evaluate a finished run's model without training: on its own test split, or on another dataset.
+
+The result is logged as a new run (tag ``kind = evaluation``) in the source run's experiment,
+nested under it (``mlflow.parentRunId``) and tagged ``source_run``, with the same metrics
+line as run.py, per_query.npz and, in its name and tags, what differs from the paper's
+protocol: another dataset (cross-domain) or ``--flip``. Reports read only training runs
+(``kind = child``), so these rows are never mixed into the paper-protocol tables.
+
+Examples:
+  python ablations/evaluate.py --run 3f2a…                   # its own test split: the logged numbers again
+  python ablations/evaluate.py --run 3f2a… --flip            # + horizontal-flip test-time augmentation
+  python ablations/evaluate.py --run 3f2a… --dataset dukemtmcreid --root /data/reid   # cross-domain
+  python ablations/evaluate.py --run 3f2a… --dataset folder --root /data/my_cameras
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from ablations import runner, tracking  # noqa: E402
+from ablations.per_query import run_files, run_model  # noqa: E402
+from ftn_core.config import override  # noqa: E402
+from ftn_core.data.loading import build_data  # noqa: E402
+from ftn_core.engine import evaluate  # noqa: E402
+from ftn_core.errors import FTNError, OneLineParser, cli_main  # noqa: E402
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = OneLineParser(description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n\n", 1)[1],
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--run", required=True, metavar="RUN_ID", help="the finished training run to evaluate")
+    parser.add_argument("--dataset", default=None, choices=runner.DATASETS,
+                        help="evaluate on this dataset instead of the run's own (cross-domain)")
+    parser.add_argument("--root", default=None, help="where --dataset lives (default: the run's data root)")
+    parser.add_argument("--flip", action="store_true",
+                        help="average each embedding with its mirror image's (not the paper's protocol)")
+    parser.add_argument("--tracking-uri", default=None,
+                        help=f"MLflow store or server (default: {tracking.DEFAULT_TRACKING_URI})")
+    return parser.parse_args(argv)
+
+
+@cli_main
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    client = tracking.open_store(args.tracking_uri)
+    try:
+        source = client.get_run(args.run)
+    except Exception:  # noqa: BLE001 - MLflow raises its own for an unknown id
+        raise FTNError(f"--run {args.run}: no such run in {client.tracking_uri}; copy a run id from "
+                       f"the MLflow UI or `mlflow runs list`") from None
+    if source.info.status != "FINISHED" or source.data.tags.get("kind") != "child":
+        raise FTNError(f"--run {args.run}: not a FINISHED training run (status {source.info.status}, "
+                       f"kind {source.data.tags.get('kind', '?')})")
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            cfg, weights = run_files(args.run, tmp)
+        except Exception as err:  # noqa: BLE001 - artifacts missing or unreadable
+            raise FTNError(f"--run {args.run}: its config.json / model.pt cannot be read ({err})") from None
+        sets = {"data.num_ids": 2, "data.num_instances": 2}  # the training sampler is unused here
+        if args.dataset:
+            sets["data.dataset"] = args.dataset
+        if args.root:
+            sets["data.root"] = args.root
+        cfg = override(cfg, sets)
+        data = build_data(cfg.data, seed=cfg.train.seed)
+        model = run_model(cfg, weights)
+        metrics, result = evaluate(model, data, torch.device("cpu"), flip=args.flip)
+    own = cfg.data.dataset == source.data.tags.get("dataset")
+    protocol = "paper" if not args.flip else "flip"
+    name = f"{source.info.run_name}-eval-{cfg.data.dataset}" + ("-flip" if args.flip else "")
+    tags = {"kind": "evaluation", "source_run": args.run, "mlflow.parentRunId": args.run,
+            "dataset": cfg.data.dataset, "cross_domain": str(not own).lower(), "protocol": protocol,
+            "variant": source.data.tags.get("variant", ""), "seed": source.data.tags.get("seed", ""),
+            "git_commit": tracking.git_commit()}
+    run = client.create_run(source.info.experiment_id, run_name=name, tags=tags)
+    for key, value in metrics.items():
+        client.log_metric(run.info.run_id, key, value)
+    arrays = tracking.per_query_arrays(result.per_query._asdict(), [q.pid for q in data.splits.query],
+                                       [q.camid for q in data.splits.query])
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / tracking.PER_QUERY
+        np.savez_compressed(out, **arrays)
+        client.log_artifact(run.info.run_id, str(out))
+    client.set_terminated(run.info.run_id, "FINISHED")
+    where = "its own test split" if own else f"{cfg.data.dataset} (cross-domain)"
+    print(f"{name} ({where}, {protocol} protocol): rank-1 {metrics['val/rank1']:.1f}  mAP {metrics['val/mAP']:.1f}"
+          f"  → run {run.info.run_id}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
