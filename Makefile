@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv demo test bench report clean
+.PHONY: venv demo test bench report ui clean
 
 venv: $(STAMP)
 
@@ -25,6 +25,9 @@ test: venv
 
 report: venv
 	$(BIN)/python reports/build.py --table 2
+
+ui: venv
+	$(BIN)/python -m ablations.ui
 
 bench: venv
 	$(BIN)/python benchmarks/run_all.py

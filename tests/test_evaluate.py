@@ -60,3 +60,13 @@ def test_an_unknown_run_is_one_line(tmp_path, capsys):
     assert evaluate.main(["--run", "0" * 32, "--tracking-uri", uri]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: --run 0000") and "no such run" in err and err.count("\n") == 1
+
+
+@pytest.mark.slow
+def test_ui_prints_the_runs_view_of_the_newest_table_experiment(finished, capsys):
+    from ablations import ui
+
+    uri, run, _ = finished
+    assert ui.main(["--print-url", "--tracking-uri", uri]) == 0
+    out = capsys.readouterr().out
+    assert f"http://127.0.0.1:5000/#/experiments/{run.info.experiment_id}/runs" in out
