@@ -91,6 +91,7 @@ def main(argv: list[str] | None = None) -> int:
         out = Path(tmp) / tracking.PER_QUERY
         np.savez_compressed(out, **arrays)
         client.log_artifact(run.info.run_id, str(out))
+    runner.log_rank_list(arrays, data.splits, name, run.info.run_id)
     client.set_terminated(run.info.run_id, "FINISHED")
     where = "its own test split" if own else f"{cfg.data.dataset} (cross-domain)"
     print(f"{name} ({where}, {protocol} protocol): rank-1 {metrics['val/rank1']:.1f}  mAP {metrics['val/mAP']:.1f}"

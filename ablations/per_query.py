@@ -1,5 +1,7 @@
 """Give finished runs that predate per-query results their per_query.npz (no retraining).
 
+A per_query.npz from before the top-10 gallery lists (rank lists) is replaced the same way.
+
 Each FINISHED child run of the chosen experiments that has a saved model (model.pt) but no
 per_query.npz is evaluated again on its own test split with its own resolved config; the
 metrics must agree with the ones the run logged (they are printed side by side), and the
@@ -60,8 +62,14 @@ def backfill_run(client, run, splits_cache: dict) -> tuple[float, float] | None:
 
     run_id = run.info.run_id
     files = {f.path for f in client.list_artifacts(run_id)}
-    if tracking.PER_QUERY in files or not {"model.pt", "config.json"} <= files:
+    if not {"model.pt", "config.json"} <= files:
         return None
+    if tracking.PER_QUERY in files:  # up to date unless it predates the top-10 lists
+        with tempfile.TemporaryDirectory() as tmp:
+            with np.load(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=tracking.PER_QUERY,
+                                                             dst_path=tmp)) as npz:
+                if "top10" in npz.files:
+                    return None
     with tempfile.TemporaryDirectory() as tmp:
         cfg, weights = run_files(run_id, tmp)
         key = (cfg.data.dataset, cfg.data.root, cfg.data.synthetic_size, cfg.data.synthetic_seed)

@@ -261,6 +261,8 @@ def execute(plan: list[PlannedRun], client, work_dir: Path, parent_ids: dict[str
                                  if result.per_query is not None else None)
                     tracking.log_run_artifacts(to_dict(p.cfg), result.metrics, result.cmc,
                                                trainer.model.state_dict(), f"{p.name} ({p.dataset})", per_query)
+                    if per_query is not None:
+                        log_rank_list(per_query, data.splits, f"{p.name} ({p.dataset})")
                     mlflow.end_run("FINISHED")
                     finished = True
                 if not keep_checkpoints:
@@ -284,6 +286,20 @@ def execute(plan: list[PlannedRun], client, work_dir: Path, parent_ids: dict[str
                 mlflow.end_run("FAILED")
             raise
     return failed
+
+
+def log_rank_list(per_query: dict, splits: DatasetSplits, title: str, run_id: str | None = None) -> None:
+    """``ranklist.png`` (best, median and worst queries with their top 10) as a run artifact."""
+    import tempfile
+
+    from reports import ranklists
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = ranklists.draw(per_query, splits, Path(tmp) / "ranklist.png", title)
+        if run_id is None:
+            mlflow.log_artifact(str(path))
+        else:
+            mlflow.tracking.MlflowClient().log_artifact(run_id, str(path))
 
 
 def _start_child(p: PlannedRun, client, parent_id: str, splits: DatasetSplits) -> str:

@@ -302,7 +302,7 @@ def log_dataset(splits: Any) -> None:
 
 
 PER_QUERY = "per_query.npz"
-"""Artifact: each valid query's index, pid, camid, AP, first-match rank and INP."""
+"""Artifact: each valid query's index, pid, camid, AP, first-match rank, INP and top-10 gallery indices."""
 
 
 def per_query_arrays(per_query: dict[str, Any], query_pids: list[int], query_camids: list[int]) -> dict[str, Any]:
@@ -314,7 +314,8 @@ def per_query_arrays(per_query: dict[str, Any], query_pids: list[int], query_cam
             "camid": np.asarray(query_camids, dtype=np.int64)[index],
             "ap": np.asarray(per_query["ap"], dtype=np.float64),
             "first_rank": np.asarray(per_query["first_rank"], dtype=np.int64),
-            "inp": np.asarray(per_query["inp"], dtype=np.float64)}
+            "inp": np.asarray(per_query["inp"], dtype=np.float64),
+            "top10": np.asarray(per_query["top"], dtype=np.int64)}
 
 
 def log_run_artifacts(config: dict[str, Any], metrics: dict[str, float], cmc: list[float],

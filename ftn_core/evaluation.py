@@ -44,6 +44,11 @@ class PerQuery(NamedTuple):
     """(V,) 1-based rank of the first true match (rank-1 hit ⇔ 1)."""
     inp: np.ndarray
     """(V,) inverse negative penalty (fraction)."""
+    top: np.ndarray
+    """(V, k) gallery indices of the ``k`` = ``TOP_K`` nearest items, junk included (rank lists)."""
+
+
+TOP_K = 10
 
 
 class RankResult(NamedTuple):
@@ -182,8 +187,17 @@ def _match_ranks(dist: np.ndarray, plan: _Plan, rows: np.ndarray, buf: np.ndarra
     return ranks + 1
 
 
+def _nearest(dist: np.ndarray, k: int) -> np.ndarray:
+    """(B, min(k, G)) indices of each row's ``k`` smallest distances, nearest first, ties by
+    gallery index (the protocol's order: unique 64-bit keys, so no tie is broken arbitrarily)."""
+    k = min(k, dist.shape[1])
+    keys = _keys(dist, np.arange(dist.shape[1], dtype=np.int64)[None, :])  # (B, G)
+    part = np.argpartition(keys, k - 1, axis=1)[:, :k] if k < dist.shape[1] else np.argsort(keys, axis=1)
+    return np.take_along_axis(part, np.argsort(np.take_along_axis(keys, part, axis=1), axis=1), axis=1)
+
+
 def _summarise(rows: np.ndarray, first: list[np.ndarray], ap: list[np.ndarray], inp: list[np.ndarray],
-               max_rank: int) -> RankResult:
+               top: list[np.ndarray], max_rank: int) -> RankResult:
     first_r = np.concatenate(first) if first else np.zeros(0, np.int64)
     if first_r.size == 0:
         raise FTNError("no query has a true match in the gallery (same id seen by another "
@@ -191,7 +205,8 @@ def _summarise(rows: np.ndarray, first: list[np.ndarray], ap: list[np.ndarray], 
     cmc = (first_r[:, None] <= np.arange(1, max_rank + 1)[None, :]).mean(0)  # (max_rank,)
     ap_all, inp_all = np.concatenate(ap), np.concatenate(inp)
     return RankResult(cmc, float(ap_all.mean()), float(inp_all.mean()), int(first_r.size),
-                      PerQuery(rows.astype(np.int64), ap_all, first_r.astype(np.int64), inp_all))
+                      PerQuery(rows.astype(np.int64), ap_all, first_r.astype(np.int64), inp_all,
+                               np.concatenate(top).astype(np.int64)))
 
 
 def _labels(q_pids: ArrayLike, g_pids: ArrayLike, q_camids: ArrayLike, g_camids: ArrayLike,
@@ -211,20 +226,21 @@ def _evaluate_blocks(num_q: int, num_g: int, labels: tuple[np.ndarray, ...], max
     q_pids, g_pids, q_camids, g_camids = labels
     plan = _plan(q_pids, g_pids, q_camids, g_camids)
     valid_q = np.flatnonzero(plan.n_pos > 0)  # queries without a true match are skipped
-    first, ap, inp = [], [], []
+    first, ap, inp, top = [], [], [], []
     buf = np.empty(int(plan.n_pos.max(initial=1)) * num_g, dtype=bool)
     step = int(np.clip(_BLOCK_BYTES // (4 * max(num_g, 1)), 1, 1024))
     block = np.empty((min(step, len(valid_q)), num_g), dtype=np.float32)  # reused (B, G)
     for s in range(0, len(valid_q), step):
         rows = valid_q[s:s + step]
         rows_dist(rows, block[:len(rows)])
+        top.append(_nearest(block[:len(rows)], TOP_K))  # before _match_ranks blanks the junk
         ranks = _match_ranks(block[:len(rows)], plan, rows, buf)  # (B, P)
         n = plan.n_pos[rows]  # (B,)
         k = np.arange(1, ranks.shape[1] + 1)[None, :]  # (1, P)
         ap.append(np.where(k <= n[:, None], k / ranks, 0.0).sum(1) / n)
         inp.append(n / ranks[np.arange(len(rows)), n - 1])
         first.append(ranks[:, 0])
-    return _summarise(valid_q, first, ap, inp, max_rank)
+    return _summarise(valid_q, first, ap, inp, top, max_rank)
 
 
 def evaluate_rank(distmat: torch.Tensor | np.ndarray, q_pids: ArrayLike, g_pids: ArrayLike,

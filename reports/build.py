@@ -28,7 +28,7 @@ from mlflow import MlflowClient  # noqa: E402
 from mlflow.exceptions import MlflowException  # noqa: E402
 
 from ftn_core.errors import FTNError, OneLineParser, check_writable_dir, cli_main  # noqa: E402
-from reports import claims, diagnostics, efficiency, figures, tables, visual  # noqa: E402
+from reports import claims, diagnostics, efficiency, figures, ranklists, tables, visual  # noqa: E402
 from reports.index import experiment_readme, table_index  # noqa: E402
 from reports.load import (LOSS_KEYS, REPO, TableRuns, artifact_json, artifact_path,  # noqa: E402
                           connect, find_experiments, load_runs, metric_history, per_query_results)
@@ -172,6 +172,11 @@ def draw_visuals(client: MlflowClient, tr: TableRuns, rep: Report) -> None:
     if any(m[0].decoder is not None for m in models.values()):
         jobs.append(("recon", lambda: visual.figure_reconstructions(models, splits,
                                                                     rep.folder / "recon")))
+    for key in [k for k in ("base", full) if k in runs]:  # rank lists of the first seed's run
+        arrays = rep.per_query.get((key, int(runs[key].seed)))
+        if arrays is not None and "top10" in arrays:
+            jobs.append((f"ranklist_{key}", lambda key=key, arrays=arrays: [ranklists.draw(
+                arrays, splits, rep.folder / f"ranklist_{key}.png", f"{label[key]} (seed {int(runs[key].seed)})")]))
     for name, job in jobs:
         try:
             rep.figures[name] = job()

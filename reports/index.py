@@ -32,6 +32,12 @@ FIGURES = [
      "cameras (backgrounds): Baseline beside the full model."),
     ("recon", "TF-Dec reconstructions", "Per variant with a decoder: input, masked target "
      "(the variant's mask strategy), decoder output."),
+    ("ranklist_base", "Rank lists: Baseline", "The best, median and worst queries by AP, each with "
+     "its top 10 (green = true match, red = another identity, grey = junk: same identity and "
+     "camera, left out by the protocol)."),
+    ("ranklist_g", "Rank lists: FTN (g)", "As above, for the full model."),
+    ("ranklist_cfa", "Rank lists: Base. + CFA", "As above, for CFA."),
+    ("ranklist_ftn", "Rank lists: FTN", "As above, for FTN."),
 ]
 
 
@@ -103,8 +109,9 @@ def experiment_readme(rep: Report) -> str:
         png = next((f for f in files if f.suffix == ".png"), None)
         if png is None:
             continue
+        pdf = next((f for f in files if f.suffix == ".pdf"), None)
         out += [f"## {title}", "", f"![{title}]({png.name})", "",
-                f"{caption} ([PDF]({png.with_suffix('.pdf').name}))", ""]
+                f"{caption}" + (f" ([PDF]({pdf.name}))" if pdf is not None else ""), ""]
     if rep.mask_share is not None and rep.figures.get("fg_focus"):
         out += [f"A map spread evenly over the image would score {rep.mask_share:.1f} % "
                 "(the mean person-mask area of the query images).", ""]

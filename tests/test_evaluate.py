@@ -37,7 +37,7 @@ def test_own_split_reproduces_the_logged_metrics_exactly(finished, capsys):
         assert ev.data.metrics[key] == run.data.metrics[key], key
     assert ev.data.tags["mlflow.parentRunId"] == run.info.run_id and ev.data.tags["cross_domain"] == "false"
     files = {f.path for f in MlflowClient(uri).list_artifacts(ev.info.run_id)}
-    assert files == {"per_query.npz"}
+    assert files == {"per_query.npz", "ranklist.png"}
     # Reports read training runs only: the evaluation is not a row of the table.
     client = MlflowClient(uri)
     assert len(client.search_runs([run.info.experiment_id], "tags.kind = 'child'")) == 1

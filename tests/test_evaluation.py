@@ -108,6 +108,9 @@ def test_fast_path_equals_literal_loop(kind: str, seed: int, path: str) -> None:
     assert len(pq.index) == ref.num_valid_queries and np.all(np.diff(pq.index) > 0)
     assert pq.ap.mean() == pytest.approx(ref.mAP, abs=1e-6) and pq.inp.mean() == pytest.approx(ref.mINP, abs=1e-6)
     np.testing.assert_allclose([(pq.first_rank <= k).mean() for k in range(1, 21)], ref.cmc, atol=1e-6)
+    rows = np.asarray(dist, np.float32)[pq.index]
+    expected = np.argsort(rows, axis=1, kind="stable")[:, :10]  # nearest first, ties by index
+    np.testing.assert_array_equal(pq.top, expected)
 
 
 def test_per_query_results_by_hand() -> None:
@@ -119,6 +122,7 @@ def test_per_query_results_by_hand() -> None:
     assert r.per_query.index.tolist() == [0, 2]
     assert r.per_query.first_rank.tolist() == [1, 2]
     np.testing.assert_allclose(r.per_query.ap, [(1 + 2 / 3) / 2, 0.5])
+    assert r.per_query.top.tolist() == [[0, 1, 2], [0, 1, 2]]
 
 
 def test_many_matches_and_a_large_block(path: str) -> None:

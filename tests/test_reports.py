@@ -438,3 +438,23 @@ def test_a_row_run_with_overrides_is_labelled_as_modified(tmp_path):
     labels = load_runs(client, find_experiments(client, name="table1-synthetic-tiny")[0]).runs.set_index(
         "variant")["variant_label"]
     assert labels["cfa"] == "Base. + CFA [loss.margin=0.5]" and labels["base"] == "Base."
+
+
+def test_rank_list_picks_best_median_worst_and_frames_each_panel(tmp_path):
+    from fixtures_layouts import GALLERY, QUERY, TRAIN, write_market_layout
+
+    from ftn_core.data.readers import load_dataset
+    from reports import ranklists
+
+    assert ranklists.choose_queries(np.array([0.5, 1.0, 0.1, 0.7, 0.3]), 1) == [
+        ("best", 1), ("median", 0), ("worst", 2)]
+    assert [ranklists.kind(2, 0, g, c) for g, c in ((2, 1), (2, 0), (5, 1))] == ["match", "junk", "other"]
+    ds = load_dataset("market1501", str(write_market_layout(tmp_path / "market1501", TRAIN, QUERY, GALLERY).parent))
+    pq = {"index": np.array([0, 1]), "ap": np.array([1.0, 0.2]), "top10": np.array([[2, 0, 1], [1, 2, 0]])}
+    out = ranklists.draw(pq, ds, tmp_path / "rl.png", "test", per_group=1)
+    assert out.stat().st_size > 0
+    import matplotlib.image
+
+    height, width = matplotlib.image.imread(out).shape[:2]
+    # two queries: best and median (the worst is the median again, drawn once) × (query + top 3)
+    assert width / height == pytest.approx((1.1 * 4) / (2.0 * 2), rel=0.05)

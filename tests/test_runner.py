@@ -56,7 +56,7 @@ def test_runner_records_everything_and_never_trains_twice(store, data_root, caps
     assert any(k.startswith("system/") for k in g.data.metrics)  # system metrics on
     assert g.inputs.dataset_inputs and g.inputs.dataset_inputs[0].dataset.name == "synthetic_tiny"
     files = {f.path for f in client.list_artifacts(g.info.run_id)}
-    assert {"config.json", "metrics.json", "cmc.png", "model.pt", "per_query.npz"} <= files
+    assert {"config.json", "metrics.json", "cmc.png", "model.pt", "per_query.npz", "ranklist.png"} <= files
     local = Path(mlflow.artifacts.download_artifacts(run_id=g.info.run_id, tracking_uri=store["uri"]))
     saved = json.loads((local / "metrics.json").read_text())
     assert saved["metrics"]["val/mAP"] == pytest.approx(g.data.metrics["val/mAP"])
@@ -66,7 +66,7 @@ def test_runner_records_everything_and_never_trains_twice(store, data_root, caps
     with np.load(local / "per_query.npz") as pq:  # per query: the logged mAP and R-1 again
         assert 100 * pq["ap"].mean() == pytest.approx(g.data.metrics["val/mAP"])
         assert 100 * (pq["first_rank"] == 1).mean() == pytest.approx(g.data.metrics["val/rank1"])
-        assert set(pq.files) == {"index", "pid", "camid", "ap", "first_rank", "inp"} and len(pq["pid"]) == len(pq["ap"])
+        assert set(pq.files) == {"index", "pid", "camid", "ap", "first_rank", "inp", "top10"} and len(pq["pid"]) == len(pq["ap"])
     state = torch.load(local / "model.pt", weights_only=True)
     assert "decoder.head.weight" in state and "attention.gamma" in state
     assert exp.artifact_location.startswith("file://") and "/artifacts/table2-synthetic-tiny" in exp.artifact_location
