@@ -1,6 +1,7 @@
 """Evaluate a finished run's model without training: on its own test split, or on another dataset.
 
-The result is logged as a new run (tag ``kind = evaluation``) in the source run's experiment,
+The model is the run's LoggedModel (``runs:/<run>/model``) or, for runs from before it was
+logged, its model.pt. The result is logged as a new run (tag ``kind = evaluation``) in the source run's experiment,
 nested under it (``mlflow.parentRunId``) and tagged ``source_run``, with the same metrics
 line as run.py, per_query.npz and, in its name and tags, what differs from the paper's
 protocol: another dataset (cross-domain) or ``--flip``. Reports read only training runs
@@ -32,6 +33,16 @@ from ftn_core.config import override  # noqa: E402
 from ftn_core.data.loading import build_data  # noqa: E402
 from ftn_core.engine import evaluate  # noqa: E402
 from ftn_core.errors import FTNError, OneLineParser, cli_main  # noqa: E402
+
+
+def logged_model(run_id: str):
+    """The run's LoggedModel (``runs:/<run>/model``), or None for a run from before it was logged."""
+    import mlflow.pytorch
+
+    try:
+        return mlflow.pytorch.load_model(f"runs:/{run_id}/model", map_location="cpu").eval()
+    except Exception:  # noqa: BLE001 - unreadable or of another code version: fall back to model.pt
+        return None
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -73,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
             sets["data.root"] = args.root
         cfg = override(cfg, sets)
         data = build_data(cfg.data, seed=cfg.train.seed)
-        model = run_model(cfg, weights)
+        model = logged_model(args.run) or run_model(cfg, weights)
         metrics, result = evaluate(model, data, torch.device("cpu"), flip=args.flip)
     own = cfg.data.dataset == source.data.tags.get("dataset")
     protocol = "paper" if not args.flip else "flip"

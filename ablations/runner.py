@@ -263,6 +263,7 @@ def execute(plan: list[PlannedRun], client, work_dir: Path, parent_ids: dict[str
                                                trainer.model.state_dict(), f"{p.name} ({p.dataset})", per_query)
                     if per_query is not None:
                         log_rank_list(per_query, data.splits, f"{p.name} ({p.dataset})")
+                    tracking.log_embedding_model(trainer.model, result.metrics, data.splits)
                     mlflow.end_run("FINISHED")
                     finished = True
                 if not keep_checkpoints:

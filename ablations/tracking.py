@@ -349,3 +349,44 @@ def log_run_artifacts(config: dict[str, Any], metrics: dict[str, float], cmc: li
 
             np.savez_compressed(out / PER_QUERY, **per_query)
         mlflow.log_artifacts(str(out))
+
+
+def eval_dataset(splits: Any):
+    """The query and gallery images as an MLflow dataset (what the val metrics were measured on)."""
+    import pandas as pd
+
+    root = Path(splits.root)
+    items = [("query", s) for s in splits.query] + [("gallery", s) for s in splits.gallery]
+    df = pd.DataFrame({"path": [os.path.relpath(s.path, root) for _, s in items], "pid": [s.pid for _, s in items],
+                       "camid": [s.camid for _, s in items], "split": [k for k, _ in items]})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        return mlflow.data.from_pandas(df, source=str(root), name=f"{splits.name}-test", targets="pid")
+
+
+def log_embedding_model(model: Any, metrics: dict[str, float], splits: Any) -> str:
+    """The final model in MLflow 3's own form: a LoggedModel named ``model`` linked to the active
+    run (``mlflow.pytorch.load_model("runs:/<run>/model")`` gives the embedding model back: in
+    eval mode, ``model(images)`` returns the embeddings), with the val metrics linked to it and
+    to the test dataset. The ``ftn_core`` package travels with it (``code_paths``); torch's pickle
+    format, since ``torch.export`` does not take the model's data-dependent branches."""
+    import copy
+
+    import mlflow.pytorch
+    import torch
+
+    net = copy.deepcopy(model).cpu().eval()
+    version = torch.__version__.split("+")[0]
+    quiet = logging.getLogger("mlflow.pytorch")
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)  # its notice on pickle serialisation, once per run
+    try:
+        info = mlflow.pytorch.log_model(net, name="model", pip_requirements=[f"torch=={version}"],
+                                        code_paths=[str(REPO / "ftn_core")], serialization_format="pickle")
+    finally:
+        quiet.setLevel(level)
+    with warnings.catch_warnings():  # MLflow's hint on integer columns of the dataset's schema
+        warnings.simplefilter("ignore", UserWarning)
+        mlflow.log_metrics({k: float(v) for k, v in metrics.items()}, model_id=info.model_id,
+                           dataset=eval_dataset(splits))
+    return info.model_id

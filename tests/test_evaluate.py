@@ -70,3 +70,23 @@ def test_ui_prints_the_runs_view_of_the_newest_table_experiment(finished, capsys
     assert ui.main(["--print-url", "--tracking-uri", uri]) == 0
     out = capsys.readouterr().out
     assert f"http://127.0.0.1:5000/#/experiments/{run.info.experiment_id}/runs" in out
+
+
+@pytest.mark.slow
+def test_the_logged_model_gives_the_checkpoint_embeddings(finished):
+    import mlflow
+    import torch
+
+    from ablations.per_query import run_files, run_model
+
+    uri, run, tmp = finished
+    mlflow.set_tracking_uri(uri)
+    logged = mlflow.pytorch.load_model(f"runs:/{run.info.run_id}/model").eval()
+    cfg, weights = run_files(run.info.run_id, str(tmp))
+    reference = run_model(cfg, weights)
+    x = torch.rand(3, 3, cfg.data.height, cfg.data.width)
+    with torch.no_grad():
+        assert torch.equal(logged(x), reference(x))
+    (model,) = mlflow.search_logged_models(experiment_ids=[run.info.experiment_id], output_format="list")
+    assert model.source_run_id == run.info.run_id
+    assert {m.key for m in model.metrics} >= {"val/rank1", "val/mAP"}
