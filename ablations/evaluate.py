@@ -4,12 +4,13 @@ The model is the run's LoggedModel (``runs:/<run>/model``) or, for runs from bef
 logged, its model.pt. The result is logged as a new run (tag ``kind = evaluation``) in the source run's experiment,
 nested under it (``mlflow.parentRunId``) and tagged ``source_run``, with the same metrics
 line as run.py, per_query.npz and, in its name and tags, what differs from the paper's
-protocol: another dataset (cross-domain) or ``--flip``. Reports read only training runs
+protocol: another dataset (cross-domain), ``--flip`` or ``--rerank``. Reports read only training runs
 (``kind = child``), so these rows are never mixed into the paper-protocol tables.
 
 Examples:
   python ablations/evaluate.py --run 3f2a…                   # its own test split: the logged numbers again
   python ablations/evaluate.py --run 3f2a… --flip            # + horizontal-flip test-time augmentation
+  python ablations/evaluate.py --run 3f2a… --rerank          # + k-reciprocal re-ranking
   python ablations/evaluate.py --run 3f2a… --dataset dukemtmcreid --root /data/reid   # cross-domain
   python ablations/evaluate.py --run 3f2a… --dataset folder --root /data/my_cameras
 """
@@ -35,6 +36,20 @@ from ftn_core.engine import evaluate  # noqa: E402
 from ftn_core.errors import FTNError, OneLineParser, cli_main  # noqa: E402
 
 
+def reranked(model, data, flip: bool):
+    """The metrics (percent) and ``RankResult`` of re-ranked distances (``ftn_core.rerank``)."""
+    from ftn_core.engine import METRIC_SCALE, extract_features
+    from ftn_core.evaluation import evaluate_rank
+    from ftn_core.rerank import rerank
+
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    model = model.to(device)
+    qf, qp, qc, _ = extract_features(model, data.query_loader, device, flip=flip)
+    gf, gp, gc, _ = extract_features(model, data.gallery_loader, device, flip=flip)
+    result = evaluate_rank(rerank(qf.to(device), gf.to(device)), qp, gp, qc, gc)
+    return {f"val/{k}": METRIC_SCALE * v for k, v in result.metrics().items()}, result
+
+
 def logged_model(run_id: str):
     """The run's LoggedModel (``runs:/<run>/model``), or None for a run from before it was logged."""
     import mlflow.pytorch
@@ -54,6 +69,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--root", default=None, help="where --dataset lives (default: the run's data root)")
     parser.add_argument("--flip", action="store_true",
                         help="average each embedding with its mirror image's (not the paper's protocol)")
+    parser.add_argument("--rerank", action="store_true",
+                        help="k-reciprocal re-ranking (Zhong et al. 2017; k1=20, k2=6, λ=0.3): not the paper's protocol")
     parser.add_argument("--tracking-uri", default=None,
                         help=f"MLflow store or server (default: {tracking.DEFAULT_TRACKING_URI})")
     return parser.parse_args(argv)
@@ -85,10 +102,14 @@ def main(argv: list[str] | None = None) -> int:
         cfg = override(cfg, sets)
         data = build_data(cfg.data, seed=cfg.train.seed)
         model = logged_model(args.run) or run_model(cfg, weights)
-        metrics, result = evaluate(model, data, torch.device("cpu"), flip=args.flip)
+        if args.rerank:
+            metrics, result = reranked(model, data, args.flip)
+        else:
+            metrics, result = evaluate(model, data, torch.device("cpu"), flip=args.flip)
     own = cfg.data.dataset == source.data.tags.get("dataset")
-    protocol = "paper" if not args.flip else "flip"
-    name = f"{source.info.run_name}-eval-{cfg.data.dataset}" + ("-flip" if args.flip else "")
+    changes = [c for c, on in (("flip", args.flip), ("rerank", args.rerank)) if on]
+    protocol = "+".join(changes) or "paper"
+    name = f"{source.info.run_name}-eval-{cfg.data.dataset}" + "".join(f"-{c}" for c in changes)
     tags = {"kind": "evaluation", "source_run": args.run, "mlflow.parentRunId": args.run,
             "dataset": cfg.data.dataset, "cross_domain": str(not own).lower(), "protocol": protocol,
             "variant": source.data.tags.get("variant", ""), "seed": source.data.tags.get("seed", ""),

@@ -351,25 +351,13 @@ def log_run_artifacts(config: dict[str, Any], metrics: dict[str, float], cmc: li
         mlflow.log_artifacts(str(out))
 
 
-def eval_dataset(splits: Any):
-    """The query and gallery images as an MLflow dataset (what the val metrics were measured on)."""
-    import pandas as pd
-
-    root = Path(splits.root)
-    items = [("query", s) for s in splits.query] + [("gallery", s) for s in splits.gallery]
-    df = pd.DataFrame({"path": [os.path.relpath(s.path, root) for _, s in items], "pid": [s.pid for _, s in items],
-                       "camid": [s.camid for _, s in items], "split": [k for k, _ in items]})
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)
-        return mlflow.data.from_pandas(df, source=str(root), name=f"{splits.name}-test", targets="pid")
-
-
 def log_embedding_model(model: Any, metrics: dict[str, float], splits: Any) -> str:
     """The final model in MLflow 3's own form: a LoggedModel named ``model`` linked to the active
     run (``mlflow.pytorch.load_model("runs:/<run>/model")`` gives the embedding model back: in
-    eval mode, ``model(images)`` returns the embeddings), with the val metrics linked to it and
-    to the test dataset. The ``ftn_core`` package travels with it (``code_paths``); torch's pickle
-    format, since ``torch.export`` does not take the model's data-dependent branches."""
+    eval mode, ``model(images)`` returns the embeddings). The ``ftn_core`` package travels with it
+    (``code_paths``); torch's pickle format, since ``torch.export`` does not take the model's
+    data-dependent branches. The val metrics and the test dataset are the model's params (linking
+    them as LoggedModel metrics would log each one a second time into the run's history)."""
     import copy
 
     import mlflow.pytorch
@@ -377,16 +365,16 @@ def log_embedding_model(model: Any, metrics: dict[str, float], splits: Any) -> s
 
     net = copy.deepcopy(model).cpu().eval()
     version = torch.__version__.split("+")[0]
+    params = {k: f"{v:.4f}" for k, v in metrics.items() if k.startswith("val/")}
+    params.update({"dataset": splits.name, "dataset_root": str(splits.root),
+                   "test_images": str(len(splits.query) + len(splits.gallery))})
     quiet = logging.getLogger("mlflow.pytorch")
     level = quiet.level
     quiet.setLevel(logging.ERROR)  # its notice on pickle serialisation, once per run
     try:
         info = mlflow.pytorch.log_model(net, name="model", pip_requirements=[f"torch=={version}"],
-                                        code_paths=[str(REPO / "ftn_core")], serialization_format="pickle")
+                                        code_paths=[str(REPO / "ftn_core")], serialization_format="pickle",
+                                        params=params)
     finally:
         quiet.setLevel(level)
-    with warnings.catch_warnings():  # MLflow's hint on integer columns of the dataset's schema
-        warnings.simplefilter("ignore", UserWarning)
-        mlflow.log_metrics({k: float(v) for k, v in metrics.items()}, model_id=info.model_id,
-                           dataset=eval_dataset(splits))
     return info.model_id
