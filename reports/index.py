@@ -45,9 +45,8 @@ def _ui_line(uri: str, exp_id: str) -> str:
     store = "sqlite:///mlruns/mlflow.db" if uri == DEFAULT_TRACKING_URI else uri
     if store.startswith("http"):
         return f"Runs in the MLflow UI: {store.rstrip('/')}/#/experiments/{exp_id}/runs"
-    return ("Runs in the MLflow UI: `MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false mlflow ui "
-            f"--backend-store-uri {store} --host 127.0.0.1 --port 5000 --workers 1`, then "
-            f"<http://127.0.0.1:5000/#/experiments/{exp_id}/runs>.")
+    start = "`make ui`" if uri == DEFAULT_TRACKING_URI else f"`python -m ablations.ui --tracking-uri {store}`"
+    return f"Runs in the MLflow UI: {start}, then <http://127.0.0.1:5000/#/experiments/{exp_id}/runs>."
 
 
 def _n(count: int, noun: str) -> str:
