@@ -4,7 +4,7 @@
 
 --quick skips the slow parts (paper-preset training speed, MSMT17-scale evaluation);
 --table2 also times the whole of `ablations/run.py --table 2 --preset cpu` in a fresh store
-(wall time and peak memory; about 17 minutes).
+(wall time and peak memory; 17–20 minutes).
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ def section(title: str, cmd: list[str]) -> int:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="skip the slowest measurements")
-    parser.add_argument("--table2", action="store_true", help="also time the whole cpu-preset Table 2 (~17 min)")
+    parser.add_argument("--table2", action="store_true", help="also time the whole cpu-preset Table 2 (17–20 min)")
     args = parser.parse_args()
     codes = [
         section("Model cost (paper §4.2 efficiency claim)", ["-m", "ftn_core.cost"]),

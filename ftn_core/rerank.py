@@ -27,6 +27,13 @@ def k_reciprocal(rank: np.ndarray, i: int, k: int) -> np.ndarray:
     return forward[(backward == i).any(axis=1)]
 
 
+def all_k_reciprocal(rank: np.ndarray, k: int) -> list[np.ndarray]:
+    """R(i, k) for every i at once: (N, k+1, k+1) comparisons instead of a loop."""
+    forward = rank[:, :k + 1]  # (N, k+1)
+    keep = (rank[forward, :k + 1] == np.arange(len(rank))[:, None, None]).any(axis=2)  # (N, k+1)
+    return [f[m] for f, m in zip(forward, keep)]
+
+
 def rerank(q_feat: torch.Tensor, g_feat: torch.Tensor, k1: int = 20, k2: int = 6,
            lam: float = 0.3) -> np.ndarray:
     """(Q, G) re-ranked distances; smaller = more similar."""
@@ -39,20 +46,27 @@ def rerank(q_feat: torch.Tensor, g_feat: torch.Tensor, k1: int = 20, k2: int = 6
     dist = dist.cpu().numpy()
     v = np.zeros((n, n), dtype=np.float32)
     half = max(1, int(round(k1 / 2)))
+    full_sets = all_k_reciprocal(rank, k1)
+    half_sets = [set(r.tolist()) for r in all_k_reciprocal(rank, half)]
     for i in range(n):
-        members = k_reciprocal(rank, i, k1)
-        expanded = [members]
+        members = set(full_sets[i].tolist())
+        expanded = set(members)
         for c in members:
-            candidate = k_reciprocal(rank, int(c), half)
-            if len(np.intersect1d(candidate, members)) > 2 / 3 * len(candidate):
-                expanded.append(candidate)
-        members = np.unique(np.concatenate(expanded))
+            candidate = half_sets[c]
+            if len(candidate & members) > 2 / 3 * len(candidate):
+                expanded |= candidate
+        members = np.fromiter(sorted(expanded), dtype=np.int64)
         weight = np.exp(-dist[i, members])
         v[i, members] = weight / weight.sum()
-    if k2 > 1:  # local query expansion over the k2 nearest
+    if k2 > 1:  # local query expansion over the k2 nearest, in chunks of rows
         nearest = rank[:, :min(k2, k)]
-        v = np.stack([v[nearest[i]].mean(axis=0) for i in range(n)]).astype(np.float32)
-    holders = [np.flatnonzero(v[:, j]) for j in range(n)]  # inverted index: who uses item j
+        step = max(1, (64 << 20) // (4 * n * nearest.shape[1]))
+        v = np.concatenate([v[nearest[s:s + step]].mean(axis=1) for s in range(0, n, step)]).astype(np.float32)
+    rows, cols = np.nonzero(v)  # inverted index: who uses item j
+    order = np.argsort(cols, kind="stable")
+    holders = np.split(rows[order], np.flatnonzero(np.diff(cols[order])) + 1)
+    starts = {int(c): h for c, h in zip(np.unique(cols), holders)}
+    holders = [starts.get(j, np.zeros(0, dtype=np.int64)) for j in range(n)]
     jaccard = np.zeros((n_q, n), dtype=np.float32)
     for i in range(n_q):
         shared = np.zeros(n, dtype=np.float32)
