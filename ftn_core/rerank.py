@@ -40,7 +40,9 @@ def rerank(q_feat: torch.Tensor, g_feat: torch.Tensor, k1: int = 20, k2: int = 6
     feats = torch.cat([q_feat, g_feat]).float()
     n_q, n = q_feat.shape[0], feats.shape[0]
     dist = torch.cdist(feats, feats).pow(2)
-    dist = (dist / dist.max(dim=0, keepdim=True).values.clamp_min(1e-12)).T.contiguous()  # column-normalised
+    # Column-normalised then transposed, as in the paper's code; the matrix is symmetric, so that
+    # is each row divided by its own maximum (no transpose of an N×N matrix).
+    dist = dist / dist.max(dim=1, keepdim=True).values.clamp_min(1e-12)
     k = min(k1 + 1, n)
     rank = torch.topk(dist, k, dim=1, largest=False).indices.cpu().numpy()
     dist = dist.cpu().numpy()
