@@ -25,7 +25,6 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from ablations import runner, tracking  # noqa: E402
@@ -119,10 +118,7 @@ def main(argv: list[str] | None = None) -> int:
         client.log_metric(run.info.run_id, key, value)
     arrays = tracking.per_query_arrays(result.per_query._asdict(), [q.pid for q in data.splits.query],
                                        [q.camid for q in data.splits.query])
-    with tempfile.TemporaryDirectory() as tmp:
-        out = Path(tmp) / tracking.PER_QUERY
-        np.savez_compressed(out, **arrays)
-        client.log_artifact(run.info.run_id, str(out))
+    tracking.log_per_query(arrays, run.info.run_id)
     runner.log_rank_list(arrays, data.splits, name, run.info.run_id)
     client.set_terminated(run.info.run_id, "FINISHED")
     where = "its own test split" if own else f"{cfg.data.dataset} (cross-domain)"

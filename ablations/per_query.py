@@ -32,7 +32,6 @@ from ftn_core.config import Config, from_dict, override  # noqa: E402
 from ftn_core.data.loading import build_data, load_splits  # noqa: E402
 from ftn_core.engine import evaluate  # noqa: E402
 from ftn_core.errors import FTNError, OneLineParser, cli_main  # noqa: E402
-from ftn_core.model import build_model  # noqa: E402
 
 
 def run_files(run_id: str, dst: str) -> tuple[Config, str]:
@@ -47,12 +46,9 @@ def run_files(run_id: str, dst: str) -> tuple[Config, str]:
 def run_model(cfg: Config, weights: str):
     """The run's model with its saved weights, in eval mode on the CPU (the classifiers sized
     from the weights, so it can embed another dataset's images)."""
-    from reports.visual import num_classes
+    from reports.visual import model_from_state
 
-    state = torch.load(weights, map_location="cpu", weights_only=True)
-    model = build_model(cfg.model, num_classes(state))
-    model.load_state_dict(state)
-    return model.eval()
+    return model_from_state(cfg, torch.load(weights, map_location="cpu", weights_only=True))
 
 
 def backfill_run(client, run, splits_cache: dict) -> tuple[float, float] | None:
@@ -80,9 +76,7 @@ def backfill_run(client, run, splits_cache: dict) -> tuple[float, float] | None:
         metrics, result = evaluate(model, data, torch.device("cpu"))
         arrays = tracking.per_query_arrays(result.per_query._asdict(), [q.pid for q in data.splits.query],
                                            [q.camid for q in data.splits.query])
-        out = Path(tmp) / tracking.PER_QUERY
-        np.savez_compressed(out, **arrays)
-        client.log_artifact(run_id, str(out))
+        tracking.log_per_query(arrays, run_id)
     return run.data.metrics.get("val/mAP", float("nan")), metrics["val/mAP"]
 
 

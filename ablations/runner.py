@@ -290,17 +290,15 @@ def execute(plan: list[PlannedRun], client, work_dir: Path, parent_ids: dict[str
 
 
 def log_rank_list(per_query: dict, splits: DatasetSplits, title: str, run_id: str | None = None) -> None:
-    """``ranklist.png`` (best, median and worst queries with their top 10) as a run artifact."""
+    """``ranklist.png`` (best, median and worst queries with their top 10) as an artifact of
+    ``run_id`` (default: the active run)."""
     import tempfile
 
     from reports import ranklists
 
     with tempfile.TemporaryDirectory() as tmp:
         path = ranklists.draw(per_query, splits, Path(tmp) / "ranklist.png", title)
-        if run_id is None:
-            mlflow.log_artifact(str(path))
-        else:
-            mlflow.tracking.MlflowClient().log_artifact(run_id, str(path))
+        mlflow.tracking.MlflowClient().log_artifact(run_id or mlflow.active_run().info.run_id, str(path))
 
 
 def _start_child(p: PlannedRun, client, parent_id: str, splits: DatasetSplits) -> str:

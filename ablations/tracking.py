@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import json
 import os
 import logging
@@ -60,6 +61,7 @@ def _short(err: BaseException) -> str:
     return textwrap.shorten(text, 160, placeholder=" …")
 
 
+@functools.lru_cache(maxsize=1)
 def _schema_head() -> str | None:
     """The schema revision this MLflow expects (its newest Alembic migration), if readable."""
     try:
@@ -316,6 +318,16 @@ def per_query_arrays(per_query: dict[str, Any], query_pids: list[int], query_cam
             "first_rank": np.asarray(per_query["first_rank"], dtype=np.int64),
             "inp": np.asarray(per_query["inp"], dtype=np.float64),
             "top10": np.asarray(per_query["top"], dtype=np.int64)}
+
+
+def log_per_query(arrays: dict[str, Any], run_id: str) -> None:
+    """``per_query.npz`` (``per_query_arrays``) as an artifact of the run ``run_id``."""
+    import numpy as np
+
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / PER_QUERY
+        np.savez_compressed(out, **arrays)
+        MlflowClient().log_artifact(run_id, str(out))
 
 
 def log_run_artifacts(config: dict[str, Any], metrics: dict[str, float], cmc: list[float],

@@ -61,12 +61,17 @@ def run_model(client: MlflowClient, run: Any) -> tuple[FTN, Config]:
     if path is None:
         raise Skip(f"{run.name}: no model.pt artifact")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        model = build_model(cfg.model, num_classes(state))
-        model.load_state_dict(state)
+        model = model_from_state(cfg, torch.load(path, map_location="cpu", weights_only=True))
     except (RuntimeError, KeyError, OSError, FTNError) as err:
         raise Skip(f"{run.name}: model.pt does not load ({str(err).splitlines()[0][:120]})") from None
     return model.eval(), cfg
+
+
+def model_from_state(cfg: Config, state: dict[str, torch.Tensor]) -> FTN:
+    """``cfg``'s model with a saved state dict, classifiers sized from it, in eval mode."""
+    model = build_model(cfg.model, num_classes(state))
+    model.load_state_dict(state)
+    return model.eval()
 
 
 def num_classes(state: dict[str, torch.Tensor]) -> int:
