@@ -136,6 +136,48 @@ def test_rerank_puts_the_mutual_neighbour_first_and_lambda_1_is_the_original_dis
     np.testing.assert_allclose(rerank(q, g, k1=2, k2=1, lam=1.0)[0], expected, rtol=1e-6)
 
 
+def _rerank_by_definition(q, g, k1, k2, lam):
+    """The paper's definitions with dense matrices and loops: the reference for the fast path."""
+    import numpy as np
+    import torch
+
+    from ftn_core.rerank import k_reciprocal
+
+    feats = torch.cat([q, g]).double()
+    dist = torch.cdist(feats, feats).pow(2)
+    dist = (dist / dist.max(dim=0).values).T.numpy()
+    rank, n, n_q = np.argsort(dist, axis=1, kind="stable"), len(feats), len(q)
+    v = np.zeros((n, n))
+    for i in range(n):
+        members = set(k_reciprocal(rank, i, k1).tolist())
+        expanded = set(members)
+        for c in members:
+            half = set(k_reciprocal(rank, c, round(k1 / 2)).tolist())
+            if len(half & members) > 2 / 3 * len(half):
+                expanded |= half
+        cols = sorted(expanded)
+        v[i, cols] = np.exp(-dist[i, cols]) / np.exp(-dist[i, cols]).sum()
+    v = v[rank[:, :k2]].mean(axis=1)
+    pairs = v[:n_q, None, :], v[None, n_q:, :]
+    jaccard = 1 - np.minimum(*pairs).sum(-1) / np.maximum(*pairs).sum(-1)
+    return (1 - lam) * jaccard + lam * dist[:n_q, n_q:]
+
+
+@pytest.mark.parametrize("k1,k2,lam", [(20, 6, 0.3), (6, 3, 0.5), (4, 1, 0.0)])
+def test_sparse_rerank_equals_the_dense_definition(k1, k2, lam):
+    import numpy as np
+    import torch
+
+    from ftn_core.rerank import rerank
+
+    gen = torch.Generator().manual_seed(k1)
+    ids = torch.randint(0, 12, (90,), generator=gen)
+    feats = torch.randn(12, 8, generator=gen)[ids] + 0.7 * torch.randn(90, 8, generator=gen)
+    got = rerank(feats[:20], feats[20:], k1=k1, k2=k2, lam=lam)
+    np.testing.assert_allclose(got, _rerank_by_definition(feats[:20], feats[20:], k1, k2, lam), atol=2e-5)
+    assert got.shape == (20, 70) and got.min() >= 0 and not np.allclose(got, got[:, :1])
+
+
 @pytest.mark.slow
 def test_rerank_is_a_separate_protocol_row(finished, capsys):
     uri, run, _ = finished
