@@ -35,17 +35,21 @@ from ftn_core.engine import evaluate  # noqa: E402
 from ftn_core.errors import FTNError, OneLineParser, cli_main  # noqa: E402
 
 
-def reranked(model, data, flip: bool):
+def _device() -> torch.device:
+    """The GPU when there is one (features, distances and ranks there), else the CPU."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def reranked(model, data, flip: bool, device: torch.device):
     """The metrics (percent) and ``RankResult`` of re-ranked distances (``ftn_core.rerank``)."""
     from ftn_core.engine import METRIC_SCALE, extract_features
     from ftn_core.evaluation import evaluate_rank
     from ftn_core.rerank import rerank
 
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    model = model.to(device)
     qf, qp, qc, _ = extract_features(model, data.query_loader, device, flip=flip)
     gf, gp, gc, _ = extract_features(model, data.gallery_loader, device, flip=flip)
-    result = evaluate_rank(rerank(qf.to(device), gf.to(device)), qp, gp, qc, gc)
+    result = evaluate_rank(rerank(qf.to(device), gf.to(device)), qp, gp, qc, gc,
+                           device=device if device.type != "cpu" else None)
     return {f"val/{k}": METRIC_SCALE * v for k, v in result.metrics().items()}, result
 
 
@@ -101,10 +105,11 @@ def main(argv: list[str] | None = None) -> int:
         cfg = override(cfg, sets)
         data = build_data(cfg.data, seed=cfg.train.seed)
         model = logged_model(args.run) or run_model(cfg, weights)
+        device = _device()
         if args.rerank:
-            metrics, result = reranked(model, data, args.flip)
+            metrics, result = reranked(model.to(device), data, args.flip, device)
         else:
-            metrics, result = evaluate(model, data, torch.device("cpu"), flip=args.flip)
+            metrics, result = evaluate(model.to(device), data, device, flip=args.flip)
     own = cfg.data.dataset == source.data.tags.get("dataset")
     changes = [c for c, on in (("flip", args.flip), ("rerank", args.rerank)) if on]
     protocol = "+".join(changes) or "paper"

@@ -25,7 +25,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from ablations import runner, tracking
-from ftn_core.config import config_hash, flatten
+from ftn_core.config import HOW_IT_RUNS, config_hash, flatten
 from ftn_core.data.holdout import holdout_split
 from ftn_core.data.loading import build_data, load_splits
 from ftn_core.engine import Interrupted, NonFiniteLoss, Trainer
@@ -336,7 +336,7 @@ def run_study(opts: TuneOptions, pruner: optuna.pruners.BasePruner | None = None
     storage, shown = open_storage(opts.storage, mlruns / "optuna" / f"{opts.study_name}.journal")
     client = tracking.open_store(uri)
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # trials are reported by _progress, in one line
-    base_hash = config_hash(base.cfg, exclude=("train.device", "data.workers", "data.root"))
+    base_hash = config_hash(base.cfg, exclude=(*HOW_IT_RUNS, "data.root"))
     study = load_study(opts, storage, shown, base_hash, pruner)
     experiment = f"tune-{opts.variant}-{opts.dataset}-{opts.preset}"
     exp_id = tracking.get_or_create_experiment(client, experiment)

@@ -1,8 +1,14 @@
-"""Data-pipeline speed on one core: decode + train augmentation at 256×128, and image checks.
+"""Data-pipeline speed: decode + train augmentation at 256×128 on one core, the training
+DataLoader with N workers, and image checks.
 
 Writes a few hundred random-texture JPEGs of Market-1501 size (64×128) to a temporary
 folder, then prints images/s for decoding alone, for decode + train pipeline through
-``ReIDDataset``, and the cost of the readers' image verification per 1000 images.
+``ReIDDataset``, for the training DataLoader (batch 32, ``loading.loader_options``: the
+settings training uses) with each ``--workers`` count, and the cost of the readers' image
+verification per 1000 images. A GPU run needs the loader above the model's img/s (issue 11:
+≥ 2,000 img/s at 256×128 with the preset's 4 workers).
+
+  python benchmarks/data_bench.py [--workers 0 2 4] [--images 400]
 """
 
 from __future__ import annotations
@@ -17,7 +23,10 @@ import numpy as np
 import torch
 from PIL import Image
 
+from torch.utils.data import DataLoader
+
 from ftn_core.data.dataset import ReIDDataset, read_image
+from ftn_core.data.loading import loader_options
 from ftn_core.data.readers import check_image, read_market_layout
 from ftn_core.data.transforms import build_transforms
 from ftn_core.data.types import Sample
@@ -56,6 +65,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=400)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--workers", type=int, nargs="+", default=[0, 2],
+                        help="DataLoader worker counts to measure (default: 0 2)")
     args = parser.parse_args()
     torch.set_num_threads(1)
     warnings.filterwarnings("ignore", category=DeprecationWarning)  # torchvision.io notice
@@ -77,6 +88,21 @@ def main() -> None:
             speed = rate(ds.__getitem__, range(len(ds)), args.repeats)
             label = f"decode + {name} pipeline at 256x128"
             print(f"{label:<44}{speed:8.0f} img/s per core")
+
+        train_set = ReIDDataset(samples, build_transforms(256, 128, train=True))
+        for workers in args.workers:
+            loader = DataLoader(train_set, batch_size=32, shuffle=True, drop_last=True,
+                                **loader_options(workers))
+            for _ in loader:  # start the workers and warm the file cache
+                pass
+            start, seen = time.perf_counter(), 0
+            for _ in range(args.repeats):
+                for batch in loader:
+                    seen += len(batch["img"])
+            speed = seen / (time.perf_counter() - start)
+            label = f"training DataLoader, {workers} worker(s), batch 32"
+            print(f"{label:<44}{speed:8.0f} img/s", flush=True)
+            del loader
 
         verify = rate(check_image, strs, args.repeats)
         print(f"{'image check (readers.check_image)':<44}{1e6 / verify:8.1f} ms per 1000 images")

@@ -7,6 +7,7 @@ measurement; a 5 ms psutil sampler where that is unavailable): torch's CPU alloc
 invisible to tracemalloc.
 
     .venv/bin/python benchmarks/eval_bench.py [--ref-queries 600] [--msmt-dim 32] [--skip-rerank]
+                                              [--device cuda]
 """
 
 from __future__ import annotations
@@ -149,8 +150,18 @@ def market(args: argparse.Namespace) -> None:
     print(f"  -> identical: cmc and counts {'equal' if same else 'DIFFERENT'}, "
           f"max |diff| over cmc/mAP/mINP {diff:.2e}")
     print(f"speed-up vs literal loop (extrapolated / best fast): {extrapolated / min(times):.1f}x")
+    if args.device != "cpu":
+        on_cpu, cpu_sec, _ = measure(lambda: evaluate_features(q, g, *labels))
+        dev = torch.device(args.device)
+        evaluate_features(q, g, *labels, device=dev)  # warm-up: kernels, allocator
+        on_dev, sec, _ = measure(lambda: evaluate_features(q, g, *labels, device=dev))
+        same = np.array_equal(on_cpu.per_query.first_rank, on_dev.per_query.first_rank)
+        print(f"evaluate_features on {args.device}  {sec:7.3f} s (CPU path {cpu_sec:.3f} s, "
+              f"{cpu_sec / sec:.1f}x); mAP {on_dev.mAP:.6f} vs CPU {on_cpu.mAP:.6f}, first-match "
+              f"ranks {'identical' if same else 'differ (float rounding of the distances)'}")
     if not args.skip_rerank:
-        reranked, sec, mem = measure(lambda: rerank(q, g))
+        dev = torch.device(args.device)
+        reranked, sec, mem = measure(lambda: rerank(q.to(dev), g.to(dev)))
         again = evaluate_rank(torch.from_numpy(reranked), *labels)
         print(f"k-reciprocal re-ranking     {sec:7.3f} s (cpu {CPU[0]:.2f} s; k1 20, k2 6, "
               f"λ 0.3)   peak +{mem:6.0f} MB")
@@ -188,6 +199,7 @@ def main() -> None:
     ap.add_argument("--msmt-dim", type=int, default=32)
     ap.add_argument("--skip-msmt", action="store_true")
     ap.add_argument("--skip-rerank", action="store_true", help="no k-reciprocal re-ranking")
+    ap.add_argument("--device", default="cpu", help="also time the device path there (e.g. cuda)")
     args = ap.parse_args()
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs, "
           f"load average {os.getloadavg()[0]:.2f}")

@@ -30,6 +30,7 @@ MaskStrategy = Literal["input", "gm", "gm_pam", "gm_cam", "gm_pam_cam", "oracle"
 Placement = Literal["series", "residual", "parallel"]
 Schedule = Literal["alternate", "joint"]
 Reduction = Literal["paper", "mean"]
+CompileMode = Literal["off", "default", "reduce-overhead", "max-autotune"]
 
 
 @dataclass(frozen=True)
@@ -125,6 +126,10 @@ class TrainConfig:
     amp: bool = True
     """Mixed precision on CUDA (bf16 where supported, else fp16 with a scaler)."""
     channels_last: bool = True
+    compile: CompileMode = "off"
+    """``torch.compile`` the training model with this mode (``reduce-overhead`` adds CUDA
+    graphs); off until measured on a GPU. How a run executes, not what it computes: not part of
+    the run's config hash."""
     max_batches: int = 0
     """Cap on batches per epoch (0 = a full pass); the tiny preset uses it."""
 
@@ -245,7 +250,11 @@ def flatten_dict(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def config_hash(cfg: Any, exclude: tuple[str, ...] = ("train.device", "data.workers")) -> str:
+HOW_IT_RUNS = ("train.device", "data.workers", "train.compile")
+"""Settings that change where or how fast a run executes, not its result: left out of the hash."""
+
+
+def config_hash(cfg: Any, exclude: tuple[str, ...] = HOW_IT_RUNS) -> str:
     """A short stable hash of everything that changes the result (not where it runs)."""
     flat = {k: v for k, v in flatten(cfg).items() if k not in exclude}
     payload = json.dumps(flat, sort_keys=True, default=list)

@@ -19,7 +19,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from ftn_core.attention import CFA, PAMCAM
 from ftn_core.config import ModelConfig
 from ftn_core.decoder import TFDec
-from ftn_core.errors import OneLineParser, cli_main, int_at_least
+from ftn_core.errors import FTNError, OneLineParser, cli_main, int_at_least
 from ftn_core.model import FTN, build_model
 
 PAPER_CFA_PARAMS = 1.3e6
@@ -82,13 +82,19 @@ def measure(name: str, module: nn.Module, x: torch.Tensor, per: int = 1) -> Cost
 
 
 def latency(model: nn.Module, x: torch.Tensor, runs: int = 5, warmup: int = 1) -> float:
-    """Median seconds of one eval-mode forward pass."""
+    """Median seconds of one eval-mode forward pass (on CUDA: bf16 autocast, timed to the end
+    of the GPU's work)."""
     model.eval()
+    cuda = x.device.type == "cuda"
     times = []
-    with torch.inference_mode():
+    with torch.inference_mode(), torch.autocast("cuda", dtype=torch.bfloat16, enabled=cuda):
         for i in range(warmup + runs):
+            if cuda:
+                torch.cuda.synchronize()
             t0 = time.perf_counter()
             model(x)
+            if cuda:
+                torch.cuda.synchronize()
             if i >= warmup:
                 times.append(time.perf_counter() - t0)
     return statistics.median(times)
@@ -121,16 +127,23 @@ def format_table(rows: list[CostRow]) -> str:
 
 
 def latency_ratio(batch: int = 16, height: int = 256, width: int = 128, runs: int = 5,
-                  backbone: str = "resnet50") -> tuple[float, float]:
-    """Median CPU inference seconds of Baseline and FTN (TF-Dec is never run at inference)."""
+                  backbone: str = "resnet50", device: str = "cpu") -> tuple[float, float]:
+    """Median inference seconds of Baseline and FTN (TF-Dec is never run at inference); on
+    CUDA in bf16 with channels_last, as training runs."""
     torch.manual_seed(0)
-    x = torch.rand(batch, 3, height, width)
+    dev = torch.device(device)
+    fmt = torch.channels_last if dev.type == "cuda" else torch.contiguous_format
+    x = torch.rand(batch, 3, height, width, device=dev).contiguous(memory_format=fmt)
     base = build_model(ModelConfig(backbone=backbone, attention="none", decoder=False), 751)
     ftn: FTN = build_model(ModelConfig(backbone=backbone), 751)
+    base, ftn = (m.to(dev, memory_format=fmt) for m in (base, ftn))
+    warm = 10 if dev.type == "cuda" else 1  # cuDNN picks its algorithms on the first calls
+    latency(base, x, runs=1, warmup=warm)
+    latency(ftn, x, runs=1, warmup=warm)
     t_base, t_ftn = [], []
     for _ in range(runs):  # interleave so drift of the machine hits both alike
-        t_base.append(latency(base, x, runs=1))
-        t_ftn.append(latency(ftn, x, runs=1))
+        t_base.append(latency(base, x, runs=1, warmup=0))
+        t_ftn.append(latency(ftn, x, runs=1, warmup=0))
     return statistics.median(t_base), statistics.median(t_ftn)
 
 
@@ -147,6 +160,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch", type=int_at_least(1), default=16, help="batch of the latency measurement")
     parser.add_argument("--runs", type=int_at_least(1), default=5, help="latency runs (median is reported)")
     parser.add_argument("--no-latency", action="store_true", help="skip the latency measurement")
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"],
+                        help="where the latency is measured (cuda: bf16, channels_last)")
     args = parser.parse_args(argv)
     rows = cost_table(args.height, args.width, args.backbone)
     print(format_table(rows))
@@ -159,9 +174,14 @@ def main(argv: list[str] | None = None) -> int:
               f"MACs {100 * (1 - cfa.gmac / pamcam.gmac):.1f} %, FLOPs "
               f"{100 * (1 - cfa.gflops / pamcam.gflops):.1f} % (paper: 83.4 %)")
     if not args.no_latency:
-        t_base, t_ftn = latency_ratio(args.batch, args.height, args.width, args.runs, args.backbone)
-        print(f"\nCPU inference, batch {args.batch}, {args.height}×{args.width}, {torch.get_num_threads()} "
-              f"threads, median of {args.runs}: Baseline {t_base * 1e3:.0f} ms, FTN {t_ftn * 1e3:.0f} ms, "
+        if args.device == "cuda" and not torch.cuda.is_available():
+            raise FTNError("--device cuda: no CUDA device is visible to torch; use --device cpu")
+        t_base, t_ftn = latency_ratio(args.batch, args.height, args.width, args.runs, args.backbone,
+                                      args.device)
+        where = (f"CUDA ({torch.cuda.get_device_name()}, bf16)" if args.device == "cuda"
+                 else f"CPU ({torch.get_num_threads()} threads)")
+        print(f"\n{where} inference, batch {args.batch}, {args.height}×{args.width}, median of "
+              f"{args.runs}: Baseline {t_base * 1e3:.2f} ms, FTN {t_ftn * 1e3:.2f} ms, "
               f"ratio FTN/Baseline = {t_ftn / t_base:.3f}")
     return 0
 

@@ -141,12 +141,18 @@ def evaluate(model: FTN, data: DataBundle, device: torch.device, channels_last: 
     branch's raw share, ``val/fg_focus_<map>``, ``val/fg_focus_norm_<map>``, ``val/mask_auc_<mask>``)."""
     qf, qp, qc, focus = extract_features(model, data.query_loader, device, channels_last, progress, "query", flip)
     gf, gp, gc, _ = extract_features(model, data.gallery_loader, device, channels_last, progress, "gallery", flip)
-    result = evaluate_features(qf, gf, qp, gp, qc, gc)
+    result = evaluate_features(qf, gf, qp, gp, qc, gc, device=device if device.type != "cpu" else None)
     metrics = {f"val/{k}": METRIC_SCALE * v for k, v in result.metrics().items()}
     if focus:  # already in percent
         metrics["val/fg_focus"] = focus["fg_focus_global"]
         metrics.update({f"val/{k}": v for k, v in focus.items()})
     return metrics, result
+
+
+SYNC_EVERY = 50
+"""On a GPU, batches between host reads of the loss (NaN check and progress bar)."""
+COMPILE_BACKEND = "inductor"
+"""``torch.compile``'s backend for ``train.compile``; tests use ``aot_eager`` (no C++ build)."""
 
 
 class Trainer:
@@ -165,6 +171,9 @@ class Trainer:
         self.rank, self.world_size = rank, world_size
         self.ckpt_path = Path(ckpt_path) if ckpt_path else None
         self.progress = progress if progress is not None else rank == 0
+        # Batches between reads of the loss: every batch on the CPU (free there, and a NaN is
+        # caught before its step), every SYNC_EVERY on a GPU, which then never waits on the host.
+        self.sync_every = 1 if resolve_device(cfg.train.device).type == "cpu" else SYNC_EVERY
         t = cfg.train
         self.device = resolve_device(t.device)
         cuda = self.device.type == "cuda"
@@ -191,6 +200,8 @@ class Trainer:
             self.net = nn.parallel.DistributedDataParallel(
                 self.model, device_ids=[self.device.index] if cuda else None,
                 find_unused_parameters=True)  # Re-ID and reconstruction batches use different parts
+        if t.compile != "off":  # one graph per batch kind (reid / recon / joint), compiled lazily
+            self.net = torch.compile(self.net, mode=t.compile, backend=COMPILE_BACKEND)
         self.start_epoch = 0
         self.history: list[dict[str, float]] = []
         self.final: dict[str, Any] | None = None
@@ -227,7 +238,7 @@ class Trainer:
         With ``data.workers > 0`` the pools live in the worker processes and are not saved:
         exact resumes are promised for ``workers = 0`` (the CPU presets).
         """
-        transform = getattr(self.data.train_loader.dataset, "transform", None)
+        transform = getattr(getattr(self.data.train_loader, "dataset", None), "transform", None)
         return [t for t in getattr(transform, "transforms", []) if hasattr(t, "load_state_dict")]
 
     def _save(self, epoch: int) -> None:
@@ -260,13 +271,14 @@ class Trainer:
             p.requires_grad_(not frozen)
 
     def train_epoch(self, epoch: int) -> dict[str, float]:
+        """One epoch; the loss terms stay on the device and are read every ``sync_every``
+        batches (finiteness, progress bar) and once at the end (the epoch's means)."""
         t = self.cfg.train
         self.model.train()
         self._set_warmup(epoch < t.warmup_epochs)
         self.data.sampler.set_epoch(epoch)
         n_batches = self.batches_per_epoch
-        sums: dict[str, float] = {}
-        counts: dict[str, int] = {}
+        losses = _LossSums(epoch)
         encoder = self.model.encoder_parameters()
         grad_norms: dict[str, list[torch.Tensor]] = {"reid": [], "recon": []}
         images, start = 0, time.perf_counter()
@@ -296,29 +308,27 @@ class Trainer:
                                       gradient=self.cfg.model.gradient_loss,
                                       recon_reduction=self.cfg.loss.recon_reduction)
             loss = combine(terms, self._weights(kind))
-            if not torch.isfinite(loss):
-                values = ", ".join(f"{k}={v.item():.4g}" for k, v in terms.items())
-                raise NonFiniteLoss(f"non-finite loss at epoch {epoch + 1}, batch {i + 1} ({values}); "
-                                    f"lower train.lr or check the data")
+            losses.add(i, terms, loss)
+            last = i + 1 == n_batches
+            if (i + 1) % self.sync_every == 0 or last:  # read before this batch's step
+                latest = losses.check()  # one host synchronisation
+                bar.set_postfix(loss=f"{latest:.3f}", lr=f"{self.scheduler.get_last_lr()[0]:.1e}",
+                                img_s=f"{images / (time.perf_counter() - start):.0f}")
             self.optimizer.zero_grad(set_to_none=True)
             self.scaler.scale(loss).backward()
             if kind in grad_norms and encoder[0].grad is not None:  # not while it is frozen
-                grad_norms[kind].append(_grad_norm(encoder) / self.scaler.get_scale())
+                if self.scaler.is_enabled():
+                    self.scaler.unscale_(self.optimizer)  # step() does not unscale again
+                grad_norms[kind].append(_grad_norm(encoder))
             self.scaler.step(self.optimizer)
             self.scaler.update()
             self.scheduler.step()
             images += img.shape[0] * self.world_size
-            for key, value in _term_totals(terms).items():
-                sums[key] = sums.get(key, 0.0) + value
-                counts[key] = counts.get(key, 0) + 1
-            sums["total"] = sums.get("total", 0.0) + loss.item()
-            counts["total"] = counts.get("total", 0) + 1
-            bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{self.scheduler.get_last_lr()[0]:.1e}",
-                            img_s=f"{images / (time.perf_counter() - start):.0f}")
             bar.update()
         bar.close()
+        losses.check()
         elapsed = time.perf_counter() - start
-        stats = {f"train/loss_{k}": sums[k] / counts[k] for k in sums}
+        stats = {f"train/loss_{k}": v for k, v in losses.means().items()}
         stats["train/lr"] = self.optimizer.param_groups[0]["lr"]
         stats["train/img_per_s"] = images / max(elapsed, 1e-9)
         stats["train/epoch_seconds"] = elapsed
@@ -411,13 +421,53 @@ def _grad_norm(params: list[nn.Parameter]) -> torch.Tensor:
     return torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads))).float()
 
 
-def _term_totals(terms: dict[str, torch.Tensor]) -> dict[str, float]:
-    """Sum the per-branch terms (``ce/global`` + ``ce/local`` …) into one value per term kind."""
-    out: dict[str, float] = {}
-    for key, value in terms.items():
-        kind = key.split("/")[0]
-        v = value.item()
-        if not math.isfinite(v):
-            v = float("nan")
-        out[kind] = out.get(kind, 0.0) + v
-    return out
+class _LossSums:
+    """An epoch's loss terms, summed on the device in float64 (exact for float32 values of
+    similar size, so the order of summation does not matter) and read only when asked.
+
+    ``add`` keeps the batches since the last ``check``; ``check`` reads them in one
+    synchronisation and raises ``NonFiniteLoss`` naming the first batch whose loss is not finite.
+    """
+
+    def __init__(self, epoch: int) -> None:
+        self.epoch = epoch
+        self.sums: dict[tuple[str, ...], torch.Tensor] = {}  # term names + "total" → (T+1,)
+        self.counts: dict[tuple[str, ...], int] = {}
+        self.pending: list[tuple[int, tuple[str, ...], torch.Tensor]] = []
+
+    def add(self, batch: int, terms: dict[str, torch.Tensor], loss: torch.Tensor) -> None:
+        names = (*terms, "total")
+        values = torch.stack([v.detach().float() for v in (*terms.values(), loss)]).double()
+        self.sums[names] = self.sums[names] + values if names in self.sums else values
+        self.counts[names] = self.counts.get(names, 0) + 1
+        self.pending.append((batch, names, values))
+
+    def check(self) -> float:
+        """The latest batch's loss; raises if any batch since the last check was not finite."""
+        if not self.pending:
+            return float("nan")
+        rows = torch.stack([v[-1] for _, _, v in self.pending])
+        if not bool(torch.isfinite(rows).all()):
+            for batch, names, values in self.pending:
+                if not math.isfinite(float(values[-1])):
+                    shown = ", ".join(f"{k}={v:.4g}" for k, v in zip(names[:-1], values.tolist()))
+                    raise NonFiniteLoss(f"non-finite loss at epoch {self.epoch + 1}, batch "
+                                        f"{batch + 1} ({shown}); lower train.lr or check the data")
+        latest = float(rows[-1])
+        self.pending.clear()
+        return latest
+
+    def means(self) -> dict[str, float]:
+        """Per term kind (``ce/global`` + ``ce/local`` → ``ce``): the mean over the batches that
+        had it of the per-batch sum over branches; a non-finite mean is NaN."""
+        totals: dict[str, float] = {}
+        counts: dict[str, int] = {}
+        for names, summed in self.sums.items():
+            per_kind: dict[str, float] = {}
+            for name, value in zip(names, summed.tolist()):
+                kind = name.split("/")[0]
+                per_kind[kind] = per_kind.get(kind, 0.0) + value
+            for kind, value in per_kind.items():
+                totals[kind] = totals.get(kind, 0.0) + value
+                counts[kind] = counts.get(kind, 0) + self.counts[names]
+        return {k: v / counts[k] if math.isfinite(v) else float("nan") for k, v in totals.items()}

@@ -14,6 +14,9 @@ it. Only items up to the query's hardest match can count; they are taken in one 
 sorted if few (≤ ``_SORT_MAX``) or else compared against the few true matches (~14 on Market).
 Exact ties are handled by ranking 64-bit keys (float32 bits << 32 | gallery index).
 Distances are float32 everywhere (a float64 matrix is cast; the reference loop casts too).
+On a GPU (``device``), each block of rows is instead sorted there with a stable sort, and a true
+match's rank among kept items is its position minus the junk before it: the same order, only
+integers come back to the host.
 """
 
 from __future__ import annotations
@@ -220,61 +223,135 @@ def _labels(q_pids: ArrayLike, g_pids: ArrayLike, q_camids: ArrayLike, g_camids:
     return arrays
 
 
-def _evaluate_blocks(num_q: int, num_g: int, labels: tuple[np.ndarray, ...], max_rank: int,
-                     rows_dist: Callable[[np.ndarray, np.ndarray], None]) -> RankResult:
-    """Shared driver over blocks of queries; ``rows_dist(rows, out)`` writes their distances."""
-    q_pids, g_pids, q_camids, g_camids = labels
-    plan = _plan(q_pids, g_pids, q_camids, g_camids)
-    valid_q = np.flatnonzero(plan.n_pos > 0)  # queries without a true match are skipped
-    first, ap, inp, top = [], [], [], []
+def _rank_rows_numpy(num_g: int, plan: _Plan, step: int,
+                     rows_dist: Callable[[np.ndarray, np.ndarray], None]):
+    """``rank_rows`` of the CPU path: distances into one reused (B, G) block, ranked by numpy."""
     buf = np.empty(int(plan.n_pos.max(initial=1)) * num_g, dtype=bool)
-    step = int(np.clip(_BLOCK_BYTES // (4 * max(num_g, 1)), 1, 1024))
-    block = np.empty((min(step, len(valid_q)), num_g), dtype=np.float32)  # reused (B, G)
+    block = np.empty((step, num_g), dtype=np.float32)
+
+    def rank_rows(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        dist = block[:len(rows)]
+        rows_dist(rows, dist)
+        top = _nearest(dist, TOP_K)  # before _match_ranks blanks the junk
+        return top, _match_ranks(dist, plan, rows, buf)
+
+    return rank_rows
+
+
+def _rank_rows_torch(dist: torch.Tensor, plan: _Plan, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The numpy path's (top, ranks) computed where ``dist`` (B, G) lives (the GPU): one stable
+    sort per row gives every item's position, ties by gallery index as the protocol orders them;
+    a true match's rank among kept items is its position minus the junk items before it."""
+    if bool(torch.isnan(dist).any()):
+        raise FTNError("the distance matrix contains NaN (did training diverge?); check the features")
+    num_b, num_g = dist.shape
+    order = torch.sort(dist, dim=1, stable=True).indices  # (B, G)
+    position = torch.empty_like(order).scatter_(1, order, torch.arange(num_g, device=dist.device).expand(num_b, -1))
+    gidx, pos, junk = (torch.from_numpy(a[rows]).to(dist.device) for a in (plan.gidx, plan.pos, plan.junk))
+    where = position.gather(1, gidx)  # (B, L) positions of the query's pid group
+    junk_at = torch.where(junk, where, num_g)  # (B, L); not junk → after everything
+    kept = where - (junk_at[:, None, :] < where[:, :, None]).sum(-1)  # (B, L) 0-based among kept
+    width = max(int(plan.n_pos[rows].max()), 1)
+    ranks = torch.where(pos, kept + 1, num_g + 1).sort(dim=1).values[:, :width]
+    ranks = torch.where(ranks > num_g, 0, ranks)  # slots past a row's count are 0, as in numpy
+    return order[:, :min(TOP_K, num_g)].cpu().numpy(), ranks.cpu().numpy()
+
+
+def _evaluate_blocks(valid_q: np.ndarray, plan: _Plan, step: int, max_rank: int,
+                     rank_rows: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]) -> RankResult:
+    """Shared driver over blocks of valid queries; ``rank_rows(rows)`` gives their (B, TOP_K)
+    nearest gallery items and the (B, P) ranks of their true matches."""
+    first, ap, inp, top = [], [], [], []
     for s in range(0, len(valid_q), step):
         rows = valid_q[s:s + step]
-        rows_dist(rows, block[:len(rows)])
-        top.append(_nearest(block[:len(rows)], TOP_K))  # before _match_ranks blanks the junk
-        ranks = _match_ranks(block[:len(rows)], plan, rows, buf)  # (B, P)
+        nearest, ranks = rank_rows(rows)
+        top.append(nearest)
         n = plan.n_pos[rows]  # (B,)
         k = np.arange(1, ranks.shape[1] + 1)[None, :]  # (1, P)
-        ap.append(np.where(k <= n[:, None], k / ranks, 0.0).sum(1) / n)
+        ap.append(np.divide(k, ranks, out=np.zeros(ranks.shape), where=k <= n[:, None]).sum(1) / n)
         inp.append(n / ranks[np.arange(len(rows)), n - 1])
         first.append(ranks[:, 0])
     return _summarise(valid_q, first, ap, inp, top, max_rank)
 
 
+def _evaluate(num_q: int, num_g: int, labels: tuple[np.ndarray, ...], max_rank: int,
+              rows_dist: Callable[[np.ndarray, np.ndarray], None]) -> RankResult:
+    """The CPU path over blocks of queries; ``rows_dist(rows, out)`` writes their distances."""
+    plan = _plan(*labels)
+    valid_q = np.flatnonzero(plan.n_pos > 0)  # queries without a true match are skipped
+    step = int(np.clip(_BLOCK_BYTES // (4 * max(num_g, 1)), 1, 1024))
+    step = min(step, max(len(valid_q), 1))
+    return _evaluate_blocks(valid_q, plan, step, max_rank, _rank_rows_numpy(num_g, plan, step, rows_dist))
+
+
 def evaluate_rank(distmat: torch.Tensor | np.ndarray, q_pids: ArrayLike, g_pids: ArrayLike,
-                  q_camids: ArrayLike, g_camids: ArrayLike, max_rank: int = 50) -> RankResult:
+                  q_camids: ArrayLike, g_camids: ArrayLike, max_rank: int = 50,
+                  device: torch.device | str | None = None) -> RankResult:
     """CMC (length ``max_rank``), mAP and mINP from a (Q, G) distance matrix (DESIGN §5).
 
     Same order semantics as ``evaluate_rank_reference`` (stable sort: ties by gallery index),
-    but only the true matches of each query are ranked, blockwise over queries.
+    but only the true matches of each query are ranked, blockwise over queries. ``device`` (the
+    matrix's own when it is a GPU tensor): each block is sorted and ranked there.
     """
+    if device is None and isinstance(distmat, torch.Tensor) and distmat.device.type != "cpu":
+        device = distmat.device
+    if device is not None:
+        dist_t = torch.as_tensor(distmat).to(device=device, dtype=torch.float32)
+        if dist_t.ndim != 2:
+            raise ValueError(f"distmat must be (Q, G), got shape {tuple(dist_t.shape)}")
+        labels = _labels(q_pids, g_pids, q_camids, g_camids, *dist_t.shape)
+        plan = _plan(*labels)
+        valid_q = np.flatnonzero(plan.n_pos > 0)
+        return _evaluate_blocks(valid_q, plan, _device_step(dist_t.shape[1]), max_rank,
+                                lambda rows: _rank_rows_torch(dist_t[torch.from_numpy(rows).to(device)], plan, rows))
     dist = _to_numpy(distmat)
     if dist.ndim != 2:
         raise ValueError(f"distmat must be (Q, G), got shape {dist.shape}")
     dist = dist.astype(np.float32, copy=False)
     labels = _labels(q_pids, g_pids, q_camids, g_camids, *dist.shape)
-    return _evaluate_blocks(*dist.shape, labels, max_rank,
-                            lambda rows, out: np.take(dist, rows, axis=0, out=out))
+    return _evaluate(*dist.shape, labels, max_rank,
+                     lambda rows, out: np.take(dist, rows, axis=0, out=out))
+
+
+def _device_step(num_g: int) -> int:
+    """Query rows per block on a device: distances (4 B), order and positions (8 B each)."""
+    return int(np.clip(8 * _BLOCK_BYTES // (20 * max(num_g, 1)), 1, 4096))
 
 
 def evaluate_features(q_feat: torch.Tensor, g_feat: torch.Tensor, q_pids: ArrayLike,
                       g_pids: ArrayLike, q_camids: ArrayLike, g_camids: ArrayLike,
-                      metric: str = "euclidean", max_rank: int = 50) -> RankResult:
+                      metric: str = "euclidean", max_rank: int = 50,
+                      device: torch.device | str | None = None) -> RankResult:
     """``evaluate_rank(compute_distmat(q_feat, g_feat, metric), ...)`` without the full matrix.
 
     Distances are computed per block of queries and ranked at once, so memory stays at a few
-    blocks of (rows, G) — what makes MSMT17 (11,659 × 82,161) fit.
+    blocks of (rows, G) — what makes MSMT17 (11,659 × 82,161) fit. ``device`` (e.g. ``cuda``):
+    distances, sorts and ranks of each block are computed there (``_rank_rows_torch``) and only
+    (B, TOP_K + P) integers come back; the ranks are the CPU path's, up to float rounding of
+    the distances themselves.
     """
     q, g, g_sq = _prepare(q_feat, g_feat, metric)
     labels = _labels(q_pids, g_pids, q_camids, g_camids, q.shape[0], g.shape[0])
+    if device is None:
+        def rows_dist(rows: np.ndarray, out: np.ndarray) -> None:
+            with torch.no_grad():
+                _distance_block(q[torch.from_numpy(rows)], g, metric, g_sq, torch.from_numpy(out))
 
-    def rows_dist(rows: np.ndarray, out: np.ndarray) -> None:
+        return _evaluate(q.shape[0], g.shape[0], labels, max_rank, rows_dist)
+    device = torch.device(device)
+    q, g = q.to(device), g.to(device)
+    g_sq = g_sq.to(device) if g_sq is not None else None
+    plan = _plan(*labels)
+    valid_q = np.flatnonzero(plan.n_pos > 0)
+    step = _device_step(g.shape[0])
+    block = torch.empty(min(step, max(len(valid_q), 1)), g.shape[0], device=device)
+
+    def rank_rows(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         with torch.no_grad():
-            _distance_block(q[torch.from_numpy(rows)], g, metric, g_sq, torch.from_numpy(out))
+            dist = _distance_block(q[torch.from_numpy(rows).to(device)], g, metric, g_sq, block[:len(rows)])
+            return _rank_rows_torch(dist, plan, rows)
 
-    return _evaluate_blocks(q.shape[0], g.shape[0], labels, max_rank, rows_dist)
+    return _evaluate_blocks(valid_q, plan, step, max_rank, rank_rows)
 
 
 def evaluate_rank_reference(distmat: torch.Tensor | np.ndarray, q_pids: ArrayLike,

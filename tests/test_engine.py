@@ -198,3 +198,100 @@ def _fit_masks(cfg, train_masks):
     data = build_data(cfg.data, seed=cfg.train.seed, train_masks=train_masks)
     trainer = Trainer(cfg, data, progress=False)
     return trainer, trainer.fit()
+
+
+def _preloaded(cfg, n: int):
+    """The data bundle of ``cfg`` with its first training batch repeated ``n`` times, already in
+    memory: the loop then runs only engine, model, losses and optimizer code."""
+    data = build_data(cfg.data, seed=cfg.train.seed)
+    first = next(iter(data.train_loader))
+    return dataclasses.replace(data, train_loader=[first] * n)
+
+
+def _host_reads_from_ftn_core(monkeypatch) -> list[str]:
+    """Record each Tensor → Python read (a host synchronisation on a GPU) made by ftn_core code."""
+    import inspect
+
+    calls: list[str] = []
+    for name in ("item", "tolist", "__bool__", "__float__", "__int__"):
+        original = getattr(torch.Tensor, name)
+
+        def wrapper(self, *args, _original=original, _name=name):
+            caller = inspect.currentframe().f_back.f_code.co_filename
+            if "ftn_core" in caller:
+                calls.append(f"{_name} {caller}")
+            return _original(self, *args)
+
+        monkeypatch.setattr(torch.Tensor, name, wrapper)
+    return calls
+
+
+def test_training_reads_the_loss_once_per_sync_interval_not_once_per_batch(tiny_cfg, monkeypatch):
+    cfg = override(tiny_cfg, {"train.max_batches": 0})
+    counts = {}
+    for n in (15, 30):
+        trainer = Trainer(cfg, _preloaded(cfg, n), progress=False)
+        trainer.sync_every = 5
+        calls = _host_reads_from_ftn_core(monkeypatch)
+        trainer.train_epoch(1)
+        monkeypatch.undo()
+        counts[n] = len(calls)
+    # 15 more batches add three checks of two reads each: nothing per batch.
+    assert counts[30] - counts[15] == 6, counts
+
+
+def test_non_finite_loss_is_located_between_sync_points(tiny_cfg):
+    cfg = override(tiny_cfg, {"train.max_batches": 0})
+    trainer = Trainer(cfg, _preloaded(cfg, 12), progress=False)
+    trainer.sync_every = 5
+    losses, seen = trainer.model.losses, []
+
+    def poisoned(*args, **kwargs):
+        terms = losses(*args, **kwargs)
+        seen.append(1)
+        if len(seen) == 7:  # batch 7 of 12: found at the check of batch 10
+            terms["ce/global"] = terms["ce/global"] * float("inf")
+        return terms
+
+    trainer.model.losses = poisoned
+    with pytest.raises(NonFiniteLoss, match=r"non-finite loss at epoch 2, batch 7 \(ce/global=inf"):
+        trainer.train_epoch(1)
+    assert len(seen) == 10  # stopped at the first check after it, before batch 10's step
+
+
+def test_epoch_means_are_the_per_batch_means_of_the_summed_branches(tiny_cfg):
+    cfg = override(tiny_cfg, {"train.max_batches": 0})
+    trainer = Trainer(cfg, _preloaded(cfg, 6), progress=False)
+    trainer.sync_every = 4
+    losses, per_batch = trainer.model.losses, []
+
+    def recorded(*args, **kwargs):
+        terms = losses(*args, **kwargs)
+        per_batch.append({k: float(v.detach()) for k, v in terms.items()})
+        return terms
+
+    trainer.model.losses = recorded
+    stats = trainer.train_epoch(1)  # after the warm-up: reid, reid, recon, reid, reid, recon
+    ce = [sum(v for k, v in b.items() if k.startswith("ce/")) for b in per_batch if "ce/global" in b]
+    grad = [b["grad"] for b in per_batch if "grad" in b]
+    assert len(ce) == 4 and len(grad) == 2
+    assert stats["train/loss_ce"] == pytest.approx(sum(ce) / 4, rel=1e-12)
+    assert stats["train/loss_grad"] == pytest.approx(sum(grad) / 2, rel=1e-12)
+
+
+def test_compiled_training_matches_eager_and_checkpoints_the_plain_model(tiny_cfg, monkeypatch):
+    import ftn_core.engine as engine
+
+    monkeypatch.setattr(engine, "COMPILE_BACKEND", "aot_eager")  # the graph path, no C++ build
+    cfg = override(tiny_cfg, {"train.max_batches": 0})
+    data = _preloaded(cfg, 3)
+    eager = Trainer(cfg, data, progress=False)
+    compiled = Trainer(override(cfg, {"train.compile": "default"}), data, progress=False)
+    assert type(compiled.net).__name__ == "OptimizedModule" and compiled.net is not compiled.model
+    a, b = eager.train_epoch(1), compiled.train_epoch(1)  # reid, reid, recon: two graphs
+    for key in ("train/loss_ce", "train/loss_triplet", "train/loss_grad", "train/loss_l1"):
+        assert b[key] == pytest.approx(a[key], rel=1e-3), key  # decompositions round differently
+    assert list(compiled.state_dict(1)["model"]) == list(eager.state_dict(1)["model"])
+    from ftn_core.config import config_hash
+
+    assert config_hash(override(cfg, {"train.compile": "max-autotune"})) == config_hash(cfg)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -21,10 +22,15 @@ from ftn_core.evaluation import (
 )
 
 
-@pytest.fixture(params=["sort", "compare"])
+@pytest.fixture(params=["sort", "compare", "device"])
 def path(request, monkeypatch) -> str:
-    """Run a test through both ways of ranking a query's candidates (sorted or compared)."""
+    """Run a test through every way of ranking a query's candidates: sorted or compared by
+    numpy, or sorted by torch where the distances live (the GPU path, here on the CPU)."""
     monkeypatch.setattr(evaluation, "_SORT_MAX", 1 << 30 if request.param == "sort" else 0)
+    if request.param == "device":
+        for name in ("evaluate_rank", "evaluate_features"):
+            fn = getattr(evaluation, name)
+            monkeypatch.setitem(globals(), name, functools.partial(fn, device="cpu"))
     return request.param
 
 
@@ -53,9 +59,9 @@ DIST = [
 ]
 
 
-@pytest.mark.parametrize("fn", [evaluate_rank, evaluate_rank_reference])
+@pytest.mark.parametrize("fn", ["evaluate_rank", "evaluate_rank_reference"])
 def test_hand_computed_case(fn, path: str) -> None:
-    res = fn(np.array(DIST, dtype=np.float32), Q_PIDS, G_PIDS, Q_CAMS, G_CAMS, max_rank=8)
+    res = globals()[fn](np.array(DIST, dtype=np.float32), Q_PIDS, G_PIDS, Q_CAMS, G_CAMS, max_rank=8)
     assert isinstance(res, RankResult)
     assert res.num_valid_queries == 3
     assert res.mAP == pytest.approx(41 / 90, abs=1e-9)

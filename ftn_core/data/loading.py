@@ -39,6 +39,16 @@ def load_splits(cfg: DataConfig) -> DatasetSplits:
     return load_dataset(cfg.dataset, cfg.root, skip_bad_images=cfg.skip_bad_images)
 
 
+def loader_options(workers: int, persistent: bool = True) -> dict:
+    """DataLoader settings for ``workers`` processes: pinned memory when a GPU is there (so the
+    copy is asynchronous), workers kept alive across epochs (no restart and re-import per
+    epoch) and 4 batches prefetched per worker. ``benchmarks/data_bench.py`` measures them."""
+    options = {"num_workers": workers, "pin_memory": torch.cuda.is_available()}
+    if workers > 0:
+        options.update(persistent_workers=persistent, prefetch_factor=4)
+    return options
+
+
 def build_data(cfg: DataConfig, seed: int = 0, rank: int = 0, world_size: int = 1,
                splits: DatasetSplits | None = None, eval_batch: int = 128,
                train_masks: bool = False) -> DataBundle:
@@ -51,18 +61,17 @@ def build_data(cfg: DataConfig, seed: int = 0, rank: int = 0, world_size: int = 
     if train_masks and not all(s.mask_path for s in splits.train):
         raise FTNError(f"model.mask=oracle needs ground-truth person masks, which {cfg.dataset} "
                        f"does not have; it runs on the synthetic data only")
-    pin = torch.cuda.is_available()
     train_tf = build_transforms(cfg.height, cfg.width, train=True, flip=cfg.flip, pad=cfg.pad,
                                 random_patch=cfg.random_patch, random_erasing=cfg.random_erasing)
     test_tf = build_transforms(cfg.height, cfg.width, train=False)
     sampler = PKSampler([s.pid for s in splits.train], cfg.num_ids, cfg.num_instances, seed=seed,
                         rank=rank, world_size=world_size)
     train = DataLoader(ReIDDataset(splits.train, train_tf, with_mask=train_masks), batch_sampler=sampler,
-                       num_workers=cfg.workers, pin_memory=pin)
+                       **loader_options(cfg.workers))
 
     def test_loader(samples, with_mask):
         return DataLoader(ReIDDataset(samples, test_tf, with_mask=with_mask), batch_size=eval_batch,
-                          shuffle=False, num_workers=cfg.workers, pin_memory=pin)
+                          shuffle=False, **loader_options(cfg.workers, persistent=False))
 
     # Query masks (synthetic data) feed the foreground-focus score; the gallery needs none.
     query = test_loader(splits.query, with_mask=any(s.mask_path for s in splits.query))
