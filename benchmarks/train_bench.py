@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 import statistics
 import sys
 import time
@@ -135,6 +136,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batches", type=int, help="batches per measurement, a multiple of 3 "
                         "(default: 6 on the CPU, 3 for paper there; 60 on CUDA)")
     parser.add_argument("--repeats", type=int, default=3, help="engine/bare pairs (median reported)")
+    parser.add_argument("--models", nargs="+", default=[v for v, _ in VARIANTS],
+                        choices=[v for v, _ in VARIANTS], help="default: Baseline FTN")
+    parser.add_argument("--engine-only", action="store_true",
+                        help="skip the bare loop (with --compile: one compilation instead of two)")
     parser.add_argument("--compile", nargs="+", default=["off"],
                         choices=["off", "default", "reduce-overhead", "max-autotune"],
                         help="train.compile modes to measure (default: off)")
@@ -157,11 +162,14 @@ def main(argv: list[str] | None = None) -> int:
         images = sum(len(b["img"]) for b in batches)
         for mode in args.compile:
             for label, changes in VARIANTS:
+                if label not in args.models:
+                    continue
                 c = override(cfg, {**changes, "train.compile": mode})
                 if cuda:
                     torch.cuda.reset_peak_memory_stats()
                 repeats = args.repeats if (cuda or preset != "paper") else 1
-                pairs = [(engine_seconds(c, batches), bare_seconds(c, batches)) for _ in range(repeats)]
+                pairs = [(engine_seconds(c, batches), math.nan if args.engine_only else bare_seconds(c, batches))
+                         for _ in range(repeats)]
                 engine = statistics.median(e for e, _ in pairs)
                 bare = statistics.median(b for _, b in pairs)
                 overhead = statistics.median(e / b - 1 for e, b in pairs)

@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# Issue 11's GPU measurements in one go, for a session lent a GPU machine (../shared/gpu/README.md).
+# Run from the project root on that machine, with .whl/ carried (../shared/gpu/wheels.sh):
+#
+#   OUT=/some/dir bash benchmarks/gpu_check.sh [quick]
+#
+# Every step has its own time limit and writes its log under $OUT, so a step that runs long
+# costs only its own figures. Order: what the issue's "done when" needs first (latency ratio,
+# engine vs bare loop without compile), then compile, the loader, GPU evaluation. The limits add
+# up to 550 s, under the device tool's 600 s per command; "quick" skips compile.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+OUT=${OUT:?set OUT to a folder for the logs}
+mkdir -p "$OUT"
+quick=${1:-}
+
+if ! python3 -c "import mlflow" 2>/dev/null && ls .whl/*.whl >/dev/null 2>&1; then
+  site=$(mktemp -d)
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target "$site" .whl/*.whl
+  export PYTHONPATH="$site${PYTHONPATH:+:$PYTHONPATH}"
+fi
+export PYTHONUNBUFFERED=1
+
+step() {  # step NAME SECONDS COMMAND...
+  local name=$1 limit=$2
+  shift 2
+  echo "== $name ($(date +%T), limit ${limit}s): $*" | tee -a "$OUT/summary.txt"
+  local t0=$SECONDS
+  timeout "$limit" "$@" > "$OUT/$name.log" 2>&1
+  local rc=$?
+  echo "   rc $rc, $((SECONDS - t0)) s" | tee -a "$OUT/summary.txt"
+  tail -n 12 "$OUT/$name.log" >> "$OUT/summary.txt"
+}
+
+{ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
+  python3 -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda)"
+  nproc; } > "$OUT/machine.txt" 2>&1
+cat "$OUT/machine.txt" >> "$OUT/summary.txt"
+
+step latency 50 python3 -m ftn_core.cost --device cuda --runs 50
+step train_eager 140 python3 benchmarks/train_bench.py --device cuda --presets paper gpu --batches 60 --repeats 2
+if [ "$quick" != quick ]; then
+  step train_compile 220 python3 benchmarks/train_bench.py --device cuda --presets paper --batches 60 \
+    --repeats 1 --models FTN --engine-only --compile default
+fi
+step data 60 python3 benchmarks/data_bench.py --workers 4 8 --images 600 --repeats 2
+step eval 80 python3 benchmarks/eval_bench.py --device cuda --skip-msmt --ref-queries 100 --repeats 2
+echo "done $(date +%T)" >> "$OUT/summary.txt"
