@@ -240,37 +240,38 @@ def test_training_reads_the_loss_once_per_sync_interval_not_once_per_batch(tiny_
     assert counts[30] - counts[15] == 6, counts
 
 
-def test_non_finite_loss_is_located_between_sync_points(tiny_cfg):
-    cfg = override(tiny_cfg, {"train.max_batches": 0})
-    trainer = Trainer(cfg, _preloaded(cfg, 12), progress=False)
-    trainer.sync_every = 5
-    losses, seen = trainer.model.losses, []
+def _watched(cfg, batches: int, sync_every: int, watch):
+    """A trainer on ``batches`` preloaded batches whose loss terms pass through
+    ``watch(terms, call)`` (call = 1, 2, …) before the engine sees them."""
+    trainer = Trainer(cfg, _preloaded(cfg, batches), progress=False)
+    trainer.sync_every = sync_every
+    losses, calls = trainer.model.losses, []
 
-    def poisoned(*args, **kwargs):
+    def watched(*args, **kwargs):
+        calls.append(1)
         terms = losses(*args, **kwargs)
-        seen.append(1)
-        if len(seen) == 7:  # batch 7 of 12: found at the check of batch 10
-            terms["ce/global"] = terms["ce/global"] * float("inf")
+        watch(terms, len(calls))
         return terms
 
-    trainer.model.losses = poisoned
+    trainer.model.losses = watched
+    return trainer, calls
+
+
+def test_non_finite_loss_is_located_between_sync_points(tiny_cfg):
+    def poison(terms, call):
+        if call == 7:  # batch 7 of 12: found at the check of batch 10
+            terms["ce/global"] = terms["ce/global"] * float("inf")
+
+    trainer, calls = _watched(override(tiny_cfg, {"train.max_batches": 0}), 12, 5, poison)
     with pytest.raises(NonFiniteLoss, match=r"non-finite loss at epoch 2, batch 7 \(ce/global=inf"):
         trainer.train_epoch(1)
-    assert len(seen) == 10  # stopped at the first check after it, before batch 10's step
+    assert len(calls) == 10  # stopped at the first check after it, before batch 10's step
 
 
 def test_epoch_means_are_the_per_batch_means_of_the_summed_branches(tiny_cfg):
-    cfg = override(tiny_cfg, {"train.max_batches": 0})
-    trainer = Trainer(cfg, _preloaded(cfg, 6), progress=False)
-    trainer.sync_every = 4
-    losses, per_batch = trainer.model.losses, []
-
-    def recorded(*args, **kwargs):
-        terms = losses(*args, **kwargs)
-        per_batch.append({k: float(v.detach()) for k, v in terms.items()})
-        return terms
-
-    trainer.model.losses = recorded
+    per_batch = []
+    trainer, _ = _watched(override(tiny_cfg, {"train.max_batches": 0}), 6, 4,
+                          lambda terms, call: per_batch.append({k: float(v.detach()) for k, v in terms.items()}))
     stats = trainer.train_epoch(1)  # after the warm-up: reid, reid, recon, reid, reid, recon
     ce = [sum(v for k, v in b.items() if k.startswith("ce/")) for b in per_batch if "ce/global" in b]
     grad = [b["grad"] for b in per_batch if "grad" in b]
