@@ -171,7 +171,9 @@ def describe_start(plan: list[PlannedRun]) -> str:
         if p.dataset == "synthetic" and not synthetic_ready(p.cfg.data):
             first.append(f"generate the synthetic data in {p.cfg.data.root} (seconds)")
             break
-    seconds = sum(RUN_SECONDS.get(p.preset, float("nan")) for p in todo)
+    # The preset's measured run time, scaled by the epochs a --set asks for.
+    seconds = sum(RUN_SECONDS.get(p.preset, float("nan")) * p.cfg.train.epochs
+                  / preset_config(p.preset).train.epochs for p in todo)
     if seconds != seconds:  # NaN: a preset without a measured time
         estimate = "no time estimate for this preset (it depends on the GPU)"
     else:

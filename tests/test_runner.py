@@ -81,6 +81,17 @@ def test_runner_records_everything_and_never_trains_twice(store, data_root, caps
     assert "2 runs, 2 already done, 0 to run" in out
 
 
+def test_dry_run_time_estimate_follows_the_epochs_asked_for(store, tmp_path, capsys):
+    from ftn_core.presets import RUN_SECONDS
+
+    base = ["--table", "2", "--preset", "cpu", "--variants", "base", "g", "--seeds", "0", "1", "2",
+            "--tracking-uri", store["uri"], "--work-dir", store["work"], "--root", str(tmp_path), "--dry-run"]
+    for sets, factor in (([], 1), (["--set", "train.epochs=27"], 3)):
+        assert run_cli.main(base + sets) == 0
+        minutes = round(6 * RUN_SECONDS["cpu"] * factor / 60)
+        assert f"train 6 run(s); about {minutes} min" in capsys.readouterr().out
+
+
 @pytest.mark.slow
 def test_nan_run_fails_and_the_others_go_on(store, data_root, capsys, monkeypatch):
     # A NaN L1 term (a NaN weight is refused before any run exists): only variants with a
