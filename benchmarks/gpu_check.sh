@@ -2,17 +2,19 @@
 # Issue 11's GPU measurements in one go, for a session lent a GPU machine (../shared/gpu/README.md).
 # Run from the project root on that machine, with .whl/ carried (../shared/gpu/wheels.sh):
 #
-#   OUT=/some/dir bash benchmarks/gpu_check.sh [quick]
+#   OUT=/some/dir bash benchmarks/gpu_check.sh eager     # then, on the same warm machine:
+#   OUT=/some/dir bash benchmarks/gpu_check.sh compile
 #
 # Every step has its own time limit and writes its log under $OUT, so a step that runs long
-# costs only its own figures. Order: what the issue's "done when" needs first (latency ratio,
-# engine vs bare loop without compile), then compile, the loader, GPU evaluation. The limits add
-# up to 550 s, under the device tool's 600 s per command; "quick" skips compile.
+# costs only its own figures. "eager" (limits sum to 330 s): the latency ratio, engine vs bare
+# loop for the paper and gpu presets, the loader with 4 and 8 workers, GPU evaluation and
+# re-ranking. "compile" (limits sum to 400 s): FTN (g) training and both models' inference
+# under torch.compile. Each part fits the device tool's 600 s per command.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:?set OUT to a folder for the logs}
 mkdir -p "$OUT"
-quick=${1:-}
+part=${1:?say which part: eager or compile}
 
 if ! python3 -c "import mlflow" 2>/dev/null && ls .whl/*.whl >/dev/null 2>&1; then
   site=$(mktemp -d)
@@ -37,12 +39,17 @@ step() {  # step NAME SECONDS COMMAND...
   nproc; } > "$OUT/machine.txt" 2>&1
 cat "$OUT/machine.txt" >> "$OUT/summary.txt"
 
-step latency 50 python3 -m ftn_core.cost --device cuda --runs 50
-step train_eager 140 python3 benchmarks/train_bench.py --device cuda --presets paper gpu --batches 60 --repeats 2
-if [ "$quick" != quick ]; then
-  step train_compile 220 python3 benchmarks/train_bench.py --device cuda --presets paper --batches 60 \
+if [ "$part" = eager ]; then
+  step latency 50 python3 -m ftn_core.cost --device cuda --runs 50
+  step train_eager 140 python3 benchmarks/train_bench.py --device cuda --presets paper gpu --batches 60 --repeats 2
+  step data 60 python3 benchmarks/data_bench.py --workers 4 8 --images 600 --repeats 2
+  step eval 80 python3 benchmarks/eval_bench.py --device cuda --skip-msmt --ref-queries 100 --repeats 2
+elif [ "$part" = compile ]; then
+  step train_compile 250 python3 benchmarks/train_bench.py --device cuda --presets paper --batches 60 \
     --repeats 1 --models FTN --engine-only --compile default
+  step latency_compiled 150 python3 -m ftn_core.cost --device cuda --runs 50 --compile reduce-overhead
+else
+  echo "unknown part '$part': use eager or compile" >&2
+  exit 2
 fi
-step data 60 python3 benchmarks/data_bench.py --workers 4 8 --images 600 --repeats 2
-step eval 80 python3 benchmarks/eval_bench.py --device cuda --skip-msmt --ref-queries 100 --repeats 2
 echo "done $(date +%T)" >> "$OUT/summary.txt"

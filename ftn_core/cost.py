@@ -127,16 +127,20 @@ def format_table(rows: list[CostRow]) -> str:
 
 
 def latency_ratio(batch: int = 16, height: int = 256, width: int = 128, runs: int = 5,
-                  backbone: str = "resnet50", device: str = "cpu") -> tuple[float, float]:
+                  backbone: str = "resnet50", device: str = "cpu",
+                  compile_mode: str = "off") -> tuple[float, float]:
     """Median inference seconds of Baseline and FTN (TF-Dec is never run at inference); on
-    CUDA in bf16 with channels_last, as training runs."""
+    CUDA in bf16 with channels_last, as training runs; ``compile_mode``: ``torch.compile`` both
+    (``reduce-overhead``: CUDA graphs, no launch overhead)."""
     torch.manual_seed(0)
     dev = torch.device(device)
     fmt = torch.channels_last if dev.type == "cuda" else torch.contiguous_format
     x = torch.rand(batch, 3, height, width, device=dev).contiguous(memory_format=fmt)
     base = build_model(ModelConfig(backbone=backbone, attention="none", decoder=False), 751)
     ftn: FTN = build_model(ModelConfig(backbone=backbone), 751)
-    base, ftn = (m.to(dev, memory_format=fmt) for m in (base, ftn))
+    base, ftn = (m.to(dev, memory_format=fmt).eval() for m in (base, ftn))
+    if compile_mode != "off":
+        base, ftn = (torch.compile(m, mode=compile_mode) for m in (base, ftn))
     warm = 10 if dev.type == "cuda" else 1  # cuDNN picks its algorithms on the first calls
     latency(base, x, runs=1, warmup=warm)
     latency(ftn, x, runs=1, warmup=warm)
@@ -162,6 +166,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-latency", action="store_true", help="skip the latency measurement")
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"],
                         help="where the latency is measured (cuda: bf16, channels_last)")
+    parser.add_argument("--compile", default="off", choices=["off", "default", "reduce-overhead", "max-autotune"],
+                        help="torch.compile both models for the latency measurement (default: off)")
     args = parser.parse_args(argv)
     rows = cost_table(args.height, args.width, args.backbone)
     print(format_table(rows))
@@ -177,9 +183,11 @@ def main(argv: list[str] | None = None) -> int:
         if args.device == "cuda" and not torch.cuda.is_available():
             raise FTNError("--device cuda: no CUDA device is visible to torch; use --device cpu")
         t_base, t_ftn = latency_ratio(args.batch, args.height, args.width, args.runs, args.backbone,
-                                      args.device)
+                                      args.device, args.compile)
         where = (f"CUDA ({torch.cuda.get_device_name()}, bf16)" if args.device == "cuda"
                  else f"CPU ({torch.get_num_threads()} threads)")
+        if args.compile != "off":
+            where += f", compiled ({args.compile})"
         print(f"\n{where} inference, batch {args.batch}, {args.height}×{args.width}, median of "
               f"{args.runs}: Baseline {t_base * 1e3:.2f} ms, FTN {t_ftn * 1e3:.2f} ms, "
               f"ratio FTN/Baseline = {t_ftn / t_base:.3f}")
