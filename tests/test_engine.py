@@ -296,3 +296,13 @@ def test_compiled_training_matches_eager_and_checkpoints_the_plain_model(tiny_cf
     from ftn_core.config import config_hash
 
     assert config_hash(override(cfg, {"train.compile": "max-autotune"})) == config_hash(cfg)
+
+
+def test_loaders_keep_their_workers_and_prefetch_only_with_workers(tiny_cfg):
+    with_workers = build_data(override(tiny_cfg, {"data.workers": 2}).data)
+    train, query = with_workers.train_loader, with_workers.query_loader
+    assert train.num_workers == 2 and train.persistent_workers and train.prefetch_factor == 4
+    assert query.num_workers == 2 and not query.persistent_workers  # read once per evaluation
+    assert train.pin_memory == torch.cuda.is_available()
+    plain = build_data(tiny_cfg.data).train_loader
+    assert plain.num_workers == 0 and not plain.persistent_workers and plain.prefetch_factor is None
