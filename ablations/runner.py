@@ -15,7 +15,7 @@ import torch
 
 from ablations import tracking
 from ablations.variants import Variant, variants
-from ftn_core.config import Config, config_hash, flatten, override, to_dict, validate
+from ftn_core.config import HOW_IT_RUNS, Config, config_hash, flatten, override, to_dict, validate
 from ftn_core.data.loading import build_data, load_splits
 from ftn_core.data.types import DatasetSplits
 from ftn_core.engine import Callbacks, Interrupted, NonFiniteLoss, Trainer, deferred_interrupts
@@ -81,7 +81,7 @@ def build_plan(table: int, keys: list[str] | None, seeds: list[int], datasets: l
     datasets = list(dict.fromkeys(datasets))
     chosen = variants(table, keys, controls)
     check_sets_against_table(table, sets)
-    overrides = ", ".join(f"{k}={v}" for k, v in sets.items() if k not in ("train.device", "data.workers"))
+    overrides = ", ".join(f"{k}={v}" for k, v in sets.items() if k not in HOW_IT_RUNS)
     plan = []
     for dataset in datasets:
         data_sets = {"data.dataset": dataset, "data.root": root}

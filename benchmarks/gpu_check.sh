@@ -21,7 +21,7 @@ if ! python3 -c "import mlflow" 2>/dev/null && ls .whl/*.whl >/dev/null 2>&1; th
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target "$site" .whl/*.whl
   export PYTHONPATH="$site${PYTHONPATH:+:$PYTHONPATH}"
 fi
-export PYTHONUNBUFFERED=1
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1  # ftn_core without an install
 
 step() {  # step NAME SECONDS COMMAND...
   local name=$1 limit=$2

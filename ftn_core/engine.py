@@ -334,7 +334,9 @@ class Trainer:
         stats["train/lr"] = self.optimizer.param_groups[0]["lr"]
         stats["train/img_per_s"] = images / max(elapsed, 1e-9)
         stats["train/epoch_seconds"] = elapsed
-        means = {k: torch.stack(v).mean().item() for k, v in grad_norms.items() if v}
+        # nanmean: a step the fp16 scaler skips has an infinite norm and does not count
+        norms = {k: torch.stack(v) for k, v in grad_norms.items() if v}
+        means = {k: torch.where(x.isfinite(), x, math.nan).nanmean().item() for k, x in norms.items()}
         for k, v in means.items():
             stats[f"train/grad_norm_{k}"] = v
         if "reid" in means and "recon" in means:
@@ -439,7 +441,8 @@ class _LossSums:
 
     def add(self, batch: int, terms: dict[str, torch.Tensor], loss: torch.Tensor) -> None:
         names = (*terms, "total")
-        values = torch.stack([v.detach().float() for v in (*terms.values(), loss)]).double()
+        values = torch.stack([v.detach().float() for v in (*terms.values(), loss)])
+        values = values.double() if values.device.type != "mps" else values  # MPS has no float64
         self.sums[names] = self.sums[names] + values if names in self.sums else values
         self.counts[names] = self.counts.get(names, 0) + 1
         self.pending.append((batch, names, values))

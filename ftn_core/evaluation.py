@@ -167,7 +167,8 @@ def _match_ranks(dist: np.ndarray, plan: _Plan, rows: np.ndarray, buf: np.ndarra
 
     dist: (B, G) float32 rows of the queries ``rows`` (a scratch copy, modified in place);
     buf: reused bool scratch of at least max(n_pos)·G elements.
-    Returns (B, P) int64, P = most true matches in the block; slots past a row's count are 0.
+    Returns (B, P) int64, P = most true matches in the block; slots past a row's count are
+    unused (they hold 1).
     """
     if np.isnan(dist).any():
         raise FTNError("the distance matrix contains NaN (did training diverge?); "
@@ -253,7 +254,7 @@ def _rank_rows_torch(dist: torch.Tensor, plan: _Plan, rows: np.ndarray) -> tuple
     kept = where - (junk_at[:, None, :] < where[:, :, None]).sum(-1)  # (B, L) 0-based among kept
     width = max(int(plan.n_pos[rows].max()), 1)
     ranks = torch.where(pos, kept + 1, num_g + 1).sort(dim=1).values[:, :width]
-    ranks = torch.where(ranks > num_g, 0, ranks)  # slots past a row's count are 0, as in numpy
+    ranks = torch.where(ranks > num_g, 0, ranks)  # slots past a row's count: unused
     return order[:, :min(TOP_K, num_g)].cpu().numpy(), ranks.cpu().numpy()
 
 
@@ -314,8 +315,9 @@ def evaluate_rank(distmat: torch.Tensor | np.ndarray, q_pids: ArrayLike, g_pids:
 
 
 def _device_step(num_g: int) -> int:
-    """Query rows per block on a device: distances (4 B), order and positions (8 B each)."""
-    return int(np.clip(8 * _BLOCK_BYTES // (20 * max(num_g, 1)), 1, 4096))
+    """Query rows per block on a device: distances, sorted values (4 B each), sort order,
+    positions and the arange they scatter (8 B each) per element."""
+    return int(np.clip(8 * _BLOCK_BYTES // (32 * max(num_g, 1)), 1, 4096))
 
 
 def evaluate_features(q_feat: torch.Tensor, g_feat: torch.Tensor, q_pids: ArrayLike,
