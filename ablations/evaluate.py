@@ -31,13 +31,8 @@ from ablations import runner, tracking  # noqa: E402
 from ablations.per_query import run_files, run_model  # noqa: E402
 from ftn_core.config import override  # noqa: E402
 from ftn_core.data.loading import build_data  # noqa: E402
-from ftn_core.engine import evaluate  # noqa: E402
+from ftn_core.engine import evaluate, resolve_device  # noqa: E402
 from ftn_core.errors import FTNError, OneLineParser, cli_main  # noqa: E402
-
-
-def _device() -> torch.device:
-    """The GPU when there is one (features, distances and ranks there), else the CPU."""
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 def reranked(model, data, flip: bool, device: torch.device):
@@ -105,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
         cfg = override(cfg, sets)
         data = build_data(cfg.data, seed=cfg.train.seed)
         model = logged_model(args.run) or run_model(cfg, weights)
-        device = _device()
+        device = resolve_device("auto")  # the GPU when there is one, else the CPU
         if args.rerank:
             metrics, result = reranked(model.to(device), data, args.flip, device)
         else:

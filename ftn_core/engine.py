@@ -171,11 +171,11 @@ class Trainer:
         self.rank, self.world_size = rank, world_size
         self.ckpt_path = Path(ckpt_path) if ckpt_path else None
         self.progress = progress if progress is not None else rank == 0
-        # Batches between reads of the loss: every batch on the CPU (free there, and a NaN is
-        # caught before its step), every SYNC_EVERY on a GPU, which then never waits on the host.
-        self.sync_every = 1 if resolve_device(cfg.train.device).type == "cpu" else SYNC_EVERY
         t = cfg.train
         self.device = resolve_device(t.device)
+        # Batches between reads of the loss: every batch on the CPU (free there, and a NaN is
+        # caught before its step), every SYNC_EVERY on a GPU, which then never waits on the host.
+        self.sync_every = 1 if self.device.type == "cpu" else SYNC_EVERY
         cuda = self.device.type == "cuda"
         if cuda:
             torch.backends.cudnn.benchmark = True

@@ -258,10 +258,12 @@ def _rank_rows_torch(dist: torch.Tensor, plan: _Plan, rows: np.ndarray) -> tuple
     return order[:, :min(TOP_K, num_g)].cpu().numpy(), ranks.cpu().numpy()
 
 
-def _evaluate_blocks(valid_q: np.ndarray, plan: _Plan, step: int, max_rank: int,
+def _evaluate_blocks(plan: _Plan, step: int, max_rank: int,
                      rank_rows: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]) -> RankResult:
-    """Shared driver over blocks of valid queries; ``rank_rows(rows)`` gives their (B, TOP_K)
-    nearest gallery items and the (B, P) ranks of their true matches."""
+    """Shared driver over blocks of the valid queries (those with a true match; the others are
+    skipped); ``rank_rows(rows)`` gives their (B, TOP_K) nearest gallery items and the (B, P)
+    ranks of their true matches."""
+    valid_q = np.flatnonzero(plan.n_pos > 0)
     first, ap, inp, top = [], [], [], []
     for s in range(0, len(valid_q), step):
         rows = valid_q[s:s + step]
@@ -275,14 +277,23 @@ def _evaluate_blocks(valid_q: np.ndarray, plan: _Plan, step: int, max_rank: int,
     return _summarise(valid_q, first, ap, inp, top, max_rank)
 
 
-def _evaluate(num_q: int, num_g: int, labels: tuple[np.ndarray, ...], max_rank: int,
+def _evaluate(num_g: int, labels: tuple[np.ndarray, ...], max_rank: int,
               rows_dist: Callable[[np.ndarray, np.ndarray], None]) -> RankResult:
     """The CPU path over blocks of queries; ``rows_dist(rows, out)`` writes their distances."""
     plan = _plan(*labels)
-    valid_q = np.flatnonzero(plan.n_pos > 0)  # queries without a true match are skipped
     step = int(np.clip(_BLOCK_BYTES // (4 * max(num_g, 1)), 1, 1024))
-    step = min(step, max(len(valid_q), 1))
-    return _evaluate_blocks(valid_q, plan, step, max_rank, _rank_rows_numpy(num_g, plan, step, rows_dist))
+    step = min(step, max(int((plan.n_pos > 0).sum()), 1))
+    return _evaluate_blocks(plan, step, max_rank, _rank_rows_numpy(num_g, plan, step, rows_dist))
+
+
+def _evaluate_on_device(num_g: int, labels: tuple[np.ndarray, ...], max_rank: int,
+                        rows_dist: Callable[[torch.Tensor], torch.Tensor],
+                        device: torch.device) -> RankResult:
+    """The device path; ``rows_dist(rows)`` gives the (B, G) distances of the query rows
+    ``rows`` (an index tensor on ``device``), at most ``_device_step(num_g)`` of them."""
+    plan = _plan(*labels)
+    return _evaluate_blocks(plan, _device_step(num_g), max_rank, lambda rows: _rank_rows_torch(
+        rows_dist(torch.from_numpy(rows).to(device)), plan, rows))
 
 
 def evaluate_rank(distmat: torch.Tensor | np.ndarray, q_pids: ArrayLike, g_pids: ArrayLike,
@@ -301,16 +312,13 @@ def evaluate_rank(distmat: torch.Tensor | np.ndarray, q_pids: ArrayLike, g_pids:
         if dist_t.ndim != 2:
             raise ValueError(f"distmat must be (Q, G), got shape {tuple(dist_t.shape)}")
         labels = _labels(q_pids, g_pids, q_camids, g_camids, *dist_t.shape)
-        plan = _plan(*labels)
-        valid_q = np.flatnonzero(plan.n_pos > 0)
-        return _evaluate_blocks(valid_q, plan, _device_step(dist_t.shape[1]), max_rank,
-                                lambda rows: _rank_rows_torch(dist_t[torch.from_numpy(rows).to(device)], plan, rows))
+        return _evaluate_on_device(dist_t.shape[1], labels, max_rank, dist_t.__getitem__, device)
     dist = _to_numpy(distmat)
     if dist.ndim != 2:
         raise ValueError(f"distmat must be (Q, G), got shape {dist.shape}")
     dist = dist.astype(np.float32, copy=False)
     labels = _labels(q_pids, g_pids, q_camids, g_camids, *dist.shape)
-    return _evaluate(*dist.shape, labels, max_rank,
+    return _evaluate(dist.shape[1], labels, max_rank,
                      lambda rows, out: np.take(dist, rows, axis=0, out=out))
 
 
@@ -339,21 +347,17 @@ def evaluate_features(q_feat: torch.Tensor, g_feat: torch.Tensor, q_pids: ArrayL
             with torch.no_grad():
                 _distance_block(q[torch.from_numpy(rows)], g, metric, g_sq, torch.from_numpy(out))
 
-        return _evaluate(q.shape[0], g.shape[0], labels, max_rank, rows_dist)
+        return _evaluate(g.shape[0], labels, max_rank, rows_dist)
     device = torch.device(device)
     q, g = q.to(device), g.to(device)
     g_sq = g_sq.to(device) if g_sq is not None else None
-    plan = _plan(*labels)
-    valid_q = np.flatnonzero(plan.n_pos > 0)
-    step = _device_step(g.shape[0])
-    block = torch.empty(min(step, max(len(valid_q), 1)), g.shape[0], device=device)
+    block = torch.empty(min(_device_step(g.shape[0]), max(q.shape[0], 1)), g.shape[0], device=device)
 
-    def rank_rows(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def rows_dist_on_device(rows: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
-            dist = _distance_block(q[torch.from_numpy(rows).to(device)], g, metric, g_sq, block[:len(rows)])
-            return _rank_rows_torch(dist, plan, rows)
+            return _distance_block(q[rows], g, metric, g_sq, block[:len(rows)])
 
-    return _evaluate_blocks(valid_q, plan, step, max_rank, rank_rows)
+    return _evaluate_on_device(g.shape[0], labels, max_rank, rows_dist_on_device, device)
 
 
 def evaluate_rank_reference(distmat: torch.Tensor | np.ndarray, q_pids: ArrayLike,
