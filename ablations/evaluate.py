@@ -49,13 +49,21 @@ def reranked(model, data, flip: bool, device: torch.device):
 
 
 def logged_model(run_id: str):
-    """The run's LoggedModel (``runs:/<run>/model``), or None for a run from before it was logged."""
+    """The run's LoggedModel (``runs:/<run>/model``), or None for a run from before it was logged.
+    MLflow downloads the model into a folder it never removes (62 MB per call at the cpu preset)
+    when not given one, so it gets a temporary folder here, and its code-path entry in ``sys.path``
+    is taken back out once the model is in memory."""
     import mlflow.pytorch
 
+    path = list(sys.path)
     try:
-        return mlflow.pytorch.load_model(f"runs:/{run_id}/model", map_location="cpu").eval()
+        with tempfile.TemporaryDirectory() as tmp:
+            return mlflow.pytorch.load_model(f"runs:/{run_id}/model", dst_path=tmp,
+                                             map_location="cpu").eval()
     except Exception:  # noqa: BLE001 - unreadable or of another code version: fall back to model.pt
         return None
+    finally:
+        sys.path[:] = path
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

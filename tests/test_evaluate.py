@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import sys
+import tempfile
+from pathlib import Path
+
 import pytest
 from fixtures_layouts import GALLERY, QUERY, TRAIN, write_market_layout
 from mlflow.tracking import MlflowClient
@@ -81,7 +85,11 @@ def test_the_logged_model_gives_the_checkpoint_embeddings(finished):
 
     uri, run, tmp = finished
     mlflow.set_tracking_uri(uri)
-    logged = mlflow.pytorch.load_model(f"runs:/{run.info.run_id}/model").eval()
+    scratch = set(Path(tempfile.gettempdir()).iterdir())
+    path = list(sys.path)
+    logged = evaluate.logged_model(run.info.run_id)
+    assert set(Path(tempfile.gettempdir()).iterdir()) == scratch  # the download is not left behind
+    assert sys.path == path
     cfg, weights = run_files(run.info.run_id, str(tmp))
     reference = run_model(cfg, weights)
     x = torch.rand(3, 3, cfg.data.height, cfg.data.width)
