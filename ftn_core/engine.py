@@ -313,7 +313,7 @@ class Trainer:
             losses.add(i, terms, loss)
             last = i + 1 == n_batches
             if (i + 1) % self.sync_every == 0 or last:  # read before this batch's step
-                latest = losses.check()  # one host synchronisation
+                latest = losses.check(self.world_size > 1)  # one host synchronisation
                 bar.set_postfix(loss=f"{latest:.3f}", lr=f"{self.scheduler.get_last_lr()[0]:.1e}",
                                 img_s=f"{images / (time.perf_counter() - start):.0f}")
             self.optimizer.zero_grad(set_to_none=True)
@@ -328,7 +328,7 @@ class Trainer:
             images += img.shape[0] * self.world_size
             bar.update()
         bar.close()
-        losses.check()
+        losses.check(self.world_size > 1)
         elapsed = time.perf_counter() - start
         stats = {f"train/loss_{k}": v for k, v in losses.means().items()}
         stats["train/lr"] = self.optimizer.param_groups[0]["lr"]
@@ -447,17 +447,33 @@ class _LossSums:
         self.counts[names] = self.counts.get(names, 0) + 1
         self.pending.append((batch, names, values))
 
-    def check(self) -> float:
-        """The latest batch's loss; raises if any batch since the last check was not finite."""
+    def check(self, distributed: bool = False) -> float:
+        """The latest batch's loss; raises if any batch since the last check was not finite.
+
+        ``distributed``: every rank checks at the same batches (they run the same number), and a
+        non-finite loss on any rank stops them all here, with the reason, instead of the others
+        going on into the next gradient all-reduce and waiting there for a rank that has gone.
+        """
         if not self.pending:
             return float("nan")
         rows = torch.stack([v[-1] for _, _, v in self.pending])
-        if not bool(torch.isfinite(rows).all()):
+        finite = torch.isfinite(rows).all()
+        if not bool(finite):
             for batch, names, values in self.pending:
                 if not math.isfinite(float(values[-1])):
                     shown = ", ".join(f"{k}={v:.4g}" for k, v in zip(names[:-1], values.tolist()))
+                    if distributed:  # tell the other ranks before leaving
+                        dist.all_reduce(finite.to(torch.int32), op=dist.ReduceOp.MIN)
                     raise NonFiniteLoss(f"non-finite loss at epoch {self.epoch + 1}, batch "
                                         f"{batch + 1} ({shown}); lower train.lr or check the data")
+        if distributed:
+            everywhere = finite.to(torch.int32)
+            dist.all_reduce(everywhere, op=dist.ReduceOp.MIN)
+            if not bool(everywhere):
+                first, last = self.pending[0][0] + 1, self.pending[-1][0] + 1
+                raise NonFiniteLoss(f"non-finite loss on another rank at epoch {self.epoch + 1}, "
+                                    f"batches {first}–{last} (that rank's error names it); lower "
+                                    "train.lr or check the data")
         latest = float(rows[-1])
         self.pending.clear()
         return latest

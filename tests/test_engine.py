@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import math
 import os
 import socket
@@ -131,6 +132,38 @@ def _ddp_worker(rank: int, world: int, port: int, cfg, out: dict) -> None:
         out[rank] = (flat.sum().item(), flat.abs().sum().item(), len(data.train_loader))
     finally:
         dist.destroy_process_group()
+
+
+def _ddp_nan_worker(rank: int, world: int, port: int, cfg, out: dict) -> None:
+    """Rank 1 alone gets a NaN loss (its triplet margin); both ranks must stop with a reason."""
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", rank=rank, world_size=world, timeout=datetime.timedelta(seconds=60))
+    try:
+        if rank == 1:
+            cfg = override(cfg, {"loss.margin": float("nan")})
+        data = build_data(cfg.data, seed=cfg.train.seed, rank=rank, world_size=world)
+        trainer = Trainer(cfg, data, None, None, rank=rank, world_size=world, progress=False)
+        try:
+            trainer.fit()
+            out[rank] = "finished"
+        except NonFiniteLoss as e:
+            out[rank] = str(e)
+        except Exception as e:  # noqa: BLE001 - a lost peer, reported for the assertion
+            out[rank] = f"{type(e).__name__}: {e}"
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_ddp_a_nan_on_one_rank_stops_every_rank_with_its_reason(tiny_cfg):
+    cfg = override(tiny_cfg, {"train.epochs": 1, "train.max_batches": 3, "train.eval_every": 0})
+    with mp.Manager() as manager:
+        out = manager.dict()
+        mp.spawn(_ddp_nan_worker, args=(2, _free_port(), cfg, out), nprocs=2, join=True)
+        results = dict(out)
+    assert results[1].startswith("non-finite loss at epoch 1, batch 1 (") and "triplet/global=nan" in results[1]
+    assert results[0].startswith("non-finite loss on another rank at epoch 1, batches 1–1")
 
 
 @pytest.mark.slow
