@@ -13,6 +13,7 @@ Examples:
   python ablations/evaluate.py --run 3f2a… --rerank          # + k-reciprocal re-ranking
   python ablations/evaluate.py --run 3f2a… --dataset dukemtmcreid --root /data/reid   # cross-domain
   python ablations/evaluate.py --run 3f2a… --dataset folder --root /data/my_cameras
+  python ablations/evaluate.py --run 3f2a… --device cpu      # stay off the GPU
 """
 
 from __future__ import annotations
@@ -77,6 +78,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="average each embedding with its mirror image's (not the paper's protocol)")
     parser.add_argument("--rerank", action="store_true",
                         help="k-reciprocal re-ranking (Zhong et al. 2017; k1=20, k2=6, λ=0.3): not the paper's protocol")
+    parser.add_argument("--device", default="auto",
+                        help="auto (the GPU when there is one, whatever the run trained on), cpu, cuda or cuda:N")
     parser.add_argument("--tracking-uri", default=None,
                         help=f"MLflow store or server (default: {tracking.DEFAULT_TRACKING_URI})")
     return parser.parse_args(argv)
@@ -85,6 +88,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 @cli_main
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    device = resolve_device(args.device, "--device")
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     client = tracking.open_store(args.tracking_uri)
     try:
@@ -108,7 +112,6 @@ def main(argv: list[str] | None = None) -> int:
         cfg = override(cfg, sets)
         data = build_data(cfg.data, seed=cfg.train.seed)
         model = logged_model(args.run) or run_model(cfg, weights)
-        device = resolve_device("auto")  # the GPU when there is one, else the CPU
         if args.rerank:
             metrics, result = reranked(model.to(device), data, args.flip, device)
         else:

@@ -61,11 +61,13 @@ class TrainResult:
     """The final evaluation's ``PerQuery`` fields (index, ap, first_rank, inp) as arrays."""
 
 
-def resolve_device(name: str) -> torch.device:
+def resolve_device(name: str, option: str = "train.device") -> torch.device:
+    """``auto`` (the GPU when there is one), ``cpu``, ``cuda`` or ``cuda:N``; ``option`` names the
+    setting in the error when CUDA is asked for and absent."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
-        raise FTNError(f"train.device={name} but CUDA is not available; use train.device=cpu")
+        raise FTNError(f"{option}={name} but CUDA is not available; use {option}=cpu")
     return torch.device(name)
 
 

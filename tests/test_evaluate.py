@@ -66,6 +66,17 @@ def test_an_unknown_run_is_one_line(tmp_path, capsys):
     assert err.startswith("error: --run 0000") and "no such run" in err and err.count("\n") == 1
 
 
+def test_an_absent_gpu_is_one_line_before_the_store_is_opened(tmp_path, capsys, monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    assert evaluate.main(["--run", "0" * 32, "--tracking-uri", uri, "--device", "cuda"]) == 2
+    err = capsys.readouterr().err
+    assert err == "error: --device=cuda but CUDA is not available; use --device=cpu\n"
+    assert not (tmp_path / "mlflow.db").exists()
+
+
 @pytest.mark.slow
 def test_ui_prints_the_runs_view_of_the_newest_table_experiment(finished, capsys):
     from ablations import ui

@@ -157,9 +157,11 @@ def test_signal_mid_epoch_kills_then_resumes_to_the_same_result(store, data_root
     (["--table", "2", "--tracking-uri", "sqlite:////proc/nope/mlflow.db"], "cannot write the tracking store"),
     (["--table", "2", "--tracking-uri", "./mlruns"], "the file store is an error in MLflow 3"),
 ])
-def test_bad_arguments_fail_before_training(argv, message, capsys, monkeypatch):
+def test_bad_arguments_fail_before_training(argv, message, capsys, monkeypatch, tmp_path):
     monkeypatch.setattr("ablations.runner.execute", lambda *a, **k: pytest.fail("trained"))
-    assert run_cli.main([*argv, "--preset", "tiny"]) == 2
+    if "--tracking-uri" not in argv:  # never the repository's own store
+        argv = [*argv, "--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}"]
+    assert run_cli.main([*argv, "--preset", "tiny", "--work-dir", str(tmp_path / "ckpt")]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and message in err and err.count("\n") == 1
 
