@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ from mlflow import MlflowClient
 from mlflow.entities import Experiment
 from mlflow.exceptions import MlflowException
 from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
+from mlflow.store.artifact.local_artifact_repo import LocalArtifactRepository
 
 from ablations.variants import variants
 from ftn_core.errors import FTNError
@@ -211,11 +213,24 @@ def metric_history(client: MlflowClient, runs: pd.DataFrame, keys: tuple[str, ..
     return pd.DataFrame(rows, columns=["variant", "seed", "key", "step", "value"])
 
 
+_SCRATCH: list[tempfile.TemporaryDirectory] = []
+
+
+def _scratch() -> str:
+    """One temporary folder per process for artifacts of a remote store, removed at exit
+    (MLflow would give each download a folder of its own and never remove it)."""
+    if not _SCRATCH:
+        _SCRATCH.append(tempfile.TemporaryDirectory(prefix="ftn-report-"))
+    return _SCRATCH[0].name
+
+
 def artifact_path(client: MlflowClient, run: Any, name: str) -> Path | None:
     """A local path to the run's artifact ``name`` (no copy for a local store), None if absent."""
     repo = get_artifact_repository(run.artifact_uri, tracking_uri=client.tracking_uri)
+    local = isinstance(repo, LocalArtifactRepository)
     try:
-        path = Path(repo.download_artifacts(name))
+        dst = None if local else tempfile.mkdtemp(dir=_scratch())
+        path = Path(repo.download_artifacts(name, dst_path=dst))
     except (MlflowException, OSError):
         return None
     return path if path.exists() else None

@@ -458,3 +458,40 @@ def test_rank_list_picks_best_median_worst_and_frames_each_panel(tmp_path):
     height, width = matplotlib.image.imread(out).shape[:2]
     # two queries: best and median (the worst is the median again, drawn once) × (query + top 3)
     assert width / height == pytest.approx((1.1 * 4) / (2.0 * 2), rel=0.05)
+
+
+def test_artifacts_of_a_remote_store_land_in_one_scratch_folder(tmp_path, monkeypatch):
+    """A remote repository's download goes where it is told; told nothing, MLflow's would make a
+    folder of its own per call and leave it. A local store's file is read where it lies."""
+    import tempfile
+    from types import SimpleNamespace
+
+    from mlflow.store.artifact.local_artifact_repo import LocalArtifactRepository
+
+    from reports import load
+
+    class Remote:
+        def download_artifacts(self, name, dst_path=None):
+            dst = Path(dst_path or tempfile.mkdtemp())
+            (dst / name).write_text("{\"x\": 1}")
+            return str(dst / name)
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
+    monkeypatch.setattr(load, "_SCRATCH", [])
+    monkeypatch.setattr(load, "get_artifact_repository", lambda *a, **k: Remote())
+    run = SimpleNamespace(artifact_uri="https://example.invalid/artifacts")
+    client = SimpleNamespace(tracking_uri="https://example.invalid")
+    assert load.artifact_json(client, run, "metrics.json") == {"x": 1}
+    assert load.artifact_json(client, run, "metrics.json") == {"x": 1}
+    (scratch,) = (tmp_path / "tmp").iterdir()  # both downloads inside the one scratch folder
+    assert scratch.name.startswith("ftn-report-") and len(list(scratch.iterdir())) == 2
+    load._SCRATCH[0].cleanup()
+    assert not scratch.exists()
+
+    stored = tmp_path / "store" / "metrics.json"
+    stored.parent.mkdir()
+    stored.write_text("{}")
+    monkeypatch.setattr(load, "get_artifact_repository",
+                        lambda *a, **k: LocalArtifactRepository(str(stored.parent)))
+    assert load.artifact_path(client, run, "metrics.json") == stored  # no copy
