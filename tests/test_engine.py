@@ -13,6 +13,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
+from ftn_core import engine
 from ftn_core.config import override
 from ftn_core.data.loading import build_data
 from ftn_core.engine import Interrupted, NonFiniteLoss, Trainer, lr_factor
@@ -124,12 +125,14 @@ def _ddp_worker(rank: int, world: int, port: int, cfg, out: dict) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     torch.set_num_threads(1)
     dist.init_process_group("gloo", rank=rank, world_size=world)
+    engine.COMPILE_BACKEND = "aot_eager"  # a spawned process imports the engine afresh
     try:
         data = build_data(cfg.data, seed=cfg.train.seed, rank=rank, world_size=world)
         trainer = Trainer(cfg, data, None, None, rank=rank, world_size=world, progress=False)
         trainer.fit()
         flat = torch.cat([p.detach().flatten() for p in trainer.model.parameters()])
-        out[rank] = (flat.sum().item(), flat.abs().sum().item(), len(data.train_loader))
+        out[rank] = (flat.sum().item(), flat.abs().sum().item(), len(data.train_loader),
+                     type(trainer.net).__name__)
     finally:
         dist.destroy_process_group()
 
@@ -167,9 +170,12 @@ def test_ddp_a_nan_on_one_rank_stops_every_rank_with_its_reason(tiny_cfg):
 
 
 @pytest.mark.slow
-def test_ddp_two_cpu_processes_agree(tiny_cfg):
+@pytest.mark.parametrize("compile_mode", ["off", "default"])
+def test_ddp_two_cpu_processes_agree(tiny_cfg, compile_mode):
+    """Also compiled: DDP's bucketed all-reduce inside the compiled graphs, and the recompile
+    when the backbone unfreezes after the warm-up."""
     cfg = override(tiny_cfg, {"train.epochs": 2, "train.warmup_epochs": 1, "train.max_batches": 3,
-                              "train.eval_every": 0})
+                              "train.eval_every": 0, "train.compile": compile_mode})
     cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, epochs=2))
     with mp.Manager() as manager:
         out = manager.dict()
@@ -177,6 +183,7 @@ def test_ddp_two_cpu_processes_agree(tiny_cfg):
         results = dict(out)
     assert set(results) == {0, 1}
     assert results[0] == results[1]  # identical weights on both ranks after warm-up and alternation
+    assert results[0][3] == ("OptimizedModule" if compile_mode != "off" else "DistributedDataParallel")
 
 
 def test_recon_grad_ratio_is_logged_finite_and_positive(tiny_cfg):
