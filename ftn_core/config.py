@@ -11,6 +11,7 @@ import dataclasses
 import hashlib
 import json
 import math
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -298,6 +299,8 @@ RULES: dict[str, tuple[Any, str]] = {
     "data.random_patch": (_PROB, "a probability in [0, 1]"),
     "data.random_erasing": (_PROB, "a probability in [0, 1]"),
     "train.epochs": (_AT_LEAST_1, "an integer ≥ 1"),
+    "train.device": (lambda v: re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", v) is not None,
+                     "auto, cpu, mps, cuda or cuda:N"),
     "train.warmup_epochs": (_NON_NEG, "an integer ≥ 0"),
     "train.lr": (_finite(0, lo_open=True), "a finite number > 0"),
     "train.lr_warmup_epochs": (_NON_NEG, "an integer ≥ 0"),

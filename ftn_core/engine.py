@@ -68,7 +68,10 @@ def resolve_device(name: str, option: str = "train.device") -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise FTNError(f"{option}={name} but CUDA is not available; use {option}=cpu")
-    return torch.device(name)
+    try:
+        return torch.device(name)
+    except RuntimeError:
+        raise FTNError(f"{option}={name}: not a device; use auto, cpu, cuda or cuda:N") from None
 
 
 @contextlib.contextmanager

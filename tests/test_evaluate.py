@@ -66,14 +66,17 @@ def test_an_unknown_run_is_one_line(tmp_path, capsys):
     assert err.startswith("error: --run 0000") and "no such run" in err and err.count("\n") == 1
 
 
-def test_an_absent_gpu_is_one_line_before_the_store_is_opened(tmp_path, capsys, monkeypatch):
+@pytest.mark.parametrize("device,message", [
+    ("cuda", "error: --device=cuda but CUDA is not available; use --device=cpu\n"),
+    ("gpu0", "error: --device=gpu0: not a device; use auto, cpu, cuda or cuda:N\n"),
+])
+def test_a_bad_device_is_one_line_before_the_store_is_opened(tmp_path, capsys, monkeypatch, device, message):
     import torch
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    assert evaluate.main(["--run", "0" * 32, "--tracking-uri", uri, "--device", "cuda"]) == 2
-    err = capsys.readouterr().err
-    assert err == "error: --device=cuda but CUDA is not available; use --device=cpu\n"
+    assert evaluate.main(["--run", "0" * 32, "--tracking-uri", uri, "--device", device]) == 2
+    assert capsys.readouterr().err == message
     assert not (tmp_path / "mlflow.db").exists()
 
 

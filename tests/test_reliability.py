@@ -147,6 +147,7 @@ def test_store_problems_are_one_line(tmp_path, capsys, case):
     (["--set", "train.lr=nan"], "train.lr=nan: must be a finite number > 0"),
     (["--set", "data.num_instances=1"], "data.num_instances=1: must be at least 2"),
     (["--set", "train.milestones=5,3"], "train.milestones=(5, 3): must be increasing"),
+    (["--set", "train.device=gpu0"], "train.device=gpu0: must be auto, cpu, mps, cuda or cuda:N"),
     (["--variants", "a", "--set", "model.mask=gm_pam"], "--set model.mask=gm_pam: Table 2's rows set model.mask"),
     (["--variants", "d", "--set", "model.attention=pamcam"], "--set model.attention=pamcam: Table 2's rows set"),
     (["--work-dir", "/proc/ftn-ckpt"], "--work-dir /proc/ftn-ckpt: cannot write checkpoints there"),
