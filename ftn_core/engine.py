@@ -463,22 +463,20 @@ class _LossSums:
             return float("nan")
         rows = torch.stack([v[-1] for _, _, v in self.pending])
         finite = torch.isfinite(rows).all()
+        if distributed:  # every rank learns of a NaN anywhere before any of them leaves
+            everywhere = finite.to(torch.int32)
+            dist.all_reduce(everywhere, op=dist.ReduceOp.MIN)
         if not bool(finite):
             for batch, names, values in self.pending:
                 if not math.isfinite(float(values[-1])):
                     shown = ", ".join(f"{k}={v:.4g}" for k, v in zip(names[:-1], values.tolist()))
-                    if distributed:  # tell the other ranks before leaving
-                        dist.all_reduce(finite.to(torch.int32), op=dist.ReduceOp.MIN)
                     raise NonFiniteLoss(f"non-finite loss at epoch {self.epoch + 1}, batch "
                                         f"{batch + 1} ({shown}); lower train.lr or check the data")
-        if distributed:
-            everywhere = finite.to(torch.int32)
-            dist.all_reduce(everywhere, op=dist.ReduceOp.MIN)
-            if not bool(everywhere):
-                first, last = self.pending[0][0] + 1, self.pending[-1][0] + 1
-                raise NonFiniteLoss(f"non-finite loss on another rank at epoch {self.epoch + 1}, "
-                                    f"batches {first}–{last} (that rank's error names it); lower "
-                                    "train.lr or check the data")
+        if distributed and not bool(everywhere):
+            first, last = self.pending[0][0] + 1, self.pending[-1][0] + 1
+            raise NonFiniteLoss(f"non-finite loss on another rank at epoch {self.epoch + 1}, "
+                                f"batches {first}–{last} (that rank's error names it); lower "
+                                "train.lr or check the data")
         latest = float(rows[-1])
         self.pending.clear()
         return latest
