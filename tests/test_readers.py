@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from collections import Counter
 
 import pytest
@@ -251,6 +252,19 @@ def test_check_image(tmp_path):
     assert not check_image(str(bad))
 
 
+def test_check_image_knows_a_jpeg_by_its_bytes_not_its_name(tmp_path):
+    """The decoder reads the content: a PNG named .jpg is a good image, truncated it is not."""
+    png_as_jpg, jpg_as_png = tmp_path / "png.jpg", tmp_path / "jpg.png"
+    write_image(tmp_path / "real.png", size=(32, 64))
+    write_image(tmp_path / "real.jpg", size=(32, 64))
+    png_as_jpg.write_bytes((tmp_path / "real.png").read_bytes())
+    jpg_as_png.write_bytes((tmp_path / "real.jpg").read_bytes())
+    assert check_image(str(png_as_jpg)) and check_image(str(jpg_as_png))
+    for path in (png_as_jpg, jpg_as_png):
+        corrupt_file(path, "truncated")
+        assert not check_image(str(path)), path.name
+
+
 def test_split_with_only_junk(tmp_path):
     write_market_layout(tmp_path / "market1501", TRAIN, [(-1, 1), (-1, 2)], GALLERY)
     with pytest.raises(FTNError, match=r"split folder .*query/ has only pid -1 \(junk\) images"):
@@ -278,11 +292,12 @@ def test_folder_dataset_errors_are_one_line(tmp_path):
         load_dataset("folder", str(tmp_path / "x"))
 
 
-def _csv_tree(tmp_path, rows: list[str], header: str = "path,pid,camid,split") -> str:
+def _csv_tree(tmp_path, rows: list[str], header: str = "path,pid,camid,split",
+              encoding: str = "utf-8") -> str:
     for i in range(6):
         write_image(tmp_path / "img" / f"{i}.jpg", size=(16, 32), seed=i)
     path = tmp_path / "data.csv"
-    path.write_text("\n".join([header, *rows]) + "\n")
+    path.write_text("\n".join([header, *rows]) + "\n", encoding=encoding)
     return str(path)
 
 
@@ -303,8 +318,41 @@ def test_csv_dataset_reads_paths_pids_cameras_and_splits(tmp_path):
     (GOOD_ROWS + ["img/9.jpg,1,0,train"], None, r"line 8: image .*img/9.jpg does not exist"),
     (GOOD_ROWS + ["img/0.jpg,abc,0,train"], None, r"line 8: pid 'abc' is not an integer"),
     (GOOD_ROWS[:3], None, r"no query rows"),
+    (GOOD_ROWS + [",1,0,train"], None, r"line 8: the path is empty"),
+    # The same image twice is an error, whatever its pid, camera or split, however spelt.
+    (GOOD_ROWS + ["img/1.jpg,1,1,train"], None,
+     r"data.csv line 8: image img/1\.jpg is already listed on line 3; list each image once$"),
+    (GOOD_ROWS + ["img/./0.jpg,7,2,gallery"], None,
+     r"line 8: image img/\./0\.jpg is already listed on line 2;"),
+    (GOOD_ROWS + ["img/5.jpg,3,0,query"], None, r"line 8: image img/5\.jpg is already listed on line 7;"),
+    # A blank line is still a line of the file.
+    (GOOD_ROWS[:3] + ["", "img/2.jpg,4,0,query"], None,
+     r"line 6: image img/2\.jpg is already listed on line 4;"),
 ])
 def test_csv_dataset_errors_name_the_row(tmp_path, rows, header, message):
     path = _csv_tree(tmp_path, rows, header or "path,pid,camid,split")
     with pytest.raises(FTNError, match=message):
         load_dataset("csv", path)
+
+
+def test_csv_dataset_duplicate_given_by_absolute_path(tmp_path):
+    path = _csv_tree(tmp_path, GOOD_ROWS + [f"{tmp_path / 'img' / '3.jpg'},1,0,gallery"])
+    with pytest.raises(FTNError, match=r"line 8: image .*img/3\.jpg is already listed on line 5;"):
+        load_dataset("csv", path)
+
+
+def test_csv_dataset_saved_with_a_byte_order_mark(tmp_path):
+    """A spreadsheet's "CSV UTF-8" starts with a BOM: still the header path,pid,camid,split."""
+    ds = load_dataset("csv", _csv_tree(tmp_path, GOOD_ROWS, encoding="utf-8-sig"))
+    assert (tmp_path / "data.csv").read_bytes().startswith(b"\xef\xbb\xbfpath,")
+    assert len(ds.train) == 3 and len(ds.query) == 1 and len(ds.gallery) == 1
+
+
+def test_csv_dataset_root_is_a_folder(tmp_path):
+    _csv_tree(tmp_path, GOOD_ROWS)
+    example = re.escape(f"(e.g. --root {tmp_path / 'data.csv'})")
+    with pytest.raises(FTNError, match=rf"--root .*: is a folder; --dataset csv needs the CSV file "
+                                       rf"itself {example}$"):
+        load_dataset("csv", str(tmp_path))
+    with pytest.raises(FTNError, match=r"is a folder; --dataset csv needs the CSV file itself$"):
+        load_dataset("csv", str(tmp_path / "img"))  # no CSV in it: no example

@@ -39,17 +39,25 @@ def read_folder(root: str, skip_bad_images: bool = False, verify_images: bool = 
 
 def read_csv(path: str, skip_bad_images: bool = False, verify_images: bool = True) -> DatasetSplits:
     """A CSV of ``path,pid,camid,split``; every problem is one line naming the row."""
+    if os.path.isdir(path):
+        csvs = sorted(n for n in os.listdir(path) if n.lower().endswith(".csv"))
+        example = f" (e.g. --root {os.path.join(path, csvs[0])})" if csvs else ""
+        raise FTNError(f"--root {path}: is a folder; --dataset csv needs the CSV file "
+                       f"itself{example}")
     if not os.path.isfile(path):
         raise FTNError(f"--root {path}: no such file (--dataset csv needs a CSV of {','.join(CSV_COLUMNS)})")
     base = os.path.dirname(os.path.abspath(path))
     splits: dict[str, list[Sample]] = {s: [] for s in SPLITS}
-    with open(path, newline="", encoding="utf-8") as fh:
+    first_line: dict[str, int] = {}  # resolved image path → the line that listed it
+    # utf-8-sig: a spreadsheet's byte order mark is not part of the first column's name.
+    with open(path, newline="", encoding="utf-8-sig") as fh:
         reader = csv.DictReader(fh)
         missing = [c for c in CSV_COLUMNS if c not in (reader.fieldnames or [])]
         if missing:
             raise FTNError(f"{path}: missing column(s) {', '.join(missing)} (the header must name "
                            f"{','.join(CSV_COLUMNS)})")
-        for line, row in enumerate(reader, start=2):
+        for row in reader:
+            line = reader.line_num  # the file's line, blank lines counted (the reader skips them)
             where = f"{path} line {line}"
             split = (row["split"] or "").strip()
             if split not in SPLITS:
@@ -62,7 +70,15 @@ def read_csv(path: str, skip_bad_images: bool = False, verify_images: bool = Tru
                     raise FTNError(f"{where}: {key} '{row[key]}' is not an integer") from None
             if values["camid"] < 0:
                 raise FTNError(f"{where}: camid {values['camid']} is negative (cameras count from 0)")
-            image = os.path.join(base, (row["path"] or "").strip())
+            written = (row["path"] or "").strip()
+            if not written:
+                raise FTNError(f"{where}: the path is empty; give the image's path")
+            image = os.path.join(base, written)
+            key = os.path.normpath(image)  # a/./x.jpg and a/x.jpg are one image
+            if key in first_line:
+                raise FTNError(f"{where}: image {written} is already listed on line "
+                               f"{first_line[key]}; list each image once")
+            first_line[key] = line
             if not os.path.isfile(image):
                 raise FTNError(f"{where}: image {image} does not exist")
             if values["pid"] == -1:  # junk, as in Market-1501

@@ -74,12 +74,13 @@ _MSMT_DIRS = {"train": ("train", "mask_train_v2", "mask_train_V2"),
 def check_image(path: str) -> bool:
     """Whether the image decodes completely, with the decoder training uses (and, for a JPEG,
     whether it ends in its End Of Image marker): catches empty files, non-images, truncated
-    downloads and corrupt pixel data before any run starts."""
+    downloads and corrupt pixel data before any run starts. A JPEG is known by its first
+    bytes, not its name, as the decoder knows it: a PNG named ``.jpg`` is a PNG."""
     from ftn_core.data.dataset import read_image
 
     try:
-        if path.lower().endswith((".jpg", ".jpeg")):
-            with open(path, "rb") as f:
+        with open(path, "rb") as f:
+            if f.read(3) == b"\xff\xd8\xff":  # Start Of Image marker, then the next marker's 0xFF
                 f.seek(max(0, os.path.getsize(path) - 32))
                 if b"\xff\xd9" not in f.read():  # End Of Image marker (tolerates padding)
                     return False
