@@ -15,7 +15,9 @@ Examples:
 from __future__ import annotations
 
 import argparse
+import errno
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -23,7 +25,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from ablations import tracking  # noqa: E402
-from ftn_core.errors import FTNError, OneLineParser, cli_main, int_at_least  # noqa: E402
+from ftn_core.errors import FTNError, OneLineParser, cli_main  # noqa: E402
+
+HOST = "127.0.0.1"
 
 
 def runs_url(client, host: str, port: int) -> str:
@@ -36,13 +40,79 @@ def runs_url(client, host: str, port: int) -> str:
     return f"{base}/#/experiments/{newest.experiment_id}/runs"
 
 
+def port_number(text: str) -> int:
+    """An argparse ``type``: a TCP port, 1..65535."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if not 1 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"{value} is not a port; give one in 1..65535")
+    return value
+
+
+def port_problem(port: int) -> str | None:
+    """Why ``mlflow ui`` could not listen on ``HOST:port`` (None when it can): bound briefly."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        # As uvicorn does: a port held only by connections closing (TIME_WAIT) is free.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((HOST, port))
+        except OSError as err:
+            return "already in use" if err.errno == errno.EADDRINUSE else (err.strerror or str(err))
+    return None
+
+
+def check_port(port: int) -> None:
+    """``FTNError`` naming the port, and a free neighbour to pass instead, when it is taken."""
+    problem = port_problem(port)
+    if problem is None:
+        return
+    neighbours = range(port + 1, min(port + 20, 65535) + 1)
+    free = next((p for p in neighbours if port_problem(p) is None), None)
+    hint = f"pass --port {free}" if free else "pass another --port N"
+    if problem == "already in use":
+        raise FTNError(f"--port {port}: {HOST}:{port} is already in use (another program, or a UI "
+                       f"started before); {hint}, or stop what serves there")
+    raise FTNError(f"--port {port}: cannot serve on {HOST}:{port} ({problem}); {hint}")
+
+
+def mlflow_command(uri: str, port: int) -> list[str]:
+    return [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", HOST,
+            "--port", str(port), "--workers", "1"]
+
+
+def serve(cmd: list[str]) -> int:
+    """Run the UI until it stops; Ctrl-C (or SIGTERM) stops it, the normal end: exit 0."""
+    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    proc = subprocess.Popen(cmd, env=env)
+    try:
+        code = proc.wait()
+    except KeyboardInterrupt:
+        # Ctrl-C in a terminal reached the UI too; a SIGTERM sent to this process only did
+        # not: mlflow passes SIGTERM on to its server, so the port is free once it returns.
+        if proc.poll() is None:
+            proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        print("stopped the MLflow UI", file=sys.stderr)
+        return 0
+    if code != 0:
+        raise FTNError(f"the MLflow UI stopped with exit code {code}; see its messages above")
+    return 0
+
+
 @cli_main
 def main(argv: list[str] | None = None) -> int:
     parser = OneLineParser(prog="python -m ablations.ui", description=__doc__.split("\n\n")[0],
                            epilog=__doc__.split("\n\n", 1)[1], formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tracking-uri", default=None,
                         help=f"a SQLite store (default: {tracking.DEFAULT_TRACKING_URI})")
-    parser.add_argument("--port", type=int_at_least(1), default=5000, help="port (default: 5000)")
+    parser.add_argument("--port", type=port_number, default=5000,
+                        help="port, 1..65535 (default: 5000)")
     parser.add_argument("--print-url", action="store_true", help="print the URL and exit; start nothing")
     args = parser.parse_args(argv)
     uri = args.tracking_uri or tracking.DEFAULT_TRACKING_URI
@@ -51,17 +121,13 @@ def main(argv: list[str] | None = None) -> int:
                        f"(open its address)")
     if not Path(uri[len("sqlite:///"):]).is_file():
         raise FTNError(f"no store at {uri[len('sqlite:///'):]}: run `python ablations/run.py --table 2` first")
-    url = runs_url(tracking.open_store(uri), "127.0.0.1", args.port)
+    if not args.print_url:  # else a UI may well be serving there already
+        check_port(args.port)
+    url = runs_url(tracking.open_store(uri), HOST, args.port)
     print(f"runs of the newest table experiment: {url}", flush=True)
     if args.print_url:
         return 0
-    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
-    cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", "127.0.0.1",
-           "--port", str(args.port), "--workers", "1"]
-    try:
-        return subprocess.run(cmd, env=env).returncode
-    except KeyboardInterrupt:
-        return 0
+    return serve(mlflow_command(uri, args.port))
 
 
 if __name__ == "__main__":

@@ -19,7 +19,8 @@ from torch.utils.flop_counter import FlopCounterMode
 from ftn_core.attention import CFA, PAMCAM
 from ftn_core.config import ModelConfig
 from ftn_core.decoder import TFDec
-from ftn_core.errors import FTNError, OneLineParser, cli_main, int_at_least
+from ftn_core.engine import resolve_device
+from ftn_core.errors import OneLineParser, cli_main, int_at_least
 from ftn_core.model import FTN, build_model
 
 PAPER_CFA_PARAMS = 1.3e6
@@ -169,6 +170,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--compile", default="off", choices=["off", "default", "reduce-overhead", "max-autotune"],
                         help="torch.compile both models for the latency measurement (default: off)")
     args = parser.parse_args(argv)
+    if not args.no_latency:  # before the table: a missing GPU is told at once, not after it
+        device = resolve_device(args.device, "--device")
     rows = cost_table(args.height, args.width, args.backbone)
     print(format_table(rows))
     cfa, pamcam = rows[0], rows[1]
@@ -180,11 +183,9 @@ def main(argv: list[str] | None = None) -> int:
               f"MACs {100 * (1 - cfa.gmac / pamcam.gmac):.1f} %, FLOPs "
               f"{100 * (1 - cfa.gflops / pamcam.gflops):.1f} % (paper: 83.4 %)")
     if not args.no_latency:
-        if args.device == "cuda" and not torch.cuda.is_available():
-            raise FTNError("--device cuda: no CUDA device is visible to torch; use --device cpu")
         t_base, t_ftn = latency_ratio(args.batch, args.height, args.width, args.runs, args.backbone,
-                                      args.device, args.compile)
-        where = (f"CUDA ({torch.cuda.get_device_name()}, bf16)" if args.device == "cuda"
+                                      str(device), args.compile)
+        where = (f"CUDA ({torch.cuda.get_device_name(device)}, bf16)" if device.type == "cuda"
                  else f"CPU ({torch.get_num_threads()} threads)")
         if args.compile != "off":
             where += f", compiled ({args.compile})"

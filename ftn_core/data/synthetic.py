@@ -382,6 +382,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--grid", default=None, help="also save a sample picture (PNG) here")
     args = parser.parse_args(argv)
     from ftn_core.data import synthetic_checks as checks
+    from ftn_core.errors import check_writable_dir
+
+    if args.grid:  # checked before the data is generated, not after
+        if not args.grid.lower().endswith(".png"):
+            raise FTNError(f"--grid {args.grid}: the sample picture is a PNG; give a name ending "
+                           f"in .png")
+        if os.path.isdir(args.grid):
+            raise FTNError(f"--grid {args.grid}: is a folder; give a file name such as "
+                           f"{os.path.join(args.grid, 'sample.png')}")
+        check_writable_dir(Path(args.grid).parent, "--grid",
+                           "cannot write the sample picture there")
 
     t0 = time.perf_counter()
     path = generate(args.root, args.size, args.seed, args.force, bias=args.bias,
@@ -394,6 +405,7 @@ def main(argv: list[str] | None = None) -> int:
           f"cameras (uniform {stats['cam_uniform']:.2f}), {stats['obj_top_share']:.2f} with "
           f"its most frequent object")
     if args.grid:
+        os.makedirs(os.path.dirname(args.grid) or ".", exist_ok=True)
         print(f"grid: {checks.save_grid(path, args.grid)}")
     print(f"ready in {time.perf_counter() - t0:.1f} s: {path}")
     return 0
