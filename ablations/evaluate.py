@@ -25,15 +25,19 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+if __name__ == "__main__":
+    from ftn_core.errors import exit_on_interrupt_during_startup
+
+    exit_on_interrupt_during_startup()
 
 import torch  # noqa: E402
 
 from ablations import runner, tracking  # noqa: E402
-from ablations.per_query import run_files, run_model  # noqa: E402
+from ablations.per_query import check_data, run_config, run_model, run_weights  # noqa: E402
 from ftn_core.config import override  # noqa: E402
 from ftn_core.data.loading import build_data  # noqa: E402
-from ftn_core.engine import evaluate, resolve_device  # noqa: E402
-from ftn_core.errors import FTNError, OneLineParser, cli_main  # noqa: E402
+from ftn_core.engine import deferred_interrupts, evaluate, resolve_device  # noqa: E402
+from ftn_core.errors import FTNError, OneLineParser, cli_main, interrupted  # noqa: E402
 
 
 def reranked(model, data, flip: bool, device: torch.device):
@@ -50,21 +54,36 @@ def reranked(model, data, flip: bool, device: torch.device):
 
 
 def logged_model(run_id: str):
-    """The run's LoggedModel (``runs:/<run>/model``), or None for a run from before it was logged.
+    """The run's LoggedModel (``runs:/<run>/model``), or None for a run from before it was logged
+    or whose LoggedModel cannot be read (MLflow's and torch's messages on the way are kept quiet:
+    the caller falls back to model.pt and says so in one line).
     MLflow downloads the model into a folder it never removes (62 MB per call at the cpu preset)
     when not given one, so it gets a temporary folder here, and its code-path entry in ``sys.path``
     is taken back out once the model is in memory."""
+    import contextlib
+    import io
+    import logging
+    import warnings
+
     import mlflow.pytorch
 
     path = list(sys.path)
+    loggers = [logging.getLogger(name) for name in ("mlflow", "torch")]
+    levels = [lg.level for lg in loggers]
     try:
-        with tempfile.TemporaryDirectory() as tmp:
+        for lg in loggers:
+            lg.setLevel(logging.CRITICAL)
+        with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings(), \
+                contextlib.redirect_stderr(io.StringIO()):
+            warnings.simplefilter("ignore")
             return mlflow.pytorch.load_model(f"runs:/{run_id}/model", dst_path=tmp,
                                              map_location="cpu").eval()
     except Exception:  # noqa: BLE001 - unreadable or of another code version: fall back to model.pt
         return None
     finally:
         sys.path[:] = path
+        for lg, level in zip(loggers, levels):
+            lg.setLevel(level)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -100,10 +119,7 @@ def main(argv: list[str] | None = None) -> int:
         raise FTNError(f"--run {args.run}: not a FINISHED training run (status {source.info.status}, "
                        f"kind {source.data.tags.get('kind', '?')})")
     with tempfile.TemporaryDirectory() as tmp:
-        try:
-            cfg, weights = run_files(args.run, tmp)
-        except Exception as err:  # noqa: BLE001 - artifacts missing or unreadable
-            raise FTNError(f"--run {args.run}: its config.json / model.pt cannot be read ({err})") from None
+        cfg = run_config(args.run, tmp)
         sets = {"data.num_ids": 2, "data.num_instances": 2}  # the training sampler is unused here
         if args.dataset:
             sets["data.dataset"] = args.dataset
@@ -111,32 +127,70 @@ def main(argv: list[str] | None = None) -> int:
             sets["data.root"] = args.root
         cfg = override(cfg, sets)
         data = build_data(cfg.data, seed=cfg.train.seed)
-        model = logged_model(args.run) or run_model(cfg, weights)
+        trained_on = source.data.tags.get("data_digest", "")
+        # Its own test split: the same reader and folder (which must still hold the data it was
+        # trained and scored on), or the same data moved elsewhere; else another dataset.
+        own = cfg.data.dataset == source.data.tags.get("dataset") and (
+            not (args.dataset or args.root) or data.splits.digest == trained_on)
+        if own:
+            check_data(source, data.splits)
+        model = logged_model(args.run)
+        if model is None:
+            model = run_model(cfg, run_weights(args.run, tmp))
+            if "model" in {m.name for m in _logged_models(client, args.run)}:
+                print("note: the run's LoggedModel could not be loaded; used its model.pt", file=sys.stderr)
         if args.rerank:
             metrics, result = reranked(model.to(device), data, args.flip, device)
         else:
             metrics, result = evaluate(model.to(device), data, device, flip=args.flip)
-    own = cfg.data.dataset == source.data.tags.get("dataset")
     changes = [c for c, on in (("flip", args.flip), ("rerank", args.rerank)) if on]
     protocol = "+".join(changes) or "paper"
     name = f"{source.info.run_name}-eval-{cfg.data.dataset}" + "".join(f"-{c}" for c in changes)
     tags = {"kind": "evaluation", "source_run": args.run, "mlflow.parentRunId": args.run,
             "dataset": cfg.data.dataset, "cross_domain": str(not own).lower(), "protocol": protocol,
             "variant": source.data.tags.get("variant", ""), "seed": source.data.tags.get("seed", ""),
-            "git_commit": tracking.git_commit()}
-    run = client.create_run(source.info.experiment_id, run_name=name, tags=tags)
-    for key, value in metrics.items():
-        client.log_metric(run.info.run_id, key, value)
+            "data_digest": data.splits.digest, "git_commit": tracking.git_commit()}
     arrays = tracking.per_query_arrays(result.per_query._asdict(), [q.pid for q in data.splits.query],
                                        [q.camid for q in data.splits.query])
-    tracking.log_per_query(arrays, run.info.run_id)
-    runner.log_rank_list(arrays, data.splits, name, run.info.run_id)
-    client.set_terminated(run.info.run_id, "FINISHED")
+    run_id = log_evaluation(client, source.info.experiment_id, name, tags, metrics, arrays, data.splits)
     where = "its own test split" if own else f"{cfg.data.dataset} (cross-domain)"
     print(f"{name} ({where}, {protocol} protocol): rank-1 {metrics['val/rank1']:.1f}  mAP {metrics['val/mAP']:.1f}"
-          f"  → run {run.info.run_id}")
+          f"  → run {run_id}")
     return 0
 
+
+def _logged_models(client, run_id: str) -> list:
+    try:
+        return list(client.get_run(run_id).outputs.model_outputs or [])
+    except Exception:  # noqa: BLE001 - an MLflow without LoggedModels
+        return []
+
+
+def log_evaluation(client, experiment_id: str, name: str, tags: dict[str, str], metrics: dict[str, float],
+                   arrays: dict, splits) -> str:
+    """The evaluation as one run, FINISHED with its metrics, per_query.npz and rank list, or
+    KILLED when Ctrl-C or SIGTERM lands while it is written; an interrupt once it is FINISHED
+    lets the command finish normally. Returns the run id."""
+    if interrupted():  # a Ctrl-C swallowed on the way (e.g. in a finaliser): log nothing
+        raise KeyboardInterrupt
+    run_id, finished = None, False
+    try:
+        with deferred_interrupts():  # created with its tags, or not at all
+            run_id = client.create_run(experiment_id, run_name=name, tags=tags).info.run_id
+        for key, value in metrics.items():
+            client.log_metric(run_id, key, value)
+        tracking.log_per_query(arrays, run_id)
+        runner.log_rank_list(arrays, splits, name, run_id)
+        with deferred_interrupts():
+            client.set_terminated(run_id, "FINISHED")
+            finished = True
+    except KeyboardInterrupt:
+        if not finished:
+            if run_id is not None:
+                with deferred_interrupts():
+                    client.set_terminated(run_id, "KILLED")
+            raise
+    return run_id
 
 if __name__ == "__main__":
     raise SystemExit(main())

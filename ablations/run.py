@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import sys
 from pathlib import Path
 
@@ -22,6 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from ablations import runner, tracking  # noqa: E402
 from ftn_core.config import parse_sets  # noqa: E402
+from ftn_core.data.digest import read_only_cache  # noqa: E402
 from ftn_core.engine import Interrupted, deferred_interrupts  # noqa: E402
 from ftn_core.errors import FTNError, OneLineParser, cli_main, int_at_least  # noqa: E402
 from ftn_core.presets import PRESETS  # noqa: E402
@@ -135,9 +137,24 @@ def main(argv: list[str] | None = None) -> int:
                               args.controls)
     work_dir = Path(args.work_dir)
     runner.check_work_dir(work_dir)
+    uri = tracking.check_uri(args.tracking_uri)  # a bad store is refused before the data is read
+    if not plan:
+        print("nothing to run: this shard of the plan is empty")
+        return 0
     if rank == 0:
         print(f"preset: {preset} ({why})", flush=True)
-    client = tracking.open_store(args.tracking_uri) if rank == 0 else None
+    if args.dry_run:  # reads the data and the store, creates nothing
+        with read_only_cache():
+            runner.read_data(plan, generate=False)
+        client = tracking.open_store(uri, create=False) if rank == 0 else None
+        if client is not None:
+            runner.mark_existing(plan, client)
+        if rank == 0:
+            print(runner.format_plan(plan, work_dir))
+            print(runner.describe_start(plan))
+        return 0
+    splits = runner.read_data(plan)
+    client = tracking.open_store(uri) if rank == 0 else None
     if rank == 0:
         runner.mark_existing(plan, client)
     if world > 1:
@@ -147,23 +164,15 @@ def main(argv: list[str] | None = None) -> int:
         dist.broadcast_object_list(statuses, src=0)
         for p, (status, run_id) in zip(plan, statuses[0]):
             p.status, p.run_id = status, run_id
-    if args.dry_run:
-        if rank == 0:
-            print(runner.format_plan(plan, work_dir))
-            print(runner.describe_start(plan))
-        return 0
-    if not plan:
-        print("nothing to run: this shard of the plan is empty")
-        return 0
     if all(p.status == "done" for p in plan):
         if rank == 0:
-            print(f"all {len(plan)} runs are already FINISHED in the store; nothing to train "
+            print(f"all {len(plan)} runs are already FINISHED in the store on this data; nothing to train "
                   f"(change a --set to run a new configuration)")
         return 0
     if rank == 0:
         print(runner.describe_start(plan), flush=True)
     todo = [p for p in plan if p.status != "done"]
-    splits = runner.load_all_splits(todo)
+    splits = runner.load_todo(todo, splits)
     parents: dict[str, str] = {}
     try:
         if rank == 0:
@@ -184,7 +193,8 @@ def main(argv: list[str] | None = None) -> int:
         if failed:
             print(f"error: {len(failed)} run(s) FAILED: {', '.join(failed)}", file=sys.stderr)
             return 1
-        print(f"all runs finished; build the report with: python reports/build.py --table {args.table}")
+        store = f" --tracking-uri {shlex.quote(args.tracking_uri)}" if args.tracking_uri else ""
+        print(f"all runs finished; build the report with: python reports/build.py --table {args.table}{store}")
     return 0
 
 

@@ -40,6 +40,9 @@ class PlannedRun:
     overrides: str = ""
     """The user's ``--set`` / ``--params-file`` values (``key=value, …``): tagged on the run and
     shown beside its row in reports, so a modified row is never read as the paper's."""
+    data_digest: str = ""
+    """The digest of the data this run reads (``ftn_core.data.digest``): with ``hash``, the run's
+    identity, so edited data is a new run and never an old result."""
     status: str = "new"
     """new | resume (an unfinished run exists) | done (FINISHED: skipped)"""
     run_id: str | None = None
@@ -125,14 +128,56 @@ def check_sets_against_table(table: int, sets: dict[str, Any]) -> None:
                            f"--variants instead")
 
 
+def read_data(plan: list[PlannedRun], generate: bool = True) -> dict[str, DatasetSplits]:
+    """Read every dataset of the plan once and give each planned run its data digest.
+
+    A real dataset is read (and its images checked) even when every run is done: its digest
+    decides that. The synthetic data's digest follows from its settings, so it is generated only
+    when ``generate`` and a run still needs it (never for ``--dry-run``)."""
+    from ftn_core.data.synthetic import settings_digest
+
+    out: dict[str, DatasetSplits] = {}
+    for p in plan:
+        d = p.cfg.data
+        if d.dataset == "synthetic":
+            p.data_digest = settings_digest(d.synthetic_size, d.synthetic_seed)
+            continue
+        if p.dataset not in out:
+            out[p.dataset] = _load(p)
+        p.data_digest = out[p.dataset].digest
+    return out
+
+
+def load_todo(plan: list[PlannedRun], splits: dict[str, DatasetSplits]) -> dict[str, DatasetSplits]:
+    """``splits`` with the (generated) synthetic data added when a run not yet done needs it."""
+    out = dict(splits)
+    for p in plan:
+        if p.status != "done" and p.dataset not in out:
+            out[p.dataset] = _load(p)
+    return out
+
+
+def _load(p: PlannedRun) -> DatasetSplits:
+    from ftn_core.data.readers import check_matches
+
+    t0 = time.perf_counter()
+    splits = load_splits(p.cfg.data)
+    check_matches(splits)
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(f"{splits.summary()}\n  (ready in {time.perf_counter() - t0:.1f} s; data digest {splits.digest})",
+              flush=True)
+    return splits
+
+
 def mark_existing(plan: list[PlannedRun], client) -> None:
-    """Fill each planned run's status from the store: done, resume or new."""
+    """Fill each planned run's status from the store: done, resume or new (a run of the same
+    configuration on other data is none of these: it is another run)."""
     cache: dict[str, dict] = {}
     for p in plan:
         if p.experiment not in cache:
             exp = client.get_experiment_by_name(p.experiment)
             cache[p.experiment] = tracking.child_runs(client, exp.experiment_id) if exp else {}
-        run = cache[p.experiment].get((p.variant.key, p.seed, p.hash))
+        run = cache[p.experiment].get((p.variant.key, p.seed, p.hash, p.data_digest))
         if run is None:
             continue
         p.run_id = run.info.run_id
@@ -140,11 +185,12 @@ def mark_existing(plan: list[PlannedRun], client) -> None:
 
 
 def checkpoint_path(work_dir: Path, p: PlannedRun) -> Path:
-    return work_dir / p.experiment / f"{p.name}-{p.hash}.pt"
+    return work_dir / p.experiment / f"{p.name}-{p.hash}-{p.data_digest[:8]}.pt"
 
 
 def format_plan(plan: list[PlannedRun], work_dir: Path) -> str:
-    lines = [f"{'experiment':<28} {'run':<14} {'config':<12} {'status':<8} {'checkpoint':>10}  what differs from FTN"]
+    lines = [f"{'experiment':<28} {'run':<14} {'config':<12} {'data':<8} {'status':<8} {'checkpoint':>10}  "
+             f"what differs from FTN"]
     disk = 0
     for p in plan:
         diff = ", ".join(f"{k}={v}" for k, v in p.variant.changes) or "(full FTN)"
@@ -154,7 +200,7 @@ def format_plan(plan: list[PlannedRun], work_dir: Path) -> str:
         disk += size
         if status == "resume" and not size:
             status = "restart"
-        lines.append(f"{p.experiment:<28} {p.name:<14} {p.hash:<12} {status:<8} "
+        lines.append(f"{p.experiment:<28} {p.name:<14} {p.hash:<12} {p.data_digest[:8]:<8} {status:<8} "
                      f"{f'{size / 2**20:.0f} MiB' if size else '-':>10}  {diff}")
     todo = sum(p.status != "done" for p in plan)
     lines.append(f"{len(plan)} runs, {len(plan) - todo} already done, {todo} to run; their checkpoints "
@@ -243,7 +289,8 @@ def execute(plan: list[PlannedRun], client, work_dir: Path, parent_ids: dict[str
     for i, p in enumerate(todo, 1):
         if rank == 0:
             verb = "resuming" if p.status == "resume" else "training"
-            print(f"[{i}/{len(todo)}] {p.experiment} {p.name} ({verb}, config {p.hash})", flush=True)
+            print(f"[{i}/{len(todo)}] {p.experiment} {p.name} ({verb}, config {p.hash}, data {p.data_digest})",
+                  flush=True)
         t0 = time.perf_counter()
         data = build_data(p.cfg.data, seed=p.seed, rank=rank, world_size=world_size,
                           splits=splits_cache[p.dataset], train_masks=p.cfg.model.mask == "oracle")
@@ -307,7 +354,7 @@ def _start_child(p: PlannedRun, client, parent_id: str, splits: DatasetSplits) -
     tags = {"kind": "child", "table": str(p.table), "variant": p.variant.key,
             "variant_label": p.variant.label, "seed": str(p.seed), "preset": p.preset,
             "dataset": p.dataset, "git_commit": tracking.git_commit(), "config_hash": p.hash,
-            "skipped_images": str(splits.skipped), "overrides": p.overrides}
+            "data_digest": p.data_digest, "skipped_images": str(splits.skipped), "overrides": p.overrides}
     if p.run_id is not None:  # resume in the same MLflow run
         run = mlflow.start_run(run_id=p.run_id, log_system_metrics=True)
         mlflow.set_tags({"git_commit": tags["git_commit"]})
@@ -344,15 +391,3 @@ def start_parents(plan: list[PlannedRun], client, argv: list[str]) -> dict[str, 
 def end_parents(client, parents: dict[str, str], status: str) -> None:
     for run_id in parents.values():
         client.set_terminated(run_id, status)
-
-
-def load_all_splits(plan: list[PlannedRun]) -> dict[str, DatasetSplits]:
-    """Read (or generate) each dataset once, before any training starts."""
-    out: dict[str, Any] = {}
-    for p in plan:
-        if p.dataset not in out:
-            t0 = time.perf_counter()
-            out[p.dataset] = load_splits(p.cfg.data)
-            if int(os.environ.get("RANK", "0")) == 0:
-                print(f"{out[p.dataset].summary()}\n  (ready in {time.perf_counter() - t0:.1f} s)", flush=True)
-    return out

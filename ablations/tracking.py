@@ -8,6 +8,7 @@ parent run per invocation, one child run per variant × seed named ``<variant>-s
 from __future__ import annotations
 
 import contextlib
+import difflib
 import fcntl
 import functools
 import json
@@ -29,7 +30,7 @@ import mlflow
 from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 
-from ftn_core.errors import FTNError
+from ftn_core.errors import FTNError, check_writable_dir
 
 REPO = Path(__file__).resolve().parents[1]
 MLRUNS = REPO / "mlruns"
@@ -42,12 +43,29 @@ def experiment_name(table: int, dataset: str, preset: str) -> str:
 
 @contextlib.contextmanager
 def _file_lock(path: Path) -> Iterator[None]:
-    with open(path, "a") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
+    """An exclusive lock held through ``path``, a file that exists only while someone holds or
+    waits for it: the holder removes it before releasing, and a waiter that wakes up on a
+    removed file starts again on the current one (so no ``.lock`` is left behind)."""
+    while True:
+        fh = open(path, "a")
         try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
+            fcntl.flock(fh, fcntl.LOCK_EX)
+            try:
+                current = os.fstat(fh.fileno()).st_ino == os.stat(path).st_ino
+            except FileNotFoundError:
+                current = False
+        except BaseException:
+            fh.close()
+            raise
+        if current:
+            break
+        fh.close()
+    try:
+        yield
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+        fh.close()  # releases the lock
 
 
 SQLITE_HEADER = b"SQLite format 3\x00"
@@ -122,17 +140,40 @@ def _lock_path(db: Path) -> Path:
     return db.with_suffix(".lock")
 
 
+def _sqlite_path(uri: str) -> Path:
+    return Path(uri[len("sqlite:///"):])
+
+
+def _check_sqlite_folder(uri: str) -> None:
+    """The store's folder (or the nearest folder above it that exists) and the store itself
+    must be writable; probed, nothing is created."""
+    db = _sqlite_path(uri)
+    check_writable_dir(db.parent, "--tracking-uri", f"cannot write the tracking store {db.name} there")
+    problem = ("it is a folder" if db.is_dir() else
+               "the file is read-only" if db.exists() and not os.access(db, os.W_OK) else None)
+    if problem:
+        raise FTNError(f"cannot write the tracking store {uri} ({problem}); fix the permissions "
+                       f"or pass another --tracking-uri")
+
+
+def _refuse(uri: str, state: str, runs: int) -> None:
+    """One line for a file at the store's path that cannot be used as the store."""
+    db = _sqlite_path(uri)
+    if state == "not-sqlite":
+        raise FTNError(f"--tracking-uri {uri}: {db} is not an MLflow store (not a SQLite database); "
+                       f"move it away or pass another --tracking-uri")
+    if state == "stale" and runs:
+        raise FTNError(f"--tracking-uri {uri}: the store's schema is not the one this MLflow "
+                       f"({mlflow.__version__}) uses; back it up, then run: mlflow db upgrade {uri}")
+
+
 def _prepare_sqlite(uri: str) -> None:
     """Check the folder is writable, then (under the lock) create a missing store, recreate
-    one left half-created by an interrupted first start, and refuse a file that is no store."""
-    db = Path(uri[len("sqlite:///"):])
+    one left half-created by an interrupted first start, and refuse a file that is no store
+    (``check_uri`` has checked the rest before anything is created)."""
+    db = _sqlite_path(uri)
     try:
         db.parent.mkdir(parents=True, exist_ok=True)
-        fd, probe = tempfile.mkstemp(prefix=f".{db.name}.probe-", dir=db.parent)
-        os.close(fd)
-        os.unlink(probe)
-        if db.exists() and not os.access(db, os.W_OK):
-            raise PermissionError(f"{db} is read-only")
     except OSError as err:
         raise FTNError(f"cannot write the tracking store {uri} ({_short(err)}); fix the permissions "
                        f"or pass another --tracking-uri") from None
@@ -140,12 +181,7 @@ def _prepare_sqlite(uri: str) -> None:
         for leftover in db.parent.glob(f".{db.name}.creating-*"):  # from an interrupted creation
             leftover.unlink(missing_ok=True)
         state, runs = sqlite_state(db)
-        if state == "not-sqlite":
-            raise FTNError(f"--tracking-uri {uri}: {db} is not an MLflow store (not a SQLite database); "
-                           f"move it away or pass another --tracking-uri")
-        if state == "stale" and runs:
-            raise FTNError(f"--tracking-uri {uri}: the store's schema is not the one this MLflow "
-                           f"({mlflow.__version__}) uses; back it up, then run: mlflow db upgrade {uri}")
+        _refuse(uri, state, runs)
         if state == "stale":  # no runs: a store whose creation was interrupted
             backup = db.with_name(f"{db.name}.broken-{time.strftime('%Y%m%d-%H%M%S')}")
             os.replace(db, backup)
@@ -192,30 +228,61 @@ def _check_driver(uri: str) -> None:
                        f"pip install '{package}', or name another driver, e.g. postgresql+psycopg2://") from None
 
 
-def open_store(uri: str | None = None) -> MlflowClient:
-    """Point MLflow at ``uri`` (default: the repo's SQLite file) and check it answers.
+SCHEMES = ("sqlite", "http", "https", "postgresql", "mysql", "mssql", "databricks")
 
-    A new SQLite store is created once, under a file lock beside the database, in a temporary
-    file renamed into place: processes starting together all succeed, and Ctrl-C during
-    creation leaves nothing half-made. Every failure is one line (``FTNError``).
-    """
+
+def _unsupported(uri: str) -> FTNError:
+    """One line for a URI of no scheme the suite can store runs in, with the likely fix."""
+    scheme = uri.split("://", 1)[0] if "://" in uri else ""
+    if scheme:
+        close = difflib.get_close_matches(scheme.split("+")[0].lower(), SCHEMES, n=1, cutoff=0.6)
+        hint = (f"did you mean {close[0]}://{uri.split('://', 1)[1]}?" if close else
+                "use sqlite:///path/to/mlflow.db or http://host:port")
+        return FTNError(f"--tracking-uri {uri}: unknown scheme '{scheme}'; {hint}")
+    example = f"sqlite:///{Path(uri).resolve()}" if uri.endswith(".db") else "sqlite:///path/to/mlflow.db"
+    return FTNError(f"--tracking-uri {uri}: a path is not a store (MLflow 3 no longer keeps runs in a "
+                    f"folder); use {example} or http://host:port")
+
+
+def check_uri(uri: str | None = None) -> str:
+    """Everything about the store ``uri`` that can be checked without creating anything (its
+    scheme, a SQLite store's folder and file, a database driver, a server that answers), so a
+    command refuses a bad store before it reads data or trains. Returns the URI."""
     uri = uri or DEFAULT_TRACKING_URI
-    logging.getLogger("mlflow").setLevel(logging.WARNING)  # no INFO lines (store creation, metrics threads)
     if uri.startswith("sqlite:///"):
-        _prepare_sqlite(uri)
+        _check_sqlite_folder(uri)
+        _refuse(uri, *sqlite_state(_sqlite_path(uri)))
     elif uri.startswith(("http://", "https://")):
         _probe_host(uri)
     elif uri.startswith(("postgresql", "mysql", "mssql")):
         _check_driver(uri)
         _probe_host(uri)
     elif not uri.startswith("databricks"):
-        raise FTNError(f"--tracking-uri {uri}: unsupported (the file store is an error in MLflow 3); "
-                       f"use sqlite:///path/to/mlflow.db or http://host:port")
+        raise _unsupported(uri)
+    return uri
+
+
+def open_store(uri: str | None = None, create: bool = True) -> MlflowClient | None:
+    """Point MLflow at ``uri`` (default: the repo's SQLite file) and check it answers.
+
+    A new SQLite store is created once, under a file lock beside the database, in a temporary
+    file renamed into place: processes starting together all succeed, and Ctrl-C during
+    creation leaves nothing half-made. Every failure is one line (``FTNError``). With
+    ``create=False`` (``--dry-run``) nothing is created: a SQLite store that does not exist yet
+    gives None.
+    """
+    uri = check_uri(uri)
+    logging.getLogger("mlflow").setLevel(logging.WARNING)  # no INFO lines (store creation, metrics threads)
+    if uri.startswith("sqlite:///"):
+        if not create and sqlite_state(_sqlite_path(uri))[0] != "current":
+            return None  # missing, or half-created with no runs: a real start creates it
+        if create:
+            _prepare_sqlite(uri)
     mlflow.set_tracking_uri(uri)
     retries = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "15"}
     saved = {k: os.environ.get(k) for k in retries}
     os.environ.update(retries)  # the first request fails fast; later ones keep MLflow's retries
-    lock = (_file_lock(_lock_path(Path(uri[len("sqlite:///"):]))) if uri.startswith("sqlite:///")
+    lock = (_file_lock(_lock_path(_sqlite_path(uri))) if uri.startswith("sqlite:///") and create
             else contextlib.nullcontext())
     try:
         with lock:  # MLflow writes the default experiment on first open: one process at a time
@@ -252,14 +319,16 @@ def get_or_create_experiment(client: MlflowClient, name: str) -> str:
         return client.get_experiment_by_name(name).experiment_id
 
 
-def child_runs(client: MlflowClient, experiment_id: str) -> dict[tuple[str, int, str], Run]:
-    """Child runs keyed by (variant, seed, config hash): a FINISHED one wins, else the newest."""
+def child_runs(client: MlflowClient, experiment_id: str) -> dict[tuple[str, int, str, str], Run]:
+    """Child runs keyed by (variant, seed, config hash, data digest): a FINISHED one wins, else
+    the newest. A run from before data digests has "" and matches no planned run."""
     runs = client.search_runs([experiment_id], filter_string="tags.kind = 'child'",
                               order_by=["attributes.start_time DESC"], max_results=50000)
-    out: dict[tuple[str, int, str], Run] = {}
+    out: dict[tuple[str, int, str, str], Run] = {}
     for run in runs:
         tags = run.data.tags
-        key = (tags.get("variant", ""), int(tags.get("seed", -1)), tags.get("config_hash", ""))
+        key = (tags.get("variant", ""), int(tags.get("seed", -1)), tags.get("config_hash", ""),
+               tags.get("data_digest", ""))
         if key not in out or (run.info.status == "FINISHED" and out[key].info.status != "FINISHED"):
             out[key] = run
     return out
@@ -291,15 +360,18 @@ class RunLogger:
 
 
 def log_dataset(splits: Any) -> None:
-    """The training split as an MLflow dataset input (paths relative to the dataset root)."""
+    """The dataset as read, every split, as an MLflow dataset input (paths relative to the
+    dataset root; its MLflow digest is the suite's data digest, which names the data the run saw)."""
     import pandas as pd
 
     root = Path(splits.root)
-    df = pd.DataFrame({"path": [os.path.relpath(s.path, root) for s in splits.train],
-                       "pid": [s.pid for s in splits.train], "camid": [s.camid for s in splits.train]})
+    parts = (("train", splits.train), ("query", splits.query), ("gallery", splits.gallery))
+    df = pd.DataFrame([(split, os.path.relpath(s.path, root), s.pid, s.camid) for split, items in parts for s in items],
+                      columns=["split", "path", "pid", "camid"])
     with warnings.catch_warnings():  # MLflow's hints on int columns and local sources
         warnings.simplefilter("ignore", UserWarning)
-        ds = mlflow.data.from_pandas(df, source=str(root), name=splits.name, targets="pid")
+        ds = mlflow.data.from_pandas(df, source=str(root), name=splits.name, targets="pid",
+                                     digest=splits.digest or None)
         mlflow.log_input(ds, context="training")
 
 

@@ -20,6 +20,36 @@ class FTNError(Exception):
     """An error caused by the user's input or environment, printed as one line."""
 
 
+def exit_on_interrupt_during_startup() -> None:
+    """Call first thing in a command run as a script: until its ``main`` starts (the imports of
+    torch and MLflow take seconds), Ctrl-C or SIGTERM ends it at once with one line and exit
+    130 instead of an import traceback. Nothing has been written yet, so nothing is lost."""
+
+    def handler(signum, frame):
+        os.write(2, b"interrupted while starting; nothing was done\n")
+        os._exit(130)
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, handler)
+        signal.signal(signal.SIGTERM, handler)
+
+
+_received: list[int] = []
+"""Signals received since the current command's ``main`` started."""
+
+
+def interrupted() -> bool:
+    """Whether Ctrl-C or SIGTERM arrived since ``main`` started, even if the KeyboardInterrupt
+    it raised was swallowed on the way (Python only prints "Exception ignored" when it lands in
+    a finaliser): check it before writing a result."""
+    return bool(_received)
+
+
+def _interrupt(signum, frame):
+    _received.append(signum)
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 def cli_main(func: F) -> F:
     """Wrap a command's ``main``: ``FTNError`` → ``error: <message>`` on stderr, exit 2;
     Ctrl-C or SIGTERM (outside training, which handles them itself) → one line, exit 130."""
@@ -27,11 +57,12 @@ def cli_main(func: F) -> F:
     @functools.wraps(func)
     def wrapper(*args, **kwargs):
         previous = {}
+        _received.clear()
         if threading.current_thread() is threading.main_thread():
             # SIGINT too: a command started in the background of a script inherits SIGINT
             # ignored, and `kill -INT` (or a scheduler's) must still stop it cleanly.
-            previous = {signal.SIGTERM: signal.signal(signal.SIGTERM, _sigterm_as_interrupt),
-                        signal.SIGINT: signal.signal(signal.SIGINT, signal.default_int_handler)}
+            previous = {signal.SIGTERM: signal.signal(signal.SIGTERM, _interrupt),
+                        signal.SIGINT: signal.signal(signal.SIGINT, _interrupt)}
         try:
             return func(*args, **kwargs)
         except FTNError as err:
@@ -50,10 +81,6 @@ def cli_main(func: F) -> F:
                 signal.signal(sig, handler)
 
     return wrapper  # type: ignore[return-value]
-
-
-def _sigterm_as_interrupt(signum, frame):
-    raise KeyboardInterrupt(f"signal {signum}")
 
 
 class OneLineParser(argparse.ArgumentParser):

@@ -49,6 +49,8 @@ class Report:
     per_query: dict = field(default_factory=dict)
     """``(variant, seed)`` → per-query arrays (``reports.load.per_query_results``)."""
     claims: pd.DataFrame | None = None
+    seed_gaps: list[str] = field(default_factory=list)
+    """Runs a Δ misses (``reports.tables.seed_gaps``): named on the console and in the README."""
     notes: list[str] = field(default_factory=list)
     """What could not be drawn or logged, and why."""
     mask_share: float | None = None
@@ -67,8 +69,9 @@ def build_experiment(client: MlflowClient, tr: TableRuns, folder: Path, visuals:
     rep = Report(tr, folder, client.tracking_uri)
     figures.set_style()
     order = tr.order
-    rep.summary = tables.summarize(tr)
     rep.per_query = per_query_results(client, tr.runs)
+    rep.summary = tables.summarize(tr, rep.per_query)
+    rep.seed_gaps = tables.seed_gaps(tr, rep.per_query)
     if rep.per_query:
         rep.summary = tables.add_uncertainty(rep.summary, tr, rep.per_query)
     else:
@@ -256,8 +259,10 @@ def main(argv: list[str] | None = None) -> int:
                                not args.no_efficiency, not args.no_log)
         log_report(client, rep)
         built.append(rep)
-        print(f"{exp.name}: {len(tr.runs)} runs, {len(tr.left_out)} reason(s) to leave runs out "
-              f"→ {_rel(rep.folder)} ({rep.seconds:.1f} s)")
+        print(f"{exp.name}: {len(tr.runs)} runs, {len(tr.left_out)} reason(s) to leave runs out, "
+              f"{len(rep.seed_gaps)} run(s) missing from a paired Δ → {_rel(rep.folder)} ({rep.seconds:.1f} s)")
+        for line in [f"left out: {r}" for r in tr.left_out] + [f"unpaired: {g}" for g in rep.seed_gaps]:
+            print(f"  {line}")
     if not built:
         raise FTNError("no experiment had FINISHED child runs to report; see the lines above")
     for table in sorted({r.tr.table for r in built}):

@@ -1,9 +1,10 @@
 """A verdict per checkable claim of the paper: holds, fails or inconclusive, with its evidence.
 
-An ordering claim "A > B" is judged by the paired bootstrap Δ (A − B, over queries and seeds,
-``reports.stats``): *holds* when the 95 % interval is above 0, *fails* when it is below 0,
-*inconclusive* when it contains 0. A claim made of several orderings holds when all hold and
-fails when any fails. The cost claim is measured at the paper's setting (ResNet-50, 256×128) and
+An ordering claim "A > B" is judged by the paired bootstrap Δ (A − B, over queries and the
+seeds both have complete, ``reports.stats``): *holds* when the 95 % interval is above 0, *fails*
+when it is below 0, *inconclusive* when it contains 0, and *no evidence* when A and B share no
+complete seed (never a verdict from unpaired runs). A claim made of several orderings holds when
+all hold and fails when any fails; one whose orderings are not all checked cannot hold. The cost claim is measured at the paper's setting (ResNet-50, 256×128) and
 holds within 0.1 M params, 0.01 GMAC and 5 points of the saving.
 """
 
@@ -38,18 +39,26 @@ ORDERINGS: dict[int, list[tuple[str, list[tuple[str, str]], str]]] = {
 PAPER_CFA = {"params_M": 1.3, "gmac": 0.168, "saving_pct": 83.4}
 
 
+NO_EVIDENCE = "no evidence"
+
+
 def ordering_verdict(per_query: dict, pairs: list[tuple[str, str]], metric: str = "rank1",
                      n_resamples: int = stats.N_RESAMPLES) -> tuple[str, str]:
     """(verdict, evidence) for "A > B" for every (A, B) in ``pairs``."""
     parts, marks = [], []
     for a, b in pairs:
         d = tables.compare(per_query, a, b, metric, n_resamples)
-        if math.isnan(d.lo):
-            return "inconclusive", f"no per-query results for {a} and {b}"
+        if d.seeds == 0 or math.isnan(d.lo):
+            marks.append(NO_EVIDENCE)
+            parts.append(f"{a}−{b}: no seed with complete runs of both")
+            continue
         marks.append(d.mark)
-        parts.append(f"{a}−{b} {d.delta:+.1f} [{d.lo:+.1f}, {d.hi:+.1f}]".replace("-", "−"))
+        seeds = f" ({d.seeds} seed{'s' if d.seeds > 1 else ''})" if len(pairs) == 1 else ""
+        parts.append(f"{a}−{b} {d.delta:+.1f} [{d.lo:+.1f}, {d.hi:+.1f}]{seeds}".replace("-", "−"))
     if "worse" in marks:
         verdict = "fails"
+    elif all(m == NO_EVIDENCE for m in marks):
+        verdict = NO_EVIDENCE
     elif all(m == "better" for m in marks):
         verdict = "holds"
     else:
@@ -130,7 +139,7 @@ def claims(tr: TableRuns, summary: pd.DataFrame, per_query: dict, cost: bool = T
                      verdict))
     if per_query:
         tau, lo, hi, n = kendall(tr, per_query, tables.paper_dataset(tr.dataset))
-        verdict = ("inconclusive" if math.isnan(tau) or lo <= 0 <= hi
+        verdict = (NO_EVIDENCE if math.isnan(tau) else "inconclusive" if lo <= 0 <= hi
                    else "holds" if lo > 0 else "fails")
         rows.append((f"our ordering of the Table {tr.table} rows follows the paper's", f"Table {tr.table}",
                      "Kendall τ on R-1 = " + f"{tau:+.2f} (95 % CI [{lo:+.2f}, {hi:+.2f}], {n} rows)".replace("-", "−"),

@@ -80,6 +80,12 @@ def experiment_readme(rep: Report) -> str:
         out += ["Runs left out: " + "; ".join(tr.left_out) + ".", ""]
     else:
         out += ["No runs were left out.", ""]
+    out += [f"Data digest `{tr.data_digest}` (every run here saw the same data)." if tr.data_digest else
+            "These runs predate data digests: that they all saw the same data is not checked.", ""]
+    if rep.seed_gaps:
+        out += ["**Seeds left out of a Δ** (every Δ, interval, mark and claim pairs runs by seed and uses "
+                "only the seeds both sides have complete):", ""]
+        out += [f"- {g}" for g in rep.seed_gaps] + [""]
     if paper != tr.dataset:
         out += [f"The paper has no numbers for `{tr.dataset}`; its {paper_name} numbers are "
                 "shown instead, so compare the *direction* of changes (Δ), not the levels.", ""]
@@ -162,7 +168,8 @@ def _claims_section(rep) -> list[str]:
              "query sampling only (one seed: run-to-run noise is not covered; add seeds with --seeds)")
     return ["## Claims of the paper", "", tables.markdown_cells(rep.claims.rename(columns=str.capitalize)), "",
             "Verdicts: *holds* (the 95 % interval agrees with the claim), *fails* (it contradicts "
-            f"it), *inconclusive* (it contains 0). The intervals cover {noise}. [CSV](claims.csv)", ""]
+            f"it), *inconclusive* (it contains 0), *no evidence* (no seed with complete runs of both "
+            f"sides). The intervals cover {noise}, over the seeds both sides have. [CSV](claims.csv)", ""]
 
 
 def _seeds_for_gaps(rep) -> str:

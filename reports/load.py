@@ -62,6 +62,9 @@ class TableRuns:
     """One line per reason, e.g. ``2 FAILED runs (b-s0, b-s1)``."""
     parent_run_id: str | None = None
     """Newest parent run (where the report is logged), None if there is none."""
+    data_digest: str = ""
+    """The data the kept runs saw (``ftn_core.data.digest``): the newest FINISHED run's; runs on
+    other data are left out. "" = runs from before data digests."""
 
     @property
     def order(self) -> list[str]:
@@ -138,7 +141,7 @@ def load_runs(client: MlflowClient, exp: Experiment) -> TableRuns:
     if not len(df):
         return TableRuns(exp.name, exp.experiment_id, table, dataset, preset, df, [], parent_id)
     df = df.copy()
-    for col in ("tags.variant", "tags.seed", "tags.variant_label", "tags.mlflow.runName"):
+    for col in ("tags.variant", "tags.seed", "tags.variant_label", "tags.mlflow.runName", "tags.data_digest"):
         if col not in df:
             df[col] = None
     # The tags are the truth; the experiment name is the fallback.
@@ -169,6 +172,13 @@ def load_runs(client: MlflowClient, exp: Experiment) -> TableRuns:
     drop(df["variant"].isna() | df["seed"].isna(), "run(s) without variant/seed tags")
     drop(~df["variant"].isin(list(known)), f"run(s) of variants not in Table {table}")
     df = df.sort_values("start_time", ascending=False)
+    df["data_digest"] = df["tags.data_digest"].fillna("").astype(str)
+    digest = str(df["data_digest"].iloc[0]) if len(df) else ""
+    other = df["data_digest"] != digest
+    if other.any():  # never pair runs that saw different data: the newest data wins
+        seen = ", ".join(sorted({d or "not recorded" for d in df.loc[other, "data_digest"]}))
+        drop(other, f"run(s) on other data than the newest run's (data digest {seen}, newest "
+                    f"{digest or 'not recorded'}: the dataset changed between them; train them again to include them)")
     drop(df.duplicated(["variant", "seed"], keep="first"),
          "older duplicate(s) of a newer FINISHED run")
     df = df.assign(seed=df["seed"].astype(int))
@@ -179,7 +189,7 @@ def load_runs(client: MlflowClient, exp: Experiment) -> TableRuns:
     rank = {k: i for i, k in enumerate(known)}
     df = df.sort_values(["variant", "seed"], key=lambda s: s.map(rank) if s.name == "variant" else s)
     return TableRuns(exp.name, exp.experiment_id, table, dataset, preset,
-                     df.reset_index(drop=True), left_out, parent_id)
+                     df.reset_index(drop=True), left_out, parent_id, digest)
 
 
 def _search(client: MlflowClient, exp: Experiment, filter_string: str) -> pd.DataFrame:

@@ -4,6 +4,11 @@ Our metrics are the last logged ``val/*`` values of each run, in percent like th
 ``±`` is the sample standard deviation (ddof = 1) over seeds; one seed gives no ±.
 Controls (``Variant.control``: not rows of the paper) get no paper numbers, stay out of the
 rank agreement and are compared with their own reference in ``verdicts``.
+
+Every Δ pairs runs by seed and uses only the seeds both sides have complete: a FINISHED run
+and, once any run of the experiment has per-query results, its ``per_query.npz``. A seed one
+side lacks is named (``seed_gaps``) and left out of that Δ, its interval, mark and claims; the
+row's own mean ± std still uses all its runs, and its seed count says how many were paired.
 """
 
 from __future__ import annotations
@@ -35,11 +40,62 @@ def paper_dataset(dataset: str) -> str:
     return "market1501" if dataset.startswith("synthetic") else dataset
 
 
-def summarize(tr: TableRuns) -> pd.DataFrame:
+def complete_runs(tr: TableRuns, per_query: dict[tuple[str, int], dict] | None = None) -> set[tuple[str, int]]:
+    """The (variant, seed) runs a Δ can use: every kept run, or, once any run has per-query
+    results, only those that have them (a Δ and its interval must rest on the same seeds)."""
+    runs = {(str(v), int(s)) for v, s in zip(tr.runs["variant"], tr.runs["seed"])}
+    return runs & set(per_query) if per_query else runs
+
+
+def paired_seeds(complete: set[tuple[str, int]], a: str, b: str) -> list[int]:
+    """The seeds at which both ``a`` and ``b`` have a complete run."""
+    return sorted(s for v, s in complete if v == a and (b, s) in complete)
+
+
+def reference_of(variant: str) -> str:
+    """The row a variant's Δ is taken against: the Baseline, or a control's own reference."""
+    return CONTROL_REFERENCE.get(variant, BASELINE)
+
+
+def paired_delta(tr: TableRuns, complete: set[tuple[str, int]], a: str, b: str, metric: str) -> tuple[float, int]:
+    """(mean over the paired seeds of ``a`` − ``b`` in ``val/<metric>``, number of seeds);
+    NaN without a paired seed."""
+    col = f"metrics.val/{metric}"
+    seeds = paired_seeds(complete, a, b)
+    if col not in tr.runs or not seeds:
+        return math.nan, 0
+    value = {(v, int(sd)): float(x) for v, sd, x in zip(tr.runs["variant"], tr.runs["seed"], tr.runs[col])}
+    return float(np.mean([value[(a, sd)] - value[(b, sd)] for sd in seeds])), len(seeds)
+
+
+def seed_gaps(tr: TableRuns, per_query: dict[tuple[str, int], dict] | None = None) -> list[str]:
+    """One line per run a Δ misses (a seed the other side has): which run, why, and which Δ
+    leave that seed out."""
+    complete = complete_runs(tr, per_query)
+    kept = complete_runs(tr)
+    seeds = {v: {int(sd) for sd in tr.runs.loc[tr.runs["variant"] == v, "seed"]} for v in tr.order}
+    missing: dict[tuple[str, int], list[str]] = {}
+    for v in tr.order:
+        ref = reference_of(v)
+        if v == BASELINE or ref not in seeds:
+            continue
+        for sd in sorted(seeds[v] | seeds[ref]):
+            for side in (v, ref):
+                if (side, sd) not in complete:
+                    missing.setdefault((side, sd), []).append(f"{v} − {ref}")
+    lines = []
+    for (side, sd), deltas in sorted(missing.items(), key=lambda x: (tr.order.index(x[0][0]), x[0][1])):
+        why = "has no per_query.npz" if (side, sd) in kept else "has no FINISHED run"
+        lines.append(f"{side}-s{sd} {why}: seed {sd} is left out of {', '.join(deltas)}")
+    return lines
+
+
+def summarize(tr: TableRuns, per_query: dict[tuple[str, int], dict] | None = None) -> pd.DataFrame:
     """One row per variant (table order): ``control``, ``n``, ``<m>_mean`` / ``<m>_std`` for
     METRICS and ``fg_focus``, ``paper_<m>`` (NaN for controls), ``d_<m>`` (ours − our
-    Baseline) and ``paper_d_<m>``."""
+    Baseline over the seeds both have complete; ``n_paired`` of them) and ``paper_d_<m>``."""
     runs = tr.runs
+    complete = complete_runs(tr, per_query)
     controls = {v.key for v in variants(tr.table, controls=True) if v.control}
     paper = {r["row"]: r for r in paper_results(tr.table)
              if r["dataset"] == paper_dataset(tr.dataset) and r["row"] not in controls}
@@ -56,13 +112,13 @@ def summarize(tr: TableRuns) -> pd.DataFrame:
             row[f"{m}_std"] = values.std(ddof=1) if values.notna().sum() > 1 else math.nan
         for m in DELTA_METRICS:
             row[f"paper_{m}"] = paper[key][m] if key in paper else math.nan
+            row[f"d_{m}"], paired = paired_delta(tr, complete, key, BASELINE, m)
+            row[f"d_{m}_vs_ref"] = paired_delta(tr, complete, key, reference_of(key), m)[0]
+        row["n_paired"] = paired if key != BASELINE else len(sub)
         rows.append(row)
     df = pd.DataFrame(rows)
-    base = df[df["variant"] == BASELINE]
     for m in DELTA_METRICS:
-        ours0 = base[f"{m}_mean"].iloc[0] if len(base) else math.nan
         paper0 = paper[BASELINE][m] if BASELINE in paper else math.nan
-        df[f"d_{m}"] = df[f"{m}_mean"] - ours0
         df[f"paper_d_{m}"] = df[f"paper_{m}"] - paper0
     return df
 
@@ -169,7 +225,8 @@ def display(summary: pd.DataFrame, latex: bool = False) -> pd.DataFrame:
     with_ci = "d_rank1_lo" in summary
     rows = []
     for r in summary.itertuples():
-        row = {"Variant": r.variant_label, "seeds": r.n}
+        paired = getattr(r, "n_paired", r.n)
+        row = {"Variant": r.variant_label, "seeds": f"{r.n} ({paired} paired)" if paired < r.n else str(r.n)}
         for m, title in METRICS.items():
             row[title] = pm(getattr(r, f"{m}_mean"), getattr(r, f"{m}_std"), latex)
         if has_fg:
@@ -272,10 +329,10 @@ def _control_verdict(summary: pd.DataFrame, r) -> str:
         explained = _explained(summary, ours) if r.variant == "base_matched" else ""
         return f"{text} {explained[0].upper()}{explained[1:]}." if explained else text
     found = summary[summary["variant"] == ref]
-    if not len(found):
+    d = {m: getattr(r, f"d_{m}_vs_ref", math.nan) for m in DELTA_METRICS}
+    if not len(found) or all(math.isnan(v) for v in d.values()):
         return (f"{head} scores {_deltas(ours)} against our Baseline; there are no ({ref}) "
-                f"runs to compare it with.")
-    d = {m: getattr(r, f"{m}_mean") - found.iloc[0][f"{m}_mean"] for m in DELTA_METRICS}
+                f"runs at its seeds to compare it with.")
     noise = _within_noise(summary, r, ref, d)
     gain = any(not math.isnan(v) and v > 0 for v in d.values())
     meaning = (f"the headroom a better foreground target could give ({ref})" if gain else

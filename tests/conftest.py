@@ -18,6 +18,14 @@ os.environ.setdefault("MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL", "1")
 os.environ.setdefault("MLFLOW_SYSTEM_METRICS_SAMPLES_BEFORE_LOGGING", "1")
 
 
+@pytest.fixture(scope="session", autouse=True)
+def file_cache(tmp_path_factory) -> Path:
+    """The data digests' file cache in a temporary folder (subprocesses inherit it), never ~/.cache."""
+    folder = tmp_path_factory.mktemp("ftn_cache")
+    os.environ["FTN_CACHE_DIR"] = str(folder)
+    return folder
+
+
 @pytest.fixture(scope="session")
 def data_root(tmp_path_factory) -> Path:
     """A folder where the tiny synthetic benchmark is generated once per test session."""

@@ -36,6 +36,11 @@ class FakeRun:
     epochs: int = 2
     artifacts: bool = True
     extra_tags: dict[str, str] = field(default_factory=dict)
+    per_query: dict[str, np.ndarray] | None = None
+    """Logged as ``per_query.npz`` when given (``index``, ``pid``, ``camid``, ``ap``,
+    ``first_rank``, ``inp``, ``top10``)."""
+    model: bool = True
+    """Whether ``model.pt`` is among the artifacts."""
     grad_ratio: tuple[float, ...] = ()
     """``train/recon_grad_ratio`` of the last ``len(grad_ratio)`` epochs (the earlier ones are
     a frozen warm-up), with ``train/grad_norm_reid`` = 1 and ``grad_norm_recon`` = the ratio."""
@@ -123,8 +128,11 @@ def _log_artifacts(cfg: Config, r: FakeRun) -> None:
     buf = io.BytesIO()
     Image.fromarray(np.zeros((4, 4, 3), np.uint8)).save(buf, format="PNG")
     mlflow.log_image(Image.open(io.BytesIO(buf.getvalue())), "cmc.png")
-    torch.manual_seed(r.seed)
-    model = build_model(cfg.model, NUM_CLASSES)
     with tempfile.TemporaryDirectory() as tmp:
-        torch.save(model.state_dict(), Path(tmp) / "model.pt")
-        mlflow.log_artifact(str(Path(tmp) / "model.pt"))
+        if r.per_query is not None:
+            np.savez_compressed(Path(tmp) / "per_query.npz", **r.per_query)
+            mlflow.log_artifact(str(Path(tmp) / "per_query.npz"))
+        if r.model:
+            torch.manual_seed(r.seed)
+            torch.save(build_model(cfg.model, NUM_CLASSES).state_dict(), Path(tmp) / "model.pt")
+            mlflow.log_artifact(str(Path(tmp) / "model.pt"))

@@ -412,7 +412,9 @@ def test_end_to_end_runner_then_report(tmp_path):
     assert g["mAP_ci_lo"] <= g["mAP_mean"] <= g["mAP_ci_hi"] and table.loc["base", "n_resamples"] == 10_000
     assert "## Uncertainty" in text and "query sampling and training seed" in text
     claims = pd.read_csv(folder / "claims.csv")
-    assert set(claims["verdict"]) <= {"holds", "fails", "inconclusive"}
+    assert set(claims["verdict"]) <= {"holds", "fails", "inconclusive", "no evidence"}
+    kendall = claims.loc[claims["claim"].str.startswith("our ordering"), "verdict"]
+    assert list(kendall) == ["no evidence"]  # two rows give no ordering to compare
     assert claims["claim"].str.startswith("CFA costs 1.3 M params").any()
     assert (claims.loc[claims["claim"].str.startswith("CFA costs"), "verdict"] == "holds").all()
 

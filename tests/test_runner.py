@@ -155,7 +155,10 @@ def test_signal_mid_epoch_kills_then_resumes_to_the_same_result(store, data_root
     (["--table", "2", "--dataset", "imagenet"], "--dataset imagenet: unknown"),
     (["--table", "2", "--shard", "3/2"], "--shard 3/2: need 0 <= K < N"),
     (["--table", "2", "--tracking-uri", "sqlite:////proc/nope/mlflow.db"], "cannot write the tracking store"),
-    (["--table", "2", "--tracking-uri", "./mlruns"], "the file store is an error in MLflow 3"),
+    (["--table", "2", "--tracking-uri", "./mlruns"], "a path is not a store (MLflow 3 no longer keeps runs"),
+    (["--table", "2", "--tracking-uri", "x.db"], "use sqlite:///"),
+    (["--table", "2", "--tracking-uri", "sqlit:///x.db"], "unknown scheme 'sqlit'; did you mean sqlite:///x.db?"),
+    (["--table", "2", "--tracking-uri", "htp://localhost:5000"], "did you mean http://localhost:5000?"),
 ])
 def test_bad_arguments_fail_before_training(argv, message, capsys, monkeypatch, tmp_path):
     monkeypatch.setattr("ablations.runner.execute", lambda *a, **k: pytest.fail("trained"))

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from PIL import Image
 
+from ftn_core.data import digest
 from ftn_core.data.types import DatasetSplits, Sample
 from ftn_core.errors import FTNError
 
@@ -90,9 +91,10 @@ def check_image(path: str) -> bool:
         return False
 
 
-def _verify(samples: list[Sample], skip_bad_images: bool) -> tuple[list[Sample], list[str]]:
+def _verify(samples: list[Sample], skip_bad_images: bool,
+            files: dict[str, digest.FileState]) -> tuple[list[Sample], list[str]]:
     """Drop (or raise on) unreadable images; returns the kept samples and the dropped paths."""
-    ok = [check_image(s.path) for s in samples]
+    ok = [s.path in files and bool(files[s.path].readable) for s in samples]
     bad = [s.path for s, good in zip(samples, ok) if not good]
     if bad and not skip_bad_images:
         more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""
@@ -107,20 +109,42 @@ def _relabel(samples: list[Sample]) -> list[Sample]:
     return [Sample(s.path, mapping[s.pid], s.camid, s.mask_path) for s in samples]
 
 
+def check_matches(splits: DatasetSplits) -> None:
+    """At least one query must have a true match (its identity in the gallery, seen by another
+    camera), or every evaluation fails: said when the data is read, not after training."""
+    name, query, gallery = splits.name, splits.query, splits.gallery
+    seen = {(s.pid, s.camid) for s in gallery}
+    cams = {}
+    for pid, cam in seen:
+        cams.setdefault(pid, set()).add(cam)
+    if not any(cams.get(q.pid, set()) - {q.camid} for q in query):
+        raise FTNError(f"{name}: no query has a true match in the gallery (its identity seen by another "
+                       f"camera), so nothing can be evaluated; check that query and gallery come from the same "
+                       f"dataset")
+
+
 def finish_splits(name: str, root: str, train: list[Sample], query: list[Sample],
-                  gallery: list[Sample], skip_bad_images: bool, verify_images: bool) -> DatasetSplits:
-    """Check every image (or skip the unreadable ones) and relabel the training pids."""
+                  gallery: list[Sample], skip_bad_images: bool, verify_images: bool,
+                  data_digest: str | None = None) -> DatasetSplits:
+    """Check every image (or skip the unreadable ones), relabel the training pids and take
+    the digest of what was read (``ftn_core.data.digest``; ``data_digest`` when the data's
+    digest is known from elsewhere, as for generated data)."""
+    files = ({} if data_digest is not None and not verify_images else
+             digest.scan([s.path for s in (*train, *query, *gallery)], root, check_image if verify_images else None))
     skipped: list[str] = []
     if verify_images:
         parts = []
         for split, items in (("train", train), ("query", query), ("gallery", gallery)):
-            kept, bad = _verify(items, skip_bad_images)
+            kept, bad = _verify(items, skip_bad_images, files)
             if not kept:
                 raise FTNError(f"{name}: every {split} image is unreadable ({len(bad)} skipped)")
             parts.append(kept)
             skipped += bad
         train, query, gallery = parts
-    return DatasetSplits(name, root, _relabel(train), query, gallery, len(skipped), tuple(skipped))
+    train = _relabel(train)
+    if data_digest is None:
+        data_digest = digest.dataset_digest(root, (("train", train), ("query", query), ("gallery", gallery)), files)
+    return DatasetSplits(name, root, train, query, gallery, len(skipped), tuple(skipped), data_digest)
 
 
 # --------------------------------------------------------------------------- Market layout
@@ -160,7 +184,8 @@ def _read_split_dir(folder: str, pattern: re.Pattern[str], example: str,
 def read_market_layout(dataset_dir: str, name: str, pattern: re.Pattern[str] = GENERIC_PATTERN,
                        example: str = "0002_c1s1_000451_03.jpg", mask_root: str | None = None,
                        skip_bad_images: bool = False, verify_images: bool = True,
-                       split_dirs: dict[str, str] | None = None) -> DatasetSplits:
+                       split_dirs: dict[str, str] | None = None,
+                       data_digest: str | None = None) -> DatasetSplits:
     """Read ``dataset_dir/{bounding_box_train,query,bounding_box_test}`` (Market-1501 layout).
 
     ``mask_root``: if given, each image ``<split dir>/<stem>.<ext>`` has a foreground mask
@@ -174,7 +199,7 @@ def read_market_layout(dataset_dir: str, name: str, pattern: re.Pattern[str] = G
             raise FTNError(f"split folder {os.path.join(dataset_dir, sub)}/ has only pid -1 "
                            f"(junk) images")
     return finish_splits(name, dataset_dir, splits["train"], splits["query"], splits["gallery"],
-                   skip_bad_images, verify_images)
+                         skip_bad_images, verify_images, data_digest)
 
 
 # --------------------------------------------------------------------------- finding roots

@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from ftn_core.data import digest
 from ftn_core.data import synthetic_draw as sd
 from ftn_core.data.readers import MARKET_PATTERN, SPLIT_DIRS, read_market_layout
 from ftn_core.data.types import DatasetSplits
@@ -349,6 +350,12 @@ def read_scenes(dataset_dir: str) -> list[dict]:
         return [{k: conv.get(k, int)(v) for k, v in row.items()} for row in csv.DictReader(f)]
 
 
+def settings_digest(size: str = "default", seed: int = 0, bias: float | None = None) -> str:
+    """The data digest of the benchmark these settings generate (its pixels depend on nothing
+    else), known without generating it."""
+    return digest.settings_digest(_params(size, seed, get_spec(size, bias)))
+
+
 def load_synthetic(root: str, size: str = "default", seed: int = 0,
                    skip_bad_images: bool = False, *, bias: float | None = None,
                    workers: int | None = None) -> DatasetSplits:
@@ -356,7 +363,7 @@ def load_synthetic(root: str, size: str = "default", seed: int = 0,
     dataset_dir = generate(root, size, seed, bias=bias, workers=workers)
     return read_market_layout(dataset_dir, f"synthetic_{size}", MARKET_PATTERN,
                               mask_root=os.path.join(dataset_dir, "masks"),
-                              skip_bad_images=skip_bad_images)
+                              skip_bad_images=skip_bad_images, data_digest=settings_digest(size, seed, bias))
 
 
 # --------------------------------------------------------------------------- command line

@@ -29,6 +29,8 @@ class DatasetSplits:
     """Images dropped because they could not be read (with ``skip_bad_images``)."""
     skipped_paths: tuple[str, ...] = ()
     """Which they were (logged with the run)."""
+    digest: str = ""
+    """The data as read (``ftn_core.data.digest``): part of a run's identity; "" = not taken."""
 
     @property
     def num_train_pids(self) -> int:
