@@ -137,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
         model = logged_model(args.run)
         if model is None:
             model = run_model(cfg, run_weights(args.run, tmp))
-            if "model" in {m.name for m in _logged_models(client, args.run)}:
+            if _logged_models(client, args.run):  # it had one: say why it was not used
                 print("note: the run's LoggedModel could not be loaded; used its model.pt", file=sys.stderr)
         if args.rerank:
             metrics, result = reranked(model.to(device), data, args.flip, device)
@@ -171,8 +171,11 @@ def log_evaluation(client, experiment_id: str, name: str, tags: dict[str, str], 
     """The evaluation as one run, FINISHED with its metrics, per_query.npz and rank list, or
     KILLED when Ctrl-C or SIGTERM lands while it is written; an interrupt once it is FINISHED
     lets the command finish normally. Returns the run id."""
-    if interrupted():  # a Ctrl-C swallowed on the way (e.g. in a finaliser): log nothing
-        raise KeyboardInterrupt
+    def check() -> None:  # a Ctrl-C swallowed on the way (in a finaliser) still stops it
+        if interrupted():
+            raise KeyboardInterrupt
+
+    check()
     run_id, finished = None, False
     try:
         with deferred_interrupts():  # created with its tags, or not at all
@@ -180,7 +183,9 @@ def log_evaluation(client, experiment_id: str, name: str, tags: dict[str, str], 
         for key, value in metrics.items():
             client.log_metric(run_id, key, value)
         tracking.log_per_query(arrays, run_id)
+        check()
         runner.log_rank_list(arrays, splits, name, run_id)
+        check()
         with deferred_interrupts():
             client.set_terminated(run_id, "FINISHED")
             finished = True

@@ -23,6 +23,10 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+if __name__ == "__main__":
+    from ftn_core.errors import exit_on_interrupt_during_startup
+
+    exit_on_interrupt_during_startup()
 
 from ablations import tracking  # noqa: E402
 from ftn_core.errors import FTNError, OneLineParser, cli_main  # noqa: E402

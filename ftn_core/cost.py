@@ -7,6 +7,11 @@ full count of ``torch.utils.flop_counter`` (2 per multiply-accumulate, matmuls i
 
 from __future__ import annotations
 
+if __name__ == "__main__":
+    from ftn_core.errors import exit_on_interrupt_during_startup
+
+    exit_on_interrupt_during_startup()
+
 import argparse
 import statistics
 import time

@@ -29,6 +29,7 @@ def exit_on_interrupt_during_startup() -> None:
         os.write(2, b"interrupted while starting; nothing was done\n")
         os._exit(130)
 
+    handler.at_startup = True  # cli_main ignores signals once the command is done (it only exits)
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGINT, handler)
         signal.signal(signal.SIGTERM, handler)
@@ -50,6 +51,13 @@ def _interrupt(signum, frame):
     raise KeyboardInterrupt(f"signal {signum}")
 
 
+def _quiet_unraisable(unraisable) -> None:
+    """A KeyboardInterrupt that lands in a finaliser cannot propagate; Python would print its
+    traceback as "Exception ignored". ``interrupted()`` still knows of it: print nothing."""
+    if not isinstance(unraisable.exc_value, KeyboardInterrupt):
+        sys.__unraisablehook__(unraisable)
+
+
 def cli_main(func: F) -> F:
     """Wrap a command's ``main``: ``FTNError`` → ``error: <message>`` on stderr, exit 2;
     Ctrl-C or SIGTERM (outside training, which handles them itself) → one line, exit 130."""
@@ -58,6 +66,7 @@ def cli_main(func: F) -> F:
     def wrapper(*args, **kwargs):
         previous = {}
         _received.clear()
+        hook, sys.unraisablehook = sys.unraisablehook, _quiet_unraisable
         if threading.current_thread() is threading.main_thread():
             # SIGINT too: a command started in the background of a script inherits SIGINT
             # ignored, and `kill -INT` (or a scheduler's) must still stop it cleanly.
@@ -77,8 +86,11 @@ def cli_main(func: F) -> F:
                 return exit_.code or 0
             raise
         finally:
+            sys.unraisablehook = hook
             for sig, handler in previous.items():
-                signal.signal(sig, handler)
+                # A command run as a script is done: the process only exits now (MLflow's threads
+                # end), and Ctrl-C there must not turn a normal finish into a signal's exit code.
+                signal.signal(sig, signal.SIG_IGN if getattr(handler, "at_startup", False) else handler)
 
     return wrapper  # type: ignore[return-value]
 

@@ -21,6 +21,10 @@ from pathlib import Path
 
 if __package__ in (None, ""):  # `python reports/build.py`: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+if __name__ == "__main__":
+    from ftn_core.errors import exit_on_interrupt_during_startup
+
+    exit_on_interrupt_during_startup()
 
 import pandas as pd  # noqa: E402
 import torch  # noqa: E402

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -12,6 +13,8 @@ from mlflow.tracking import MlflowClient
 
 from ablations import evaluate
 from ablations import run as run_cli
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
@@ -95,7 +98,7 @@ def test_the_logged_model_gives_the_checkpoint_embeddings(finished):
     import mlflow
     import torch
 
-    from ablations.per_query import run_files, run_model
+    from ablations.per_query import run_config, run_model, run_weights
 
     uri, run, tmp = finished
     mlflow.set_tracking_uri(uri)
@@ -104,8 +107,8 @@ def test_the_logged_model_gives_the_checkpoint_embeddings(finished):
     logged = evaluate.logged_model(run.info.run_id)
     assert set(Path(tempfile.gettempdir()).iterdir()) == scratch  # the download is not left behind
     assert sys.path == path
-    cfg, weights = run_files(run.info.run_id, str(tmp))
-    reference = run_model(cfg, weights)
+    cfg = run_config(run.info.run_id, str(tmp))
+    reference = run_model(cfg, run_weights(run.info.run_id, str(tmp)))
     x = torch.rand(3, 3, cfg.data.height, cfg.data.width)
     with torch.no_grad():
         assert torch.equal(logged(x), reference(x))
@@ -113,6 +116,80 @@ def test_the_logged_model_gives_the_checkpoint_embeddings(finished):
     assert model.source_run_id == run.info.run_id
     assert float(model.params["val/mAP"]) == pytest.approx(run.data.metrics["val/mAP"], abs=1e-4)
     assert model.params["dataset"] == "synthetic_tiny"
+
+
+def _clone(finished, dst: Path) -> tuple[str, str, Path]:
+    """A copy of the finished run's store (database and artifacts) under ``dst``: (uri, run id,
+    the copy's artifact folder of the experiment)."""
+    import shutil
+    import sqlite3
+
+    _, run, tmp = finished
+    shutil.copy(tmp / "mlflow.db", dst / "mlflow.db")
+    shutil.copytree(tmp / "artifacts", dst / "artifacts")
+    old, new = (tmp / "artifacts").as_uri(), (dst / "artifacts").as_uri()
+    con = sqlite3.connect(dst / "mlflow.db")
+    for table, col in (("experiments", "artifact_location"), ("runs", "artifact_uri"),
+                       ("logged_models", "artifact_location")):
+        con.execute(f"UPDATE {table} SET {col} = replace({col}, ?, ?)", (old, new))
+    con.commit()
+    con.close()
+    return f"sqlite:///{dst / 'mlflow.db'}", run.info.run_id, dst / "artifacts" / "table2-synthetic-tiny"
+
+
+def _evaluate(uri: str, run_id: str, cwd: Path, timeout: float = 600):
+    return subprocess.run([sys.executable, str(REPO / "ablations" / "evaluate.py"), "--run", run_id, "--tracking-uri",
+                           uri, "--device", "cpu"], capture_output=True, text=True, cwd=cwd, timeout=timeout)
+
+
+@pytest.mark.slow
+def test_the_logged_model_alone_is_enough_and_without_it_model_pt_is_said(finished, tmp_path):
+    uri, run_id, artifacts = _clone(finished, tmp_path)
+    (artifacts / run_id / "artifacts" / "model.pt").unlink()  # only the LoggedModel is left
+    done = _evaluate(uri, run_id, tmp_path)
+    assert done.returncode == 0 and done.stderr == "", done.stderr
+    assert "rank-1" in done.stdout
+    for weights in artifacts.glob("models/*/artifacts/data/model.pth"):  # and now neither
+        weights.unlink()
+    refused = _evaluate(uri, run_id, tmp_path)
+    assert refused.returncode == 2 and refused.stderr.count("\n") == 1, refused.stderr
+    assert refused.stderr.startswith(f"error: run {run_id}: its model.pt cannot be read")
+
+
+@pytest.mark.slow
+def test_without_the_logged_model_weights_model_pt_is_used_with_one_note(finished, tmp_path):
+    uri, run_id, artifacts = _clone(finished, tmp_path)
+    for weights in artifacts.glob("models/*/artifacts/data/model.pth"):
+        weights.unlink()
+    done = _evaluate(uri, run_id, tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert done.stderr == "note: the run's LoggedModel could not be loaded; used its model.pt\n"
+
+
+@pytest.mark.slow
+def test_ctrl_c_at_any_moment_is_one_line_and_leaves_no_half_logged_run(finished, tmp_path):
+    """SIGINT during start-up, reading, evaluating or logging: one line and exit 130, or the
+    normal finish; every evaluation run in the store is FINISHED or KILLED, never RUNNING."""
+    import signal
+    import time
+
+    uri, run_id, _ = _clone(finished, tmp_path)
+    cmd = [sys.executable, str(REPO / "ablations" / "evaluate.py"), "--run", run_id, "--tracking-uri", uri,
+           "--device", "cpu"]
+    t0 = time.perf_counter()
+    assert _evaluate(uri, run_id, tmp_path).returncode == 0
+    whole = time.perf_counter() - t0
+    for share in (0.05, 0.2, 0.4, 0.6, 0.75, 0.9):  # 1, 3, 6, 9 s … of a ~15 s command
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path)
+        time.sleep(share * whole)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=120)
+        if proc.returncode == 0:
+            assert "rank-1" in out and err == "", (share, err)
+        else:
+            assert proc.returncode == 130 and err.count("\n") == 1 and "interrupted" in err, (share, err)
+    runs = MlflowClient(uri).search_runs([finished[1].info.experiment_id], "tags.kind = 'evaluation'")
+    assert runs and {r.info.status for r in runs} <= {"FINISHED", "KILLED"}
 
 
 # --------------------------------------------------------------------------- re-ranking

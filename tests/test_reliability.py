@@ -53,6 +53,31 @@ def test_processes_starting_together_on_a_new_store_all_succeed(tmp_path):
     assert [p.returncode for p in procs] == [0, 0, 0], [err for _, err in results]
     assert tracking.sqlite_state(tmp_path / "new" / "mlflow.db") == ("current", 0)
     assert MlflowClient(uri).get_experiment("0").name == "Default"
+    assert sorted(p.name for p in (tmp_path / "new").iterdir()) == ["mlflow.db"]  # no lock file left
+
+
+def test_the_store_lock_excludes_and_is_gone_once_released(tmp_path):
+    """Holders take turns (a waiter that wakes on a removed lock file locks the current one)
+    and the lock file exists only while the lock is held or awaited."""
+    import threading
+
+    lock, inside, overlaps = tmp_path / "x.lock", [], []
+
+    def work():
+        for _ in range(20):
+            with tracking._file_lock(lock):
+                inside.append(1)
+                overlaps.append(len(inside))
+                time.sleep(0.001)
+                inside.pop()
+
+    threads = [threading.Thread(target=work) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert max(overlaps) == 1 and len(overlaps) == 80
+    assert not lock.exists()
 
 
 @pytest.mark.slow
@@ -137,6 +162,23 @@ def test_store_problems_are_one_line(tmp_path, capsys, case):
     line = _one_line(capsys.readouterr().err)
     assert message in line and line.endswith(("--tracking-uri", "postgresql+psycopg2://"))
     assert not (tmp_path / "w").exists() and not (tmp_path / "data").exists()
+    assert not list(tmp_path.glob("*.lock"))
+
+
+@pytest.mark.slow
+def test_ctrl_c_while_run_py_starts_is_one_line(tmp_path):
+    """SIGINT while the command still imports torch and MLflow: one line, exit 130, nothing made."""
+    cmd = [sys.executable, str(REPO / "ablations" / "run.py"), "--table", "2", "--preset", "tiny",
+           "--tracking-uri", f"sqlite:///{tmp_path / 'store' / 'mlflow.db'}", "--root", str(tmp_path / "data"),
+           "--work-dir", str(tmp_path / "ckpt")]
+    for delay in (0.5, 2.0):
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path)
+        time.sleep(delay)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=120)
+        assert proc.returncode == 130, err
+        assert "interrupted" in _one_line(err)
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
 
 
 # --------------------------------------------------------------------------- the plan

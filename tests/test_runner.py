@@ -36,6 +36,8 @@ def _children(uri: str, experiment: str = "table2-synthetic-tiny"):
 @pytest.mark.slow
 def test_runner_records_everything_and_never_trains_twice(store, data_root, capsys):
     assert run_cli.main(_args(store, data_root, "--variants", "base", "g")) == 0
+    hint = f"python reports/build.py --table 2 --tracking-uri {store['uri']}"  # runs as printed
+    assert capsys.readouterr().out.strip().splitlines()[-1].endswith(hint)
     client, exp, runs = _children(store["uri"])
     assert set(runs) == {"base-s0", "g-s0"}
     g = runs["g-s0"]
@@ -55,6 +57,9 @@ def test_runner_records_everything_and_never_trains_twice(store, data_root, caps
     assert "train/loss_grad" not in runs["base-s0"].data.metrics
     assert any(k.startswith("system/") for k in g.data.metrics)  # system metrics on
     assert g.inputs.dataset_inputs and g.inputs.dataset_inputs[0].dataset.name == "synthetic_tiny"
+    from ftn_core.data.synthetic import settings_digest
+
+    assert tags["data_digest"] == g.inputs.dataset_inputs[0].dataset.digest == settings_digest("tiny", 0)
     files = {f.path for f in client.list_artifacts(g.info.run_id)}
     assert {"config.json", "metrics.json", "cmc.png", "model.pt", "per_query.npz", "ranklist.png"} <= files
     local = Path(mlflow.artifacts.download_artifacts(run_id=g.info.run_id, tracking_uri=store["uri"]))

@@ -12,6 +12,11 @@ the same few spots and objects — so background is a shortcut that works on tra
 
 from __future__ import annotations
 
+if __name__ == "__main__":
+    from ftn_core.errors import exit_on_interrupt_during_startup
+
+    exit_on_interrupt_during_startup()
+
 import argparse
 import csv
 import dataclasses
