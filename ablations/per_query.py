@@ -6,7 +6,9 @@ Each FINISHED child run of the chosen experiments that has a saved model (model.
 per_query.npz is evaluated again on its own test split with its own resolved config; the
 metrics must agree with the ones the run logged (they are printed side by side), and the
 per-query AP / first-match rank / INP are attached to the run as per_query.npz. Runs trained
-since per-query results exist already have the file and are skipped.
+since per-query results exist already have the file and are skipped. A run that cannot be given
+one (no model.pt or config.json, or its data changed since it trained) is named with the reason,
+and the command exits 1: the reports leave its seed out of every Δ.
 
 Examples:
   python ablations/per_query.py --table 2

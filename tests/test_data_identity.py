@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -19,7 +17,6 @@ from mlflow import MlflowClient
 from ftn_core.data import digest, readers
 from ftn_core.data.readers import load_dataset
 
-REPO = Path(__file__).resolve().parents[1]
 
 
 def _settle(folder: Path) -> None:
@@ -117,27 +114,34 @@ def _own_dataset(kind: str, data_root: Path, tmp_path: Path) -> tuple[str, calla
     return str(index), edit
 
 
-def _run(*argv: str, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, *argv], capture_output=True, text=True, cwd=cwd, timeout=600)
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("kind", ["csv", "folder"])
-def test_edited_data_trains_anew_and_the_old_run_is_refused_or_left_out(kind, data_root, tmp_path):
+def test_edited_data_is_a_new_run_and_the_old_one_is_refused_or_left_out(kind, data_root, tmp_path, capsys):
+    from ablations import evaluate
+    from ablations import run as run_cli
+    from reports import build
+
     root, edit = _own_dataset(kind, data_root, tmp_path)
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    train = [str(REPO / "ablations" / "run.py"), "--table", "3", "--dataset", kind, "--root", root,
-             "--variants", "base", "--preset", "tiny", "--tracking-uri", uri, "--work-dir", str(tmp_path / "ckpt")]
-    first = _run(*train, cwd=tmp_path)
-    assert first.returncode == 0, first.stderr[-2000:]
-    assert "already FINISHED" in _run(*train, cwd=tmp_path).stdout  # the same data: nothing to train
+    train = ["--table", "3", "--dataset", kind, "--root", root, "--variants", "base", "--preset", "tiny",
+             "--tracking-uri", uri, "--work-dir", str(tmp_path / "ckpt")]
+
+    def run(*extra: str) -> str:
+        capsys.readouterr()
+        assert run_cli.main([*train, *extra]) == 0
+        return capsys.readouterr().out
+
+    run()
+    if kind == "folder":  # the same data: done; a quarter of the gallery less: a run to do
+        assert "1 runs, 1 already done, 0 to run" in run("--dry-run")
+        edit()
+        assert "1 runs, 0 already done, 1 to run" in run("--dry-run")
+        return
+    assert "already FINISHED" in run()
     edit()
-    plan = _run(*train, "--dry-run", cwd=tmp_path)
-    assert plan.returncode == 0 and "1 runs, 0 already done, 1 to run" in plan.stdout, plan.stdout
-    second = _run(*train, cwd=tmp_path)
-    assert second.returncode == 0 and "[1/1] table3-" in second.stdout, second.stdout + second.stderr
+    assert "[1/1] table3-csv-tiny base-s0 (training" in run()
     client = MlflowClient(uri)
-    exp = client.get_experiment_by_name(f"table3-{kind}-tiny")
+    exp = client.get_experiment_by_name("table3-csv-tiny")
     old, new = sorted(client.search_runs([exp.experiment_id], "tags.kind = 'child'"),
                       key=lambda r: r.info.start_time)
     assert old.info.status == new.info.status == "FINISHED"
@@ -145,20 +149,17 @@ def test_edited_data_trains_anew_and_the_old_run_is_refused_or_left_out(kind, da
     assert old.data.tags["data_digest"] != new.data.tags["data_digest"]
     (dataset_input,) = new.inputs.dataset_inputs
     assert dataset_input.dataset.digest == new.data.tags["data_digest"]
-    if kind == "csv":  # the old run's results belong to data that is gone
-        refused = _run(str(REPO / "ablations" / "evaluate.py"), "--run", old.info.run_id, "--tracking-uri", uri,
-                       "--device", "cpu", cwd=tmp_path)
-        assert refused.returncode == 2 and refused.stderr.count("\n") == 1, refused.stderr
-        assert "data that is gone" in refused.stderr and old.data.tags["data_digest"] in refused.stderr
-        out = tmp_path / "out"
-        report = _run(str(REPO / "reports" / "build.py"), "--tracking-uri", uri, "--out", str(out), "--no-visual",
-                      "--no-efficiency", "--no-log", cwd=tmp_path)
-        assert report.returncode == 0, report.stderr[-2000:]
-        assert "left out: 1 run(s) on other data" in report.stdout
-        table = pd.read_csv(out / "table3" / "csv-tiny" / "table.csv")
-        assert list(table["n"]) == [1]
-        readme = (out / "table3" / "csv-tiny" / "README.md").read_text()
-        assert f"Data digest `{new.data.tags['data_digest']}`" in readme and "on other data" in readme
+    # The old run's results belong to data that is gone: refused, and left out of the report.
+    assert evaluate.main(["--run", old.info.run_id, "--tracking-uri", uri, "--device", "cpu"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "data that is gone" in err and old.data.tags["data_digest"] in err
+    out = tmp_path / "out"
+    assert build.main(["--tracking-uri", uri, "--out", str(out), "--no-visual", "--no-efficiency", "--no-log"]) == 0
+    assert "left out: 1 run(s) on other data" in capsys.readouterr().out
+    table = pd.read_csv(out / "table3" / "csv-tiny" / "table.csv")
+    assert list(table["n"]) == [1]
+    readme = (out / "table3" / "csv-tiny" / "README.md").read_text()
+    assert f"Data digest `{new.data.tags['data_digest']}`" in readme and "on other data" in readme
 
 
 def test_a_new_store_is_untouched_by_a_dry_run_and_a_refused_root(tmp_path, capsys):

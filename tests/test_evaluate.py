@@ -143,53 +143,47 @@ def _evaluate(uri: str, run_id: str, cwd: Path, timeout: float = 600):
 
 
 @pytest.mark.slow
-def test_the_logged_model_alone_is_enough_and_without_it_model_pt_is_said(finished, tmp_path):
+def test_model_files_and_ctrl_c_at_any_moment(finished, tmp_path):
+    """Without the LoggedModel's weights, model.pt is used and said in one line; SIGINT during
+    start-up, reading, evaluating or logging gives one line and exit 130 (or the normal finish)
+    and no half-logged run; with neither model, one line."""
+    import signal
+    import time
+
     uri, run_id, artifacts = _clone(finished, tmp_path)
-    (artifacts / run_id / "artifacts" / "model.pt").unlink()  # only the LoggedModel is left
-    done = _evaluate(uri, run_id, tmp_path)
-    assert done.returncode == 0 and done.stderr == "", done.stderr
-    assert "rank-1" in done.stdout
-    for weights in artifacts.glob("models/*/artifacts/data/model.pth"):  # and now neither
+    for weights in artifacts.glob("models/*/artifacts/data/model.pth"):
         weights.unlink()
+    t0 = time.perf_counter()
+    done = _evaluate(uri, run_id, tmp_path)
+    whole = time.perf_counter() - t0
+    assert done.returncode == 0 and "rank-1" in done.stdout, done.stderr
+    assert done.stderr == "note: the run's LoggedModel could not be loaded; used its model.pt\n"
+    cmd = [sys.executable, str(REPO / "ablations" / "evaluate.py"), "--run", run_id, "--tracking-uri", uri,
+           "--device", "cpu"]
+    for share in (0.07, 0.3, 0.6, 0.9):  # about 1, 3, 6 and 9 s into a 10–15 s command
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path)
+        time.sleep(share * whole)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=120)
+        if proc.returncode == 0:
+            assert "rank-1" in out and err.startswith("note: the run's LoggedModel"), (share, err)
+        else:
+            assert proc.returncode == 130 and err.count("\n") == 1 and "interrupted" in err, (share, err)
+    runs = MlflowClient(uri).search_runs([finished[1].info.experiment_id], "tags.kind = 'evaluation'")
+    assert runs and {r.info.status for r in runs} <= {"FINISHED", "KILLED"}
+    (artifacts / run_id / "artifacts" / "model.pt").unlink()
     refused = _evaluate(uri, run_id, tmp_path)
     assert refused.returncode == 2 and refused.stderr.count("\n") == 1, refused.stderr
     assert refused.stderr.startswith(f"error: run {run_id}: its model.pt cannot be read")
 
 
 @pytest.mark.slow
-def test_without_the_logged_model_weights_model_pt_is_used_with_one_note(finished, tmp_path):
+def test_the_logged_model_alone_is_enough(finished, tmp_path, capsys):
     uri, run_id, artifacts = _clone(finished, tmp_path)
-    for weights in artifacts.glob("models/*/artifacts/data/model.pth"):
-        weights.unlink()
-    done = _evaluate(uri, run_id, tmp_path)
-    assert done.returncode == 0, done.stderr
-    assert done.stderr == "note: the run's LoggedModel could not be loaded; used its model.pt\n"
-
-
-@pytest.mark.slow
-def test_ctrl_c_at_any_moment_is_one_line_and_leaves_no_half_logged_run(finished, tmp_path):
-    """SIGINT during start-up, reading, evaluating or logging: one line and exit 130, or the
-    normal finish; every evaluation run in the store is FINISHED or KILLED, never RUNNING."""
-    import signal
-    import time
-
-    uri, run_id, _ = _clone(finished, tmp_path)
-    cmd = [sys.executable, str(REPO / "ablations" / "evaluate.py"), "--run", run_id, "--tracking-uri", uri,
-           "--device", "cpu"]
-    t0 = time.perf_counter()
-    assert _evaluate(uri, run_id, tmp_path).returncode == 0
-    whole = time.perf_counter() - t0
-    for share in (0.05, 0.2, 0.4, 0.6, 0.75, 0.9):  # 1, 3, 6, 9 s … of a ~15 s command
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path)
-        time.sleep(share * whole)
-        proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate(timeout=120)
-        if proc.returncode == 0:
-            assert "rank-1" in out and err == "", (share, err)
-        else:
-            assert proc.returncode == 130 and err.count("\n") == 1 and "interrupted" in err, (share, err)
-    runs = MlflowClient(uri).search_runs([finished[1].info.experiment_id], "tags.kind = 'evaluation'")
-    assert runs and {r.info.status for r in runs} <= {"FINISHED", "KILLED"}
+    (artifacts / run_id / "artifacts" / "model.pt").unlink()
+    assert evaluate.main(["--run", run_id, "--tracking-uri", uri, "--device", "cpu"]) == 0
+    out, err = capsys.readouterr()
+    assert err == "" and "rank-1" in out
 
 
 # --------------------------------------------------------------------------- re-ranking
