@@ -302,6 +302,8 @@ def execute(plan: list[PlannedRun], client, work_dir: Path, parent_ids: dict[str
                               _Logger(run_id, p.name, p.cfg.train.epochs, resuming=p.status == "resume")
                               if rank == 0 else None,
                               rank, world_size)
+            if rank == 0:
+                mlflow.set_tag("precision", trainer.precision)  # bf16 / fp16 / fp32, as detected
             result = trainer.fit()
             if rank == 0:
                 with deferred_interrupts():

@@ -125,7 +125,9 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"
     amp: bool = True
-    """Mixed precision on CUDA (bf16 where supported, else fp16 with a scaler)."""
+    """Mixed precision for the training steps: bf16 autocast on a GPU (fp16 with a scaler where
+    bf16 is missing) and on a CPU that computes bf16 natively (AVX-512 BF16, AMX); fp32 on other
+    CPUs. Weights, optimizer and evaluation stay fp32 (``engine.mixed_precision``)."""
     channels_last: bool = True
     compile: CompileMode = "off"
     """``torch.compile`` the training model with this mode (``reduce-overhead`` adds CUDA

@@ -74,6 +74,29 @@ def resolve_device(name: str, option: str = "train.device") -> torch.device:
         raise FTNError(f"{option}={name}: not a device; use auto, cpu, cuda or cuda:N") from None
 
 
+def native_bf16_cpu() -> bool:
+    """Whether this processor computes bf16 natively (AVX-512 BF16 or AMX tiles): matmuls at up
+    to twice the fp32 rate. Elsewhere bf16 is emulated and slower than fp32."""
+    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(getattr(torch.cpu, name, lambda: False)() for name in checks)
+
+
+def mixed_precision(device: torch.device, amp: bool) -> torch.dtype | None:
+    """The autocast dtype ``train.amp`` gives on ``device``: bf16 on a GPU that has it (fp16 with
+    a loss scaler on one that has not) and on a CPU that computes bf16 natively; None (fp32)
+    when ``amp`` is off and on other CPUs. The weights, optimizer and evaluation stay fp32."""
+    if not amp:
+        return None
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if device.type == "cpu" and native_bf16_cpu():
+        return torch.bfloat16
+    return None
+
+
+PRECISION_NAMES = {torch.bfloat16: "bf16", torch.float16: "fp16", None: "fp32"}
+
+
 @contextlib.contextmanager
 def sigterm_as_interrupt() -> Iterator[None]:
     """Turn SIGTERM into KeyboardInterrupt while training (main thread only)."""
@@ -189,9 +212,12 @@ class Trainer:
         self.channels_last = t.channels_last and cuda
         if self.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
-        self.amp_dtype = (torch.bfloat16 if cuda and torch.cuda.is_bf16_supported() else torch.float16)
-        self.use_amp = t.amp and cuda
-        self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp and self.amp_dtype == torch.float16)
+        dtype = mixed_precision(self.device, t.amp)
+        self.precision = PRECISION_NAMES[dtype]
+        """What the training steps compute in: bf16, fp16 or fp32 (logged as the run's tag)."""
+        self.use_amp = dtype is not None
+        self.amp_dtype = dtype or torch.bfloat16  # (autocast is off when not use_amp)
+        self.scaler = torch.amp.GradScaler("cuda", enabled=dtype == torch.float16)
         # fused: one kernel for the whole step on CUDA instead of a few per parameter group
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=t.lr, weight_decay=t.weight_decay,
                                           fused=cuda or None)

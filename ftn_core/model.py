@@ -162,13 +162,15 @@ class FTN(nn.Module):
         """Unweighted loss terms of Eq. 6 for what ``out`` holds: ``ce/<branch>``,
         ``triplet/<branch>``, ``grad``, ``l1``. Weight them with ``losses.combine``."""
         terms: dict[str, Tensor] = {}
+        # In fp32 whatever the forward pass ran in (bf16/fp16 autocast): .float() of fp32 is a no-op.
         for name, logits in out.logits.items():
-            terms[f"ce/{name}"] = L.cross_entropy(logits, pids, label_smooth)
-            terms[f"triplet/{name}"] = L.batch_hard_triplet(out.feats[name], pids, margin)
+            terms[f"ce/{name}"] = L.cross_entropy(logits.float(), pids, label_smooth)
+            terms[f"triplet/{name}"] = L.batch_hard_triplet(out.feats[name].float(), pids, margin)
         if out.recon is not None:
+            recon, target = out.recon.float(), out.target.float()
             if gradient:
-                terms["grad"] = L.gradient_loss(out.recon, out.target, recon_reduction)
-            terms["l1"] = L.l1_loss(out.recon, out.target, recon_reduction)
+                terms["grad"] = L.gradient_loss(recon, target, recon_reduction)
+            terms["l1"] = L.l1_loss(recon, target, recon_reduction)
         return terms
 
     def encoder_parameters(self) -> list[nn.Parameter]:

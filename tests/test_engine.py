@@ -346,3 +346,44 @@ def test_loaders_keep_their_workers_and_prefetch_only_with_workers(tiny_cfg):
     assert train.pin_memory == torch.cuda.is_available()
     plain = build_data(tiny_cfg.data).train_loader
     assert plain.num_workers == 0 and not plain.persistent_workers and plain.prefetch_factor is None
+
+
+def test_mixed_precision_follows_the_device_and_the_processor(monkeypatch):
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(engine, "native_bf16_cpu", lambda: False)
+    assert engine.mixed_precision(cpu, True) is None  # emulated bf16 would be slower than fp32
+    monkeypatch.setattr(engine, "native_bf16_cpu", lambda: True)
+    assert engine.mixed_precision(cpu, True) is torch.bfloat16
+    assert engine.mixed_precision(cpu, False) is None
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
+    assert engine.mixed_precision(torch.device("cuda"), True) is torch.float16  # with a scaler
+
+
+def test_bf16_training_on_a_cpu_keeps_fp32_weights_and_fp32_losses(tiny_cfg, monkeypatch):
+    """With native bf16 (forced here, so any CPU runs it), the forward pass runs in bf16 and
+    everything the optimizer and the losses see stays fp32."""
+    monkeypatch.setattr(engine, "native_bf16_cpu", lambda: True)
+    cfg = override(tiny_cfg, {"train.epochs": 1, "train.warmup_epochs": 0, "train.milestones": ()})
+    data = build_data(cfg.data, seed=0)
+    trainer = Trainer(cfg, data, progress=False)
+    assert trainer.precision == "bf16" and not trainer.scaler.is_enabled()
+    seen = {}
+    forward = trainer.model.forward
+
+    def spy(*args, **kwargs):
+        out = forward(*args, **kwargs)
+        for feat in out.feats.values():  # (a reconstruction batch has none)
+            seen.setdefault("feat", feat.dtype)
+        return out
+
+    monkeypatch.setattr(trainer.model, "forward", spy)
+    terms = []
+    real_losses = trainer.model.losses
+    monkeypatch.setattr(trainer.model, "losses", lambda *a, **k: terms.append(real_losses(*a, **k)) or terms[-1])
+    stats = trainer.train_epoch(0)
+    assert seen["feat"] == torch.bfloat16
+    assert all(v.dtype == torch.float32 for t in terms for v in t.values())
+    assert all(p.dtype == torch.float32 for p in trainer.model.parameters())
+    assert math.isfinite(stats["train/loss_total"])
+    fp32 = Trainer(override(cfg, {"train.amp": False}), data, progress=False)
+    assert fp32.precision == "fp32"
