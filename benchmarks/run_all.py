@@ -40,6 +40,8 @@ def main() -> int:
         section("Evaluation protocol", ["benchmarks/eval_bench.py", *(["--skip-msmt"] if args.quick else []), *gpu]),
         section("Decode + augment", ["benchmarks/data_bench.py", *(["--workers", "4", "8"] if cuda else [])]),
         section("Synthetic benchmark generation", ["benchmarks/synthetic_bench.py"]),
+        *([] if cuda else [section("Training step: fp32 and bf16, GFLOP/s, share of the matmul peak",
+                                   ["benchmarks/step_bench.py", "--preset", "cpu"])]),
         section("Training / inference speed and engine overhead",
                 ["benchmarks/train_bench.py", "--presets", "tiny", "cpu", *([] if args.quick else ["paper"])]
                 if not cuda else ["benchmarks/train_bench.py", "--device", "cuda", "--presets", "paper", "gpu"]),
