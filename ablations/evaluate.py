@@ -3,10 +3,12 @@
 The model is the run's LoggedModel (``runs:/<run>/model``) or, for runs from before it was
 logged (or whose LoggedModel cannot be read, said in one line), its model.pt. Its own test split
 must still be the data the run saw: a dataset whose digest changed since the run trained is
-refused, since the run's numbers belong to data that is gone. The result is logged as a new run (tag ``kind = evaluation``) in the source run's experiment,
-nested under it (``mlflow.parentRunId``) and tagged ``source_run``, with the same metrics
-line as run.py, per_query.npz and, in its name and tags, what differs from the paper's
-protocol: another dataset (cross-domain), ``--flip`` or ``--rerank``. Reports read only training runs
+refused, since the run's numbers belong to data that is gone.
+
+The result is logged as a new run (tag ``kind = evaluation``) in the source run's experiment,
+nested under it (``mlflow.parentRunId``) and tagged ``source_run``, with the same metrics line
+as run.py, per_query.npz and, in its name and tags, what differs from the paper's protocol:
+another dataset (cross-domain), ``--flip`` or ``--rerank``. Reports read only training runs
 (``kind = child``), so these rows are never mixed into the paper-protocol tables.
 
 Examples:

@@ -87,11 +87,14 @@ def _save_cache(root: str, files: dict[str, FileState]) -> None:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    except OSError:  # an unwritable cache folder: no cache
+        return
+    try:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             json.dump(payload, fh, separators=(",", ":"))
         os.replace(tmp, path)
     except OSError:
-        with contextlib.suppress(OSError, UnboundLocalError):
+        with contextlib.suppress(OSError):
             os.unlink(tmp)
 
 

@@ -112,13 +112,11 @@ def _relabel(samples: list[Sample]) -> list[Sample]:
 def check_matches(splits: DatasetSplits) -> None:
     """At least one query must have a true match (its identity in the gallery, seen by another
     camera), or every evaluation fails: said when the data is read, not after training."""
-    name, query, gallery = splits.name, splits.query, splits.gallery
-    seen = {(s.pid, s.camid) for s in gallery}
-    cams = {}
-    for pid, cam in seen:
-        cams.setdefault(pid, set()).add(cam)
-    if not any(cams.get(q.pid, set()) - {q.camid} for q in query):
-        raise FTNError(f"{name}: no query has a true match in the gallery (its identity seen by another "
+    cams: dict[int, set[int]] = {}
+    for s in splits.gallery:
+        cams.setdefault(s.pid, set()).add(s.camid)
+    if not any(cams.get(q.pid, set()) - {q.camid} for q in splits.query):
+        raise FTNError(f"{splits.name}: no query has a true match in the gallery (its identity seen by another "
                        f"camera), so nothing can be evaluated; check that query and gallery come from the same "
                        f"dataset")
 
