@@ -30,6 +30,7 @@ MaskStrategy = Literal["input", "gm", "gm_pam", "gm_cam", "gm_pam_cam", "oracle"
 # a side branch (stage 5 consumes A).
 Placement = Literal["series", "residual", "parallel"]
 Schedule = Literal["alternate", "joint"]
+LrDecay = Literal["step", "cosine"]
 Reduction = Literal["paper", "mean"]
 CompileMode = Literal["off", "default", "reduce-overhead", "max-autotune"]
 
@@ -116,6 +117,10 @@ class TrainConfig:
     """Linear lr warm-up from lr/warm-up-iterations to lr over these epochs (per batch); 0 in
     the paper, whose warm-up freezes the backbone instead (``warmup_epochs``)."""
     milestones: tuple[int, ...] = (150, 240, 300)
+    """Epochs at which ``lr_decay=step`` multiplies the lr by 0.1 (unused by ``cosine``)."""
+    lr_decay: LrDecay = "step"
+    """After the warm-up: ``step`` (×0.1 at each milestone, the paper's) or ``cosine`` (half a
+    cosine from lr down to 0 at the last batch, per batch)."""
     weight_decay: float = 5e-4
     schedule: Schedule = "alternate"
     matched_updates: bool = False

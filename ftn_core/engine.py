@@ -225,9 +225,10 @@ class Trainer:
         if t.max_batches:
             self.batches_per_epoch = min(self.batches_per_epoch, t.max_batches)
         # Stepped every batch: a linear warm-up over ``lr_warmup_epochs``, then ×0.1 at each
-        # milestone epoch (with no warm-up, the paper's MultiStepLR exactly).
+        # milestone epoch (with no warm-up, the paper's MultiStepLR exactly) or a cosine decay.
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, lr_factor(t.lr_warmup_epochs, t.milestones, self.batches_per_epoch))
+            self.optimizer, lr_factor(t.lr_warmup_epochs, t.milestones, self.batches_per_epoch,
+                                      t.lr_decay, t.epochs))
         self.net: nn.Module = self.model
         if world_size > 1:
             self.net = nn.parallel.DistributedDataParallel(
@@ -436,16 +437,22 @@ def _per_query_tensors(result: RankResult) -> dict[str, torch.Tensor] | None:
     return {k: torch.from_numpy(np.asarray(v)) for k, v in result.per_query._asdict().items()}
 
 
-def lr_factor(warmup_epochs: int, milestones: tuple[int, ...], batches_per_epoch: int):
+def lr_factor(warmup_epochs: int, milestones: tuple[int, ...], batches_per_epoch: int,
+              decay: str = "step", epochs: int = 0):
     """The lr multiplier at batch ``it`` (0-based, counted over the whole run): linear from
-    1/W to 1 over the W = ``warmup_epochs · batches_per_epoch`` first batches, × 0.1 for each
-    milestone epoch reached."""
+    1/W to 1 over the W = ``warmup_epochs · batches_per_epoch`` first batches; then
+    ``step``: × 0.1 for each milestone epoch reached; ``cosine``: ½(1 + cos πt) with t going
+    from 0 after the warm-up to 1 at the last of the ``epochs · batches_per_epoch`` batches."""
     warm = warmup_epochs * batches_per_epoch
     per_epoch = max(batches_per_epoch, 1)
+    decaying = max(epochs * batches_per_epoch - warm - 1, 1)
 
     def factor(it: int) -> float:
-        ramp = min(1.0, (it + 1) / warm) if warm else 1.0
-        return ramp * 0.1 ** sum(it // per_epoch >= m for m in milestones)
+        if warm and it < warm:
+            return (it + 1) / warm
+        if decay == "cosine":
+            return 0.5 * (1 + math.cos(math.pi * min(1.0, (it - warm) / decaying)))
+        return 0.1 ** sum(it // per_epoch >= m for m in milestones)
 
     return factor
 
