@@ -105,7 +105,8 @@ def backfill_run(client, run, splits_cache: dict) -> tuple[float, float] | None:
         raise FTNError(f"no {' or '.join(lacking)} among its artifacts, so it cannot be evaluated again")
     with tempfile.TemporaryDirectory() as tmp:
         cfg = run_config(run_id, tmp)
-        key = (cfg.data.dataset, cfg.data.root, cfg.data.synthetic_size, cfg.data.synthetic_seed)
+        key = (cfg.data.dataset, cfg.data.root, cfg.data.synthetic_size, cfg.data.synthetic_seed,
+               cfg.data.synthetic_test_ids)
         if key not in splits_cache:
             splits_cache[key] = load_splits(cfg.data)
         check_data(run, splits_cache[key])

@@ -140,7 +140,7 @@ def read_data(plan: list[PlannedRun], generate: bool = True) -> dict[str, Datase
     for p in plan:
         d = p.cfg.data
         if d.dataset == "synthetic":
-            p.data_digest = settings_digest(d.synthetic_size, d.synthetic_seed)
+            p.data_digest = settings_digest(d.synthetic_size, d.synthetic_seed, test_ids=d.synthetic_test_ids)
             continue
         if p.dataset not in out:
             out[p.dataset] = _load(p)
@@ -232,7 +232,7 @@ def synthetic_ready(cfg) -> bool:
     """Whether the synthetic benchmark for ``cfg`` is already generated (no generation needed)."""
     from ftn_core.data.synthetic import dataset_name
 
-    return (Path(cfg.root) / dataset_name(cfg.synthetic_size, cfg.synthetic_seed, None) / "query").is_dir()
+    return (Path(cfg.root) / dataset_name(cfg.synthetic_size, cfg.synthetic_seed, None, cfg.synthetic_test_ids) / "query").is_dir()
 
 
 def check_work_dir(work_dir: Path) -> None:

@@ -93,6 +93,9 @@ class DataConfig:
     synthetic_size: str = "default"
     """Size of the generated benchmark: tiny | default | large."""
     synthetic_seed: int = 0
+    synthetic_test_ids: int = 0
+    """Test identities of the synthetic benchmark (0: the size's own, 100 for default); more
+    grow the query and gallery while the training split stays byte-identical."""
     height: int = 256
     width: int = 128
     num_ids: int = 8
@@ -262,9 +265,16 @@ HOW_IT_RUNS = ("train.device", "data.workers", "train.compile")
 """Settings that change where or how fast a run executes, not its result: left out of the hash."""
 
 
+ADDED_FIELDS = {"train.lr_decay": "step", "data.synthetic_test_ids": 0}
+"""Fields added after runs were logged, with the value that does what the code did before
+them: at that value they stay out of the hash, so earlier runs keep their hash (and are found
+done, resumed and reported with the new ones)."""
+
+
 def config_hash(cfg: Any, exclude: tuple[str, ...] = HOW_IT_RUNS) -> str:
     """A short stable hash of everything that changes the result (not where it runs)."""
-    flat = {k: v for k, v in flatten(cfg).items() if k not in exclude}
+    flat = {k: v for k, v in flatten(cfg).items()
+            if k not in exclude and not (k in ADDED_FIELDS and v == ADDED_FIELDS[k])}
     payload = json.dumps(flat, sort_keys=True, default=list)
     return hashlib.sha256(payload.encode()).hexdigest()[:12]
 
@@ -296,6 +306,7 @@ RULES: dict[str, tuple[Any, str]] = {
     "loss.label_smooth": (_finite(0, hi=1, hi_open=True), "a number in [0, 1)"),
     "data.synthetic_size": (lambda v: v in ("tiny", "default", "large"), "tiny, default or large"),
     "data.synthetic_seed": (_NON_NEG, "an integer ≥ 0"),
+    "data.synthetic_test_ids": (_NON_NEG, "an integer ≥ 0 (0: the size's own)"),
     "data.height": (_finite(16), "at least 16 pixels"),
     "data.width": (_finite(8), "at least 8 pixels"),
     "data.num_ids": (_finite(2), "at least 2 (the triplet loss needs negatives)"),

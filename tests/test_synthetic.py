@@ -268,3 +268,34 @@ def test_concurrent_generations_agree(tmp_path):
     assert outs[0] == outs[1] == str(tmp_path / "synthetic_tiny_s0")
     assert [p.name for p in tmp_path.iterdir()] == ["synthetic_tiny_s0"]
     assert (tmp_path / "synthetic_tiny_s0" / S.MARKER).exists()
+
+
+def test_a_grown_test_split_leaves_training_byte_identical(tiny, tmp_path):
+    grown = S.generate(str(tmp_path), "tiny", seed=0, test_ids=3 * TINY.test_ids, progress=False)
+    assert Path(grown).name == f"synthetic_tiny_s0_t{3 * TINY.test_ids}"
+    ref, new = _files(tiny), _files(grown)
+    # Every file of the size's own benchmark is there, byte for byte: training and test alike.
+    kept = {k for k in ref if k.endswith((".jpg", ".png"))}
+    assert {k: new.get(k) for k in kept} == {k: ref[k] for k in kept}
+    assert {k for k in new if k.startswith(S.TRAIN)} == {k for k in ref if k.startswith(S.TRAIN)}
+    # The test split has three times the identities, with new pids, and keeps the protocol.
+    ids = _by_split(grown)
+    test_pids = {p for p, _ in ids[S.QUERY]}
+    assert len(test_pids) == 3 * TINY.test_ids
+    assert min(test_pids - {p for p, _ in _by_split(tiny)[S.QUERY]}) > TINY.train_ids + TINY.test_ids
+    gallery = defaultdict(set)
+    for pid, cam in ids[S.GALLERY]:
+        gallery[pid].add(cam)
+    assert all(gallery[pid] - {cam} for pid, cam in ids[S.QUERY])  # a cross-camera match each
+    assert Counter(p for p, _ in ids[S.GALLERY])[0] == 3 * TINY.distractors  # in proportion
+    # The added test images stand at the size's shared test scenes as often as its own do.
+    rows = [r for r in S.read_scenes(grown) if r["split"] != S.TRAIN and r["pid"] != 0]
+    shared = Counter((r["cam"], r["spot"] // 5) for r in rows if r["pid"] <= TINY.train_ids + TINY.test_ids)
+    top = {key for key, _ in shared.most_common(TINY.num_cams * TINY.test_scenes)}
+    added = [r for r in rows if r["pid"] > TINY.train_ids + TINY.test_ids]
+    assert sum((r["cam"], r["spot"] // 5) in top for r in added) / len(added) > 0.5
+    # Its digest is its own; the size's own benchmark keeps the digest it had.
+    assert S.settings_digest("tiny", 0, test_ids=3 * TINY.test_ids) != S.settings_digest("tiny", 0)
+    assert S.settings_digest("tiny", 0, test_ids=TINY.test_ids) == S.settings_digest("tiny", 0)
+    with pytest.raises(FTNError, match="only grows; give 0 or at least 8"):
+        S.generate(str(tmp_path), "tiny", test_ids=TINY.test_ids - 1)

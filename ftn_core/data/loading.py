@@ -33,7 +33,8 @@ def load_splits(cfg: DataConfig) -> DatasetSplits:
     if cfg.dataset == "synthetic":
         from ftn_core.data.synthetic import load_synthetic
 
-        return load_synthetic(cfg.root, cfg.synthetic_size, cfg.synthetic_seed, cfg.skip_bad_images)
+        return load_synthetic(cfg.root, cfg.synthetic_size, cfg.synthetic_seed, cfg.skip_bad_images,
+                              test_ids=cfg.synthetic_test_ids)
     from ftn_core.data.readers import load_dataset
 
     return load_dataset(cfg.dataset, cfg.root, skip_bad_images=cfg.skip_bad_images)

@@ -120,11 +120,14 @@ def get_spec(size: str, bias: float | None = None) -> SyntheticSpec:
     return spec
 
 
-def dataset_name(size: str, seed: int, bias: float | None = None) -> str:
-    """``synthetic_<size>_s<seed>``, plus ``_b<bias>`` when the bias is not the size's default."""
+def dataset_name(size: str, seed: int, bias: float | None = None, test_ids: int = 0) -> str:
+    """``synthetic_<size>_s<seed>``, plus ``_b<bias>`` when the bias is not the size's default
+    and ``_t<test ids>`` when the test split is grown."""
     name = f"synthetic_{size}_s{seed}"
     if bias is not None and float(bias) != SIZES[size].bias:
         name += f"_b{float(bias):g}"
+    if check_test_ids(size, test_ids):
+        name += f"_t{test_ids}"
     return name
 
 
@@ -196,6 +199,74 @@ def plan(spec: SyntheticSpec, seed: int) -> tuple[list[Shot], list[sd.Identity]]
     return shots, idents
 
 
+def _obj_pos(rng: np.random.Generator) -> float:
+    return float(rng.uniform(0.06, 0.26) if rng.random() < 0.5 else rng.uniform(0.74, 0.94))
+
+
+def _random_obj(rng: np.random.Generator) -> tuple[int, float]:
+    return (int(rng.integers(sd.NUM_OBJECTS)) if rng.random() < 0.6 else -1), _obj_pos(rng)
+
+
+def plan_more_test(spec: SyntheticSpec, seed: int, shots: list[Shot], idents: list[sd.Identity],
+                   test_ids: int) -> tuple[list[Shot], list[sd.Identity]]:
+    """``plan``'s benchmark with its test split grown to ``test_ids`` identities.
+
+    Everything ``plan`` wrote stays as it was, so the training split (and the size's own test
+    split) is byte-identical whatever ``test_ids``. The new identities, their images and the
+    distractors added in proportion come from random streams of their own; they differ from
+    every existing identity as much as those differ from each other, get pids after the last
+    one, stand at the same shared test scenes (drawn again from ``plan``'s test stream), and
+    continue each camera's frame counter, so no name or nuisance seed repeats.
+    """
+    extra = test_ids - spec.test_ids
+    if extra <= 0:
+        return shots, idents
+    C, PW = spec.num_cams, spec.width * (sd.PANO - 1)
+    rng = np.random.default_rng([seed, 1, 2])  # the shared scenes exactly as plan() drew them
+    scenes = [[(int(rng.integers(PW + 1)),) + _random_obj(rng) for _ in range(spec.test_scenes)]
+              for _ in range(C)]
+    rng = np.random.default_rng([seed, 1, 3])
+    codes = np.array([i.codes() for i in idents], np.int16)
+    new: list[sd.Identity] = []
+    while len(new) < extra:
+        cand = sd._draw_identity(rng)
+        c = np.array(cand.codes(), np.int16)
+        if (codes != c).sum(axis=1).min() >= 3:
+            new.append(cand)
+            codes = np.vstack([codes, c])
+    first_pid = spec.train_ids + spec.test_ids + 1  # pids 1..train+test are plan()'s
+    n_dis = min(spec.distractors, 64)  # plan()'s distractor persons: idents[n_ids : n_ids + n_dis]
+    n_ids = spec.train_ids + spec.test_ids
+    frames = [sum(1 for s in shots if s.split != TRAIN and s.cam == c) for c in range(C)]
+    out = list(shots)
+
+    def add(split, pid, ident, cam, spot, obj, obj_x):
+        frames[cam] += 1
+        f = frames[cam]
+        name = f"{pid:04d}_c{cam + 1}s{4 + (f - 1) // 5000}_{25 * f + 10:06d}_01"
+        spot = int(np.clip(spot + rng.integers(-2, 3), 0, PW))
+        obj_x = round(float(obj_x + rng.uniform(-0.02, 0.02)), 3)
+        out.append(Shot(split, name, int(pid), int(ident), int(cam), spot, int(obj), obj_x,
+                        10**8 + f * C + cam))
+
+    def test_scene(cam):
+        if rng.random() < spec.test_scene_share:
+            return scenes[cam][int(rng.integers(spec.test_scenes))]
+        return (int(rng.integers(PW + 1)),) + _random_obj(rng)
+
+    for k in range(extra):
+        pid, ident = first_pid + k, len(idents) + k
+        n_cams = int(rng.integers(spec.test_cams[0], spec.test_cams[1] + 1))
+        for cam in sorted(int(c) for c in rng.choice(C, size=min(n_cams, C), replace=False)):
+            n_gal = int(rng.integers(spec.gallery_per_cam[0], spec.gallery_per_cam[1] + 1))
+            for j in range(spec.query_per_cam + n_gal):
+                add(QUERY if j < spec.query_per_cam else GALLERY, pid, ident, cam, *test_scene(cam))
+    for _ in range(round(spec.distractors * extra / spec.test_ids)):
+        cam = int(rng.integers(C))
+        add(GALLERY, 0, n_ids + int(rng.integers(n_dis)), cam, *test_scene(cam))
+    return out, idents + new
+
+
 # --------------------------------------------------------------------------- rendering
 
 _CTX: dict = {}
@@ -221,15 +292,29 @@ def _render(shot: Shot) -> None:
     mask.save(os.path.join(out, "masks", shot.split, shot.name + ".png"))
 
 
-def _code_digest() -> str:
-    """Hash of the code that decides pixels: any change to it invalidates old copies."""
-    text = inspect.getsource(sd) + "".join(inspect.getsource(f) for f in (plan, _init_worker, _render))
+def _code_digest(grown: bool = False) -> str:
+    """Hash of the code that decides pixels: any change to it invalidates old copies (the test
+    split's extension counts only where it is used, so the size's own benchmark keeps its
+    digest)."""
+    parts = (plan, _init_worker, _render) + ((plan_more_test, _obj_pos, _random_obj) if grown else ())
+    text = inspect.getsource(sd) + "".join(inspect.getsource(f) for f in parts)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def _params(size: str, seed: int, spec: SyntheticSpec) -> dict:
-    return {"generator_version": GENERATOR_VERSION, "code": _code_digest(), "size": size,
-            "seed": seed, "spec": dataclasses.asdict(spec)}
+def _params(size: str, seed: int, spec: SyntheticSpec, test_ids: int = 0) -> dict:
+    grown = test_ids > spec.test_ids
+    params = {"generator_version": GENERATOR_VERSION, "code": _code_digest(grown), "size": size,
+              "seed": seed, "spec": dataclasses.asdict(spec)}
+    return {**params, "test_ids": test_ids} if grown else params
+
+
+def check_test_ids(size: str, test_ids: int) -> int:
+    """``test_ids`` (0: the size's own), refused below the size's own: the split only grows."""
+    own = get_spec(size).test_ids
+    if test_ids and test_ids < own:
+        raise FTNError(f"data.synthetic_test_ids={test_ids}: the {size} benchmark has {own} test "
+                       f"identities and its test split only grows; give 0 or at least {own}")
+    return test_ids if test_ids > own else 0
 
 
 def _is_complete(path: Path, params: dict) -> bool:
@@ -263,8 +348,11 @@ def _clean_stale(root: Path, name: str) -> None:
 
 def generate(root: str, size: str = "default", seed: int = 0, force: bool = False, *,
              bias: float | None = None, workers: int | None = None,
-             progress: bool | None = None) -> str:
+             progress: bool | None = None, test_ids: int = 0) -> str:
     """Write the benchmark to ``<root>/synthetic_<size>_s<seed>/`` and return that folder.
+
+    ``test_ids`` > the size's own grows the test split to that many identities
+    (``plan_more_test``: the training split stays byte-identical), in ``…_t<test_ids>/``.
 
     Returns at once if a complete copy with the same parameters exists (unless ``force``).
     Atomic: everything is written to a temp folder beside it and renamed at the end, so a
@@ -273,10 +361,11 @@ def generate(root: str, size: str = "default", seed: int = 0, force: bool = Fals
     ``progress``: None = a bar only on a terminal.
     """
     spec = get_spec(size, bias)
-    name = dataset_name(size, seed, bias)
+    test_ids = check_test_ids(size, test_ids)
+    name = dataset_name(size, seed, bias, test_ids)
     rootp = Path(root)
     final = rootp / name
-    params = _params(size, seed, spec)
+    params = _params(size, seed, spec, test_ids)
     if not force and _is_complete(final, params):
         return str(final)
     if rootp.exists() and not rootp.is_dir():
@@ -290,7 +379,7 @@ def generate(root: str, size: str = "default", seed: int = 0, force: bool = Fals
         raise FTNError(f"cannot write the synthetic benchmark under --root {root}: "
                        f"{err.strerror}; choose a writable folder") from None
     try:
-        shots, idents = plan(spec, seed)
+        shots, idents = plan_more_test(spec, seed, *plan(spec, seed), test_ids)
         for split in (TRAIN, QUERY, GALLERY):
             (tmp / split).mkdir()
             (tmp / "masks" / split).mkdir(parents=True)
@@ -355,20 +444,21 @@ def read_scenes(dataset_dir: str) -> list[dict]:
         return [{k: conv.get(k, int)(v) for k, v in row.items()} for row in csv.DictReader(f)]
 
 
-def settings_digest(size: str = "default", seed: int = 0, bias: float | None = None) -> str:
+def settings_digest(size: str = "default", seed: int = 0, bias: float | None = None,
+                    test_ids: int = 0) -> str:
     """The data digest of the benchmark these settings generate (its pixels depend on nothing
     else), known without generating it."""
-    return digest.settings_digest(_params(size, seed, get_spec(size, bias)))
+    return digest.settings_digest(_params(size, seed, get_spec(size, bias), check_test_ids(size, test_ids)))
 
 
 def load_synthetic(root: str, size: str = "default", seed: int = 0,
                    skip_bad_images: bool = False, *, bias: float | None = None,
-                   workers: int | None = None) -> DatasetSplits:
+                   workers: int | None = None, test_ids: int = 0) -> DatasetSplits:
     """Generate the benchmark if needed, then read it; every sample carries its ``mask_path``."""
-    dataset_dir = generate(root, size, seed, bias=bias, workers=workers)
+    dataset_dir = generate(root, size, seed, bias=bias, workers=workers, test_ids=test_ids)
     return read_market_layout(dataset_dir, f"synthetic_{size}", MARKET_PATTERN,
-                              mask_root=os.path.join(dataset_dir, "masks"),
-                              skip_bad_images=skip_bad_images, data_digest=settings_digest(size, seed, bias))
+                              mask_root=os.path.join(dataset_dir, "masks"), skip_bad_images=skip_bad_images,
+                              data_digest=settings_digest(size, seed, bias, test_ids))
 
 
 # --------------------------------------------------------------------------- command line
@@ -382,12 +472,16 @@ def main(argv: list[str] | None = None) -> int:
                     "(Market-1501 layout with person masks).",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="examples:\n  python -m ftn_core.data.synthetic                      # data/synthetic_default_s0\n"
-               "  python -m ftn_core.data.synthetic --size tiny --seed 1 --grid sample.png")
+               "  python -m ftn_core.data.synthetic --size tiny --seed 1 --grid sample.png\n"
+               "  python -m ftn_core.data.synthetic --test-ids 1000    # data/synthetic_default_s0_t1000")
     parser.add_argument("--root", default="data", help="parent folder (default: data)")
     parser.add_argument("--size", default="default", choices=list(SIZES))
     parser.add_argument("--seed", type=int_at_least(0), default=0)
     parser.add_argument("--bias", type=float_in(0, 1, low_open=False, high_open=False), default=None,
                         help="train background/identity confounding 0..1 (default: the size's)")
+    parser.add_argument("--test-ids", type=int_at_least(0), default=0,
+                        help="grow the test split to this many identities; the training split "
+                             "stays byte-identical (default: the size's own, 100 for default)")
     parser.add_argument("--force", action="store_true", help="regenerate even if it exists")
     parser.add_argument("--workers", type=int_at_least(1), default=None,
                         help="processes (default: 1, or up to 8 for the large size)")
@@ -408,7 +502,7 @@ def main(argv: list[str] | None = None) -> int:
 
     t0 = time.perf_counter()
     path = generate(args.root, args.size, args.seed, args.force, bias=args.bias,
-                    workers=args.workers)
+                    workers=args.workers, test_ids=args.test_ids)
     splits = read_market_layout(path, f"synthetic_{args.size}", MARKET_PATTERN,
                                 mask_root=os.path.join(path, "masks"), verify_images=False)
     print(splits.summary())
