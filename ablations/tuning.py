@@ -11,7 +11,6 @@ or an RDB such as PostgreSQL (several machines); rerunning a command continues i
 from __future__ import annotations
 
 import dataclasses
-import json
 import re
 import time
 import warnings

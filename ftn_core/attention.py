@@ -41,8 +41,6 @@ class CFA(nn.Module):
             raise ValueError(f"CFA needs in_channels divisible by {pool}, got {in_channels}")
         d = in_channels // pool
         self.use_pa, self.use_ca, self.use_cmp, self.pool = use_pa, use_ca, use_cmp, pool
-        # "w/o CMP": a 1×1 convolution does the channel reduction instead of max pooling.
-        self.reduce = None if use_cmp else nn.Conv2d(in_channels, d, 1, bias=False)
         self.query = nn.Conv2d(d, d, 1)
         self.key = nn.Conv2d(d, d, 1)
         self.value = nn.Conv2d(d, d, 1)
@@ -51,6 +49,9 @@ class CFA(nn.Module):
         self.gamma = nn.Parameter(torch.zeros(1))  # weight of CA
         self.phi = nn.Parameter(torch.zeros(1))  # weight of PA
         self.recover = nn.Sequential(nn.BatchNorm2d(d), nn.Conv2d(d, in_channels, 1))
+        # "w/o CMP": a 1×1 convolution does the channel reduction instead of max pooling. Built
+        # last, so the modules every CFA row has draw the same initial weights in all of them.
+        self.reduce = None if use_cmp else nn.Conv2d(in_channels, d, 1, bias=False)
 
     def zero_init_output(self) -> None:
         """Zero the recover convolution, so A′ = 0 at initialisation (``residual`` placement)."""

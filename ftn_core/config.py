@@ -271,10 +271,19 @@ them: at that value they stay out of the hash, so earlier runs keep their hash (
 done, resumed and reported with the new ones)."""
 
 
+COMPUTES = 2
+"""Raised when the code starts computing something else for the same configuration, so that
+runs of the older code are never taken for runs of this one: 2 = every random draw keyed by
+the seed and its purpose (initial weights per module, augmentation per image and batch)."""
+
+
 def config_hash(cfg: Any, exclude: tuple[str, ...] = HOW_IT_RUNS) -> str:
-    """A short stable hash of everything that changes the result (not where it runs)."""
+    """A short stable hash of everything that changes the result (not where it runs), and of
+    what the code computes from it (``COMPUTES``)."""
     flat = {k: v for k, v in flatten(cfg).items()
             if k not in exclude and not (k in ADDED_FIELDS and v == ADDED_FIELDS[k])}
+    if COMPUTES > 1:
+        flat["computes"] = COMPUTES
     payload = json.dumps(flat, sort_keys=True, default=list)
     return hashlib.sha256(payload.encode()).hexdigest()[:12]
 

@@ -208,7 +208,7 @@ class Trainer:
         if cuda:
             torch.backends.cudnn.benchmark = True
         torch.manual_seed(t.seed)
-        self.model = build_model(cfg.model, data.num_classes).to(self.device)
+        self.model = build_model(cfg.model, data.num_classes, init_seed=t.seed).to(self.device)
         self.channels_last = t.channels_last and cuda
         if self.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
@@ -267,13 +267,10 @@ class Trainer:
         return True
 
     def _stateful_transforms(self) -> list[Any]:
-        """Augmentations with state of their own (RandomPatch's pool), in the main process.
-
-        With ``data.workers > 0`` the pools live in the worker processes and are not saved:
-        exact resumes are promised for ``workers = 0`` (the CPU presets).
-        """
-        transform = getattr(getattr(self.data.train_loader, "dataset", None), "transform", None)
-        return [t for t in getattr(transform, "transforms", []) if hasattr(t, "load_state_dict")]
+        """Augmentations with state of their own (RandomPatch's pool, in the main process with
+        any number of workers): saved with the checkpoint, so a resumed run is exact."""
+        patch = getattr(self.data.train_augment, "random_patch", None)
+        return [patch] if patch is not None else []
 
     def _save(self, epoch: int) -> None:
         if self.ckpt_path is not None and self.rank == 0:
@@ -318,9 +315,12 @@ class Trainer:
         images, start = 0, time.perf_counter()
         bar = tqdm(total=n_batches, desc=f"epoch {epoch + 1}/{t.epochs}", leave=False,
                    disable=not self.progress or None, dynamic_ncols=True)
+        augment = self.data.train_augment
         for i, batch in enumerate(self.data.train_loader):
             if i >= n_batches:
                 break
+            if augment is not None:  # every batch, skipped ones too: the patch pool sees them all
+                batch["img"] = augment(batch["img"], (t.seed, epoch, self.rank + i * self.world_size))
             kind = self._batch_kind(epoch, i)
             if kind == "skip":  # the slot a TF-Dec variant spends on reconstruction
                 self.scheduler.step()

@@ -18,6 +18,7 @@ from ftn_core.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from ftn_core.decoder import TFDec
 from ftn_core.errors import FTNError
 from ftn_core.masks import STRATEGY_MASKS, reconstruction_target
+from ftn_core.seeding import seeded
 
 
 class EmbeddingHead(nn.Module):
@@ -73,28 +74,37 @@ class FTN(nn.Module):
                  use_ca: bool = True, use_cmp: bool = True, decoder: bool = True,
                  decoder_width: int = 64, mask: str = "gm_pam_cam", gauss_sy: float = 0.5,
                  gauss_sx: float = 0.35, embed_dim: int = 512, last_stride: int = 1,
-                 stage4_stride: int = 2, placement: str = "parallel") -> None:
+                 stage4_stride: int = 2, placement: str = "parallel", init_seed: int | None = None) -> None:
         super().__init__()
-        self.senc = SEnc(backbone, pretrained, weights_path, last_stride, stage4_stride)
-        c4, c5 = self.senc.stage4_channels, self.senc.stage5_channels
         if placement not in PLACEMENTS:
             raise FTNError(f"model.cfa_placement={placement}: unknown; one of {', '.join(PLACEMENTS)}")
+        # Each part's initial weights are a function of (init_seed, its name) alone, so two
+        # variants of one seed start identical in every part they share (seeding.py); without
+        # init_seed, one draw of the caller's generator stands in for it.
+        if init_seed is None:
+            init_seed = int(torch.randint(2**62, (1,)).item())
+        with seeded("init", init_seed, "senc"):
+            self.senc = SEnc(backbone, pretrained, weights_path, last_stride, stage4_stride)
+        c4, c5 = self.senc.stage4_channels, self.senc.stage5_channels
         self.placement = placement
-        if attention == "cfa":
-            self.attention: nn.Module | None = CFA(c4, use_pa=use_pa, use_ca=use_ca, use_cmp=use_cmp)
-        elif attention == "pamcam":
-            self.attention = PAMCAM(c4)
-        else:
-            self.attention = None
+        with seeded("init", init_seed, "attention", attention):
+            if attention == "cfa":
+                self.attention: nn.Module | None = CFA(c4, use_pa=use_pa, use_ca=use_ca, use_cmp=use_cmp)
+            elif attention == "pamcam":
+                self.attention = PAMCAM(c4)
+            else:
+                self.attention = None
         if self.attention is not None and placement == "residual":
             self.attention.zero_init_output()  # A + A′ = A at step 0: the backbone path is intact
-        heads = {"global": EmbeddingHead(c5, embed_dim, num_classes),
-                 "local": EmbeddingHead(c5, embed_dim, num_classes)}
-        if self.attention is not None:
-            heads["attn"] = EmbeddingHead(c4, embed_dim, num_classes)
+        heads = {}
+        for name, channels in (("global", c5), ("local", c5), ("attn", c4)):
+            if name != "attn" or self.attention is not None:
+                with seeded("init", init_seed, "heads", name):
+                    heads[name] = EmbeddingHead(channels, embed_dim, num_classes)
         self.heads = nn.ModuleDict(heads)
         num_up = self.senc.stage4_stride.bit_length() - 1  # ×16 → 4 up blocks, ×8 → 3
-        self.decoder = TFDec(c4, decoder_width, num_up) if decoder else None
+        with seeded("init", init_seed, "decoder"):
+            self.decoder = TFDec(c4, decoder_width, num_up) if decoder else None
         self.mask, self.gauss_sy, self.gauss_sx = mask, gauss_sy, gauss_sx
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
@@ -216,12 +226,13 @@ def validate(cfg: ModelConfig) -> None:
         raise FTNError("model.use_pa and model.use_ca are both false: CFA needs at least one")
 
 
-def build_model(cfg: ModelConfig, num_classes: int) -> FTN:
-    """Wire a ``ModelConfig`` to ``FTN`` (the only place that reads the config)."""
+def build_model(cfg: ModelConfig, num_classes: int, init_seed: int | None = None) -> FTN:
+    """Wire a ``ModelConfig`` to ``FTN`` (the only place that reads the config); ``init_seed``
+    keys every part's initial weights (the run's seed in training)."""
     validate(cfg)
     return FTN(num_classes, backbone=cfg.backbone, pretrained=cfg.pretrained,
                weights_path=cfg.weights_path, attention=cfg.attention, use_pa=cfg.use_pa,
                use_ca=cfg.use_ca, use_cmp=cfg.use_cmp, decoder=cfg.decoder,
                decoder_width=cfg.decoder_width, mask=cfg.mask, gauss_sy=cfg.gauss_sy,
                gauss_sx=cfg.gauss_sx, embed_dim=cfg.embed_dim, last_stride=cfg.last_stride,
-               stage4_stride=cfg.stage4_stride, placement=cfg.cfa_placement)
+               stage4_stride=cfg.stage4_stride, placement=cfg.cfa_placement, init_seed=init_seed)

@@ -110,3 +110,18 @@ def test_readme_preset_table_states_what_the_presets_do():
         milestones = "/".join(map(str, cfg.train.milestones))
         assert f"×0.1 at {milestones} of {cfg.train.epochs} epochs" in row, name
         assert f"{cfg.data.height}×{cfg.data.width} →" in row, name
+
+
+def test_the_hash_ignores_fields_added_later_at_their_old_value_and_marks_what_the_code_computes(monkeypatch):
+    from ftn_core import config as config_module
+
+    cfg = preset_config("cpu")
+    h = config_hash(cfg)
+    assert config_hash(override(cfg, {"train.lr_decay": "cosine"})) != h
+    assert config_hash(override(cfg, {"data.synthetic_test_ids": 500})) != h
+    monkeypatch.setattr(config_module, "COMPUTES", 1)
+    # The paper preset's hash as runs logged it before lr_decay and synthetic_test_ids existed
+    # (stores hold these hashes: they must not move when a field is added).
+    assert config_hash(preset_config("paper")) == "44009e690e25"
+    monkeypatch.setattr(config_module, "COMPUTES", 3)
+    assert config_hash(cfg) != h

@@ -80,10 +80,12 @@ def test_same_seed_same_metrics_and_logged_names(tiny_cfg):
     assert other.metrics != first.metrics
 
 
-def test_interrupted_run_resumes_to_the_same_result(tiny_cfg, tmp_path, monkeypatch):
+@pytest.mark.parametrize("workers", [0, 2])
+def test_interrupted_run_resumes_to_the_same_result(tiny_cfg, tmp_path, monkeypatch, workers):
     # Enough images per epoch that RandomPatch's pool (100 patches) fills during epoch 2:
-    # its state must be in the checkpoint too.
-    cfg = override(tiny_cfg, {"train.epochs": 3, "train.max_batches": 8, "data.random_patch": 1.0})
+    # its state must be in the checkpoint too (it lives in the main process, whatever the workers).
+    cfg = override(tiny_cfg, {"train.epochs": 3, "train.max_batches": 8, "data.random_patch": 1.0,
+                              "data.workers": workers})
     _, reference = _fit(cfg, tmp_path / "ref.pt")
     ckpt = tmp_path / "run.pt"
     original = Trainer.train_epoch
@@ -242,10 +244,11 @@ def _fit_masks(cfg, train_masks):
 
 def _preloaded(cfg, n: int):
     """The data bundle of ``cfg`` with its first training batch repeated ``n`` times, already in
-    memory: the loop then runs only engine, model, losses and optimizer code."""
+    memory: the loop then runs only engine, model, losses and optimizer code (the batch
+    augmentation, which reads CPU tensors before the batch goes to the device, is left out)."""
     data = build_data(cfg.data, seed=cfg.train.seed)
     first = next(iter(data.train_loader))
-    return dataclasses.replace(data, train_loader=[first] * n)
+    return dataclasses.replace(data, train_loader=[first] * n, train_augment=None)
 
 
 def _host_reads_from_ftn_core(monkeypatch) -> list[str]:

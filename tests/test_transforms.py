@@ -10,7 +10,8 @@ from torchvision import tv_tensors
 from torchvision.transforms.v2 import functional as F
 
 from ftn_core.data.dataset import ReIDDataset
-from ftn_core.data.transforms import IMAGENET_MEAN, IMAGENET_STD, RandomPatch, build_transforms
+from ftn_core.data.transforms import (IMAGENET_MEAN, IMAGENET_STD, BatchAugment, RandomPatch, build_transforms,
+                                      resize_transform)
 from ftn_core.data.types import Sample
 from ftn_core.errors import FTNError
 
@@ -44,21 +45,27 @@ def test_eval_pipeline_is_resize_and_scale():
 
 
 def test_train_pipeline_shape_dtype_range():
-    t = build_transforms(64, 32, train=True, flip=0.5, pad=10, random_patch=1.0,
-                         random_erasing=1.0)
+    t = build_transforms(64, 32, train=True, flip=0.5, pad=10)
+    batch = BatchAugment(random_patch=1.0, random_erasing=1.0)
+    batch.random_patch.min_pool = 5
+    outs = []
     for seed in range(30):
         torch.manual_seed(seed)
         img = tv_tensors.Image(torch.randint(0, 256, (3, 48, 20), dtype=torch.uint8))
         out = t(img)
         assert out.shape == (3, 64, 32) and out.dtype == torch.float32
-        assert out.min() >= 0.0 and out.max() <= 1.0
+        outs.append(out.as_subclass(torch.Tensor))
+    imgs = torch.stack(outs)
+    out = batch(imgs, (0, 0, 0))
+    assert out.shape == imgs.shape and out.dtype == torch.float32
+    assert out.min() >= 0.0 and out.max() <= 1.0 and not torch.equal(out, imgs)
+    assert len(batch.random_patch.pool) == 30  # one patch cut per image, in batch order
 
 
 @pytest.mark.parametrize("flip,pad", [(1.0, 0), (0.5, 0), (0.0, 0), (0.5, 10)])
 def test_geometry_applies_identically_to_image_and_mask(flip, pad):
     img, mask = person_pair()
-    t = build_transforms(32, 16, train=True, flip=flip, pad=pad, random_patch=0,
-                         random_erasing=0)
+    t = build_transforms(32, 16, train=True, flip=flip, pad=pad)
     flipped = 0
     for seed in range(20):
         torch.manual_seed(seed)
@@ -82,11 +89,10 @@ def test_geometry_applies_identically_to_image_and_mask(flip, pad):
 
 
 def test_erasing_changes_pixels_not_the_mask():
-    img, mask = person_pair()
-    t = build_transforms(32, 16, train=True, flip=0, pad=0, random_patch=0, random_erasing=1.0)
-    torch.manual_seed(0)
-    out_img, out_mask = t(img, mask)
-    assert torch.equal(out_mask, mask)
+    img, _ = person_pair()
+    erase = BatchAugment(random_patch=0, random_erasing=1.0)
+    assert erase.random_patch is None
+    out_img = erase(img[None].float() / 255, (0, 0, 0))[0]
     changed = ((out_img - img.float() / 255).abs() > 1e-6).any(0)
     assert changed.any()
     mean = torch.tensor(IMAGENET_MEAN)[:, None]
@@ -158,6 +164,26 @@ def test_dataset_items(tmp_path):
     # eval pipeline keeps the mask aligned with the bright person pixels
     item = ReIDDataset([s], build_transforms(128, 64, train=False), with_mask=True)[0]
     assert torch.equal(item["img"][0] > 0.9, item["mask"][0] > 0)
+
+
+def test_keyed_items_repeat_their_augmentation_and_the_cache_changes_nothing(tmp_path):
+    samples = [write_pair(tmp_path, f"p{i}") for i in range(3)]
+    t = build_transforms(32, 16, train=True, pad=4, resize=False)
+    plain = ReIDDataset(samples, t, with_mask=True, prepare=resize_transform(32, 16))
+    cached = ReIDDataset(samples, t, with_mask=True, prepare=resize_transform(32, 16), cache=True)
+    views = [plain[(1, (0, 0, k))] for k in range(8)]
+    assert len({v["img"].sum().item() for v in views}) > 1  # keys give different draws
+    for k, view in enumerate(views):
+        torch.manual_seed(k)  # what was drawn before does not matter
+        again = cached[(1, (0, 0, k))]
+        assert torch.equal(again["img"], view["img"]) and torch.equal(again["mask"], view["mask"])
+    assert set(cached.cache) == {1} and plain.cache is None
+    # Resizing as a cached first step gives what the one-piece test pipeline gives.
+    whole = ReIDDataset(samples, build_transforms(32, 16, train=False), with_mask=True)
+    split = ReIDDataset(samples, build_transforms(32, 16, train=False, resize=False), with_mask=True,
+                        prepare=resize_transform(32, 16), cache=True)
+    for _ in range(2):  # decoded, then from the cache
+        assert torch.equal(whole[2]["img"], split[2]["img"]) and torch.equal(whole[2]["mask"], split[2]["mask"])
 
 
 def test_dataset_batches_through_dataloader(tmp_path):

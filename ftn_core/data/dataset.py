@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import warnings
 from typing import Any, Callable
 
@@ -12,6 +13,7 @@ from torchvision.io import ImageReadMode, decode_image
 
 from ftn_core.data.types import Sample
 from ftn_core.errors import FTNError
+from ftn_core.seeding import seeded
 
 
 def read_image(path: str, mode: ImageReadMode = ImageReadMode.RGB) -> torch.Tensor:
@@ -33,31 +35,52 @@ class ReIDDataset(Dataset):
     ``img``: float (3, H, W) in [0, 1], un-normalised (the reconstruction target);
     ``mask``: float (1, H, W) in {0, 1}, present when ``with_mask`` and the sample has one,
     transformed jointly with the image. ``transform`` is a ``build_transforms`` pipeline; None
-    only converts to float.
+    only converts to float. ``prepare`` (deterministic, e.g. ``resize_transform``) runs first;
+    with ``cache`` its output is kept in memory, so each file is decoded and resized once per
+    process.
+
+    An item is an index, or ``(index, key)``: then the transform's random draws are keyed by
+    ``key`` (``ftn_core.seeding``), the same in any process and whatever was drawn before.
     """
 
     def __init__(self, samples: list[Sample], transform: Callable[..., Any] | None,
-                 with_mask: bool = False) -> None:
+                 with_mask: bool = False, prepare: Callable[..., Any] | None = None,
+                 cache: bool = False) -> None:
         self.samples = samples
         self.transform = transform
         self.with_mask = with_mask
+        self.prepare = prepare
+        self.cache: dict[int, tuple[Any, Any]] | None = {} if cache else None
 
     def __len__(self) -> int:
         return len(self.samples)
 
-    def __getitem__(self, index: int) -> dict[str, Any]:
+    def _load(self, index: int) -> tuple[tv_tensors.Image, tv_tensors.Mask | None]:
+        if self.cache is not None and index in self.cache:
+            return self.cache[index]
         s = self.samples[index]
         img = tv_tensors.Image(read_image(s.path))  # uint8 (3, h, w)
         mask = None
         if self.with_mask and s.mask_path is not None:
             mask = tv_tensors.Mask(read_image(s.mask_path, ImageReadMode.GRAY))  # uint8 (1, h, w)
+        if self.prepare is not None:
+            img, mask = self.prepare(img, mask) if mask is not None else (self.prepare(img), None)
+        if self.cache is not None:
+            self.cache[index] = img, mask
+        return img, mask
+
+    def __getitem__(self, item: int | tuple[int, tuple]) -> dict[str, Any]:
+        index, key = item if isinstance(item, tuple) else (item, None)
+        img, mask = self._load(index)
         if self.transform is not None:
-            if mask is not None:
-                img, mask = self.transform(img, mask)
-            else:
-                img = self.transform(img)
+            with seeded("augment", *key) if key is not None else contextlib.nullcontext():
+                if mask is not None:
+                    img, mask = self.transform(img, mask)
+                else:
+                    img = self.transform(img)
         if img.dtype == torch.uint8:
             img = img.float() / 255.0
+        s = self.samples[index]
         item = {"img": img.as_subclass(torch.Tensor), "pid": s.pid, "camid": s.camid,
                 "index": index}
         if mask is not None:

@@ -12,7 +12,6 @@ import os
 import re
 from dataclasses import dataclass
 
-from PIL import Image
 
 from ftn_core.data import digest
 from ftn_core.data.types import DatasetSplits, Sample

@@ -1,5 +1,15 @@
 """Augmentation (paper §4.1): resize, horizontal flip, pad + random crop, random patch, erasing.
 
+Two stages. Per image (``build_transforms``, in the loader's workers): resize, flip, pad +
+crop, to float. Per training batch (``BatchAugment``, in the main process): random patch, then
+erasing, image by image in batch order. Random patch pastes pieces of *earlier* images, so its
+pool is state; kept in the main process, it sees the same images in the same order whatever
+the number of workers, and is saved with the checkpoint.
+
+Every random draw is keyed (``ftn_core.seeding``): an image's by (seed, epoch, position in
+the epoch), a batch's by (seed, epoch, batch), so two variants of one seed see the same
+augmented pixels, with any number of workers.
+
 Contract: the pipeline returns the UN-normalised float image in [0, 1], shape (3, H, W). It
 is TF-Dec's reconstruction target; the model normalises its own input with
 ``IMAGENET_MEAN`` / ``IMAGENET_STD``. A foreground mask passed as ``tv_tensors.Mask``
@@ -16,6 +26,8 @@ from typing import Any
 import torch
 from torchvision import tv_tensors
 from torchvision.transforms import v2
+
+from ftn_core.seeding import seeded
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -110,24 +122,53 @@ class _ImageErasing(v2.RandomErasing):
     _transformed_types = (tv_tensors.Image, _is_plain_tensor)
 
 
+def resize_transform(height: int, width: int) -> v2.Compose:
+    """uint8/PIL (3, h, w) [+ Mask] → uint8 (3, H, W): the deterministic start of every
+    pipeline (what ``ReIDDataset`` may cache)."""
+    return v2.Compose([v2.ToImage(), v2.Resize((height, width), antialias=True)])
+
+
 def build_transforms(height: int, width: int, train: bool, flip: float = 0.5, pad: int = 10,
-                     random_patch: float = 0.5, random_erasing: float = 0.5) -> v2.Compose:
-    """The train or test pipeline: uint8/PIL (3, h, w) [+ Mask] → float (3, H, W) in [0, 1].
+                     resize: bool = True) -> v2.Compose:
+    """The per-image train or test pipeline: uint8/PIL (3, h, w) [+ Mask] → float (3, H, W)
+    in [0, 1]; resize, then (train) flip and pad + random crop. ``resize=False``: the input is
+    already ``resize_transform``'s output. Random patch and erasing are ``BatchAugment``'s.
 
     Call as ``t(img)`` or ``t(img, mask)`` with ``tv_tensors.Image`` / ``tv_tensors.Mask``.
-    Erasing (Zhong et al., area 2–40 %, aspect 0.3–3.3) fills with the ImageNet mean colour,
-    which the model's normalisation maps to 0.
     """
-    steps: list[v2.Transform] = [v2.ToImage(), v2.Resize((height, width), antialias=True)]
+    steps: list[v2.Transform] = [*resize_transform(height, width).transforms] if resize else []
     if train:
         if flip > 0:
             steps.append(v2.RandomHorizontalFlip(flip))
         if pad > 0:
             steps += [v2.Pad(pad, fill=0), v2.RandomCrop((height, width))]
-        if random_patch > 0:
-            steps.append(RandomPatch(p=random_patch))
     steps.append(v2.ToDtype({tv_tensors.Image: torch.float32, "others": None}, scale=True))
-    if train and random_erasing > 0:
-        steps.append(_ImageErasing(p=random_erasing, scale=(0.02, 0.4), ratio=(0.3, 3.3),
-                                   value=list(IMAGENET_MEAN)))
     return v2.Compose(steps)
+
+
+class BatchAugment:
+    """Random patch, then erasing, on each image of a training batch in order (main process).
+
+    ``batch(imgs, key)``: ``imgs`` float (B, 3, H, W) in [0, 1] → a new tensor; every draw is
+    keyed by ``key`` (seed, epoch, batch). Erasing (Zhong et al., area 2–40 %, aspect 0.3–3.3)
+    fills with the ImageNet mean colour, which the model's normalisation maps to 0. Either step
+    is off at probability 0. ``random_patch`` holds the pool (``state_dict``).
+    """
+
+    def __init__(self, random_patch: float = 0.5, random_erasing: float = 0.5) -> None:
+        self.random_patch = RandomPatch(p=random_patch) if random_patch > 0 else None
+        self.erasing = (_ImageErasing(p=random_erasing, scale=(0.02, 0.4), ratio=(0.3, 3.3),
+                                      value=list(IMAGENET_MEAN)) if random_erasing > 0 else None)
+
+    def __call__(self, imgs: torch.Tensor, key: tuple) -> torch.Tensor:
+        if self.random_patch is None and self.erasing is None:
+            return imgs
+        out = []
+        with seeded("augment", *key):
+            for img in imgs:
+                if self.random_patch is not None:
+                    img = self.random_patch(img)
+                if self.erasing is not None:
+                    img = self.erasing(img)
+                out.append(img)
+        return torch.stack(out)
