@@ -157,6 +157,39 @@ def _uncertainty_section(rep) -> list[str]:
     if gaps:
         out.append(gaps)
     out.append("")
+    return out + _noise_section(rows, seeds)
+
+
+def _noise_section(rows, seeds: int) -> list[str]:
+    """Per Δ (R-1): the achieved half-width, the seed / query / interaction shares of its
+    variance, and the seeds or queries ±1 and ±0.5 would need."""
+    if "d_rank1_half" not in rows or rows["d_rank1_half"].isna().all():
+        return []
+
+    def n(v: float) -> str:
+        return "—" if math.isnan(v) else f"{int(v):,}"
+
+    out = ["### Where the noise comes from", "",
+           "| variant | Δ R-1 | ± (95 %) | seed % | query % | seed×query % | seeds for ±1 | for ±0.5 "
+           "| queries for ±1 | for ±0.5 |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for _, r in rows.iterrows():
+        if math.isnan(r["d_rank1_half"]):
+            continue
+        shares = [r[f"d_rank1_{p}_share"] for p in ("seed", "query", "interaction")]
+        out.append(f"| {r['variant']} | {r['d_rank1']:+.1f} | {r['d_rank1_half']:.1f} | "
+                   + " | ".join("—" if math.isnan(v) else f"{v:.0f}" for v in shares) + " | "
+                   + " | ".join(n(r[f"d_rank1_{k}"]) for k in ("seeds_1", "seeds_05", "queries_1", "queries_05"))
+                   + " |")
+    half = rows["d_rank1_half"].dropna()
+    out += ["", f"The smallest R-1 Δ this study resolves is about ±{half.median():.1f} points (median "
+            f"half-width over {len(half)} rows; {half.min():.1f}–{half.max():.1f}). Each Δ's variance "
+            f"is split into its seed part (how a training run falls), query part (which people the "
+            f"test set holds) and their interaction, from the paired per-query results: "
+            f"Var = σ²_seed / S + σ²_query / Q + σ²_seed×query / (S·Q) with S = {seeds} seed(s) "
+            f"and Q queries. *Seeds for ±1*: on this test set; *queries for ±1*: with these seeds "
+            f"(the synthetic test split grows with `--set data.synthetic_test_ids=N`; a real "
+            f"dataset's queries are fixed, so there only seeds can help). — = out of reach that "
+            f"way, or unknown with one seed.", ""]
     return out
 
 

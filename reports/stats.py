@@ -135,3 +135,73 @@ def seeds_needed(delta: Delta, gap: float, max_seeds: int = 1000) -> int | None:
     if math.isnan(delta.sd_seed) or detectable(delta, max_seeds) > gap:
         return None
     return next(s for s in range(2, max_seeds + 1) if detectable(delta, s) <= gap)
+
+
+@dataclass
+class NoiseParts:
+    """Where a paired Δ's noise comes from: ``D[s, q] = Δ + a_s + b_q + e_sq`` with seed
+    effects a (variance ``seed``: how a training run falls), query effects b (``query``: which
+    people the test set holds) and their interaction e (``interaction``), estimated from the
+    (seeds × queries) matrix by the two-way random-effects method of moments:
+
+        σ²_e = Σ residual² / ((S−1)(Q−1)),  σ²_a = Var(row means) − σ²_e / Q,
+        σ²_b = Var(column means) − σ²_e / S   (negative estimates clipped to 0).
+
+    The Δ of S seeds on Q queries then has ``Var = σ²_a/S + σ²_b/Q + σ²_e/(S·Q)``: seeds shrink
+    the first and last part, queries the last two. With one seed, σ²_a cannot be told from σ²_e
+    (NaN). A real dataset's queries are fixed, so only S can grow there."""
+
+    seed: float
+    query: float
+    interaction: float
+    seeds: int
+    queries: int
+
+    def variance(self, seeds: int | None = None, queries: int | None = None) -> float:
+        s, q = seeds or self.seeds, queries or self.queries
+        return self.seed / s + self.query / q + self.interaction / (s * q)
+
+    def shares(self) -> tuple[float, float, float]:
+        """The seed, query and interaction parts of the variance as measured, in %."""
+        total = self.variance()
+        s, q = self.seeds, self.queries
+        return tuple(100 * v / total if total > 0 else math.nan
+                     for v in (self.seed / s, self.query / q, self.interaction / (s * q)))
+
+    def half_width(self, seeds: int | None = None, queries: int | None = None,
+                   confidence: float = CONFIDENCE) -> float:
+        """The 95 % interval's half-width the normal approximation gives for this design."""
+        return float(stats.norm.ppf(1 - (1 - confidence) / 2) * math.sqrt(self.variance(seeds, queries)))
+
+    def seeds_for(self, half: float, queries: int | None = None, max_seeds: int = 10_000) -> int | None:
+        """The fewest seeds whose half-width is ≤ ``half`` on ``queries`` queries (default: these);
+        None when the query part alone is wider, or the seed part is unknown."""
+        if math.isnan(self.seed) or self.half_width(max_seeds, queries) > half:
+            return None
+        return next(s for s in range(1, max_seeds + 1) if self.half_width(s, queries) <= half)
+
+    def queries_for(self, half: float, seeds: int | None = None, max_queries: int = 10**7) -> int | None:
+        """The fewest queries whose half-width is ≤ ``half`` with ``seeds`` seeds (default: these);
+        None when the seed part alone is wider, or it is unknown."""
+        if math.isnan(self.seed) or self.half_width(seeds, max_queries) > half:
+            return None
+        lo, hi = 1, max_queries  # half_width falls as queries grow: bisect
+        while lo < hi:
+            mid = (lo + hi) // 2
+            lo, hi = (lo, mid) if self.half_width(seeds, mid) <= half else (mid + 1, hi)
+        return lo
+
+
+def noise_parts(d: np.ndarray) -> NoiseParts:
+    """``NoiseParts`` of a paired (seeds × queries) Δ matrix (``paired_matrix``)."""
+    s_count, q_count = d.shape
+    if s_count == 0 or q_count < 2:
+        return NoiseParts(math.nan, math.nan, math.nan, s_count, q_count)
+    rows, cols = d.mean(axis=1), d.mean(axis=0)
+    if s_count == 1:  # seed and interaction are one: only the query part is known
+        return NoiseParts(math.nan, float(cols.var(ddof=1)), 0.0, 1, q_count)
+    resid = d - rows[:, None] - cols[None, :] + d.mean()
+    interaction = float((resid ** 2).sum() / ((s_count - 1) * (q_count - 1)))
+    seed = max(0.0, float(rows.var(ddof=1)) - interaction / q_count)
+    query = max(0.0, float(cols.var(ddof=1)) - interaction / s_count)
+    return NoiseParts(seed, query, interaction, s_count, q_count)

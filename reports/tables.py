@@ -135,18 +135,39 @@ def compare(per_query: dict[tuple[str, int], dict], variant: str, reference: str
     return stats.bootstrap_delta(d, n_resamples)
 
 
+NOISE_TARGETS = ((1.0, "1"), (0.5, "05"))
+"""The half-widths (points) whose seeds / queries the noise columns give: ±1 and ±0.5."""
+
+
+def _count(n: int | None) -> float:
+    return float(n) if n is not None else math.nan
+
+
 def add_uncertainty(summary: pd.DataFrame, tr: TableRuns, per_query: dict[tuple[str, int], dict],
                     n_resamples: int = stats.N_RESAMPLES) -> pd.DataFrame:
     """``summary`` with, for R-1 and mAP: the 95 % t-interval of the mean over seeds
     (``<m>_ci_lo/hi``) and the paired bootstrap Δ against the Baseline (``d_<m>_lo/hi``,
     ``d_<m>_p``, ``d_<m>_mark``, ``d_<m>_detectable``: the smallest Δ these seeds detect at 80 %
-    power), plus ``covers`` (which noise the interval covers) and ``n_resamples``."""
+    power), plus ``covers`` (which noise the interval covers) and ``n_resamples``; and where
+    the Δ's noise comes from (``stats.noise_parts``): the achieved half-width ``d_<m>_half``,
+    the seed / query / interaction shares of its variance in % (``d_<m>_<part>_share``) and the
+    seeds (on these queries) and queries (with these seeds) that ±1 and ±0.5 would need
+    (``d_<m>_seeds_1``, ``d_<m>_queries_05``, …; NaN: out of reach that way)."""
     df = summary.copy()
     for m in DELTA_METRICS:
         cis = [stats.seed_interval(tr.runs.loc[tr.runs["variant"] == v, f"metrics.val/{m}"].to_numpy(float))
                if f"metrics.val/{m}" in tr.runs else (math.nan, math.nan) for v in df["variant"]]
         df[f"{m}_ci_lo"], df[f"{m}_ci_hi"] = [c[0] for c in cis], [c[1] for c in cis]
-        deltas = [compare(per_query, v, BASELINE, m, n_resamples) if v != BASELINE else None for v in df["variant"]]
+        mats = [stats.paired_matrix(by_seed(per_query, v, m), by_seed(per_query, BASELINE, m))
+                if v != BASELINE else None for v in df["variant"]]
+        deltas = [stats.bootstrap_delta(d, n_resamples) if d is not None else None for d in mats]
+        parts = [stats.noise_parts(d) if d is not None else None for d in mats]
+        df[f"d_{m}_half"] = [(d.hi - d.lo) / 2 if d else math.nan for d in deltas]
+        for i, name in enumerate(("seed", "query", "interaction")):
+            df[f"d_{m}_{name}_share"] = [p.shares()[i] if p else math.nan for p in parts]
+        for half, tag in NOISE_TARGETS:
+            df[f"d_{m}_seeds_{tag}"] = [_count(p.seeds_for(half)) if p else math.nan for p in parts]
+            df[f"d_{m}_queries_{tag}"] = [_count(p.queries_for(half)) if p else math.nan for p in parts]
         df[f"d_{m}_lo"] = [d.lo if d else math.nan for d in deltas]
         df[f"d_{m}_hi"] = [d.hi if d else math.nan for d in deltas]
         df[f"d_{m}_p"] = [d.p if d else math.nan for d in deltas]

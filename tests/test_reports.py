@@ -411,6 +411,11 @@ def test_end_to_end_runner_then_report(tmp_path):
     assert g["d_mAP_lo"] <= g["d_mAP"] <= g["d_mAP_hi"] and g["d_mAP_mark"] in ("better", "worse", "within noise")
     assert g["mAP_ci_lo"] <= g["mAP_mean"] <= g["mAP_ci_hi"] and table.loc["base", "n_resamples"] == 10_000
     assert "## Uncertainty" in text and "query sampling and training seed" in text
+    # Where its noise comes from: shares that add up to 100, a row in the README's table.
+    shares = [g[f"d_mAP_{p}_share"] for p in ("seed", "query", "interaction")]
+    assert sum(shares) == pytest.approx(100, abs=0.01)
+    assert g["d_mAP_half"] == pytest.approx((g["d_mAP_hi"] - g["d_mAP_lo"]) / 2, abs=1e-3)
+    assert "### Where the noise comes from" in text and "\n| g | " in text
     claims = pd.read_csv(folder / "claims.csv")
     assert set(claims["verdict"]) <= {"holds", "fails", "inconclusive", "no evidence"}
     kendall = claims.loc[claims["claim"].str.startswith("our ordering"), "verdict"]

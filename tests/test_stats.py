@@ -87,3 +87,38 @@ def test_ordering_claims_hold_fail_or_stay_inconclusive():
     same.update({("w", s): pq[("v", s)] for s in range(3)})
     verdict, evidence = claims.ordering_verdict(same, [("v", "base")], "mAP", 1000)
     assert verdict == "inconclusive" and evidence.startswith("v−base ")
+
+
+def test_noise_parts_of_an_additive_matrix_by_hand():
+    # D = Δ + a_s + b_q exactly: no interaction, the seed and query variances are a's and b's.
+    a, b = np.array([-1.0, 0.0, 1.0, 2.0]), np.array([-6.0, -2.0, 0.0, 2.0, 6.0] * 20)
+    d = 0.5 + a[:, None] + b[None, :]
+    p = stats.noise_parts(d)
+    assert p.interaction == pytest.approx(0, abs=1e-12)
+    assert p.seed == pytest.approx(a.var(ddof=1)) and p.query == pytest.approx(b.var(ddof=1))
+    assert (p.seeds, p.queries) == (4, 100)
+    var = a.var(ddof=1) / 4 + b.var(ddof=1) / 100
+    assert p.variance() == pytest.approx(var)
+    assert p.half_width() == pytest.approx(1.959964 * math.sqrt(var), rel=1e-5)
+    seed_share, query_share, inter = p.shares()
+    assert seed_share == pytest.approx(100 * a.var(ddof=1) / 4 / var) and inter == pytest.approx(0, abs=1e-9)
+    # ±1: the fewest seeds on these 100 queries, and the fewest queries with these 4 seeds.
+    s = p.seeds_for(1.0)
+    assert p.half_width(s) <= 1.0 < p.half_width(s - 1)
+    q = p.queries_for(1.0)
+    assert q is None  # the seed part alone (1.96 · √(1.667/4) = 1.27) is wider than ±1
+    q = p.queries_for(1.5)
+    assert p.half_width(queries=q) <= 1.5 < p.half_width(queries=q - 1)
+    assert p.seeds_for(0.1) is None  # below the query part's floor: seeds cannot get there
+
+
+def test_noise_parts_recovers_known_variances_and_one_seed_leaves_the_seed_part_unknown():
+    rng = np.random.default_rng(0)
+    s_sd, q_sd, e_sd = 2.0, 10.0, 20.0
+    d = (rng.normal(0, s_sd, (40, 1)) + rng.normal(0, q_sd, (1, 2000)) + rng.normal(0, e_sd, (40, 2000)))
+    p = stats.noise_parts(d)
+    assert p.interaction == pytest.approx(e_sd ** 2, rel=0.02)
+    assert p.query == pytest.approx(q_sd ** 2, rel=0.1)
+    assert p.seed == pytest.approx(s_sd ** 2, rel=0.5)
+    one = stats.noise_parts(d[:1])
+    assert math.isnan(one.seed) and one.seeds_for(1.0) is None and one.queries_for(1.0) is None
