@@ -1,8 +1,9 @@
 """MLflow glue: the store, experiments, run lookup for resuming, and per-run logging.
 
-Store layout (DESIGN §6): ``sqlite:///<repo>/mlruns/mlflow.db`` with artifacts under
-``<repo>/mlruns/artifacts/<experiment>``. One experiment per table × dataset × preset, one
-parent run per invocation, one child run per variant × seed named ``<variant>-s<seed>``.
+Store layout: ``sqlite:///<repo>/mlruns/mlflow.db`` (MLflow's plain-folder file store raises an
+error since 3.13) with artifacts under ``<repo>/mlruns/artifacts/<experiment>``. One experiment
+per table × dataset × preset, one parent run per invocation, one child run per variant × seed
+named ``<variant>-s<seed>``.
 """
 
 from __future__ import annotations

@@ -28,7 +28,7 @@ class Variant:
     """``ModelConfig`` fields that differ from the full FTN (``ModelConfig()``); a dotted key
     (``train.matched_updates``) changes another part of the config (the controls)."""
     control: bool = False
-    """Not a row of the paper: a control that tells mechanisms apart (issue: diagnostics)."""
+    """Not a row of the paper: a control that tells mechanisms apart."""
 
     def model_config(self, base: ModelConfig) -> ModelConfig:
         return dataclasses.replace(base, **{k: v for k, v in self.changes if "." not in k})

@@ -5,7 +5,7 @@ Writes a few hundred random-texture JPEGs of Market-1501 size (64×128) to a tem
 folder, then prints images/s for decoding alone, for decode + train pipeline through
 ``ReIDDataset``, for the training DataLoader (batch 32, ``loading.loader_options``: the
 settings training uses) with each ``--workers`` count, and the cost of the readers' image
-verification per 1000 images. A GPU run needs the loader above the model's img/s (issue 11:
+verification per 1000 images. A GPU run needs the loader above the model's img/s (target:
 ≥ 2,000 img/s at 256×128 with the preset's 4 workers).
 
   python benchmarks/data_bench.py [--workers 0 2 4] [--images 400]

@@ -1,4 +1,4 @@
-"""Evaluation speed and memory at Market-1501 and MSMT17 scale (issue 3, "Speed").
+"""Evaluation speed and memory at Market-1501 and MSMT17 scale.
 
 Synthetic features with a Re-ID-like structure (identity centre + camera bias + noise, pid 0
 distractors), so ranks, ties and match counts look like a trained model's, not like noise.

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Issue 11's GPU measurements in one go, for a session lent a GPU machine (../shared/gpu/README.md).
-# Run from the project root on that machine, with .whl/ carried (../shared/gpu/wheels.sh):
+# The GPU measurements (loader, engine overhead, evaluation, torch.compile) in one go, on a lent GPU machine.
+# Run from the project root on that machine, with a folder .whl/ carried: wheels, built beforehand, of the
+# packages that machine lacks (mlflow, optuna and their dependencies); they are installed when mlflow is missing.
 #
 #   OUT=/some/dir bash benchmarks/gpu_check.sh eager     # then, on the same warm machine:
 #   OUT=/some/dir bash benchmarks/gpu_check.sh compile

@@ -1,4 +1,4 @@
-"""Cost of the tuning machinery, and what pruning saves (issue 6).
+"""Cost of the tuning machinery, and what pruning saves.
 
 1. A study of K trials without pruning (MLflow child run per trial, Optuna journal), then the
    same K configurations trained by a bare ``Trainer.fit`` loop: the difference per trial is

@@ -27,7 +27,7 @@ def channel_max_pool(x: Tensor, n: int = 2) -> Tensor:
 
 
 class CFA(nn.Module):
-    """Compact Foreground Attention (paper §3.2, Eq. 1, Fig. 3), as pinned down in DESIGN §1.
+    """Compact Foreground Attention (paper §3.2, Eq. 1, Fig. 3).
 
     B = CMP(A); Q, K, V = 1×1 convs of B; Q̂, K̂ = ReLU(BN(·)); X = softmax(Q̂K̂ᵀ) (D×D),
     S = softmax(Q̂ᵀK̂) (N×N); CA = XV, PA = VSᵀ; B′ = γ·CA + φ·PA + B; A′ = Conv1×1(BN(B′)).
@@ -116,7 +116,7 @@ class _ChannelAttention(nn.Module):
 
 
 class PAMCAM(nn.Module):
-    """ABD-Net's attention as the paper describes it for Table 1 (§3.2, DESIGN §1).
+    """ABD-Net's attention as the paper describes it for Table 1 (§3.2).
 
     3×3 conv C→C/2 + BN + ReLU; DANet position (PAM) and channel (CAM) attention in parallel,
     their outputs summed with the reduced input; a 3×3 conv restores C channels.

@@ -1,5 +1,6 @@
-"""S-Enc: a torchvision ResNet cut into the paper's stages (paper §3.1; DESIGN §1).
+"""S-Enc: a torchvision ResNet cut into the paper's stages (paper §3.1).
 
+The paper numbers stages without naming layers; our reading:
 stage1 = stem, stage2 = layer1, stage3 = layer2, stage4 = layer3, stage5 = layer4 (stride 1).
 """
 

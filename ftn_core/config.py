@@ -25,7 +25,7 @@ Attention = Literal["none", "cfa", "pamcam"]
 # these masks. "input" = no mask (row b); gm = Gaussian; pam / cam = CFA attention masks.
 # "oracle" (a control, synthetic data only): the input times the ground-truth person mask.
 MaskStrategy = Literal["input", "gm", "gm_pam", "gm_cam", "gm_pam_cam", "oracle"]
-# Where the attention module sits (DESIGN §1): "series" = stage 5 consumes A′ (the paper's
+# Where the attention module sits: "series" = stage 5 consumes A′ (the paper's
 # reading), "residual" = stage 5 consumes A + A′ with A′ = 0 at initialisation, "parallel" =
 # a side branch (stage 5 consumes A).
 Placement = Literal["series", "residual", "parallel"]
@@ -46,8 +46,8 @@ class ModelConfig:
     """A local ``.pth`` state dict of the torchvision backbone; used instead of the API."""
     attention: Attention = "cfa"
     cfa_placement: Placement = "parallel"
-    """How the attention output joins the backbone: series | residual | parallel (DESIGN §1;
-    chosen by measurement, README "Interpretation"). Applies to PAM-CAM too."""
+    """How the attention output joins the backbone: series | residual | parallel
+    (chosen by measurement, README "Interpretation"). Applies to PAM-CAM too."""
     use_pa: bool = True
     use_ca: bool = True
     use_cmp: bool = True

@@ -32,7 +32,7 @@ class MSRB(nn.Module):
 class UpBlock(nn.Module):
     """One ×2 up block: MSRB → 3×3 conv n→4n → PixelShuffle(2).
 
-    Interpretation (DESIGN §1): the paper lists PixelShuffle, 3×3 conv and MSRB without an
+    Interpretation: the paper lists PixelShuffle, 3×3 conv and MSRB without an
     order; MSRN's own order runs the MSRB before upsampling (≈9.4 GMAC per 256×128 image at
     width 64 instead of ≈31 GMAC the other way round).
     """

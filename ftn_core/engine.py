@@ -1,4 +1,4 @@
-"""Training engine (paper §3.4, §4.1; DESIGN §3): warm-up, alternating batches, evaluation.
+"""Training engine (paper §3.4, §4.1): warm-up, alternating batches, evaluation.
 
 Knows nothing of MLflow or Optuna: it reports through ``Callbacks``. CPU runs are
 deterministic for a seed, and a run resumed from its checkpoint ends as an uninterrupted one.
@@ -186,9 +186,10 @@ COMPILE_BACKEND = "inductor"
 class Trainer:
     """Trains one configuration: ``Trainer(cfg, data, ckpt_path).fit()``.
 
-    Batches are grouped by three (DESIGN §3): two Re-ID batches with λ = (w_ce, w_triplet, 0, 0)
-    and one reconstruction batch with λ = (0, 0, w_grad, w_l1); ``schedule=joint`` uses all
-    four every batch. During the warm-up the backbone is frozen and only Re-ID batches run.
+    Batches are grouped by three (paper §3.4; its "first two epochs" of a group of three batches
+    we read as batches): two Re-ID batches with λ = (w_ce, w_triplet, 0, 0) and one reconstruction
+    batch with λ = (0, 0, w_grad, w_l1); ``schedule=joint`` uses all four every batch. During the
+    warm-up the backbone is frozen and only Re-ID batches run.
     A model without a decoder uses every batch for Re-ID.
     """
 

@@ -1,6 +1,6 @@
 """Re-ID evaluation: distances, CMC / mAP / mINP (Market-1501 protocol), foreground focus.
 
-Protocol (DESIGN §5): for each query, gallery images with the same pid **and** the same camera
+Protocol: for each query, gallery images with the same pid **and** the same camera
 are removed (junk); nothing else is removed — pid 0 distractors stay, and pid -1 images are
 already dropped by the readers (Market's original code also treats them as junk). Queries left
 without a true match are skipped. AP = mean of the precision at each true match; CMC rank-k =
@@ -65,7 +65,7 @@ class RankResult(NamedTuple):
     """Each valid query's AP, first-match rank and INP (the fast path fills it)."""
 
     def metrics(self) -> dict[str, float]:
-        """Stable metric names (DESIGN/STYLE: ``val/<name>`` in MLflow and reports)."""
+        """Stable metric names (logged as ``val/<name>`` in MLflow and used in reports)."""
         out = {"mAP": self.mAP, "mINP": self.mINP}
         for k in (1, 5, 10):
             if k <= len(self.cmc):
@@ -299,7 +299,7 @@ def _evaluate_on_device(num_g: int, labels: tuple[np.ndarray, ...], max_rank: in
 def evaluate_rank(distmat: torch.Tensor | np.ndarray, q_pids: ArrayLike, g_pids: ArrayLike,
                   q_camids: ArrayLike, g_camids: ArrayLike, max_rank: int = 50,
                   device: torch.device | str | None = None) -> RankResult:
-    """CMC (length ``max_rank``), mAP and mINP from a (Q, G) distance matrix (DESIGN §5).
+    """CMC (length ``max_rank``), mAP and mINP from a (Q, G) distance matrix (Market-1501 protocol).
 
     Same order semantics as ``evaluate_rank_reference`` (stable sort: ties by gallery index),
     but only the true matches of each query are ranked, blockwise over queries. ``device`` (the

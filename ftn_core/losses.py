@@ -1,4 +1,4 @@
-"""Losses of FTN (paper §3.3–3.4, Eq. 2–6; DESIGN §2)."""
+"""Losses of FTN (paper §3.3–3.4, Eq. 2–6)."""
 
 from __future__ import annotations
 
@@ -55,7 +55,7 @@ def gradient_loss(recon: Tensor, target: Tensor, reduction: str = "paper") -> Te
     ``paper``: Σ over each image's map elements of |G^h_r − G^h_t| + |G^v_r − G^v_t|, averaged
     over the batch — Eq. 2 as printed (‖·‖₁ per image, ÷ batch size). ``mean`` averages over the
     elements of each map as well. Eq. 3–4 as printed sum each map to a scalar; we keep the maps
-    (the text calls them matrices, DESIGN §2).
+    (the text calls them matrices).
     """
     rh, rv = image_gradients(recon.float())
     th, tv = image_gradients(target.float())

@@ -1,4 +1,4 @@
-"""Reconstruction targets of TF-Dec (paper §3.1, Table 2; DESIGN §1 "Attention masks").
+"""Reconstruction targets of TF-Dec (paper §3.1, Table 2).
 
 Target = (un-normalised input in [0, 1]) ⊙ (product of the strategy's masks), always
 detached: the target never receives gradients.
@@ -25,7 +25,7 @@ def gaussian_mask(height: int, width: int, sy: float = 0.5, sx: float = 0.35,
                   device: torch.device | str | None = None) -> Tensor:
     """Gm: a 2-D Gaussian centred on the crop, peak 1, σ_y = sy·H, σ_x = sx·W. → (H, W).
 
-    The paper gives no σ; the defaults are ours (DESIGN §1) and the Optuna study tunes them.
+    The paper gives no σ; the defaults are ours and the Optuna study tunes them.
     """
     y = (torch.arange(height, device=device, dtype=torch.float32) + 0.5 - height / 2) / (sy * height)
     x = (torch.arange(width, device=device, dtype=torch.float32) + 0.5 - width / 2) / (sx * width)

@@ -1,4 +1,4 @@
-"""Evaluation (DESIGN §5): the fast ranking against the literal loop and hand-computed cases."""
+"""Evaluation (Market-1501 protocol): the fast ranking against the literal loop and hand-computed cases."""
 
 from __future__ import annotations
 

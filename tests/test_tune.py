@@ -54,7 +54,7 @@ def test_search_space_ranges_and_fixed_keys():
     warmup = {e: next(p for p in tuning.search_space(_model("g"), e) if p.key == "train.warmup_epochs").high
               for e in (2, 12, 360)}
     assert warmup == {2: 1, 12: 4, 360: 108}
-    # Defaults of the paper / DESIGN lie inside the ranges searched.
+    # Defaults (the paper's, and our Gaussian σ) lie inside the ranges searched.
     for key, default in {"loss.w_grad": 1.0, "loss.w_l1": 1.0, "model.gauss_sy": 0.5, "model.gauss_sx": 0.35,
                          "train.lr": 3.5e-4, "loss.margin": 0.3}.items():
         assert space.get(key) is None or space[key].low < default < space[key].high

@@ -3,7 +3,7 @@
 Each reader finds its dataset in the usual nestings under ``root``, parses identities and
 cameras from file names (or MSMT17's list files), drops pid −1 (junk), keeps pid 0
 (gallery distractors), makes camera ids 0-based and relabels train pids 0..n−1 in sorted
-order; query and gallery keep their original pids (paper §4.1 / DESIGN §5).
+order; query and gallery keep their original pids (paper §4.1, Market-1501 protocol).
 """
 
 from __future__ import annotations
