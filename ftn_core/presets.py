@@ -1,4 +1,4 @@
-"""Presets: named overrides of ``Config`` (DESIGN §3: presets scale epochs and milestones).
+"""Presets: named overrides of ``Config``; each scales the epochs and lr milestones to its budget.
 
 - ``paper``: the paper's setting (ResNet-50, 256×128, ImageNet weights, 360 epochs, 8×4).
 - ``cpu``: the embedded synthetic data on a 2-core CPU, from scratch; Table 2 in ≤ 20 min.
