@@ -16,9 +16,11 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
+# The demo's report goes to out/demo/ (ignored by git), beside the committed reports/, never over them.
 demo: venv
 	$(BIN)/python ablations/run.py --table 2
-	$(BIN)/python reports/build.py --table 2
+	$(BIN)/python reports/build.py --table 2 --out out/demo
+	@echo "the demo's report: out/demo/table2/README.md (the committed study's: reports/table2/README.md)"
 
 test: venv
 	$(BIN)/python -m pytest -q
