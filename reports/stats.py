@@ -159,14 +159,17 @@ class NoiseParts:
 
     def variance(self, seeds: int | None = None, queries: int | None = None) -> float:
         s, q = seeds or self.seeds, queries or self.queries
+        if not s or not q:  # no paired seed: nothing measured
+            return math.nan
         return self.seed / s + self.query / q + self.interaction / (s * q)
 
     def shares(self) -> tuple[float, float, float]:
         """The seed, query and interaction parts of the variance as measured, in %."""
         total = self.variance()
+        if not total > 0:  # NaN (nothing paired) or no noise at all
+            return math.nan, math.nan, math.nan
         s, q = self.seeds, self.queries
-        return tuple(100 * v / total if total > 0 else math.nan
-                     for v in (self.seed / s, self.query / q, self.interaction / (s * q)))
+        return tuple(100 * v / total for v in (self.seed / s, self.query / q, self.interaction / (s * q)))
 
     def half_width(self, seeds: int | None = None, queries: int | None = None,
                    confidence: float = CONFIDENCE) -> float:

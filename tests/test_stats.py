@@ -122,3 +122,9 @@ def test_noise_parts_recovers_known_variances_and_one_seed_leaves_the_seed_part_
     assert p.seed == pytest.approx(s_sd ** 2, rel=0.5)
     one = stats.noise_parts(d[:1])
     assert math.isnan(one.seed) and one.seeds_for(1.0) is None and one.queries_for(1.0) is None
+
+
+def test_noise_parts_of_nothing_paired_are_unknown():
+    p = stats.noise_parts(np.zeros((0, 0)))
+    assert all(math.isnan(v) for v in (*p.shares(), p.half_width()))
+    assert p.seeds_for(1.0) is None and p.queries_for(1.0) is None
