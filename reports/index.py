@@ -95,11 +95,15 @@ def experiment_readme(rep: Report) -> str:
     if rep.logged:
         out += [f"These files are also artifacts (`report/`) of the parent run "
                 f"`{tr.parent_run_id}`.", ""]
-    out += ["## Results", "", tables.markdown(s), "",
+    out += ["## Results", "", tables.markdown_cells(tables.answer(s)), "",
             "Our numbers are the last evaluation of each run, in percent; ± = sample std over "
-            "seeds; Δ = change against our Baseline in points, paper Δ = the paper's change "
-            "against its Baseline. Files: [CSV](table.csv), [LaTeX](table.tex), "
-            "[Markdown](table.md).", "", "### What the numbers say", ""]
+            "seeds; Δ = change against our Baseline in points with its 95 % interval (paired "
+            "bootstrap over queries and seeds), paper Δ = the paper's change against its "
+            "Baseline; verdict = *better* / *worse* when the whole interval is above / below 0, "
+            "else *within noise*. The full table (seeds, R-5, mINP, foreground focus, each "
+            "variant's own interval, p-values, the paper's absolute numbers): "
+            "[Markdown](table.md), [CSV](table.csv), [LaTeX](table.tex).", "",
+            "### What the numbers say", ""]
     out += [f"- {line}" for line in tables.verdicts(s)]
     for m, title in (("rank1", "R-1"), ("mAP", "mAP")):
         out.append(f"- {_agreement(*tables.rank_agreement(s, m), title)}.")
@@ -157,10 +161,15 @@ def _uncertainty_section(rep) -> list[str]:
     if gaps:
         out.append(gaps)
     out.append("")
-    return out + _noise_section(rows, seeds)
+    return out + _noise_section(rows, seeds, _queries(rep))
 
 
-def _noise_section(rows, seeds: int) -> list[str]:
+def _queries(rep) -> int:
+    """The number of queries the paired Δs were computed over (the largest over rows)."""
+    return max((len(arrays["index"]) for arrays in rep.per_query.values()), default=0)
+
+
+def _noise_section(rows, seeds: int, queries: int) -> list[str]:
     """Per Δ (R-1): the achieved half-width, the seed / query / interaction shares of its
     variance, and the seeds or queries ±1 and ±0.5 would need."""
     if "d_rank1_half" not in rows or rows["d_rank1_half"].isna().all():
@@ -176,7 +185,7 @@ def _noise_section(rows, seeds: int) -> list[str]:
         if math.isnan(r["d_rank1_half"]):
             continue
         shares = [r[f"d_rank1_{p}_share"] for p in ("seed", "query", "interaction")]
-        out.append(f"| {r['variant']} | {r['d_rank1']:+.1f} | {r['d_rank1_half']:.1f} | "
+        out.append(f"| {r['variant_label']} | {tables._delta(r['d_rank1'])} | {r['d_rank1_half']:.1f} | "
                    + " | ".join("—" if math.isnan(v) else f"{v:.0f}" for v in shares) + " | "
                    + " | ".join(n(r[f"d_rank1_{k}"]) for k in ("seeds_1", "seeds_05", "queries_1", "queries_05"))
                    + " |")
@@ -186,7 +195,7 @@ def _noise_section(rows, seeds: int) -> list[str]:
             f"is split into its seed part (how a training run falls), query part (which people the "
             f"test set holds) and their interaction, from the paired per-query results: "
             f"Var = σ²_seed / S + σ²_query / Q + σ²_seed×query / (S·Q) with S = {seeds} seed(s) "
-            f"and Q queries. *Seeds for ±1*: on this test set; *queries for ±1*: with these seeds "
+            f"and Q = {queries:,} queries. *Seeds for ±1*: on this test set; *queries for ±1*: with these seeds "
             f"(the synthetic test split grows with `--set data.synthetic_test_ids=N`; a real "
             f"dataset's queries are fixed, so there only seeds can help). — = out of reach that "
             f"way, or unknown with one seed.", ""]

@@ -233,10 +233,11 @@ def _p(p: float, latex: bool = False) -> str:
     return ("$<0.001$" if latex else "<0.001") if p < 0.001 else f"{p:.3f}"
 
 
-def _interval(lo: float, hi: float, latex: bool = False) -> str:
+def _interval(lo: float, hi: float, latex: bool = False, signed: bool = True) -> str:
+    """``[lo, hi]``; ``signed`` (a Δ's interval) writes the sign of each end, a score's has none."""
     if math.isnan(lo) or math.isnan(hi):
         return "--" if latex else "—"
-    text = f"[{lo:+.1f}, {hi:+.1f}]"
+    text = f"[{lo:+.1f}, {hi:+.1f}]" if signed else f"[{lo:.1f}, {hi:.1f}]"
     return f"${text}$" if latex else text.replace("-", "−")
 
 
@@ -260,13 +261,43 @@ def display(summary: pd.DataFrame, latex: bool = False) -> pd.DataFrame:
                                                                  getattr(r, f"paper_d_{m}"))
             d = "$\\Delta$ " if latex else "Δ"
             if with_ci:
-                row[f"{METRICS[m]} 95% CI"] = _interval(getattr(r, f"{m}_ci_lo"), getattr(r, f"{m}_ci_hi"), latex)
+                row[f"{METRICS[m]} 95% CI"] = _interval(getattr(r, f"{m}_ci_lo"), getattr(r, f"{m}_ci_hi"), latex,
+                                                         signed=False)
             row[f"{d}{METRICS[m]}"] = _delta(ours, latex)
             if with_ci:
                 row[f"{d}{METRICS[m]} 95% CI"] = _interval(getattr(r, f"d_{m}_lo"), getattr(r, f"d_{m}_hi"), latex)
                 row[f"p ({METRICS[m]})"] = _p(getattr(r, f"d_{m}_p"), latex)
                 row[f"{d}{METRICS[m]} vs Base."] = getattr(r, f"d_{m}_mark") or ("--" if latex else "—")
             row[f"paper {d}{METRICS[m]}"] = _delta(theirs, latex)
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def answer(summary: pd.DataFrame) -> pd.DataFrame:
+    """The table a report opens with, eight columns: variant | R-1 | mAP | Δ R-1 [95 % CI] |
+    Δ mAP [95 % CI] | paper Δ R-1 | paper Δ mAP | verdict (the Δ's mark against our Baseline,
+    one word when R-1 and mAP agree). Everything else stays in ``display`` (table.md/.csv/.tex)."""
+    with_ci = "d_rank1_lo" in summary
+    rows = []
+    for r in summary.itertuples():
+        is_base = r.variant == BASELINE
+        row = {"Variant": r.variant_label}
+        for m in DELTA_METRICS:
+            row[METRICS[m]] = pm(getattr(r, f"{m}_mean"), getattr(r, f"{m}_std"))
+        for m in DELTA_METRICS:
+            cell = "—" if is_base else _delta(getattr(r, f"d_{m}"))
+            if with_ci and not is_base and not math.isnan(getattr(r, f"d_{m}_lo")):
+                cell += " " + _interval(getattr(r, f"d_{m}_lo"), getattr(r, f"d_{m}_hi"))
+            row[f"Δ {METRICS[m]} [95 % CI]"] = cell
+        for m in DELTA_METRICS:
+            row[f"paper Δ {METRICS[m]}"] = "—" if is_base else _delta(getattr(r, f"paper_d_{m}"))
+        marks = [getattr(r, f"d_{m}_mark", "") or "" for m in DELTA_METRICS] if with_ci else ["", ""]
+        if is_base:
+            row["verdict"] = "reference"
+        elif not any(marks):
+            row["verdict"] = "—"
+        else:
+            row["verdict"] = marks[0] if marks[0] == marks[1] else f"R-1 {marks[0] or '—'}, mAP {marks[1] or '—'}"
         rows.append(row)
     return pd.DataFrame(rows)
 

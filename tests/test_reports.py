@@ -249,6 +249,11 @@ def test_readme_is_honest_and_complete(report):
     assert "1 FAILED run(s) (g-s0)" in text and "older duplicate" in text
     assert "Market-1501 numbers are shown instead" in text
     assert "Spearman ρ = +1.00 over 3 variants" in text
+    # It opens with the compact table: eight columns, the Baseline as the reference.
+    head = next(line for line in text.splitlines() if line.startswith("| Variant"))
+    assert [c.strip() for c in head.strip("|").split("|")] == [
+        "Variant", "R-1", "mAP", "Δ R-1 [95 % CI]", "Δ mAP [95 % CI]", "paper Δ R-1", "paper Δ mAP", "verdict"]
+    assert "| reference |" in text and text.index(head) < text.index("### What the numbers say")
     for stem in ("bars", "delta", "cmc", "curves", "fg_focus", "stage3_vs_cfa", "global_local",
                  "recon"):
         assert f"]({stem}.png)" in text, stem
