@@ -134,6 +134,71 @@ def dataset_name(size: str, seed: int, bias: float | None = None, test_ids: int 
 # --------------------------------------------------------------------------- planning
 
 
+class _Frames:
+    """Names and nuisance keys of one split group's images: a frame counter per camera, Market
+    style names (sequence ``seq0`` onwards, 5,000 frames per sequence), keys from ``key0``."""
+
+    def __init__(self, spec: SyntheticSpec, seq0: int, key0: int, counts: list[int] | None = None) -> None:
+        self.cams, self.pw = spec.num_cams, spec.width * (sd.PANO - 1)
+        self.seq0, self.key0 = seq0, key0
+        self.counts = counts or [0] * spec.num_cams
+        self.shots: list[Shot] = []
+
+    def add(self, rng: np.random.Generator, split: str, pid: int, ident: int, cam: int, spot: int,
+            obj: int, obj_x: float) -> None:
+        self.counts[cam] += 1
+        f = self.counts[cam]
+        name = f"{pid:04d}_c{cam + 1}s{self.seq0 + (f - 1) // 5000}_{25 * f + 10:06d}_01"
+        spot = int(np.clip(spot + rng.integers(-2, 3), 0, self.pw))
+        obj_x = round(float(obj_x + rng.uniform(-0.02, 0.02)), 3)
+        self.shots.append(Shot(split, name, int(pid), int(ident), int(cam), spot, int(obj), obj_x,
+                               self.key0 + f * self.cams + cam))
+
+
+def _obj_pos(rng: np.random.Generator) -> float:
+    return float(rng.uniform(0.06, 0.26) if rng.random() < 0.5 else rng.uniform(0.74, 0.94))
+
+
+def _random_obj(rng: np.random.Generator) -> tuple[int, float]:
+    return (int(rng.integers(sd.NUM_OBJECTS)) if rng.random() < 0.6 else -1), _obj_pos(rng)
+
+
+def _test_scenes(spec: SyntheticSpec, seed: int) -> tuple[list, np.random.Generator]:
+    """Per camera, the shared (spot, object, object x) scenes of the test split — the first
+    draws of the test stream, so ``plan`` and ``plan_more_test`` see the same ones — and that
+    stream, where ``plan`` goes on drawing its test images."""
+    rng = np.random.default_rng([seed, 1, 2])
+    pw = spec.width * (sd.PANO - 1)
+    return [[(int(rng.integers(pw + 1)),) + _random_obj(rng) for _ in range(spec.test_scenes)]
+            for _ in range(spec.num_cams)], rng
+
+
+def _test_scene(spec: SyntheticSpec, rng: np.random.Generator, scenes, cam: int) -> tuple[int, int, float]:
+    if rng.random() < spec.test_scene_share:
+        return scenes[cam][int(rng.integers(spec.test_scenes))]
+    return (int(rng.integers(spec.width * (sd.PANO - 1) + 1)),) + _random_obj(rng)
+
+
+def _test_identity(spec: SyntheticSpec, rng: np.random.Generator, frames: _Frames, scenes, pid: int,
+                   ident: int) -> None:
+    """A test identity's query (one per camera) and gallery images, in 2–5 cameras."""
+    n_cams = int(rng.integers(spec.test_cams[0], spec.test_cams[1] + 1))
+    for cam in sorted(int(c) for c in rng.choice(spec.num_cams, size=min(n_cams, spec.num_cams), replace=False)):
+        n_gal = int(rng.integers(spec.gallery_per_cam[0], spec.gallery_per_cam[1] + 1))
+        for k in range(spec.query_per_cam + n_gal):
+            frames.add(rng, QUERY if k < spec.query_per_cam else GALLERY, pid, ident, cam,
+                       *_test_scene(spec, rng, scenes, cam))
+
+
+def _distractors(spec: SyntheticSpec, rng: np.random.Generator, frames: _Frames, scenes, count: int,
+                 first_ident: int, n_persons: int) -> None:
+    """``count`` gallery images of pid 0 (badly cropped persons who are nobody's match)."""
+    for _ in range(count):
+        cam = int(rng.integers(spec.num_cams))
+        frames.add(rng, GALLERY, 0, first_ident + int(rng.integers(n_persons)), cam,
+                   *_test_scene(spec, rng, scenes, cam))
+
+
 def plan(spec: SyntheticSpec, seed: int) -> tuple[list[Shot], list[sd.Identity]]:
     """Every image of the benchmark (no pixels yet) and the identities, from ``seed``.
 
@@ -147,64 +212,26 @@ def plan(spec: SyntheticSpec, seed: int) -> tuple[list[Shot], list[sd.Identity]]
     idents = sd.sample_identities(rng, n_ids + n_dis)
     pids = rng.permutation(n_ids) + 1
     train_pids, test_pids = np.sort(pids[:spec.train_ids]), np.sort(pids[spec.train_ids:])
-    shots: list[Shot] = []
-    frames, seq0, key0 = [0] * C, 1, 0
-
-    def add(split, pid, ident, cam, spot, obj, obj_x):
-        frames[cam] += 1
-        f = frames[cam]
-        name = f"{pid:04d}_c{cam + 1}s{seq0 + (f - 1) // 5000}_{25 * f + 10:06d}_01"
-        spot = int(np.clip(spot + rng.integers(-2, 3), 0, PW))
-        obj_x = round(float(obj_x + rng.uniform(-0.02, 0.02)), 3)
-        shots.append(Shot(split, name, int(pid), int(ident), int(cam), spot, int(obj), obj_x,
-                          key0 + f * C + cam))
-
-    def obj_pos():
-        return float(rng.uniform(0.06, 0.26) if rng.random() < 0.5 else rng.uniform(0.74, 0.94))
-
-    def random_obj():
-        return (int(rng.integers(sd.NUM_OBJECTS)) if rng.random() < 0.6 else -1), obj_pos()
 
     b = spec.bias
     rng = np.random.default_rng([seed, 1, 1])
+    train = _Frames(spec, seq0=1, key0=0)
     for pid in train_pids:
         home = rng.choice(C, size=min(spec.home_cams, C), replace=False)
         own_spot = {int(c): int(rng.integers(PW + 1)) for c in home}
-        own_obj, own_x = int(rng.integers(sd.NUM_OBJECTS)), obj_pos()
+        own_obj, own_x = int(rng.integers(sd.NUM_OBJECTS)), _obj_pos(rng)
         for _ in range(int(rng.integers(spec.train_images[0], spec.train_images[1] + 1))):
             cam = int(rng.choice(home)) if rng.random() < b else int(rng.integers(C))
             spot = own_spot[cam] if cam in own_spot and rng.random() < b else int(rng.integers(PW + 1))
-            obj, obj_x = (own_obj, own_x) if rng.random() < b else random_obj()
-            add(TRAIN, pid, pid - 1, cam, spot, obj, obj_x)
+            obj, obj_x = (own_obj, own_x) if rng.random() < b else _random_obj(rng)
+            train.add(rng, TRAIN, pid, pid - 1, cam, spot, obj, obj_x)
 
-    rng = np.random.default_rng([seed, 1, 2])
-    frames, seq0, key0 = [0] * C, 4, 10**8
-    scenes = [[(int(rng.integers(PW + 1)),) + random_obj() for _ in range(spec.test_scenes)]
-              for _ in range(C)]
-
-    def test_scene(cam):
-        if rng.random() < spec.test_scene_share:
-            return scenes[cam][int(rng.integers(spec.test_scenes))]
-        return (int(rng.integers(PW + 1)),) + random_obj()
-
+    scenes, rng = _test_scenes(spec, seed)
+    test = _Frames(spec, seq0=4, key0=10**8)
     for pid in test_pids:
-        n_cams = int(rng.integers(spec.test_cams[0], spec.test_cams[1] + 1))
-        for cam in sorted(int(c) for c in rng.choice(C, size=min(n_cams, C), replace=False)):
-            n_gal = int(rng.integers(spec.gallery_per_cam[0], spec.gallery_per_cam[1] + 1))
-            for k in range(spec.query_per_cam + n_gal):
-                add(QUERY if k < spec.query_per_cam else GALLERY, pid, pid - 1, cam, *test_scene(cam))
-    for _ in range(spec.distractors):
-        cam = int(rng.integers(C))
-        add(GALLERY, 0, n_ids + int(rng.integers(n_dis)), cam, *test_scene(cam))
-    return shots, idents
-
-
-def _obj_pos(rng: np.random.Generator) -> float:
-    return float(rng.uniform(0.06, 0.26) if rng.random() < 0.5 else rng.uniform(0.74, 0.94))
-
-
-def _random_obj(rng: np.random.Generator) -> tuple[int, float]:
-    return (int(rng.integers(sd.NUM_OBJECTS)) if rng.random() < 0.6 else -1), _obj_pos(rng)
+        _test_identity(spec, rng, test, scenes, pid, pid - 1)
+    _distractors(spec, rng, test, scenes, spec.distractors, n_ids, n_dis)
+    return train.shots + test.shots, idents
 
 
 def plan_more_test(spec: SyntheticSpec, seed: int, shots: list[Shot], idents: list[sd.Identity],
@@ -215,16 +242,13 @@ def plan_more_test(spec: SyntheticSpec, seed: int, shots: list[Shot], idents: li
     split) is byte-identical whatever ``test_ids``. The new identities, their images and the
     distractors added in proportion come from random streams of their own; they differ from
     every existing identity as much as those differ from each other, get pids after the last
-    one, stand at the same shared test scenes (drawn again from ``plan``'s test stream), and
-    continue each camera's frame counter, so no name or nuisance seed repeats.
+    one, stand at the same shared test scenes, and continue each camera's frame counter, so no
+    name or nuisance seed repeats.
     """
     extra = test_ids - spec.test_ids
     if extra <= 0:
         return shots, idents
-    C, PW = spec.num_cams, spec.width * (sd.PANO - 1)
-    rng = np.random.default_rng([seed, 1, 2])  # the shared scenes exactly as plan() drew them
-    scenes = [[(int(rng.integers(PW + 1)),) + _random_obj(rng) for _ in range(spec.test_scenes)]
-              for _ in range(C)]
+    scenes, _ = _test_scenes(spec, seed)
     rng = np.random.default_rng([seed, 1, 3])
     codes = np.array([i.codes() for i in idents], np.int16)
     new: list[sd.Identity] = []
@@ -234,37 +258,14 @@ def plan_more_test(spec: SyntheticSpec, seed: int, shots: list[Shot], idents: li
         if (codes != c).sum(axis=1).min() >= 3:
             new.append(cand)
             codes = np.vstack([codes, c])
-    first_pid = spec.train_ids + spec.test_ids + 1  # pids 1..train+test are plan()'s
-    n_dis = min(spec.distractors, 64)  # plan()'s distractor persons: idents[n_ids : n_ids + n_dis]
-    n_ids = spec.train_ids + spec.test_ids
-    frames = [sum(1 for s in shots if s.split != TRAIN and s.cam == c) for c in range(C)]
-    out = list(shots)
-
-    def add(split, pid, ident, cam, spot, obj, obj_x):
-        frames[cam] += 1
-        f = frames[cam]
-        name = f"{pid:04d}_c{cam + 1}s{4 + (f - 1) // 5000}_{25 * f + 10:06d}_01"
-        spot = int(np.clip(spot + rng.integers(-2, 3), 0, PW))
-        obj_x = round(float(obj_x + rng.uniform(-0.02, 0.02)), 3)
-        out.append(Shot(split, name, int(pid), int(ident), int(cam), spot, int(obj), obj_x,
-                        10**8 + f * C + cam))
-
-    def test_scene(cam):
-        if rng.random() < spec.test_scene_share:
-            return scenes[cam][int(rng.integers(spec.test_scenes))]
-        return (int(rng.integers(PW + 1)),) + _random_obj(rng)
-
+    n_ids = spec.train_ids + spec.test_ids  # plan()'s pids are 1..n_ids
+    test = _Frames(spec, seq0=4, key0=10**8,
+                   counts=[sum(1 for s in shots if s.split != TRAIN and s.cam == c) for c in range(spec.num_cams)])
     for k in range(extra):
-        pid, ident = first_pid + k, len(idents) + k
-        n_cams = int(rng.integers(spec.test_cams[0], spec.test_cams[1] + 1))
-        for cam in sorted(int(c) for c in rng.choice(C, size=min(n_cams, C), replace=False)):
-            n_gal = int(rng.integers(spec.gallery_per_cam[0], spec.gallery_per_cam[1] + 1))
-            for j in range(spec.query_per_cam + n_gal):
-                add(QUERY if j < spec.query_per_cam else GALLERY, pid, ident, cam, *test_scene(cam))
-    for _ in range(round(spec.distractors * extra / spec.test_ids)):
-        cam = int(rng.integers(C))
-        add(GALLERY, 0, n_ids + int(rng.integers(n_dis)), cam, *test_scene(cam))
-    return out, idents + new
+        _test_identity(spec, rng, test, scenes, n_ids + 1 + k, len(idents) + k)
+    _distractors(spec, rng, test, scenes, round(spec.distractors * extra / spec.test_ids), n_ids,
+                 min(spec.distractors, 64))
+    return shots + test.shots, idents + new
 
 
 # --------------------------------------------------------------------------- rendering
@@ -294,9 +295,9 @@ def _render(shot: Shot) -> None:
 
 def _code_digest(grown: bool = False) -> str:
     """Hash of the code that decides pixels: any change to it invalidates old copies (the test
-    split's extension counts only where it is used, so the size's own benchmark keeps its
-    digest)."""
-    parts = (plan, _init_worker, _render) + ((plan_more_test, _obj_pos, _random_obj) if grown else ())
+    split's extension counts only where it is used)."""
+    parts = (_Frames, _obj_pos, _random_obj, _test_scenes, _test_scene, _test_identity, _distractors, plan,
+             _init_worker, _render) + ((plan_more_test,) if grown else ())
     text = inspect.getsource(sd) + "".join(inspect.getsource(f) for f in parts)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
