@@ -98,8 +98,11 @@ def test_presets_give_at_least_an_8x4_stage4_map(preset, stage4):
     assert tuple(enc.stage4.shape[-2:]) == stage4
     t = cfg.train
     if not cfg.model.pretrained and preset != "paper":  # from scratch: no frozen random backbone
-        assert t.warmup_epochs == 0 and t.lr_warmup_epochs >= 1 and t.lr == 1e-3
-        assert t.milestones == (round(t.epochs * 2 / 3), round(t.epochs * 7 / 8))
+        assert t.warmup_epochs == 0 and t.lr_warmup_epochs >= 1 and t.lr in (1e-3, 2e-3)
+        if t.lr_decay == "step":
+            assert t.milestones == (round(t.epochs * 2 / 3), round(t.epochs * 7 / 8))
+        else:
+            assert t.lr_decay == "cosine" and t.milestones == ()
 
 
 def test_readme_preset_table_states_what_the_presets_do():
@@ -108,20 +111,24 @@ def test_readme_preset_table_states_what_the_presets_do():
         cfg = preset_config(name)
         row = next(line for line in text.splitlines() if line.startswith(f"| `{name}` |"))
         milestones = "/".join(map(str, cfg.train.milestones))
-        assert f"×0.1 at {milestones} of {cfg.train.epochs} epochs" in row, name
+        decay = (f"×0.1 at {milestones} of {cfg.train.epochs} epochs" if cfg.train.lr_decay == "step" else
+                 f"Adam {cfg.train.lr:g}, cosine to 0 over {cfg.train.epochs} epochs")
+        assert decay in row, name
+        if cfg.loss.label_smooth:
+            assert f"label smoothing {cfg.loss.label_smooth:g}" in row, name
         assert f"{cfg.data.height}×{cfg.data.width} →" in row, name
 
 
 def test_the_hash_ignores_fields_added_later_at_their_old_value_and_marks_what_the_code_computes(monkeypatch):
     from ftn_core import config as config_module
 
-    cfg = preset_config("cpu")
+    cfg = preset_config("paper")
     h = config_hash(cfg)
     assert config_hash(override(cfg, {"train.lr_decay": "cosine"})) != h
     assert config_hash(override(cfg, {"data.synthetic_test_ids": 500})) != h
     monkeypatch.setattr(config_module, "COMPUTES", 1)
     # The paper preset's hash as runs logged it before lr_decay and synthetic_test_ids existed
     # (stores hold these hashes: they must not move when a field is added).
-    assert config_hash(preset_config("paper")) == "44009e690e25"
+    assert config_hash(cfg) == "44009e690e25"
     monkeypatch.setattr(config_module, "COMPUTES", 3)
     assert config_hash(cfg) != h

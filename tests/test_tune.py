@@ -20,6 +20,7 @@ from ablations import tune, tuning
 from ablations.variants import TABLES
 from ftn_core.config import ModelConfig
 from ftn_core.errors import FTNError
+from ftn_core.presets import preset_config
 
 REPO = Path(__file__).resolve().parents[1]
 ALL = ["loss.w_grad", "loss.w_l1", "model.gauss_sy", "model.gauss_sx", "train.lr", "loss.margin",
@@ -54,10 +55,13 @@ def test_search_space_ranges_and_fixed_keys():
     warmup = {e: next(p for p in tuning.search_space(_model("g"), e) if p.key == "train.warmup_epochs").high
               for e in (2, 12, 360)}
     assert warmup == {2: 1, 12: 4, 360: 108}
-    # Defaults (the paper's, and our Gaussian σ) lie inside the ranges searched.
+    # Defaults (the paper's, our Gaussian σ, the cpu preset's lr) lie inside the ranges searched.
+    full = {p.key: p for p in tuning.search_space(_model("g"), epochs=12)}
     for key, default in {"loss.w_grad": 1.0, "loss.w_l1": 1.0, "model.gauss_sy": 0.5, "model.gauss_sx": 0.35,
                          "train.lr": 3.5e-4, "loss.margin": 0.3}.items():
-        assert space.get(key) is None or space[key].low < default < space[key].high
+        assert full[key].low < default < full[key].high, key
+    cpu_lr = preset_config("cpu").train.lr
+    assert full["train.lr"].low < cpu_lr < full["train.lr"].high
 
 
 def test_suggest_names_values_by_config_key():
