@@ -73,15 +73,16 @@ def build_data(cfg: DataConfig, seed: int = 0, rank: int = 0, world_size: int = 
     prepare = resize_transform(cfg.height, cfg.width)
     train_tf = build_transforms(cfg.height, cfg.width, train=True, flip=cfg.flip, pad=cfg.pad, resize=False)
     test_tf = build_transforms(cfg.height, cfg.width, train=False, resize=False)
-    fits = len(splits.train) * 3 * cfg.height * cfg.width <= CACHE_BYTES
+    def fits(samples) -> bool:  # cache decoded, resized images in memory
+        return len(samples) * 3 * cfg.height * cfg.width <= CACHE_BYTES
+
     sampler = PKSampler([s.pid for s in splits.train], cfg.num_ids, cfg.num_instances, seed=seed,
                         rank=rank, world_size=world_size)
-    train = DataLoader(ReIDDataset(splits.train, train_tf, train_masks, prepare, cache=fits),
+    train = DataLoader(ReIDDataset(splits.train, train_tf, train_masks, prepare, cache=fits(splits.train)),
                        batch_sampler=KeyedBatches(sampler), **loader_options(cfg.workers))
 
     def test_loader(samples, with_mask):
-        fits = len(samples) * 3 * cfg.height * cfg.width <= CACHE_BYTES
-        return DataLoader(ReIDDataset(samples, test_tf, with_mask, prepare, cache=fits), batch_size=eval_batch,
+        return DataLoader(ReIDDataset(samples, test_tf, with_mask, prepare, cache=fits(samples)), batch_size=eval_batch,
                           shuffle=False, **loader_options(cfg.workers, persistent=False))
 
     # Query masks (synthetic data) feed the foreground-focus score; the gallery needs none.
