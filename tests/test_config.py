@@ -106,7 +106,7 @@ def test_presets_give_at_least_an_8x4_stage4_map(preset, stage4):
 
 
 def test_readme_preset_table_states_what_the_presets_do():
-    text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    text = (Path(__file__).resolve().parents[1] / "docs" / "usage.md").read_text()
     for name in ("paper", "gpu", "cpu"):
         cfg = preset_config(name)
         row = next(line for line in text.splitlines() if line.startswith(f"| `{name}` |"))
