@@ -12,6 +12,11 @@ queries, evaluation seconds per run, the per-query correlation of the two varian
 (rank-1 hits), the SD over seeds of the per-seed Δ, the query standard error of one seed's Δ,
 the seed / query / interaction shares of the Δ's variance (``reports.stats.noise_parts``), the
 paired bootstrap's 95 % half-width, and the seeds that ±1.5 and ±1 would need at that size.
+
+A second line per size ("cross") pairs each seed of ``--variant`` with the next seed of
+``--reference`` instead of its own: the same statistics for runs that share no random draw, which
+is what pairing by construction is measured against (an upper bound on an unpaired design, as two
+cross-paired runs also differ in their PK sampling).
 """
 
 from __future__ import annotations
@@ -75,6 +80,22 @@ def scored(run, test_ids: int, cache: Path, splits_cache: dict) -> tuple[dict, f
     return arrays, seconds
 
 
+def row_of(values: dict, variant: str, reference: str, seeds: list[int], partners: list[int]) -> list:
+    """The statistics of the Δ when seed ``seeds[i]`` of ``variant`` is paired with seed
+    ``partners[i]`` of ``reference``: queries, per-query correlation, seed SD of Δ, query SE of one
+    pair's Δ, the seed / query / interaction shares, Δ, the 95 % half-width and the pairs ±1.5
+    and ±1 would need."""
+    a = {i: values[variant, s] for i, s in enumerate(seeds)}
+    b = {i: values[reference, r] for i, r in enumerate(partners)}
+    d = stats.paired_matrix(a, b)
+    corr = np.mean([np.corrcoef(list(a[i].values()), list(b[i].values()))[0, 1] for i in a])
+    delta = stats.bootstrap_delta(d, 2000)
+    parts = stats.noise_parts(d)
+    query_se = float(np.mean([row.std(ddof=1) / np.sqrt(len(row)) for row in d]))
+    return [d.shape[1], corr, delta.sd_seed, query_se, *parts.shares(), delta.delta,
+            (delta.hi - delta.lo) / 2, parts.seeds_for(1.5), parts.seeds_for(1.0)]
+
+
 @cli_main
 def main(argv: list[str] | None = None) -> int:
     parser = OneLineParser(description=__doc__.split("\n")[0], epilog=__doc__.split("\n\n", 1)[1],
@@ -93,8 +114,8 @@ def main(argv: list[str] | None = None) -> int:
     if not seeds:
         raise FTNError(f"no seed has FINISHED runs of both {args.variant} and {args.reference} in {args.experiment}")
     print(f"{args.variant} − {args.reference}, R-1, seeds {' '.join(map(str, seeds))}", flush=True)
-    head = ("test ids", "queries", "eval s", "corr", "seed SD Δ", "query SE", "seed %", "query %", "inter %",
-            "Δ", "± 95 %", "seeds ±1.5", "seeds ±1")
+    head = ("test ids", "pairing", "queries", "eval s", "corr", "seed SD Δ", "query SE", "seed %", "query %",
+            "inter %", "Δ", "± 95 %", "seeds ±1.5", "seeds ±1")
     print("  ".join(f"{h:>10}" for h in head), flush=True)
     splits_cache: dict = {}
     for n in args.test_ids:
@@ -104,17 +125,14 @@ def main(argv: list[str] | None = None) -> int:
                 per[v, s], sec = scored(run, n, args.cache, splits_cache)
                 secs.append(sec)
         values = {key: stats.query_metric(arrays, "rank1") for key, arrays in per.items()}
-        d = stats.paired_matrix({s: values[args.variant, s] for s in seeds}, {s: values[args.reference, s] for s in seeds})
-        corr = np.mean([np.corrcoef(list(values[args.variant, s].values()), list(values[args.reference, s].values()))[0, 1]
-                        for s in seeds])
-        delta = stats.bootstrap_delta(d, 2000)
-        parts = stats.noise_parts(d)
-        query_se = float(np.mean([row.std(ddof=1) / np.sqrt(len(row)) for row in d]))
-        shares = parts.shares()
-        cells = [n, d.shape[1], np.nanmean(secs) if not np.isnan(secs).all() else float("nan"), corr,
-                 delta.sd_seed, query_se, *shares, delta.delta, (delta.hi - delta.lo) / 2,
-                 parts.seeds_for(1.5), parts.seeds_for(1.0)]
-        print("  ".join(f"{c:>10}" if isinstance(c, int) or c is None else f"{c:>10.2f}" for c in cells), flush=True)
+        eval_s = np.nanmean(secs) if not np.isnan(secs).all() else float("nan")
+        pairings = {"same seed": seeds}
+        if len(seeds) > 1:
+            pairings["cross"] = seeds[1:] + seeds[:1]
+        for name, partners in pairings.items():
+            cells = row_of(values, args.variant, args.reference, seeds, partners)
+            print("  ".join(f"{c:>10}" if isinstance(c, (int, str)) or c is None else f"{c:>10.2f}"
+                            for c in [n, name, *cells[:1], eval_s, *cells[1:]]), flush=True)
     return 0
 
 
