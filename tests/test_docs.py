@@ -167,3 +167,23 @@ def test_the_driver_catches_a_bad_command(tmp_path):
                           cwd=REPO, capture_output=True, text=True, timeout=600)
     results = json.loads(proc.stdout.strip().splitlines()[-1])
     assert results[0][1] == "exit 2", results
+
+
+def test_the_demo_writes_only_where_git_ignores():
+    # `make demo` trains into the default store and data folder and writes its report to the
+    # folder its recipe names: all of them must be ignored, so the checkout stays clean.
+    makefile = (REPO / "Makefile").read_text()
+    recipe = re.search(r"^demo:.*?\n((?:\t.*\n)+)", makefile, flags=re.M).group(1)
+    out = re.search(r"reports/build\.py .*--out (\S+)", recipe).group(1)
+    written = ["mlruns/mlflow.db", "mlruns/artifacts/1/x/model.pt", "mlruns/checkpoints/x.pt",
+               "data/synthetic_default_s0/query/x.jpg", f"{out}/table2/README.md"]
+    try:
+        proc = subprocess.run(["git", "check-ignore", "--no-index", *written], cwd=REPO,
+                              capture_output=True, text=True)
+    except OSError:
+        pytest.skip("git is not installed")
+    if proc.returncode == 128:
+        pytest.skip(f"not a git checkout: {proc.stderr.strip()}")
+    ignored = proc.stdout.split()
+    assert sorted(ignored) == sorted(written), f"not ignored by git: {set(written) - set(ignored)}"
+    assert "reports/build.py --table 2 --out" in recipe and not out.startswith("reports")
