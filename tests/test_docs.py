@@ -73,13 +73,16 @@ def test_every_file_the_docs_name_exists(doc):
     assert not missing, f"{doc.relative_to(REPO)} names files that do not exist: {missing}"
 
 
+SKIP = {".venv", ".git", "data", "out", "mlruns"}
+
+
 def tracked_text_files() -> list[Path]:
     try:
         names = subprocess.run(["git", "ls-files"], cwd=REPO, capture_output=True, text=True,
                                check=True).stdout.split()
     except (OSError, subprocess.CalledProcessError):  # not a git checkout: every file but the venv
         names = [str(p.relative_to(REPO)) for p in REPO.rglob("*") if p.is_file()
-                 and not {".venv", ".git", "data", "out", "mlruns"} & set(p.relative_to(REPO).parts)]
+                 and not SKIP & set(p.relative_to(REPO).parts)]
     keep = {".py", ".md", ".toml", ".cff", ".yml", ".yaml", ".sh", ".txt", ".cfg", ""}
     return [REPO / n for n in names if Path(n).suffix in keep and (REPO / n).is_file()]
 
@@ -90,7 +93,8 @@ def test_nothing_points_outside_the_repository():
     tracker = re.compile(r"\b" + "issue" + r"s?\s*#?\s*\d+", re.I)
     hits = []
     for path in tracked_text_files():
-        for n, line in enumerate(path.read_text(encoding="utf-8", errors="replace").splitlines(), 1):
+        lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+        for n, line in enumerate(lines, 1):
             if outside.search(line) or tracker.search(line):
                 hits.append(f"{path.relative_to(REPO)}:{n}: {line.strip()[:80]}")
     assert not hits, "references outside the repository:\n" + "\n".join(hits)
@@ -151,7 +155,7 @@ def test_the_front_pages_commands_parse():
             python.append(argv[1:])
     assert len(python) >= 4 and {"demo", "test"} <= set(make), commands
     targets = set(re.findall(r"^([\w-]+):", (REPO / "Makefile").read_text(), flags=re.M))
-    assert set(make) <= targets, f"make targets the README shows but the Makefile lacks: {set(make) - targets}"
+    assert set(make) <= targets, f"make targets the README shows, not in the Makefile: {set(make) - targets}"
     proc = subprocess.run([sys.executable, "-c", DRIVER, json.dumps(python)], cwd=REPO,
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
