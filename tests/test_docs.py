@@ -155,7 +155,7 @@ def test_the_front_pages_commands_parse():
             python.append(argv[1:])
     assert len(python) >= 4 and {"demo", "test"} <= set(make), commands
     targets = set(re.findall(r"^([\w-]+):", (REPO / "Makefile").read_text(), flags=re.M))
-    assert set(make) <= targets, f"make targets the README shows, not in the Makefile: {set(make) - targets}"
+    assert set(make) <= targets, f"not in the Makefile: {set(make) - targets}"
     proc = subprocess.run([sys.executable, "-c", DRIVER, json.dumps(python)], cwd=REPO,
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
