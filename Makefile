@@ -1,6 +1,16 @@
 # The two set-up commands of the README: `make demo` (the main job on the embedded
-# synthetic data) and `make test` (the test suite). Both create .venv themselves.
-PY ?= python3.11
+# synthetic data) and `make test` (the test suite). Both create .venv themselves, installing
+# through .ci/constraints.txt: the exact versions tested, whatever newer ones the index holds.
+#
+# The Python that makes .venv: PY=/path/to/python, or else the first of PYTHONS that runs and is
+# 3.11 or newer (a pyenv shim of a version not selected is on PATH but does not run). 3.11 first:
+# the constraints were frozen with it.
+PYTHONS := python3.11 python3.12 python3.13
+PY_OK := -c 'import sys; sys.exit(sys.version_info < (3, 11))'
+ifeq ($(origin PY),undefined)
+PY := $(firstword $(foreach p,$(PYTHONS),$(shell $(p) $(PY_OK) >/dev/null 2>&1 && echo $(p))))
+endif
+CONSTRAINTS := .ci/constraints.txt
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
@@ -9,11 +19,13 @@ STAMP := $(VENV)/.installed
 
 venv: $(STAMP)
 
-$(STAMP): pyproject.toml
-	@command -v $(PY) >/dev/null 2>&1 || { echo "error: $(PY) not found; install Python 3.11 or run 'make PY=/path/to/python3.11'" >&2; exit 2; }
+# pip and setuptools first, at their constrained versions: the package is then built with that
+# setuptools (--no-build-isolation), not with whatever the index holds that day.
+$(STAMP): pyproject.toml $(CONSTRAINTS)
+	@test -n "$(PY)" && $(PY) $(PY_OK) >/dev/null 2>&1 || { echo "error: $(if $(PY),$(PY) does not run or is older than 3.11,none of $(PYTHONS) found); install Python 3.11-3.13 or run 'make PY=/path/to/python3.12'" >&2; exit 2; }
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -c $(CONSTRAINTS) pip setuptools
+	$(BIN)/python -m pip install --quiet -c $(CONSTRAINTS) --no-build-isolation -e '.[dev]'
 	touch $(STAMP)
 
 # The demo's report goes to out/demo/ (ignored by git), beside the committed reports/, never over them.
