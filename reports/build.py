@@ -57,7 +57,6 @@ class Report:
     """Runs a Δ misses (``reports.tables.seed_gaps``): named on the console and in the README."""
     notes: list[str] = field(default_factory=list)
     """What could not be drawn or logged, and why."""
-    mask_share: float | None = None
     seconds: float = 0.0
     logged: bool = False
     """Whether the files are to be logged to the parent run (README says so)."""
@@ -83,8 +82,9 @@ def build_experiment(client: MlflowClient, tr: TableRuns, folder: Path, visuals:
                          "no confidence intervals or claims; `python ablations/per_query.py` adds them")
     caption = f"Table {tr.table} on {tr.dataset} ({tr.preset} preset): ours vs the paper"
     tables.write_tables(rep.summary, folder, caption)
-    rep.figures["bars"] = figures.metric_bars(tr.runs, order, tr.table, folder / "bars")
     note = paper_note(tr.dataset)
+    rep.figures["delta_ci"] = figures.delta_intervals(rep.summary, tr.table, note,
+                                                      folder / "delta_ci")
     rep.figures["delta"] = figures.delta_scatter(rep.summary, tr.table, note, folder / "delta")
     rep.figures["cmc"] = figures.cmc_curves(cmc_frame(client, tr, rep.notes), order, tr.table,
                                             folder / "cmc")
@@ -94,7 +94,6 @@ def build_experiment(client: MlflowClient, tr: TableRuns, folder: Path, visuals:
     rep.figures["curves"] = figures.training_curves(hist, order, tr.table, folder / "curves")
     if visuals:
         draw_visuals(client, tr, rep)
-    rep.figures["fg_focus"] = figures.fg_focus(tr.runs, order, folder / "fg_focus", rep.mask_share)
     per_run = diagnostics.run_values(tr.runs, metric_history(client, tr.runs,
                                                              (diagnostics.RATIO_KEY,)))
     rep.diagnostics = diagnostics.summarize(tr, per_run)
@@ -165,7 +164,6 @@ def draw_visuals(client: MlflowClient, tr: TableRuns, rep: Report) -> None:
     except visual.Skip as err:
         rep.notes.append(f"visual figures skipped: {err}")
         return
-    rep.mask_share = visual.mask_share(splits)
     label = {key: str(run.variant_label) for key, run in runs.items()}
     jobs = []
     if full in models:
@@ -179,11 +177,16 @@ def draw_visuals(client: MlflowClient, tr: TableRuns, rep: Report) -> None:
     if any(m[0].decoder is not None for m in models.values()):
         jobs.append(("recon", lambda: visual.figure_reconstructions(models, splits,
                                                                     rep.folder / "recon")))
-    for key in [k for k in ("base", full) if k in runs]:  # rank lists of the first seed's run
-        arrays = rep.per_query.get((key, int(runs[key].seed)))
-        if arrays is not None and "top10" in arrays:
-            jobs.append((f"ranklist_{key}", lambda key=key, arrays=arrays: [ranklists.draw(
-                arrays, splits, rep.folder / f"ranklist_{key}.png", f"{label[key]} (seed {int(runs[key].seed)})")]))
+    ranked = {k: rep.per_query.get((k, int(runs[k].seed))) for k in ("base", full) if k in runs}
+    ranked = {k: a for k, a in ranked.items() if a is not None and "top10" in a}
+    if ranked:  # rank lists of the first seed's runs, on the queries the first one picks
+        ref = next(iter(ranked))
+        picks = [(f"{visual.SHORT.get(ref, ref)}'s {group}", q)
+                 for group, q in ranklists.pick(ranked[ref])]
+    for key, arrays in ranked.items():
+        jobs.append((f"ranklist_{key}", lambda key=key, arrays=arrays: [ranklists.draw(
+            arrays, splits, rep.folder / f"ranklist_{key}.png",
+            f"{label[key]} (seed {int(runs[key].seed)})", picks=picks)]))
     for name, job in jobs:
         try:
             rep.figures[name] = job()

@@ -26,6 +26,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
@@ -133,13 +134,6 @@ def _long(per_run: pd.DataFrame, titles: dict[str, str], name: str) -> pd.DataFr
         id_vars=["variant", "seed"], var_name=name, value_name="value").dropna()
 
 
-def _skip(ax: plt.Axes, title: str, why: str) -> None:
-    ax.set_title(title)
-    ax.text(0.5, 0.5, why, ha="center", va="center", transform=ax.transAxes, fontsize=9,
-            color="0.3")
-    ax.set_axis_off()
-
-
 def _grouped(ax: plt.Axes, df: pd.DataFrame, order: list[str], hue: str) -> None:
     """Bars = mean over seeds per variant and ``hue``; error bars = std over seeds; a variant
     without values says "not logged"."""
@@ -152,55 +146,83 @@ def _grouped(ax: plt.Axes, df: pd.DataFrame, order: list[str], hue: str) -> None
                     va="center", rotation=90, fontsize=8, color="0.45")
 
 
+def decades(values: np.ndarray, reference: float = 1.0) -> tuple[float, float]:
+    """The powers of ten that enclose every positive value and ``reference``, with room for
+    the markers (a log axis that covers its data)."""
+    v = np.asarray(values, dtype=float)
+    v = np.append(v[np.isfinite(v) & (v > 0)], reference)
+    return 10.0 ** math.floor(math.log10(v.min() / 1.5)), 10.0 ** math.ceil(math.log10(v.max() * 1.5))
+
+
+def _focus_panel(ax: plt.Axes, focus: pd.DataFrame, order: list[str], legend: dict) -> None:
+    _grouped(ax, focus, order, "map")
+    ax.axhline(0, color="0.2", ls="--", lw=1, label="uniform map (0)")
+    ax.set(title="Normalised foreground focus per map", xlabel="",
+           ylabel="focus (0 = uniform,\n100 = best possible)")
+    ax.legend(title="map", **legend)
+
+
+def _auc_panel(ax: plt.Axes, auc: pd.DataFrame, order: list[str], legend: dict) -> None:
+    _grouped(ax, auc, order, "mask")
+    ax.axhline(50, color="0.2", ls="--", lw=1, label="chance (50)")
+    ax.set(title="Pixel ROC AUC of TF-Dec's soft masks against the person mask", xlabel="",
+           ylabel="AUC × 100", ylim=(0, 100))
+    ax.legend(title="mask", **legend)
+
+
+def _ratio_panel(ax: plt.Axes, ratio: pd.DataFrame, order: list[str], table: int,
+                 legend: dict) -> None:
+    """Seeds as dots and their mean as a diamond on a log axis (bars have no base on a log
+    axis), limits at the decades around every value and 1; variants in the columns of the
+    panels above, "no TF-Dec" where nothing was logged."""
+    logged = [k for k in order if k in set(ratio["variant"])]
+    sns.stripplot(data=ratio, x="variant", y=RATIO, order=order, hue="variant",
+                  hue_order=logged, palette=palette(table), size=4, jitter=False, legend=False,
+                  ax=ax)  # no random jitter: a rebuild gives the same bytes
+    sns.pointplot(data=ratio, x="variant", y=RATIO, order=order, estimator="mean",
+                  errorbar=None, linestyle="none", markers="D", color="0.15", markersize=5,
+                  ax=ax, label="mean over seeds")
+    for i, key in enumerate(order):
+        if key not in logged:
+            ax.text(i, 0.5, "no TF-Dec", transform=ax.get_xaxis_transform(), ha="center",
+                    va="center", rotation=90, fontsize=8, color="0.45")
+    ax.axhline(1, color="0.2", ls="--", lw=1, label="as strong as a Re-ID batch")
+    ax.set_yscale("log")
+    ax.set_ylim(*decades(ratio[RATIO].to_numpy()))
+    ax.set(title="Encoder gradient: reconstruction batch / Re-ID batch", xlabel="variant",
+           ylabel="ratio (log axis)")
+    ax.legend(**legend)
+
+
 def figure(per_run: pd.DataFrame, order: list[str], table: int, stem: Path) -> list[Path]:
-    """(a) normalised focus per map, (b) mask AUC per mask, (c) the recon / Re-ID gradient
-    ratio per TF-Dec variant (log axis); a panel without data says so. ``per_run``:
-    ``run_values``. Nothing is drawn when no diagnostic was logged."""
+    """``draw`` as PNG and PDF; nothing when no diagnostic was logged."""
+    fig = draw(per_run, order, table)
+    return save(fig, stem) if fig is not None else []
+
+
+def draw(per_run: pd.DataFrame, order: list[str], table: int) -> plt.Figure | None:
+    """One panel per logged diagnostic, lettered in order: normalised focus per map, mask AUC
+    per mask, the recon / Re-ID gradient ratio per TF-Dec variant (log axis). A diagnostic no
+    run logged gets no panel. ``per_run``: ``run_values``."""
     focus = _long(per_run, {f"focus_{k}": v for k, v in FOCUS.items()}, "map")
     auc = _long(per_run, {f"auc_{k}": v for k, v in AUC.items()}, "mask")
     ratio = per_run[["variant", "seed", RATIO]].dropna()
-    if focus.empty and auc.empty and ratio.empty:
-        return []
-    fig, axes = plt.subplots(3, 1, figsize=(max(7.0, 0.9 * len(order) + 3.0), 8.6))
     legend = {"fontsize": 8, "loc": "upper left", "bbox_to_anchor": (1.01, 1.0)}
-
-    title = "(a) Normalised foreground focus per map"
-    if focus.empty:
-        _skip(axes[0], title, "no val/fg_focus_norm_* logged (needs person masks)")
-    else:
-        _grouped(axes[0], focus, order, "map")
-        axes[0].axhline(0, color="0.2", ls="--", lw=1, label="uniform map (0)")
-        axes[0].set(title=title, xlabel="", ylabel="normalised focus")
-        axes[0].text(0.01, 0.97, "100 = best map the map's resolution allows",
-                     transform=axes[0].transAxes, va="top", fontsize=8, color="0.3")
-        axes[0].legend(title="map", **legend)
-
-    title = "(b) Pixel ROC AUC of TF-Dec's soft masks against the person mask"
-    if auc.empty:
-        _skip(axes[1], title, "no val/mask_auc_* logged (needs person masks)")
-    else:
-        _grouped(axes[1], auc, order, "mask")
-        axes[1].axhline(50, color="0.2", ls="--", lw=1, label="chance (50)")
-        axes[1].set(title=title, xlabel="", ylabel="AUC × 100", ylim=(0, 100))
-        axes[1].legend(title="mask", **legend)
-
-    title = "(c) Encoder gradient: reconstruction batch / Re-ID batch"
-    if ratio.empty:
-        _skip(axes[2], title, f"no {RATIO_KEY} logged (no TF-Dec variant, or older runs)")
-    else:
-        tf_order = [k for k in order if k in set(ratio["variant"])]
-        sns.barplot(data=ratio, x="variant", y=RATIO, order=tf_order, hue="variant",
-                    hue_order=tf_order, palette=palette(table), errorbar=None, alpha=0.85,
-                    legend=False, ax=axes[2])
-        sns.stripplot(data=ratio, x="variant", y=RATIO, order=tf_order, color="0.15", size=3,
-                      jitter=False, ax=axes[2])  # no random jitter: a rebuild gives the same bytes
-        axes[2].axhline(1, color="0.2", ls="--", lw=1, label="as strong as a Re-ID batch")
-        axes[2].set_yscale("log")
-        axes[2].set(title=title, xlabel="variant", ylabel="ratio (log)")
-        axes[2].legend(**legend)
-    for ax in axes:
-        ax.tick_params(axis="x", labelrotation=20)
-    fig.suptitle("Diagnostics per variant (bars = mean over seeds; error bars = std, "
-                 "dots = seeds)", y=1.0)
+    panels = [(lambda ax: _focus_panel(ax, focus, order, legend)) if len(focus) else None,
+              (lambda ax: _auc_panel(ax, auc, order, legend)) if len(auc) else None,
+              (lambda ax: _ratio_panel(ax, ratio, order, table, legend)) if len(ratio) else None]
+    panels = [p for p in panels if p is not None]
+    if not panels:
+        return None
+    fig, axes = plt.subplots(len(panels), 1, squeeze=False,
+                             figsize=(max(7.0, 0.9 * len(order) + 3.0), 0.4 + 2.9 * len(panels)))
+    for letter, ax, draw_panel in zip("abc", axes[:, 0], panels):
+        draw_panel(ax)
+        ax.set_title(f"({letter}) {ax.get_title()}")
+        if len(order) > 6:
+            ax.tick_params(axis="x", labelrotation=20)
+    ratio_note = "; log panel: dots = seeds, diamonds = mean" if len(ratio) else ""
+    fig.suptitle(f"Diagnostics per variant (bars = mean over seeds, error bars = std{ratio_note})",
+                 fontsize=9)
     fig.tight_layout()
-    return save(fig, stem)
+    return fig

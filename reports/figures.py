@@ -1,29 +1,32 @@
-"""Result figures (seaborn's classic API, one style): metric bars, Δ-vs-paper scatter, CMC,
-training curves and foreground focus. Each is written as PNG (web) and PDF (papers)."""
+"""Result figures (seaborn's classic API, one style): Δ against the Baseline with its 95 %
+interval, Δ-vs-paper scatter, CMC and training curves. Each is written as PNG (web) and PDF
+(papers)."""
 
 from __future__ import annotations
 
 import io
 import math
+import textwrap
 from pathlib import Path
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from ablations.variants import variants  # noqa: E402
+from reports import stats  # noqa: E402
 from reports.load import LOSS_KEYS  # noqa: E402
-from reports.tables import BASELINE, METRICS, rank_agreement  # noqa: E402
+from reports.tables import BASELINE, DELTA_METRICS, METRICS, rank_agreement  # noqa: E402
 
 DPI = 110
-FG_BRANCHES = {"fg_focus_stage3": "stage 3", "fg_focus_stage4": "stage 4",
-               "fg_focus_attn": "attention (A′)", "fg_focus_global": "global",
-               "fg_focus_local": "local"}
+MARKERS = ("o", "s", "D", "^", "v", "<", ">", "p", "h", "8")
+"""One marker per variant (table order), so variants differ by more than colour."""
 
 
 def set_style() -> None:
@@ -35,6 +38,17 @@ def palette(table: int) -> dict[str, tuple]:
     """One colour per variant key of the table, the same in every figure and report."""
     keys = [v.key for v in variants(table, controls=True)]
     return dict(zip(keys, sns.color_palette("colorblind", len(keys))))
+
+
+def markers(table: int) -> dict[str, str]:
+    """One marker per variant key of the table, the same in every figure."""
+    keys = [v.key for v in variants(table, controls=True)]
+    return {k: MARKERS[i % len(MARKERS)] for i, k in enumerate(keys)}
+
+
+def wrap(label: str, width: int = 30) -> str:
+    """A variant label on lines of at most ``width`` characters (labels with overrides are long)."""
+    return "\n".join(textwrap.wrap(str(label), width)) or str(label)
 
 
 def save(fig: plt.Figure, stem: Path) -> list[Path]:
@@ -54,74 +68,195 @@ def save(fig: plt.Figure, stem: Path) -> list[Path]:
     return [png, pdf]
 
 
-def _long_metrics(runs: pd.DataFrame) -> pd.DataFrame:
-    cols = {f"metrics.val/{m}": title for m, title in METRICS.items() if f"metrics.val/{m}" in runs}
-    df = runs[["variant", "seed", *cols]].rename(columns=cols)
-    return df.melt(id_vars=["variant", "seed"], var_name="metric", value_name="value").dropna()
+def _xerr(values: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray | None:
+    """(2, n) distances from each value to its interval's ends; None when no end is known."""
+    if np.isnan(lo).all() and np.isnan(hi).all():
+        return None
+    return np.vstack([values - lo, hi - values])
 
 
-def metric_bars(runs: pd.DataFrame, order: list[str], table: int, stem: Path) -> list[Path]:
-    """R-1, R-5, mAP, mINP per variant: bar = mean over seeds, error bar = std, dots = seeds."""
-    df = _long_metrics(runs)
-    if df.empty:
-        return []
-    g = sns.catplot(data=df, kind="bar", x="variant", y="value", col="metric", col_wrap=2,
-                    order=order, hue="variant", hue_order=order, palette=palette(table),
-                    errorbar="sd", capsize=0.15, sharey=False, height=2.3, aspect=1.5,
-                    legend=False, alpha=0.85)
-    g.map_dataframe(sns.stripplot, x="variant", y="value", order=order, color="0.15", size=3,
-                    jitter=False)  # no random jitter: a rebuild gives the same bytes
-    g.set_titles("{col_name}").set_axis_labels("variant", "%")
-    g.figure.suptitle("Our results per variant (mean ± std over seeds; dots = seeds)", y=1.02)
-    return save(g.figure, stem)
+def compared(summary: pd.DataFrame) -> pd.DataFrame:
+    """The rows with a Δ: all but the reference row (``is_reference`` where the summary has it,
+    else the Baseline)."""
+    ref = summary["is_reference"].astype(bool) if "is_reference" in summary else \
+        summary["variant"] == BASELINE
+    return summary[~ref]
 
 
-def delta_scatter(summary: pd.DataFrame, table: int, dataset_note: str, stem: Path) -> list[Path]:
-    """Our Δ vs our Baseline against the paper's Δ vs its Baseline, with Spearman's ρ."""
-    df = summary[summary["variant"] != BASELINE]
-    if df[["d_rank1", "d_mAP"]].isna().all().all():
-        return []
-    fig, axes = plt.subplots(1, 2, figsize=(7.5, 3.3))
+def _intervals(df: pd.DataFrame, m: str) -> tuple[np.ndarray, np.ndarray]:
+    """The paired bootstrap interval of each row's Δ (NaN without per-query results)."""
+    nan = np.full(len(df), np.nan)
+    lo = df[f"d_{m}_lo"].to_numpy(float) if f"d_{m}_lo" in df else nan
+    hi = df[f"d_{m}_hi"].to_numpy(float) if f"d_{m}_hi" in df else nan
+    return lo, hi
+
+
+def draw_delta_intervals(summary: pd.DataFrame, table: int, dataset_note: str) -> plt.Figure | None:
+    """Each variant's Δ R-1 and Δ mAP against our Baseline (dot) with its 95 % paired bootstrap
+    interval (bar; ``tables.add_uncertainty``) beside the paper's Δ (open diamond). None when
+    no Δ is known."""
+    df = compared(summary).reset_index(drop=True)
+    if df.empty or df[[f"d_{m}" for m in DELTA_METRICS]].isna().all().all():
+        return None
     colours = palette(table)
-    for ax, m in zip(axes, ("rank1", "mAP")):
-        sub = df[["variant", f"paper_d_{m}", f"d_{m}"]].dropna()
-        sns.scatterplot(data=sub, x=f"paper_d_{m}", y=f"d_{m}", hue="variant",
-                        palette=colours, s=45, ax=ax, legend=False)
-        for r in sub.itertuples(index=False):
-            ax.annotate(r[0], (r[1], r[2]), xytext=(4, 3), textcoords="offset points", fontsize=8)
+    y = np.arange(len(df))
+    fig, axes = plt.subplots(1, len(DELTA_METRICS), sharey=True,
+                             figsize=(8.0, 1.4 + 0.5 * len(df)), squeeze=False)
+    with_ci = False
+    for ax, m in zip(axes[0], DELTA_METRICS):
+        d = df[f"d_{m}"].to_numpy(float)
+        lo, hi = _intervals(df, m)
+        with_ci |= not np.isnan(lo).all()
+        for i, key in enumerate(df["variant"]):
+            err = _xerr(d[i:i + 1], lo[i:i + 1], hi[i:i + 1])
+            ax.errorbar(d[i], y[i], xerr=err, fmt="o", ms=6, capsize=4, lw=1.6,
+                        color=colours.get(key, "0.3"), gid=f"ours:{key}")
+        ax.scatter(df[f"paper_d_{m}"], y, marker="D", s=36, facecolors="none",
+                   edgecolors="0.15", linewidths=1.2, zorder=3, gid="paper")
+        ax.axvline(0, color="0.3", lw=0.9, ls="--")
+        ax.set(title=f"Δ {METRICS[m]} against the Baseline", xlabel="Δ, points")
+        ax.margins(x=0.12)
+    axes[0, 0].set_yticks(y, [wrap(label) for label in df["variant_label"]])
+    axes[0, 0].set_ylim(len(df) - 0.5, -0.5)  # table order, top to bottom
+    ours = "ours: mean over paired seeds, bar = 95 % CI (paired bootstrap)" if with_ci else \
+        "ours: mean over paired seeds (no per-query results: no interval)"
+    handles = [plt.Line2D([], [], color="0.3", marker="o", lw=1.6, label=ours),
+               plt.Line2D([], [], color="0.15", marker="D", mfc="none", ls="none",
+                          label=f"paper's Δ ({dataset_note})")]
+    fig.legend(handles=handles, loc="lower center", ncol=2, fontsize=8, frameon=False,
+               bbox_to_anchor=(0.5, -0.01))
+    fig.tight_layout(rect=(0, 0.07, 1, 1))
+    return fig
+
+
+def delta_intervals(summary: pd.DataFrame, table: int, dataset_note: str, stem: Path) -> list[Path]:
+    """``draw_delta_intervals`` as PNG and PDF (nothing when no Δ is known)."""
+    fig = draw_delta_intervals(summary, table, dataset_note)
+    return save(fig, stem) if fig is not None else []
+
+
+def draw_delta_scatter(summary: pd.DataFrame, table: int, dataset_note: str) -> plt.Figure | None:
+    """Our Δ (with its 95 % interval) against the paper's Δ, per variant, with Spearman's ρ and
+    how many of our intervals exclude 0. None when no variant has both."""
+    df = compared(summary)
+    if df[[f"d_{m}" for m in DELTA_METRICS]].isna().all().all():
+        return None
+    fig, axes = plt.subplots(1, 2, figsize=(7.5, 3.4))
+    colours, marks = palette(table), markers(table)
+    shown: dict[str, str] = {}
+    for ax, m in zip(axes, DELTA_METRICS):
+        sub = df[df[[f"paper_d_{m}", f"d_{m}"]].notna().all(axis=1)]
+        lo, hi = _intervals(sub, m)
+        d = sub[f"d_{m}"].to_numpy(float)
+        for i, r in enumerate(sub.itertuples(index=False)):
+            ax.errorbar(getattr(r, f"paper_d_{m}"), d[i], yerr=_xerr(d[i:i + 1], lo[i:i + 1], hi[i:i + 1]),
+                        fmt=marks.get(r.variant, "o"), ms=6, capsize=4, lw=1.4,
+                        color=colours.get(r.variant, "0.3"), gid=f"ours:{r.variant}")
+            shown[r.variant] = r.variant_label
         ax.axhline(0, color="0.4", lw=0.8, ls="--")
         ax.axvline(0, color="0.4", lw=0.8, ls="--")
         rho, n = rank_agreement(summary, m)
         text = f"Spearman ρ = {rho:+.2f} (n = {n})" if not math.isnan(rho) else \
             f"Spearman ρ: n/a (n = {n})"
-        ax.text(0.03, 0.95, text, transform=ax.transAxes, va="top", fontsize=9,
+        known = ~np.isnan(lo) & ~np.isnan(hi)
+        if known.any():
+            clear = int(((lo[known] > 0) | (hi[known] < 0)).sum())
+            text += f"\n{clear} of {int(known.sum())} intervals exclude 0"
+        ax.text(0.03, 0.97, text, transform=ax.transAxes, va="top", fontsize=8,
                 bbox={"boxstyle": "round", "fc": "white", "ec": "0.7"})
-        ax.set(title=f"Δ {METRICS[m]} vs Baseline", xlabel="paper Δ, points",
-               ylabel="our Δ, points")
-    fig.suptitle(f"Change against the Baseline: ours vs the paper's ({dataset_note})", fontsize=9)
-    fig.tight_layout()
-    return save(fig, stem)
+        ax.set(title=f"Δ {METRICS[m]} against the Baseline", xlabel="paper's Δ, points",
+               ylabel="our Δ, points (bar = 95 % CI)")
+        ax.margins(0.15)
+    fig.suptitle(f"Our change against the Baseline vs the paper's ({dataset_note})", fontsize=9)
+    handles = [plt.Line2D([], [], color=colours.get(k, "0.3"), marker=marks.get(k, "o"), ls="none",
+                          label=wrap(label, 40)) for k, label in shown.items()]
+    fig.legend(handles=handles, loc="lower center", ncol=min(3, max(1, len(handles))), fontsize=8,
+               frameon=False, bbox_to_anchor=(0.5, -0.02))
+    rows = math.ceil(len(handles) / 3)
+    fig.tight_layout(rect=(0, 0.06 + 0.055 * rows, 1, 1))
+    return fig
+
+
+def delta_scatter(summary: pd.DataFrame, table: int, dataset_note: str, stem: Path) -> list[Path]:
+    """``draw_delta_scatter`` as PNG and PDF (nothing when no Δ is known)."""
+    fig = draw_delta_scatter(summary, table, dataset_note)
+    return save(fig, stem) if fig is not None else []
+
+
+def _seed_ci(values: pd.Series) -> tuple[float, float]:
+    return stats.seed_interval(np.asarray(values, dtype=float))
+
+
+def paired_cmc(cmc: pd.DataFrame, reference: str = BASELINE) -> pd.DataFrame:
+    """Per (variant, seed, rank): the variant's CMC minus the reference's at the same seed and
+    rank, for the seeds both have (the reference itself left out)."""
+    ref = cmc[cmc["variant"] == reference][["seed", "rank", "value"]]
+    other = cmc[cmc["variant"] != reference]
+    both = other.merge(ref, on=["seed", "rank"], suffixes=("", "_ref"))
+    return both.assign(value=both["value"] - both["value_ref"]).drop(columns="value_ref")
+
+
+def draw_cmc(cmc: pd.DataFrame, order: list[str], table: int, max_rank: int = 20) -> plt.Figure:
+    """(a) CMC (percent) per variant, mean over seeds (±std band with up to 3 variants); then,
+    where a Baseline exists, one small panel per variant: its CMC minus the Baseline's, paired
+    by seed, with the 95 % t-interval over seeds (``stats.seed_interval``). ``cmc``: variant,
+    seed, rank, value."""
+    sub = cmc[cmc["rank"] <= max_rank]
+    diff = paired_cmc(sub) if BASELINE in set(sub["variant"]) else sub.iloc[:0]
+    present = [k for k in order if k in set(sub["variant"])]
+    keys = [k for k in present if k in set(diff["variant"])]
+    ncols = min(4, len(keys)) if keys else 1
+    nrows = math.ceil(len(keys) / ncols) if keys else 0
+    fig = plt.figure(figsize=(max(6.0, 2.6 * ncols), 3.4 + 2.1 * nrows), layout="constrained")
+    top, bottom = fig.subfigures(2, 1, height_ratios=[3.4, max(2.1 * nrows, 1e-3)]) if keys else (fig, None)
+    colours, marks = palette(table), markers(table)
+    ax = top.subplots()
+    bands = len(present) <= 3
+    sns.lineplot(data=sub, x="rank", y="value", hue="variant", style="variant", hue_order=present,
+                 style_order=present, palette=colours, markers=marks, dashes=False, markersize=5,
+                 errorbar="sd" if bands else None, ax=ax)
+    ax.set(title="(a) CMC, mean over seeds" + (" (band = std)" if bands else ""), xlabel="rank",
+           ylabel="matching rate, %")
+    ax.legend(title="variant", fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    axes = [ax]
+    if keys:
+        small = bottom.subplots(nrows, ncols, sharex=True, sharey=True, squeeze=False)
+        for sax, key in zip(small.flat, keys):
+            sns.lineplot(data=diff[diff["variant"] == key], x="rank", y="value",
+                         color=colours.get(key, "0.3"), marker=marks.get(key, "o"), markersize=4,
+                         errorbar=_seed_ci, ax=sax)
+            sax.axhline(0, color="0.3", lw=0.9, ls="--")
+            sax.set_title(key, fontsize=8)
+            sax.set(xlabel="rank", ylabel="Δ, points")
+        for sax in small.flat[len(keys):]:
+            sax.remove()
+        bottom.suptitle("(b) CMC minus the Baseline's, paired by seed (band = 95 % CI over seeds)",
+                        fontsize=9, fontweight="bold")
+        axes += list(small.flat[:len(keys)])
+    last = int(sub["rank"].max())
+    ticks = [1] + list(range(5, last + 1, 5)) if last >= 5 else list(range(1, last + 1))
+    for a in axes:
+        a.set_xticks(ticks)
+        a.set_xlim(0.5, last + 0.5)
+    ax.title.set_fontsize(9)
+    return fig
 
 
 def cmc_curves(cmc: pd.DataFrame, order: list[str], table: int, stem: Path,
                max_rank: int = 20) -> list[Path]:
-    """CMC (percent) per variant, mean over seeds with a ±std band; ``cmc``: variant, seed,
-    rank, value."""
+    """``draw_cmc`` as PNG and PDF (nothing when no run has a CMC)."""
     if cmc.empty:
         return []
-    fig, ax = plt.subplots(figsize=(5.5, 3.6))
-    sub = cmc[cmc["rank"] <= max_rank]
-    sns.lineplot(data=sub, x="rank", y="value", hue="variant", hue_order=order,
-                 palette=palette(table), errorbar="sd", marker="o", markersize=3, ax=ax)
-    ax.set(title="CMC curves (mean over seeds)", xlabel="rank", ylabel="matching rate, %",
-           xlim=(1, sub["rank"].max()))
-    ax.legend(title="variant", fontsize=8, ncol=2)
-    fig.tight_layout()
-    return save(fig, stem)
+    return save(draw_cmc(cmc, order, table, max_rank), stem)
 
 
 def training_curves(hist: pd.DataFrame, order: list[str], table: int, stem: Path) -> list[Path]:
-    """Each loss term (and val/mAP) over epochs, per variant, mean over seeds ± std."""
+    """Each loss term (and val/mAP where it was evaluated at two epochs or more) over epochs,
+    per variant, mean over seeds ± std."""
+    if hist.empty:
+        return []
+    steps = hist.groupby("key")["step"].nunique()
+    hist = hist[hist["key"].map(steps) > 1]  # one point is not a curve
     if hist.empty:
         return []
     hist = hist.assign(term=hist["key"].str.replace("train/loss_", "loss ", regex=False))
@@ -136,26 +271,3 @@ def training_curves(hist: pd.DataFrame, order: list[str], table: int, stem: Path
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     g.figure.suptitle("Training curves (mean over seeds ± std)", y=1.03)
     return save(g.figure, stem)
-
-
-def fg_focus(runs: pd.DataFrame, order: list[str], stem: Path,
-             mask_share: float | None = None) -> list[Path]:
-    """Percent of activation mass inside the person mask, per variant and branch (synthetic)."""
-    cols = {f"metrics.val/{k}": name for k, name in FG_BRANCHES.items() if f"metrics.val/{k}" in runs}
-    if not cols:
-        return []
-    df = runs[["variant", "seed", *cols]].rename(columns=cols).melt(
-        id_vars=["variant", "seed"], var_name="branch", value_name="value").dropna()
-    if df.empty:
-        return []
-    fig, ax = plt.subplots(figsize=(7.0, 3.4))
-    sns.barplot(data=df, x="variant", y="value", hue="branch", order=order,
-                hue_order=[b for b in FG_BRANCHES.values() if b in set(df["branch"])],
-                errorbar="sd", capsize=0.1, palette="muted", ax=ax)
-    if mask_share is not None:
-        ax.axhline(mask_share, color="0.2", ls="--", lw=1, label=f"uniform map ({mask_share:.0f} %)")
-    ax.set(title="Foreground focus: share of activation inside the person mask",
-           xlabel="variant", ylabel="%", ylim=(0, 100))
-    ax.legend(title="branch", fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
-    fig.tight_layout()
-    return save(fig, stem)

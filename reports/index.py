@@ -17,27 +17,31 @@ PAPER_NAMES = {"market1501": "Market-1501", "cuhk03_labeled": "CUHK03 (labeled)"
                "cuhk03_detected": "CUHK03 (detected)", "msmt17": "MSMT17",
                "dukemtmcreid": "DukeMTMC-reID"}
 FIGURES = [
-    ("bars", "Metrics per variant", "Mean over seeds; error bars = std; dots = single seeds."),
+    ("delta_ci", "Change against the Baseline", "Each variant's Δ R-1 and Δ mAP against our "
+     "Baseline (dot: mean over paired seeds; bar: 95 % paired bootstrap interval over queries "
+     "and seeds) beside the paper's Δ against its Baseline (open diamond). A bar that crosses "
+     "0 is within noise."),
     ("delta", "Our Δ vs the paper's Δ", "Each point is a variant's change against its own "
-     "Baseline; ρ = Spearman rank correlation of the two orderings."),
-    ("cmc", "CMC curves", "Matching rate at rank k (mean over seeds, band = std)."),
+     "Baseline, ours with its 95 % interval; ρ = Spearman rank correlation of the two "
+     "orderings, beside how many of our intervals exclude 0 (a ρ over changes within noise "
+     "says little)."),
+    ("cmc", "CMC curves", "(a) Matching rate at rank k (mean over seeds, band = std); (b) each "
+     "variant's CMC minus the Baseline's, paired by seed (band = 95 % t-interval over seeds)."),
     ("curves", "Training curves", "Each loss term per epoch (mean over seeds, band = std), "
      "and val/mAP at the evaluation epochs."),
-    ("fg_focus", "Foreground focus", "Percent of each branch's activation mass inside the "
-     "ground-truth person mask of the query images (synthetic data only; higher = less "
-     "background)."),
     ("stage3_vs_cfa", "Stage 3 vs CFA (paper Fig. 4)", "Activation maps of S-Enc stage 3 and "
-     "of the CFA output for three pedestrians; fg = share inside the person mask."),
+     "of the CFA output for three pedestrians; fg = share of the map inside the person mask "
+     "(outlined), uniform = the fg of a flat map (the mask's area)."),
     ("global_local", "Global and local branches (paper Fig. 5)", "One identity in different "
      "cameras (backgrounds): Baseline beside the full model."),
     ("recon", "TF-Dec reconstructions", "Per variant with a decoder: input, masked target "
      "(the variant's mask strategy), decoder output."),
-    ("ranklist_base", "Rank lists: Baseline", "The best, median and worst queries by AP, each with "
-     "its top 10 (green = true match, red = another identity, grey = junk: same identity and "
-     "camera, left out by the protocol)."),
-    ("ranklist_g", "Rank lists: FTN (g)", "As above, for the full model."),
-    ("ranklist_cfa", "Rank lists: Base. + CFA", "As above, for CFA."),
-    ("ranklist_ftn", "Rank lists: FTN", "As above, for FTN."),
+    ("ranklist_base", "Rank lists: Baseline", "The Baseline's best, median and worst queries by "
+     "AP, each with its top 10 (green = true match, red = another identity, grey = junk: same "
+     "identity and camera, left out by the protocol)."),
+    ("ranklist_g", "Rank lists: FTN (g)", "The same queries for the full model, with its own AP."),
+    ("ranklist_cfa", "Rank lists: Base. + CFA", "The same queries for CFA, with its own AP."),
+    ("ranklist_ftn", "Rank lists: FTN", "The same queries for FTN, with its own AP."),
 ]
 
 
@@ -121,9 +125,6 @@ def experiment_readme(rep: Report) -> str:
         pdf = next((f for f in files if f.suffix == ".pdf"), None)
         out += [f"## {title}", "", f"![{title}]({png.name})", "",
                 f"{caption}" + (f" ([PDF]({pdf.name}))" if pdf is not None else ""), ""]
-    if rep.mask_share is not None and rep.figures.get("fg_focus"):
-        out += [f"A map spread evenly over the image would score {rep.mask_share:.1f} % "
-                "(the mean person-mask area of the query images).", ""]
     if rep.efficiency is not None:
         out += ["## Efficiency", "", (rep.folder / "efficiency.md").read_text(encoding="utf-8"),
                 efficiency.threads_note() + " MACs count convolutions and linear layers (the "
@@ -267,9 +268,10 @@ def _diagnostics_section(rep: Report) -> list[str]:
     png = next((f for f in rep.figures.get("diagnostics") or [] if f.suffix == ".png"), None)
     if png is not None:
         out += [f"![Diagnostics]({png.name})", "",
-                "(a) Normalised focus per map (0 = uniform map, 100 = best possible at the map's "
-                "resolution); (b) mask AUC (50 = chance); (c) the recon / Re-ID gradient ratio, "
-                f"log axis. ([PDF]({png.with_suffix('.pdf').name}))", ""]
+                "Normalised focus per map (0 = uniform map, 100 = best possible at the map's "
+                "resolution), mask AUC (50 = chance) and the recon / Re-ID gradient ratio (log "
+                "axis; dots = seeds, diamond = mean), one panel for each the runs logged. "
+                f"([PDF]({png.with_suffix('.pdf').name}))", ""]
     return out
 
 

@@ -1,9 +1,11 @@
 """Rank lists: a query and its top-10 gallery images, framed green (true match), red (another
 identity) or grey (junk: the same identity seen by the same camera, left out by the protocol).
 
-Queries are chosen by AP from the run's per-query results: the best, the median and the worst,
-so a reader sees failures and not only successes. Drawn from ``per_query.npz`` (which stores each
-query's top-10 gallery indices) and the dataset's images: no features are computed.
+Queries are chosen by AP from one run's per-query results: the best, the median and the worst,
+so a reader sees failures and not only successes. Two models are compared on the same queries:
+the reference's picks (``pick``) are drawn for both (``draw(..., picks=...)``), each row giving
+that model's own AP. Drawn from ``per_query.npz`` (which stores each query's top-10 gallery
+indices) and the dataset's images: no features are computed.
 """
 
 from __future__ import annotations
@@ -44,15 +46,28 @@ def kind(q_pid: int, q_cam: int, g_pid: int, g_cam: int) -> str:
     return "other"
 
 
+def pick(per_query: dict[str, np.ndarray], per_group: int = 2) -> list[tuple[str, int]]:
+    """(label, query index in the dataset) of ``choose_queries`` on this run's AP: the picks to
+    draw for every model compared with it."""
+    index = np.asarray(per_query["index"])
+    return [(label, int(index[r])) for label, r in choose_queries(np.asarray(per_query["ap"]), per_group)]
+
+
 def draw(per_query: dict[str, np.ndarray], splits: DatasetSplits, out: Path, title: str,
-         per_group: int = 2) -> Path:
-    """The rank-list figure of one run as ``out`` (PNG); one row per chosen query."""
-    picks = choose_queries(np.asarray(per_query["ap"]), per_group)
+         per_group: int = 2, picks: list[tuple[str, int]] | None = None) -> Path:
+    """The rank-list figure of one run as ``out`` (PNG); one row per query: ``picks`` (label,
+    query index in the dataset; ``pick`` of a reference run), else this run's own best, median
+    and worst. A picked query this run did not evaluate is left out."""
+    index = np.asarray(per_query["index"])
+    row_of = {int(q): r for r, q in enumerate(index)}
+    picks = picks if picks is not None else pick(per_query, per_group)
+    rows = [(label, row_of[q]) for label, q in picks if q in row_of]
     top = np.asarray(per_query["top10"])[:, :TOP]
     cols = top.shape[1] + 1
-    fig, axes = plt.subplots(len(picks), cols, figsize=(1.1 * cols, 2.0 * len(picks)), dpi=90, squeeze=False)
-    for row, (label, r) in enumerate(picks):
-        q = splits.query[int(per_query["index"][r])]
+    fig, axes = plt.subplots(len(rows), cols, figsize=(1.1 * cols, 2.0 * len(rows)), dpi=90,
+                             squeeze=False)
+    for row, (label, r) in enumerate(rows):
+        q = splits.query[int(index[r])]
         panels = [(q.path, None, f"{label}\nAP {100 * per_query['ap'][r]:.0f}")]
         for k, g_idx in enumerate(top[r]):
             g = splits.gallery[int(g_idx)]
@@ -68,8 +83,8 @@ def draw(per_query: dict[str, np.ndarray], splits: DatasetSplits, out: Path, tit
                 spine.set_linewidth(3 if what else 1)
             if what == "junk":
                 ax.images[0].set_alpha(0.4)
-    fig.suptitle(f"{title}: query, then its top {cols - 1} (green match, red other identity, grey junk)",
-                 fontsize=9)
+    fig.suptitle(f"{title}\nquery, then its top {cols - 1} (green match, red other identity, "
+                 "grey junk)", fontsize=9)
     fig.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out)

@@ -5,7 +5,10 @@
   (different backgrounds), Baseline beside the full model.
 - TF-Dec: input, masked reconstruction target and the decoder's output per variant.
 Maps are ``ftn_core.evaluation.activation_map`` (channel mean of the squared response),
-upsampled to the image and min-max scaled per image; all models run in eval mode.
+upsampled to the image and min-max scaled per image (one colour bar per figure); all models run
+in eval mode. Where the images have person masks, each map's title gives its foreground share
+(fg) and the input's the share a uniform map would score (the mask's area), with the mask
+outlined.
 """
 
 from __future__ import annotations
@@ -19,6 +22,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
+from matplotlib.cm import ScalarMappable  # noqa: E402
+from matplotlib.colors import Normalize  # noqa: E402
 from mlflow import MlflowClient  # noqa: E402
 
 from ftn_core.config import Config, from_dict  # noqa: E402
@@ -30,7 +35,7 @@ from ftn_core.errors import FTNError  # noqa: E402
 from ftn_core.evaluation import activation_map, foreground_focus  # noqa: E402
 from ftn_core.masks import reconstruction_target  # noqa: E402
 from ftn_core.model import FTN, build_model  # noqa: E402
-from reports.figures import save  # noqa: E402
+from reports.figures import save, wrap  # noqa: E402
 from reports.load import REPO, artifact_json, artifact_path  # noqa: E402
 
 FULL = {1: "cfa", 2: "g", 3: "ftn"}
@@ -125,24 +130,47 @@ def pick_identity(splits: DatasetSplits, n: int = 4) -> list[Sample]:
     return [by_pid[pid][c] for c in sorted(by_pid[pid])][:n]
 
 
-def mask_share(splits: DatasetSplits) -> float | None:
-    """Mean percent of query pixels inside the person mask: the focus of a uniform map."""
-    masks = [s.mask_path for s in splits.query if s.mask_path]
-    if not masks:
-        return None
-    return 100.0 * sum(float((read_image(p)[0] > 127).float().mean()) for p in masks) / len(masks)
+CMAP = "jet"
+MAP_ALPHA = 0.45
 
 
-def _overlay(ax: plt.Axes, img: torch.Tensor, act: torch.Tensor | None, title: str) -> None:
-    """img (3, H, W) in [0, 1]; act (h, w) upsampled and min-max scaled over it."""
+def _overlay(ax: plt.Axes, img: torch.Tensor, act: torch.Tensor | None, title: str,
+             mask: torch.Tensor | None = None) -> None:
+    """img (3, H, W) in [0, 1]; act (h, w) upsampled and min-max scaled over it; mask (1, H, W)
+    outlined in white."""
     ax.imshow(img.permute(1, 2, 0).clamp(0, 1).numpy(), interpolation="none")  # (H, W, 3)
     if act is not None:
         up = F.interpolate(act[None, None], size=img.shape[-2:], mode="bilinear",
                            align_corners=False)[0, 0]  # (H, W)
         up = (up - up.min()) / (up.max() - up.min()).clamp_min(1e-12)
-        ax.imshow(up.numpy(), cmap="jet", alpha=0.45, interpolation="none")
+        ax.imshow(up.numpy(), cmap=CMAP, vmin=0, vmax=1, alpha=MAP_ALPHA, interpolation="none")
+    if mask is not None:
+        ax.contour(mask[0].numpy(), levels=[0.5], colors="white", linewidths=0.8)
     ax.set_title(title, fontsize=7)
     ax.axis("off")
+
+
+def _colour_bar(fig: plt.Figure, axes) -> None:
+    """The one colour bar of the overlays (each map min-max scaled over its image)."""
+    bar = fig.colorbar(ScalarMappable(Normalize(0, 1), CMAP), ax=axes, location="bottom",
+                       shrink=0.8, aspect=30, pad=0.02, alpha=MAP_ALPHA)
+    bar.set_label("activation, min–max scaled per image", fontsize=7)
+    bar.set_ticks([0, 0.5, 1], labels=["min", "", "max"])
+    bar.ax.tick_params(labelsize=7)
+
+
+def uniform_share(mask: torch.Tensor | None, i: int) -> float | None:
+    """Percent of image ``i``'s pixels inside its person mask: the fg of a uniform map."""
+    return None if mask is None else 100.0 * float((mask[i] > 0).float().mean())
+
+
+def _input_title(name: str, mask: torch.Tensor | None, i: int) -> str:
+    share = uniform_share(mask, i)
+    return name if share is None else f"{name}\nuniform {share:.0f} %"
+
+
+MASK_NOTE = ("fg = share of the map's mass inside the person mask (white outline); "
+             "uniform = a flat map's fg")
 
 
 def _maps(model: FTN, img: torch.Tensor, keys: tuple[str, ...]) -> dict[str, torch.Tensor]:
@@ -165,13 +193,16 @@ def figure_stage3_vs_cfa(model: FTN, cfg: Config, splits: DatasetSplits, label: 
         raise Skip(f"{label} has no attention module")
     img, mask = _images(pick_pedestrians(splits), cfg)
     maps = _maps(model, img, ("stage3", "attn"))
-    fig, axes = plt.subplots(len(img), 3, figsize=(3.6, 2.3 * len(img)), squeeze=False)
+    fig, axes = plt.subplots(len(img), 3, figsize=(3.8, 2.3 * len(img) + 0.9), squeeze=False,
+                             layout="constrained")
     for i in range(len(img)):
-        _overlay(axes[i, 0], img[i], None, "input")
-        _overlay(axes[i, 1], img[i], maps["stage3"][i], _focus_title("stage 3", maps["stage3"], mask, i))
-        _overlay(axes[i, 2], img[i], maps["attn"][i], _focus_title("CFA (A′)", maps["attn"], mask, i))
-    fig.suptitle(f"Stage 3 vs CFA — {label}", fontsize=8)
-    fig.tight_layout()
+        m = mask[i] if mask is not None else None
+        _overlay(axes[i, 0], img[i], None, _input_title("input", mask, i), m)
+        _overlay(axes[i, 1], img[i], maps["stage3"][i], _focus_title("stage 3", maps["stage3"], mask, i), m)
+        _overlay(axes[i, 2], img[i], maps["attn"][i], _focus_title("CFA (A′)", maps["attn"], mask, i), m)
+    _colour_bar(fig, axes)
+    note = f"\n{wrap(MASK_NOTE, 50)}" if mask is not None else ""
+    fig.suptitle(f"Stage 3 vs CFA — {wrap(label, 50)}{note}", fontsize=7)
     return save(fig, stem)
 
 
@@ -180,20 +211,22 @@ def figure_global_local(models: dict[str, tuple[FTN, Config]], splits: DatasetSp
     """Paper Fig. 5: global / local branch maps of one identity across cameras, per model."""
     samples = pick_identity(splits)
     cols = ["input"] + [f"{name} {b}" for name in models for b in ("global", "local")]
-    fig, axes = plt.subplots(len(samples), len(cols), figsize=(1.2 * len(cols), 2.3 * len(samples)),
-                             squeeze=False)
+    fig, axes = plt.subplots(len(samples), len(cols), squeeze=False, layout="constrained",
+                             figsize=(1.25 * len(cols), 2.3 * len(samples) + 0.9))
     for j, (name, (model, cfg)) in enumerate(models.items()):
         img, mask = _images(samples, cfg)
         maps = _maps(model, img, ("global", "local"))
         for i in range(len(img)):
+            m = mask[i] if mask is not None else None
             if j == 0:
-                _overlay(axes[i, 0], img[i], None, f"cam {samples[i].camid + 1}")
+                _overlay(axes[i, 0], img[i], None, _input_title(f"cam {samples[i].camid + 1}", mask, i), m)
             for k, b in enumerate(("global", "local")):
                 _overlay(axes[i, 1 + 2 * j + k], img[i], maps[b][i],
-                         _focus_title(f"{name}\n{b}", maps[b], mask, i))
+                         _focus_title(f"{name}\n{b}", maps[b], mask, i), m)
+    _colour_bar(fig, axes)
+    note = f"\n{MASK_NOTE}" if mask is not None else ""
     fig.suptitle(f"Global and local branches, identity {samples[0].pid} in "
-                 f"{len(samples)} cameras", fontsize=8)
-    fig.tight_layout()
+                 f"{len(samples)} cameras{note}", fontsize=7)
     return save(fig, stem)
 
 

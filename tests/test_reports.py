@@ -254,14 +254,14 @@ def test_readme_is_honest_and_complete(report):
     assert [c.strip() for c in head.strip("|").split("|")] == [
         "Variant", "R-1", "mAP", "Δ R-1 [95 % CI]", "Δ mAP [95 % CI]", "paper Δ R-1", "paper Δ mAP", "verdict"]
     assert "| reference |" in text and text.index(head) < text.index("### What the numbers say")
-    for stem in ("bars", "delta", "cmc", "curves", "fg_focus", "stage3_vs_cfa", "global_local",
+    for stem in ("delta_ci", "delta", "cmc", "curves", "stage3_vs_cfa", "global_local",
                  "recon"):
         assert f"]({stem}.png)" in text, stem
         png, pdf = folder / f"{stem}.png", folder / f"{stem}.pdf"
         assert png.read_bytes()[:4] == b"\x89PNG" and pdf.read_bytes()[:4] == b"%PDF"
         assert png.stat().st_size < 200_000, stem
     index = (folder.parent / "README.md").read_text()
-    assert "](synthetic-tiny/bars.png)" in index and "## Table 2 — synthetic" in index
+    assert "](synthetic-tiny/delta_ci.png)" in index and "## Table 2 — synthetic" in index
 
 
 def test_efficiency_params_by_hand(report):
@@ -280,7 +280,7 @@ def test_report_logged_to_newest_parent_run(report):
     client, _ = connect(uri)
     tr = load_runs(client, find_experiments(client, name="table2-synthetic-tiny")[0])
     names = {Path(a.path).name for a in client.list_artifacts(tr.parent_run_id, "report")}
-    assert {"README.md", "table.md", "table.csv", "table.tex", "bars.png", "recon.png",
+    assert {"README.md", "table.md", "table.csv", "table.tex", "delta_ci.png", "recon.png",
             "diagnostics.md", "diagnostics.png"} <= names
 
 
@@ -291,7 +291,7 @@ def test_rebuild_is_idempotent(report, tmp_path):
     again = tmp_path / "table2" / "synthetic-tiny"
     assert {p.name for p in folder.iterdir()} - {p.name for p in again.iterdir()} == {
         "efficiency.csv", "efficiency.md"}
-    for name in ("table.csv", "table.md", "table.tex", "bars.png", "delta.pdf", "recon.png",
+    for name in ("table.csv", "table.md", "table.tex", "delta_ci.png", "delta.pdf", "recon.png",
                  "stage3_vs_cfa.png", "curves.pdf", "diagnostics.csv", "diagnostics.md",
                  "diagnostics.png"):
         assert (again / name).read_bytes() == (folder / name).read_bytes(), name
@@ -405,7 +405,7 @@ def test_end_to_end_runner_then_report(tmp_path):
     assert table.loc["g", "d_mAP"] == pytest.approx(
         table.loc["g", "mAP_mean"] - table.loc["base", "mAP_mean"], abs=1e-3)
     text = (folder / "README.md").read_text()
-    for stem in ("bars", "cmc", "curves", "fg_focus", "stage3_vs_cfa", "global_local", "recon"):
+    for stem in ("delta_ci", "cmc", "curves", "stage3_vs_cfa", "global_local", "recon"):
         assert f"]({stem}.png)" in text and (folder / f"{stem}.png").stat().st_size < 200_000
     assert "## Not shown" not in text, text.split("## Not shown")[-1]
     parent = client.search_runs([exp.experiment_id], "tags.kind = 'parent'")[0]
@@ -511,3 +511,32 @@ def test_artifacts_of_a_remote_store_land_in_one_scratch_folder(tmp_path, monkey
     monkeypatch.setattr(load, "get_artifact_repository",
                         lambda *a, **k: LocalArtifactRepository(str(stored.parent)))
     assert load.artifact_path(client, run, "metrics.json") == stored  # no copy
+
+
+def test_activation_maps_have_a_colour_bar_and_a_uniform_map_reference(report, store, monkeypatch):
+    """Paper Figs. 4 and 5: one colour bar for the min-max scaled overlays, each input titled
+    with the fg share a uniform map would score (its mask's area) and its mask outlined."""
+    from fake_store import run_config
+
+    from ftn_core.model import build_model
+    from reports import visual
+
+    cfg = run_config("tiny", 2, "g", 0, store[1] / "data")
+    splits = visual.query_data(cfg)
+    model = build_model(cfg.model, NUM_CLASSES).eval()
+    drawn = []
+    monkeypatch.setattr(visual, "save", lambda fig, stem: drawn.append(fig) or [])
+    visual.figure_stage3_vs_cfa(model, cfg, splits, "FTN", Path("x"))
+    visual.figure_global_local({"Base": (model, cfg), "FTN": (model, cfg)}, splits, Path("y"))
+    _, masks = visual._images(visual.pick_pedestrians(splits), cfg)
+    for fig, inputs in zip(drawn, (3, 4)):
+        (bar,) = [ax for ax in fig.axes if ax.get_label() == "<colorbar>"]
+        assert bar.get_xlabel() == "activation, min–max scaled per image"
+        titles = [ax.get_title() for ax in fig.axes if ax is not bar]
+        uniform = [t for t in titles if "uniform" in t]
+        assert len(uniform) == inputs and all(t.endswith(" %") for t in uniform)
+        assert all(ax.collections for ax in fig.axes if ax is not bar)  # the mask outline
+        assert sum("fg " in t for t in titles) == len(titles) - inputs
+    first = next(t for t in (ax.get_title() for ax in drawn[0].axes) if "uniform" in t)
+    assert first == f"input\nuniform {visual.uniform_share(masks, 0):.0f} %"
+    assert visual.uniform_share(masks, 0) == pytest.approx(100 * float(masks[0].mean()))
