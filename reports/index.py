@@ -28,7 +28,8 @@ FIGURES = [
     ("cmc", "CMC curves", "(a) Matching rate at rank k (mean over seeds, band = std); (b) each "
      "variant's CMC minus the Baseline's, paired by seed (band = 95 % t-interval over seeds)."),
     ("curves", "Training curves", "Each loss term per epoch (mean over seeds, band = std), "
-     "and val/mAP at the evaluation epochs."),
+     "and val/mAP at the evaluation epochs; a term logged at one epoch only is not a curve "
+     "and is left out."),
     ("stage3_vs_cfa", "Stage 3 vs CFA (paper Fig. 4)", "Activation maps of S-Enc stage 3 and "
      "of the CFA output for three pedestrians; fg = share of the map inside the person mask "
      "(outlined), uniform = the fg of a flat map (the mask's area)."),

@@ -53,6 +53,16 @@ def test_delta_figure_bars_are_the_bootstrap_intervals():
     plt.close(fig)
 
 
+def test_delta_figures_leave_out_the_reference_row_the_summary_names():
+    """A summary that marks its reference row (``is_reference``) is compared with that row."""
+    marked = SUMMARY.assign(is_reference=[False, True, False])
+    assert list(figures.compared(marked)["variant"]) == ["base", "g"]
+    assert list(figures.compared(SUMMARY)["variant"]) == ["a", "g"]  # unmarked: the Baseline
+    fig = figures.draw_delta_intervals(marked, 2, "x")
+    assert [t.get_text() for t in fig.axes[0].get_yticklabels()] == ["Base.", "(g) Gm + PAm + CAm (FTN)"]
+    plt.close(fig)
+
+
 def test_delta_figure_without_per_query_results_draws_no_bars():
     fig = figures.draw_delta_intervals(SUMMARY.drop(columns=["d_rank1_lo", "d_rank1_hi",
                                                              "d_mAP_lo", "d_mAP_hi"]), 2, "x")
