@@ -1,4 +1,4 @@
-"""Run the variants of one of the paper's tables, tracked in MLflow; rerunning resumes.
+"""Run the variants of one of the paper's tables or of a study file, tracked in MLflow; rerunning resumes.
 
 Examples:
   python ablations/run.py --table 2                      # Table 2 on the embedded synthetic data
@@ -8,6 +8,7 @@ Examples:
   python ablations/run.py --table 2 --dry-run            # the plan, what is done, time and disk
   python ablations/run.py --table 2 --seeds 0 1 2        # add seeds: finished runs are reused
   torchrun --nproc-per-node 2 ablations/run.py --table 2 --preset paper --dataset market1501 --root /data
+  python ablations/run.py --study ablations/studies/lambda3.toml --seeds 0 1 2   # your own study (docs/studies.md)
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ if __name__ == "__main__":
 
     exit_on_interrupt_during_startup()
 
-from ablations import runner, tracking  # noqa: E402
+from ablations import runner, study as studies, tracking  # noqa: E402
 from ftn_core.config import parse_sets  # noqa: E402
 from ftn_core.data.digest import read_only_cache  # noqa: E402
 from ftn_core.engine import Interrupted, deferred_interrupts  # noqa: E402
@@ -38,8 +39,11 @@ DEFAULT_ROOT = tracking.REPO / "data"
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = OneLineParser(description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n\n", 1)[1],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--table", type=int, required=True, help="paper table: 1 (attention), 2 (TF-Dec targets), "
-                        "3 (Baseline and FTN per dataset)")
+    which = parser.add_mutually_exclusive_group(required=True)
+    which.add_argument("--table", type=int, help="paper table: 1 (attention), 2 (TF-Dec targets), "
+                       "3 (Baseline and FTN per dataset); read from ablations/studies/table{N}.toml")
+    which.add_argument("--study", metavar="FILE", help="a study file (TOML: rows, a sweep, claims; "
+                       "see docs/studies.md)")
     parser.add_argument("--dataset", nargs="+", default=["synthetic"], metavar="NAME",
                         help=f"one or more of: {', '.join(runner.DATASETS)} (default: synthetic, generated on first use)")
     parser.add_argument("--root", default=str(DEFAULT_ROOT),
@@ -125,6 +129,7 @@ def init_distributed() -> tuple[int, int]:
 @cli_main
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    study = studies.load(args.study) if args.study else studies.paper_study(args.table)  # checked whole, first
     argv = sys.argv if argv is None else ["ablations/run.py", *argv]
     rank, world = init_distributed()
     shard = parse_shard(args.shard)
@@ -137,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
 
         if torch.cuda.is_available():
             sets["train.device"] = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
-    plan = runner.build_plan(args.table, args.variants, args.seeds, args.dataset, args.root, preset, sets, shard,
+    plan = runner.build_plan(study, args.variants, args.seeds, args.dataset, args.root, preset, sets, shard,
                               args.controls)
     work_dir = Path(args.work_dir)
     runner.check_work_dir(work_dir)
@@ -148,6 +153,9 @@ def main(argv: list[str] | None = None) -> int:
     if rank == 0:
         print(f"preset: {preset} ({why})", flush=True)
     if args.dry_run:  # reads the data and the store, creates nothing
+        if rank == 0 and not study.is_paper:
+            print(f"study {study.name} ({study.path}, hash {study.digest}): {len(study.rows)} rows, "
+                  f"{len(study.claims)} claim(s), Δ against {study.reference}", flush=True)
         with read_only_cache():
             runner.read_data(plan, generate=False)
         client = tracking.open_store(uri, create=False) if rank == 0 else None
@@ -182,6 +190,7 @@ def main(argv: list[str] | None = None) -> int:
         if rank == 0:
             with deferred_interrupts():  # each parent run is created whole, or not at all
                 parents = runner.start_parents(todo, client, argv)
+            runner.reuse_runs(todo, client, parents)
         failed = runner.execute(plan, client, work_dir, parents, splits, rank, world, args.keep_checkpoints)
     except (Interrupted, KeyboardInterrupt) as err:
         if rank == 0:
@@ -198,7 +207,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: {len(failed)} run(s) FAILED: {', '.join(failed)}", file=sys.stderr)
             return 1
         store = f" --tracking-uri {shlex.quote(args.tracking_uri)}" if args.tracking_uri else ""
-        print(f"all runs finished; build the report with: python reports/build.py --table {args.table}{store}")
+        which = f"--table {study.table}" if study.is_paper else f"--study {shlex.quote(args.study)}"
+        print(f"all runs finished; build the report with: python reports/build.py {which}{store}")
     return 0
 
 

@@ -1,4 +1,6 @@
-"""Plan and execute the runs of a table: variants × seeds, resumable, tracked in MLflow."""
+"""Plan and execute the runs of a study (a paper table or a study file): rows × seeds,
+resumable, tracked in MLflow; a FINISHED run of the same configuration in another experiment is
+copied instead of trained again."""
 
 from __future__ import annotations
 
@@ -14,7 +16,8 @@ import mlflow
 import torch
 
 from ablations import tracking
-from ablations.variants import Variant, variants
+from ablations.study import Study, Variant, as_study
+from ablations.variants import variants
 from ftn_core.config import HOW_IT_RUNS, Config, config_hash, flatten, override, to_dict, validate
 from ftn_core.data.loading import build_data, load_splits
 from ftn_core.data.types import DatasetSplits
@@ -29,7 +32,7 @@ DATASETS = ("synthetic", "market1501", "dukemtmcreid", "cuhk03_labeled", "cuhk03
 
 @dataclass
 class PlannedRun:
-    table: int
+    study: Study
     variant: Variant
     seed: int
     dataset: str
@@ -44,8 +47,16 @@ class PlannedRun:
     """The digest of the data this run reads (``ftn_core.data.digest``): with ``hash``, the run's
     identity, so edited data is a new run and never an old result."""
     status: str = "new"
-    """new | resume (an unfinished run exists) | done (FINISHED: skipped)"""
+    """new | resume (an unfinished run exists) | done (FINISHED: skipped) | reuse (a FINISHED run
+    of the same configuration and data in another experiment: copied, not trained)"""
     run_id: str | None = None
+    source: object | None = None
+    """The MLflow run a ``reuse`` copies."""
+
+    @property
+    def table(self) -> int | None:
+        """The paper table whose numbers the study's rows are set beside (None: none)."""
+        return self.study.table
 
     @property
     def name(self) -> str:
@@ -68,12 +79,14 @@ def choose_preset(preset: str | None, datasets: list[str]) -> tuple[str, str]:
     return "cpu", "the embedded synthetic data on a CPU-sized model (CUDA selects 'gpu', real data 'paper')"
 
 
-def build_plan(table: int, keys: list[str] | None, seeds: list[int], datasets: list[str], root: str,
+def build_plan(table: int | Study, keys: list[str] | None, seeds: list[int], datasets: list[str], root: str,
                preset: str, sets: dict[str, str], shard: tuple[int, int] = (0, 1),
                controls: bool = False) -> list[PlannedRun]:
-    """Every (dataset, variant, seed) to run, with its resolved config; ``shard`` = (K, N)
-    keeps the K-th of N disjoint slices (round robin in plan order); ``controls`` adds the
-    table's control rows (``base_matched``, ``oracle``)."""
+    """Every (dataset, variant, seed) to run, with its resolved config; ``table`` is a paper
+    table's number or a study (``ablations.study``); ``shard`` = (K, N) keeps the K-th of N
+    disjoint slices (round robin in plan order); ``controls`` adds the study's control rows
+    (Table 2's ``base_matched``, ``oracle``)."""
+    study = as_study(table)
     for d in datasets:
         if d not in DATASETS:
             raise FTNError(f"--dataset {d}: unknown; one of {', '.join(DATASETS)}")
@@ -82,8 +95,8 @@ def build_plan(table: int, keys: list[str] | None, seeds: list[int], datasets: l
         raise FTNError(f"--seeds {' '.join(map(str, bad))}: seeds must be integers ≥ 0")
     seeds = list(dict.fromkeys(seeds))  # --seeds 0 0 trains once
     datasets = list(dict.fromkeys(datasets))
-    chosen = variants(table, keys, controls)
-    check_sets_against_table(table, sets)
+    chosen = variants(study, keys, controls)
+    check_sets_against_table(study, sets)
     overrides = ", ".join(f"{k}={v}" for k, v in sets.items() if k not in HOW_IT_RUNS)
     plan = []
     for dataset in datasets:
@@ -102,14 +115,14 @@ def build_plan(table: int, keys: list[str] | None, seeds: list[int], datasets: l
                 cfg = variant.apply(base)
                 cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, seed=seed))
                 validate(cfg)
-                plan.append(PlannedRun(table, variant, seed, dataset, preset, cfg, config_hash(cfg),
-                                       tracking.experiment_name(table, dataset, preset), overrides))
+                plan.append(PlannedRun(study, variant, seed, dataset, preset, cfg, config_hash(cfg),
+                                       study.experiment(dataset, preset), overrides))
     k, n = shard
     return [p for i, p in enumerate(plan) if i % n == k]
 
 
-def table_axis(table: int) -> dict[str, list[str]]:
-    """The config keys Table ``table``'s rows differ by, each with the rows that set it."""
+def table_axis(table: int | Study) -> dict[str, list[str]]:
+    """The config keys a study's rows differ by, each with the rows that set it."""
     axis: dict[str, list[str]] = {}
     for v in variants(table, None, controls=True):
         for key, value in v.changes:
@@ -117,13 +130,15 @@ def table_axis(table: int) -> dict[str, list[str]]:
     return axis
 
 
-def check_sets_against_table(table: int, sets: dict[str, Any]) -> None:
-    """Refuse a ``--set`` of a key that the table's rows vary: it would be silently replaced
+def check_sets_against_table(table: int | Study, sets: dict[str, Any]) -> None:
+    """Refuse a ``--set`` of a key that the study's rows vary: it would be silently replaced
     by some rows and turn others into a row that is not the paper's (mislabelled)."""
-    axis = table_axis(table)
+    study = as_study(table)
+    axis = table_axis(study)
+    where = f"Table {study.table}" if study.is_paper else f"study {study.name}"
     for key, value in sets.items():
         if key in axis:
-            raise FTNError(f"--set {key}={value}: Table {table}'s rows set {key} themselves "
+            raise FTNError(f"--set {key}={value}: {where}'s rows set {key} themselves "
                            f"({'; '.join(axis[key][:3])}{'; …' if len(axis[key]) > 3 else ''}); choose rows with "
                            f"--variants instead")
 
@@ -152,7 +167,7 @@ def load_todo(plan: list[PlannedRun], splits: dict[str, DatasetSplits]) -> dict[
     """``splits`` with the (generated) synthetic data added when a run not yet done needs it."""
     out = dict(splits)
     for p in plan:
-        if p.status != "done" and p.dataset not in out:
+        if p.status not in ("done", "reuse") and p.dataset not in out:
             out[p.dataset] = _load(p)
     return out
 
@@ -170,18 +185,48 @@ def _load(p: PlannedRun) -> DatasetSplits:
 
 
 def mark_existing(plan: list[PlannedRun], client) -> None:
-    """Fill each planned run's status from the store: done, resume or new (a run of the same
-    configuration on other data is none of these: it is another run)."""
-    cache: dict[str, dict] = {}
+    """Fill each planned run's status from the store: done, resume, reuse or new (a run of the
+    same configuration on other data is none of these: it is another run).
+
+    A run is ``done`` or ``resume`` in its own experiment by (row key, seed, config hash, data
+    digest); failing that it is ``reuse`` when any experiment holds a FINISHED child run of the
+    same config hash and data digest (the seed is part of the hash), whatever its row is called."""
+    cache: dict[str, tuple[str | None, dict]] = {}
+    finished: dict[tuple[str, str], object] | None = None
     for p in plan:
         if p.experiment not in cache:
             exp = client.get_experiment_by_name(p.experiment)
-            cache[p.experiment] = tracking.child_runs(client, exp.experiment_id) if exp else {}
-        run = cache[p.experiment].get((p.variant.key, p.seed, p.hash, p.data_digest))
-        if run is None:
+            cache[p.experiment] = ((exp.experiment_id, tracking.child_runs(client, exp.experiment_id))
+                                   if exp else (None, {}))
+        exp_id, runs = cache[p.experiment]
+        run = runs.get((p.variant.key, p.seed, p.hash, p.data_digest))
+        if run is not None:
+            p.run_id = run.info.run_id
+            p.status = "done" if run.info.status == "FINISHED" else "resume"
             continue
-        p.run_id = run.info.run_id
-        p.status = "done" if run.info.status == "FINISHED" else "resume"
+        if not p.data_digest:  # runs from before data digests are never taken for this data
+            continue
+        if finished is None:
+            finished = tracking.finished_by_config(client)
+        source = finished.get((p.hash, p.data_digest))
+        if source is not None and source.info.experiment_id != exp_id:
+            p.status, p.source = "reuse", source
+
+
+def reuse_runs(plan: list[PlannedRun], client, parent_ids: dict[str, str]) -> None:
+    """Copy each ``reuse`` run's FINISHED source (params, metric history, artifacts) into the
+    plan's experiment as a child of this invocation's parent run, tagged ``reused_from``; it is
+    then ``done``."""
+    todo = [p for p in plan if p.status == "reuse"]
+    for i, p in enumerate(todo, 1):
+        print(f"[reuse {i}/{len(todo)}] {p.experiment} {p.name}: the same configuration and data are FINISHED "
+              f"as {p.source.info.run_name} ({p.source.info.run_id[:8]}); copying it, no training", flush=True)
+        exp_id = tracking.get_or_create_experiment(client, p.experiment)
+        with deferred_interrupts():
+            p.run_id = tracking.copy_run(client, p.source, exp_id, p.name, _child_tags(p) | {
+                "skipped_images": p.source.data.tags.get("skipped_images", "0"),
+                "mlflow.parentRunId": parent_ids[p.experiment]})
+        p.status = "done"
 
 
 def checkpoint_path(work_dir: Path, p: PlannedRun) -> Path:
@@ -193,17 +238,21 @@ def format_plan(plan: list[PlannedRun], work_dir: Path) -> str:
              f"what differs from FTN"]
     disk = 0
     for p in plan:
-        diff = ", ".join(f"{k}={v}" for k, v in p.variant.changes) or "(full FTN)"
+        diff = ", ".join(f"{k.removeprefix('model.')}={v}" for k, v in p.variant.changes) or "(full FTN)"
         status = p.status
         ckpt = checkpoint_path(work_dir, p)
         size = ckpt.stat().st_size if ckpt.exists() else 0
         disk += size
         if status == "resume" and not size:
             status = "restart"
+        if status == "reuse":
+            diff += f"  (copied from {p.source.info.run_name} {p.source.info.run_id[:8]})"
         lines.append(f"{p.experiment:<28} {p.name:<14} {p.hash:<12} {p.data_digest[:8]:<8} {status:<8} "
                      f"{f'{size / 2**20:.0f} MiB' if size else '-':>10}  {diff}")
-    todo = sum(p.status != "done" for p in plan)
-    lines.append(f"{len(plan)} runs, {len(plan) - todo} already done, {todo} to run; their checkpoints "
+    todo = sum(p.status not in ("done", "reuse") for p in plan)
+    reuse = sum(p.status == "reuse" for p in plan)
+    copied = f", {reuse} to copy from other experiments" if reuse else ""
+    lines.append(f"{len(plan)} runs, {len(plan) - todo - reuse} already done{copied}, {todo} to run; their checkpoints "
                  f"take {disk / 2**20:.0f} MiB in {work_dir} now (one per unfinished run; a FINISHED "
                  f"run's is deleted unless --keep-checkpoints)")
     return "\n".join(lines)
@@ -211,8 +260,9 @@ def format_plan(plan: list[PlannedRun], work_dir: Path) -> str:
 
 def describe_start(plan: list[PlannedRun]) -> str:
     """One line saying what happens first and how long the whole plan should take."""
-    todo = [p for p in plan if p.status != "done"]
-    first = []
+    todo = [p for p in plan if p.status not in ("done", "reuse")]
+    reuse = sum(p.status == "reuse" for p in plan)
+    first = [f"copy {reuse} FINISHED run(s) of the same configuration from other experiments"] if reuse else []
     for p in todo:
         if p.dataset == "synthetic" and not synthetic_ready(p.cfg.data):
             first.append(f"generate the synthetic data in {p.cfg.data.root} (seconds)")
@@ -225,7 +275,7 @@ def describe_start(plan: list[PlannedRun]) -> str:
     else:
         estimate = (f"about {round(seconds / 60)} min" if seconds >= 90 else "under 2 min") + " on a quiet 2-core CPU"
     return (f"next: {'; then '.join(first + [f'train {len(todo)} run(s)'])}; "
-            f"{estimate} ({len(plan) - len(todo)} of {len(plan)} already done)")
+            f"{estimate} ({len(plan) - len(todo) - reuse} of {len(plan)} already done)")
 
 
 def synthetic_ready(cfg) -> bool:
@@ -285,7 +335,7 @@ def execute(plan: list[PlannedRun], client, work_dir: Path, parent_ids: dict[str
     SIGTERM, wherever it lands.
     """
     failed = []
-    todo = [p for p in plan if p.status != "done"]
+    todo = [p for p in plan if p.status not in ("done", "reuse")]
     for i, p in enumerate(todo, 1):
         if rank == 0:
             verb = "resuming" if p.status == "resume" else "training"
@@ -352,11 +402,15 @@ def log_rank_list(per_query: dict, splits: DatasetSplits, title: str, run_id: st
         mlflow.tracking.MlflowClient().log_artifact(run_id or mlflow.active_run().info.run_id, str(path))
 
 
-def _start_child(p: PlannedRun, client, parent_id: str, splits: DatasetSplits) -> str:
-    tags = {"kind": "child", "table": str(p.table), "variant": p.variant.key,
+def _child_tags(p: PlannedRun) -> dict[str, str]:
+    return {"kind": "child", "table": str(p.table or ""), "study": p.study.name, "variant": p.variant.key,
             "variant_label": p.variant.label, "seed": str(p.seed), "preset": p.preset,
             "dataset": p.dataset, "git_commit": tracking.git_commit(), "config_hash": p.hash,
-            "data_digest": p.data_digest, "skipped_images": str(splits.skipped), "overrides": p.overrides}
+            "data_digest": p.data_digest, "overrides": p.overrides}
+
+
+def _start_child(p: PlannedRun, client, parent_id: str, splits: DatasetSplits) -> str:
+    tags = _child_tags(p) | {"skipped_images": str(splits.skipped)}
     if p.run_id is not None:  # resume in the same MLflow run
         run = mlflow.start_run(run_id=p.run_id, log_system_metrics=True)
         mlflow.set_tags({"git_commit": tags["git_commit"]})
@@ -376,16 +430,19 @@ def _start_child(p: PlannedRun, client, parent_id: str, splits: DatasetSplits) -
 
 
 def start_parents(plan: list[PlannedRun], client, argv: list[str]) -> dict[str, str]:
-    """One parent run per experiment touched by this invocation."""
+    """One parent run per experiment touched by this invocation, with the study file as its
+    artifact (``study.toml``) and the file's hash as the tag ``study_hash``."""
     parents = {}
     for p in plan:
         if p.experiment in parents:
             continue
         exp_id = tracking.get_or_create_experiment(client, p.experiment)
-        run = client.create_run(exp_id, run_name=f"table{p.table}-{time.strftime('%Y%m%d-%H%M%S')}",
-                                tags={"kind": "parent", "table": str(p.table), "dataset": p.dataset,
+        run = client.create_run(exp_id, run_name=f"{p.study.name}-{time.strftime('%Y%m%d-%H%M%S')}",
+                                tags={"kind": "parent", "table": str(p.table or ""), "study": p.study.name,
+                                      "study_hash": p.study.digest, "dataset": p.dataset,
                                       "preset": p.preset, "command": " ".join(argv)[:5000],
                                       "git_commit": tracking.git_commit()})
+        client.log_text(run.info.run_id, p.study.text, "study.toml")
         parents[p.experiment] = run.info.run_id
     return parents
 

@@ -2,8 +2,8 @@
 
 Store layout: ``sqlite:///<repo>/mlruns/mlflow.db`` (MLflow's plain-folder file store raises an
 error since 3.13) with artifacts under ``<repo>/mlruns/artifacts/<experiment>``. One experiment
-per table × dataset × preset, one parent run per invocation, one child run per variant × seed
-named ``<variant>-s<seed>``.
+per study × dataset × preset (``table2-synthetic-cpu``, ``study-<name>-synthetic-cpu``), one parent
+run per invocation, one child run per variant × seed named ``<variant>-s<seed>``.
 """
 
 from __future__ import annotations
@@ -39,6 +39,7 @@ DEFAULT_TRACKING_URI = f"sqlite:///{MLRUNS / 'mlflow.db'}"
 
 
 def experiment_name(table: int, dataset: str, preset: str) -> str:
+    """A paper table's experiment (a study's: ``ablations.study.Study.experiment``)."""
     return f"table{table}-{dataset}-{preset}"
 
 
@@ -333,6 +334,50 @@ def child_runs(client: MlflowClient, experiment_id: str) -> dict[tuple[str, int,
         if key not in out or (run.info.status == "FINISHED" and out[key].info.status != "FINISHED"):
             out[key] = run
     return out
+
+
+def finished_by_config(client: MlflowClient) -> dict[tuple[str, str], Run]:
+    """The FINISHED child runs of every experiment keyed by (config hash, data digest), the
+    newest of each (runs copied from another run are skipped: their source is found)."""
+    exps = [e.experiment_id for e in client.search_experiments(max_results=50000)]
+    out: dict[tuple[str, str], Run] = {}
+    for i in range(0, len(exps), 100):  # search_runs takes at most 100 experiments at a time
+        runs = client.search_runs(exps[i:i + 100], filter_string="tags.kind = 'child' and attributes.status = 'FINISHED'",
+                                  order_by=["attributes.start_time DESC"], max_results=50000)
+        for run in runs:
+            tags = run.data.tags
+            key = (tags.get("config_hash", ""), tags.get("data_digest", ""))
+            if all(key) and "reused_from" not in tags and key not in out:
+                out[key] = run
+    return out
+
+
+def copy_run(client: MlflowClient, source: Run, experiment_id: str, name: str, tags: dict[str, str]) -> str:
+    """A FINISHED copy of the run ``source`` in ``experiment_id``: its params, the history of
+    every metric and its artifacts, with ``tags`` and ``reused_from`` = the source's id. Returns
+    the new run's id (a copy interrupted half-way is marked FAILED, so it is never reported)."""
+    from mlflow.entities import Metric, Param
+
+    run = client.create_run(experiment_id, run_name=name, tags={**tags, "reused_from": source.info.run_id,
+                                                               "reused_from_experiment": source.info.experiment_id})
+    run_id = run.info.run_id
+    try:
+        params = [Param(k, v) for k, v in source.data.params.items()]
+        for i in range(0, len(params), 100):
+            client.log_batch(run_id, params=params[i:i + 100])
+        metrics = [Metric(m.key, m.value, m.timestamp, m.step) for key in source.data.metrics
+                   for m in client.get_metric_history(source.info.run_id, key)]
+        for i in range(0, len(metrics), 1000):
+            client.log_batch(run_id, metrics=metrics[i:i + 1000])
+        with tempfile.TemporaryDirectory() as tmp:
+            local = mlflow.artifacts.download_artifacts(run_id=source.info.run_id, dst_path=tmp,
+                                                        tracking_uri=client.tracking_uri)
+            client.log_artifacts(run_id, local)
+    except BaseException:
+        client.set_terminated(run_id, "FAILED")
+        raise
+    client.set_terminated(run_id, "FINISHED")
+    return run_id
 
 
 def git_commit() -> str:

@@ -3,10 +3,13 @@
 For each experiment ``table{N}-{dataset}-{preset}`` in the store it writes
 ``<out>/table{N}/<dataset>-<preset>/``: the table (Markdown, CSV, LaTeX) beside the paper's
 numbers, figures (PNG + PDF), visual figures from the saved weights, an efficiency table and
-a README; ``<out>/table{N}/README.md`` shows every experiment of the table. The same files
-are logged as artifacts (``report/``) of the experiment's newest parent run.
+a README; ``<out>/table{N}/README.md`` shows every experiment of the table. A study file's
+experiments (``study-{name}-{dataset}-{preset}``) go to ``<out>/study-{name}/``, with the sweep
+figure when the study has a sweep. The same files are logged as artifacts (``report/``) of the
+experiment's newest parent run.
 
     python reports/build.py --table 2
+    python reports/build.py --study ablations/studies/lambda3.toml
     python reports/build.py --experiment table2-synthetic-cpu --tracking-uri sqlite:///x.db
 """
 
@@ -32,10 +35,12 @@ from mlflow import MlflowClient  # noqa: E402
 from mlflow.exceptions import MlflowException  # noqa: E402
 
 from ftn_core.errors import FTNError, OneLineParser, check_writable_dir, cli_main  # noqa: E402
-from reports import claims, diagnostics, efficiency, figures, ranklists, tables, visual  # noqa: E402
+from ablations import study as studies  # noqa: E402
+from reports import claims, diagnostics, efficiency, figures, ranklists, sweep, tables, visual  # noqa: E402
 from reports.index import experiment_readme, table_index  # noqa: E402
 from reports.load import (LOSS_KEYS, REPO, TableRuns, artifact_json, artifact_path,  # noqa: E402
-                          connect, find_experiments, load_runs, metric_history, per_query_results)
+                          connect, find_experiments, load_runs, metric_history, per_query_results,
+                          study_experiments)
 
 
 @dataclass
@@ -80,7 +85,8 @@ def build_experiment(client: MlflowClient, tr: TableRuns, folder: Path, visuals:
     else:
         rep.notes.append("no per_query.npz in these runs (trained before per-query results existed): "
                          "no confidence intervals or claims; `python ablations/per_query.py` adds them")
-    caption = f"Table {tr.table} on {tr.dataset} ({tr.preset} preset): ours vs the paper"
+    caption = (f"Table {tr.table} on {tr.dataset} ({tr.preset} preset): ours vs the paper" if tr.study.is_paper
+               else f"Study {tr.study.name} on {tr.dataset} ({tr.preset} preset): Δ against {tr.study.reference}")
     tables.write_tables(rep.summary, folder, caption)
     note = paper_note(tr.dataset)
     rep.figures["delta_ci"] = figures.delta_intervals(rep.summary, tr.table, note,
@@ -232,7 +238,19 @@ def log_report(client: MlflowClient, rep: Report) -> None:
 
 
 def table_folder(out: Path, tr: TableRuns) -> Path:
-    return out / f"table{tr.table}" / f"{tr.dataset}-{tr.preset}"
+    return out / study_folder(tr.study) / f"{tr.dataset}-{tr.preset}"
+
+
+def study_folder(study: studies.Study) -> str:
+    return f"table{study.table}" if study.is_paper else f"study-{study.name}"
+
+
+def add_sweep_figure(rep: Report) -> None:
+    """The sweep figure of a study with a ``[sweep]``, added to the experiment's README."""
+    if rep.tr.study.sweep is None or rep.summary is None:
+        return
+    rep.figures["sweep"] = sweep.figure(rep.summary, rep.tr.runs, rep.tr.study, rep.folder / "sweep")
+    (rep.folder / "README.md").write_text(experiment_readme(rep), encoding="utf-8")
 
 
 @cli_main
@@ -242,6 +260,8 @@ def main(argv: list[str] | None = None) -> int:
                                      epilog="\n\n".join(__doc__.split("\n\n")[1:]))
     parser.add_argument("--table", type=int, choices=[1, 2, 3],
                         help="only this table's experiments (default: every table in the store)")
+    parser.add_argument("--study", metavar="FILE", help="the experiments of this study file "
+                        "(ablations/run.py --study FILE), instead of the paper's tables")
     parser.add_argument("--experiment", help="only this experiment, e.g. table2-synthetic-cpu")
     parser.add_argument("--tracking-uri", default=None,
                         help="MLflow store (default sqlite:///<repo>/mlruns/mlflow.db) or server URL")
@@ -253,17 +273,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-log", action="store_true",
                         help="do not log the report to the parent run (leave the store untouched)")
     args = parser.parse_args(argv)
+    study = studies.load(args.study) if args.study else None
+    if study is not None and (args.table or args.experiment):
+        raise FTNError("--study: give it alone, without --table or --experiment")
     check_writable_dir(args.out, "--out", "cannot write the report there")
     client, uri = connect(args.tracking_uri)
     built: list[Report] = []
-    for exp in find_experiments(client, args.table, args.experiment):
-        tr = load_runs(client, exp)
+    exps = study_experiments(client, study) if study else find_experiments(client, args.table, args.experiment)
+    for exp in exps:
+        tr = load_runs(client, exp, study)
         if tr.runs.empty:
             why = "; ".join(tr.left_out) or "no child runs"
             print(f"skipped {exp.name}: no usable (FINISHED) child runs ({why})", file=sys.stderr)
             continue
         rep = build_experiment(client, tr, table_folder(args.out, tr), not args.no_visual,
                                not args.no_efficiency, not args.no_log)
+        add_sweep_figure(rep)
         log_report(client, rep)
         built.append(rep)
         print(f"{exp.name}: {len(tr.runs)} runs, {len(tr.left_out)} reason(s) to leave runs out, "
@@ -272,8 +297,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  {line}")
     if not built:
         raise FTNError("no experiment had FINISHED child runs to report; see the lines above")
-    for table in sorted({r.tr.table for r in built}):
-        index = table_index(args.out / f"table{table}", table)
+    for table in sorted({r.tr.study for r in built}, key=lambda s: s.name):
+        index = table_index(args.out / study_folder(table), table.table if table.is_paper else table)
         print(f"index: {_rel(index)}")
     return 0
 

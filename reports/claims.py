@@ -1,4 +1,5 @@
-"""A verdict per checkable claim of the paper: holds, fails or inconclusive, with its evidence.
+"""A verdict per checkable claim of a study (the paper's, or a study file's ``[[claim]]``):
+holds, fails or inconclusive, with its evidence.
 
 An ordering claim "A > B" is judged by the paired bootstrap Δ (A − B, over queries and the
 seeds both have complete, ``reports.stats``): *holds* when the 95 % interval is above 0, *fails*
@@ -20,22 +21,6 @@ from ablations.variants import paper_results
 from reports import stats, tables
 from reports.load import TableRuns
 
-# (claim, [(A, B), …] meaning A > B on R-1, the paper's section)
-ORDERINGS: dict[int, list[tuple[str, list[tuple[str, str]], str]]] = {
-    1: [("CFA beats the Baseline", [("cfa", "base")], "Table 1"),
-        ("CFA beats each of its ablations (w/o PA, w/o CA, w/o CMP)",
-         [("cfa", "cfa_no_pa"), ("cfa", "cfa_no_ca"), ("cfa", "cfa_no_cmp")], "Table 1"),
-        ("each CFA ablation still beats the Baseline",
-         [("cfa_no_pa", "base"), ("cfa_no_ca", "base"), ("cfa_no_cmp", "base")], "Table 1"),
-        ("PAM-CAM is below CFA", [("cfa", "pamcam")], "Table 1"),
-        ("CA matters most (w/o CA is the weakest ablation)",
-         [("cfa_no_pa", "cfa_no_ca"), ("cfa_no_cmp", "cfa_no_ca")], "Table 1, §4.2")],
-    2: [("every reconstruction strategy (a)–(g) beats the Baseline",
-         [(k, "base") for k in "abcdefg"], "Table 2"),
-        ("(g) is the best strategy", [("g", k) for k in "abcdef"], "Table 2"),
-        ("the gradient loss helps: (f) < (g)", [("g", "f")], "Table 2"),
-        ("CAm guides better than PAm: (e) > (d)", [("e", "d")], "Table 2")],
-}
 PAPER_CFA = {"params_M": 1.3, "gmac": 0.168, "saving_pct": 83.4}
 
 
@@ -70,7 +55,7 @@ def kendall(tr: TableRuns, per_query: dict, dataset: str, metric: str = "rank1",
             n_resamples: int = 2000) -> tuple[float, float, float, int]:
     """Kendall τ between our per-variant means and the paper's (paper rows only), with a
     95 % bootstrap interval (queries and seeds resampled, as for Δ). Returns (τ, lo, hi, n)."""
-    paper = {r["row"]: r[metric] for r in paper_results(tr.table) if r["dataset"] == dataset}
+    paper = {r["row"]: r[metric] for r in paper_results(tr.study) if r["dataset"] == dataset}
     keys = [k for k in tr.order if k in paper and any(v == k for v, _ in per_query)]
     if len(keys) < 3:
         return math.nan, math.nan, math.nan, len(keys)
@@ -112,17 +97,20 @@ def cfa_cost() -> tuple[str, str]:
 
 def claims(tr: TableRuns, summary: pd.DataFrame, per_query: dict, cost: bool = True,
            n_resamples: int = stats.N_RESAMPLES) -> pd.DataFrame:
-    """The claims this experiment can check: claim, source, evidence, verdict."""
+    """The claims this experiment can check: claim, source, evidence, verdict. The orderings
+    are the study's ``[[claim]]`` entries; the paper's Tables 1–2 add the cost, focus and rank
+    agreement claims."""
     rows = []
     if cost and tr.table in (1, 2):
         rows.append(("CFA costs 1.3 M params and 0.168 GMAC, 83.4 % below PAM-CAM", "§4.2", *reversed(cfa_cost())))
     present = set(tr.order)
-    for claim, pairs, source in ORDERINGS.get(tr.table, []):
-        pairs = [(a, b) for a, b in pairs if a in present and b in present]
+    for claim in tr.study.claims:
+        pairs = [(a, b) for a, b in claim.pairs if a in present and b in present]
         if not pairs:
             continue
-        verdict, evidence = ordering_verdict(per_query, pairs, "rank1", n_resamples)
-        rows.append((claim, source, f"R-1 Δ with 95 % CI: {evidence}", verdict))
+        verdict, evidence = ordering_verdict(per_query, pairs, claim.metric, n_resamples)
+        title = tables.METRICS[claim.metric]
+        rows.append((claim.text, claim.source, f"{title} Δ with 95 % CI: {evidence}", verdict))
     if tr.table == 2 and "g" in present:
         focus = tr.runs.loc[tr.runs["variant"] == "g", "metrics.val/fg_focus_norm_attn"] \
             if "metrics.val/fg_focus_norm_attn" in tr.runs else pd.Series(dtype=float)
@@ -137,11 +125,11 @@ def claims(tr: TableRuns, summary: pd.DataFrame, per_query: dict, cost: bool = T
         rows.append(("FTN's attention sits on the person (Figs. 4–5)", "Figs. 4–5",
                      f"normalised focus of A′ for (g): {mean:.1f} ({interval}; 0 = uniform, 100 = ideal)",
                      verdict))
-    if per_query:
+    if per_query and tr.study.table is not None:
         tau, lo, hi, n = kendall(tr, per_query, tables.paper_dataset(tr.dataset))
         verdict = (NO_EVIDENCE if math.isnan(tau) else "inconclusive" if lo <= 0 <= hi
                    else "holds" if lo > 0 else "fails")
-        rows.append((f"our ordering of the Table {tr.table} rows follows the paper's", f"Table {tr.table}",
+        rows.append((f"our ordering of the Table {tr.study.table} rows follows the paper's", f"Table {tr.study.table}",
                      "Kendall τ on R-1 = " + f"{tau:+.2f} (95 % CI [{lo:+.2f}, {hi:+.2f}], {n} rows)".replace("-", "−"),
                      verdict))
     return pd.DataFrame(rows, columns=["claim", "source", "evidence", "verdict"])

@@ -43,6 +43,8 @@ FIGURES = [
     ("ranklist_g", "Rank lists: FTN (g)", "The same queries for the full model, with its own AP."),
     ("ranklist_cfa", "Rank lists: Base. + CFA", "The same queries for CFA, with its own AP."),
     ("ranklist_ftn", "Rank lists: FTN", "The same queries for FTN, with its own AP."),
+    ("sweep", "The sweep", "R-1 and mAP against the swept value: mean over seeds, bars = its 95 % "
+     "interval (t over seeds), dots = single seeds; a log axis when the values span decades."),
 ]
 
 
@@ -76,11 +78,17 @@ def experiment_readme(rep: Report) -> str:
     paper = tables.paper_dataset(tr.dataset)
     paper_name = PAPER_NAMES.get(paper, paper)
     seeds = sorted(set(tr.runs["seed"]))
-    out = [f"# Table {tr.table} — {tr.dataset}, preset `{tr.preset}`", "",
-           f"Experiment `{tr.experiment}` (id {tr.experiment_id}): {_n(len(tr.runs), 'FINISHED child run')}"
-           f", {_n(len(tr.order), 'variant')} × {_n(len(seeds), 'seed')} "
-           f"({' '.join(map(str, seeds))}). "
-           "Reports use FINISHED runs only, the newest one per (variant, seed).", ""]
+    study = tr.study
+    title = f"Table {tr.table}" if study.is_paper else f"Study {study.name}"
+    out = [f"# {title} — {tr.dataset}, preset `{tr.preset}`", ""]
+    if not study.is_paper:
+        out += [f"{study.description or study.name} (study file `{study.path}`, hash `{study.digest}`). "
+                f"Every Δ below is taken against the reference row `{study.reference}` (the tables' "
+                "\"Baseline\" column headings mean it).", ""]
+    out += [f"Experiment `{tr.experiment}` (id {tr.experiment_id}): {_n(len(tr.runs), 'FINISHED child run')}"
+            f", {_n(len(tr.order), 'variant')} × {_n(len(seeds), 'seed')} "
+            f"({' '.join(map(str, seeds))}). "
+            "Reports use FINISHED runs only, the newest one per (variant, seed).", ""]
     if tr.left_out:
         out += ["Runs left out: " + "; ".join(tr.left_out) + ".", ""]
     else:
@@ -91,7 +99,9 @@ def experiment_readme(rep: Report) -> str:
         out += ["**Seeds left out of a Δ** (every Δ, interval, mark and claim pairs runs by seed and uses "
                 "only the seeds both sides have complete):", ""]
         out += [f"- {g}" for g in rep.seed_gaps] + [""]
-    if paper != tr.dataset:
+    if study.table is None:
+        out += ["The paper has no numbers for these rows: its columns stay empty (—).", ""]
+    elif paper != tr.dataset:
         out += [f"The paper has no numbers for `{tr.dataset}`; its {paper_name} numbers are "
                 "shown instead, so compare the *direction* of changes (Δ), not the levels.", ""]
     else:
@@ -142,7 +152,7 @@ def _uncertainty_section(rep) -> list[str]:
     s = rep.summary
     if "d_rank1_lo" not in s:
         return []
-    rows = s[s["variant"] != tables.BASELINE]
+    rows = s[s["variant"] != rep.tr.study.reference]
     seeds = int(s["n"].max())
     n_res = int(s["n_resamples"].iloc[0])
     covers = "query sampling and training seed" if seeds > 1 else "query sampling only: with one seed, " \
@@ -210,7 +220,8 @@ def _claims_section(rep) -> list[str]:
     seeds = int(rep.summary["n"].max())
     noise = ("query sampling and training seed" if seeds > 1 else
              "query sampling only (one seed: run-to-run noise is not covered; add seeds with --seeds)")
-    return ["## Claims of the paper", "", tables.markdown_cells(rep.claims.rename(columns=str.capitalize)), "",
+    title = "Claims of the paper" if rep.tr.study.is_paper else "Claims"
+    return [f"## {title}", "", tables.markdown_cells(rep.claims.rename(columns=str.capitalize)), "",
             "Verdicts: *holds* (the 95 % interval agrees with the claim), *fails* (it contradicts "
             f"it), *inconclusive* (it contains 0), *no evidence* (no seed with complete runs of both "
             f"sides). The intervals cover {noise}, over the seeds both sides have. [CSV](claims.csv)", ""]
@@ -279,11 +290,15 @@ def _diagnostics_section(rep: Report) -> list[str]:
 _LINK = re.compile(r"\]\((?!https?://|#|/|<)([^)]+)\)")
 
 
-def table_index(table_dir: Path, table: int) -> Path:
-    """``table_dir/README.md``: every experiment README below it, links re-rooted."""
+def table_index(table_dir: Path, table) -> Path:
+    """``table_dir/README.md``: every experiment README below it, links re-rooted; ``table`` is
+    a paper table's number or a study (``ablations.study.Study``)."""
     parts = sorted(p.parent for p in table_dir.glob("*/README.md"))
-    out = [f"# Table {table}: our ablation runs beside the paper", "",
-           "Regenerate with `python reports/build.py --table " f"{table}` (no training). "
+    if isinstance(table, int):
+        head, how = f"Table {table}: our ablation runs beside the paper", f"--table {table}"
+    else:
+        head, how = f"Study {table.name}: {table.description or 'our ablation runs'}", f"--study {table.path}"
+    out = [f"# {head}", "", f"Regenerate with `python reports/build.py {how}` (no training). "
            "Experiments:", ""]
     out += [f"- [{p.name}]({p.name}/README.md)" for p in parts]
     out.append("")

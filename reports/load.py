@@ -1,7 +1,8 @@
 """Read the ablation runs back from the MLflow store (the report's only input; STYLE §6).
 
-Store layout (written by ``ablations/``): one experiment per table × dataset × preset named
-``table{N}-{dataset}-{preset}``; one parent run per runner invocation (``tags.kind=parent``);
+Store layout (written by ``ablations/``): one experiment per study × dataset × preset named
+``table{N}-{dataset}-{preset}`` (the paper's tables) or ``study-{name}-{dataset}-{preset}`` (a
+study file, ``ablations.study``); one parent run per runner invocation (``tags.kind=parent``);
 one child run per variant × seed (``tags.kind=child``, ``tags.variant``, ``tags.seed``) with
 ``val/*`` metrics in percent and the artifacts ``config.json``, ``metrics.json``, ``model.pt``.
 """
@@ -23,6 +24,8 @@ from mlflow.exceptions import MlflowException
 from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
 from mlflow.store.artifact.local_artifact_repo import LocalArtifactRepository
 
+import ablations.study as studies
+from ablations.study import Study
 from ablations.variants import variants
 from ftn_core.errors import FTNError
 
@@ -52,7 +55,8 @@ class TableRuns:
 
     experiment: str
     experiment_id: str
-    table: int
+    table: int | Study
+    """The paper table's number, or the study (a study file's runs)."""
     dataset: str
     preset: str
     runs: pd.DataFrame
@@ -67,8 +71,13 @@ class TableRuns:
     other data are left out. "" = runs from before data digests."""
 
     @property
+    def study(self) -> Study:
+        """The rows, reference and claims these runs are reported with."""
+        return studies.as_study(self.table)
+
+    @property
     def order(self) -> list[str]:
-        """Variant keys present, in the paper's table order."""
+        """Variant keys present, in the study's row order."""
         present = set(self.runs["variant"])
         return [v.key for v in variants(self.table, controls=True) if v.key in present]
 
@@ -97,6 +106,16 @@ def connect(uri: str | None) -> tuple[MlflowClient, str]:
         raise FTNError(f"cannot read the tracking store {uri}: "
                        f"{str(err).splitlines()[0][:200]}") from None
     return client, uri
+
+
+def study_experiments(client: MlflowClient, study: Study) -> list[Experiment]:
+    """The experiments of ``study`` (``<prefix>-<dataset>-<preset>``), sorted by name."""
+    pattern = re.compile(rf"^{re.escape(study.prefix)}-[^-]+-[^-]+$")
+    found = [e for e in client.search_experiments(max_results=1000) if pattern.match(e.name)]
+    if not found:
+        raise FTNError(f"no experiment of study {study.name} in the store: run "
+                       f"`python ablations/run.py --study {study.path}` first")
+    return sorted(found, key=lambda e: e.name)
 
 
 def find_experiments(client: MlflowClient, table: int | None = None,
@@ -129,10 +148,13 @@ def _table_of(exp: Experiment) -> int | None:
     return int(m.group(1)) if m else None
 
 
-def load_runs(client: MlflowClient, exp: Experiment) -> TableRuns:
-    """FINISHED child runs, newest per (variant, seed); the rest counted in ``left_out``."""
+def load_runs(client: MlflowClient, exp: Experiment, study: Study | None = None) -> TableRuns:
+    """FINISHED child runs, newest per (variant, seed); the rest counted in ``left_out``.
+    ``study``: the study the experiment belongs to (default: the paper table its name says)."""
     m = NAME_RE.match(exp.name)
     table, dataset, preset = (int(m.group(1)), m.group(2), m.group(3)) if m else (0, "?", "?")
+    if study is not None:
+        table, (dataset, preset) = (study.table if study.is_paper else study), exp.name.rsplit("-", 2)[1:]
     df = _search(client, exp, "tags.kind = 'child'")
     parents = _search(client, exp, "tags.kind = 'parent'")
     parent_id = None
@@ -150,7 +172,8 @@ def load_runs(client: MlflowClient, exp: Experiment) -> TableRuns:
     df["variant"] = df["tags.variant"]
     df["seed"] = pd.to_numeric(df["tags.seed"], errors="coerce")
     df["name"] = df["tags.mlflow.runName"].fillna(df["run_id"].str[:8])
-    known = {v.key: v.label for v in variants(table, controls=True)} if table in (1, 2, 3) else {}
+    known = ({v.key: v.label for v in variants(table, controls=True)}
+             if isinstance(table, Study) or table in studies.PAPER_TABLE_NUMBERS else {})
     df["variant_label"] = df["tags.variant_label"].fillna(df["variant"].map(known))
     if "tags.overrides" in df:  # a row run with --set is labelled as modified, never as the paper's
         mod = df["tags.overrides"].fillna("").astype(str)
@@ -170,7 +193,8 @@ def load_runs(client: MlflowClient, exp: Experiment) -> TableRuns:
         drop(df["status"] == status, f"{status} run(s)")
     drop(df["status"] != "FINISHED", "run(s) with another status")
     drop(df["variant"].isna() | df["seed"].isna(), "run(s) without variant/seed tags")
-    drop(~df["variant"].isin(list(known)), f"run(s) of variants not in Table {table}")
+    drop(~df["variant"].isin(list(known)), f"run(s) of variants not in "
+                                           f"{'study' if isinstance(table, Study) else 'Table'} {table}")
     df = df.sort_values("start_time", ascending=False)
     df["data_digest"] = df["tags.data_digest"].fillna("").astype(str)
     digest = str(df["data_digest"].iloc[0]) if len(df) else ""

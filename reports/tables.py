@@ -1,5 +1,8 @@
 """The ablation table: our mean ± std over seeds beside the paper's numbers and Δ-vs-Baseline.
 
+Δ is taken against the study's reference row (``Study.reference``: the Baseline in the paper's
+tables, any row in a study file); "Baseline" below means that row.
+
 Our metrics are the last logged ``val/*`` values of each run, in percent like the paper's.
 ``±`` is the sample standard deviation (ddof = 1) over seeds; one seed gives no ±.
 Controls (``Variant.control``: not rows of the paper) get no paper numbers, stay out of the
@@ -20,7 +23,7 @@ import numpy as np
 import pandas as pd
 from scipy.stats import spearmanr
 
-from ablations.variants import paper_results, variants
+from ablations.variants import paper_results
 from reports import stats
 from reports.load import TableRuns
 
@@ -29,10 +32,9 @@ METRICS = {"rank1": "R-1", "rank5": "R-5", "mAP": "mAP", "mINP": "mINP"}
 DELTA_METRICS = ("rank1", "mAP")
 """The paper reports R-1 and mAP only, so Δ is compared on those."""
 BASELINE = "base"
+"""The reference row of the paper's tables."""
 FULL = "g"
 """Table 2's full model: the TF-Dec variant whose gap the ``base_matched`` control explains."""
-CONTROL_REFERENCE = {"base_matched": BASELINE, "oracle": FULL}
-"""Each control and the row it is compared with."""
 
 
 def paper_dataset(dataset: str) -> str:
@@ -52,9 +54,30 @@ def paired_seeds(complete: set[tuple[str, int]], a: str, b: str) -> list[int]:
     return sorted(s for v, s in complete if v == a and (b, s) in complete)
 
 
-def reference_of(variant: str) -> str:
-    """The row a variant's Δ is taken against: the Baseline, or a control's own reference."""
-    return CONTROL_REFERENCE.get(variant, BASELINE)
+def reference_of(tr: TableRuns, variant: str) -> str:
+    """The row a variant's own comparison is against: the study's reference, or a control's own."""
+    return tr.study.reference_of(variant)
+
+
+def _reference(summary: pd.DataFrame) -> str:
+    """The key of the row every Δ of ``summary`` is against."""
+    if "is_reference" in summary and summary["is_reference"].any():
+        return str(summary.loc[summary["is_reference"].astype(bool), "variant"].iloc[0])
+    return BASELINE
+
+
+def _is_ref(r) -> bool:
+    """Whether the summary row ``r`` (a named tuple) is the reference row."""
+    return bool(getattr(r, "is_reference", r.variant == BASELINE))
+
+
+def reference_name(summary: pd.DataFrame) -> str:
+    """How the text names the reference row: "our Baseline", or "the reference (<label>)"."""
+    ref = _reference(summary)
+    if ref == BASELINE:
+        return "our Baseline"
+    found = summary[summary["variant"] == ref]
+    return f"the reference ({found['variant_label'].iloc[0] if len(found) else ref})"
 
 
 def paired_delta(tr: TableRuns, complete: set[tuple[str, int]], a: str, b: str, metric: str) -> tuple[float, int]:
@@ -76,8 +99,8 @@ def seed_gaps(tr: TableRuns, per_query: dict[tuple[str, int], dict] | None = Non
     seeds = {v: {int(sd) for sd in tr.runs.loc[tr.runs["variant"] == v, "seed"]} for v in tr.order}
     missing: dict[tuple[str, int], list[str]] = {}
     for v in tr.order:
-        ref = reference_of(v)
-        if v == BASELINE or ref not in seeds:
+        ref = reference_of(tr, v)
+        if v == tr.study.reference or ref not in seeds:
             continue
         for sd in sorted(seeds[v] | seeds[ref]):
             for side in (v, ref):
@@ -91,19 +114,23 @@ def seed_gaps(tr: TableRuns, per_query: dict[tuple[str, int], dict] | None = Non
 
 
 def summarize(tr: TableRuns, per_query: dict[tuple[str, int], dict] | None = None) -> pd.DataFrame:
-    """One row per variant (table order): ``control``, ``n``, ``<m>_mean`` / ``<m>_std`` for
-    METRICS and ``fg_focus``, ``paper_<m>`` (NaN for controls), ``d_<m>`` (ours − our
-    Baseline over the seeds both have complete; ``n_paired`` of them) and ``paper_d_<m>``."""
+    """One row per variant (table order): ``control``, ``is_reference`` (the study's reference
+    row), ``n``, ``<m>_mean`` / ``<m>_std`` for METRICS and ``fg_focus``, ``paper_<m>`` (NaN for
+    controls and studies without paper numbers), ``d_<m>`` (ours − our Baseline over the seeds
+    both have complete; ``n_paired`` of them) and ``paper_d_<m>``."""
     runs = tr.runs
     complete = complete_runs(tr, per_query)
-    controls = {v.key for v in variants(tr.table, controls=True) if v.control}
-    paper = {r["row"]: r for r in paper_results(tr.table)
+    study = tr.study
+    base = study.reference
+    controls = {v.key for v in study.rows if v.control}
+    paper = {r["row"]: r for r in paper_results(study)
              if r["dataset"] == paper_dataset(tr.dataset) and r["row"] not in controls}
     rows = []
     for key in tr.order:
         sub = runs[runs["variant"] == key]
         row: dict = {"variant": key, "variant_label": sub["variant_label"].iloc[0],
-                     "control": key in controls, "n": len(sub),
+                     "control": key in controls, "is_reference": key == base,
+                     "reference": reference_of(tr, key), "n": len(sub),
                      "seeds": " ".join(str(s) for s in sorted(sub["seed"]))}
         for m in (*METRICS, "fg_focus"):
             col = f"metrics.val/{m}"
@@ -112,13 +139,13 @@ def summarize(tr: TableRuns, per_query: dict[tuple[str, int], dict] | None = Non
             row[f"{m}_std"] = values.std(ddof=1) if values.notna().sum() > 1 else math.nan
         for m in DELTA_METRICS:
             row[f"paper_{m}"] = paper[key][m] if key in paper else math.nan
-            row[f"d_{m}"], paired = paired_delta(tr, complete, key, BASELINE, m)
-            row[f"d_{m}_vs_ref"] = paired_delta(tr, complete, key, reference_of(key), m)[0]
-        row["n_paired"] = paired if key != BASELINE else len(sub)
+            row[f"d_{m}"], paired = paired_delta(tr, complete, key, base, m)
+            row[f"d_{m}_vs_ref"] = paired_delta(tr, complete, key, reference_of(tr, key), m)[0]
+        row["n_paired"] = paired if key != base else len(sub)
         rows.append(row)
     df = pd.DataFrame(rows)
     for m in DELTA_METRICS:
-        paper0 = paper[BASELINE][m] if BASELINE in paper else math.nan
+        paper0 = paper[base][m] if base in paper else math.nan
         df[f"paper_d_{m}"] = df[f"paper_{m}"] - paper0
     return df
 
@@ -154,12 +181,13 @@ def add_uncertainty(summary: pd.DataFrame, tr: TableRuns, per_query: dict[tuple[
     seeds (on these queries) and queries (with these seeds) that ±1 and ±0.5 would need
     (``d_<m>_seeds_1``, ``d_<m>_queries_05``, …; NaN: out of reach that way)."""
     df = summary.copy()
+    base = tr.study.reference
     for m in DELTA_METRICS:
         cis = [stats.seed_interval(tr.runs.loc[tr.runs["variant"] == v, f"metrics.val/{m}"].to_numpy(float))
                if f"metrics.val/{m}" in tr.runs else (math.nan, math.nan) for v in df["variant"]]
         df[f"{m}_ci_lo"], df[f"{m}_ci_hi"] = [c[0] for c in cis], [c[1] for c in cis]
-        mats = [stats.paired_matrix(by_seed(per_query, v, m), by_seed(per_query, BASELINE, m))
-                if v != BASELINE else None for v in df["variant"]]
+        mats = [stats.paired_matrix(by_seed(per_query, v, m), by_seed(per_query, base, m))
+                if v != base else None for v in df["variant"]]
         deltas = [stats.bootstrap_delta(d, n_resamples) if d is not None else None for d in mats]
         parts = [stats.noise_parts(d) if d is not None else None for d in mats]
         df[f"d_{m}_half"] = [(d.hi - d.lo) / 2 if d else math.nan for d in deltas]
@@ -194,7 +222,7 @@ def rank_agreement(summary: pd.DataFrame, metric: str) -> tuple[float, int]:
     """Spearman ρ between our Δ and the paper's Δ over the non-Baseline paper rows (controls
     left out) that have both; NaN when fewer than 3 or when either ordering is constant.
     Returns (ρ, n)."""
-    keep = (summary["variant"] != BASELINE) & ~_is_control(summary)
+    keep = (summary["variant"] != _reference(summary)) & ~_is_control(summary)
     df = summary[keep][[f"d_{metric}", f"paper_d_{metric}"]].dropna()
     x, y = df.iloc[:, 0].to_numpy(), df.iloc[:, 1].to_numpy()
     if len(df) < 3 or np.ptp(x) == 0 or np.ptp(y) == 0:
@@ -255,7 +283,7 @@ def display(summary: pd.DataFrame, latex: bool = False) -> pd.DataFrame:
             row["fg focus"] = pm(r.fg_focus_mean, r.fg_focus_std, latex)
         row["paper R-1"] = _num(r.paper_rank1, latex)
         row["paper mAP"] = _num(r.paper_mAP, latex)
-        is_base = r.variant == BASELINE
+        is_base = _is_ref(r)
         for m in DELTA_METRICS:
             ours, theirs = (math.nan, math.nan) if is_base else (getattr(r, f"d_{m}"),
                                                                  getattr(r, f"paper_d_{m}"))
@@ -267,7 +295,8 @@ def display(summary: pd.DataFrame, latex: bool = False) -> pd.DataFrame:
             if with_ci:
                 row[f"{d}{METRICS[m]} 95% CI"] = _interval(getattr(r, f"d_{m}_lo"), getattr(r, f"d_{m}_hi"), latex)
                 row[f"p ({METRICS[m]})"] = _p(getattr(r, f"d_{m}_p"), latex)
-                row[f"{d}{METRICS[m]} vs Base."] = getattr(r, f"d_{m}_mark") or ("--" if latex else "—")
+                vs = "Base." if _reference(summary) == BASELINE else "ref."
+                row[f"{d}{METRICS[m]} vs {vs}"] = getattr(r, f"d_{m}_mark") or ("--" if latex else "—")
             row[f"paper {d}{METRICS[m]}"] = _delta(theirs, latex)
         rows.append(row)
     return pd.DataFrame(rows)
@@ -280,7 +309,7 @@ def answer(summary: pd.DataFrame) -> pd.DataFrame:
     with_ci = "d_rank1_lo" in summary
     rows = []
     for r in summary.itertuples():
-        is_base = r.variant == BASELINE
+        is_base = _is_ref(r)
         row = {"Variant": r.variant_label}
         for m in DELTA_METRICS:
             row[METRICS[m]] = pm(getattr(r, f"{m}_mean"), getattr(r, f"{m}_std"))
@@ -337,12 +366,16 @@ def write_tables(summary: pd.DataFrame, out_dir: Path, caption: str) -> list[Pat
 
 def verdicts(summary: pd.DataFrame) -> list[str]:
     """One plain sentence per non-Baseline variant: does it beat our Baseline, and the paper's?
-    Controls come last, each against the row it controls for (``CONTROL_REFERENCE``)."""
-    if BASELINE not in set(summary["variant"]):
-        return ["There are no Baseline runs, so no variant can be compared with the Baseline."]
+    Controls come last, each against the row it controls for (its ``reference`` in the study)."""
+    base = _reference(summary)
+    ours_name = reference_name(summary)
+    if base not in set(summary["variant"]):
+        if base == BASELINE:
+            return ["There are no Baseline runs, so no variant can be compared with the Baseline."]
+        return [f"There are no runs of the reference row ({base}), so no row can be compared with it."]
     control = _is_control(summary)
     lines = []
-    for r in summary[(summary["variant"] != BASELINE) & ~control].itertuples():
+    for r in summary[(summary["variant"] != base) & ~control].itertuples():
         d1, dm = r.d_rank1, r.d_mAP
         if math.isnan(d1) and math.isnan(dm):
             lines.append(f"**{r.variant_label}**: no R-1 / mAP logged, so it cannot be compared.")
@@ -352,13 +385,13 @@ def verdicts(summary: pd.DataFrame) -> list[str]:
         nums = (f"Δ R-1 {_delta(d1)}, Δ mAP {_delta(dm)}; paper {_delta(r.paper_d_rank1)} / "
                 f"{_delta(r.paper_d_mAP)}")
         if not better:
-            verdict = "does **not** beat our Baseline"
+            verdict = f"does **not** beat {ours_name}"
         elif worse:
-            verdict = (f"beats our Baseline on {' and '.join(better)} but **not** on "
+            verdict = (f"beats {ours_name} on {' and '.join(better)} but **not** on "
                        f"{' and '.join(worse)}")
         else:
-            verdict = "beats our Baseline on R-1 and mAP"
-        noise = _within_noise(summary, r)
+            verdict = f"beats {ours_name} on R-1 and mAP"
+        noise = _within_noise(summary, r, base)
         lines.append(f"**{r.variant_label}** {verdict} ({nums}){noise}.")
     lines += [_control_verdict(summary, r) for r in summary[control].itertuples()]
     return lines
@@ -375,22 +408,23 @@ def _control_verdict(summary: pd.DataFrame, r) -> str:
     ours = {m: getattr(r, f"d_{m}") for m in DELTA_METRICS}
     if all(math.isnan(d) for d in ours.values()):
         return f"{head}: no R-1 / mAP logged, so it cannot be compared."
-    ref = CONTROL_REFERENCE.get(r.variant, BASELINE)
-    if ref == BASELINE:
-        text = f"{head} scores {_deltas(ours)} against our Baseline{_within_noise(summary, r)}."
+    base = _reference(summary)
+    ref = getattr(r, "reference", base) or base
+    if ref == base:
+        text = f"{head} scores {_deltas(ours)} against {reference_name(summary)}{_within_noise(summary, r, base)}."
         explained = _explained(summary, ours) if r.variant == "base_matched" else ""
         return f"{text} {explained[0].upper()}{explained[1:]}." if explained else text
     found = summary[summary["variant"] == ref]
     d = {m: getattr(r, f"d_{m}_vs_ref", math.nan) for m in DELTA_METRICS}
     if not len(found) or all(math.isnan(v) for v in d.values()):
-        return (f"{head} scores {_deltas(ours)} against our Baseline; there are no ({ref}) "
+        return (f"{head} scores {_deltas(ours)} against {reference_name(summary)}; there are no ({ref}) "
                 f"runs at its seeds to compare it with.")
     noise = _within_noise(summary, r, ref, d)
     gain = any(not math.isnan(v) and v > 0 for v in d.values())
     meaning = (f"the headroom a better foreground target could give ({ref})" if gain else
                f"a better foreground target would not help ({ref})")
-    return (f"{head} scores {_deltas(d)} against ({ref}) ({_deltas(ours)} against our "
-            f"Baseline): {meaning}{noise}.")
+    return (f"{head} scores {_deltas(d)} against ({ref}) ({_deltas(ours)} against "
+            f"{reference_name(summary)}): {meaning}{noise}.")
 
 
 def _explained(summary: pd.DataFrame, control: dict[str, float]) -> str:
@@ -421,7 +455,8 @@ def _within_noise(summary: pd.DataFrame, r, ref: str = BASELINE,
     """Flag a change smaller than the seed spread of the two rows compared (√(σ₁² + σ₂²));
     ``deltas``: the changes against ``ref`` (default: ``d_<m>``, against the Baseline)."""
     base = summary[summary["variant"] == ref].iloc[0]
-    marks = [getattr(r, f"d_{m}_mark", "") for m in DELTA_METRICS] if ref == BASELINE and deltas is None else []
+    marks = ([getattr(r, f"d_{m}_mark", "") for m in DELTA_METRICS]
+             if ref == _reference(summary) and deltas is None else [])
     if any(marks):  # per-query results: the paired bootstrap decides
         scope = "" if r.n > 1 and base["n"] > 1 else ", query sampling only (one seed)"
         return (f"; paired bootstrap 95 % CI{scope}: "

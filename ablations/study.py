@@ -1,0 +1,369 @@
+"""An ablation study as a TOML file: rows (config diffs), an optional sweep of one field, and
+claims that the paired intervals judge. The paper's Tables 1–3 are such files (``studies/``).
+
+A file is read and checked whole before anything runs; every problem is one ``FTNError`` line
+naming the file, the row and what is wrong (``docs/studies.md`` lists the format and the cases).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import hashlib
+import math
+import re
+import tomllib
+import typing
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from ftn_core.config import Config, config_hash, override, validate
+from ftn_core.errors import FTNError
+
+STUDIES = Path(__file__).with_name("studies")
+"""The paper's tables as study files: ``table1.toml`` … ``table3.toml``."""
+PAPER_TABLE_NUMBERS = (1, 2, 3)
+METRICS = {"R-1": "rank1", "rank1": "rank1", "mAP": "mAP"}
+"""A claim's ``metric``: its name in the file → the ``val/<name>`` it is judged on."""
+NAME_RE = re.compile(r"^[A-Za-z0-9_.]+(-[A-Za-z0-9_.]+)*$")
+KEY_RE = re.compile(r"^[A-Za-z0-9_.=+]+$")
+TOP_KEYS = {"name", "description", "base", "reference", "paper_table", "row", "sweep", "claim"}
+ROW_KEYS = {"key", "label", "set", "control", "reference"}
+CLAIM_KEYS = {"text", "holds_if", "metric", "source"}
+SWEEP_KEYS = {"field", "values", "label"}
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One row of a study: a diff of the config (dotted keys) from the full FTN (``Config()``)."""
+
+    key: str
+    """Short id used on the command line and in run names (``base``, ``a`` … ``g``, ``cfa``)."""
+    label: str
+    """The row label of the table."""
+    changes: tuple[tuple[str, Any], ...]
+    """Dotted config keys (``model.mask``, ``train.matched_updates``) and their values."""
+    control: bool = False
+    """Not a row of the paper: a control that tells mechanisms apart (run with ``--controls``)."""
+    reference: str | None = None
+    """The row this row is compared with in its own sentence (a control's); None: the study's."""
+
+    def apply(self, cfg: Config) -> Config:
+        """``cfg`` with this row's changes."""
+        return override(cfg, dict(self.changes))
+
+
+@dataclass(frozen=True)
+class Claim:
+    """"A > B" for every (A, B) in ``pairs``, on ``metric``, judged by the paired 95 % interval."""
+
+    text: str
+    pairs: tuple[tuple[str, str], ...]
+    metric: str = "rank1"
+    source: str = ""
+
+
+@dataclass(frozen=True)
+class Sweep:
+    """One config field over several values: one row per value (``Study.sweep_values``)."""
+
+    field: str
+    values: tuple[Any, ...]
+
+
+@dataclass(frozen=True)
+class Study:
+    name: str
+    description: str
+    rows: tuple[Variant, ...]
+    reference: str
+    """The row every Δ is taken against (the paper's Baseline in its tables)."""
+    claims: tuple[Claim, ...] = ()
+    base: str | None = None
+    sweep: Sweep | None = None
+    sweep_values: tuple[tuple[str, Any], ...] = ()
+    """(row key, swept value) of the rows the sweep made, in order."""
+    table: int | None = None
+    """The paper table whose R-1 / mAP (``paper_tables.csv``) are set beside ours; None: none."""
+    path: str = ""
+    text: str = ""
+    """The file as read: logged with the runs, and its hash tagged."""
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def digest(self) -> str:
+        return hashlib.sha256(self.text.encode()).hexdigest()[:12]
+
+    @property
+    def is_paper(self) -> bool:
+        """One of the shipped paper tables (its experiments keep their ``table{N}-…`` names)."""
+        return self.table is not None and self.name == f"table{self.table}"
+
+    @property
+    def prefix(self) -> str:
+        """The start of its experiments' names: ``table2`` or ``study-<name>``."""
+        return self.name if self.is_paper else f"study-{self.name}"
+
+    def experiment(self, dataset: str, preset: str) -> str:
+        return f"{self.prefix}-{dataset}-{preset}"
+
+    def row(self, key: str) -> Variant:
+        return next(v for v in self.rows if v.key == key)
+
+    def reference_of(self, key: str) -> str:
+        """The row ``key``'s own sentence compares it with (a control's reference, else the study's)."""
+        found = [v for v in self.rows if v.key == key]
+        return (found[0].reference if found else None) or self.reference
+
+
+@functools.lru_cache(maxsize=None)
+def paper_study(table: int) -> Study:
+    """The paper's Table ``table`` (``studies/table{N}.toml``)."""
+    if table not in PAPER_TABLE_NUMBERS:
+        raise FTNError(f"--table {table}: unknown; one of {', '.join(map(str, PAPER_TABLE_NUMBERS))}")
+    return load(STUDIES / f"table{table}.toml")
+
+
+def paper_row(key: str) -> Variant | None:
+    """A row of the paper's tables by key (``g``, ``cfa``, ``ftn`` …), None if there is none."""
+    for n in PAPER_TABLE_NUMBERS:
+        for v in paper_study(n).rows:
+            if v.key == key:
+                return v
+    return None
+
+
+def as_study(table: int | Study) -> Study:
+    return table if isinstance(table, Study) else paper_study(table)
+
+
+def load(path: str | Path) -> Study:
+    """Read and check the study file at ``path`` (``FTNError``, one line, on any problem)."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        raise FTNError(f"--study {path}: cannot read it ({err.strerror or err})") from None
+    return parse(text, str(path))
+
+
+def parse(text: str, where: str) -> Study:
+    """The study in ``text`` (``where`` names the file in every error)."""
+    try:
+        doc = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as err:
+        raise FTNError(f"{where}: not valid TOML: {err}") from None
+
+    def fail(problem: str, row: str | None = None) -> typing.NoReturn:
+        raise FTNError(f"{where}: {f'row {row!r}: ' if row else ''}{problem}")
+
+    _unknown(doc, TOP_KEYS, "", fail)
+    name = doc.get("name")
+    if not isinstance(name, str) or not NAME_RE.match(name):
+        fail("`name` must be a string of letters, digits, '_', '.' and '-', e.g. name = \"mask-width\"")
+    table = doc.get("paper_table")
+    if table is not None and table not in PAPER_TABLE_NUMBERS:
+        fail(f"paper_table = {table!r}: must be one of {', '.join(map(str, PAPER_TABLE_NUMBERS))}")
+    if re.fullmatch(r"table\d+", name) and name != f"table{table}":
+        fail(f"name = {name!r} is kept for the paper's tables; choose another name")
+    description = doc.get("description", "")
+    if not isinstance(description, str):
+        fail("`description` must be a string")
+    base_changes: dict[str, Any] = {}
+    base = doc.get("base")
+    if base is not None:
+        row = paper_row(base) if isinstance(base, str) else None
+        if row is None:
+            fail(f"base = {base!r}: not a row of the paper's tables (e.g. base, cfa, g, ftn)")
+        base_changes = dict(row.changes)
+
+    rows = [_row(entry, i, base_changes, fail) for i, entry in enumerate(_tables(doc, "row", fail))]
+    sweep, sweep_values = None, ()
+    if "sweep" in doc:
+        sweep, swept = _sweep(doc["sweep"], rows, base_changes, fail)
+        rows += swept
+        sweep_values = tuple((v.key, value) for v, value in zip(swept, sweep.values))
+    if not rows:
+        fail("no rows: add [[row]] entries or a [sweep]")
+    seen: dict[str, str] = {}
+    keys: set[str] = set()
+    for v in rows:
+        if v.key in keys:
+            fail("two rows have this key", v.key)
+        keys.add(v.key)
+        h = config_hash(v.apply(Config()))
+        if h in seen:
+            fail(f"the same configuration as row {seen[h]!r} (two rows would be one run)", v.key)
+        seen[h] = v.key
+    reference = doc.get("reference", rows[0].key)
+    if reference not in keys:
+        fail(f"reference = {reference!r}: not a row (rows: {', '.join(v.key for v in rows)})")
+    for v in rows:
+        if v.reference is not None and v.reference not in keys:
+            fail(f"reference = {v.reference!r}: not a row", v.key)
+    claims = tuple(_claim(entry, i, keys, name, fail) for i, entry in enumerate(_tables(doc, "claim", fail)))
+    return Study(name, description, tuple(rows), reference, claims, base, sweep, sweep_values, table,
+                 where, text)
+
+
+def _unknown(entry: dict, allowed: set[str], what: str, fail) -> None:
+    extra = sorted(set(entry) - allowed)
+    if extra:
+        fail(f"unknown {what}key{'s' if len(extra) > 1 else ''} {', '.join(map(repr, extra))} "
+             f"(known: {', '.join(sorted(allowed))})")
+
+
+def _tables(doc: dict, name: str, fail) -> list[dict]:
+    entries = doc.get(name, [])
+    if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
+        fail(f"`{name}` must be written as [[{name}]] tables")
+    return entries
+
+
+def _row(entry: dict, i: int, base: dict[str, Any], fail) -> Variant:
+    key = entry.get("key")
+    if not isinstance(key, str) or not KEY_RE.match(key):
+        fail(f"[[row]] number {i + 1}: `key` must be a short string of letters, digits and '_', e.g. key = \"narrow\"")
+    where = functools.partial(_fail_row, fail, key)
+    _unknown(entry, ROW_KEYS, "row ", where)
+    label = entry.get("label", key)
+    sets = entry.get("set", {})
+    if not isinstance(label, str):
+        where("`label` must be a string")
+    if not isinstance(sets, dict):
+        where("`set` must be a table of config keys, e.g. set = { \"model.gauss_sy\" = 0.25 }")
+    control = entry.get("control", False)
+    if not isinstance(control, bool):
+        where("`control` must be true or false")
+    reference = entry.get("reference")
+    if reference is not None and not isinstance(reference, str):
+        where("`reference` must be a row key")
+    changes = {**base, **{k: _value(k, v, where) for k, v in sets.items()}}
+    return _checked(Variant(key, label, tuple(changes.items()), control, reference), where)
+
+
+def _fail_row(fail, row: str, problem: str) -> typing.NoReturn:
+    fail(problem, row)
+
+
+def _checked(v: Variant, where) -> Variant:
+    """``v`` if its changes make a valid config (``config.validate``), else the one line."""
+    try:
+        validate(v.apply(Config()))
+    except FTNError as err:
+        where(str(err).replace(" (from --set, --params-file or the preset)", "").removeprefix("--set "))
+    return v
+
+
+def _hint(key: str) -> Any:
+    """The type of the config field ``key`` (``model.gauss_sy`` → float), None if unknown."""
+    node: Any = Config
+    for part in key.split("."):
+        if not (dataclasses.is_dataclass(node) and part in {f.name for f in dataclasses.fields(node)}):
+            return None
+        node = typing.get_type_hints(node)[part]
+    return None if dataclasses.is_dataclass(node) else node
+
+
+def _value(key: str, value: Any, where) -> Any:
+    """``value`` for the field ``key`` if its TOML type is the field's (no "1" for 1, no 1 for
+    true); lists become tuples. Unknown keys and bad choices get ``override``'s own message."""
+    hint = _hint(key)
+    if hint is None:
+        try:
+            override(Config(), {key: value})
+        except FTNError as err:
+            where(str(err).removeprefix("--set "))
+    origin = typing.get_origin(hint)
+    if origin is Literal:
+        ok, what = isinstance(value, str), "a string"
+    elif origin is tuple:
+        ok = isinstance(value, list) and all(isinstance(x, int) and not isinstance(x, bool) for x in value)
+        what, value = "a list of integers", tuple(value) if isinstance(value, list) else value
+    elif hint is bool:
+        ok, what = isinstance(value, bool), "true or false"
+    elif hint is int:
+        ok, what = isinstance(value, int) and not isinstance(value, bool), "an integer"
+    elif hint is float:
+        ok, what = isinstance(value, (int, float)) and not isinstance(value, bool), "a number"
+    else:
+        ok, what = isinstance(value, str), "a string"
+    if not ok:
+        where(f"{key} = {_toml(value)}: expected {what}")
+    try:
+        override(Config(), {key: value})
+    except FTNError as err:
+        where(str(err).removeprefix("--set "))
+    return float(value) if hint is float else value
+
+
+def _toml(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return repr(value) if isinstance(value, str) else str(value)
+
+
+def _sweep(entry: Any, rows: list[Variant], base: dict[str, Any], fail) -> tuple[Sweep, list[Variant]]:
+    if not isinstance(entry, dict):
+        fail("`sweep` must be a table: [sweep] with field = \"loss.w_grad\" and values = [...]")
+    _unknown(entry, SWEEP_KEYS, "sweep ", fail)
+    field, values = entry.get("field"), entry.get("values")
+    if not isinstance(field, str):
+        fail("[sweep]: `field` must be a config key, e.g. field = \"loss.w_grad\"")
+    if not isinstance(values, list) or not values:
+        fail(f"[sweep] {field}: `values` is empty; give at least one value, e.g. values = [0.1, 1.0]")
+    for v in rows:
+        if field in dict(v.changes) and field not in base:
+            fail(f"[sweep] {field}: this row sets the swept field too (a sweep row would override it)", v.key)
+    leaf = field.rsplit(".", 1)[-1]
+    label = entry.get("label", f"{field} = {{}}")
+    if not isinstance(label, str):
+        fail("[sweep]: `label` must be a string with {} where the value goes")
+    out = []
+    for value in values:
+        key = f"{leaf}={_toml(value).strip(chr(39))}"
+        where = functools.partial(_fail_row, fail, key)
+        checked = _value(field, value, where)
+        out.append(_checked(Variant(key, label.replace("{}", _toml(value).strip(chr(39))),
+                                    tuple({**base, field: checked}.items())), where))
+    return Sweep(field, tuple(dict(v.changes)[field] for v in out)), out
+
+
+def _claim(entry: dict, i: int, keys: set[str], study: str, fail) -> Claim:
+    text = entry.get("text")
+    where = f"[[claim]] number {i + 1}"
+    if not isinstance(text, str) or not text:
+        fail(f"{where}: `text` must say what is claimed, e.g. text = \"a narrower Gm helps\"")
+    where = f"claim {text!r}"
+    _unknown(entry, CLAIM_KEYS, f"{where} ", fail)
+    metric = entry.get("metric", "R-1")
+    if metric not in METRICS:
+        fail(f"{where}: metric = {metric!r}: unknown; one of R-1, mAP")
+    holds = entry.get("holds_if")
+    items = [holds] if isinstance(holds, str) else holds
+    if not isinstance(items, list) or not items or not all(isinstance(x, str) for x in items):
+        fail(f"{where}: `holds_if` must be \"A > B\" or a list of them, with A and B row keys")
+    pairs = []
+    for item in items:
+        m = re.fullmatch(r"\s*(\S+)\s*([<>])\s*(\S+)\s*", item)
+        if m is None:
+            fail(f"{where}: holds_if {item!r}: expected \"A > B\" or \"A < B\" with row keys")
+        a, op, b = m.groups()
+        for k in (a, b):
+            if k not in keys:
+                fail(f"{where}: holds_if {item!r}: {k!r} is not a row (rows: {', '.join(sorted(keys))})")
+        pairs.append((a, b) if op == ">" else (b, a))
+    source = entry.get("source", study)
+    if not isinstance(source, str):
+        fail(f"{where}: `source` must be a string")
+    return Claim(text, tuple(pairs), METRICS[metric], source)
+
+
+def spans_decades(values: list[float]) -> bool:
+    """Whether a sweep's values are best drawn on a log axis (all > 0, max/min ≥ 20)."""
+    nums = [float(v) for v in values if isinstance(v, (int, float)) and not isinstance(v, bool)]
+    return len(nums) == len(values) and len(nums) > 1 and min(nums) > 0 and max(nums) / min(nums) >= 20 \
+        and all(math.isfinite(v) for v in nums)

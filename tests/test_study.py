@@ -1,0 +1,312 @@
+"""Study files: the paper's tables as files give the very runs the code gave, bad files are
+refused before anything exists, and a study runs and reports end to end on the tiny preset."""
+
+from __future__ import annotations
+
+import dataclasses
+import textwrap
+from pathlib import Path
+
+import mlflow
+import pandas as pd
+import pytest
+from mlflow.tracking import MlflowClient
+
+from ablations import run as run_cli
+from ablations import runner
+from ablations.study import STUDIES, load, parse, spans_decades
+from ftn_core.config import Config, config_hash, override
+from ftn_core.errors import FTNError
+from ftn_core.presets import PRESETS, preset_config
+
+REPO = Path(__file__).resolve().parents[1]
+
+# ------------------------------------------------------------------ the paper's tables as files
+
+# The rows as the code defined them before they moved to ablations/studies/table{N}.toml:
+# key, label, ModelConfig fields (plain) or other config keys (dotted), control.
+_NO_DEC = {"decoder": False}
+_BASE = {"attention": "none", "decoder": False}
+OLD_TABLES = {
+    1: [("base", "Base.", _BASE, False), ("pamcam", "Base. + PAM-CAM", {"attention": "pamcam", **_NO_DEC}, False),
+        ("cfa_no_pa", "Base. + CFA w/o PA", {"use_pa": False, **_NO_DEC}, False),
+        ("cfa_no_ca", "Base. + CFA w/o CA", {"use_ca": False, **_NO_DEC}, False),
+        ("cfa_no_cmp", "Base. + CFA w/o CMP", {"use_cmp": False, **_NO_DEC}, False),
+        ("cfa", "Base. + CFA", _NO_DEC, False)],
+    2: [("base", "Base.", _BASE, False), ("a", "(a) Gm without CFA", {"attention": "none", "mask": "gm"}, False),
+        ("b", "(b) input", {"mask": "input"}, False), ("c", "(c) Gm", {"mask": "gm"}, False),
+        ("d", "(d) Gm + PAm", {"mask": "gm_pam"}, False), ("e", "(e) Gm + CAm", {"mask": "gm_cam"}, False),
+        ("f", "(f) Gm + PAm + CAm without gradient loss", {"gradient_loss": False}, False),
+        ("g", "(g) Gm + PAm + CAm (FTN)", {}, False),
+        ("base_matched", "Base. with TF-Dec's Re-ID updates (control)",
+         {**_BASE, "train.matched_updates": True}, True),
+        ("oracle", "(g) with the true person mask as target (control)", {"mask": "oracle"}, True)],
+    3: [("base", "Baseline", _BASE, False), ("ftn", "FTN", {}, False)],
+}
+
+# Hashes the hard-coded rows gave before the move (root "/data"), pinned.
+PINNED = {"table1-synthetic-cpu/cfa-s1": "608c7f153c40", "table2-synthetic-cpu/base-s0": "04de3eeba5b7",
+          "table2-synthetic-cpu/g-s0": "038b2140fd6f", "table2-synthetic-cpu/oracle-s0": "f673806689df",
+          "table2-synthetic-cpu/base_matched-s0": "667001692bc1", "table2-synthetic-tiny/g-s0": "64e2fd7631db",
+          "table2-synthetic-tiny/base-s0": "129163fcbc64", "table3-market1501-paper/ftn-s0": "153fac6a0a20"}
+
+
+def _old_apply(changes: dict, cfg: Config) -> Config:
+    model = dataclasses.replace(cfg.model, **{k: v for k, v in changes.items() if "." not in k})
+    return override(dataclasses.replace(cfg, model=model), {k: v for k, v in changes.items() if "." in k})
+
+
+@pytest.mark.parametrize("table", [1, 2, 3])
+def test_paper_tables_from_files_plan_the_same_runs(table):
+    datasets = ["synthetic", "market1501"] if table == 3 else ["synthetic"]
+    rows = {key: changes for key, _, changes, _ in OLD_TABLES[table]}
+    for preset in sorted(PRESETS):
+        plan = runner.build_plan(table, None, [0, 1], datasets, "/data", preset, {}, controls=True)
+        assert [p.variant.key for p in plan if p.dataset == "synthetic" and p.seed == 0] == list(rows)
+        for p in plan:
+            sets = {"data.dataset": p.dataset, "data.root": "/data"}
+            if p.dataset != "synthetic" and preset == "cpu":
+                sets.update({"data.height": 128, "data.width": 64})
+            old = _old_apply(rows[p.variant.key], preset_config(preset, sets))
+            old = dataclasses.replace(old, train=dataclasses.replace(old.train, seed=p.seed))
+            assert p.cfg == old and p.hash == config_hash(old), (preset, p.name)
+            assert p.experiment == f"table{table}-{p.dataset}-{preset}"
+            if f"{p.experiment}/{p.name}" in PINNED:
+                assert p.hash == PINNED[f"{p.experiment}/{p.name}"]
+    labels = [(v.key, v.label, v.control) for v in runner.variants(table, controls=True)]
+    assert labels == [(k, label, c) for k, label, _, c in OLD_TABLES[table]]
+
+
+def test_every_pinned_hash_is_checked():
+    seen = set()
+    for name in PINNED:
+        exp, run = name.split("/")
+        table, dataset, preset = int(exp[5]), exp.split("-")[1], exp.split("-")[2]
+        plan = runner.build_plan(table, None, [0, 1], [dataset], "/data", preset, {}, controls=True)
+        seen |= {f"{p.experiment}/{p.name}" for p in plan if p.hash == PINNED[name]}
+    assert seen == set(PINNED)
+
+
+def test_paper_claims_and_controls_come_from_the_files():
+    t2 = load(STUDIES / "table2.toml")
+    assert t2.is_paper and t2.table == 2 and t2.reference == "base" and t2.prefix == "table2"
+    assert t2.reference_of("oracle") == "g" and t2.reference_of("base_matched") == "base"
+    assert [c.text for c in t2.claims][2] == "the gradient loss helps: (f) < (g)"
+    assert t2.claims[0].pairs == tuple((k, "base") for k in "abcdefg")
+    assert len(load(STUDIES / "table1.toml").claims) == 5 and load(STUDIES / "table3.toml").claims == ()
+
+
+# ------------------------------------------------------------------ the format
+
+MASK_WIDTH = """
+name = "mask-width"
+description = "How wide should the Gaussian mask Gm be?"
+base = "g"
+reference = "paper"
+
+[[row]]
+key = "narrow"
+label = "Gm σ 0.25 × 0.18"
+set = { "model.gauss_sy" = 0.25, "model.gauss_sx" = 0.18 }
+
+[[row]]
+key = "paper"
+label = "Gm σ 0.5 × 0.35 (default)"
+
+[[claim]]
+text = "a narrower Gm helps"
+holds_if = "narrow > paper"       # R-1 unless metric = "mAP"
+
+[[claim]]
+text = "and on mAP it does not hurt"
+holds_if = "paper < narrow"
+metric = "mAP"
+"""
+
+
+def test_the_issue_example_parses():
+    s = parse(MASK_WIDTH, "mask.toml")
+    assert (s.name, s.reference, s.base, s.table, s.is_paper) == ("mask-width", "paper", "g", None, False)
+    assert s.experiment("synthetic", "tiny") == "study-mask-width-synthetic-tiny"
+    narrow = s.row("narrow").apply(Config())
+    assert (narrow.model.gauss_sy, narrow.model.gauss_sx, narrow.model.mask) == (0.25, 0.18, "gm_pam_cam")
+    assert s.row("paper").apply(Config()) == Config()  # (g) is the full FTN
+    assert [(c.pairs, c.metric) for c in s.claims] == [((("narrow", "paper"),), "rank1"),
+                                                       ((("narrow", "paper"),), "mAP")]
+
+
+def test_a_sweep_expands_to_one_row_per_value():
+    s = parse('name = "lambda3"\nbase = "f"\n[sweep]\nfield = "loss.w_grad"\nvalues = [0.01, 0.1, 1]\n', "l.toml")
+    assert [v.key for v in s.rows] == ["w_grad=0.01", "w_grad=0.1", "w_grad=1"]
+    assert s.reference == "w_grad=0.01"  # the first row unless reference names one
+    cfg = s.row("w_grad=1").apply(Config())
+    assert cfg.loss.w_grad == 1.0 and isinstance(cfg.loss.w_grad, float) and not cfg.model.gradient_loss
+    assert s.sweep_values == (("w_grad=0.01", 0.01), ("w_grad=0.1", 0.1), ("w_grad=1", 1.0))
+    assert spans_decades([0.01, 0.1, 1]) and not spans_decades([0.5, 1.0, 2.0]) and not spans_decades(["a", "b"])
+
+
+def test_the_shipped_example_studies_parse():
+    lam = load(STUDIES / "lambda3.toml")
+    assert [v for _, v in lam.sweep_values] == [0.01, 0.03, 0.1, 0.3, 1.0] and lam.reference == "w_grad=1.0"
+    assert load(STUDIES / "mask_width.toml").claims[0].pairs == (("narrow", "paper"),)
+
+
+def test_dry_run_of_the_lambda3_study_creates_nothing(tmp_path, capsys):
+    db = tmp_path / "store" / "mlflow.db"
+    code = run_cli.main(["--study", str(STUDIES / "lambda3.toml"), "--preset", "cpu", "--seeds", "0", "1", "2",
+                         "--dry-run", "--tracking-uri", f"sqlite:///{db}", "--work-dir", str(tmp_path / "ckpt"),
+                         "--root", str(tmp_path / "data")])
+    out = capsys.readouterr().out
+    assert code == 0 and "15 runs, 0 already done, 15 to run" in out
+    assert "study-lambda3-synthetic-cpu  w_grad=0.03-s1" in out and "loss.w_grad=0.03" in out
+    assert not (tmp_path / "store").exists() and not (tmp_path / "ckpt").exists()
+
+
+# ------------------------------------------------------------------ bad files
+
+ROW_A = '[[row]]\nkey = "a"\n'
+BAD = {
+    "syntax": ('name = "x"\n[[row]\nkey = "a"\n', "not valid TOML", "line 2"),
+    "unknown_key": (ROW_A + 'set = { "model.nope" = 1 }\n', "row 'a'", "model.nope: unknown key 'nope'"),
+    "wrong_type": (ROW_A + 'set = { "model.decoder" = "yes" }\n', "row 'a'", "model.decoder = 'yes': expected true or false"),
+    "wrong_choice": (ROW_A + 'set = { "model.mask" = "full" }\n', "row 'a'", "model.mask=full: must be one of"),
+    "out_of_range": (ROW_A + 'set = { "loss.w_grad" = -1.0 }\n', "row 'a'", "loss.w_grad=-1.0: must be a finite number ≥ 0"),
+    "same_key": (ROW_A + ROW_A + 'set = { "loss.w_grad" = 0.5 }\n', "row 'a'", "two rows have this key"),
+    "same_config": (ROW_A + '[[row]]\nkey = "b"\nset = { "model.mask" = "gm_pam_cam" }\n', "row 'b'",
+                    "the same configuration as row 'a'"),
+    "claim_row": (ROW_A + '[[row]]\nkey = "b"\nset = { "loss.w_grad" = 0.5 }\n[[claim]]\ntext = "b wins"\n'
+                  'holds_if = "b > z"\n', "claim 'b wins'", "'z' is not a row"),
+    "claim_metric": (ROW_A + '[[row]]\nkey = "b"\nset = { "loss.w_grad" = 0.5 }\n[[claim]]\ntext = "b wins"\n'
+                     'holds_if = "b > a"\nmetric = "R-5"\n', "claim 'b wins'", "metric = 'R-5': unknown"),
+    "empty_sweep": ('[sweep]\nfield = "loss.w_grad"\nvalues = []\n', "[sweep] loss.w_grad", "`values` is empty"),
+    "sweep_field_set_by_a_row": (ROW_A + 'set = { "loss.w_grad" = 0.5 }\n[sweep]\nfield = "loss.w_grad"\n'
+                                 'values = [0.1, 1.0]\n', "row 'a'", "sets the swept field too"),
+    "unknown_base": ('base = "zz"\n' + ROW_A, "base = 'zz'", "not a row of the paper's tables"),
+    "unknown_reference": ('reference = "zz"\n' + ROW_A, "reference = 'zz'", "not a row"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD))
+def test_a_bad_study_file_is_refused_before_anything_is_created(case, tmp_path, capsys, monkeypatch):
+    body, *parts = BAD[case]
+    text = body if case == "syntax" else f'name = "bad"\n{body}'
+    path = tmp_path / f"{case}.toml"
+    path.write_text(textwrap.dedent(text))
+    monkeypatch.setattr("ablations.runner.execute", lambda *a, **k: pytest.fail("trained"))
+    store, work = tmp_path / "store", tmp_path / "ckpt"
+    code = run_cli.main(["--study", str(path), "--preset", "tiny", "--tracking-uri", f"sqlite:///{store / 'mlflow.db'}",
+                         "--work-dir", str(work), "--root", str(tmp_path / "data")])
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith(f"error: {path}: ") and err.count("\n") == 1, err
+    for part in parts:
+        assert part in err, err
+    assert not store.exists() and not work.exists() and not (tmp_path / "data").exists()
+
+
+def test_report_of_a_bad_study_file_is_one_line(tmp_path, capsys):
+    from reports import build
+
+    path = tmp_path / "bad.toml"
+    path.write_text('name = "bad"\n' + BAD["claim_row"][0])
+    out = tmp_path / "out"
+    assert build.main(["--study", str(path), "--out", str(out), "--tracking-uri", f"sqlite:///{tmp_path / 'x.db'}"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {path}: claim 'b wins'") and err.count("\n") == 1
+    assert not out.exists() and not (tmp_path / "x.db").exists()
+
+
+def test_a_study_name_of_a_paper_table_is_refused():
+    with pytest.raises(FTNError, match="kept for the paper's tables"):
+        parse('name = "table2"\n' + ROW_A, "t.toml")
+
+
+# ------------------------------------------------------------------ end to end (tiny preset)
+
+TWO_ROWS = """
+name = "mask-width"
+base = "g"
+reference = "paper"
+
+[[row]]
+key = "narrow"
+label = "Gm σ 0.25 × 0.18"
+set = { "model.gauss_sy" = 0.25, "model.gauss_sx" = 0.18 }
+
+[[row]]
+key = "paper"
+label = "Gm σ 0.5 × 0.35"
+
+[[claim]]
+text = "a narrower Gm helps"
+holds_if = "narrow > paper"
+"""
+
+SWEEP = """
+name = "lambda3"
+base = "g"
+reference = "w_grad=1.0"
+
+[sweep]
+field = "loss.w_grad"
+values = [0.01, 0.1, 1.0]
+
+[[claim]]
+text = "the paper's λ3 beats a hundredth of it"
+holds_if = "w_grad=1.0 > w_grad=0.01"
+metric = "mAP"
+"""
+
+
+@pytest.mark.slow
+def test_a_study_runs_and_reports_end_to_end(store, data_root, tmp_path, capsys):
+    from reports import build
+
+    common = ["--preset", "tiny", "--seeds", "0", "1", "--tracking-uri", store["uri"], "--work-dir", store["work"],
+              "--root", str(data_root), "--set", "train.epochs=1"]
+    files = {}
+    for name, text in (("two", TWO_ROWS), ("sweep", SWEEP)):
+        files[name] = tmp_path / f"{name}.toml"
+        files[name].write_text(text)
+    assert run_cli.main(["--study", str(files["two"]), *common]) == 0
+    assert run_cli.main(["--study", str(files["sweep"]), *common]) == 0
+    out = capsys.readouterr().out
+    # w_grad=1.0 is the two-row study's "paper" row (the same config): copied, not trained.
+    assert "[reuse 1/2] study-lambda3-synthetic-tiny w_grad=1.0-s0" in out and "[4/4]" in out and "[5/" not in out
+    assert out.strip().splitlines()[-1].endswith(f"python reports/build.py --study {files['sweep']} "
+                                                 f"--tracking-uri {store['uri']}")
+
+    client = MlflowClient(store["uri"])
+    exp = client.get_experiment_by_name("study-lambda3-synthetic-tiny")
+    runs = {r.info.run_name: r for r in client.search_runs([exp.experiment_id])}
+    parent = next(r for r in runs.values() if r.data.tags["kind"] == "parent")
+    assert parent.data.tags["study"] == "lambda3" and len(parent.data.tags["study_hash"]) == 12
+    local = Path(mlflow.artifacts.download_artifacts(run_id=parent.info.run_id, artifact_path="study.toml",
+                                                     tracking_uri=store["uri"]))
+    assert local.read_text() == SWEEP
+    copied = runs["w_grad=1.0-s0"]
+    source = client.get_run(copied.data.tags["reused_from"])
+    assert source.info.run_name == "paper-s0" and copied.info.status == "FINISHED"
+    assert copied.data.tags["config_hash"] == source.data.tags["config_hash"]
+    assert copied.data.metrics["val/rank1"] == source.data.metrics["val/rank1"]
+    assert {f.path for f in client.list_artifacts(copied.info.run_id)} >= {"per_query.npz", "metrics.json"}
+
+    reports = tmp_path / "reports"
+    for name in ("two", "sweep"):
+        assert build.main(["--study", str(files[name]), "--tracking-uri", store["uri"], "--out", str(reports),
+                           "--no-visual", "--no-efficiency", "--no-log"]) == 0
+    two = reports / "study-mask-width" / "synthetic-tiny"
+    table = pd.read_csv(two / "table.csv").set_index("variant")
+    assert list(table.index) == ["narrow", "paper"] and table.loc["paper", "is_reference"]
+    assert table.loc["narrow", "n_paired"] == 2 and not pd.isna(table.loc["narrow", "d_rank1_lo"])
+    claims = pd.read_csv(two / "claims.csv")
+    assert list(claims["claim"]) == ["a narrower Gm helps"]
+    assert claims["verdict"].iloc[0] in ("holds", "fails", "inconclusive")
+    assert claims["evidence"].iloc[0].startswith("R-1 Δ with 95 % CI: narrow−paper")
+    readme = (two / "README.md").read_text()
+    assert "# Study mask-width" in readme and "## Claims" in readme and "95% CI" in (two / "table.md").read_text()
+
+    sweep = reports / "study-lambda3" / "synthetic-tiny"
+    claims = pd.read_csv(sweep / "claims.csv")
+    assert claims["evidence"].iloc[0].startswith("mAP Δ with 95 % CI: w_grad=1.0−w_grad=0.01")
+    assert (sweep / "sweep.png").stat().st_size > 5000 and "![The sweep](sweep.png)" in (sweep / "README.md").read_text()
+    assert "Regenerate with `python reports/build.py --study" in (reports / "study-lambda3" / "README.md").read_text()
