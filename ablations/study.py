@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from ftn_core.config import Config, config_hash, override, validate
+from ftn_core.config import Config, ModelConfig, config_hash, override, validate
 from ftn_core.errors import FTNError
 
 STUDIES = Path(__file__).with_name("studies")
@@ -52,6 +52,10 @@ class Variant:
     def apply(self, cfg: Config) -> Config:
         """``cfg`` with this row's changes."""
         return override(cfg, dict(self.changes))
+
+    def model_config(self, base: ModelConfig) -> ModelConfig:
+        """``base`` with this row's ``model.*`` changes (the network alone)."""
+        return override(Config(model=base), {k: v for k, v in self.changes if k.startswith("model.")}).model
 
 
 @dataclass(frozen=True)
