@@ -1,10 +1,12 @@
-"""Open the MLflow UI on the suite's store, at the runs view of the newest table experiment.
+"""Open the MLflow UI on the suite's store, at the runs of the newest table experiment.
 
 Starts ``mlflow ui`` on 127.0.0.1 with one worker and MLflow's job workers off
 (MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false: ~0.6 GB instead of ~2.2 GB) and prints the URL of
-the runs table of the most recently updated ``table…`` experiment. In the runs table, the
-"Columns" menu adds ``val/rank1``, ``val/mAP`` and ``val/fg_focus_norm_attn`` (metrics) and
-``model.mask`` / ``model.attention`` (parameters); sort by a column by clicking its header.
+the runs table of the most recently updated ``table…`` experiment. The link opens MLflow's
+"Model training" workflow on the child runs (one per variant and seed), best ``val/rank1``
+first, with ``val/rank1``, ``val/mAP``, ``model.attention`` and ``model.mask`` as columns: a
+view saved in the experiment as a shared view (MLflow shows "You're viewing a shared view";
+"Exit shared view" returns to your own). Other columns: the "Columns" menu.
 
 Examples:
   python -m ablations.ui                       # mlruns/mlflow.db on port 5000
@@ -16,11 +18,13 @@ from __future__ import annotations
 
 import argparse
 import errno
+import json
 import os
 import socket
 import subprocess
 import sys
 from pathlib import Path
+from urllib.parse import quote, urlencode
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 if __name__ == "__main__":
@@ -33,15 +37,54 @@ from ftn_core.errors import FTNError, OneLineParser, cli_main  # noqa: E402
 
 HOST = "127.0.0.1"
 
+# What the link asks of MLflow's UI (3.17). The URL parameter ``workflowType`` picks the
+# workflow ("machine_learning" is "Model training"; without it the UI uses the one last chosen
+# in the browser, GenAI at first). ``viewStateShareKey=K`` loads a view saved as the experiment
+# tag ``mlflow.sharedViewState.K`` (a JSON object): the search facets (filter, sort) and the
+# table's columns. The columns can only come from such a view: the URL itself carries only the
+# facets. A child run is shown under its parent only when someone expands it, so the view
+# filters on ``tags.kind = 'child'``: a run whose parent is not listed is a row of its own.
+WORKFLOW = "machine_learning"
+VIEW_KEY = "reid-runs"
+VIEW_TAG = f"mlflow.sharedViewState.{VIEW_KEY}"
+RANK1, MAP = "metrics.`val/rank1`", "metrics.`val/mAP`"
+PARAMS = ["params.`model.attention`", "params.`model.mask`"]
+FACETS = {"searchFilter": "tags.kind = 'child'", "orderByKey": RANK1, "orderByAsc": "false"}
+VIEW = {**FACETS, "orderByAsc": False, "selectedColumns": [RANK1, MAP, *PARAMS],
+        "columnOrder": ["attributes.`Run Name`", RANK1, MAP, *PARAMS, "runDateAndNestInfo",
+                        "duration"]}
+
+
+def save_view(client, experiment) -> bool:
+    """Store ``VIEW`` as the experiment's shared view ``VIEW_KEY``; False (and why, on stderr)
+    when the store refuses the write."""
+    value = json.dumps(VIEW, separators=(",", ":"))
+    if experiment.tags.get(VIEW_TAG) == value:
+        return True
+    try:
+        client.set_experiment_tag(experiment.experiment_id, VIEW_TAG, value)
+    except Exception as err:  # e.g. a store locked by a training job: the link still works
+        print(f"could not save the runs view in the store ({type(err).__name__}: "
+              f"{str(err).splitlines()[0] if str(err) else ''}); the link sorts and filters, "
+              f"but add val/rank1 and val/mAP with Columns", file=sys.stderr)
+        return False
+    return True
+
 
 def runs_url(client, host: str, port: int) -> str:
-    """The runs view of the most recently updated ``table…`` experiment (else the list)."""
+    """The runs view of the most recently updated ``table…`` experiment (else the list): child
+    runs, best ``val/rank1`` first, R-1 and mAP as columns, in the "Model training" workflow."""
     tables = [e for e in client.search_experiments() if e.name.startswith("table")]
     base = f"http://{host}:{port}"
     if not tables:
         return f"{base}/#/experiments"
     newest = max(tables, key=lambda e: e.last_update_time or e.creation_time or 0)
-    return f"{base}/#/experiments/{newest.experiment_id}/runs"
+    page = f"{base}/#/experiments/{newest.experiment_id}/runs?workflowType={WORKFLOW}"
+    if save_view(client, newest):
+        return f"{page}&viewStateShareKey={VIEW_KEY}"
+    # Without the stored view: the same filter and sort from the URL (MLflow ignores a shared
+    # view when the URL has any of these, so it is one or the other).
+    return f"{page}&{urlencode(FACETS, quote_via=quote)}"
 
 
 def port_number(text: str) -> int:
@@ -117,7 +160,8 @@ def main(argv: list[str] | None = None) -> int:
                         help=f"a SQLite store (default: {tracking.DEFAULT_TRACKING_URI})")
     parser.add_argument("--port", type=port_number, default=5000,
                         help="port, 1..65535 (default: 5000)")
-    parser.add_argument("--print-url", action="store_true", help="print the URL and exit; start nothing")
+    parser.add_argument("--print-url", action="store_true",
+                        help="print the URL (saving its view in the store) and exit; start nothing")
     args = parser.parse_args(argv)
     uri = args.tracking_uri or tracking.DEFAULT_TRACKING_URI
     if not uri.startswith("sqlite:///"):

@@ -7,6 +7,7 @@ without Chromium the tests are skipped with that reason.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import socket
@@ -102,6 +103,56 @@ def test_runs_table_shows_the_runs_sorted_by_a_metric(server, tmp_path):
     assert dom.index("g-s0") < dom.index("base-s0")  # 61.25 mAP before 40.5
     assert shot.read_bytes()[:4] == b"\x89PNG" and shot.stat().st_size > 10_000
     print(f"screenshot: {shot}")
+
+
+def test_the_link_make_ui_prints_opens_the_child_runs_with_r1_and_map(server, tmp_path):
+    """The link ``make ui`` prints: the "Model training" workflow, the child runs without their
+    parent, best val/rank1 first, val/rank1 and val/mAP as columns (a shared view the link
+    stores in the experiment)."""
+    from mlflow import MlflowClient
+
+    from ablations import ui
+
+    base, exp_id, uri, _ = server
+    url = ui.runs_url(MlflowClient(uri), "127.0.0.1", int(base.rsplit(":", 1)[1]))
+    assert url == (f"{base}/#/experiments/{exp_id}/runs?workflowType=machine_learning"
+                   f"&viewStateShareKey={ui.VIEW_KEY}")
+    shot = tmp_path / "link.png"
+    dom = _chromium(url, tmp_path / "profile", shot)
+    assert "viewing a shared view" in dom, dom[-3000:]  # found (an unknown key: an error)
+    place = {col: int(i) for i, col in re.findall(r'aria-colindex="(\d+)" col-id="([^"]+)"', dom)}
+    for column in ("metrics.`val/rank1`", "metrics.`val/mAP`", "params.`model.mask`"):
+        assert column in place, (column, place)
+    assert place["metrics.`val/rank1`"] < place["metrics.`val/mAP`"]  # as shown, left to right
+    assert 'aria-label="Sort: val/rank1"' in dom
+    assert ">g-s0<" in dom and ">base-s0<" in dom
+    assert dom.index(">g-s0<") < dom.index(">base-s0<")  # rank-1 70 before 50
+    assert ">table2<" not in dom and "<strong>2</strong> matching runs" in dom  # no parent row
+    assert "Observability" not in dom  # a section of the GenAI workflow's side bar
+    assert shot.stat().st_size > 10_000
+    print(f"screenshot: {shot}")
+
+
+def test_the_link_without_its_stored_view_still_filters_and_sorts(capsys):
+    """A store that refuses the tag (say, locked by a training job): the URL carries the filter
+    and the sort itself; the columns are left to the Columns menu."""
+    from types import SimpleNamespace
+
+    from ablations import ui
+
+    class Refusing:
+        def search_experiments(self):
+            return [SimpleNamespace(experiment_id="7", name="table2-synthetic-tiny", tags={},
+                                    last_update_time=2, creation_time=1)]
+
+        def set_experiment_tag(self, *args):
+            raise RuntimeError("database is locked")
+
+    url = ui.runs_url(Refusing(), "127.0.0.1", 5000)
+    assert url == ("http://127.0.0.1:5000/#/experiments/7/runs?workflowType=machine_learning"
+                   "&searchFilter=tags.kind%20%3D%20%27child%27"
+                   "&orderByKey=metrics.%60val%2Frank1%60&orderByAsc=false")
+    assert "database is locked" in capsys.readouterr().err
 
 
 def test_run_page_shows_its_metrics(server, tmp_path):
