@@ -106,9 +106,9 @@ def build_plan(table: int | Study, keys: list[str] | None, seeds: list[int], dat
         base = preset_config(preset, data_sets)
         base = override(base, sets)  # the user's --set comes last and wins
         for variant in chosen:
-            if variant.key == "oracle" and dataset != "synthetic":
-                if keys and "oracle" in keys:  # asked for by name
-                    raise FTNError(f"--variants oracle: needs ground-truth person masks, which "
+            if dict(variant.changes).get("model.mask") == "oracle" and dataset != "synthetic":
+                if keys and variant.key in keys:  # asked for by name
+                    raise FTNError(f"--variants {variant.key}: needs ground-truth person masks, which "
                                    f"{dataset} does not have (synthetic data only)")
                 continue
             for seed in seeds:
