@@ -310,3 +310,39 @@ def test_a_study_runs_and_reports_end_to_end(store, data_root, tmp_path, capsys)
     assert claims["evidence"].iloc[0].startswith("mAP Δ with 95 % CI: w_grad=1.0−w_grad=0.01")
     assert (sweep / "sweep.png").stat().st_size > 5000 and "![The sweep](sweep.png)" in (sweep / "README.md").read_text()
     assert "Regenerate with `python reports/build.py --study" in (reports / "study-lambda3" / "README.md").read_text()
+
+
+def test_a_finished_run_of_the_same_config_in_another_experiment_is_copied_not_trained(store, tmp_path):
+    from ablations import tracking
+
+    study = parse(TWO_ROWS, "two.toml")
+    plan = runner.build_plan(study, ["paper"], [0], ["synthetic"], "/data", "tiny", {})
+    for p in plan:
+        p.data_digest = "d" * 16
+    client = tracking.open_store(store["uri"])
+    other = tracking.get_or_create_experiment(client, "table2-synthetic-tiny")
+    src = client.create_run(other, run_name="g-s0", tags={"kind": "child", "variant": "g", "seed": "0",
+                                                         "config_hash": plan[0].hash, "data_digest": "d" * 16})
+    for step, value in ((1, 10.0), (2, 20.0)):
+        client.log_metric(src.info.run_id, "val/rank1", value, step=step)
+    client.log_param(src.info.run_id, "loss.w_grad", "1.0")
+    client.log_text(src.info.run_id, "{}", "metrics.json")
+    client.set_terminated(src.info.run_id, "FINISHED")
+
+    runner.mark_existing(plan, client)
+    assert plan[0].status == "reuse" and plan[0].source.info.run_id == src.info.run_id
+    assert "copied from g-s0" in runner.format_plan(plan, tmp_path) and "1 to copy" in runner.format_plan(plan, tmp_path)
+    parents = runner.start_parents(plan, client, ["run.py"])
+    runner.reuse_runs(plan, client, parents)
+    assert plan[0].status == "done"
+    copy = client.get_run(plan[0].run_id)
+    assert copy.info.status == "FINISHED" and copy.info.experiment_id != other
+    assert copy.data.tags["reused_from"] == src.info.run_id and copy.data.tags["variant"] == "paper"
+    assert copy.data.tags["study"] == "mask-width" and copy.data.params == {"loss.w_grad": "1.0"}
+    assert [m.value for m in client.get_metric_history(copy.info.run_id, "val/rank1")] == [10.0, 20.0]
+    assert [f.path for f in client.list_artifacts(copy.info.run_id)] == ["metrics.json"]
+    parent = client.get_run(parents[plan[0].experiment])
+    assert parent.data.tags["study_hash"] == study.digest
+    assert [f.path for f in client.list_artifacts(parent.info.run_id)] == ["study.toml"]
+    runner.mark_existing(plan, client)  # now done in its own experiment
+    assert plan[0].status == "done" and plan[0].run_id == copy.info.run_id
