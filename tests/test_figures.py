@@ -19,7 +19,7 @@ from reports import diagnostics, figures, ranklists
 # paired bootstrap interval (a: within noise, g: below 0), and the paper's Δ.
 SUMMARY = pd.DataFrame({
     "variant": ["base", "a", "g"],
-    "variant_label": ["Base.", "(a) Base. + TF-Dec with Gm", "(g) Gm + PAm + CAm (FTN)"],
+    "variant_label": ["Base.", "(a) Base. + TF-Dec with Gm", "(g) Gm·PAm·CAm (FTN)"],
     "d_rank1": [0.0, 1.5, -4.0], "d_rank1_lo": [math.nan, -2.0, -7.5], "d_rank1_hi": [math.nan, 5.0, -0.5],
     "d_mAP": [0.0, 0.5, -3.0], "d_mAP_lo": [math.nan, -1.0, -6.0], "d_mAP_hi": [math.nan, 2.5, -1.0],
     "paper_d_rank1": [0.0, 1.2, 2.0], "paper_d_mAP": [0.0, 1.3, 3.3],
@@ -48,7 +48,7 @@ def test_delta_figure_bars_are_the_bootstrap_intervals():
         assert list(paper) == list(SUMMARY[f"paper_d_{m}"].iloc[1:])  # the diamonds
     # Variants by label, top to bottom in table order; the Baseline is the reference, not a row.
     labels = [t.get_text() for t in axes[0].get_yticklabels()]
-    assert labels == ["(a) Base. + TF-Dec with Gm", "(g) Gm + PAm + CAm (FTN)"]
+    assert labels == ["(a) Base. + TF-Dec with Gm", "(g) Gm·PAm·CAm (FTN)"]
     assert axes[0].get_ylim()[0] > axes[0].get_ylim()[1]
     plt.close(fig)
 
@@ -59,7 +59,7 @@ def test_delta_figures_leave_out_the_reference_row_the_summary_names():
     assert list(figures.compared(marked)["variant"]) == ["base", "g"]
     assert list(figures.compared(SUMMARY)["variant"]) == ["a", "g"]  # unmarked: the Baseline
     fig = figures.draw_delta_intervals(marked, 2, "x")
-    assert [t.get_text() for t in fig.axes[0].get_yticklabels()] == ["Base.", "(g) Gm + PAm + CAm (FTN)"]
+    assert [t.get_text() for t in fig.axes[0].get_yticklabels()] == ["Base.", "(g) Gm·PAm·CAm (FTN)"]
     plt.close(fig)
 
 
