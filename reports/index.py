@@ -290,23 +290,37 @@ def _diagnostics_section(rep: Report) -> list[str]:
 _LINK = re.compile(r"\]\((?!https?://|#|/|<)([^)]+)\)")
 
 
+def _summary(page: str) -> tuple[str, str]:
+    """An experiment page's line saying which runs it holds, and its opening results table."""
+    runs = next((line for line in page.splitlines() if line.startswith("Experiment `")), "")
+    results = page.split("\n## Results\n", 1)[-1]
+    table = []
+    for line in results.splitlines():
+        if line.startswith("|"):
+            table.append(line)
+        elif table:
+            break
+    return runs, "\n".join(table)
+
+
 def table_index(table_dir: Path, table) -> Path:
-    """``table_dir/README.md``: every experiment README below it, links re-rooted; ``table`` is
-    a paper table's number or a study (``ablations.study.Study``)."""
+    """``table_dir/README.md``: an index of the experiment pages below it, each with the line
+    saying which runs it holds and its opening table (links re-rooted), not a copy of the pages;
+    ``table`` is a paper table's number or a study (``ablations.study.Study``)."""
     parts = sorted(p.parent for p in table_dir.glob("*/README.md"))
     if isinstance(table, int):
         head, how = f"Table {table}: our ablation runs beside the paper", f"--table {table}"
     else:
         head, how = f"Study {table.name}: {table.description or 'our ablation runs'}", f"--study {table.path}"
     out = [f"# {head}", "", f"Regenerate with `python reports/build.py {how}` (no training). "
-           "Experiments:", ""]
-    out += [f"- [{p.name}]({p.name}/README.md)" for p in parts]
-    out.append("")
+           "One experiment per dataset and preset; each page has the intervals, the claims with "
+           "their verdicts, the diagnostics and the figures.", ""]
     for p in parts:
-        text = (p / "README.md").read_text(encoding="utf-8")
-        text = _LINK.sub(lambda m: f"]({p.name}/{m.group(1)})", text)
-        text = re.sub(r"^(#+) ", r"#\1 ", text, flags=re.M)  # one level deeper
-        out += [text.split("\n---\n")[0], ""]
+        runs, results = _summary((p / "README.md").read_text(encoding="utf-8"))
+        results = _LINK.sub(lambda m: f"]({p.name}/{m.group(1)})", results)
+        out += [f"## [{p.name}]({p.name}/README.md)", ""]
+        out += [line for line in (runs, results) if line]
+        out += ["", f"The full page: [{p.name}/README.md]({p.name}/README.md).", ""]
     index = table_dir / "README.md"
     index.write_text("\n".join(out), encoding="utf-8")
     return index

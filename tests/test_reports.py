@@ -260,8 +260,16 @@ def test_readme_is_honest_and_complete(report):
         png, pdf = folder / f"{stem}.png", folder / f"{stem}.pdf"
         assert png.read_bytes()[:4] == b"\x89PNG" and pdf.read_bytes()[:4] == b"%PDF"
         assert png.stat().st_size < 200_000, stem
+    # The table's index: each experiment's runs line and opening table, linked, not a copy.
     index = (folder.parent / "README.md").read_text()
-    assert "](synthetic-tiny/delta_ci.png)" in index and "## Table 2 — synthetic" in index
+    page = (folder / "README.md").read_text()
+    assert "## [synthetic-tiny](synthetic-tiny/README.md)" in index
+    assert "Experiment `table2-synthetic-tiny`" in index
+    results = page.split("## Results", 1)[1].lstrip("\n").splitlines()
+    opening = results[:next(i for i, line in enumerate(results) if not line.startswith("|"))]
+    assert opening[0] in index and opening[-1] in index
+    sections = [line for line in page.splitlines() if line.startswith("## ") and line != "## Results"]
+    assert sections and not any(s in index for s in sections) and len(index) < len(page) / 2
 
 
 def test_efficiency_params_by_hand(report):
