@@ -94,13 +94,27 @@ def sci(mean: float, std: float, latex: bool = False) -> str:
     return f"{mean:.1e} {sep} {std:.1e}"
 
 
+def constant(summary: pd.DataFrame) -> dict[str, float]:
+    """Columns with one value in every run that logs them, over at least two variants (e.g. the
+    AUC of the fixed Gaussian mask), to be stated once rather than repeated as ``x ± 0.0``."""
+    out = {}
+    for col in present(summary):
+        logged = summary[summary[f"{col}_mean"].notna()]
+        means, stds = logged[f"{col}_mean"], logged[f"{col}_std"]
+        if len(logged) > 1 and means.nunique() == 1 and stds.notna().all() and (stds == 0).all():
+            out[col] = float(means.iloc[0])
+    return out
+
+
 def display(summary: pd.DataFrame, latex: bool = False) -> pd.DataFrame:
-    """The table as text cells: one row per variant, one column per logged diagnostic."""
+    """The table as text cells: one row per variant, one column per logged diagnostic that
+    varies (``constant`` columns are stated once, below the table)."""
     rows = []
+    fixed = {} if latex else constant(summary)  # the LaTeX table keeps every column
     for rec in summary.to_dict("records"):
         row = {"Variant": latex_escape(rec["variant_label"]) if latex else rec["variant_label"],
                "seeds": rec["n"]}
-        for col in present(summary):
+        for col in (c for c in present(summary) if c not in fixed):
             title = TITLES[col]
             if latex:
                 title = title.replace("′", "$'$").replace("·", r"$\cdot$")
@@ -111,7 +125,12 @@ def display(summary: pd.DataFrame, latex: bool = False) -> pd.DataFrame:
 
 
 def markdown(summary: pd.DataFrame) -> str:
-    return markdown_cells(display(summary))
+    text = markdown_cells(display(summary))
+    fixed = constant(summary)
+    if fixed:
+        text += "\n\nThe same in every run that logs it, so not a column: " + "; ".join(
+            f"{TITLES[c]} {v:.1f}" for c, v in fixed.items()) + "."
+    return text
 
 
 def write_tables(summary: pd.DataFrame, out_dir: Path, caption: str) -> list[Path]:
