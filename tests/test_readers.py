@@ -225,6 +225,20 @@ def test_msmt_errors(tmp_path):
         load_dataset("msmt17", str(tmp_path))
 
 
+def test_msmt_list_with_bom_and_crlf(tmp_path):
+    """A list file re-saved by a Windows editor (byte-order mark, CRLF) gives the same samples."""
+    d = write_msmt(tmp_path / "MSMT17_V1", 1, [(0, 1), (1, 2)], [(0, 2)], [(0, 3), (1, 1)],
+                   [(0, 4), (1, 2)])
+    plain = load_dataset("msmt17", str(tmp_path))
+    for name in ("list_train.txt", "list_query.txt"):
+        text = (d / name).read_text()
+        (d / name).write_bytes(b"\xef\xbb\xbf" + text.replace("\n", "\r\n").encode())
+    edited = load_dataset("msmt17", str(tmp_path))
+    for split in ("train", "query", "gallery"):
+        assert getattr(edited, split) == getattr(plain, split)
+    assert [s.pid for s in edited.query] == [0, 1]
+
+
 def test_msmt_image_folder_missing(tmp_path):
     d = write_msmt(tmp_path / "MSMT17_V2", 2, [(0, 1)], [(0, 2)], [(0, 3)], [(0, 4)])
     os.rename(d / "mask_test_v2", d / "elsewhere")

@@ -223,9 +223,10 @@ def _has_any_split(path: str) -> bool:
 
 
 def _read_msmt_list(list_path: str, image_dir: str) -> list[Sample]:
-    """``<pid dir>/<name> <pid>`` lines → samples (camera = third ``_`` field of the name)."""
+    """``<pid dir>/<name> <pid>`` lines → samples (camera = third ``_`` field of the name). A list
+    file saved with a byte-order mark or Windows line ends (a Windows editor) reads the same."""
     samples = []
-    with open(list_path, encoding="utf-8") as f:
+    with open(list_path, encoding="utf-8-sig") as f:
         for lineno, line in enumerate(f, 1):
             if not line.strip():
                 continue
