@@ -168,14 +168,20 @@ def open_storage(url: str | None, default: Path) -> tuple[optuna.storages.BaseSt
 
 
 def load_study(opts: TuneOptions, storage, shown: str, base_hash: str,
-               pruner: optuna.pruners.BasePruner | None) -> optuna.Study:
-    """Create the study or continue it; refuses to mix trials of a different base configuration."""
+               pruner: optuna.pruners.BasePruner | None, data_digest: str = "") -> optuna.Study:
+    """Create the study or continue it; refuses to mix trials of a different base configuration
+    or of other data (a study started before data digests were recorded takes the current one)."""
     name = opts.study_name
     study = optuna.create_study(storage=storage, study_name=name, direction="maximize", load_if_exists=True)
     attrs = {"base_config_hash": base_hash, "variant": opts.variant, "table": opts.table,
-             "dataset": opts.dataset, "preset": opts.preset, "holdout": opts.holdout}
+             "dataset": opts.dataset, "preset": opts.preset, "holdout": opts.holdout,
+             "data_digest": data_digest}
     old = study.user_attrs  # another worker may be writing these one by one right now
     diff = ", ".join(f"{k}={old[k]}" for k in attrs if k in old and old[k] != attrs[k])
+    if old.get("data_digest", data_digest) != data_digest:
+        raise FTNError(f"study {name} in {shown} was started on other data (digest "
+                       f"{old['data_digest']}, now {data_digest}): its trials are not comparable; "
+                       f"point --root at that data, or pass --study NEW_NAME for a new study")
     if diff:
         raise FTNError(f"study {name} in {shown} was started with another configuration ({diff}); "
                        f"pass the same options, or --study NEW_NAME for a new study")
@@ -237,7 +243,8 @@ class TrialCallbacks(tracking.RunLogger):
             raise optuna.TrialPruned(f"val/mAP {value:.1f} below the pruner's bar at epoch {epoch}")
 
 
-def make_objective(opts: TuneOptions, space: list[Param], splits, experiment_id: str, parent_id: str):
+def make_objective(opts: TuneOptions, space: list[Param], splits, experiment_id: str, parent_id: str,
+                   data_digest: str = ""):
     """One trial: train on the held-out split's train ids, return the final validation mAP."""
     commit = tracking.git_commit()
 
@@ -247,7 +254,7 @@ def make_objective(opts: TuneOptions, space: list[Param], splits, experiment_id:
         print(f"trial {trial.number}: " + "  ".join(f"{k}={_fmt(v)}" for k, v in params.items()), flush=True)
         tags = {"kind": "trial", "study": opts.study_name, "variant": p.variant.key, "preset": p.preset,
                 "dataset": p.dataset, "trial_number": str(trial.number), "config_hash": p.hash,
-                "git_commit": commit, "tuned": ",".join(params)}
+                "git_commit": commit, "tuned": ",".join(params), "data_digest": data_digest}
         run = mlflow.start_run(experiment_id=experiment_id, run_name=f"trial-{trial.number}",
                                parent_run_id=parent_id, tags=tags)
         trial.set_user_attr("mlflow_run_id", run.info.run_id)
@@ -336,12 +343,19 @@ def run_study(opts: TuneOptions, pruner: optuna.pruners.BasePruner | None = None
     client = tracking.open_store(uri)
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # trials are reported by _progress, in one line
     base_hash = config_hash(base.cfg, exclude=(*HOW_IT_RUNS, "data.root"))
-    study = load_study(opts, storage, shown, base_hash, pruner)
+    # The data is read first, even when the budget is reached: its digest decides whether the
+    # stored trials were scored on this data.
+    t0 = time.perf_counter()
+    source = load_splits(base.cfg.data)
+    splits = holdout_split(source, opts.holdout, seed=0)
+    ready = time.perf_counter() - t0
+    study = load_study(opts, storage, shown, base_hash, pruner, source.digest)
     experiment = f"tune-{opts.variant}-{opts.dataset}-{opts.preset}"
     exp_id = tracking.get_or_create_experiment(client, experiment)
     parent = study_parent(client, exp_id, opts.study_name,
                           {"variant": opts.variant, "table": str(opts.table), "dataset": opts.dataset,
-                           "preset": opts.preset, "storage": shown, "base_config_hash": base_hash})
+                           "preset": opts.preset, "storage": shown, "base_config_hash": base_hash,
+                           "data_digest": source.digest})
     client.set_tag(parent, "command", " ".join(opts.argv)[:5000])
     print(f"study {opts.study_name} in {shown}\n  MLflow experiment {experiment}; searching "
           f"{', '.join(p.key for p in space)}", flush=True)
@@ -350,12 +364,10 @@ def run_study(opts: TuneOptions, pruner: optuna.pruners.BasePruner | None = None
         print(f"the study already has {done} finished trials (--trials {opts.trials}); "
               f"raise --trials to run more", flush=True)
         return StudyRun(study, client, parent, mlruns, shown)
-    t0 = time.perf_counter()
-    splits = holdout_split(load_splits(base.cfg.data), opts.holdout, seed=0)
-    print(f"{splits.summary()}\n  (held-out split of the training ids, ready in "
-          f"{time.perf_counter() - t0:.1f} s)", flush=True)
+    print(f"{splits.summary()}\n  (held-out split of the training ids, ready in {ready:.1f} s; "
+          f"data digest {source.digest})", flush=True)
     try:
-        study.optimize(make_objective(opts, space, splits, exp_id, parent), n_trials=opts.trials - done,
+        study.optimize(make_objective(opts, space, splits, exp_id, parent, source.digest), n_trials=opts.trials - done,
                        timeout=opts.timeout, catch=(NonFiniteLoss,),
                        callbacks=[optuna.study.MaxTrialsCallback(opts.trials, states=FINISHED),
                                   _progress(opts.trials)])

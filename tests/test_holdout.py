@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from ftn_core.data.holdout import _pick_queries, holdout_split
@@ -81,6 +83,19 @@ def test_holdout_split_is_deterministic_and_seeded():
     shuffled = DatasetSplits("toy", "/data/toy", splits.train[::-1], splits.query, splits.gallery)
     assert ({s.pid for s in holdout_split(shuffled, 0.25, seed=3).query}
             == {s.pid for s in first.query})
+
+
+def test_holdout_digest_names_the_source_data_and_the_options():
+    splits = _splits({pid: {0: 2, 1: 2} for pid in range(20)})
+    assert holdout_split(splits, 0.25, seed=3).digest == ""  # a source without a digest
+    splits = dataclasses.replace(splits, digest="a" * 16)
+    first = holdout_split(splits, 0.25, seed=3).digest
+    assert len(first) == 16 and first != splits.digest
+    assert holdout_split(splits, 0.25, seed=3).digest == first
+    others = {holdout_split(splits, 0.2, seed=3).digest, holdout_split(splits, 0.25, seed=4).digest,
+              holdout_split(splits, 0.25, seed=3, query_cams=1).digest,
+              holdout_split(dataclasses.replace(splits, digest="b" * 16), 0.25, seed=3).digest}
+    assert first not in others and len(others) == 4
 
 
 def test_small_fractions_hold_out_one_identity_and_keep_one():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -246,6 +247,18 @@ def test_study_end_to_end_records_resumes_and_reports(store, data_root, tmp_path
     # Another base configuration must not mix into this study.
     with pytest.raises(FTNError, match="was started with another configuration"):
         tuning.run_study(_options(store, data_root, tmp_path, 5, sets={"train.epochs": "3"}))
+
+    # Every trial names the data it was scored on; the study refuses other data before training.
+    digest = tuning.load_splits(tuning.plan_for(opts, {}).cfg.data).digest
+    assert len(digest) == 16 and study.user_attrs["data_digest"] == digest
+    assert parent.data.tags["data_digest"] == digest
+    assert all(r.data.tags["data_digest"] == digest for r in trials.values())
+    load = tuning.load_splits
+    monkeypatch.setattr(tuning, "load_splits", lambda cfg: dataclasses.replace(load(cfg), digest="0" * 16))
+    seen.clear()
+    with pytest.raises(FTNError, match=rf"started on other data \(digest {digest}, now 0{{16}}\)"):
+        tuning.run_study(_options(store, data_root, tmp_path, 5))
+    assert not seen
 
 
 # Worker processes get one thread each: two 2-thread workers on two cores thrash.

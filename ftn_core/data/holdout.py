@@ -7,6 +7,7 @@ choice, so the Optuna study scores each trial on held-out *training* identities 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 from collections import defaultdict
 
 import numpy as np
@@ -26,7 +27,8 @@ def holdout_split(splits: DatasetSplits, fraction: float = 0.2, seed: int = 0,
     - gallery: every other held-out image. Identities seen by one camera only give no
       query; their images stay in the gallery as distractors.
     Held-out samples keep their training pid and their ``mask_path``. The choice of
-    identities depends only on ``seed`` and the set of training pids.
+    identities depends only on ``seed`` and the set of training pids. The result's digest
+    follows from the source data's and the three options ("" when the source has none).
     """
     if not 0.0 < fraction < 1.0:
         raise FTNError(f"holdout fraction {fraction}: must be between 0 and 1 (e.g. 0.2)")
@@ -52,8 +54,12 @@ def holdout_split(splits: DatasetSplits, fraction: float = 0.2, seed: int = 0,
     if not query:
         raise FTNError(f"{splits.name}: no held-out identity is seen by two cameras, so no "
                        f"validation query has a match; hold out more identities (fraction {fraction})")
+    digest = ""
+    if splits.digest:
+        text = f"holdout\t{splits.digest}\t{fraction!r}\t{seed}\t{query_cams}"
+        digest = hashlib.sha256(text.encode()).hexdigest()[:len(splits.digest)]
     return DatasetSplits(f"{splits.name}-holdout", splits.root, train, query, gallery, splits.skipped,
-                         splits.skipped_paths)
+                         splits.skipped_paths, digest=digest)
 
 
 def _pick_queries(samples: list[Sample], query_cams: int) -> list[Sample]:
