@@ -116,6 +116,9 @@ def test_readme_preset_table_states_what_the_presets_do():
         assert decay in row, name
         if cfg.loss.label_smooth:
             assert f"label smoothing {cfg.loss.label_smooth:g}" in row, name
+        # Occlusion augmentation the preset turns off is said, and only then.
+        off = not cfg.data.random_patch and not cfg.data.random_erasing
+        assert ("no random patch or erasing" in row) == off, name
         assert f"{cfg.data.height}×{cfg.data.width} →" in row, name
 
 
