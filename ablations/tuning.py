@@ -168,7 +168,7 @@ def open_storage(url: str | None, default: Path) -> tuple[optuna.storages.BaseSt
 
 
 def load_study(opts: TuneOptions, storage, shown: str, base_hash: str,
-               pruner: optuna.pruners.BasePruner | None, data_digest: str = "") -> optuna.Study:
+               pruner: optuna.pruners.BasePruner | None, data_digest: str) -> optuna.Study:
     """Create the study or continue it; refuses to mix trials of a different base configuration
     or of other data (a study started before data digests were recorded takes the current one)."""
     name = opts.study_name
@@ -244,7 +244,7 @@ class TrialCallbacks(tracking.RunLogger):
 
 
 def make_objective(opts: TuneOptions, space: list[Param], splits, experiment_id: str, parent_id: str,
-                   data_digest: str = ""):
+                   data_digest: str):
     """One trial: train on the held-out split's train ids, return the final validation mAP."""
     commit = tracking.git_commit()
 
@@ -367,8 +367,8 @@ def run_study(opts: TuneOptions, pruner: optuna.pruners.BasePruner | None = None
     print(f"{splits.summary()}\n  (held-out split of the training ids, ready in {ready:.1f} s; "
           f"data digest {source.digest})", flush=True)
     try:
-        study.optimize(make_objective(opts, space, splits, exp_id, parent, source.digest), n_trials=opts.trials - done,
-                       timeout=opts.timeout, catch=(NonFiniteLoss,),
+        objective = make_objective(opts, space, splits, exp_id, parent, source.digest)
+        study.optimize(objective, n_trials=opts.trials - done, timeout=opts.timeout, catch=(NonFiniteLoss,),
                        callbacks=[optuna.study.MaxTrialsCallback(opts.trials, states=FINISHED),
                                   _progress(opts.trials)])
     except (Interrupted, KeyboardInterrupt):
