@@ -105,13 +105,18 @@ def build_plan(table: int | Study, keys: list[str] | None, seeds: list[int], dat
             data_sets.update({"data.height": 128, "data.width": 64})
         base = preset_config(preset, data_sets)
         base = override(base, sets)  # the user's --set comes last and wins
+        rows = []
         for variant in chosen:
             if dict(variant.changes).get("model.mask") == "oracle" and dataset != "synthetic":
                 if keys and variant.key in keys:  # asked for by name
                     raise FTNError(f"--variants {variant.key}: needs ground-truth person masks, which "
                                    f"{dataset} does not have (synthetic data only)")
                 continue
-            for seed in seeds:
+            rows.append(variant)
+        # Seed-major: a study stopped part-way has whole seeds (every row of seed 0 before any of
+        # seed 1), and the reports pair only seeds that every row has.
+        for seed in seeds:
+            for variant in rows:
                 cfg = variant.apply(base)
                 cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, seed=seed))
                 validate(cfg)

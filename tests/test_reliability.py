@@ -213,7 +213,7 @@ def test_bad_plans_are_refused_before_anything_exists(tmp_path, capsys, extra, m
 
 def test_repeated_seeds_and_datasets_train_once(tmp_path):
     plan = build_plan(2, ["base", "g"], [0, 1, 0], ["synthetic", "synthetic"], str(tmp_path), "tiny", {})
-    assert [p.name for p in plan] == ["base-s0", "base-s1", "g-s0", "g-s1"]
+    assert [p.name for p in plan] == ["base-s0", "g-s0", "base-s1", "g-s1"]  # seed-major: whole seeds first
 
 
 def test_a_set_outside_the_table_axis_applies_to_every_row(tmp_path):

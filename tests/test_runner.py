@@ -225,7 +225,11 @@ def test_controls_join_the_plan_only_when_asked(store, data_root):
     keys = [p.variant.key for p in build_plan(2, None, [0], ["synthetic"], str(data_root), "tiny", sets)]
     assert keys == ["base", "a", "b", "c", "d", "e", "f", "g"]
     plan = build_plan(2, None, [0, 1], ["synthetic"], str(data_root), "tiny", sets, controls=True)
-    assert [p.name for p in plan[-4:]] == ["base_matched-s0", "base_matched-s1", "oracle-s0", "oracle-s1"]
+    names = [p.name for p in plan]
+    assert names[8:10] == ["base_matched-s0", "oracle-s0"] and names[-2:] == ["base_matched-s1", "oracle-s1"]
+    # Seed-major: every row of seed 0 comes before any of seed 1, so a study stopped part-way
+    # leaves whole seeds for the reports to pair.
+    assert [p.seed for p in plan] == [0] * 10 + [1] * 10
     matched = next(p for p in plan if p.variant.key == "base_matched")
     assert matched.cfg.train.matched_updates and not matched.cfg.model.decoder
     assert next(p for p in plan if p.variant.key == "oracle").cfg.model.mask == "oracle"
