@@ -1,8 +1,9 @@
-"""Open the MLflow UI on the suite's store, at the runs of the newest table experiment.
+"""Open the MLflow UI on the suite's store, at the runs of the newest experiment.
 
 Starts ``mlflow ui`` on 127.0.0.1 with one worker and MLflow's job workers off
 (MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false: ~0.6 GB instead of ~2.2 GB) and prints the URL of
-the runs table of the most recently updated ``table…`` experiment. The link opens MLflow's
+the runs table of the most recently updated experiment of the suite (a paper table's or a
+study file's; MLflow's own "Default" is skipped). The link opens MLflow's
 "Model training" workflow on the child runs (one per variant and seed), best ``val/rank1``
 first, with ``val/rank1``, ``val/mAP``, ``model.attention`` and ``model.mask`` as columns: a
 view saved in the experiment as a shared view (MLflow shows "You're viewing a shared view";
@@ -72,9 +73,10 @@ def save_view(client, experiment) -> bool:
 
 
 def runs_url(client, host: str, port: int) -> str:
-    """The runs view of the most recently updated ``table…`` experiment (else the list): child
-    runs, best ``val/rank1`` first, R-1 and mAP as columns, in the "Model training" workflow."""
-    tables = [e for e in client.search_experiments() if e.name.startswith("table")]
+    """The runs view of the most recently updated experiment (a paper table's or a study's;
+    MLflow's "Default" is skipped; with none, the list): child runs, best ``val/rank1`` first,
+    R-1 and mAP as columns, in the "Model training" workflow."""
+    tables = [e for e in client.search_experiments() if e.name != "Default"]
     base = f"http://{host}:{port}"
     if not tables:
         return f"{base}/#/experiments"
@@ -172,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.print_url:  # else a UI may well be serving there already
         check_port(args.port)
     url = runs_url(tracking.open_store(uri), HOST, args.port)
-    print(f"runs of the newest table experiment: {url}", flush=True)
+    print(f"runs of the newest experiment: {url}", flush=True)
     if args.print_url:
         return 0
     return serve(mlflow_command(uri, args.port))

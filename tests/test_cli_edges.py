@@ -118,7 +118,7 @@ def test_ui_ctrl_c_stops_it_with_one_line_and_exit_0(store_uri, tmp_path):
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
-    assert "runs of the newest table experiment" in out
+    assert "runs of the newest experiment" in out
     assert proc.returncode == 0, err
     assert err == "stopped the MLflow UI\n"
     with pytest.raises(ProcessLookupError):  # stopped and reaped, not left serving

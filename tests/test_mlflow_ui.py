@@ -182,3 +182,31 @@ def test_report_reads_a_tracking_server(server, tmp_path):
     parent = MlflowClient(uri).search_runs([exp_id], "tags.kind = 'parent'")[0]
     logged = {a.path for a in MlflowClient(base).list_artifacts(parent.info.run_id, "report")}
     assert "report/README.md" in logged
+
+
+def test_the_link_opens_the_newest_experiment_of_a_study_too():
+    """A study file's experiment (``lambda3-…``) is as much the suite's as a table's; MLflow's
+    own "Default" is never the one opened."""
+    from types import SimpleNamespace
+
+    from ablations import ui
+
+    class Store:
+        tags: list = []
+
+        def search_experiments(self):
+            return [SimpleNamespace(experiment_id="0", name="Default", tags={}, last_update_time=9,
+                                    creation_time=0),
+                    SimpleNamespace(experiment_id="3", name="table2-synthetic-cpu", tags={},
+                                    last_update_time=5, creation_time=1),
+                    SimpleNamespace(experiment_id="4", name="lambda3-synthetic-cpu", tags={},
+                                    last_update_time=7, creation_time=2)]
+
+        def set_experiment_tag(self, *args):
+            self.tags.append(args)
+
+    store = Store()
+    url = ui.runs_url(store, "127.0.0.1", 5000)
+    assert url.startswith("http://127.0.0.1:5000/#/experiments/4/runs?") and store.tags[0][0] == "4"
+    only_default = SimpleNamespace(search_experiments=lambda: Store().search_experiments()[:1])
+    assert ui.runs_url(only_default, "127.0.0.1", 5000) == "http://127.0.0.1:5000/#/experiments"
