@@ -12,6 +12,7 @@ and the command exits 1: the reports leave its seed out of every Δ.
 
 Examples:
   python ablations/per_query.py --table 2
+  python ablations/per_query.py --study ablations/studies/lambda3.toml
   python ablations/per_query.py --experiment table1-synthetic-cpu --tracking-uri sqlite:///mlruns/mlflow.db
 """
 
@@ -33,11 +34,13 @@ if __name__ == "__main__":
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from ablations import study as studies  # noqa: E402
 from ablations import tracking  # noqa: E402
 from ftn_core.config import Config, from_dict, override  # noqa: E402
 from ftn_core.data.loading import build_data, load_splits  # noqa: E402
 from ftn_core.engine import evaluate  # noqa: E402
 from ftn_core.errors import FTNError, OneLineParser, cli_main  # noqa: E402
+from reports.load import study_experiments  # noqa: E402
 
 
 def _artifact(run_id: str, name: str, dst: str) -> str:
@@ -125,14 +128,21 @@ def main(argv: list[str] | None = None) -> int:
                            formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--table", type=int, choices=[1, 2, 3], help="only this table's experiments")
     parser.add_argument("--experiment", help="only this experiment, e.g. table2-synthetic-cpu")
+    parser.add_argument("--study", metavar="FILE", help="only the experiments of this study file")
     parser.add_argument("--tracking-uri", default=None,
                         help=f"MLflow store or server (default: {tracking.DEFAULT_TRACKING_URI})")
     args = parser.parse_args(argv)
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # one line per run instead
+    if args.study and (args.table or args.experiment):
+        raise FTNError("--study: give it alone, without --table or --experiment")
+    study = studies.load(args.study) if args.study else None  # a bad file fails before the store opens
     client = tracking.open_store(args.tracking_uri)
-    exps = [e for e in client.search_experiments()
-            if (args.experiment is None or e.name == args.experiment)
-            and (args.table is None or e.name.startswith(f"table{args.table}-"))]
+    if study is not None:
+        exps = study_experiments(client, study)
+    else:
+        exps = [e for e in client.search_experiments()
+                if (args.experiment is None or e.name == args.experiment)
+                and (args.table is None or e.name.startswith(f"table{args.table}-"))]
     if not exps:
         raise FTNError("no matching experiment in the store; check --table / --experiment / --tracking-uri")
     cache: dict = {}

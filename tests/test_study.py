@@ -217,6 +217,24 @@ def test_report_of_a_bad_study_file_is_one_line(tmp_path, capsys):
     assert not out.exists() and not (tmp_path / "x.db").exists()
 
 
+def test_per_query_backfill_takes_a_study_file(tmp_path, capsys):
+    """``per_query.py --study``: a bad file fails in one line before the store exists; a good
+    one with no runs yet says which command makes them."""
+    from ablations import per_query
+
+    path = tmp_path / "bad.toml"
+    path.write_text('name = "bad"\n' + BAD["claim_row"][0])
+    db = tmp_path / "x.db"
+    assert per_query.main(["--study", str(path), "--tracking-uri", f"sqlite:///{db}"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {path}: claim 'b wins'") and err.count("\n") == 1 and not db.exists()
+    lam = str(STUDIES / "lambda3.toml")
+    assert per_query.main(["--study", lam, "--table", "2"]) == 2
+    assert "--study: give it alone" in capsys.readouterr().err
+    assert per_query.main(["--study", lam, "--tracking-uri", f"sqlite:///{db}"]) == 2
+    assert f"run `python ablations/run.py --study {lam}` first" in capsys.readouterr().err
+
+
 def test_a_study_name_of_a_paper_table_is_refused():
     with pytest.raises(FTNError, match="kept for the paper's tables"):
         parse('name = "table2"\n' + ROW_A, "t.toml")
