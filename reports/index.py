@@ -88,7 +88,9 @@ def experiment_readme(rep: Report) -> str:
     out += [f"Experiment `{tr.experiment}` (id {tr.experiment_id}): {_n(len(tr.runs), 'FINISHED child run')}"
             f", {_n(len(tr.order), 'variant')} × {_n(len(seeds), 'seed')} "
             f"({' '.join(map(str, seeds))}). "
-            "Reports use FINISHED runs only, the newest one per (variant, seed).", ""]
+            "Reports use FINISHED runs only, the newest one per (variant, seed)."
+            + (f" Every run was trained with {' '.join(f'`--set {i}`' for i in tr.settings)} on top of "
+               f"the `{tr.preset}` preset." if tr.settings else ""), ""]
     if tr.left_out:
         out += ["Runs left out: " + "; ".join(tr.left_out) + ".", ""]
     else:

@@ -27,7 +27,9 @@ from mlflow.store.artifact.local_artifact_repo import LocalArtifactRepository
 import ablations.study as studies
 from ablations.study import Study
 from ablations.variants import variants
+from ftn_core.config import override
 from ftn_core.errors import FTNError
+from ftn_core.presets import preset_config
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_TRACKING_URI = f"sqlite:///{REPO / 'mlruns' / 'mlflow.db'}"
@@ -69,6 +71,9 @@ class TableRuns:
     data_digest: str = ""
     """The data the kept runs saw (``ftn_core.data.digest``): the newest FINISHED run's; runs on
     other data are left out. "" = runs from before data digests."""
+    settings: tuple[str, ...] = ()
+    """``--set key=value`` items every kept run was trained with on top of the preset (stated once
+    in the report instead of in every row's label)."""
 
     @property
     def study(self) -> Study:
@@ -175,10 +180,6 @@ def load_runs(client: MlflowClient, exp: Experiment, study: Study | None = None)
     known = ({v.key: v.label for v in variants(table, controls=True)}
              if isinstance(table, Study) or table in studies.PAPER_TABLE_NUMBERS else {})
     df["variant_label"] = df["tags.variant_label"].fillna(df["variant"].map(known))
-    if "tags.overrides" in df:  # a row run with --set is labelled as modified, never as the paper's
-        mod = df["tags.overrides"].fillna("").astype(str)
-        df["variant_label"] = df["variant_label"].where(mod == "", df["variant_label"] + " [" + mod + "]")
-
     left_out: list[str] = []
 
     def drop(mask: pd.Series, reason: str) -> None:
@@ -212,8 +213,37 @@ def load_runs(client: MlflowClient, exp: Experiment, study: Study | None = None)
             df[f"metrics.val/{key}"] = float("nan")
     rank = {k: i for i, k in enumerate(known)}
     df = df.sort_values(["variant", "seed"], key=lambda s: s.map(rank) if s.name == "variant" else s)
+    # A row run with --set is labelled as modified, never as the paper's; what every run shares
+    # is said once, beside the table, rather than in every label.
+    tag = df["tags.overrides"] if "tags.overrides" in df else pd.Series("", index=df.index)
+    items = [run_overrides(t, preset) for t in tag.fillna("").astype(str)]
+    common = tuple(i for i in items[0] if all(i in other for other in items)) if items else ()
+    rest = [", ".join(i for i in own if i not in common) for own in items]
+    df["variant_label"] = [label + (f" [{r}]" if r else "") for label, r in zip(df["variant_label"], rest)]
     return TableRuns(exp.name, exp.experiment_id, table, dataset, preset,
-                     df.reset_index(drop=True), left_out, parent_id, digest)
+                     df.reset_index(drop=True), left_out, parent_id, digest, common)
+
+
+_ITEM = re.compile(r", (?=[A-Za-z_][\w.]*=)")  # "a.b=1, c.d=x" → items; a value may hold ", "
+
+
+def run_overrides(tag: str, preset: str) -> tuple[str, ...]:
+    """A run's ``overrides`` tag as ``key=value`` items, less those the preset now sets to that
+    value itself (a setting the preset adopted after the run is no longer a departure)."""
+    items = tuple(i for i in _ITEM.split(tag.strip()) if i)
+    try:
+        base = preset_config(preset)
+    except FTNError:  # a preset this code does not know: keep every item
+        return items
+
+    def is_default(item: str) -> bool:
+        key, _, value = item.partition("=")
+        try:
+            return override(base, {key.strip(): value.strip()}) == base
+        except (FTNError, ValueError, TypeError):
+            return False
+
+    return tuple(i for i in items if not is_default(i))
 
 
 def _search(client: MlflowClient, exp: Experiment, filter_string: str) -> pd.DataFrame:

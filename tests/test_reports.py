@@ -464,6 +464,29 @@ def test_a_row_run_with_overrides_is_labelled_as_modified(tmp_path):
     assert labels["cfa"] == "Base. + CFA [loss.margin=0.5]" and labels["base"] == "Base."
 
 
+def test_settings_every_run_shares_are_stated_once_and_adopted_ones_dropped(tmp_path):
+    """--set items on every run leave the labels for the page; an item the preset now sets to
+    the same value itself (the cpu preset adopted random_patch=0) is no departure at all."""
+    from reports.load import run_overrides
+
+    assert run_overrides("data.random_patch=0, data.random_erasing=0.0, train.epochs=3", "cpu") == (
+        "train.epochs=3",)
+    assert run_overrides("data.random_patch=0", "tiny") == ("data.random_patch=0",)  # tiny keeps it on
+    assert run_overrides("a.b=1, c.d=x, y", "no-such-preset") == ("a.b=1", "c.d=x, y")
+    uri = new_store(tmp_path)
+    shared = "data.synthetic_test_ids=50, train.eval_every=0"
+    log_experiment(uri, tmp_path, [
+        FakeRun("base", 0, {"rank1": 40.0, "mAP": 30.0}, artifacts=False,
+                extra_tags={"overrides": shared + ", data.random_patch=0, data.random_erasing=0"}),
+        FakeRun("cfa", 0, {"rank1": 45.0, "mAP": 31.0}, artifacts=False,
+                extra_tags={"overrides": shared + ", loss.margin=0.5"})], table=1, preset="cpu")
+    client, _ = connect(uri)
+    tr = load_runs(client, find_experiments(client, name="table1-synthetic-cpu")[0])
+    labels = tr.runs.set_index("variant")["variant_label"]
+    assert labels["base"] == "Base." and labels["cfa"] == "Base. + CFA [loss.margin=0.5]"
+    assert tr.settings == ("data.synthetic_test_ids=50", "train.eval_every=0")
+
+
 def test_rank_list_picks_best_median_worst_and_frames_each_panel(tmp_path):
     from fixtures_layouts import GALLERY, QUERY, TRAIN, write_market_layout
 
