@@ -50,8 +50,8 @@ def reranked(model, data, flip: bool, device: torch.device):
     from ftn_core.evaluation import evaluate_rank
     from ftn_core.rerank import rerank
 
-    qf, qp, qc, _ = extract_features(model, data.query_loader, device, flip=flip)
-    gf, gp, gc, _ = extract_features(model, data.gallery_loader, device, flip=flip)
+    qf, qp, qc, _ = extract_features(model, data.query_loader, device, flip=flip, diagnostics=False)
+    gf, gp, gc, _ = extract_features(model, data.gallery_loader, device, flip=flip, diagnostics=False)
     result = evaluate_rank(rerank(qf.to(device), gf.to(device)), qp, gp, qc, gc,
                            device=device if device.type != "cpu" else None)
     return {f"val/{k}": METRIC_SCALE * v for k, v in result.metrics().items()}, result

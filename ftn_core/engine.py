@@ -138,10 +138,12 @@ def deferred_interrupts() -> Iterator[None]:
 
 @torch.no_grad()
 def extract_features(model: FTN, loader, device: torch.device, channels_last: bool = False,
-                     progress: bool = False, desc: str = "features", flip: bool = False):
-    """Test embeddings, pids, camids and (when masks come) the foreground-focus scores;
-    ``flip``: each embedding is the mean of the image's and its mirror image's (test-time
-    augmentation, off in the paper's protocol)."""
+                     progress: bool = False, desc: str = "features", flip: bool = False,
+                     diagnostics: bool = True):
+    """Test embeddings, pids, camids and (when masks come and ``diagnostics``) the
+    foreground-focus scores, which cost a second encoder pass per image; ``flip``: each
+    embedding is the mean of the image's and its mirror image's (test-time augmentation, off in
+    the paper's protocol)."""
     model.eval()
     feats, pids, camids = [], [], []
     focus: dict[str, list[torch.Tensor]] = {}
@@ -155,7 +157,7 @@ def extract_features(model: FTN, loader, device: torch.device, channels_last: bo
         feats.append(feat.cpu())
         pids.append(batch["pid"])
         camids.append(batch["camid"])
-        if "mask" in batch:
+        if diagnostics and "mask" in batch:
             for name, score in foreground_scores(model, img, batch["mask"]).items():
                 focus.setdefault(name, []).append(score)
     focus_mean = {k: float(torch.cat(v).float().nanmean()) for k, v in focus.items()}

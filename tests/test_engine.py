@@ -80,6 +80,29 @@ def test_same_seed_same_metrics_and_logged_names(tiny_cfg):
     assert other.metrics != first.metrics
 
 
+def test_diagnostics_are_the_queries_and_can_be_skipped(tiny_cfg, monkeypatch):
+    """The foreground diagnostics (a second encoder pass per image) run on the query images
+    only (the gallery loader carries no masks); a caller that discards them (the re-ranked
+    evaluation) skips that pass with ``diagnostics=False``."""
+    data = build_data(tiny_cfg.data, seed=0)
+    model = Trainer(tiny_cfg, data, progress=False).model
+    seen = []
+    original = engine.foreground_scores
+
+    def counted(m, img, masks):
+        seen.append(img.shape[0])
+        return original(m, img, masks)
+
+    monkeypatch.setattr(engine, "foreground_scores", counted)
+    metrics, _ = engine.evaluate(model, data, torch.device("cpu"))
+    assert sum(seen) == len(data.splits.query) and len(data.splits.gallery) > 0
+    seen.clear()
+    feats, _, _, focus = engine.extract_features(model, data.query_loader, torch.device("cpu"), diagnostics=False)
+    assert seen == [] and focus == {} and feats.shape[0] == len(data.splits.query)
+    _, _, _, focus = engine.extract_features(model, data.query_loader, torch.device("cpu"))
+    assert metrics["val/fg_focus"] == focus["fg_focus_global"]
+
+
 @pytest.mark.parametrize("workers", [0, 2])
 def test_interrupted_run_resumes_to_the_same_result(tiny_cfg, tmp_path, monkeypatch, workers):
     # Enough images per epoch that RandomPatch's pool (100 patches) fills during epoch 2:
