@@ -410,15 +410,15 @@ def log_rank_list(per_query: dict, splits: DatasetSplits, title: str, run_id: st
 def _child_tags(p: PlannedRun) -> dict[str, str]:
     return {"kind": "child", "table": str(p.table or ""), "study": p.study.name, "variant": p.variant.key,
             "variant_label": p.variant.label, "seed": str(p.seed), "preset": p.preset,
-            "dataset": p.dataset, "git_commit": tracking.git_commit(), "config_hash": p.hash,
-            "data_digest": p.data_digest, "overrides": p.overrides}
+            "dataset": p.dataset, "git_commit": tracking.git_commit(), "machine": tracking.machine(),
+            "config_hash": p.hash, "data_digest": p.data_digest, "overrides": p.overrides}
 
 
 def _start_child(p: PlannedRun, client, parent_id: str, splits: DatasetSplits) -> str:
     tags = _child_tags(p) | {"skipped_images": str(splits.skipped)}
     if p.run_id is not None:  # resume in the same MLflow run
         run = mlflow.start_run(run_id=p.run_id, log_system_metrics=True)
-        mlflow.set_tags({"git_commit": tags["git_commit"]})
+        mlflow.set_tags({"git_commit": tags["git_commit"], "machine": tags["machine"]})  # the last to touch it
         return run.info.run_id
     exp_id = tracking.get_or_create_experiment(client, p.experiment)
     run = mlflow.start_run(experiment_id=exp_id, run_name=p.name, parent_run_id=parent_id, tags=tags,

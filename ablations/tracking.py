@@ -380,6 +380,31 @@ def copy_run(client: MlflowClient, source: Run, experiment_id: str, name: str, t
     return run_id
 
 
+def machine() -> str:
+    """The hardware a run trains on, for its ``machine`` tag: CPU model, cores and vector
+    extension (bf16 where native), torch's thread count, and the GPUs when CUDA has any."""
+    import platform
+
+    import torch
+
+    from ftn_core.engine import native_bf16_cpu
+
+    model = ""
+    try:
+        with open("/proc/cpuinfo") as f:
+            model = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), "")
+    except OSError:
+        pass
+    model = model or platform.processor() or platform.machine() or "unknown CPU"
+    isa = torch.backends.cpu.get_cpu_capability()
+    text = (f"{model} ({os.cpu_count()} cores, {isa}{' with bf16' if native_bf16_cpu() else ''}), "
+            f"{torch.get_num_threads()} torch thread{'s' if torch.get_num_threads() != 1 else ''}")
+    if torch.cuda.is_available():
+        names = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+        text += "; " + ", ".join(f"{names.count(n)}× {n}" for n in dict.fromkeys(names))
+    return text
+
+
 def git_commit() -> str:
     """HEAD of the repository, with ``-dirty`` when the work tree has changes; else 'unknown'."""
     try:

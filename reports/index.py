@@ -7,6 +7,8 @@ import re
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import pandas as pd
+
 from reports import diagnostics, efficiency, tables
 from reports.load import DEFAULT_TRACKING_URI
 
@@ -73,6 +75,24 @@ def _agreement(rho: float, n: int, metric: str) -> str:
     return f"{metric}: Spearman ρ = {rho:+.2f} over {n} variants — our ordering {word} the paper's"
 
 
+def _provenance(tr) -> str:
+    """Which code, machines and commands made the runs: figures are tied to all three."""
+    def counted(column: str, shorten=lambda v: v) -> str:
+        values = (tr.runs[column].fillna("not recorded") if column in tr.runs
+                  else pd.Series("not recorded", index=tr.runs.index)).astype(str).map(shorten)
+        return ", ".join(f"{v} ({_n(n, 'run')})" for v, n in values.value_counts().items())
+
+    def commit(value: str) -> str:
+        return value if value in ("not recorded", "unknown") else f"`{value[:7]}{'-dirty' if value.endswith('-dirty') else ''}`"
+
+    text = f"Code: {counted('tags.git_commit', commit)}. Machine: {counted('tags.machine')}."
+    if tr.commands:
+        shown = [f"`python {c}`" if c.startswith("ablations/") else f"`{c}`" for c in tr.commands[:4]]
+        more = f" and {len(tr.commands) - 4} more" if len(tr.commands) > 4 else ""
+        text += f" Trained by {', '.join(shown)}{more}."
+    return text
+
+
 def experiment_readme(rep: Report) -> str:
     tr, s = rep.tr, rep.summary
     paper = tables.paper_dataset(tr.dataset)
@@ -91,6 +111,7 @@ def experiment_readme(rep: Report) -> str:
             "Reports use FINISHED runs only, the newest one per (variant, seed)."
             + (f" Every run was trained with {' '.join(f'`--set {i}`' for i in tr.settings)} on top of "
                f"the `{tr.preset}` preset." if tr.settings else ""), ""]
+    out += [_provenance(tr), ""]
     if tr.left_out:
         out += ["Runs left out: " + "; ".join(tr.left_out) + ".", ""]
     else:

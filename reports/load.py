@@ -74,6 +74,8 @@ class TableRuns:
     settings: tuple[str, ...] = ()
     """``--set key=value`` items every kept run was trained with on top of the preset (stated once
     in the report instead of in every row's label)."""
+    commands: tuple[str, ...] = ()
+    """The commands (parent runs' ``command`` tags) that trained the kept runs, oldest first."""
 
     @property
     def study(self) -> Study:
@@ -220,8 +222,14 @@ def load_runs(client: MlflowClient, exp: Experiment, study: Study | None = None)
     common = tuple(i for i in items[0] if all(i in other for other in items)) if items else ()
     rest = [", ".join(i for i in own if i not in common) for own in items]
     df["variant_label"] = [label + (f" [{r}]" if r else "") for label, r in zip(df["variant_label"], rest)]
+    commands: tuple[str, ...] = ()
+    if len(parents) and "tags.command" in parents and "tags.mlflow.parentRunId" in df:
+        used = parents[parents["run_id"].isin(set(df["tags.mlflow.parentRunId"].dropna()))]
+        used = used.sort_values("start_time")["tags.command"].dropna().astype(str)
+        # The shards of one command are one command: "--shard 0/2" and "--shard 1/2" → "--shard K/2".
+        commands = tuple(dict.fromkeys(re.sub(r"--shard \d+/(\d+)", r"--shard K/\1", c) for c in used))
     return TableRuns(exp.name, exp.experiment_id, table, dataset, preset,
-                     df.reset_index(drop=True), left_out, parent_id, digest, common)
+                     df.reset_index(drop=True), left_out, parent_id, digest, common, commands)
 
 
 _ITEM = re.compile(r", (?=[A-Za-z_][\w.]*=)")  # "a.b=1, c.d=x" → items; a value may hold ", "

@@ -464,6 +464,26 @@ def test_a_row_run_with_overrides_is_labelled_as_modified(tmp_path):
     assert labels["cfa"] == "Base. + CFA [loss.margin=0.5]" and labels["base"] == "Base."
 
 
+def test_the_page_says_which_code_machines_and_commands_made_the_runs(tmp_path):
+    from reports.index import _provenance
+
+    uri = new_store(tmp_path)
+    log_experiment(uri, tmp_path, [
+        FakeRun("base", 0, {"rank1": 40.0, "mAP": 30.0}, artifacts=False,
+                extra_tags={"machine": "CPU X (2 cores, AVX2), 1 torch thread"}),
+        FakeRun("base", 1, {"rank1": 41.0, "mAP": 30.0}, artifacts=False,
+                extra_tags={"machine": "CPU X (2 cores, AVX2), 1 torch thread", "git_commit": "ab" * 20 + "-dirty"}),
+        FakeRun("cfa", 0, {"rank1": 45.0, "mAP": 31.0}, artifacts=False)], table=1)
+    client, _ = connect(uri)
+    exp = find_experiments(client, name="table1-synthetic-tiny")[0]
+    (parent,) = client.search_runs([exp.experiment_id], "tags.kind = 'parent'")
+    client.set_tag(parent.info.run_id, "command", "ablations/run.py --table 1 --shard 1/2")
+    text = _provenance(load_runs(client, exp))
+    assert text == ("Code: `0000000` (2 runs), `abababa-dirty` (1 run). Machine: CPU X (2 cores, AVX2), "
+                    "1 torch thread (2 runs), not recorded (1 run). "
+                    "Trained by `python ablations/run.py --table 1 --shard K/2`.")
+
+
 def test_settings_every_run_shares_are_stated_once_and_adopted_ones_dropped(tmp_path):
     """--set items on every run leave the labels for the page; an item the preset now sets to
     the same value itself (the cpu preset adopted random_patch=0) is no departure at all."""

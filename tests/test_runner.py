@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -45,6 +46,7 @@ def test_runner_records_everything_and_never_trains_twice(store, data_root, caps
     tags = g.data.tags
     assert tags["variant"] == "g" and tags["seed"] == "0" and tags["table"] == "2" and tags["preset"] == "tiny"
     assert tags["dataset"] == "synthetic" and len(tags["config_hash"]) == 12 and tags["git_commit"]
+    assert f"({os.cpu_count()} cores, " in tags["machine"] and "torch thread" in tags["machine"]
     parent = client.get_run(tags["mlflow.parentRunId"])
     assert parent.data.tags["kind"] == "parent" and parent.info.status == "FINISHED"
     params = g.data.params
