@@ -51,17 +51,19 @@ def wrap(label: str, width: int = 30) -> str:
     return "\n".join(textwrap.wrap(str(label), width)) or str(label)
 
 
-def save(fig: plt.Figure, stem: Path) -> list[Path]:
+def save(fig: plt.Figure, stem: Path, palette: bool = True) -> list[Path]:
     """``stem.png`` and ``stem.pdf``, without timestamps so a rebuild gives the same bytes.
 
-    The PNG is reduced to a 256-colour palette: heat-map overlays stay well under 200 KB.
+    ``palette``: the PNG is reduced to 256 colours (charts lose nothing and shrink); figures of
+    photos under heat maps keep full colour, whose gradients a palette would cut into bands.
     """
     png, pdf = stem.with_suffix(".png"), stem.with_suffix(".pdf")
     buf = io.BytesIO()
     fig.savefig(buf, format="png", bbox_inches="tight")
     rgb = Image.open(buf).convert("RGB")
-    rgb.quantize(256, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE).save(
-        png, optimize=True)
+    if palette:
+        rgb = rgb.quantize(256, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE)
+    rgb.save(png, optimize=True)
     fig.savefig(pdf, bbox_inches="tight", metadata={"CreationDate": None, "Creator": None,
                                                    "Producer": None})
     plt.close(fig)

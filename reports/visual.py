@@ -27,7 +27,7 @@ from matplotlib.colors import Normalize  # noqa: E402
 from mlflow import MlflowClient  # noqa: E402
 
 from ftn_core.config import Config, from_dict  # noqa: E402
-from ftn_core.data.dataset import ReIDDataset, read_image  # noqa: E402
+from ftn_core.data.dataset import ReIDDataset  # noqa: E402
 from ftn_core.data.loading import load_splits  # noqa: E402
 from ftn_core.data.transforms import build_transforms  # noqa: E402
 from ftn_core.data.types import DatasetSplits, Sample  # noqa: E402
@@ -203,7 +203,7 @@ def figure_stage3_vs_cfa(model: FTN, cfg: Config, splits: DatasetSplits, label: 
     _colour_bar(fig, axes)
     note = f"\n{wrap(MASK_NOTE, 50)}" if mask is not None else ""
     fig.suptitle(f"Stage 3 vs CFA — {wrap(label, 50)}{note}", fontsize=7)
-    return save(fig, stem)
+    return save(fig, stem, palette=False)  # photos under heat maps: full colour
 
 
 def figure_global_local(models: dict[str, tuple[FTN, Config]], splits: DatasetSplits,
@@ -227,7 +227,7 @@ def figure_global_local(models: dict[str, tuple[FTN, Config]], splits: DatasetSp
     note = f"\n{MASK_NOTE}" if mask is not None else ""
     fig.suptitle(f"Global and local branches, identity {samples[0].pid} in "
                  f"{len(samples)} cameras{note}", fontsize=7)
-    return save(fig, stem)
+    return save(fig, stem, palette=False)  # photos under heat maps: full colour
 
 
 def figure_reconstructions(models: dict[str, tuple[FTN, Config]], splits: DatasetSplits,
@@ -259,4 +259,4 @@ def figure_reconstructions(models: dict[str, tuple[FTN, Config]], splits: Datase
                         va="center", ha="right", fontsize=8)
     fig.suptitle("TF-Dec reconstructions (input, masked target, output)", fontsize=8)
     fig.tight_layout()
-    return save(fig, stem)
+    return save(fig, stem, palette=False)  # photos under heat maps: full colour

@@ -164,3 +164,21 @@ def test_rank_lists_of_two_models_show_the_same_queries(tmp_path, monkeypatch):
     assert picks == [("best", 0), ("median", 1)]  # dataset query indices, not rows
     assert drawn(base, picks) == drawn(other, picks) == [0, 1]
     assert drawn(other) == [1, 0]  # its own picks would differ
+
+
+def test_heat_map_figures_keep_full_colour_and_charts_a_palette(tmp_path):
+    """A smooth heat map over 256 colours: the chart PNG is a 256-colour palette, the photo
+    figure keeps every shade (a palette cuts the gradient into visible bands)."""
+    from PIL import Image
+
+    def gradient():
+        fig, ax = plt.subplots(figsize=(3, 3))
+        ax.imshow(np.linspace(0, 1, 300 * 300).reshape(300, 300), cmap="jet", alpha=0.45,
+                  interpolation="none")
+        return fig
+
+    chart = figures.save(gradient(), tmp_path / "chart")[0]
+    photo = figures.save(gradient(), tmp_path / "photo", palette=False)[0]
+    assert Image.open(chart).mode == "P"
+    shades = Image.open(photo).convert("RGB").getcolors(maxcolors=1 << 20)
+    assert Image.open(photo).mode == "RGB" and len(shades) > 256
