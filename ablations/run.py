@@ -163,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
             runner.mark_existing(plan, client)
         if rank == 0:
             print(runner.format_plan(plan, work_dir))
-            print(runner.describe_start(plan))
+            print(runner.describe_start(plan, runner.measured_pace(plan, client) if client else None))
         return 0
     splits = runner.read_data(plan)
     client = tracking.open_store(uri) if rank == 0 else None
@@ -182,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
                   f"(change a --set to run a new configuration)")
         return 0
     if rank == 0:
-        print(runner.describe_start(plan), flush=True)
+        print(runner.describe_start(plan, runner.measured_pace(plan, client)), flush=True)
     todo = [p for p in plan if p.status != "done"]
     splits = runner.load_todo(todo, splits)
     parents: dict[str, str] = {}

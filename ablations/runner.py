@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import statistics
 import sys
 import time
 from dataclasses import dataclass
@@ -263,8 +264,31 @@ def format_plan(plan: list[PlannedRun], work_dir: Path) -> str:
     return "\n".join(lines)
 
 
-def describe_start(plan: list[PlannedRun]) -> str:
-    """One line saying what happens first and how long the whole plan should take."""
+def measured_pace(plan: list[PlannedRun], client) -> tuple[float, int] | None:
+    """(median seconds per epoch, runs) of the FINISHED child runs in the plan's experiments
+    that were trained, not copied, with the plan's preset on the plan's data: this machine's
+    pace at this test size, which the preset's nominal figure is not. None below 3 such runs."""
+    keys = {(p.preset, p.data_digest) for p in plan if p.data_digest}
+    per_epoch = []
+    for name in sorted({p.experiment for p in plan}):
+        exp = client.get_experiment_by_name(name)
+        for run in tracking.child_runs(client, exp.experiment_id).values() if exp else ():
+            tags, info = run.data.tags, run.info
+            if (info.status != "FINISHED" or "reused_from" in tags or not info.end_time
+                    or (tags.get("preset"), tags.get("data_digest")) not in keys):
+                continue
+            try:
+                epochs = int(run.data.params.get("train.epochs", "0"))
+            except ValueError:
+                continue
+            if epochs > 0:
+                per_epoch.append((info.end_time - info.start_time) / 1000 / epochs)
+    return (statistics.median(per_epoch), len(per_epoch)) if len(per_epoch) >= 3 else None
+
+
+def describe_start(plan: list[PlannedRun], pace: tuple[float, int] | None = None) -> str:
+    """One line saying what happens first and how long the whole plan should take: at ``pace``
+    (``measured_pace``) when the store has one, else at the preset's nominal figure."""
     todo = [p for p in plan if p.status not in ("done", "reuse")]
     reuse = sum(p.status == "reuse" for p in plan)
     first = [f"copy {reuse} FINISHED run(s) of the same configuration from other experiments"] if reuse else []
@@ -272,15 +296,21 @@ def describe_start(plan: list[PlannedRun]) -> str:
         if p.dataset == "synthetic" and not synthetic_ready(p.cfg.data):
             first.append(f"generate the synthetic data in {p.cfg.data.root} (seconds)")
             break
-    # The preset's measured run time, scaled by the epochs a --set asks for.
-    seconds = sum(RUN_SECONDS.get(p.preset, float("nan")) * p.cfg.train.epochs
-                  / preset_config(p.preset).train.epochs for p in todo)
-    if seconds != seconds:  # NaN: a preset without a measured time
-        estimate = "no time estimate for this preset (it depends on the GPU)"
-    else:
-        estimate = (f"about {round(seconds / 60)} min" if seconds >= 90 else "under 2 min") + " on a quiet 2-core CPU"
+    if pace is not None:  # this store's own runs: this machine, this test size
+        seconds = sum(pace[0] * p.cfg.train.epochs for p in todo)
+        estimate = (f"{_about(seconds)} at the pace of this store's {pace[1]} FINISHED runs of this preset on "
+                    f"this data (median {pace[0]:.0f} s per epoch, evaluation included)")
+    else:  # the preset's measured run time, scaled by the epochs a --set asks for
+        seconds = sum(RUN_SECONDS.get(p.preset, float("nan")) * p.cfg.train.epochs
+                      / preset_config(p.preset).train.epochs for p in todo)
+        estimate = ("no time estimate for this preset (it depends on the GPU)" if seconds != seconds
+                    else f"{_about(seconds)} on a quiet 2-core CPU")
     return (f"next: {'; then '.join(first + [f'train {len(todo)} run(s)'])}; "
             f"{estimate} ({len(plan) - len(todo) - reuse} of {len(plan)} already done)")
+
+
+def _about(seconds: float) -> str:
+    return f"about {round(seconds / 60)} min" if seconds >= 90 else "under 2 min"
 
 
 def synthetic_ready(cfg) -> bool:

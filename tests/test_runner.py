@@ -99,6 +99,40 @@ def test_dry_run_time_estimate_follows_the_epochs_asked_for(store, tmp_path, cap
         assert f"train 6 run(s); about {minutes} min" in capsys.readouterr().out
 
 
+def test_time_estimate_at_the_pace_of_the_stores_own_runs(tmp_path):
+    """With 3 or more FINISHED runs of the preset on the same data in the plan's experiments,
+    the estimate is their median seconds per epoch (copied runs, other data, other presets and
+    unfinished runs do not count); with fewer, the preset's nominal figure."""
+    from types import SimpleNamespace
+
+    from ablations import runner
+
+    plan = runner.build_plan(1, ["base", "cfa"], [0, 1], ["synthetic"], str(tmp_path), "cpu", {})
+    for p in plan:
+        p.data_digest = "d1"
+
+    def run(seconds, epochs=9, status="FINISHED", digest="d1", preset="cpu", **extra):
+        tags = {"kind": "child", "variant": "base", "seed": str(len(runs)), "config_hash": "h",
+                "data_digest": digest, "preset": preset, **extra}
+        return SimpleNamespace(info=SimpleNamespace(status=status, start_time=0, end_time=int(seconds * 1000),
+                                                    run_id=str(len(runs))),
+                               data=SimpleNamespace(tags=tags, params={"train.epochs": str(epochs)}))
+
+    runs = []
+    for args, kw in (((900,), {}), ((450,), {"epochs": 3}), ((1800,), {}), ((10,), {"status": "RUNNING"}),
+                     ((1,), {"reused_from": "x"}), ((2,), {"digest": "d0"}), ((3,), {"preset": "tiny"})):
+        runs.append(run(*args, **kw))
+    client = SimpleNamespace(get_experiment_by_name=lambda name: SimpleNamespace(experiment_id="1"),
+                             search_runs=lambda *a, **k: list(runs))
+    pace = runner.measured_pace(plan, client)
+    assert pace == (150.0, 3)  # per epoch: 100, 150, 200
+    line = runner.describe_start(plan, pace)
+    assert f"train 4 run(s); about {round(4 * 9 * 150 / 60)} min at the pace of this store's 3 FINISHED runs" in line
+    del runs[1]
+    assert runner.measured_pace(plan, client) is None  # two runs are too few to call a pace
+    assert "on a quiet 2-core CPU" in runner.describe_start(plan, None)
+
+
 @pytest.mark.slow
 def test_nan_run_fails_and_the_others_go_on(store, data_root, capsys, monkeypatch):
     # A NaN L1 term (a NaN weight is refused before any run exists): only variants with a
