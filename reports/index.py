@@ -89,7 +89,7 @@ def _provenance(tr) -> str:
     if tr.commands:
         shown = [f"`python {c}`" if c.startswith("ablations/") else f"`{c}`" for c in tr.commands[:4]]
         more = f" and {len(tr.commands) - 4} more" if len(tr.commands) > 4 else ""
-        text += f" Trained by {', '.join(shown)}{more}."
+        text += f" Trained by {', '.join(shown)}{more} (where the store, data and checkpoints live is left out)."
     return text
 
 

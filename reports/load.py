@@ -226,10 +226,17 @@ def load_runs(client: MlflowClient, exp: Experiment, study: Study | None = None)
     if len(parents) and "tags.command" in parents and "tags.mlflow.parentRunId" in df:
         used = parents[parents["run_id"].isin(set(df["tags.mlflow.parentRunId"].dropna()))]
         used = used.sort_values("start_time")["tags.command"].dropna().astype(str)
-        # The shards of one command are one command: "--shard 0/2" and "--shard 1/2" → "--shard K/2".
-        commands = tuple(dict.fromkeys(re.sub(r"--shard \d+/(\d+)", r"--shard K/\1", c) for c in used))
+        commands = tuple(dict.fromkeys(_command(c) for c in used))
     return TableRuns(exp.name, exp.experiment_id, table, dataset, preset,
                      df.reset_index(drop=True), left_out, parent_id, digest, common, commands)
+
+
+def _command(text: str) -> str:
+    """A parent run's command as a reader can reuse it: the shards of one command are one
+    command ("--shard 0/2", "--shard 1/2" → "--shard K/2"), and the options that only say where
+    things live (store, data folder, checkpoints) are left out: the data digest names the data."""
+    text = re.sub(r"--shard \d+/(\d+)", r"--shard K/\1", text)
+    return re.sub(r" --(tracking-uri|root|work-dir)(=| )\S+", "", text)
 
 
 _ITEM = re.compile(r", (?=[A-Za-z_][\w.]*=)")  # "a.b=1, c.d=x" → items; a value may hold ", "

@@ -477,11 +477,13 @@ def test_the_page_says_which_code_machines_and_commands_made_the_runs(tmp_path):
     client, _ = connect(uri)
     exp = find_experiments(client, name="table1-synthetic-tiny")[0]
     (parent,) = client.search_runs([exp.experiment_id], "tags.kind = 'parent'")
-    client.set_tag(parent.info.run_id, "command", "ablations/run.py --table 1 --shard 1/2")
+    client.set_tag(parent.info.run_id, "command", "ablations/run.py --table 1 --root /d --shard 1/2 "
+                                                  "--tracking-uri=sqlite:////x/m.db --work-dir /w")
     text = _provenance(load_runs(client, exp))
     assert text == ("Code: `0000000` (2 runs), `abababa-dirty` (1 run). Machine: CPU X (2 cores, AVX2), "
                     "1 torch thread (2 runs), not recorded (1 run). "
-                    "Trained by `python ablations/run.py --table 1 --shard K/2`.")
+                    "Trained by `python ablations/run.py --table 1 --shard K/2` (where the store, data and "
+                    "checkpoints live is left out).")
 
 
 def test_settings_every_run_shares_are_stated_once_and_adopted_ones_dropped(tmp_path):
