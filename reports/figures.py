@@ -143,7 +143,7 @@ def draw_delta_scatter(summary: pd.DataFrame, table: int, dataset_note: str) -> 
     df = compared(summary)
     if df[[f"d_{m}" for m in DELTA_METRICS]].isna().all().all():
         return None
-    fig, axes = plt.subplots(1, 2, figsize=(7.5, 3.4))
+    fig, axes = plt.subplots(1, 2, figsize=(7.5, 4.0))
     colours, marks = palette(table), markers(table)
     shown: dict[str, str] = {}
     for ax, m in zip(axes, DELTA_METRICS):
@@ -164,9 +164,9 @@ def draw_delta_scatter(summary: pd.DataFrame, table: int, dataset_note: str) -> 
         if known.any():
             clear = int(((lo[known] > 0) | (hi[known] < 0)).sum())
             text += f"\n{clear} of {int(known.sum())} intervals exclude 0"
-        ax.text(0.03, 0.97, text, transform=ax.transAxes, va="top", fontsize=8,
-                bbox={"boxstyle": "round", "fc": "white", "ec": "0.7"})
-        ax.set(title=f"Δ {METRICS[m]} against the Baseline", xlabel="paper's Δ, points",
+        # Under the axis, not in a box inside it, where it could hide the end of a bar.
+        ax.set(title=f"Δ {METRICS[m]} against the Baseline",
+               xlabel="paper's Δ, points\n" + text,
                ylabel="our Δ, points (bar = 95 % CI)")
         ax.margins(0.15)
     fig.suptitle(f"Our change against the Baseline vs the paper's ({dataset_note})", fontsize=9)
