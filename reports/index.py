@@ -343,8 +343,8 @@ def table_index(table_dir: Path, table) -> Path:
         runs, results = _summary((p / "README.md").read_text(encoding="utf-8"))
         results = _LINK.sub(lambda m: f"]({p.name}/{m.group(1)})", results)
         out += [f"## [{p.name}]({p.name}/README.md)", ""]
-        out += [line for line in (runs, results) if line]
-        out += ["", f"The full page: [{p.name}/README.md]({p.name}/README.md).", ""]
+        out += [x for line in (runs, results) if line for x in (line, "")]  # a table never runs into a paragraph
+        out += [f"The full page: [{p.name}/README.md]({p.name}/README.md).", ""]
     index = table_dir / "README.md"
     index.write_text("\n".join(out), encoding="utf-8")
     return index
