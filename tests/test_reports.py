@@ -578,7 +578,7 @@ def test_activation_maps_have_a_colour_bar_and_a_uniform_map_reference(report, s
     splits = visual.query_data(cfg)
     model = build_model(cfg.model, NUM_CLASSES).eval()
     drawn = []
-    monkeypatch.setattr(visual, "save", lambda fig, stem: drawn.append(fig) or [])
+    monkeypatch.setattr(visual, "save", lambda fig, stem, **kw: drawn.append(fig) or [])
     visual.figure_stage3_vs_cfa(model, cfg, splits, "FTN", Path("x"))
     visual.figure_global_local({"Base": (model, cfg), "FTN": (model, cfg)}, splits, Path("y"))
     _, masks = visual._images(visual.pick_pedestrians(splits), cfg)
