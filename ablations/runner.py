@@ -228,10 +228,15 @@ def reuse_runs(plan: list[PlannedRun], client, parent_ids: dict[str, str]) -> No
         print(f"[reuse {i}/{len(todo)}] {p.experiment} {p.name}: the same configuration and data are FINISHED "
               f"as {p.source.info.run_name} ({p.source.info.run_id[:8]}); copying it, no training", flush=True)
         exp_id = tracking.get_or_create_experiment(client, p.experiment)
+        source = p.source.data.tags
+        tags = _child_tags(p) | {"skipped_images": source.get("skipped_images", "0"),
+                                 "mlflow.parentRunId": parent_ids[p.experiment]}
+        for key in ("git_commit", "machine"):  # what trained it: the source's code and machine, not ours
+            tags.pop(key)
+            if key in source:
+                tags[key] = source[key]
         with deferred_interrupts():
-            p.run_id = tracking.copy_run(client, p.source, exp_id, p.name, _child_tags(p) | {
-                "skipped_images": p.source.data.tags.get("skipped_images", "0"),
-                "mlflow.parentRunId": parent_ids[p.experiment]})
+            p.run_id = tracking.copy_run(client, p.source, exp_id, p.name, tags)
         p.status = "done"
 
 

@@ -342,7 +342,8 @@ def test_a_finished_run_of_the_same_config_in_another_experiment_is_copied_not_t
     client = tracking.open_store(store["uri"])
     other = tracking.get_or_create_experiment(client, "table2-synthetic-tiny")
     src = client.create_run(other, run_name="g-s0", tags={"kind": "child", "variant": "g", "seed": "0",
-                                                         "config_hash": plan[0].hash, "data_digest": "d" * 16})
+                                                         "config_hash": plan[0].hash, "data_digest": "d" * 16,
+                                                         "git_commit": "c" * 40, "machine": "CPU Y, 1 torch thread"})
     for step, value in ((1, 10.0), (2, 20.0)):
         client.log_metric(src.info.run_id, "val/rank1", value, step=step)
     client.log_param(src.info.run_id, "loss.w_grad", "1.0")
@@ -359,6 +360,8 @@ def test_a_finished_run_of_the_same_config_in_another_experiment_is_copied_not_t
     assert copy.info.status == "FINISHED" and copy.info.experiment_id != other
     assert copy.data.tags["reused_from"] == src.info.run_id and copy.data.tags["variant"] == "paper"
     assert copy.data.tags["study"] == "mask-width" and copy.data.params == {"loss.w_grad": "1.0"}
+    # Provenance is the training's: the source's code and machine, not the copier's.
+    assert copy.data.tags["git_commit"] == "c" * 40 and copy.data.tags["machine"] == "CPU Y, 1 torch thread"
     assert [m.value for m in client.get_metric_history(copy.info.run_id, "val/rank1")] == [10.0, 20.0]
     assert [f.path for f in client.list_artifacts(copy.info.run_id)] == ["metrics.json"]
     parent = client.get_run(parents[plan[0].experiment])
