@@ -19,7 +19,8 @@ import torch
 from ablations import tracking
 from ablations.study import Study, Variant, as_study
 from ablations.variants import variants
-from ftn_core.config import HOW_IT_RUNS, Config, config_hash, flatten, override, to_dict, validate
+from ftn_core.config import (HOW_IT_RUNS, Config, config_hash, flatten, override, setting_hash, to_dict,
+                             validate)
 from ftn_core.data.loading import build_data, load_splits
 from ftn_core.data.types import DatasetSplits
 from ftn_core.engine import Callbacks, Interrupted, NonFiniteLoss, Trainer, deferred_interrupts
@@ -446,7 +447,8 @@ def _child_tags(p: PlannedRun) -> dict[str, str]:
     return {"kind": "child", "table": str(p.table or ""), "study": p.study.name, "variant": p.variant.key,
             "variant_label": p.variant.label, "seed": str(p.seed), "preset": p.preset,
             "dataset": p.dataset, "git_commit": tracking.git_commit(), "machine": tracking.machine(),
-            "config_hash": p.hash, "data_digest": p.data_digest, "overrides": p.overrides}
+            "config_hash": p.hash, "setting_hash": setting_hash(p.cfg), "data_digest": p.data_digest,
+            "overrides": p.overrides}
 
 
 def _start_child(p: PlannedRun, client, parent_id: str, splits: DatasetSplits) -> str:

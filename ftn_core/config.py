@@ -288,6 +288,13 @@ def config_hash(cfg: Any, exclude: tuple[str, ...] = HOW_IT_RUNS) -> str:
     return hashlib.sha256(payload.encode()).hexdigest()[:12]
 
 
+def setting_hash(cfg: Any) -> str:
+    """``config_hash`` without the seed and the data's location: the same for every seed of a
+    row trained alike, so that a report never pools a row's runs from before and after its
+    study file or its ``--set`` changed."""
+    return config_hash(cfg, HOW_IT_RUNS + ("train.seed", "data.root"))
+
+
 def _finite(lo: float, lo_open: bool = False, hi: float | None = None, hi_open: bool = False):
     def check(v: Any) -> bool:
         if not isinstance(v, (int, float)) or not math.isfinite(v):

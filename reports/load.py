@@ -27,7 +27,7 @@ from mlflow.store.artifact.local_artifact_repo import LocalArtifactRepository
 import ablations.study as studies
 from ablations.study import Study
 from ablations.variants import variants
-from ftn_core.config import override
+from ftn_core.config import config_hash, from_dict, override, setting_hash
 from ftn_core.errors import FTNError
 from ftn_core.presets import preset_config
 
@@ -206,6 +206,13 @@ def load_runs(client: MlflowClient, exp: Experiment, study: Study | None = None)
         seen = ", ".join(sorted({d or "not recorded" for d in df.loc[other, "data_digest"]}))
         drop(other, f"run(s) on other data than the newest run's (data digest {seen}, newest "
                     f"{digest or 'not recorded'}: the dataset changed between them; train them again to include them)")
+    # A row's seeds are pooled only if they were trained alike: runs from before its study file
+    # or its --set changed are another setting, whatever their variant tag says.
+    df["setting"] = [_setting(client, run) for _, run in df.iterrows()]
+    newest = df.groupby("variant")["setting"].transform("first")
+    drop((df["setting"] != "") & (newest != "") & (df["setting"] != newest),
+         "run(s) trained with another setting of their row than its newest run (the study file or "
+         "--set changed since: train them again to include them)")
     drop(df.duplicated(["variant", "seed"], keep="first"),
          "older duplicate(s) of a newer FINISHED run")
     df = df.assign(seed=df["seed"].astype(int))
@@ -229,6 +236,26 @@ def load_runs(client: MlflowClient, exp: Experiment, study: Study | None = None)
         commands = tuple(dict.fromkeys(_command(c) for c in used))
     return TableRuns(exp.name, exp.experiment_id, table, dataset, preset,
                      df.reset_index(drop=True), left_out, parent_id, digest, common, commands)
+
+
+def _setting(client: MlflowClient, run: Any) -> str:
+    """The run's ``setting_hash`` tag; for a run from before the tag, the hash of its logged
+    ``config.json``, or of the run itself when that config no longer hashes to the run's
+    ``config_hash`` (older code computed it); "" when neither can be read (the run is kept)."""
+    tag = run.get("tags.setting_hash")
+    if isinstance(tag, str) and tag:
+        return tag
+    logged = artifact_json(client, run, "config.json")
+    if logged is None:
+        return ""
+    try:
+        cfg = from_dict(logged)
+    except (FTNError, TypeError, ValueError):
+        return ""
+    tagged = run.get("tags.config_hash")
+    if isinstance(tagged, str) and tagged and tagged != config_hash(cfg):
+        return f"older code: {tagged}"
+    return setting_hash(cfg)
 
 
 def _command(text: str) -> str:

@@ -18,7 +18,7 @@ from mlflow import MlflowClient
 from PIL import Image
 
 from ablations.variants import variants
-from ftn_core.config import Config, config_hash, flatten, to_dict
+from ftn_core.config import Config, config_hash, flatten, override, to_dict
 from ftn_core.model import build_model
 from ftn_core.presets import preset_config
 
@@ -41,6 +41,8 @@ class FakeRun:
     ``first_rank``, ``inp``, ``top10``)."""
     model: bool = True
     """Whether ``model.pt`` is among the artifacts."""
+    sets: dict[str, object] = field(default_factory=dict)
+    """Config changes on top of the row's (a run of the row trained with ``--set``)."""
     grad_ratio: tuple[float, ...] = ()
     """``train/recon_grad_ratio`` of the last ``len(grad_ratio)`` epochs (the earlier ones are
     a frozen warm-up), with ``train/grad_norm_reid`` = 1 and ``grad_norm_recon`` = the ratio."""
@@ -81,7 +83,7 @@ def log_experiment(uri: str, folder: Path, runs: list[FakeRun], table: int = 2,
                                         "preset": preset}) as p:
                 parent_id = p.info.run_id
         for r in runs:
-            cfg = run_config(preset, table, r.variant, r.seed, folder / "data", dataset)
+            cfg = override(run_config(preset, table, r.variant, r.seed, folder / "data", dataset), r.sets)
             tags = {"kind": "child", "table": str(table), "variant": r.variant,
                     "variant_label": labels[r.variant], "seed": str(r.seed), "preset": preset,
                     "dataset": dataset, "git_commit": "0" * 40, "config_hash": config_hash(cfg),

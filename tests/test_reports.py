@@ -100,6 +100,22 @@ def test_load_keeps_finished_newest_per_variant_seed(store):
     assert tr.parent_run_id is not None
 
 
+def test_runs_of_a_row_trained_another_way_are_never_pooled(tmp_path):
+    """Seeds 0 and 1 of `cfa` with 2 epochs, then seed 0 again and seed 2 with 3: the row's
+    newest setting (3 epochs) is reported, and its 2-epoch seed 1 is left out, not pooled."""
+    uri = new_store(tmp_path)
+    log_experiment(uri, tmp_path, [FakeRun("cfa", 0, _val(10, 10)), FakeRun("cfa", 1, _val(20, 20)),
+                                   FakeRun("base", 0, _val(30, 30)),
+                                   FakeRun("cfa", 0, _val(40, 40), sets={"train.epochs": 3}),
+                                   FakeRun("cfa", 2, _val(50, 50), sets={"train.epochs": 3})], table=1)
+    client, _ = connect(uri)
+    tr = load_runs(client, find_experiments(client, table=1)[0])
+    assert sorted(zip(tr.runs["variant"], tr.runs["seed"], tr.runs["metrics.val/rank1"])) == [
+        ("base", 0, 30), ("cfa", 0, 40), ("cfa", 2, 50)]
+    assert tr.left_out == ["2 run(s) trained with another setting of their row than its newest run (the study "
+                           "file or --set changed since: train them again to include them) (cfa-s1, cfa-s0)"]
+
+
 def test_summary_means_std_and_deltas_by_hand(store):
     client, _ = connect(store[0])
     tr = load_runs(client, find_experiments(client, name="table2-synthetic-tiny")[0])

@@ -46,6 +46,11 @@ def test_runner_records_everything_and_never_trains_twice(store, data_root, caps
     tags = g.data.tags
     assert tags["variant"] == "g" and tags["seed"] == "0" and tags["table"] == "2" and tags["preset"] == "tiny"
     assert tags["dataset"] == "synthetic" and len(tags["config_hash"]) == 12 and tags["git_commit"]
+    from ftn_core.config import from_dict, setting_hash
+
+    cfg = from_dict(json.loads(Path(mlflow.artifacts.download_artifacts(
+        run_id=g.info.run_id, artifact_path="config.json", tracking_uri=store["uri"])).read_text()))
+    assert tags["setting_hash"] == setting_hash(cfg) != runs["base-s0"].data.tags["setting_hash"]
     assert f"({os.cpu_count()} cores, " in tags["machine"] and "torch thread" in tags["machine"]
     parent = client.get_run(tags["mlflow.parentRunId"])
     assert parent.data.tags["kind"] == "parent" and parent.info.status == "FINISHED"
