@@ -28,7 +28,7 @@ METRICS = {"R-1": "rank1", "rank1": "rank1", "mAP": "mAP"}
 """A claim's ``metric``: its name in the file → the ``val/<name>`` it is judged on."""
 NAME_RE = re.compile(r"^[A-Za-z0-9_.]+(-[A-Za-z0-9_.]+)*$")
 KEY_RE = re.compile(r"^[A-Za-z0-9_.=+]+$")
-TOP_KEYS = {"name", "description", "base", "reference", "paper_table", "row", "sweep", "claim"}
+TOP_KEYS = {"name", "description", "base", "set", "reference", "paper_table", "row", "sweep", "claim"}
 ROW_KEYS = {"key", "label", "set", "control", "reference"}
 CLAIM_KEYS = {"text", "holds_if", "metric", "source"}
 SWEEP_KEYS = {"field", "values", "label"}
@@ -183,11 +183,17 @@ def parse(text: str, where: str) -> Study:
         if row is None:
             fail(f"base = {base!r}: not a row of the paper's tables (e.g. base, cfa, g, ftn)")
         base_changes = dict(row.changes)
+    shared = doc.get("set", {})
+    if not isinstance(shared, dict):
+        fail("`set` must be a table of config keys every row takes, e.g. set = { \"loss.w_l1\" = 0.03 }")
+    where_shared = functools.partial(_fail_shared, fail)
+    base_changes |= {k: _value(k, v, where_shared) for k, v in shared.items()}
+    _checked(Variant("set", "", tuple(base_changes.items())), where_shared)
 
     rows = [_row(entry, i, base_changes, fail) for i, entry in enumerate(_tables(doc, "row", fail))]
     sweep, sweep_values = None, ()
     if "sweep" in doc:
-        sweep, swept = _sweep(doc["sweep"], rows, base_changes, fail)
+        sweep, swept = _sweep(doc["sweep"], rows, base_changes, set(shared), fail)
         rows += swept
         sweep_values = tuple((v.key, value) for v, value in zip(swept, sweep.values))
     if not rows:
@@ -253,6 +259,10 @@ def _fail_row(fail, row: str, problem: str) -> typing.NoReturn:
     fail(problem, row)
 
 
+def _fail_shared(fail, problem: str) -> typing.NoReturn:
+    fail(f"set: {problem}")
+
+
 def _checked(v: Variant, where) -> Variant:
     """``v`` if its changes make a valid config (``config.validate``), else the one line."""
     try:
@@ -310,7 +320,8 @@ def _toml(value: Any) -> str:
     return repr(value) if isinstance(value, str) else str(value)
 
 
-def _sweep(entry: Any, rows: list[Variant], base: dict[str, Any], fail) -> tuple[Sweep, list[Variant]]:
+def _sweep(entry: Any, rows: list[Variant], base: dict[str, Any], shared: set[str],
+           fail) -> tuple[Sweep, list[Variant]]:
     if not isinstance(entry, dict):
         fail("`sweep` must be a table: [sweep] with field = \"loss.w_grad\" and values = [...]")
     _unknown(entry, SWEEP_KEYS, "sweep ", fail)
@@ -319,6 +330,8 @@ def _sweep(entry: Any, rows: list[Variant], base: dict[str, Any], fail) -> tuple
         fail("[sweep]: `field` must be a config key, e.g. field = \"loss.w_grad\"")
     if not isinstance(values, list) or not values:
         fail(f"[sweep] {field}: `values` is empty; give at least one value, e.g. values = [0.1, 1.0]")
+    if field in shared:
+        fail(f"[sweep] {field}: the study's `set` sets the swept field too (every sweep row would override it)")
     for v in rows:
         if field in dict(v.changes) and field not in base:
             fail(f"[sweep] {field}: this row sets the swept field too (a sweep row would override it)", v.key)

@@ -147,9 +147,22 @@ def test_a_sweep_expands_to_one_row_per_value():
     assert spans_decades([0.01, 0.1, 1]) and not spans_decades([0.5, 1.0, 2.0]) and not spans_decades(["a", "b"])
 
 
+def test_a_study_wide_set_reaches_every_row_unless_the_row_sets_it():
+    s = parse('name = "x"\nbase = "g"\nset = { "loss.w_l1" = 0.03, "train.epochs" = 4 }\n'
+              '[[row]]\nkey = "own"\nset = { "loss.w_l1" = 1.0 }\n'
+              '[sweep]\nfield = "loss.w_grad"\nvalues = [0.1, 1.0]\n', "x.toml")
+    cfgs = {v.key: v.apply(Config()) for v in s.rows}
+    assert {k: (c.loss.w_l1, c.loss.w_grad, c.train.epochs) for k, c in cfgs.items()} == {
+        "own": (1.0, 1.0, 4), "w_grad=0.1": (0.03, 0.1, 4), "w_grad=1.0": (0.03, 1.0, 4)}
+
+
 def test_the_shipped_example_studies_parse():
     lam = load(STUDIES / "lambda3.toml")
-    assert [v for _, v in lam.sweep_values] == [0.01, 0.03, 0.1, 0.3, 1.0] and lam.reference == "w_grad=1.0"
+    assert [v for _, v in lam.sweep_values] == [0.01, 0.03, 0.1, 1.0] and lam.reference == "no_tfdec"
+    assert all(dict(v.changes)["loss.w_l1"] == 0.03 for v in lam.rows if v.key != "no_tfdec")
+    # its reference is Table 1's `cfa` to the hash, so that row's finished runs are reused
+    cfa = next(v for v in load(STUDIES / "table1.toml").rows if v.key == "cfa")
+    assert config_hash(lam.row("no_tfdec").apply(Config())) == config_hash(cfa.apply(Config()))
     assert load(STUDIES / "mask_width.toml").claims[0].pairs == (("narrow", "paper"),)
 
 
@@ -183,6 +196,9 @@ BAD = {
     "empty_sweep": ('[sweep]\nfield = "loss.w_grad"\nvalues = []\n', "[sweep] loss.w_grad", "`values` is empty"),
     "sweep_field_set_by_a_row": (ROW_A + 'set = { "loss.w_grad" = 0.5 }\n[sweep]\nfield = "loss.w_grad"\n'
                                  'values = [0.1, 1.0]\n', "row 'a'", "sets the swept field too"),
+    "bad_shared_set": ('set = { "loss.w_l1" = -1.0 }\n' + ROW_A, "set: loss.w_l1=-1.0", "must be a finite number"),
+    "sweep_field_in_shared_set": ('set = { "loss.w_grad" = 0.5 }\n[sweep]\nfield = "loss.w_grad"\nvalues = [0.1]\n',
+                                  "[sweep] loss.w_grad", "the study's `set` sets the swept field too"),
     "unknown_base": ('base = "zz"\n' + ROW_A, "base = 'zz'", "not a row of the paper's tables"),
     "unknown_reference": ('reference = "zz"\n' + ROW_A, "reference = 'zz'", "not a row"),
 }
