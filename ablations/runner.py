@@ -273,23 +273,34 @@ def format_plan(plan: list[PlannedRun], work_dir: Path) -> str:
 def measured_pace(plan: list[PlannedRun], client) -> tuple[float, int] | None:
     """(median seconds per epoch, runs) of the FINISHED child runs in the plan's experiments
     that were trained, not copied, with the plan's preset on the plan's data: this machine's
-    pace at this test size, which the preset's nominal figure is not. None below 3 such runs."""
+    pace at this test size, which the preset's nominal figure is not. A new study with fewer
+    than 3 such runs takes the store's other experiments' runs; None below 3 even then."""
     keys = {(p.preset, p.data_digest) for p in plan if p.data_digest}
-    per_epoch = []
-    for name in sorted({p.experiment for p in plan}):
-        exp = client.get_experiment_by_name(name)
-        for run in tracking.child_runs(client, exp.experiment_id).values() if exp else ():
-            tags, info = run.data.tags, run.info
-            if (info.status != "FINISHED" or "reused_from" in tags or not info.end_time
-                    or (tags.get("preset"), tags.get("data_digest")) not in keys):
-                continue
-            try:
-                epochs = int(run.data.params.get("train.epochs", "0"))
-            except ValueError:
-                continue
-            if epochs > 0:
-                per_epoch.append((info.end_time - info.start_time) / 1000 / epochs)
+    per_epoch: list[float] = []
+    own = sorted({p.experiment for p in plan})
+    for exp in [client.get_experiment_by_name(name) for name in own]:
+        per_epoch += _seconds_per_epoch(client, exp, keys)
+    if len(per_epoch) < 3:
+        for exp in client.search_experiments(max_results=1000):
+            if exp.name not in own:
+                per_epoch += _seconds_per_epoch(client, exp, keys)
     return (statistics.median(per_epoch), len(per_epoch)) if len(per_epoch) >= 3 else None
+
+
+def _seconds_per_epoch(client, exp, keys: set[tuple[str, str]]) -> list[float]:
+    per_epoch = []
+    for run in tracking.child_runs(client, exp.experiment_id).values() if exp else ():
+        tags, info = run.data.tags, run.info
+        if (info.status != "FINISHED" or "reused_from" in tags or not info.end_time
+                or (tags.get("preset"), tags.get("data_digest")) not in keys):
+            continue
+        try:
+            epochs = int(run.data.params.get("train.epochs", "0"))
+        except ValueError:
+            continue
+        if epochs > 0:
+            per_epoch.append((info.end_time - info.start_time) / 1000 / epochs)
+    return per_epoch
 
 
 def describe_start(plan: list[PlannedRun], pace: tuple[float, int] | None = None) -> str:

@@ -107,7 +107,8 @@ def test_dry_run_time_estimate_follows_the_epochs_asked_for(store, tmp_path, cap
 def test_time_estimate_at_the_pace_of_the_stores_own_runs(tmp_path):
     """With 3 or more FINISHED runs of the preset on the same data in the plan's experiments,
     the estimate is their median seconds per epoch (copied runs, other data, other presets and
-    unfinished runs do not count); with fewer, the preset's nominal figure."""
+    unfinished runs do not count); with fewer, those of the store's other experiments join
+    them; with fewer still, the preset's nominal figure."""
     from types import SimpleNamespace
 
     from ablations import runner
@@ -127,13 +128,19 @@ def test_time_estimate_at_the_pace_of_the_stores_own_runs(tmp_path):
     for args, kw in (((900,), {}), ((450,), {"epochs": 3}), ((1800,), {}), ((10,), {"status": "RUNNING"}),
                      ((1,), {"reused_from": "x"}), ((2,), {"digest": "d0"}), ((3,), {"preset": "tiny"})):
         runs.append(run(*args, **kw))
-    client = SimpleNamespace(get_experiment_by_name=lambda name: SimpleNamespace(experiment_id="1"),
-                             search_runs=lambda *a, **k: list(runs))
+    other = [run(2700)]  # 300 s per epoch, in another experiment of the store
+    plan_exp, other_exp = (SimpleNamespace(experiment_id=i, name=n) for i, n in
+                           (("1", plan[0].experiment), ("2", "study-x-synthetic-cpu")))
+    client = SimpleNamespace(get_experiment_by_name=lambda name: plan_exp,
+                             search_experiments=lambda **k: [plan_exp, other_exp],
+                             search_runs=lambda ids, **k: list(runs if ids == ["1"] else other))
     pace = runner.measured_pace(plan, client)
-    assert pace == (150.0, 3)  # per epoch: 100, 150, 200
+    assert pace == (150.0, 3)  # per epoch: 100, 150, 200; the other experiment is not needed
     line = runner.describe_start(plan, pace)
     assert f"train 4 run(s); about {round(4 * 9 * 150 / 60)} min at the pace of this store's 3 FINISHED runs" in line
     del runs[1]
+    assert runner.measured_pace(plan, client) == (200.0, 3)  # 100, 200 and the other's 300
+    other.clear()
     assert runner.measured_pace(plan, client) is None  # two runs are too few to call a pace
     assert "on a quiet 2-core CPU" in runner.describe_start(plan, None)
 
