@@ -184,7 +184,7 @@ def _focus_panel(ax: plt.Axes, focus: pd.DataFrame, order: list[str], legend: di
 def _auc_panel(ax: plt.Axes, auc: pd.DataFrame, order: list[str], legend: dict) -> None:
     _grouped(ax, auc, order, "mask")
     ax.axhline(50, color="0.2", ls="--", lw=1, label="chance (50)")
-    ax.set(title="Pixel ROC AUC of TF-Dec's soft masks against the person mask", xlabel="",
+    ax.set(title="Pixel ROC AUC of the soft masks (TF-Dec's targets) against the person mask", xlabel="",
            ylabel="AUC × 100", ylim=(0, 100))
     ax.legend(title="mask", **legend)
 
