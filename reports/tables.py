@@ -384,6 +384,12 @@ def verdicts(summary: pd.DataFrame) -> list[str]:
         worse = [METRICS[m] for m, d in (("rank1", d1), ("mAP", dm)) if not math.isnan(d) and d <= 0]
         nums = (f"Δ R-1 {_delta(d1)}, Δ mAP {_delta(dm)}; paper {_delta(r.paper_d_rank1)} / "
                 f"{_delta(r.paper_d_mAP)}")
+        marks = {METRICS[m]: getattr(r, f"d_{m}_mark", "") or "" for m in DELTA_METRICS}
+        if any(marks.values()):  # the paired intervals decide the words, not the signs
+            lines.append(f"**{r.variant_label}** {_by_marks(marks, ours_name)} ({_with_ci(r)}; paper "
+                         f"{_delta(r.paper_d_rank1)} / {_delta(r.paper_d_mAP)}; paired bootstrap 95 % CI"
+                         f"{'' if getattr(r, 'n_paired', r.n) > 1 else ', query sampling only (one seed)'}).")
+            continue
         if not better:
             verdict = f"does **not** beat {ours_name}"
         elif worse:
@@ -395,6 +401,26 @@ def verdicts(summary: pd.DataFrame) -> list[str]:
         lines.append(f"**{r.variant_label}** {verdict} ({nums}){noise}.")
     lines += [_control_verdict(summary, r) for r in summary[control].itertuples()]
     return lines
+
+
+def _by_marks(marks: dict[str, str], ours: str) -> str:
+    """"beats our Baseline on mAP and is within noise of it on R-1": each metric by its mark."""
+    said = {"better": f"beats {ours} on", "worse": f"falls below {ours} on",
+            "within noise": f"is within noise of {ours} on"}
+    groups = {mark: [m for m, x in marks.items() if x == mark] for mark in said}
+    parts = [f"{said[mark]} {' and '.join(ms)}" for mark, ms in groups.items() if ms]
+    for i in range(1, len(parts)):  # name the reference once
+        parts[i] = parts[i].replace(f" {ours} on", " it on")
+    return " and ".join(parts)
+
+
+def _with_ci(r) -> str:
+    """"Δ R-1 +1.5 [−0.3, +3.4], Δ mAP +1.3 [+0.2, +2.7]" (the interval where there is one)."""
+    out = []
+    for m in DELTA_METRICS:
+        d, lo, hi = (getattr(r, f"d_{m}{x}", math.nan) for x in ("", "_lo", "_hi"))
+        out.append(f"Δ {METRICS[m]} {_delta(d)}" + ("" if math.isnan(lo) else f" {_interval(lo, hi)}"))
+    return ", ".join(out)
 
 
 def _deltas(d: dict[str, float]) -> str:
