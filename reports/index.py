@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 import pandas as pd
 
 from reports import diagnostics, efficiency, tables
-from reports.load import DEFAULT_TRACKING_URI
+from reports.load import DEFAULT_TRACKING_URI, REPO
 
 if TYPE_CHECKING:
     from reports.build import Report
@@ -129,7 +129,10 @@ def experiment_readme(rep: Report) -> str:
                 "shown instead, so compare the *direction* of changes (Δ), not the levels.", ""]
     else:
         out += [f"Paper numbers: {paper_name}.", ""]
-    out += [_ui_line(rep.uri, tr.experiment_id), ""]
+    shipped = rep.folder.resolve().is_relative_to(REPO / "reports")
+    out += [("Its runs are in the store that made this report, which the repository does not ship "
+             "(`mlruns/` is not tracked): the commands above train them again, then `make ui` shows "
+             "them." if shipped else _ui_line(rep.uri, tr.experiment_id)), ""]
     if rep.logged:
         out += [f"These files are also artifacts (`report/`) of the parent run "
                 f"`{tr.parent_run_id}`.", ""]

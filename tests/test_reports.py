@@ -116,6 +116,25 @@ def test_runs_of_a_row_trained_another_way_are_never_pooled(tmp_path):
                            "file or --set changed since: train them again to include them) (cfa-s1, cfa-s0)"]
 
 
+def test_a_report_in_the_repositorys_reports_folder_says_its_runs_are_not_shipped(tmp_path, monkeypatch):
+    """The committed reports' runs live in a store the repository does not ship: their page
+    must not send a reader to `make ui` as if the runs were there; any other report does."""
+    from reports import index
+
+    uri = new_store(tmp_path / "store")
+    log_experiment(uri, tmp_path / "store", [FakeRun("base", 0, _val(50, 40)), FakeRun("cfa", 0, _val(52, 41))],
+                   table=1)
+    monkeypatch.setattr(index, "REPO", tmp_path)
+    pages = {}
+    for out in ("reports", "elsewhere"):
+        assert build.main(["--tracking-uri", uri, "--out", str(tmp_path / out), "--table", "1", "--no-visual",
+                           "--no-efficiency", "--no-log"]) == 0
+        pages[out] = (tmp_path / out / "table1" / "synthetic-tiny" / "README.md").read_text()
+    assert "the repository does not ship" in pages["reports"] and "Runs in the MLflow UI" not in pages["reports"]
+    assert "Runs in the MLflow UI: `python -m ablations.ui --tracking-uri" in pages["elsewhere"]
+    assert "does not ship" not in pages["elsewhere"]
+
+
 def test_summary_means_std_and_deltas_by_hand(store):
     client, _ = connect(store[0])
     tr = load_runs(client, find_experiments(client, name="table2-synthetic-tiny")[0])
