@@ -144,6 +144,9 @@ def check_sets_against_table(table: int | Study, sets: dict[str, Any]) -> None:
     axis = table_axis(study)
     where = f"Table {study.table}" if study.is_paper else f"study {study.name}"
     for key, value in sets.items():
+        if key in study.shared:
+            raise FTNError(f"--set {key}={value}: {where} sets {key} for every row in its file (its `set`); "
+                           f"edit the study file, or copy it, to change it")
         if key in axis:
             raise FTNError(f"--set {key}={value}: {where}'s rows set {key} themselves "
                            f"({'; '.join(axis[key][:3])}{'; …' if len(axis[key]) > 3 else ''}); choose rows with "
@@ -466,7 +469,8 @@ def _start_child(p: PlannedRun, client, parent_id: str, splits: DatasetSplits) -
     tags = _child_tags(p) | {"skipped_images": str(splits.skipped)}
     if p.run_id is not None:  # resume in the same MLflow run
         run = mlflow.start_run(run_id=p.run_id, log_system_metrics=True)
-        mlflow.set_tags({"git_commit": tags["git_commit"], "machine": tags["machine"]})  # the last to touch it
+        mlflow.set_tags({"git_commit": tags["git_commit"], "machine": tags["machine"],  # the last to touch it
+                         "setting_hash": tags["setting_hash"]})
         return run.info.run_id
     exp_id = tracking.get_or_create_experiment(client, p.experiment)
     run = mlflow.start_run(experiment_id=exp_id, run_name=p.name, parent_run_id=parent_id, tags=tags,

@@ -92,6 +92,8 @@ class Study:
     """The paper table whose R-1 / mAP (``paper_tables.csv``) are set beside ours; None: none."""
     path: str = ""
     text: str = ""
+    shared: tuple[str, ...] = ()
+    """The keys the file's top-level ``set`` gives every row (``--set`` may not change them)."""
     """The file as read: logged with the runs, and its hash tagged."""
 
     def __str__(self) -> str:
@@ -216,7 +218,7 @@ def parse(text: str, where: str) -> Study:
             fail(f"reference = {v.reference!r}: not a row", v.key)
     claims = tuple(_claim(entry, i, keys, name, fail) for i, entry in enumerate(_tables(doc, "claim", fail)))
     return Study(name, description, tuple(rows), reference, claims, base, sweep, sweep_values, table,
-                 where, text)
+                 where, text, tuple(shared))
 
 
 def _unknown(entry: dict, allowed: set[str], what: str, fail) -> None:

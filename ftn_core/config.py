@@ -291,8 +291,9 @@ def config_hash(cfg: Any, exclude: tuple[str, ...] = HOW_IT_RUNS) -> str:
 def setting_hash(cfg: Any) -> str:
     """``config_hash`` without the seed and the data's location: the same for every seed of a
     row trained alike, so that a report never pools a row's runs from before and after its
-    study file or its ``--set`` changed."""
-    return config_hash(cfg, HOW_IT_RUNS + ("train.seed", "data.root"))
+    study file or its ``--set`` changed. How often a run evaluates on the way (the result is the
+    last epoch's) and the memory layout (nothing off CUDA) do not make another setting."""
+    return config_hash(cfg, HOW_IT_RUNS + ("train.seed", "data.root", "train.eval_every", "train.channels_last"))
 
 
 def _finite(lo: float, lo_open: bool = False, hi: float | None = None, hi_open: bool = False):

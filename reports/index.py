@@ -129,10 +129,11 @@ def experiment_readme(rep: Report) -> str:
                 "shown instead, so compare the *direction* of changes (Δ), not the levels.", ""]
     else:
         out += [f"Paper numbers: {paper_name}.", ""]
-    shipped = rep.folder.resolve().is_relative_to(REPO / "reports")
-    out += [("Its runs are in the store that made this report, which the repository does not ship "
-             "(`mlruns/` is not tracked): the commands above train them again, then `make ui` shows "
-             "them." if shipped else _ui_line(rep.uri, tr.experiment_id)), ""]
+    ui = _ui_line(rep.uri, tr.experiment_id)
+    if rep.uri.startswith("sqlite:") and rep.folder.resolve().is_relative_to(REPO / "reports"):
+        ui += (" A clone of the repository does not hold these runs (the store is not tracked)"
+               + (": the commands above train them again." if tr.commands else "."))
+    out += [ui, ""]
     if rep.logged:
         out += [f"These files are also artifacts (`report/`) of the parent run "
                 f"`{tr.parent_run_id}`.", ""]

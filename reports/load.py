@@ -208,11 +208,14 @@ def load_runs(client: MlflowClient, exp: Experiment, study: Study | None = None)
                     f"{digest or 'not recorded'}: the dataset changed between them; train them again to include them)")
     # A row's seeds are pooled only if they were trained alike: runs from before its study file
     # or its --set changed are another setting, whatever their variant tag says.
-    df["setting"] = [_setting(client, run) for _, run in df.iterrows()]
-    newest = df.groupby("variant")["setting"].transform("first")
-    drop((df["setting"] != "") & (newest != "") & (df["setting"] != newest),
-         "run(s) trained with another setting of their row than its newest run (the study file or "
-         "--set changed since: train them again to include them)")
+    df["setting"] = [_setting(client, run) or None for _, run in df.iterrows()]  # None: unknown
+    newest = df.groupby("variant")["setting"].transform("first")  # the newest known one
+    other = df["setting"].notna() & newest.notna() & (df["setting"] != newest)
+    older_code = other & df["setting"].str.startswith(OLDER_CODE, na=False)
+    drop(older_code, "run(s) trained by older code that computes something else for the same "
+                     "configuration (train them again to include them)")
+    drop(other & ~older_code, "run(s) trained with another setting of their row than its newest run (the "
+                              "study file or --set changed since: train them again to include them)")
     drop(df.duplicated(["variant", "seed"], keep="first"),
          "older duplicate(s) of a newer FINISHED run")
     df = df.assign(seed=df["seed"].astype(int))
@@ -238,6 +241,9 @@ def load_runs(client: MlflowClient, exp: Experiment, study: Study | None = None)
                      df.reset_index(drop=True), left_out, parent_id, digest, common, commands)
 
 
+OLDER_CODE = "older code: "
+
+
 def _setting(client: MlflowClient, run: Any) -> str:
     """The run's ``setting_hash`` tag; for a run from before the tag, the hash of its logged
     ``config.json``, or of the run itself when that config no longer hashes to the run's
@@ -254,7 +260,7 @@ def _setting(client: MlflowClient, run: Any) -> str:
         return ""
     tagged = run.get("tags.config_hash")
     if isinstance(tagged, str) and tagged and tagged != config_hash(cfg):
-        return f"older code: {tagged}"
+        return f"{OLDER_CODE}{setting_hash(cfg)}"  # the same for each seed, never a current run's
     return setting_hash(cfg)
 
 

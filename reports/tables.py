@@ -386,9 +386,10 @@ def verdicts(summary: pd.DataFrame) -> list[str]:
                 f"{_delta(r.paper_d_mAP)}")
         marks = {METRICS[m]: getattr(r, f"d_{m}_mark", "") or "" for m in DELTA_METRICS}
         if any(marks.values()):  # the paired intervals decide the words, not the signs
+            covers = getattr(r, "covers", "") or ""
             lines.append(f"**{r.variant_label}** {_by_marks(marks, ours_name)} ({_with_ci(r)}; paper "
                          f"{_delta(r.paper_d_rank1)} / {_delta(r.paper_d_mAP)}; paired bootstrap 95 % CI"
-                         f"{'' if getattr(r, 'n_paired', r.n) > 1 else ', query sampling only (one seed)'}).")
+                         f"{', ' + covers if covers.startswith('query sampling only') else ''}).")
             continue
         if not better:
             verdict = f"does **not** beat {ours_name}"
@@ -411,7 +412,8 @@ def _by_marks(marks: dict[str, str], ours: str) -> str:
     parts = [f"{said[mark]} {' and '.join(ms)}" for mark, ms in groups.items() if ms]
     for i in range(1, len(parts)):  # name the reference once
         parts[i] = parts[i].replace(f" {ours} on", " it on")
-    return " and ".join(parts)
+    unmarked = [m for m, x in marks.items() if not x]
+    return " and ".join(parts) + (f" (no interval on {' and '.join(unmarked)})" if unmarked else "")
 
 
 def _with_ci(r) -> str:

@@ -116,9 +116,31 @@ def test_runs_of_a_row_trained_another_way_are_never_pooled(tmp_path):
                            "file or --set changed since: train them again to include them) (cfa-s1, cfa-s0)"]
 
 
+def test_runs_of_older_code_pool_among_themselves_but_never_with_current_ones(tmp_path):
+    """A run whose logged config no longer hashes to its own config_hash was computed by older
+    code: `base`'s two such seeds give way to its current seed 2 (named for what they are), and
+    `cfa`, all older, keeps both its seeds. How often a run evaluated on the way is not a setting."""
+    uri = new_store(tmp_path)
+    old = {"config_hash": "0123456789ab"}
+    log_experiment(uri, tmp_path, [FakeRun("base", 0, _val(10, 10), extra_tags=old),
+                                   FakeRun("base", 1, _val(20, 20), extra_tags=old),
+                                   FakeRun("cfa", 0, _val(30, 30), extra_tags=old),
+                                   FakeRun("cfa", 1, _val(40, 40), extra_tags=old),
+                                   FakeRun("base", 2, _val(50, 50), sets={"train.eval_every": 0})], table=1)
+    client, _ = connect(uri)
+    tr = load_runs(client, find_experiments(client, table=1)[0])
+    assert sorted(zip(tr.runs["variant"], tr.runs["seed"])) == [("base", 2), ("cfa", 0), ("cfa", 1)]
+    assert tr.left_out == ["2 run(s) trained by older code that computes something else for the same "
+                           "configuration (train them again to include them) (base-s1, base-s0)"]
+    log_experiment(uri, tmp_path, [FakeRun("base", 3, _val(60, 60))], table=1)  # eval_every as the preset has it
+    tr = load_runs(client, find_experiments(client, table=1)[0])
+    assert sorted(tr.runs.loc[tr.runs["variant"] == "base", "seed"]) == [2, 3]
+
+
 def test_a_report_in_the_repositorys_reports_folder_says_its_runs_are_not_shipped(tmp_path, monkeypatch):
-    """The committed reports' runs live in a store the repository does not ship: their page
-    must not send a reader to `make ui` as if the runs were there; any other report does."""
+    """The committed reports' runs live in a store the repository does not ship: their page says
+    so beside the UI link, so a reader of a clone is not sent to `make ui` for runs that are not
+    there; a report written anywhere else does not."""
     from reports import index
 
     uri = new_store(tmp_path / "store")
@@ -130,9 +152,9 @@ def test_a_report_in_the_repositorys_reports_folder_says_its_runs_are_not_shippe
         assert build.main(["--tracking-uri", uri, "--out", str(tmp_path / out), "--table", "1", "--no-visual",
                            "--no-efficiency", "--no-log"]) == 0
         pages[out] = (tmp_path / out / "table1" / "synthetic-tiny" / "README.md").read_text()
-    assert "the repository does not ship" in pages["reports"] and "Runs in the MLflow UI" not in pages["reports"]
-    assert "Runs in the MLflow UI: `python -m ablations.ui --tracking-uri" in pages["elsewhere"]
-    assert "does not ship" not in pages["elsewhere"]
+    ui = "Runs in the MLflow UI: `python -m ablations.ui --tracking-uri"
+    assert ui in pages["reports"] and "A clone of the repository does not hold these runs" in pages["reports"]
+    assert ui in pages["elsewhere"] and "A clone of the repository" not in pages["elsewhere"]
 
 
 def test_summary_means_std_and_deltas_by_hand(store):

@@ -177,6 +177,15 @@ def test_dry_run_of_the_lambda3_study_creates_nothing(tmp_path, capsys):
     assert not (tmp_path / "store").exists() and not (tmp_path / "ckpt").exists()
 
 
+def test_a_set_of_a_key_the_study_gives_every_row_is_refused(tmp_path, capsys):
+    code = run_cli.main(["--study", str(STUDIES / "lambda3.toml"), "--set", "loss.w_l1=0.1", "--dry-run",
+                         "--tracking-uri", f"sqlite:///{tmp_path / 'store' / 'mlflow.db'}",
+                         "--work-dir", str(tmp_path / "ckpt"), "--root", str(tmp_path / "data")])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1
+    assert "study lambda3 sets loss.w_l1 for every row in its file (its `set`); edit the study file" in err
+
+
 # ------------------------------------------------------------------ bad files
 
 ROW_A = '[[row]]\nkey = "a"\n'
