@@ -195,13 +195,23 @@ def _uncertainty_section(rep) -> list[str]:
                                                         ("better", "worse", "within noise")) + ".")
     det = rows["d_rank1_detectable"].dropna()
     if len(det):
-        out.append(f"With {seeds} seed(s), the smallest R-1 Δ these runs detect at 80 % power is "
+        out.append(f"With {_paired(rows, seeds)} seed(s), the smallest R-1 Δ these runs detect at 80 % power is "
                    f"{det.median():.1f} points (median over rows; {det.min():.1f}–{det.max():.1f}).")
     gaps = _seeds_for_gaps(rep)
     if gaps:
         out.append(gaps)
     out.append("")
     return out + _noise_section(rows, seeds, _queries(rep))
+
+
+def _paired(rows, seeds: int) -> str:
+    """How many seeds the rows' Δ pair: "8", or "3–8 paired" when rows differ."""
+    if "n_paired" not in rows:
+        return str(seeds)
+    n = rows["n_paired"].dropna().astype(int)
+    if not len(n) or n.min() == n.max():
+        return str(int(n.max()) if len(n) else seeds)
+    return f"{n.min()}–{n.max()} paired"
 
 
 def _queries(rep) -> int:
@@ -219,13 +229,15 @@ def _noise_section(rows, seeds: int, queries: int) -> list[str]:
         return "—" if math.isnan(v) else f"{int(v):,}"
 
     out = ["### Where the noise comes from", "",
-           "| variant | Δ R-1 | ± (95 %) | seed % | query % | seed×query % | seeds for ±1 | for ±0.5 "
-           "| queries for ±1 | for ±0.5 |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+           "| variant | Δ R-1 | seeds | ± (95 %) | seed % | query % | seed×query % | seeds for ±1 | for ±0.5 "
+           "| queries for ±1 | for ±0.5 |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for _, r in rows.iterrows():
         if math.isnan(r["d_rank1_half"]):
             continue
         shares = [r[f"d_rank1_{p}_share"] for p in ("seed", "query", "interaction")]
-        out.append(f"| {r['variant_label']} | {tables._delta(r['d_rank1'])} | {r['d_rank1_half']:.1f} | "
+        paired = r.get("n_paired", math.nan)
+        out.append(f"| {r['variant_label']} | {tables._delta(r['d_rank1'])} | "
+                   f"{'—' if math.isnan(paired) else int(paired)} | {r['d_rank1_half']:.1f} | "
                    + " | ".join("—" if math.isnan(v) else f"{v:.0f}" for v in shares) + " | "
                    + " | ".join(n(r[f"d_rank1_{k}"]) for k in ("seeds_1", "seeds_05", "queries_1", "queries_05"))
                    + " |")
@@ -234,7 +246,7 @@ def _noise_section(rows, seeds: int, queries: int) -> list[str]:
             f"half-width over {len(half)} rows; {half.min():.1f}–{half.max():.1f}). Each Δ's variance "
             f"is split into its seed part (how a training run falls), query part (which people the "
             f"test set holds) and their interaction, from the paired per-query results: "
-            f"Var = σ²_seed / S + σ²_query / Q + σ²_seed×query / (S·Q) with S = {seeds} seed(s) "
+            f"Var = σ²_seed / S + σ²_query / Q + σ²_seed×query / (S·Q) with S = the row's paired seeds "
             f"and Q = {queries:,} queries. *Seeds for ±1*: on this test set; *queries for ±1*: with these seeds "
             f"(the synthetic test split grows with `--set data.synthetic_test_ids=N`; a real "
             f"dataset's queries are fixed, so there only seeds can help). — = out of reach that "

@@ -106,10 +106,16 @@ def seed_gaps(tr: TableRuns, per_query: dict[tuple[str, int], dict] | None = Non
             for side in (v, ref):
                 if (side, sd) not in complete:
                     missing.setdefault((side, sd), []).append(f"{v} − {ref}")
-    lines = []
+    grouped: dict[tuple[str, str, str], list[int]] = {}  # a row short of several seeds: one line
     for (side, sd), deltas in sorted(missing.items(), key=lambda x: (tr.order.index(x[0][0]), x[0][1])):
         why = "has no per_query.npz" if (side, sd) in kept else "has no FINISHED run"
-        lines.append(f"{side}-s{sd} {why}: seed {sd} is left out of {', '.join(deltas)}")
+        grouped.setdefault((side, why, ", ".join(deltas)), []).append(sd)
+    lines = []
+    for (side, why, deltas), sds in grouped.items():
+        if len(sds) == 1:
+            lines.append(f"{side}-s{sds[0]} {why}: seed {sds[0]} is left out of {deltas}")
+        else:
+            lines.append(f"{side} {why} at seeds {' '.join(map(str, sds))}: they are left out of {deltas}")
     return lines
 
 

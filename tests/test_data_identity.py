@@ -248,6 +248,14 @@ def test_a_claim_without_a_complete_pair_is_no_evidence(tmp_path, capsys):
     assert "base-s1 has no FINISHED run: seed 1 is left out of g − base" in console
 
 
+def test_a_row_short_of_several_seeds_is_one_line(tmp_path, capsys):
+    g0, m_g0 = _pq([1] * 5 + [0] * 5, [0.5] * 10)
+    runs = [FakeRun("base", s, m_g0, per_query=g0) for s in (0, 1, 2)] + [FakeRun("g", 0, m_g0, per_query=g0)]
+    _, _, readme, console = _report(tmp_path, runs, capsys)
+    line = "g has no FINISHED run at seeds 1 2: they are left out of g − base"
+    assert line in console and line in readme and "g-s1" not in readme
+
+
 def test_per_query_names_every_run_it_skips_and_fails(tmp_path, capsys):
     from ablations import per_query
 

@@ -488,7 +488,7 @@ def test_end_to_end_runner_then_report(tmp_path):
     assert "### Where the noise comes from" in text
     from reports.tables import _delta
 
-    row = f"\n| {g['variant_label']} | {_delta(g['d_rank1'])} | {g['d_rank1_half']:.1f} | "
+    row = f"\n| {g['variant_label']} | {_delta(g['d_rank1'])} | {int(g['n_paired'])} | {g['d_rank1_half']:.1f} | "
     assert row in text, row
     claims = pd.read_csv(folder / "claims.csv")
     assert set(claims["verdict"]) <= {"holds", "fails", "inconclusive", "no evidence"}
