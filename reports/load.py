@@ -211,7 +211,7 @@ def load_runs(client: MlflowClient, exp: Experiment, study: Study | None = None)
     df["setting"] = [_setting(client, run) or None for _, run in df.iterrows()]  # None: unknown
     newest = df.groupby("variant")["setting"].transform("first")  # the newest known one
     other = df["setting"].notna() & newest.notna() & (df["setting"] != newest)
-    older_code = other & df["setting"].str.startswith(OLDER_CODE, na=False)
+    older_code = other & df["setting"].map(lambda x: isinstance(x, str) and x.startswith(OLDER_CODE))
     drop(older_code, "run(s) trained by older code that computes something else for the same "
                      "configuration (train them again to include them)")
     drop(other & ~older_code, "run(s) trained with another setting of their row than its newest run (the "

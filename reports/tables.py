@@ -357,10 +357,13 @@ def latex_escape(text: str) -> str:
 
 
 def write_tables(summary: pd.DataFrame, out_dir: Path, caption: str) -> list[Path]:
-    """``table.csv`` (numbers), ``table.md`` and ``table.tex`` in ``out_dir``."""
+    """``table.csv`` (numbers), ``table.md`` (the report's opening table, then every column) and
+    ``table.tex`` in ``out_dir``."""
     csv_path, md_path, tex_path = out_dir / "table.csv", out_dir / "table.md", out_dir / "table.tex"
     summary.to_csv(csv_path, index=False, float_format="%.4f")
-    md_path.write_text(markdown(summary) + "\n", encoding="utf-8")
+    md_path.write_text(markdown_cells(answer(summary)) + "\n\nEvery column (seeds, R-5, mINP, foreground "
+                       "focus, each row's own interval, p-values, the paper's absolute numbers):\n\n"
+                       + markdown(summary) + "\n", encoding="utf-8")
     tex = display(summary, latex=True)
     tex["Variant"] = tex["Variant"].map(latex_escape)
     body = tex.style.hide(axis="index").to_latex(

@@ -186,6 +186,8 @@ def test_table_files(report):
     assert csv.loc["c", "d_rank1"] == -6 and csv.loc["g", "n"] == 2
     md = (folder / "table.md").read_text()
     assert "| Base." in md and "55.0 ± 7.1" in md and "+16.0" in md and "−6.0" in md
+    first = md.split("\n\n")[0].splitlines()[0]  # it opens with the compact table, every column after
+    assert first.count("|") - 1 <= 10 and "verdict" in first and "\nEvery column" in md
     tex = (folder / "table.tex").read_text()
     assert "\\begin{tabular}" in tex and "$55.0 \\pm 7.1$" in tex and "$-6.0$" in tex
 
