@@ -105,9 +105,11 @@ def experiment_readme(rep: Report) -> str:
         out += [f"{study.description or study.name} (study file `{study.path}`, hash `{study.digest}`). "
                 f"Every Δ below is taken against the reference row `{study.reference}` (the tables' "
                 "\"Baseline\" column headings mean it).", ""]
+    per_row = tr.runs.groupby("variant")["seed"].nunique()
+    shape = (f"{_n(len(tr.order), 'variant')} × {_n(len(seeds), 'seed')}" if per_row.min() == per_row.max()
+             else f"{_n(len(tr.order), 'variant')}, {per_row.min()} to {per_row.max()} seeds each, from seeds")
     out += [f"Experiment `{tr.experiment}` (id {tr.experiment_id}): {_n(len(tr.runs), 'FINISHED child run')}"
-            f", {_n(len(tr.order), 'variant')} × {_n(len(seeds), 'seed')} "
-            f"({' '.join(map(str, seeds))}). "
+            f", {shape} ({' '.join(map(str, seeds))}). "
             "Reports use FINISHED runs only, the newest one per (variant, seed)."
             + (f" Every run was trained with {' '.join(f'`--set {i}`' for i in tr.settings)} on top of "
                f"the `{tr.preset}` preset." if tr.settings else ""), ""]
@@ -352,7 +354,8 @@ def table_index(table_dir: Path, table) -> Path:
         head, how = f"Table {table}: our ablation runs beside the paper", f"--table {table}"
     else:
         head, how = f"Study {table.name}: {table.description or 'our ablation runs'}", f"--study {table.path}"
-    out = [f"# {head}", "", f"Regenerate with `python reports/build.py {how}` (no training). "
+    out = [f"# {head}", "", f"Written by `python reports/build.py {how}` from the runs in an MLflow store (no "
+           "training; on a clone, first train them with `python ablations/run.py " + how + "`). "
            "One experiment per dataset and preset; each page has the intervals, the claims with "
            "their verdicts, the diagnostics and the figures.", ""]
     for p in parts:

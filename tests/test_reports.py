@@ -144,8 +144,8 @@ def test_a_report_in_the_repositorys_reports_folder_says_its_runs_are_not_shippe
     from reports import index
 
     uri = new_store(tmp_path / "store")
-    log_experiment(uri, tmp_path / "store", [FakeRun("base", 0, _val(50, 40)), FakeRun("cfa", 0, _val(52, 41))],
-                   table=1)
+    log_experiment(uri, tmp_path / "store", [FakeRun("base", 0, _val(50, 40)), FakeRun("cfa", 0, _val(52, 41)),
+                                             FakeRun("base", 1, _val(51, 40))], table=1)
     monkeypatch.setattr(index, "REPO", tmp_path)
     pages = {}
     for out in ("reports", "elsewhere"):
@@ -155,6 +155,10 @@ def test_a_report_in_the_repositorys_reports_folder_says_its_runs_are_not_shippe
     ui = "Runs in the MLflow UI: `python -m ablations.ui --tracking-uri"
     assert ui in pages["reports"] and "A clone of the repository does not hold these runs" in pages["reports"]
     assert ui in pages["elsewhere"] and "A clone of the repository" not in pages["elsewhere"]
+    # Rows with different numbers of seeds are not described as a full grid.
+    assert "3 FINISHED child runs, 2 variants, 1 to 2 seeds each, from seeds (0 1)." in pages["reports"]
+    index = (tmp_path / "reports" / "table1" / "README.md").read_text()
+    assert "Written by `python reports/build.py --table 1` from the runs in an MLflow store" in index
 
 
 def test_summary_means_std_and_deltas_by_hand(store):
@@ -308,6 +312,7 @@ def test_readme_is_honest_and_complete(report):
     assert "1 FAILED run(s) (g-s0)" in text and "older duplicate" in text
     assert "Market-1501 numbers are shown instead" in text
     assert "Spearman ρ = +1.00 over 3 variants" in text
+    assert "12 FINISHED child runs, 6 variants × 2 seeds (0 1)." in text
     # It opens with the compact table: eight columns, the Baseline as the reference.
     head = next(line for line in text.splitlines() if line.startswith("| Variant"))
     assert [c.strip() for c in head.strip("|").split("|")] == [

@@ -354,7 +354,7 @@ def test_a_study_runs_and_reports_end_to_end(store, data_root, tmp_path, capsys)
     claims = pd.read_csv(sweep / "claims.csv")
     assert claims["evidence"].iloc[0].startswith("mAP Δ with 95 % CI: w_grad=1.0−w_grad=0.01")
     assert (sweep / "sweep.png").stat().st_size > 5000 and "![The sweep](sweep.png)" in (sweep / "README.md").read_text()
-    assert "Regenerate with `python reports/build.py --study" in (reports / "study-lambda3" / "README.md").read_text()
+    assert "Written by `python reports/build.py --study" in (reports / "study-lambda3" / "README.md").read_text()
 
 
 def test_a_finished_run_of_the_same_config_in_another_experiment_is_copied_not_trained(store, tmp_path):
