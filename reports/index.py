@@ -288,7 +288,8 @@ def _seeds_for_gaps(rep) -> str:
     return ("Seeds needed to resolve the paper's Table 2 gaps (0.1–1.4 points) at 80 % power, from (g) "
             f"vs Baseline (seed SD {d.sd_seed:.1f}, query SE {d.se_query:.1f}): " + "; ".join(parts) + ". "
             f"Query sampling alone sets a floor of {floor:.1f} points on this test set, which more seeds "
-            "cannot lower; a larger test set (e.g. `--set data.synthetic_size=large`) can.")
+            "cannot lower; a larger test split can (`--set data.synthetic_test_ids=N` on the synthetic "
+            "data, training unchanged).")
 
 
 DIAGNOSTICS_NOTES = [
