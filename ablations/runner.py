@@ -23,7 +23,7 @@ from ftn_core.config import (HOW_IT_RUNS, Config, config_hash, flatten, override
                              validate)
 from ftn_core.data.loading import build_data, load_splits
 from ftn_core.data.types import DatasetSplits
-from ftn_core.engine import Callbacks, Interrupted, NonFiniteLoss, Trainer, deferred_interrupts
+from ftn_core.engine import Callbacks, Interrupted, NonFiniteLoss, Trainer, deferred_interrupts, native_bf16_cpu
 from ftn_core.errors import FTNError, check_writable_dir
 from ftn_core.presets import PRESETS, RUN_SECONDS, preset_config
 
@@ -323,8 +323,9 @@ def describe_start(plan: list[PlannedRun], pace: tuple[float, int] | None = None
     else:  # the preset's measured run time, scaled by the epochs a --set asks for
         seconds = sum(RUN_SECONDS.get(p.preset, float("nan")) * p.cfg.train.epochs
                       / preset_config(p.preset).train.epochs for p in todo)
+        slower = "" if native_bf16_cpu() else " (this CPU lacks AVX-512 BF16: expect about twice that)"
         estimate = ("no time estimate for this preset (it depends on the GPU)" if seconds != seconds
-                    else f"{_about(seconds)} on a quiet 2-core CPU")
+                    else f"{_about(seconds)} on a quiet 2-core CPU with AVX-512 BF16{slower}")
     return (f"next: {'; then '.join(first + [f'train {len(todo)} run(s)'])}; "
             f"{estimate} ({len(plan) - len(todo) - reuse} of {len(plan)} already done)")
 

@@ -72,8 +72,10 @@ PRESETS: dict[str, dict[str, Any]] = {
 
 
 RUN_SECONDS: dict[str, float] = {"cpu": 140.0, "tiny": 3.0}
-"""Wall seconds one run of the preset's synthetic Table 2 takes on a quiet 2-core CPU (measured,
-README "Results"); the runner's time estimate. The GPU presets depend on the card: no estimate."""
+"""Wall seconds one run of the preset's synthetic Table 2 takes on a quiet 2-core CPU with AVX-512
+BF16 (``make demo``'s eight runs, measured); the runner's time estimate when the store has no pace
+of its own (a CPU with AVX2 only takes about twice as long). The GPU presets depend on the card:
+no estimate."""
 
 
 def preset_config(name: str, overrides: dict[str, Any] | None = None) -> Config:

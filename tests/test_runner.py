@@ -104,7 +104,7 @@ def test_dry_run_time_estimate_follows_the_epochs_asked_for(store, tmp_path, cap
         assert f"train 6 run(s); about {minutes} min" in capsys.readouterr().out
 
 
-def test_time_estimate_at_the_pace_of_the_stores_own_runs(tmp_path):
+def test_time_estimate_at_the_pace_of_the_stores_own_runs(tmp_path, monkeypatch):
     """With 3 or more FINISHED runs of the preset on the same data in the plan's experiments,
     the estimate is their median seconds per epoch (copied runs, other data, other presets and
     unfinished runs do not count); with fewer, those of the store's other experiments join
@@ -142,7 +142,11 @@ def test_time_estimate_at_the_pace_of_the_stores_own_runs(tmp_path):
     assert runner.measured_pace(plan, client) == (200.0, 3)  # 100, 200 and the other's 300
     other.clear()
     assert runner.measured_pace(plan, client) is None  # two runs are too few to call a pace
-    assert "on a quiet 2-core CPU" in runner.describe_start(plan, None)
+    assert "on a quiet 2-core CPU with AVX-512 BF16" in runner.describe_start(plan, None)
+    monkeypatch.setattr(runner, "native_bf16_cpu", lambda: False)
+    assert "(this CPU lacks AVX-512 BF16: expect about twice that)" in runner.describe_start(plan, None)
+    monkeypatch.setattr(runner, "native_bf16_cpu", lambda: True)
+    assert "expect about twice" not in runner.describe_start(plan, None)
 
 
 @pytest.mark.slow
