@@ -93,6 +93,17 @@ def _intervals(df: pd.DataFrame, m: str) -> tuple[np.ndarray, np.ndarray]:
     return lo, hi
 
 
+def _reference_name(summary: pd.DataFrame) -> str:
+    """How the figures name the row every Δ is taken against: the Baseline, or a study's own
+    reference row by its label."""
+    if "is_reference" not in summary:
+        return "the Baseline"
+    ref = summary[summary["is_reference"].astype(bool)]
+    if ref.empty or ref["variant"].iloc[0] == BASELINE:
+        return "the Baseline"
+    return wrap(str(ref["variant_label"].iloc[0]), 34)
+
+
 def draw_delta_intervals(summary: pd.DataFrame, table: int, dataset_note: str) -> plt.Figure | None:
     """Each variant's Δ R-1 and Δ mAP against our Baseline (dot) with its 95 % paired bootstrap
     interval (bar; ``tables.add_uncertainty``) beside the paper's Δ (open diamond). None when
@@ -116,16 +127,17 @@ def draw_delta_intervals(summary: pd.DataFrame, table: int, dataset_note: str) -
         ax.scatter(df[f"paper_d_{m}"], y, marker="D", s=36, facecolors="none",
                    edgecolors="0.15", linewidths=1.2, zorder=3, gid="paper")
         ax.axvline(0, color="0.3", lw=0.9, ls="--")
-        ax.set(title=f"Δ {METRICS[m]} against the Baseline", xlabel="Δ, points")
+        ax.set(title=f"Δ {METRICS[m]} against {_reference_name(summary)}", xlabel="Δ, points")
         ax.margins(x=0.12)
     axes[0, 0].set_yticks(y, [wrap(label) for label in df["variant_label"]])
     axes[0, 0].set_ylim(len(df) - 0.5, -0.5)  # table order, top to bottom
     ours = "ours: mean over paired seeds, bar = 95 % CI (paired bootstrap)" if with_ci else \
         "ours: mean over paired seeds (no per-query results: no interval)"
-    handles = [plt.Line2D([], [], color="0.3", marker="o", lw=1.6, label=ours),
-               plt.Line2D([], [], color="0.15", marker="D", mfc="none", ls="none",
-                          label=f"paper's Δ ({dataset_note})")]
-    fig.legend(handles=handles, loc="lower center", ncol=2, fontsize=8, frameon=False,
+    handles = [plt.Line2D([], [], color="0.3", marker="o", lw=1.6, label=ours)]
+    if df[[f"paper_d_{m}" for m in DELTA_METRICS]].notna().any().any():
+        handles.append(plt.Line2D([], [], color="0.15", marker="D", mfc="none", ls="none",
+                                  label=f"paper's Δ ({dataset_note})"))
+    fig.legend(handles=handles, loc="lower center", ncol=len(handles), fontsize=8, frameon=False,
                bbox_to_anchor=(0.5, -0.01))
     fig.tight_layout(rect=(0, 0.07, 1, 1))
     return fig
@@ -141,8 +153,8 @@ def draw_delta_scatter(summary: pd.DataFrame, table: int, dataset_note: str) -> 
     """Our Δ (with its 95 % interval) against the paper's Δ, per variant, with Spearman's ρ and
     how many of our intervals exclude 0. None when no variant has both."""
     df = compared(summary)
-    if df[[f"d_{m}" for m in DELTA_METRICS]].isna().all().all():
-        return None
+    if not any(df[[f"paper_d_{m}", f"d_{m}"]].notna().all(axis=1).any() for m in DELTA_METRICS):
+        return None  # e.g. a study of the user's own: no paper numbers, nothing to plot against
     fig, axes = plt.subplots(1, 2, figsize=(7.5, 4.0))
     colours, marks = palette(table), markers(table)
     shown: dict[str, str] = {}

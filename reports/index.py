@@ -62,6 +62,21 @@ def _n(count: int, noun: str) -> str:
     return f"{count} {noun}{'' if count == 1 else 's'}"
 
 
+def _own_reference(study):
+    """A text rewriter for a study whose Δ are taken against its own reference row rather than
+    the Baseline: "our Baseline" becomes "the reference row" (identity for the paper's tables)."""
+    if study.is_paper or study.reference == tables.BASELINE:
+        return lambda text: text
+    words = (("against our Baseline", "against the reference row"), ("the Baseline's", "the reference's"),
+             ("against the Baseline", "against the reference row"), ("our Baseline", "the reference row"))
+
+    def own(text: str) -> str:
+        for old, new in words:
+            text = text.replace(old, new)
+        return text
+    return own
+
+
 def _agreement(rho: float, n: int, metric: str) -> str:
     if math.isnan(rho):
         return (f"{metric}: rank correlation not defined ({n} variant{'s' if n != 1 else ''} "
@@ -139,18 +154,20 @@ def experiment_readme(rep: Report) -> str:
     if rep.logged:
         out += [f"These files are also artifacts (`report/`) of the parent run "
                 f"`{tr.parent_run_id}`.", ""]
+    own = _own_reference(study)
     out += ["## Results", "", tables.markdown_cells(tables.answer(s)), "",
-            "Our numbers are the last evaluation of each run, in percent; ± = sample std over "
+            own("Our numbers are the last evaluation of each run, in percent; ± = sample std over "
             "seeds; Δ = change against our Baseline in points with its 95 % interval (paired "
             "bootstrap over queries and seeds), paper Δ = the paper's change against its "
             "Baseline; verdict = *better* / *worse* when the whole interval is above / below 0, "
             "else *within noise*. The full table (seeds, R-5, mINP, foreground focus, each "
             "variant's own interval, p-values, the paper's absolute numbers): "
-            "[Markdown](table.md), [CSV](table.csv), [LaTeX](table.tex).", "",
+            "[Markdown](table.md), [CSV](table.csv), [LaTeX](table.tex)."), "",
             "### What the numbers say", ""]
     out += [f"- {line}" for line in tables.verdicts(s)]
-    for m, title in (("rank1", "R-1"), ("mAP", "mAP")):
-        out.append(f"- {_agreement(*tables.rank_agreement(s, m), title)}.")
+    if study.table is not None:  # a study of one's own has no paper ordering to agree with
+        for m, title in (("rank1", "R-1"), ("mAP", "mAP")):
+            out.append(f"- {_agreement(*tables.rank_agreement(s, m), title)}.")
     missing = tables.missing_metrics(tr)
     if missing:
         out += ["", "Missing metrics (shown as —): " + "; ".join(missing) + "."]
@@ -162,8 +179,9 @@ def experiment_readme(rep: Report) -> str:
         if png is None:
             continue
         pdf = next((f for f in files if f.suffix == ".pdf"), None)
+        title = own(title)
         out += [f"## {title}", "", f"![{title}]({png.name})", "",
-                f"{caption}" + (f" ([PDF]({pdf.name}))" if pdf is not None else ""), ""]
+                own(caption) + (f" ([PDF]({pdf.name}))" if pdf is not None else ""), ""]
     out += _claims_section(rep)
     out += _uncertainty_section(rep)
     out += _diagnostics_section(rep)

@@ -349,6 +349,10 @@ def test_a_study_runs_and_reports_end_to_end(store, data_root, tmp_path, capsys)
     assert claims["evidence"].iloc[0].startswith("R-1 Δ with 95 % CI: narrow−paper")
     readme = (two / "README.md").read_text()
     assert "# Study mask-width" in readme and "## Claims" in readme and "95% CI" in (two / "table.md").read_text()
+    # No paper numbers: no plot against them, no ordering to agree with, and the reference row
+    # is named as such rather than as a Baseline the study does not have.
+    assert not (two / "delta.png").exists() and "rank correlation" not in readme and "Spearman" not in readme
+    assert "## Change against the reference row" in readme and "against our Baseline" not in readme
 
     sweep = reports / "study-lambda3" / "synthetic-tiny"
     claims = pd.read_csv(sweep / "claims.csv")
