@@ -93,15 +93,15 @@ def _intervals(df: pd.DataFrame, m: str) -> tuple[np.ndarray, np.ndarray]:
     return lo, hi
 
 
-def _reference_name(summary: pd.DataFrame) -> str:
-    """How the figures name the row every Δ is taken against: the Baseline, or a study's own
-    reference row by its label."""
+def _own_reference(summary: pd.DataFrame) -> str | None:
+    """The label of a study's own reference row (the row every Δ is taken against); None when
+    that row is the Baseline."""
     if "is_reference" not in summary:
-        return "the Baseline"
+        return None
     ref = summary[summary["is_reference"].astype(bool)]
     if ref.empty or ref["variant"].iloc[0] == BASELINE:
-        return "the Baseline"
-    return wrap(str(ref["variant_label"].iloc[0]), 34)
+        return None
+    return str(ref["variant_label"].iloc[0])
 
 
 def draw_delta_intervals(summary: pd.DataFrame, table: int, dataset_note: str) -> plt.Figure | None:
@@ -112,6 +112,7 @@ def draw_delta_intervals(summary: pd.DataFrame, table: int, dataset_note: str) -
     if df.empty or df[[f"d_{m}" for m in DELTA_METRICS]].isna().all().all():
         return None
     colours = palette(table)
+    own = _own_reference(summary)
     y = np.arange(len(df))
     fig, axes = plt.subplots(1, len(DELTA_METRICS), sharey=True,
                              figsize=(8.0, 1.4 + 0.5 * len(df)), squeeze=False)
@@ -127,13 +128,15 @@ def draw_delta_intervals(summary: pd.DataFrame, table: int, dataset_note: str) -
         ax.scatter(df[f"paper_d_{m}"], y, marker="D", s=36, facecolors="none",
                    edgecolors="0.15", linewidths=1.2, zorder=3, gid="paper")
         ax.axvline(0, color="0.3", lw=0.9, ls="--")
-        ax.set(title=f"Δ {METRICS[m]} against {_reference_name(summary)}", xlabel="Δ, points")
+        ax.set(title=f"Δ {METRICS[m]} against the {'reference row' if own else 'Baseline'}", xlabel="Δ, points")
         ax.margins(x=0.12)
     axes[0, 0].set_yticks(y, [wrap(label) for label in df["variant_label"]])
     axes[0, 0].set_ylim(len(df) - 0.5, -0.5)  # table order, top to bottom
     ours = "ours: mean over paired seeds, bar = 95 % CI (paired bootstrap)" if with_ci else \
         "ours: mean over paired seeds (no per-query results: no interval)"
     handles = [plt.Line2D([], [], color="0.3", marker="o", lw=1.6, label=ours)]
+    if own:
+        handles.append(plt.Line2D([], [], color="0.3", lw=0.9, ls="--", label=f"0 = the reference row: {own}"))
     if df[[f"paper_d_{m}" for m in DELTA_METRICS]].notna().any().any():
         handles.append(plt.Line2D([], [], color="0.15", marker="D", mfc="none", ls="none",
                                   label=f"paper's Δ ({dataset_note})"))
