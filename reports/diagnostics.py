@@ -84,14 +84,25 @@ def present(summary: pd.DataFrame) -> list[str]:
     return [c for c in TITLES if f"{c}_mean" in summary]
 
 
+def _two_digits(v: float) -> str:
+    """Two significant digits in plain notation (``35``, ``0.54``, ``0.0040``); scientific only
+    below 0.001, where plain notation would be a row of zeros."""
+    if v == 0 or not math.isfinite(v):
+        return f"{v:g}"
+    if abs(v) < 1e-3:
+        return f"{v:.1e}"
+    return f"{v:.{max(0, 1 - math.floor(math.log10(abs(v))))}f}"
+
+
 def sci(mean: float, std: float, latex: bool = False) -> str:
-    """``3.2e-03 ± 1.1e-03``: the gradient ratio spans orders of magnitude."""
+    """``0.0032 ± 0.0011``, ``35 ± 4.6``: two significant digits each, as the gradient ratio
+    spans orders of magnitude."""
     if math.isnan(mean):
         return "--" if latex else "—"
     if math.isnan(std):
-        return f"{mean:.1e}"
+        return _two_digits(mean)
     sep = r"$\pm$" if latex else "±"
-    return f"{mean:.1e} {sep} {std:.1e}"
+    return f"{_two_digits(mean)} {sep} {_two_digits(std)}"
 
 
 def constant(summary: pd.DataFrame) -> dict[str, float]:

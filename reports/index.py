@@ -183,7 +183,7 @@ def experiment_readme(rep: Report) -> str:
         out += [f"## {title}", "", f"![{title}]({png.name})", "",
                 own(caption) + (f" ([PDF]({pdf.name}))" if pdf is not None else ""), ""]
     out += _claims_section(rep)
-    out += _uncertainty_section(rep)
+    out += [own(line) for line in _uncertainty_section(rep)]
     out += _diagnostics_section(rep)
     if rep.efficiency is not None:
         out += ["## Efficiency", "", (rep.folder / "efficiency.md").read_text(encoding="utf-8"),

@@ -285,14 +285,14 @@ def test_diagnostics_table_by_hand(report, store):
     cells = _cells((folder / "diagnostics.md").read_text())
     assert cells["(c) Gm"]["focus stage 3"] == "12.0 ± 2.8"
     assert cells["(c) Gm"]["focus stage 4"] == "-3.0 ± 2.8"  # below 0: prefers the background
-    assert cells["(c) Gm"]["recon / Re-ID grad"] == "4.0e-03 ± 1.4e-03"
+    assert cells["(c) Gm"]["recon / Re-ID grad"] == "0.0040 ± 0.0014"
     assert cells["(g) with the true person mask as target (control)"]["recon / Re-ID grad"] == \
-        "2.5e-01 ± 7.1e-02"
+        "0.25 ± 0.071"
     assert cells["Base."]["focus A′"] == "—" and cells["Base."]["recon / Re-ID grad"] == "—"
     assert cells["Base. with TF-Dec's Re-ID updates (control)"]["AUC Gm"] == "72.0 ± 2.8"
     assert cells["Base. with TF-Dec's Re-ID updates (control)"]["AUC Gm·PAm·CAm"] == "—"
     tex = (folder / "diagnostics.tex").read_text()
-    assert "AUC Gm$\\cdot$PAm$\\cdot$CAm" in tex and "4.0e-03 $\\pm$ 1.4e-03" in tex
+    assert "AUC Gm$\\cdot$PAm$\\cdot$CAm" in tex and "0.0040 $\\pm$ 0.0014" in tex
     text = (folder / "README.md").read_text()
     section = text.split("## Diagnostics\n")[1].split("\n## ")[0]
     assert "| (c) Gm " in section and "uniform map scores 0" in section and "50 = chance" in section
@@ -410,7 +410,7 @@ def test_real_dataset_uses_its_own_paper_numbers(tmp_path):
     md = (out / "diagnostics.md").read_text().splitlines()
     cells = [[c.strip() for c in line.split("|")[1:-1]] for line in md]
     assert cells[0] == ["Variant", "seeds", "recon / Re-ID grad"]
-    assert cells[2:] == [["Baseline", "1", "—"], ["FTN", "1", "2.0e-02"]]  # one seed: no ±
+    assert cells[2:] == [["Baseline", "1", "—"], ["FTN", "1", "0.020"]]  # one seed: no ±
     assert (out / "diagnostics.png").exists() and "](diagnostics.png)" in text
 
 
