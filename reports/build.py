@@ -93,7 +93,7 @@ def build_experiment(client: MlflowClient, tr: TableRuns, folder: Path, visuals:
                                                       folder / "delta_ci")
     rep.figures["delta"] = figures.delta_scatter(rep.summary, tr.table, note, folder / "delta")
     rep.figures["cmc"] = figures.cmc_curves(cmc_frame(client, tr, rep.notes), order, tr.table,
-                                            folder / "cmc")
+                                            folder / "cmc", reference=tr.study.reference)
     hist = metric_history(client, tr.runs, LOSS_KEYS + ("val/mAP",))
     if hist.empty:
         rep.notes.append("no train/loss_* or val/mAP history logged: no training curves")

@@ -213,13 +213,14 @@ def paired_cmc(cmc: pd.DataFrame, reference: str = BASELINE) -> pd.DataFrame:
     return both.assign(value=both["value"] - both["value_ref"]).drop(columns="value_ref")
 
 
-def draw_cmc(cmc: pd.DataFrame, order: list[str], table: int, max_rank: int = 20) -> plt.Figure:
+def draw_cmc(cmc: pd.DataFrame, order: list[str], table: int, max_rank: int = 20,
+             reference: str = BASELINE) -> plt.Figure:
     """(a) CMC (percent) per variant, mean over seeds (±std band with up to 3 variants); then,
-    where a Baseline exists, one small panel per variant: its CMC minus the Baseline's, paired
-    by seed, with the 95 % t-interval over seeds (``stats.seed_interval``). ``cmc``: variant,
-    seed, rank, value."""
+    where the reference row (the Baseline, or a study's own) exists, one small panel per
+    variant: its CMC minus the reference's, paired by seed, with the 95 % t-interval over seeds
+    (``stats.seed_interval``). ``cmc``: variant, seed, rank, value."""
     sub = cmc[cmc["rank"] <= max_rank]
-    diff = paired_cmc(sub) if BASELINE in set(sub["variant"]) else sub.iloc[:0]
+    diff = paired_cmc(sub, reference) if reference in set(sub["variant"]) else sub.iloc[:0]
     present = [k for k in order if k in set(sub["variant"])]
     keys = [k for k in present if k in set(diff["variant"])]
     ncols = min(4, len(keys)) if keys else 1
@@ -247,7 +248,8 @@ def draw_cmc(cmc: pd.DataFrame, order: list[str], table: int, max_rank: int = 20
             sax.set(xlabel="rank", ylabel="Δ, points")
         for sax in small.flat[len(keys):]:
             sax.remove()
-        bottom.suptitle("(b) CMC minus the Baseline's, paired by seed (band = 95 % CI over seeds)",
+        whose = "the Baseline's" if reference == BASELINE else f"{reference}'s (the reference row)"
+        bottom.suptitle(f"(b) CMC minus {whose}, paired by seed (band = 95 % CI over seeds)",
                         fontsize=9, fontweight="bold")
         axes += list(small.flat[:len(keys)])
     last = int(sub["rank"].max())
@@ -260,11 +262,11 @@ def draw_cmc(cmc: pd.DataFrame, order: list[str], table: int, max_rank: int = 20
 
 
 def cmc_curves(cmc: pd.DataFrame, order: list[str], table: int, stem: Path,
-               max_rank: int = 20) -> list[Path]:
+               max_rank: int = 20, reference: str = BASELINE) -> list[Path]:
     """``draw_cmc`` as PNG and PDF (nothing when no run has a CMC)."""
     if cmc.empty:
         return []
-    return save(draw_cmc(cmc, order, table, max_rank), stem)
+    return save(draw_cmc(cmc, order, table, max_rank, reference), stem)
 
 
 def training_curves(hist: pd.DataFrame, order: list[str], table: int, stem: Path) -> list[Path]:

@@ -79,7 +79,9 @@ def figure(summary: pd.DataFrame, runs: pd.DataFrame, study: Study, stem: Path) 
         ax.set(xlabel=study.sweep.field + (" (log scale)" if log else ""), ylabel=f"{METRICS[m]} (%)",
                title=METRICS[m])
         ax.grid(alpha=0.3)
-    np.atleast_1d(axes)[0].legend(fontsize=7, loc="best")
+    handles, labels = np.atleast_1d(axes)[0].get_legend_handles_labels()
+    fig.legend(handles, labels, fontsize=8, loc="lower center", ncol=len(handles), frameon=False,
+               bbox_to_anchor=(0.5, -0.08))  # below the panels: never over a point or a bar
     seeds = sorted({int(n) for n in df["n"]})
     fig.suptitle(f"{study.name}: R-1 and mAP against {study.sweep.field} "
                  f"({'/'.join(map(str, seeds))} seed{'s' if max(seeds) > 1 else ''} per value)", y=1.02)

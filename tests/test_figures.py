@@ -106,6 +106,11 @@ def test_cmc_has_integer_rank_ticks_and_a_paired_difference_panel():
     alone = figures.draw_cmc(cmc[cmc["variant"] == "a"], ["base", "a"], 2)  # no Baseline
     assert len(alone.axes) == 1
     plt.close(alone)
+    # A study's own reference row takes the Baseline's place: base − a = −2.5 at every rank.
+    own = figures.draw_cmc(cmc, ["a", "base"], 2, reference="a")
+    (line,) = [ln for ln in own.axes[1].lines if len(ln.get_xdata()) == 20]
+    assert np.allclose(line.get_ydata(), -2.5) and own.axes[1].get_title() == "base"
+    plt.close(own)
 
 
 def _per_run(focus: bool, auc: bool, ratio: tuple[float, ...]) -> pd.DataFrame:
