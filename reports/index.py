@@ -63,12 +63,18 @@ def _n(count: int, noun: str) -> str:
 
 
 def _own_reference(study):
-    """A text rewriter for a study whose Δ are taken against its own reference row rather than
-    the Baseline: "our Baseline" becomes "the reference row" (identity for the paper's tables)."""
-    if study.is_paper or study.reference == tables.BASELINE:
+    """A text rewriter for a study of one's own: "our Baseline" becomes "the reference row" where
+    the Δ are taken against another row, and what explains the paper's numbers goes where there
+    are none (identity for the paper's tables)."""
+    words: tuple[tuple[str, str], ...] = ()
+    if not (study.is_paper or study.reference == tables.BASELINE):
+        words += (("against our Baseline", "against the reference row"), ("the Baseline's", "the reference's"),
+                  ("against the Baseline", "against the reference row"), ("our Baseline", "the reference row"))
+    if study.table is None:  # no paper numbers: nothing of the paper's to explain
+        words += (("paper Δ = the paper's change against its Baseline; ", ""),
+                  (" beside the paper's Δ against its Baseline (open diamond)", ""))
+    if not words:
         return lambda text: text
-    words = (("against our Baseline", "against the reference row"), ("the Baseline's", "the reference's"),
-             ("against the Baseline", "against the reference row"), ("our Baseline", "the reference row"))
 
     def own(text: str) -> str:
         for old, new in words:

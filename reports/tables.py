@@ -311,7 +311,8 @@ def display(summary: pd.DataFrame, latex: bool = False) -> pd.DataFrame:
 def answer(summary: pd.DataFrame) -> pd.DataFrame:
     """The table a report opens with, eight columns: variant | R-1 | mAP | Δ R-1 [95 % CI] |
     Δ mAP [95 % CI] | paper Δ R-1 | paper Δ mAP | verdict (the Δ's mark against our Baseline,
-    one word when R-1 and mAP agree). Everything else stays in ``display`` (table.md/.csv/.tex)."""
+    one word when R-1 and mAP agree); six without the paper columns when no row has a paper
+    number. Everything else stays in ``display`` (table.md/.csv/.tex)."""
     with_ci = "d_rank1_lo" in summary
     rows = []
     for r in summary.itertuples():
@@ -334,7 +335,11 @@ def answer(summary: pd.DataFrame) -> pd.DataFrame:
         else:
             row["verdict"] = marks[0] if marks[0] == marks[1] else f"R-1 {marks[0] or '—'}, mAP {marks[1] or '—'}"
         rows.append(row)
-    return pd.DataFrame(rows)
+    table = pd.DataFrame(rows)
+    paper = [f"paper_d_{m}" for m in DELTA_METRICS if f"paper_d_{m}" in summary]
+    if not paper or summary[paper].isna().all().all():  # a study of one's own: no paper columns
+        table = table.drop(columns=[f"paper Δ {METRICS[m]}" for m in DELTA_METRICS])
+    return table
 
 
 def markdown(summary: pd.DataFrame) -> str:
