@@ -391,18 +391,19 @@ def verdicts(summary: pd.DataFrame) -> list[str]:
     lines = []
     for r in summary[(summary["variant"] != base) & ~control].itertuples():
         d1, dm = r.d_rank1, r.d_mAP
+        known = not (math.isnan(r.paper_d_rank1) and math.isnan(r.paper_d_mAP))
+        paper = f"; paper {_delta(r.paper_d_rank1)} / {_delta(r.paper_d_mAP)}" if known else ""
         if math.isnan(d1) and math.isnan(dm):
             lines.append(f"**{r.variant_label}**: no R-1 / mAP logged, so it cannot be compared.")
             continue
         better = [METRICS[m] for m, d in (("rank1", d1), ("mAP", dm)) if not math.isnan(d) and d > 0]
         worse = [METRICS[m] for m, d in (("rank1", d1), ("mAP", dm)) if not math.isnan(d) and d <= 0]
-        nums = (f"Δ R-1 {_delta(d1)}, Δ mAP {_delta(dm)}; paper {_delta(r.paper_d_rank1)} / "
-                f"{_delta(r.paper_d_mAP)}")
+        nums = f"Δ R-1 {_delta(d1)}, Δ mAP {_delta(dm)}{paper}"
         marks = {METRICS[m]: getattr(r, f"d_{m}_mark", "") or "" for m in DELTA_METRICS}
         if any(marks.values()):  # the paired intervals decide the words, not the signs
             covers = getattr(r, "covers", "") or ""
-            lines.append(f"**{r.variant_label}** {_by_marks(marks, ours_name)} ({_with_ci(r)}; paper "
-                         f"{_delta(r.paper_d_rank1)} / {_delta(r.paper_d_mAP)}; paired bootstrap 95 % CI"
+            lines.append(f"**{r.variant_label}** {_by_marks(marks, ours_name)} ({_with_ci(r)}{paper}; "
+                         "paired bootstrap 95 % CI"
                          f"{', ' + covers if covers.startswith('query sampling only') else ''}).")
             continue
         if not better:

@@ -356,6 +356,7 @@ def test_a_study_runs_and_reports_end_to_end(store, data_root, tmp_path, capsys)
     assert "R-1 against the reference row: " in readme and "against the Baseline" not in readme
     head = next(line for line in readme.splitlines() if line.startswith("| Variant"))
     assert "paper Δ" not in head and head.count("|") == 7 and "open diamond" not in readme
+    assert "**Gm σ 0.25 × 0.18** " in readme and "; paper —" not in readme
 
     sweep = reports / "study-lambda3" / "synthetic-tiny"
     claims = pd.read_csv(sweep / "claims.csv")
