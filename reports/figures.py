@@ -22,7 +22,7 @@ from PIL import Image  # noqa: E402
 from ablations.variants import variants  # noqa: E402
 from reports import stats  # noqa: E402
 from reports.load import LOSS_KEYS  # noqa: E402
-from reports.tables import BASELINE, DELTA_METRICS, METRICS, rank_agreement  # noqa: E402
+from reports.tables import BASELINE, DELTA_METRICS, METRICS, rank_agreement, reference_label  # noqa: E402
 
 DPI = 110
 MARKERS = ("o", "s", "D", "^", "v", "<", ">", "p", "h", "8")
@@ -93,17 +93,6 @@ def _intervals(df: pd.DataFrame, m: str) -> tuple[np.ndarray, np.ndarray]:
     return lo, hi
 
 
-def _own_reference(summary: pd.DataFrame) -> str | None:
-    """The label of a study's own reference row (the row every Δ is taken against); None when
-    that row is the Baseline."""
-    if "is_reference" not in summary:
-        return None
-    ref = summary[summary["is_reference"].astype(bool)]
-    if ref.empty or ref["variant"].iloc[0] == BASELINE:
-        return None
-    return str(ref["variant_label"].iloc[0])
-
-
 def draw_delta_intervals(summary: pd.DataFrame, table: int, dataset_note: str) -> plt.Figure | None:
     """Each variant's Δ R-1 and Δ mAP against our Baseline (dot) with its 95 % paired bootstrap
     interval (bar; ``tables.add_uncertainty``) beside the paper's Δ (open diamond). None when
@@ -112,7 +101,7 @@ def draw_delta_intervals(summary: pd.DataFrame, table: int, dataset_note: str) -
     if df.empty or df[[f"d_{m}" for m in DELTA_METRICS]].isna().all().all():
         return None
     colours = palette(table)
-    own = _own_reference(summary)
+    own = reference_label(summary)
     y = np.arange(len(df))
     fig, axes = plt.subplots(1, len(DELTA_METRICS), sharey=True,
                              figsize=(8.0, 1.4 + 0.5 * len(df)), squeeze=False)

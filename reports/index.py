@@ -62,7 +62,7 @@ def _n(count: int, noun: str) -> str:
     return f"{count} {noun}{'' if count == 1 else 's'}"
 
 
-def _own_reference(study):
+def _study_wording(study):
     """A text rewriter for a study of one's own: "our Baseline" becomes "the reference row" where
     the Δ are taken against another row, and what explains the paper's numbers goes where there
     are none (identity for the paper's tables)."""
@@ -160,7 +160,7 @@ def experiment_readme(rep: Report) -> str:
     if rep.logged:
         out += [f"These files are also artifacts (`report/`) of the parent run "
                 f"`{tr.parent_run_id}`.", ""]
-    own = _own_reference(study)
+    own = _study_wording(study)
     out += ["## Results", "", tables.markdown_cells(tables.answer(s)), "",
             own("Our numbers are the last evaluation of each run, in percent; ± = sample std over "
             "seeds; Δ = change against our Baseline in points with its 95 % interval (paired "

@@ -66,6 +66,15 @@ def _reference(summary: pd.DataFrame) -> str:
     return BASELINE
 
 
+def reference_label(summary: pd.DataFrame) -> str | None:
+    """The label of a study's own reference row; None when the Δ are against the Baseline."""
+    ref = _reference(summary)
+    if ref == BASELINE:
+        return None
+    found = summary[summary["variant"] == ref]
+    return str(found["variant_label"].iloc[0]) if len(found) else ref
+
+
 def _is_ref(r) -> bool:
     """Whether the summary row ``r`` (a named tuple) is the reference row."""
     return bool(getattr(r, "is_reference", r.variant == BASELINE))
@@ -73,11 +82,8 @@ def _is_ref(r) -> bool:
 
 def reference_name(summary: pd.DataFrame) -> str:
     """How the text names the reference row: "our Baseline", or "the reference (<label>)"."""
-    ref = _reference(summary)
-    if ref == BASELINE:
-        return "our Baseline"
-    found = summary[summary["variant"] == ref]
-    return f"the reference ({found['variant_label'].iloc[0] if len(found) else ref})"
+    label = reference_label(summary)
+    return "our Baseline" if label is None else f"the reference ({label})"
 
 
 def paired_delta(tr: TableRuns, complete: set[tuple[str, int]], a: str, b: str, metric: str) -> tuple[float, int]:
