@@ -22,7 +22,8 @@ from PIL import Image  # noqa: E402
 from ablations.variants import variants  # noqa: E402
 from reports import stats  # noqa: E402
 from reports.load import LOSS_KEYS  # noqa: E402
-from reports.tables import BASELINE, DELTA_METRICS, METRICS, rank_agreement, reference_label  # noqa: E402
+from reports.tables import (BASELINE, DELTA_METRICS, METRICS, has_paper_numbers, rank_agreement,  # noqa: E402
+                            reference_label)
 
 DPI = 110
 MARKERS = ("o", "s", "D", "^", "v", "<", ">", "p", "h", "8")
@@ -126,7 +127,7 @@ def draw_delta_intervals(summary: pd.DataFrame, table: int, dataset_note: str) -
     handles = [plt.Line2D([], [], color="0.3", marker="o", lw=1.6, label=ours)]
     if own:
         handles.append(plt.Line2D([], [], color="0.3", lw=0.9, ls="--", label=f"0 = the reference row: {own}"))
-    if df[[f"paper_d_{m}" for m in DELTA_METRICS]].notna().any().any():
+    if has_paper_numbers(df):
         handles.append(plt.Line2D([], [], color="0.15", marker="D", mfc="none", ls="none",
                                   label=f"paper's Δ ({dataset_note})"))
     fig.legend(handles=handles, loc="lower center", ncol=len(handles), fontsize=8, frameon=False,

@@ -342,10 +342,15 @@ def answer(summary: pd.DataFrame) -> pd.DataFrame:
             row["verdict"] = marks[0] if marks[0] == marks[1] else f"R-1 {marks[0] or '—'}, mAP {marks[1] or '—'}"
         rows.append(row)
     table = pd.DataFrame(rows)
-    paper = [f"paper_d_{m}" for m in DELTA_METRICS if f"paper_d_{m}" in summary]
-    if not paper or summary[paper].isna().all().all():  # a study of one's own: no paper columns
+    if not has_paper_numbers(summary):  # a study of one's own: no paper columns
         table = table.drop(columns=[f"paper Δ {METRICS[m]}" for m in DELTA_METRICS])
     return table
+
+
+def has_paper_numbers(summary: pd.DataFrame) -> bool:
+    """Whether any row of ``summary`` has a paper Δ (a study of one's own has none)."""
+    paper = [f"paper_d_{m}" for m in DELTA_METRICS if f"paper_d_{m}" in summary]
+    return bool(paper) and bool(summary[paper].notna().any().any())
 
 
 def markdown(summary: pd.DataFrame) -> str:

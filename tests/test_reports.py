@@ -222,6 +222,16 @@ def test_controls_have_no_paper_numbers_and_stay_out_of_rho(store):
     assert tables.rank_agreement(faked.assign(control=False), "rank1") == (pytest.approx(-0.3), 5)
 
 
+def test_paper_numbers_are_there_only_when_some_row_has_a_paper_delta(store):
+    client, _ = connect(store[0])
+    s = tables.summarize(load_runs(client, find_experiments(client, name="table2-synthetic-tiny")[0]))
+    assert tables.has_paper_numbers(s)
+    own = s.assign(paper_d_rank1=float("nan"), paper_d_mAP=float("nan"))  # a study of one's own
+    assert not tables.has_paper_numbers(own)
+    assert not tables.has_paper_numbers(s.drop(columns=["paper_d_rank1", "paper_d_mAP"]))
+    assert "paper Δ R-1" in tables.answer(s) and "paper Δ R-1" not in tables.answer(own)
+
+
 def test_control_verdicts(report, store):
     _, folder = report
     text = (folder / "README.md").read_text()
