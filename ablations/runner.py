@@ -276,8 +276,10 @@ def format_plan(plan: list[PlannedRun], work_dir: Path) -> str:
 def measured_pace(plan: list[PlannedRun], client) -> tuple[float, int] | None:
     """(median seconds per epoch, runs) of the FINISHED child runs in the plan's experiments
     that were trained, not copied, with the plan's preset on the plan's data: this machine's
-    pace at this test size, which the preset's nominal figure is not. A new study with fewer
-    than 3 such runs takes the store's other experiments' runs; None below 3 even then."""
+    pace at this test size, which the preset's nominal figure is not. A run whose wall time per
+    epoch is over twice its last epoch's training time stood still part of it (interrupted and
+    resumed, or paused) and does not count. A new study with fewer than 3 such runs takes the
+    store's other experiments' runs; None below 3 even then."""
     keys = {(p.preset, p.data_digest) for p in plan if p.data_digest}
     per_epoch: list[float] = []
     own = sorted({p.experiment for p in plan})
@@ -301,8 +303,13 @@ def _seconds_per_epoch(client, exp, keys: set[tuple[str, str]]) -> list[float]:
             epochs = int(run.data.params.get("train.epochs", "0"))
         except ValueError:
             continue
-        if epochs > 0:
-            per_epoch.append((info.end_time - info.start_time) / 1000 / epochs)
+        if epochs <= 0:
+            continue
+        span = (info.end_time - info.start_time) / 1000 / epochs
+        last = run.data.metrics.get(EPOCH_KEY)  # the last epoch's own training time
+        if last and span > 2 * last:  # stopped part-way and resumed, or paused: its span counts the wait
+            continue
+        per_epoch.append(span)
     return per_epoch
 
 

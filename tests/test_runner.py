@@ -106,9 +106,9 @@ def test_dry_run_time_estimate_follows_the_epochs_asked_for(store, tmp_path, cap
 
 def test_time_estimate_at_the_pace_of_the_stores_own_runs(tmp_path, monkeypatch):
     """With 3 or more FINISHED runs of the preset on the same data in the plan's experiments,
-    the estimate is their median seconds per epoch (copied runs, other data, other presets and
-    unfinished runs do not count); with fewer, those of the store's other experiments join
-    them; with fewer still, the preset's nominal figure."""
+    the estimate is their median seconds per epoch (copied runs, other data, other presets,
+    unfinished runs and runs that stood still part-way do not count); with fewer, those of the
+    store's other experiments join them; with fewer still, the preset's nominal figure."""
     from types import SimpleNamespace
 
     from ablations import runner
@@ -117,15 +117,20 @@ def test_time_estimate_at_the_pace_of_the_stores_own_runs(tmp_path, monkeypatch)
     for p in plan:
         p.data_digest = "d1"
 
-    def run(seconds, epochs=9, status="FINISHED", digest="d1", preset="cpu", **extra):
+    def run(seconds, epochs=9, status="FINISHED", digest="d1", preset="cpu", last_epoch=None, **extra):
         tags = {"kind": "child", "variant": "base", "seed": str(len(runs)), "config_hash": "h",
                 "data_digest": digest, "preset": preset, **extra}
         return SimpleNamespace(info=SimpleNamespace(status=status, start_time=0, end_time=int(seconds * 1000),
                                                     run_id=str(len(runs))),
-                               data=SimpleNamespace(tags=tags, params={"train.epochs": str(epochs)}))
+                               data=SimpleNamespace(tags=tags, params={"train.epochs": str(epochs)},
+                                                    metrics={} if last_epoch is None else
+                                                    {"train/epoch_seconds": last_epoch}))
 
     runs = []
-    for args, kw in (((900,), {}), ((450,), {"epochs": 3}), ((1800,), {}), ((10,), {"status": "RUNNING"}),
+    # 900 s over 9 epochs of 90 s each counts (evaluation adds its part); 9 epochs of 40 s that
+    # took 9000 s (resumed the next day) do not.
+    for args, kw in (((900,), {"last_epoch": 90.0}), ((450,), {"epochs": 3}), ((1800,), {}),
+                     ((9000,), {"last_epoch": 40.0}), ((10,), {"status": "RUNNING"}),
                      ((1,), {"reused_from": "x"}), ((2,), {"digest": "d0"}), ((3,), {"preset": "tiny"})):
         runs.append(run(*args, **kw))
     other = [run(2700)]  # 300 s per epoch, in another experiment of the store
