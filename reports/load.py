@@ -193,7 +193,9 @@ def load_runs(client: MlflowClient, exp: Experiment, study: Study | None = None)
             df = df.loc[~mask]
 
     for status in ("FAILED", "KILLED", "RUNNING", "SCHEDULED"):
-        drop(df["status"] == status, f"{status} run(s)")
+        # A run whose process died (a machine or session that went away) stays RUNNING in the store.
+        still = ": training now, or stopped unmarked, which `run.py` resumes" if status == "RUNNING" else ""
+        drop(df["status"] == status, f"{status} run(s){still}")
     drop(df["status"] != "FINISHED", "run(s) with another status")
     drop(df["variant"].isna() | df["seed"].isna(), "run(s) without variant/seed tags")
     drop(~df["variant"].isin(list(known)), f"run(s) of variants not in "

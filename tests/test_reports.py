@@ -95,7 +95,8 @@ def test_load_keeps_finished_newest_per_variant_seed(store):
     assert tr.order == ORDER  # the paper's row order, controls last
     base1 = tr.runs[(tr.runs["variant"] == "base") & (tr.runs["seed"] == 1)]
     assert base1["metrics.val/rank1"].item() == 60  # the newer of the two FINISHED base-s1
-    assert tr.left_out == ["1 FAILED run(s) (g-s0)", "1 RUNNING run(s) (b-s0)",
+    assert tr.left_out == ["1 FAILED run(s) (g-s0)", "1 RUNNING run(s): training now, or stopped unmarked, which "
+                           "`run.py` resumes (b-s0)",
                            "1 older duplicate(s) of a newer FINISHED run (base-s1)"]
     assert tr.parent_run_id is not None
 
