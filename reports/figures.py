@@ -163,7 +163,7 @@ def draw_delta_scatter(summary: pd.DataFrame, table: int, dataset_note: str) -> 
         ax.axhline(0, color="0.4", lw=0.8, ls="--")
         ax.axvline(0, color="0.4", lw=0.8, ls="--")
         rho, n = rank_agreement(summary, m)
-        text = f"Spearman ρ = {rho:+.2f} (n = {n})" if not math.isnan(rho) else \
+        text = f"Spearman ρ = {rho:+.2f} (n = {n})".replace("-", "−") if not math.isnan(rho) else \
             f"Spearman ρ: n/a (n = {n})"
         known = ~np.isnan(lo) & ~np.isnan(hi)
         if known.any():

@@ -93,7 +93,8 @@ def _agreement(rho: float, n: int, metric: str) -> str:
         word = "shows little agreement with"
     else:
         word = "is reversed against"
-    return f"{metric}: Spearman ρ = {rho:+.2f} over {n} variants — our ordering {word} the paper's"
+    signed = f"{rho:+.2f}".replace("-", "−")
+    return f"{metric}: Spearman ρ = {signed} over {n} variants — our ordering {word} the paper's"
 
 
 def _provenance(tr) -> str:

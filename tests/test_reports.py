@@ -221,6 +221,9 @@ def test_controls_have_no_paper_numbers_and_stay_out_of_rho(store):
     # Without the control flag they would count: ours c, bm, a, g, oracle = ranks 1–5, paper
     # oracle, c, a, g, bm; d = (−1, −3, 0, 0, 4), ρ = 1 − 6·26 / (5·24) = −0.3.
     assert tables.rank_agreement(faked.assign(control=False), "rank1") == (pytest.approx(-0.3), 5)
+    from reports import index
+    assert index._agreement(-0.72, 7, "R-1") == ("R-1: Spearman ρ = −0.72 over 7 variants — our ordering "
+                                                 "is reversed against the paper's")  # a true minus
 
 
 def test_paper_numbers_are_there_only_when_some_row_has_a_paper_delta(store):
