@@ -251,9 +251,10 @@ def _is_control(summary: pd.DataFrame) -> pd.Series:
 def pm(mean: float, std: float, latex: bool = False) -> str:
     if math.isnan(mean):
         return "—" if not latex else "--"
+    mean = mean + 0.0 if round(mean, 1) else 0.0  # never "-0.0"
     if math.isnan(std):
-        return f"{mean:.1f}"
-    return f"${mean:.1f} \\pm {std:.1f}$" if latex else f"{mean:.1f} ± {std:.1f}"
+        return f"{mean:.1f}" if latex else f"{mean:.1f}".replace("-", "−")
+    return f"${mean:.1f} \\pm {std:.1f}$" if latex else f"{mean:.1f} ± {std:.1f}".replace("-", "−")
 
 
 def _delta(value: float, latex: bool = False) -> str:

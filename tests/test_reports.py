@@ -298,7 +298,7 @@ def test_diagnostics_table_by_hand(report, store):
 
     cells = _cells((folder / "diagnostics.md").read_text())
     assert cells["(c) Gm"]["focus stage 3"] == "12.0 ± 2.8"
-    assert cells["(c) Gm"]["focus stage 4"] == "-3.0 ± 2.8"  # below 0: prefers the background
+    assert cells["(c) Gm"]["focus stage 4"] == "−3.0 ± 2.8"  # below 0: prefers the background
     assert cells["(c) Gm"]["recon / Re-ID grad"] == "0.0040 ± 0.0014"
     assert cells["(g) with the true person mask as target (control)"]["recon / Re-ID grad"] == \
         "0.25 ± 0.071"
