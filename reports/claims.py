@@ -39,7 +39,8 @@ def ordering_verdict(per_query: dict, pairs: list[tuple[str, str]], metric: str 
             continue
         marks.append(d.mark)
         seeds = f" ({d.seeds} seed{'s' if d.seeds > 1 else ''})" if len(pairs) == 1 else ""
-        parts.append(f"{a}−{b} {d.delta:+.1f} [{d.lo:+.1f}, {d.hi:+.1f}]{seeds}".replace("-", "−"))
+        delta, lo, hi = (tables.unsigned_zero(v) for v in (d.delta, d.lo, d.hi))
+        parts.append(f"{a}−{b} {delta:+.1f} [{lo:+.1f}, {hi:+.1f}]{seeds}".replace("-", "−"))
     if "worse" in marks:
         verdict = "fails"
     elif all(m == NO_EVIDENCE for m in marks):

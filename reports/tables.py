@@ -251,16 +251,21 @@ def _is_control(summary: pd.DataFrame) -> pd.Series:
 def pm(mean: float, std: float, latex: bool = False) -> str:
     if math.isnan(mean):
         return "—" if not latex else "--"
-    mean = mean + 0.0 if round(mean, 1) else 0.0  # never "-0.0"
+    mean = unsigned_zero(mean)  # never "-0.0"
     if math.isnan(std):
         return f"{mean:.1f}" if latex else f"{mean:.1f}".replace("-", "−")
     return f"${mean:.1f} \\pm {std:.1f}$" if latex else f"{mean:.1f} ± {std:.1f}".replace("-", "−")
 
 
+def unsigned_zero(value: float, digits: int = 1) -> float:
+    """``value``, or 0.0 when it rounds to zero at ``digits``: "+0.0", never "-0.0"."""
+    return value + 0.0 if round(value, digits) else 0.0
+
+
 def _delta(value: float, latex: bool = False) -> str:
     if math.isnan(value):
         return "—" if not latex else "--"
-    text = f"{value:+.1f}"
+    text = f"{unsigned_zero(value):+.1f}"
     return f"${text}$" if latex else text.replace("-", "−")
 
 
@@ -278,6 +283,7 @@ def _interval(lo: float, hi: float, latex: bool = False, signed: bool = True) ->
     """``[lo, hi]``; ``signed`` (a Δ's interval) writes the sign of each end, a score's has none."""
     if math.isnan(lo) or math.isnan(hi):
         return "--" if latex else "—"
+    lo, hi = unsigned_zero(lo), unsigned_zero(hi)
     text = f"[{lo:+.1f}, {hi:+.1f}]" if signed else f"[{lo:.1f}, {hi:.1f}]"
     return f"${text}$" if latex else text.replace("-", "−")
 

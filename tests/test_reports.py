@@ -236,6 +236,12 @@ def test_paper_numbers_are_there_only_when_some_row_has_a_paper_delta(store):
     assert "paper Δ R-1" in tables.answer(s) and "paper Δ R-1" not in tables.answer(own)
 
 
+def test_numbers_that_round_to_zero_print_without_a_minus():
+    assert tables._delta(-0.04) == "+0.0" and tables._delta(-0.06) == "−0.1"
+    assert tables._interval(-0.04, 0.7) == "[+0.0, +0.7]" and tables.pm(-0.04, 1.0) == "0.0 ± 1.0"
+    assert tables.pm(-2.84, 6.2) == "−2.8 ± 6.2"
+
+
 def test_control_verdicts(report, store):
     _, folder = report
     text = (folder / "README.md").read_text()
