@@ -39,8 +39,7 @@ def ordering_verdict(per_query: dict, pairs: list[tuple[str, str]], metric: str 
             continue
         marks.append(d.mark)
         seeds = f" ({d.seeds} seed{'s' if d.seeds > 1 else ''})" if len(pairs) == 1 else ""
-        delta, lo, hi = (tables.unsigned_zero(v) for v in (d.delta, d.lo, d.hi))
-        parts.append(f"{a}−{b} {delta:+.1f} [{lo:+.1f}, {hi:+.1f}]{seeds}".replace("-", "−"))
+        parts.append(f"{a}−{b} {tables.signed(d.delta)} [{tables.signed(d.lo)}, {tables.signed(d.hi)}]{seeds}")
     if "worse" in marks:
         verdict = "fails"
     elif all(m == NO_EVIDENCE for m in marks):
@@ -131,6 +130,7 @@ def claims(tr: TableRuns, summary: pd.DataFrame, per_query: dict, cost: bool = T
         verdict = (NO_EVIDENCE if math.isnan(tau) else "inconclusive" if lo <= 0 <= hi
                    else "holds" if lo > 0 else "fails")
         rows.append((f"our ordering of the Table {tr.study.table} rows follows the paper's", f"Table {tr.study.table}",
-                     "Kendall τ on R-1 = " + f"{tau:+.2f} (95 % CI [{lo:+.2f}, {hi:+.2f}], {n} rows)".replace("-", "−"),
+                     f"Kendall τ on R-1 = {tables.signed(tau, 2)} (95 % CI [{tables.signed(lo, 2)}, "
+                     f"{tables.signed(hi, 2)}], {n} rows)",
                      verdict))
     return pd.DataFrame(rows, columns=["claim", "source", "evidence", "verdict"])

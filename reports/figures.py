@@ -23,7 +23,7 @@ from ablations.variants import variants  # noqa: E402
 from reports import stats  # noqa: E402
 from reports.load import LOSS_KEYS  # noqa: E402
 from reports.tables import (BASELINE, DELTA_METRICS, METRICS, has_paper_numbers, rank_agreement,  # noqa: E402
-                            reference_label)
+                            reference_label, signed)
 
 DPI = 110
 MARKERS = ("o", "s", "D", "^", "v", "<", ">", "p", "h", "8")
@@ -163,7 +163,7 @@ def draw_delta_scatter(summary: pd.DataFrame, table: int, dataset_note: str) -> 
         ax.axhline(0, color="0.4", lw=0.8, ls="--")
         ax.axvline(0, color="0.4", lw=0.8, ls="--")
         rho, n = rank_agreement(summary, m)
-        text = f"Spearman ρ = {rho:+.2f} (n = {n})".replace("-", "−") if not math.isnan(rho) else \
+        text = f"Spearman ρ = {signed(rho, 2)} (n = {n})" if not math.isnan(rho) else \
             f"Spearman ρ: n/a (n = {n})"
         known = ~np.isnan(lo) & ~np.isnan(hi)
         if known.any():

@@ -93,8 +93,7 @@ def _agreement(rho: float, n: int, metric: str) -> str:
         word = "shows little agreement with"
     else:
         word = "is reversed against"
-    signed = f"{rho:+.2f}".replace("-", "−")
-    return f"{metric}: Spearman ρ = {signed} over {n} variants — our ordering {word} the paper's"
+    return f"{metric}: Spearman ρ = {tables.signed(rho, 2)} over {n} variants — our ordering {word} the paper's"
 
 
 def _provenance(tr) -> str:

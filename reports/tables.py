@@ -262,11 +262,16 @@ def unsigned_zero(value: float, digits: int = 1) -> float:
     return value + 0.0 if round(value, digits) else 0.0
 
 
+def signed(value: float, digits: int = 1) -> str:
+    """A change as the text prints it: its sign always, a true minus, "+0.0" for one that rounds
+    to zero."""
+    return f"{unsigned_zero(value, digits):+.{digits}f}".replace("-", "−")
+
+
 def _delta(value: float, latex: bool = False) -> str:
     if math.isnan(value):
         return "—" if not latex else "--"
-    text = f"{unsigned_zero(value):+.1f}"
-    return f"${text}$" if latex else text.replace("-", "−")
+    return f"${unsigned_zero(value):+.1f}$" if latex else signed(value)
 
 
 def _num(value: float, latex: bool = False, fmt: str = ".1f") -> str:
