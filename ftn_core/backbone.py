@@ -7,23 +7,14 @@ stage1 = stem, stage2 = layer1, stage3 = layer2, stage4 = layer3, stage5 = layer
 from __future__ import annotations
 
 import copy
-import os
-import urllib.error
-from pathlib import Path
 
-import torch
 import torchvision
 from torch import nn
 from torchvision.models.resnet import BasicBlock, Bottleneck
 
 from ftn_core.errors import FTNError
-
-WEIGHTS = {
-    "resnet10": None,  # no ImageNet weights: for from-scratch CPU presets only
-    "resnet18": "ResNet18_Weights.IMAGENET1K_V1",
-    "resnet34": "ResNet34_Weights.IMAGENET1K_V1",
-    "resnet50": "ResNet50_Weights.IMAGENET1K_V1",
-}
+from ftn_core.init import IMAGENET_WEIGHTS as WEIGHTS
+from ftn_core.init import load_into, read_weights, resolve
 
 
 def _resnet(arch: str) -> torchvision.models.ResNet:
@@ -32,32 +23,6 @@ def _resnet(arch: str) -> torchvision.models.ResNet:
     if arch == "resnet10":
         return torchvision.models.ResNet(BasicBlock, [1, 1, 1, 1])
     return getattr(torchvision.models, arch)(weights=None)
-
-
-def _load_state_dict(arch: str, weights_path: str) -> dict[str, torch.Tensor]:
-    """ImageNet weights from a local file, or torchvision's weights API (cache, then download)."""
-    if weights_path:
-        path = Path(weights_path).expanduser()
-        if not path.is_file():
-            raise FTNError(f"model.weights_path={weights_path}: no such file; give the path of a "
-                           f"torchvision {arch} state dict (.pth)")
-        try:
-            return torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as err:  # a truncated or foreign file
-            raise FTNError(f"model.weights_path={weights_path}: not a readable state dict ({err})") from None
-    if WEIGHTS[arch] is None:
-        raise FTNError(f"model.backbone={arch} has no ImageNet weights: set model.pretrained=false "
-                       f"or use resnet18, resnet34 or resnet50")
-    weights = torchvision.models.get_weight(WEIGHTS[arch])
-    cached = Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(weights.url)
-    try:
-        return weights.get_state_dict(progress=False, check_hash=False)
-    except (urllib.error.URLError, OSError, RuntimeError) as err:
-        raise FTNError(
-            f"ImageNet weights for {arch} could not be loaded ({type(err).__name__}: offline?); "
-            f"download {weights.url} elsewhere and put it at {cached}, or pass "
-            f"--set model.weights_path=/path/to/{os.path.basename(weights.url)}"
-        ) from None
 
 
 def _set_stride(layer: nn.Sequential, stride: int) -> None:
@@ -78,10 +43,16 @@ class SEnc(nn.Module):
     ``stage4_channels`` / ``stage5_channels``: 1024 / 2048 for ResNet-50, 256 / 512 for 10/18/34.
     Also builds the local branch's extra block (a copy of stage 5's last block, so it starts
     from the same weights when pretrained).
+
+    ``init`` (``model.init``, ``ftn_core/init.py``): where the weights start; a weights file
+    is loaded exactly, the local block too when the file has it. ``init_digest`` is the digest
+    of the bytes loaded ("" for a random start). ``load_init=False`` builds the same modules
+    without reading the file (for a caller that loads a whole state dict next).
     """
 
     def __init__(self, arch: str = "resnet50", pretrained: bool = False, weights_path: str = "",
-                 last_stride: int = 1, stage4_stride: int = 2) -> None:
+                 last_stride: int = 1, stage4_stride: int = 2, init: str = "scratch",
+                 load_init: bool = True) -> None:
         super().__init__()
         for name, value in (("last_stride", last_stride), ("stage4_stride", stage4_stride)):
             if value not in (1, 2):
@@ -89,8 +60,12 @@ class SEnc(nn.Module):
         if arch not in WEIGHTS:
             raise FTNError(f"model.backbone={arch}: unknown; one of {', '.join(WEIGHTS)}")
         net = _resnet(arch)
-        if pretrained or weights_path:
-            net.load_state_dict(_load_state_dict(arch, weights_path))
+        source = resolve(init, arch, pretrained, weights_path) if load_init else None
+        state: dict = {}
+        self.init_digest = ""
+        if source is not None:
+            state, self.init_digest = read_weights(source)
+            load_into(net, state, source.label, skip=("fc.", "local_block."))
         _set_stride(net.layer3, stage4_stride)
         _set_stride(net.layer4, last_stride)
         self.stage4_stride = 8 * stage4_stride
@@ -103,6 +78,8 @@ class SEnc(nn.Module):
         else:  # a single-block stage 5 (resnet10): a fresh block of the same width
             c5 = _out_channels(last)
             self.local_block = type(last)(c5, c5 // type(last).expansion)
+        if any(k.startswith("local_block.") for k in state):
+            load_into(self.local_block, state, source.label, prefix="local_block.")
         self.stage4_channels = _out_channels(net.layer3[-1])
         self.stage5_channels = _out_channels(net.layer4[-1])
 

@@ -41,9 +41,13 @@ class ModelConfig:
 
     backbone: Backbone = "resnet50"
     pretrained: bool = False
-    """Load ImageNet weights through torchvision's weights API (needs the file cached)."""
+    """Load torchvision's ImageNet weights from torch's hub cache (= ``init=imagenet``)."""
     weights_path: str = ""
-    """A local ``.pth`` state dict of the torchvision backbone; used instead of the API."""
+    """A local ``.pth`` state dict of the torchvision backbone; used instead of the cache."""
+    init: str = "scratch"
+    """Where S-Enc starts (``ftn_core/init.py``): scratch | imagenet (= ``pretrained``) | a
+    shipped backbone's name | a weights file | an MLflow run id (``runs:/<id>``). CFA, TF-Dec and
+    the heads start from the seed whatever it is."""
     attention: Attention = "cfa"
     cfa_placement: Placement = "parallel"
     """How the attention output joins the backbone: series | residual | parallel
@@ -265,7 +269,7 @@ HOW_IT_RUNS = ("train.device", "data.workers", "train.compile")
 """Settings that change where or how fast a run executes, not its result: left out of the hash."""
 
 
-ADDED_FIELDS = {"train.lr_decay": "step", "data.synthetic_test_ids": 0}
+ADDED_FIELDS = {"train.lr_decay": "step", "data.synthetic_test_ids": 0, "model.init": "scratch"}
 """Fields added after runs were logged, with the value that does what the code did before
 them: at that value they stay out of the hash, so earlier runs keep their hash (and are found
 done, resumed and reported with the new ones)."""
@@ -277,10 +281,24 @@ runs of the older code are never taken for runs of this one: 2 = every random dr
 the seed and its purpose (initial weights per module, augmentation per image and batch)."""
 
 
-def config_hash(cfg: Any, exclude: tuple[str, ...] = HOW_IT_RUNS) -> str:
-    """A short stable hash of everything that changes the result (not where it runs), and of
-    what the code computes from it (``COMPUTES``)."""
-    flat = {k: v for k, v in flatten(cfg).items()
+LOCATIONS = ("data.root",)
+"""Where the data lives: not part of a run's identity (the data digest is), so a moved, copied
+or differently spelt folder (a trailing slash, a relative path) finds the same runs."""
+
+
+def _normal(value: Any) -> Any:
+    """A value as the hash sees it: −0.0 is 0.0 (``--set loss.w_grad=-0`` is the same run)."""
+    if isinstance(value, float) and value == 0.0:
+        return 0.0
+    if isinstance(value, (list, tuple)):
+        return [_normal(v) for v in value]
+    return value
+
+
+def config_hash(cfg: Any, exclude: tuple[str, ...] = HOW_IT_RUNS + LOCATIONS) -> str:
+    """A short stable hash of everything that changes the result (not where it runs, nor where
+    its data lives), and of what the code computes from it (``COMPUTES``)."""
+    flat = {k: _normal(v) for k, v in flatten(cfg).items()
             if k not in exclude and not (k in ADDED_FIELDS and v == ADDED_FIELDS[k])}
     if COMPUTES > 1:
         flat["computes"] = COMPUTES
@@ -288,12 +306,22 @@ def config_hash(cfg: Any, exclude: tuple[str, ...] = HOW_IT_RUNS) -> str:
     return hashlib.sha256(payload.encode()).hexdigest()[:12]
 
 
+def legacy_config_hash(cfg: Any) -> str:
+    """The hash runs were tagged with before ``LOCATIONS`` left it (the data's folder in, −0.0
+    kept): only to find those runs again, never to tag a new one."""
+    flat = {k: v for k, v in flatten(cfg).items()
+            if k not in HOW_IT_RUNS and not (k in ADDED_FIELDS and v == ADDED_FIELDS[k])}
+    if COMPUTES > 1:
+        flat["computes"] = COMPUTES
+    return hashlib.sha256(json.dumps(flat, sort_keys=True, default=list).encode()).hexdigest()[:12]
+
+
 def setting_hash(cfg: Any) -> str:
     """``config_hash`` without the seed and the data's location: the same for every seed of a
     row trained alike, so that a report never pools a row's runs from before and after its
     study file or its ``--set`` changed. How often a run evaluates on the way (the result is the
     last epoch's) and the memory layout (nothing off CUDA) do not make another setting."""
-    return config_hash(cfg, HOW_IT_RUNS + ("train.seed", "data.root", "train.eval_every", "train.channels_last"))
+    return config_hash(cfg, HOW_IT_RUNS + LOCATIONS + ("train.seed", "train.eval_every", "train.channels_last"))
 
 
 def _finite(lo: float, lo_open: bool = False, hi: float | None = None, hi_open: bool = False):

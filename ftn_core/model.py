@@ -64,6 +64,9 @@ class FTN(nn.Module):
     (``series``), A + A′ with A′ zero at initialisation (``residual``), or A (``parallel``:
     the attention is a side branch that feeds only its own head and the masks).
 
+    ``init`` (``model.init``): where S-Enc starts (``ftn_core/init.py``); CFA, TF-Dec and the
+    heads start from ``init_seed`` whatever it is.
+
     ``forward`` takes images in [0, 1] (B, 3, H, W) and normalises them itself, so the same
     tensor serves as the reconstruction target. In eval mode it returns only the test
     embedding (B, n_branches·embed_dim); the decoder never runs at inference.
@@ -74,7 +77,8 @@ class FTN(nn.Module):
                  use_ca: bool = True, use_cmp: bool = True, decoder: bool = True,
                  decoder_width: int = 64, mask: str = "gm_pam_cam", gauss_sy: float = 0.5,
                  gauss_sx: float = 0.35, embed_dim: int = 512, last_stride: int = 1,
-                 stage4_stride: int = 2, placement: str = "parallel", init_seed: int | None = None) -> None:
+                 stage4_stride: int = 2, placement: str = "parallel", init_seed: int | None = None,
+                 init: str = "scratch", load_init: bool = True) -> None:
         super().__init__()
         if placement not in PLACEMENTS:
             raise FTNError(f"model.cfa_placement={placement}: unknown; one of {', '.join(PLACEMENTS)}")
@@ -84,7 +88,7 @@ class FTN(nn.Module):
         if init_seed is None:
             init_seed = int(torch.randint(2**62, (1,)).item())
         with seeded("init", init_seed, "senc"):
-            self.senc = SEnc(backbone, pretrained, weights_path, last_stride, stage4_stride)
+            self.senc = SEnc(backbone, pretrained, weights_path, last_stride, stage4_stride, init, load_init)
         c4, c5 = self.senc.stage4_channels, self.senc.stage5_channels
         self.placement = placement
         with seeded("init", init_seed, "attention", attention):
@@ -108,6 +112,11 @@ class FTN(nn.Module):
         self.mask, self.gauss_sy, self.gauss_sx = mask, gauss_sy, gauss_sx
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+
+    @property
+    def init_digest(self) -> str:
+        """Digest of the weights file S-Enc was loaded from ("" for a random start)."""
+        return self.senc.init_digest
 
     @property
     def embedding_dim(self) -> int:
@@ -226,13 +235,16 @@ def validate(cfg: ModelConfig) -> None:
         raise FTNError("model.use_pa and model.use_ca are both false: CFA needs at least one")
 
 
-def build_model(cfg: ModelConfig, num_classes: int, init_seed: int | None = None) -> FTN:
+def build_model(cfg: ModelConfig, num_classes: int, init_seed: int | None = None,
+                load_init: bool = True) -> FTN:
     """Wire a ``ModelConfig`` to ``FTN`` (the only place that reads the config); ``init_seed``
-    keys every part's initial weights (the run's seed in training)."""
+    keys every part's initial weights (the run's seed in training). ``load_init=False`` does
+    not read ``model.init``'s weights file (for a caller that loads a whole state dict next)."""
     validate(cfg)
     return FTN(num_classes, backbone=cfg.backbone, pretrained=cfg.pretrained,
                weights_path=cfg.weights_path, attention=cfg.attention, use_pa=cfg.use_pa,
                use_ca=cfg.use_ca, use_cmp=cfg.use_cmp, decoder=cfg.decoder,
                decoder_width=cfg.decoder_width, mask=cfg.mask, gauss_sy=cfg.gauss_sy,
                gauss_sx=cfg.gauss_sx, embed_dim=cfg.embed_dim, last_stride=cfg.last_stride,
-               stage4_stride=cfg.stage4_stride, placement=cfg.cfa_placement, init_seed=init_seed)
+               stage4_stride=cfg.stage4_stride, placement=cfg.cfa_placement, init_seed=init_seed,
+               init=cfg.init, load_init=load_init)
