@@ -26,7 +26,7 @@ if __name__ == "__main__":
 
     exit_on_interrupt_during_startup()
 
-from ablations import runner, study as studies, tracking  # noqa: E402
+from ablations import inits, runner, study as studies, tracking  # noqa: E402
 from ftn_core.config import parse_sets  # noqa: E402
 from ftn_core.data.digest import read_only_cache  # noqa: E402
 from ftn_core.engine import Interrupted, deferred_interrupts  # noqa: E402
@@ -147,6 +147,7 @@ def main(argv: list[str] | None = None) -> int:
     work_dir = Path(args.work_dir)
     runner.check_work_dir(work_dir)
     uri = tracking.check_uri(args.tracking_uri)  # a bad store is refused before the data is read
+    inits.fill_init_digests(plan, uri, fetch=not args.dry_run)  # a bad model.init too
     if not plan:
         print("nothing to run: this shard of the plan is empty")
         return 0

@@ -48,6 +48,10 @@ class PlannedRun:
     data_digest: str = ""
     """The digest of the data this run reads (``ftn_core.data.digest``): with ``hash``, the run's
     identity, so edited data is a new run and never an old result."""
+    init_digest: str = ""
+    """The digest of the weights ``model.init`` starts the backbone from ("" for scratch;
+    ``ablations/inits.py``), filled before the store is searched: part of the run's identity
+    like ``data_digest``, so a changed weights file is a new run."""
     status: str = "new"
     """new | resume (an unfinished run exists) | done (FINISHED: skipped) | reuse (a FINISHED run
     of the same configuration and data in another experiment: copied, not trained)"""
@@ -209,7 +213,7 @@ def mark_existing(plan: list[PlannedRun], client) -> None:
             cache[p.experiment] = ((exp.experiment_id, tracking.child_runs(client, exp.experiment_id))
                                    if exp else (None, {}))
         exp_id, runs = cache[p.experiment]
-        run = runs.get((p.variant.key, p.seed, p.hash, p.data_digest))
+        run = runs.get((p.variant.key, p.seed, p.hash, p.data_digest, p.init_digest))
         if run is not None:
             p.run_id = run.info.run_id
             p.status = "done" if run.info.status == "FINISHED" else "resume"
@@ -218,7 +222,7 @@ def mark_existing(plan: list[PlannedRun], client) -> None:
             continue
         if finished is None:
             finished = tracking.finished_by_config(client)
-        source = finished.get((p.hash, p.data_digest))
+        source = finished.get((p.hash, p.data_digest, p.init_digest))
         if source is not None and source.info.experiment_id != exp_id:
             p.status, p.source = "reuse", source
 
@@ -415,6 +419,10 @@ def execute(plan: list[PlannedRun], client, work_dir: Path, parent_ids: dict[str
                               _Logger(run_id, p.name, p.cfg.train.epochs, resuming=p.status == "resume")
                               if rank == 0 else None,
                               rank, world_size)
+            if trainer.model.init_digest != p.init_digest:  # the weights file changed since the plan
+                raise FTNError(f"model.init={p.cfg.model.init}: the weights file changed while this "
+                               f"command ran (digest {p.init_digest}, now {trainer.model.init_digest}); "
+                               f"run the command again")
             if rank == 0:
                 mlflow.set_tag("precision", trainer.precision)  # bf16 / fp16 / fp32, as detected
             result = trainer.fit()
@@ -470,7 +478,7 @@ def _child_tags(p: PlannedRun) -> dict[str, str]:
             "variant_label": p.variant.label, "seed": str(p.seed), "preset": p.preset,
             "dataset": p.dataset, "git_commit": tracking.git_commit(), "machine": tracking.machine(),
             "config_hash": p.hash, "setting_hash": setting_hash(p.cfg), "data_digest": p.data_digest,
-            "overrides": p.overrides}
+            "init_digest": p.init_digest, "overrides": p.overrides}
 
 
 def _start_child(p: PlannedRun, client, parent_id: str, splits: DatasetSplits) -> str:

@@ -12,14 +12,16 @@ import functools
 import hashlib
 import math
 import re
+import shlex
 import tomllib
 import typing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from ftn_core.config import Config, ModelConfig, config_hash, override, validate
+from ftn_core.config import Config, ModelConfig, config_hash, flatten, override, validate
 from ftn_core.errors import FTNError
+from ftn_core.presets import preset_config
 
 STUDIES = Path(__file__).with_name("studies")
 """The paper's tables as study files: ``table1.toml`` … ``table3.toml``."""
@@ -28,10 +30,22 @@ METRICS = {"R-1": "rank1", "rank1": "rank1", "mAP": "mAP"}
 """A claim's ``metric``: its name in the file → the ``val/<name>`` it is judged on."""
 NAME_RE = re.compile(r"^[A-Za-z0-9_.]+(-[A-Za-z0-9_.]+)*$")
 KEY_RE = re.compile(r"^[A-Za-z0-9_.=+]+$")
-TOP_KEYS = {"name", "description", "base", "set", "reference", "paper_table", "row", "sweep", "claim"}
+SWEEP_KEY_RE = re.compile(r"^[A-Za-z0-9_.=+,-]+$")
+"""A sweep row's key (``w_grad=1e-05``, ``milestones=3,5``): it names runs and checkpoint files."""
+TOP_KEYS = {"name", "description", "base", "set", "reference", "paper_table", "rows_on_different_data", "row",
+            "sweep", "claim"}
 ROW_KEYS = {"key", "label", "set", "control", "reference"}
 CLAIM_KEYS = {"text", "holds_if", "metric", "source"}
 SWEEP_KEYS = {"field", "values", "label"}
+NOT_IN_A_STUDY = {
+    "train.seed": "a run's seed comes only from --seeds (run.py --seeds 0 1 2 trains every row at each)",
+    "data.dataset": "the dataset comes from --dataset (one experiment per dataset)",
+    "data.root": "where the data lives comes from --root",
+}
+"""Keys a study file may not set, and where they come from instead."""
+DATA_KEYS = ("data.synthetic_size", "data.synthetic_seed", "data.synthetic_test_ids", "data.skip_bad_images")
+"""The keys that choose a row's data (with ``--dataset`` and ``--root``): rows that set them
+differently see other test queries, so no Δ can pair them (``rows_on_different_data``)."""
 
 
 @dataclass(frozen=True)
@@ -94,7 +108,8 @@ class Study:
     text: str = ""
     shared: tuple[str, ...] = ()
     """The keys the file's top-level ``set`` gives every row (``--set`` may not change them)."""
-    """The file as read: logged with the runs, and its hash tagged."""
+    rows_on_different_data: bool = False
+    """The file says its rows choose different data (``DATA_KEYS``): reports never pair those."""
 
     def __str__(self) -> str:
         return self.name
@@ -124,6 +139,34 @@ class Study:
         found = [v for v in self.rows if v.key == key]
         return (found[0].reference if found else None) or self.reference
 
+    @property
+    def config_keys(self) -> set[str]:
+        """Every config key some row of the file sets (its ``base``, ``set``, rows and sweep)."""
+        return {k for v in self.rows for k, _ in v.changes}
+
+    @property
+    def command(self) -> str:
+        """How the file's runs are trained: ``--table N`` or ``--study FILE``."""
+        return f"--table {self.table}" if self.is_paper else f"--study {shlex.quote(self.path)}"
+
+
+def data_choice(v: Variant) -> tuple:
+    """The values of ``DATA_KEYS`` the row ``v`` trains and tests on (before any ``--set``)."""
+    flat = flatten(v.apply(Config()))
+    return tuple(flat[k] for k in DATA_KEYS)
+
+
+def planned_config(v: Variant, preset: str, dataset: str, root: str, sets: dict[str, Any],
+                   seed: int = 0) -> Config:
+    """The configuration the runner trains row ``v`` with: the preset on ``dataset`` at ``root``
+    (the ``cpu`` preset reads a real dataset at 128×64), the user's ``--set``, the row's changes,
+    then the seed. Reports compare each run with it, so a run of an older row is never reported."""
+    data = {"data.dataset": dataset, "data.root": root}
+    if dataset != "synthetic" and preset == "cpu":
+        data.update({"data.height": 128, "data.width": 64})
+    cfg = v.apply(override(preset_config(preset, data), sets))
+    return dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, seed=seed))
+
 
 @functools.lru_cache(maxsize=None)
 def paper_study(table: int) -> Study:
@@ -131,6 +174,14 @@ def paper_study(table: int) -> Study:
     if table not in PAPER_TABLE_NUMBERS:
         raise FTNError(f"--table {table}: unknown; one of {', '.join(map(str, PAPER_TABLE_NUMBERS))}")
     return load(STUDIES / f"table{table}.toml")
+
+
+def _shipped(path: Path) -> bool:
+    """Whether ``path`` is one of the shipped paper tables (``studies/table{N}.toml``)."""
+    try:
+        return path.resolve().parent == STUDIES.resolve() and re.fullmatch(r"table\d+\.toml", path.name) is not None
+    except OSError:
+        return False
 
 
 def paper_row(key: str) -> Variant | None:
@@ -153,11 +204,12 @@ def load(path: str | Path) -> Study:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as err:
         raise FTNError(f"--study {path}: cannot read it ({err.strerror or err})") from None
-    return parse(text, str(path))
+    return parse(text, str(path), shipped=_shipped(path))
 
 
-def parse(text: str, where: str) -> Study:
-    """The study in ``text`` (``where`` names the file in every error)."""
+def parse(text: str, where: str, shipped: bool = False) -> Study:
+    """The study in ``text`` (``where`` names the file in every error); ``shipped``: the file is
+    a paper table of ``studies/`` (only those may keep a paper table's name)."""
     try:
         doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as err:
@@ -175,6 +227,12 @@ def parse(text: str, where: str) -> Study:
         fail(f"paper_table = {table!r}: must be one of {', '.join(map(str, PAPER_TABLE_NUMBERS))}")
     if re.fullmatch(r"table\d+", name) and name != f"table{table}":
         fail(f"name = {name!r} is kept for the paper's tables; choose another name")
+    if re.fullmatch(r"table\d+", name) and not (shipped and Path(where).stem == name):
+        fail(f"name = {name!r} is the paper's Table {table} (its runs and reports are the shipped table's, "
+             f"{STUDIES.name}/{name}.toml): give the copy a name of its own, e.g. name = \"my-{name}\"")
+    different_data = doc.get("rows_on_different_data", False)
+    if not isinstance(different_data, bool):
+        fail("`rows_on_different_data` must be true or false")
     description = doc.get("description", "")
     if not isinstance(description, str):
         fail("`description` must be a string")
@@ -210,15 +268,32 @@ def parse(text: str, where: str) -> Study:
         if h in seen:
             fail(f"the same configuration as row {seen[h]!r} (two rows would be one run)", v.key)
         seen[h] = v.key
+    if not different_data:
+        _same_data(rows, fail)
     reference = doc.get("reference", rows[0].key)
     if reference not in keys:
         fail(f"reference = {reference!r}: not a row (rows: {', '.join(v.key for v in rows)})")
     for v in rows:
         if v.reference is not None and v.reference not in keys:
             fail(f"reference = {v.reference!r}: not a row", v.key)
-    claims = tuple(_claim(entry, i, keys, name, fail) for i, entry in enumerate(_tables(doc, "claim", fail)))
+    orderings: dict[str, list[tuple[str, str, str, str]]] = {}
+    claims = tuple(_claim(entry, i, keys, name, orderings, fail)
+                   for i, entry in enumerate(_tables(doc, "claim", fail)))
     return Study(name, description, tuple(rows), reference, claims, base, sweep, sweep_values, table,
-                 where, text, tuple(shared))
+                 where, text, tuple(shared), different_data)
+
+
+def _same_data(rows: list[Variant], fail) -> None:
+    """Refuse rows that choose different data (``DATA_KEYS``) in a study that does not say so."""
+    first = data_choice(rows[0])
+    for v in rows[1:]:
+        other = data_choice(v)
+        for key, a, b in zip(DATA_KEYS, first, other):
+            if a != b:
+                fail(f"{key} = {_toml(b)}, but {_toml(a)} in row {rows[0].key!r}: the rows of a study share "
+                     f"their data, so that every Δ pairs the same test queries; set it for every row (the "
+                     f"study's `set` or --set), or say rows_on_different_data = true (rows on different data "
+                     f"are then never paired)", v.key)
 
 
 def _unknown(entry: dict, allowed: set[str], what: str, fail) -> None:
@@ -287,6 +362,8 @@ def _hint(key: str) -> Any:
 def _value(key: str, value: Any, where) -> Any:
     """``value`` for the field ``key`` if its TOML type is the field's (no "1" for 1, no 1 for
     true); lists become tuples. Unknown keys and bad choices get ``override``'s own message."""
+    if key in NOT_IN_A_STUDY:
+        where(f"{key}: {NOT_IN_A_STUDY[key]}; remove it from the study file")
     hint = _hint(key)
     if hint is None:
         try:
@@ -332,6 +409,8 @@ def _sweep(entry: Any, rows: list[Variant], base: dict[str, Any], shared: set[st
         fail("[sweep]: `field` must be a config key, e.g. field = \"loss.w_grad\"")
     if not isinstance(values, list) or not values:
         fail(f"[sweep] {field}: `values` is empty; give at least one value, e.g. values = [0.1, 1.0]")
+    if field in NOT_IN_A_STUDY:
+        fail(f"[sweep] {field}: {NOT_IN_A_STUDY[field]}; sweep another field")
     if field in shared:
         fail(f"[sweep] {field}: the study's `set` sets the swept field too (every sweep row would override it)")
     for v in rows:
@@ -343,7 +422,12 @@ def _sweep(entry: Any, rows: list[Variant], base: dict[str, Any], shared: set[st
         fail("[sweep]: `label` must be a string with {} where the value goes")
     out = []
     for value in values:
-        key = f"{leaf}={_toml(value).strip(chr(39))}"
+        written = ",".join(map(str, value)) if isinstance(value, list) else _toml(value).strip(chr(39))
+        key = f"{leaf}={written}"
+        if not SWEEP_KEY_RE.match(key):
+            fail(f"[sweep] {field}: the value {_toml(value)} makes the row key {key!r}, and a row key may hold "
+                 f"only letters, digits and _ . = + , - (it names runs and checkpoint files): write these "
+                 f"rows as [[row]] entries with keys of their own")
         where = functools.partial(_fail_row, fail, key)
         checked = _value(field, value, where)
         out.append(_checked(Variant(key, label.replace("{}", _toml(value).strip(chr(39))),
@@ -351,7 +435,10 @@ def _sweep(entry: Any, rows: list[Variant], base: dict[str, Any], shared: set[st
     return Sweep(field, tuple(dict(v.changes)[field] for v in out)), out
 
 
-def _claim(entry: dict, i: int, keys: set[str], study: str, fail) -> Claim:
+def _claim(entry: dict, i: int, keys: set[str], study: str,
+           orderings: dict[str, list[tuple[str, str, str, str]]], fail) -> Claim:
+    """One ``[[claim]]``; ``orderings`` (per metric: a, b, the item as written, the claim) holds
+    the earlier claims' orderings, and one that closes a cycle with them is refused."""
     text = entry.get("text")
     where = f"[[claim]] number {i + 1}"
     if not isinstance(text, str) or not text:
@@ -374,11 +461,40 @@ def _claim(entry: dict, i: int, keys: set[str], study: str, fail) -> Claim:
         for k in (a, b):
             if k not in keys:
                 fail(f"{where}: holds_if {item!r}: {k!r} is not a row (rows: {', '.join(sorted(keys))})")
-        pairs.append((a, b) if op == ">" else (b, a))
+        if a == b:
+            fail(f"{where}: holds_if {item!r}: a row cannot beat itself; compare two different rows")
+        pair = (a, b) if op == ">" else (b, a)
+        known = orderings.setdefault(METRICS[metric], [])
+        cycle = _path(known, pair[1], pair[0])
+        if cycle is not None:
+            said = ", ".join(f"{x!r} (claim {t!r})" for *_, x, t in cycle)
+            fail(f"{where}: holds_if {item!r} contradicts {said}: no ordering of the rows makes all of "
+                 f"them hold (on {metric})")
+        known.append((*pair, item, text))
+        pairs.append(pair)
     source = entry.get("source", study)
     if not isinstance(source, str):
         fail(f"{where}: `source` must be a string")
     return Claim(text, tuple(pairs), METRICS[metric], source)
+
+
+def _path(edges: list[tuple[str, str, str, str]], start: str, end: str) -> list | None:
+    """The orderings that lead from ``start`` to ``end`` (``start`` > … > ``end``), if any."""
+    came: dict[str, tuple | None] = {start: None}
+    todo = [start]
+    while todo:
+        node = todo.pop(0)
+        if node == end:
+            path = []
+            while came[node] is not None:
+                path.append(came[node])
+                node = came[node][0]
+            return path[::-1]
+        for edge in edges:
+            if edge[0] == node and edge[1] not in came:
+                came[edge[1]] = edge
+                todo.append(edge[1])
+    return None
 
 
 def spans_decades(values: list[float]) -> bool:

@@ -321,33 +321,35 @@ def get_or_create_experiment(client: MlflowClient, name: str) -> str:
         return client.get_experiment_by_name(name).experiment_id
 
 
-def child_runs(client: MlflowClient, experiment_id: str) -> dict[tuple[str, int, str, str], Run]:
-    """Child runs keyed by (variant, seed, config hash, data digest): a FINISHED one wins, else
-    the newest. A run from before data digests has "" and matches no planned run."""
+def child_runs(client: MlflowClient, experiment_id: str) -> dict[tuple[str, int, str, str, str], Run]:
+    """Child runs keyed by (variant, seed, config hash, data digest, init digest): a FINISHED one
+    wins, else the newest. A run from before data digests has "" and matches no planned run; a
+    run from before init digests has "", as a scratch run has."""
     runs = client.search_runs([experiment_id], filter_string="tags.kind = 'child'",
                               order_by=["attributes.start_time DESC"], max_results=50000)
-    out: dict[tuple[str, int, str, str], Run] = {}
+    out: dict[tuple[str, int, str, str, str], Run] = {}
     for run in runs:
         tags = run.data.tags
         key = (tags.get("variant", ""), int(tags.get("seed", -1)), tags.get("config_hash", ""),
-               tags.get("data_digest", ""))
+               tags.get("data_digest", ""), tags.get("init_digest", ""))
         if key not in out or (run.info.status == "FINISHED" and out[key].info.status != "FINISHED"):
             out[key] = run
     return out
 
 
-def finished_by_config(client: MlflowClient) -> dict[tuple[str, str], Run]:
-    """The FINISHED child runs of every experiment keyed by (config hash, data digest), the
-    newest of each (runs copied from another run are skipped: their source is found)."""
+def finished_by_config(client: MlflowClient) -> dict[tuple[str, str, str], Run]:
+    """The FINISHED child runs of every experiment keyed by (config hash, data digest, init
+    digest), the newest of each (runs copied from another run are skipped: their source is
+    found)."""
     exps = [e.experiment_id for e in client.search_experiments(max_results=50000)]
-    out: dict[tuple[str, str], Run] = {}
+    out: dict[tuple[str, str, str], Run] = {}
     for i in range(0, len(exps), 100):  # search_runs takes at most 100 experiments at a time
         runs = client.search_runs(exps[i:i + 100], filter_string="tags.kind = 'child' and attributes.status = 'FINISHED'",
                                   order_by=["attributes.start_time DESC"], max_results=50000)
         for run in runs:
             tags = run.data.tags
-            key = (tags.get("config_hash", ""), tags.get("data_digest", ""))
-            if all(key) and "reused_from" not in tags and key not in out:
+            key = (tags.get("config_hash", ""), tags.get("data_digest", ""), tags.get("init_digest", ""))
+            if all(key[:2]) and "reused_from" not in tags and key not in out:
                 out[key] = run
     return out
 

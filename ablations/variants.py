@@ -29,6 +29,9 @@ def variants(table: int | Study, keys: list[str] | None = None, controls: bool =
     study = as_study(table)
     rows = study.rows
     if not keys:
+        if not controls and all(v.control for v in rows):
+            raise FTNError(f"{study.path or study.name}: every row is a control (control = true), and controls "
+                           f"run only with --controls: add --controls")
         return [v for v in rows if controls or not v.control]
     known = {v.key for v in rows}
     unknown = [k for k in keys if k not in known]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import os
 
 import pytest
 import torch
@@ -167,3 +168,86 @@ def test_the_default_init_keeps_every_hash_and_another_init_changes_it(tmp_path)
     h = config_hash(cfg)
     assert config_hash(override(cfg, {"model.init": "scratch"})) == h
     assert config_hash(override(cfg, {"model.init": str(tmp_path / "w.pt")})) != h
+
+
+# --------------------------------------------------------------------------- through the runner
+
+
+def _tiny_weights(path, seed: int):
+    """A weights file for the tiny preset's backbone (ResNet-18), different for each seed."""
+    cfg = preset_config("tiny").model
+    with torch.no_grad():
+        donor = build_model(cfg, num_classes=3, init_seed=seed)
+        for p in donor.senc.parameters():
+            p.add_(torch.randn_like(p))
+    state = backbone_state(donor.senc, local_block=False)
+    torch.save(state, path)
+    return state
+
+
+def _run(store, data_root, *extra):
+    from ablations import run as run_cli
+
+    return run_cli.main(["--table", "1", "--variants", "base", "--preset", "tiny", "--tracking-uri", store["uri"],
+                         "--work-dir", store["work"], "--root", str(data_root), *extra])
+
+
+def _children(uri):
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(uri)
+    exp = client.get_experiment_by_name("table1-synthetic-tiny")
+    return client.search_runs([exp.experiment_id], filter_string="tags.kind = 'child'",
+                              order_by=["attributes.start_time ASC"])
+
+
+@pytest.mark.slow
+def test_a_run_starts_from_the_file_carries_its_digest_and_a_changed_file_is_a_new_run(
+        store, data_root, tmp_path, monkeypatch, capsys):
+    from ablations import runner
+
+    built = []
+
+    class Recording(runner.Trainer):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            built.append(backbone_state(self.model.senc, local_block=False))
+
+    monkeypatch.setattr(runner, "Trainer", Recording)
+    path = tmp_path / "backbone.pt"
+    state = _tiny_weights(path, 1)
+    assert _run(store, data_root, "--set", f"model.init={path}") == 0
+    assert len(built) == 1 and built[0].keys() == state.keys()
+    for key, value in state.items():  # the model as built, before its first step
+        assert torch.equal(built[0][key], value), key
+    (run,) = _children(store["uri"])
+    assert run.info.status == "FINISHED"
+    assert run.data.tags["init_digest"] == finit.file_digest(path) != ""
+    assert run.data.params["model.init"] == str(path)
+    capsys.readouterr()
+    assert _run(store, data_root, "--set", f"model.init={path}") == 0  # the same file: done
+    assert "already FINISHED" in capsys.readouterr().out and len(built) == 1
+    _tiny_weights(path, 2)  # the same path, other weights: a new run, never the old one
+    assert _run(store, data_root, "--set", f"model.init={path}") == 0
+    assert len(built) == 2 and not torch.equal(built[1]["conv1.weight"], state["conv1.weight"])
+    runs = _children(store["uri"])
+    assert len(runs) == 2 and {r.info.status for r in runs} == {"FINISHED"}
+    assert runs[1].data.tags["init_digest"] == finit.file_digest(path) != runs[0].data.tags["init_digest"]
+    assert runs[0].data.tags["config_hash"] == runs[1].data.tags["config_hash"]
+
+
+def test_an_unusable_init_stops_the_runner_before_any_store_exists(store, data_root, tmp_path, capsys):
+    db = store["uri"][len("sqlite:///"):]
+    bad = tmp_path / "bad.pt"
+    state = _tiny_weights(bad, 1)
+    state["layer3.0.conv1.weight"] = torch.zeros(256, 128, 1, 1)
+    torch.save(state, bad)
+    cases = [(f"model.init={tmp_path / 'missing.pt'}", "no such file"),
+             (f"model.init={bad}", "layer3.0.conv1.weight has shape (256, 128, 1, 1)"),
+             ("model.init=runs:/" + "c" * 32, "does not exist")]
+    for item, match in cases:
+        capsys.readouterr()
+        assert _run(store, data_root, "--set", item) == 2
+        err = capsys.readouterr().err.strip()
+        assert match in err and len(err.splitlines()) == 1, err
+        assert not os.path.exists(db)
