@@ -64,8 +64,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                              "ablations/tune.py; --set wins over it")
     parser.add_argument("--tracking-uri", default=None,
                         help=f"MLflow store or server (default: {tracking.DEFAULT_TRACKING_URI})")
-    parser.add_argument("--work-dir", default=str(tracking.MLRUNS / "checkpoints"),
-                        help="where checkpoints for resuming are kept (default: %(default)s)")
+    parser.add_argument("--work-dir", default=None,
+                        help="where checkpoints for resuming are kept (default: the folder "
+                             "'checkpoints' beside a SQLite store, e.g. "
+                             f"{tracking.MLRUNS / 'checkpoints'}; for a server, that folder)")
     parser.add_argument("--shard", default=None, metavar="K/N",
                         help="run only the K-th of N disjoint slices of the plan (0-based); "
                              "defaults to SLURM_ARRAY_TASK_ID/SLURM_ARRAY_TASK_COUNT when set")
@@ -87,8 +89,15 @@ def parse_shard(text: str | None) -> tuple[int, int]:
         task, count = os.environ.get("SLURM_ARRAY_TASK_ID"), os.environ.get("SLURM_ARRAY_TASK_COUNT")
         if task is None or count is None:
             return 0, 1
-        step = int(os.environ.get("SLURM_ARRAY_TASK_STEP", "1"))  # --array=0-6:2 → ids 0, 2, 4, 6
-        text = f"{(int(task) - int(os.environ.get('SLURM_ARRAY_TASK_MIN', '0'))) // step}/{count}"
+        env = {k: os.environ.get(f"SLURM_ARRAY_TASK_{k}", default)
+               for k, default in (("ID", task), ("COUNT", count), ("STEP", "1"), ("MIN", "0"))}
+        bad = [f"SLURM_ARRAY_TASK_{k}={v}" for k, v in env.items() if not v.strip().isdigit()]
+        if bad or int(env["STEP"]) < 1 or int(env["COUNT"]) < 1:
+            shown = ", ".join(bad) or f"SLURM_ARRAY_TASK_STEP={env['STEP']}, SLURM_ARRAY_TASK_COUNT={env['COUNT']}"
+            raise FTNError(f"{shown}: not a usable SLURM array task (whole numbers, step and count ≥ 1); "
+                           f"pass --shard K/N instead")
+        step = int(env["STEP"])  # --array=0-6:2 → ids 0, 2, 4, 6
+        text = f"{(int(task) - int(env['MIN'])) // step}/{count}"
         source = f"SLURM array task {task} (shard {text}; use --array=0-{int(count) - 1} or pass --shard)"
     try:
         k, n = (int(x) for x in text.split("/"))
@@ -144,9 +153,9 @@ def main(argv: list[str] | None = None) -> int:
             sets["train.device"] = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
     plan = runner.build_plan(study, args.variants, args.seeds, args.dataset, args.root, preset, sets, shard,
                               args.controls)
-    work_dir = Path(args.work_dir)
-    runner.check_work_dir(work_dir)
     uri = tracking.check_uri(args.tracking_uri)  # a bad store is refused before the data is read
+    work_dir = Path(args.work_dir) if args.work_dir else tracking.checkpoint_dir(uri)
+    runner.check_work_dir(work_dir)
     inits.fill_init_digests(plan, uri, fetch=not args.dry_run)  # a bad model.init too
     if not plan:
         print("nothing to run: this shard of the plan is empty")
@@ -167,8 +176,9 @@ def main(argv: list[str] | None = None) -> int:
             print(runner.describe_start(plan, runner.measured_pace(plan, client) if client else None))
         return 0
     splits = runner.read_data(plan)
-    client = tracking.open_store(uri) if rank == 0 else None
-    if rank == 0:
+    # Read the store first, create nothing until every run still to do is known to start.
+    client = tracking.open_store(uri, create=False) if rank == 0 else None
+    if client is not None:
         runner.mark_existing(plan, client)
     if world > 1:
         import torch.distributed as dist
@@ -183,16 +193,21 @@ def main(argv: list[str] | None = None) -> int:
                   f"(change a --set to run a new configuration)")
         return 0
     if rank == 0:
-        print(runner.describe_start(plan, runner.measured_pace(plan, client)), flush=True)
+        print(runner.describe_start(plan, runner.measured_pace(plan, client) if client else None), flush=True)
     todo = [p for p in plan if p.status != "done"]
     splits = runner.load_todo(todo, splits)
+    runner.check_todo(todo, splits)  # e.g. data.num_ids beyond the data: refused before the store is touched
+    if rank == 0:
+        client = tracking.open_store(uri)
+    leases = tracking.lease_dir(uri, work_dir)
     parents: dict[str, str] = {}
     try:
         if rank == 0:
             with deferred_interrupts():  # each parent run is created whole, or not at all
                 parents = runner.start_parents(todo, client, argv)
-            runner.reuse_runs(todo, client, parents)
-        failed = runner.execute(plan, client, work_dir, parents, splits, rank, world, args.keep_checkpoints)
+            runner.reuse_runs(todo, client, parents, leases)
+        failed = runner.execute(plan, client, work_dir, parents, splits, rank, world, args.keep_checkpoints,
+                                leases)
     except (Interrupted, KeyboardInterrupt) as err:
         if rank == 0:
             runner.end_parents(client, parents, "KILLED")

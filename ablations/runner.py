@@ -4,6 +4,7 @@ copied instead of trained again."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import statistics
@@ -19,8 +20,8 @@ import torch
 from ablations import tracking
 from ablations.study import Study, Variant, as_study
 from ablations.variants import variants
-from ftn_core.config import (HOW_IT_RUNS, Config, config_hash, flatten, override, setting_hash, to_dict,
-                             validate)
+from ftn_core.config import (HOW_IT_RUNS, Config, config_hash, flatten, legacy_config_hash, override,
+                             setting_hash, to_dict, validate)
 from ftn_core.data.loading import build_data, load_splits
 from ftn_core.data.types import DatasetSplits
 from ftn_core.engine import Callbacks, Interrupted, NonFiniteLoss, Trainer, deferred_interrupts, native_bf16_cpu
@@ -30,6 +31,8 @@ from ftn_core.presets import PRESETS, RUN_SECONDS, preset_config
 DATASETS = ("synthetic", "market1501", "dukemtmcreid", "cuhk03_labeled", "cuhk03_detected", "msmt17",
             "folder", "csv")
 """``folder`` / ``csv``: your own data (``ftn_core/data/custom.py``; ``--root`` is the folder or file)."""
+MAX_SEED = 2**32 - 1
+"""numpy's and torch's seeds must fit in 32 bits (the seed is also mixed into per-purpose keys)."""
 
 
 @dataclass
@@ -58,6 +61,9 @@ class PlannedRun:
     run_id: str | None = None
     source: object | None = None
     """The MLflow run a ``reuse`` copies."""
+    legacy_hash: str = ""
+    """The hash older code tagged this configuration's runs with (``legacy_config_hash``): such
+    runs are still found done or resumable, on data in the same folder."""
 
     @property
     def table(self) -> int | None:
@@ -96,9 +102,12 @@ def build_plan(table: int | Study, keys: list[str] | None, seeds: list[int], dat
     for d in datasets:
         if d not in DATASETS:
             raise FTNError(f"--dataset {d}: unknown; one of {', '.join(DATASETS)}")
-    bad = [s for s in seeds if s < 0]
+    bad = [s for s in seeds if not 0 <= s <= MAX_SEED]
     if bad:
-        raise FTNError(f"--seeds {' '.join(map(str, bad))}: seeds must be integers ≥ 0")
+        raise FTNError(f"--seeds {' '.join(map(str, bad))}: seeds must be integers from 0 to {MAX_SEED}")
+    if "train.seed" in sets:
+        raise FTNError(f"--set train.seed={sets['train.seed']}: a run's seed comes only from --seeds "
+                       f"(e.g. --seeds {sets['train.seed']})")
     seeds = list(dict.fromkeys(seeds))  # --seeds 0 0 trains once
     datasets = list(dict.fromkeys(datasets))
     chosen = variants(study, keys, controls)
@@ -127,7 +136,8 @@ def build_plan(table: int | Study, keys: list[str] | None, seeds: list[int], dat
                 cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, seed=seed))
                 validate(cfg)
                 plan.append(PlannedRun(study, variant, seed, dataset, preset, cfg, config_hash(cfg),
-                                       study.experiment(dataset, preset), overrides))
+                                       study.experiment(dataset, preset), overrides,
+                                       legacy_hash=legacy_config_hash(cfg)))
     k, n = shard
     return [p for i, p in enumerate(plan) if i % n == k]
 
@@ -186,6 +196,19 @@ def load_todo(plan: list[PlannedRun], splits: dict[str, DatasetSplits]) -> dict[
     return out
 
 
+def check_todo(todo: list[PlannedRun], splits: dict[str, DatasetSplits]) -> None:
+    """Every run still to do can start on its data (the PK sampler finds its identities, the
+    oracle its masks): checked for all of them before anything is created, so a bad ``--set``
+    leaves no store, parent or FAILED run behind."""
+    seen = set()
+    for p in todo:
+        key = (p.dataset, p.cfg.data, p.cfg.model.mask == "oracle")
+        if p.status in ("done", "reuse") or key in seen:
+            continue
+        seen.add(key)
+        build_data(p.cfg.data, seed=p.seed, splits=splits[p.dataset], train_masks=key[2])
+
+
 def _load(p: PlannedRun) -> DatasetSplits:
     from ftn_core.data.readers import check_matches
 
@@ -209,47 +232,105 @@ def mark_existing(plan: list[PlannedRun], client) -> None:
     finished: dict[tuple[str, str], object] | None = None
     for p in plan:
         if p.experiment not in cache:
-            exp = client.get_experiment_by_name(p.experiment)
-            cache[p.experiment] = ((exp.experiment_id, tracking.child_runs(client, exp.experiment_id))
-                                   if exp else (None, {}))
+            cache[p.experiment] = _experiment_runs(client, p.experiment)
         exp_id, runs = cache[p.experiment]
-        run = runs.get((p.variant.key, p.seed, p.hash, p.data_digest, p.init_digest))
-        if run is not None:
-            p.run_id = run.info.run_id
-            p.status = "done" if run.info.status == "FINISHED" else "resume"
+        if _own_run(p, runs):
             continue
         if not p.data_digest:  # runs from before data digests are never taken for this data
             continue
         if finished is None:
             finished = tracking.finished_by_config(client)
-        source = finished.get((p.hash, p.data_digest, p.init_digest))
+        source = (finished.get((p.hash, p.data_digest, p.init_digest))
+                  or finished.get((p.legacy_hash, p.data_digest, p.init_digest)))
         if source is not None and source.info.experiment_id != exp_id:
             p.status, p.source = "reuse", source
 
 
-def reuse_runs(plan: list[PlannedRun], client, parent_ids: dict[str, str]) -> None:
+def _experiment_runs(client, name: str) -> tuple[str | None, dict]:
+    """(id, child runs by identity) of experiment ``name``; a deleted one is refused."""
+    exp = client.get_experiment_by_name(name)
+    if exp is None:
+        return None, {}
+    if exp.lifecycle_stage == "deleted":
+        raise FTNError(tracking.deleted_experiment(client, exp))
+    return exp.experiment_id, tracking.child_runs(client, exp.experiment_id)
+
+
+def _own_run(p: PlannedRun, runs: dict) -> bool:
+    """Set ``p``'s status from its own experiment's run of the same identity; whether one exists."""
+    run = runs.get((p.variant.key, p.seed, p.hash, p.data_digest, p.init_digest))
+    if run is None and p.legacy_hash:  # tagged by older code (the data's folder in its hash)
+        run = runs.get((p.variant.key, p.seed, p.legacy_hash, p.data_digest, p.init_digest))
+    if run is None:
+        return False
+    p.run_id = run.info.run_id
+    p.status = "done" if run.info.status == "FINISHED" else "resume"
+    return True
+
+
+def lease_key(p: PlannedRun) -> str:
+    """A run's identity, as its lease names it (``tracking.run_lease``)."""
+    return f"{p.experiment}/{p.name}/{p.hash}/{p.data_digest}/{p.init_digest}"
+
+
+def refresh(p: PlannedRun, client) -> None:
+    """Re-read ``p``'s run from the store under its lease: since the plan was made another
+    process may have finished it (then ``done``) or started it and stopped (then ``resume``)."""
+    if p.status != "reuse":
+        _own_run(p, _experiment_runs(client, p.experiment)[1])
+
+
+def _sync(value: Any, world_size: int) -> Any:
+    """``value`` as rank 0 has it, on every rank (DDP); as it is on one process."""
+    if world_size <= 1:
+        return value
+    import torch.distributed as dist
+
+    box = [value]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def reuse_runs(plan: list[PlannedRun], client, parent_ids: dict[str, str], leases: Path | None = None) -> None:
     """Copy each ``reuse`` run's FINISHED source (params, metric history, artifacts) into the
     plan's experiment as a child of this invocation's parent run, tagged ``reused_from``; it is
-    then ``done``."""
+    then ``done``. Under its lease (``leases``), so two commands never copy it twice."""
     todo = [p for p in plan if p.status == "reuse"]
     for i, p in enumerate(todo, 1):
-        print(f"[reuse {i}/{len(todo)}] {p.experiment} {p.name}: the same configuration and data are FINISHED "
-              f"as {p.source.info.run_name} ({p.source.info.run_id[:8]}); copying it, no training", flush=True)
-        exp_id = tracking.get_or_create_experiment(client, p.experiment)
-        source = p.source.data.tags
-        tags = _child_tags(p) | {"skipped_images": source.get("skipped_images", "0"),
-                                 "mlflow.parentRunId": parent_ids[p.experiment]}
-        for key in ("git_commit", "machine"):  # what trained it: the source's code and machine, not ours
-            tags.pop(key)
-            if key in source:
-                tags[key] = source[key]
-        with deferred_interrupts():
-            p.run_id = tracking.copy_run(client, p.source, exp_id, p.name, tags)
-        p.status = "done"
+        with contextlib.ExitStack() as stack:
+            if leases is not None:
+                holder = stack.enter_context(tracking.run_lease(leases, lease_key(p)))
+                if holder is not None or _own_run(p, _experiment_runs(client, p.experiment)[1]):
+                    print(f"[reuse {i}/{len(todo)}] {p.experiment} {p.name}: "
+                          f"{'copied meanwhile by another process' if holder is None else f'being copied by {holder}'}",
+                          flush=True)
+                    p.status = "done" if holder is None else "busy"
+                    continue
+            _copy_one(p, client, parent_ids, f"[reuse {i}/{len(todo)}]")
 
 
-def checkpoint_path(work_dir: Path, p: PlannedRun) -> Path:
-    return work_dir / p.experiment / f"{p.name}-{p.hash}-{p.data_digest[:8]}.pt"
+def _copy_one(p: PlannedRun, client, parent_ids: dict[str, str], counter: str) -> None:
+    """Copy ``p``'s FINISHED source run into ``p``'s experiment (``reuse_runs``)."""
+    print(f"{counter} {p.experiment} {p.name}: the same configuration and data are FINISHED "
+          f"as {p.source.info.run_name} ({p.source.info.run_id[:8]}); copying it, no training", flush=True)
+    exp_id = tracking.get_or_create_experiment(client, p.experiment)
+    source = p.source.data.tags
+    tags = _child_tags(p) | {"skipped_images": source.get("skipped_images", "0"),
+                             "mlflow.parentRunId": parent_ids[p.experiment]}
+    for key in ("git_commit", "machine"):  # what trained it: the source's code and machine, not ours
+        tags.pop(key)
+        if key in source:
+            tags[key] = source[key]
+    with deferred_interrupts():
+        p.run_id = tracking.copy_run(client, p.source, exp_id, p.name, tags)
+    p.status = "done"
+
+
+def checkpoint_path(work_dir: Path, p: PlannedRun) -> Path | None:
+    """The resumable checkpoint of ``p``'s MLflow run (None before the run exists): named by the
+    run's id, so it belongs to that run of that store, and a plan on another store (or a run
+    trained again after its old one was deleted) never starts from it."""
+    return work_dir / p.experiment / f"{p.name}-{p.run_id}.pt" if p.run_id else None
 
 
 def format_plan(plan: list[PlannedRun], work_dir: Path) -> str:
@@ -260,7 +341,7 @@ def format_plan(plan: list[PlannedRun], work_dir: Path) -> str:
         diff = ", ".join(f"{k.removeprefix('model.')}={v}" for k, v in p.variant.changes) or "(full FTN)"
         status = p.status
         ckpt = checkpoint_path(work_dir, p)
-        size = ckpt.stat().st_size if ckpt.exists() else 0
+        size = ckpt.stat().st_size if ckpt is not None and ckpt.exists() else 0
         disk += size
         if status == "resume" and not size:
             status = "restart"
@@ -394,71 +475,103 @@ class _Logger(tracking.RunLogger):
 
 def execute(plan: list[PlannedRun], client, work_dir: Path, parent_ids: dict[str, str],
             splits_cache: dict[str, DatasetSplits], rank: int = 0, world_size: int = 1,
-            keep_checkpoints: bool = False) -> list[str]:
+            keep_checkpoints: bool = False, leases: Path | None = None) -> list[str]:
     """Train every planned run not yet done; returns the names of runs that FAILED.
 
-    A FINISHED run's resumable checkpoint is deleted (its model is a run artifact) unless
+    Each run is trained under its lease (``leases``: ``tracking.lease_dir``), taken before the
+    store is read again for it: a run that another live process is training is left to it
+    (status ``busy``), one that another process finished meanwhile is not trained again. A
+    FINISHED run's resumable checkpoint is deleted (its model is a run artifact) unless
     ``keep_checkpoints``. Raises ``Interrupted`` (after marking the run KILLED) on Ctrl-C or
     SIGTERM, wherever it lands.
     """
-    failed = []
-    todo = [p for p in plan if p.status not in ("done", "reuse")]
+    failed: list[str] = []
+    todo = [p for p in plan if p.status not in ("done", "reuse", "busy")]
     for i, p in enumerate(todo, 1):
-        if rank == 0:
-            verb = "resuming" if p.status == "resume" else "training"
-            print(f"[{i}/{len(todo)}] {p.experiment} {p.name} ({verb}, config {p.hash}, data {p.data_digest})",
-                  flush=True)
-        t0 = time.perf_counter()
-        data = build_data(p.cfg.data, seed=p.seed, rank=rank, world_size=world_size,
-                          splits=splits_cache[p.dataset], train_masks=p.cfg.model.mask == "oracle")
-        with deferred_interrupts():  # a run is created with its tags and params, or not at all
-            run_id = _start_child(p, client, parent_ids[p.experiment], data.splits) if rank == 0 else None
-        finished = False
-        try:
-            trainer = Trainer(p.cfg, data, checkpoint_path(work_dir, p),
-                              _Logger(run_id, p.name, p.cfg.train.epochs, resuming=p.status == "resume")
-                              if rank == 0 else None,
-                              rank, world_size)
-            if trainer.model.init_digest != p.init_digest:  # the weights file changed since the plan
-                raise FTNError(f"model.init={p.cfg.model.init}: the weights file changed while this "
-                               f"command ran (digest {p.init_digest}, now {trainer.model.init_digest}); "
-                               f"run the command again")
-            if rank == 0:
-                mlflow.set_tag("precision", trainer.precision)  # bf16 / fp16 / fp32, as detected
-            result = trainer.fit()
-            if rank == 0:
-                with deferred_interrupts():
-                    per_query = (tracking.per_query_arrays(result.per_query, [q.pid for q in data.splits.query],
-                                                           [q.camid for q in data.splits.query])
-                                 if result.per_query is not None else None)
-                    tracking.log_run_artifacts(to_dict(p.cfg), result.metrics, result.cmc,
-                                               trainer.model.state_dict(), f"{p.name} ({p.dataset})", per_query)
-                    if per_query is not None:
-                        log_rank_list(per_query, data.splits, f"{p.name} ({p.dataset})")
-                    tracking.log_embedding_model(trainer.model, result.metrics, data.splits)
-                    mlflow.end_run("FINISHED")
-                    finished = True
-                if not keep_checkpoints:
-                    checkpoint_path(work_dir, p).unlink(missing_ok=True)
-                m = result.metrics
-                print(f"    done in {time.perf_counter() - t0:.0f} s: rank-1 {m.get('val/rank1', float('nan')):.1f}"
-                      f"  mAP {m.get('val/mAP', float('nan')):.1f}", flush=True)
-        except (Interrupted, KeyboardInterrupt) as err:
-            if rank == 0 and not finished:
-                mlflow.set_tag("error", str(err) or "interrupted")
-                mlflow.end_run("KILLED")
-            raise err if isinstance(err, Interrupted) else Interrupted(f"{p.name} interrupted") from None
-        except NonFiniteLoss as err:
-            if rank == 0:
-                print(f"error: {p.name}: {err} (run FAILED; going on with the other runs)", file=sys.stderr)
-                mlflow.set_tag("error", str(err))
-                mlflow.end_run("FAILED")
-            failed.append(p.name)
-        except BaseException:
-            if rank == 0 and not finished:
-                mlflow.end_run("FAILED")
-            raise
+        with contextlib.ExitStack() as stack:
+            holder = None
+            if rank == 0 and leases is not None:
+                holder = stack.enter_context(tracking.run_lease(leases, lease_key(p)))
+                if holder is None:
+                    refresh(p, client)
+            holder, p.status, p.run_id = _sync((holder, p.status, p.run_id), world_size)
+            if holder is not None or p.status == "done":
+                if rank == 0:
+                    why = f"being trained by {holder}" if holder else "finished meanwhile by another process"
+                    print(f"[{i}/{len(todo)}] {p.experiment} {p.name}: {why}; skipped", flush=True)
+                if holder is not None:
+                    p.status = "busy"
+                continue
+            if _train_one(p, client, work_dir, parent_ids, splits_cache, rank, world_size, keep_checkpoints,
+                          f"[{i}/{len(todo)}]"):
+                failed.append(p.name)
+    busy = [p.name for p in todo if p.status == "busy"]
+    if busy and rank == 0:
+        print(f"{len(busy)} run(s) left to the process(es) training them: {', '.join(busy)}; run the same "
+              f"command again later to pick up any they leave unfinished", flush=True)
     return failed
+
+
+def _train_one(p: PlannedRun, client, work_dir: Path, parent_ids: dict[str, str],
+               splits_cache: dict[str, DatasetSplits], rank: int, world_size: int, keep_checkpoints: bool,
+               counter: str) -> bool:
+    """Train (or resume) one run to the end; returns whether it FAILED on a non-finite loss."""
+    if rank == 0:
+        verb = "resuming" if p.status == "resume" else "training"
+        print(f"{counter} {p.experiment} {p.name} ({verb}, config {p.hash}, data {p.data_digest})", flush=True)
+    t0 = time.perf_counter()
+    data = build_data(p.cfg.data, seed=p.seed, rank=rank, world_size=world_size,
+                      splits=splits_cache[p.dataset], train_masks=p.cfg.model.mask == "oracle")
+    with deferred_interrupts():  # a run is created with its tags and params, or not at all
+        run_id = _start_child(p, client, parent_ids[p.experiment], data.splits) if rank == 0 else None
+    p.run_id = _sync(p.run_id, world_size)  # every rank resumes from the same checkpoint
+    finished = False
+    try:
+        trainer = Trainer(p.cfg, data, checkpoint_path(work_dir, p),
+                          _Logger(run_id, p.name, p.cfg.train.epochs, resuming=p.status == "resume")
+                          if rank == 0 else None,
+                          rank, world_size)
+        if trainer.model.init_digest != p.init_digest:  # the weights file changed since the plan
+            raise FTNError(f"model.init={p.cfg.model.init}: the weights file changed while this "
+                           f"command ran (digest {p.init_digest}, now {trainer.model.init_digest}); "
+                           f"run the command again")
+        if rank == 0:
+            mlflow.set_tag("precision", trainer.precision)  # bf16 / fp16 / fp32, as detected
+        result = trainer.fit()
+        if rank == 0:
+            with deferred_interrupts():
+                per_query = (tracking.per_query_arrays(result.per_query, [q.pid for q in data.splits.query],
+                                                       [q.camid for q in data.splits.query])
+                             if result.per_query is not None else None)
+                tracking.log_run_artifacts(to_dict(p.cfg), result.metrics, result.cmc,
+                                           trainer.model.state_dict(), f"{p.name} ({p.dataset})", per_query)
+                if per_query is not None:
+                    log_rank_list(per_query, data.splits, f"{p.name} ({p.dataset})")
+                tracking.log_embedding_model(trainer.model, result.metrics, data.splits)
+                mlflow.end_run("FINISHED")
+                finished = True
+            if not keep_checkpoints:
+                checkpoint_path(work_dir, p).unlink(missing_ok=True)
+            m = result.metrics
+            print(f"    done in {time.perf_counter() - t0:.0f} s: rank-1 {m.get('val/rank1', float('nan')):.1f}"
+                  f"  mAP {m.get('val/mAP', float('nan')):.1f}", flush=True)
+        p.status = "done"
+        return False
+    except (Interrupted, KeyboardInterrupt) as err:
+        if rank == 0 and not finished:
+            mlflow.set_tag("error", str(err) or "interrupted")
+            mlflow.end_run("KILLED")
+        raise err if isinstance(err, Interrupted) else Interrupted(f"{p.name} interrupted") from None
+    except NonFiniteLoss as err:
+        if rank == 0:
+            print(f"error: {p.name}: {err} (run FAILED; going on with the other runs)", file=sys.stderr)
+            mlflow.set_tag("error", str(err))
+            mlflow.end_run("FAILED")
+        return True
+    except BaseException:
+        if rank == 0 and not finished:
+            mlflow.end_run("FAILED")
+        raise
 
 
 def log_rank_list(per_query: dict, splits: DatasetSplits, title: str, run_id: str | None = None) -> None:

@@ -12,6 +12,7 @@ import contextlib
 import difflib
 import fcntl
 import functools
+import hashlib
 import json
 import os
 import logging
@@ -306,10 +307,12 @@ def open_store(uri: str | None = None, create: bool = True) -> MlflowClient | No
 
 
 def get_or_create_experiment(client: MlflowClient, name: str) -> str:
+    """The id of experiment ``name``, created if missing. A deleted one stays deleted (its runs
+    would come back into every report): refused, with how to restore or purge it."""
     exp = client.get_experiment_by_name(name)
     if exp is not None:
         if exp.lifecycle_stage == "deleted":
-            client.restore_experiment(exp.experiment_id)
+            raise FTNError(deleted_experiment(client, exp))
         return exp.experiment_id
     artifact_location = None
     if client.tracking_uri.startswith("sqlite:///"):
@@ -319,6 +322,66 @@ def get_or_create_experiment(client: MlflowClient, name: str) -> str:
         return client.create_experiment(name, artifact_location=artifact_location)
     except mlflow.exceptions.MlflowException:  # another worker created it first
         return client.get_experiment_by_name(name).experiment_id
+
+
+def deleted_experiment(client: MlflowClient, exp: Any) -> str:
+    """One line for a deleted experiment that a command would write into."""
+    uri = client.tracking_uri
+    return (f"experiment {exp.name} was deleted (its runs too); restore it with `mlflow experiments restore "
+            f"--experiment-id {exp.experiment_id}` (MLFLOW_TRACKING_URI={uri}), or purge it for good with "
+            f"`mlflow gc --backend-store-uri {uri} --experiment-ids {exp.experiment_id}`, then run again")
+
+
+def checkpoint_dir(uri: str) -> Path:
+    """The default checkpoint folder of a store: ``checkpoints`` beside a SQLite store (so each
+    store has its own), the repository's ``mlruns/checkpoints`` for a server. Checkpoints are
+    named by run id, so even a shared folder never gives one store's run another's weights."""
+    return _sqlite_path(uri).parent / "checkpoints" if uri.startswith("sqlite:///") else MLRUNS / "checkpoints"
+
+
+def lease_dir(uri: str, work_dir: Path) -> Path:
+    """Where the leases of a store's runs live: beside a SQLite store; for a server, in the
+    checkpoint folder under the store's address (on a shared file system for several machines)."""
+    if uri.startswith("sqlite:///"):
+        db = _sqlite_path(uri)
+        return db.parent / f"{db.name}.leases"
+    return Path(work_dir) / "leases" / hashlib.sha256(uri.encode()).hexdigest()[:12]
+
+
+@contextlib.contextmanager
+def run_lease(folder: Path, key: str) -> Iterator[str | None]:
+    """Hold the lease of one run, named by its identity ``key``, while the block trains it.
+
+    Yields None when this process holds it, else who does ("pid 123 on host, since 10:42"):
+    a run being trained by a live process is never resumed or started again by another. The
+    lease is an exclusive ``flock`` on a file, so it ends with its process, however that ends."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / (hashlib.sha256(key.encode()).hexdigest()[:24] + ".lease")
+    while True:
+        fh = open(path, "a+")
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fh.seek(0)
+            holder = fh.read().strip() or "another process"
+            fh.close()
+            yield holder
+            return
+        try:
+            current = os.fstat(fh.fileno()).st_ino == os.stat(path).st_ino
+        except FileNotFoundError:
+            current = False
+        if current:
+            break
+        fh.close()  # the file was replaced while we waited for it: take the current one
+    try:
+        fh.seek(0)
+        fh.truncate()
+        fh.write(f"pid {os.getpid()} on {socket.gethostname()}, since {time.strftime('%H:%M:%S')} ({key})\n")
+        fh.flush()
+        yield None
+    finally:
+        fh.close()  # releases the lock; the file stays (removing it would race a waiting process)
 
 
 def child_runs(client: MlflowClient, experiment_id: str) -> dict[tuple[str, int, str, str, str], Run]:

@@ -9,8 +9,10 @@ Hashing reads every byte, so each file's hash (and whether it decodes) is cached
 and modification time in ``$FTN_CACHE_DIR`` (default ``$XDG_CACHE_HOME/ftn`` or ``~/.cache/ftn``),
 one JSON file per dataset folder: a second read of a Market-1501-sized dataset hashes and
 decodes nothing that did not change. An unwritable cache folder only means no cache.
-The embedded synthetic benchmark is not hashed: its digest is fixed by its generator settings
-(``ftn_core.data.synthetic.settings_digest``), so it is known before the data exists.
+The embedded synthetic benchmark's digest is fixed by its generator settings
+(``ftn_core.data.synthetic.settings_digest``), so it is known before the data exists; its files
+are hashed all the same (``tree_digest``), when generated and at every read, and a copy whose
+files no longer match what the generator wrote is refused.
 """
 
 from __future__ import annotations
@@ -147,6 +149,20 @@ def dataset_digest(root: str, splits: Iterable[tuple[str, Iterable]], files: dic
             content = f"{state.size}:{state.blake2b}" if state is not None else "missing"
             h.update(f"{split}\t{os.path.relpath(s.path, root)}\t{s.pid}\t{s.camid}\t{content}\n".encode())
     return h.hexdigest()[:DIGEST_CHARS]
+
+
+def tree_digest(folder: str, subdirs: Iterable[str]) -> tuple[str, int]:
+    """(digest, files) of every file under ``folder``'s ``subdirs``: each one's path relative to
+    ``folder``, size and content hash, in sorted order (unchanged files come from the cache)."""
+    paths = sorted(os.path.join(dirpath, name) for sub in subdirs
+                   for dirpath, _, names in os.walk(os.path.join(folder, sub)) for name in names)
+    files = scan(paths, folder)
+    h = hashlib.sha256()
+    for path in paths:
+        state = files.get(path)
+        content = f"{state.size}:{state.blake2b}" if state is not None else "missing"
+        h.update(f"{os.path.relpath(path, folder)}\t{content}\n".encode())
+    return h.hexdigest()[:DIGEST_CHARS], len(paths)
 
 
 def settings_digest(params: dict) -> str:

@@ -401,8 +401,9 @@ def generate(root: str, size: str = "default", seed: int = 0, force: bool = Fals
         bar.close()
         _write_scenes(tmp / "scenes.csv", shots)
         counts = {s: sum(1 for x in shots if x.split == s) for s in (TRAIN, QUERY, GALLERY)}
+        files = digest.tree_digest(str(tmp), FILE_DIRS)[0]
         with open(tmp / MARKER, "w", encoding="utf-8") as f:
-            json.dump({"params": params, "counts": counts}, f, indent=1, sort_keys=True)
+            json.dump({"params": params, "counts": counts, "files": files}, f, indent=1, sort_keys=True)
         _install(tmp, final, params, force)
     except OSError as err:
         raise FTNError(f"writing the synthetic benchmark under --root {root} failed: "
@@ -452,11 +453,40 @@ def settings_digest(size: str = "default", seed: int = 0, bias: float | None = N
     return digest.settings_digest(_params(size, seed, get_spec(size, bias), check_test_ids(size, test_ids)))
 
 
+FILE_DIRS = (TRAIN, QUERY, GALLERY, "masks")
+"""The folders whose files a copy of the benchmark must keep exactly as generated."""
+
+
+def verify_files(dataset_dir: str) -> None:
+    """Refuse a copy whose images or masks changed after generation (deleted, edited, added):
+    its settings digest would name data it no longer holds. The files' digest is written when
+    the copy is generated; a copy made by older code gets it at its first read."""
+    marker = Path(dataset_dir) / MARKER
+    with open(marker, encoding="utf-8") as f:
+        info = json.load(f)
+    now, count = digest.tree_digest(dataset_dir, FILE_DIRS)
+    expected = info.get("files")
+    if expected is None:  # generated before files were hashed: record them now
+        info["files"] = now
+        tmp = marker.with_name(f".{MARKER}.{os.getpid()}")
+        try:
+            tmp.write_text(json.dumps(info, indent=1, sort_keys=True), encoding="utf-8")
+            os.replace(tmp, marker)
+        except OSError:  # a read-only copy: checked from the next writable read on
+            tmp.unlink(missing_ok=True)
+        return
+    if now != expected:
+        raise FTNError(f"the synthetic benchmark in {dataset_dir} changed after it was generated (its "
+                       f"{count} files no longer match: deleted, edited or added images or masks); delete "
+                       f"that folder and it is generated again, identical, on the next run")
+
+
 def load_synthetic(root: str, size: str = "default", seed: int = 0,
                    skip_bad_images: bool = False, *, bias: float | None = None,
                    workers: int | None = None, test_ids: int = 0) -> DatasetSplits:
     """Generate the benchmark if needed, then read it; every sample carries its ``mask_path``."""
     dataset_dir = generate(root, size, seed, bias=bias, workers=workers, test_ids=test_ids)
+    verify_files(dataset_dir)
     return read_market_layout(dataset_dir, f"synthetic_{size}", MARKET_PATTERN,
                               mask_root=os.path.join(dataset_dir, "masks"), skip_bad_images=skip_bad_images,
                               data_digest=settings_digest(size, seed, bias, test_ids))
