@@ -130,6 +130,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.root:
             sets["data.root"] = args.root
         cfg = override(cfg, sets)
+        if not args.root:
+            check_run_root(cfg.data)
         data = build_data(cfg.data, seed=cfg.train.seed)
         trained_on = source.data.tags.get("data_digest", "")
         # Its own test split: the same reader and folder (which must still hold the data it was
@@ -161,6 +163,18 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{name} ({where}, {protocol} protocol): rank-1 {metrics['val/rank1']:.1f}  mAP {metrics['val/mAP']:.1f}"
           f"  → run {run_id}")
     return 0
+
+
+def check_run_root(data) -> None:
+    """Without ``--root`` the data is read where the run read it: refuse, in one line, a folder
+    that is gone (never generate the synthetic benchmark afresh in a path that has moved)."""
+    from ablations.runner import synthetic_ready
+
+    gone = not os.path.exists(data.root) or (data.dataset == "synthetic" and not synthetic_ready(data))
+    if gone:
+        what = "the synthetic benchmark" if data.dataset == "synthetic" else f"{data.dataset}"
+        raise FTNError(f"the run read {what} from {data.root}, which no longer holds it (moved or deleted); "
+                       f"pass --root with the folder that holds it now")
 
 
 def _logged_models(client, run_id: str) -> list:

@@ -93,7 +93,7 @@ def choose_preset(preset: str | None, datasets: list[str]) -> tuple[str, str]:
 
 def build_plan(table: int | Study, keys: list[str] | None, seeds: list[int], datasets: list[str], root: str,
                preset: str, sets: dict[str, str], shard: tuple[int, int] = (0, 1),
-               controls: bool = False) -> list[PlannedRun]:
+               controls: bool = False, rows_flag: str = "--variants") -> list[PlannedRun]:
     """Every (dataset, variant, seed) to run, with its resolved config; ``table`` is a paper
     table's number or a study (``ablations.study``); ``shard`` = (K, N) keeps the K-th of N
     disjoint slices (round robin in plan order); ``controls`` adds the study's control rows
@@ -111,7 +111,7 @@ def build_plan(table: int | Study, keys: list[str] | None, seeds: list[int], dat
     seeds = list(dict.fromkeys(seeds))  # --seeds 0 0 trains once
     datasets = list(dict.fromkeys(datasets))
     chosen = variants(study, keys, controls)
-    check_sets_against_table(study, sets)
+    check_sets_against_table(study, sets, rows_flag)
     overrides = ", ".join(f"{k}={v}" for k, v in sets.items() if k not in HOW_IT_RUNS)
     plan = []
     for dataset in datasets:
@@ -151,7 +151,7 @@ def table_axis(table: int | Study) -> dict[str, list[str]]:
     return axis
 
 
-def check_sets_against_table(table: int | Study, sets: dict[str, Any]) -> None:
+def check_sets_against_table(table: int | Study, sets: dict[str, Any], rows_flag: str = "--variants") -> None:
     """Refuse a ``--set`` of a key that the study's rows vary: it would be silently replaced
     by some rows and turn others into a row that is not the paper's (mislabelled)."""
     study = as_study(table)
@@ -164,7 +164,7 @@ def check_sets_against_table(table: int | Study, sets: dict[str, Any]) -> None:
         if key in axis:
             raise FTNError(f"--set {key}={value}: {where}'s rows set {key} themselves "
                            f"({'; '.join(axis[key][:3])}{'; …' if len(axis[key]) > 3 else ''}); choose rows with "
-                           f"--variants instead")
+                           f"{rows_flag} instead")
 
 
 def read_data(plan: list[PlannedRun], generate: bool = True) -> dict[str, DatasetSplits]:

@@ -120,8 +120,9 @@ class TuneOptions:
 def plan_for(opts: TuneOptions, params: dict[str, Any]) -> runner.PlannedRun:
     """The resolved config of one trial, built exactly as ``run.py`` builds a run."""
     sets = {"train.eval_every": 1, **opts.sets, **params}  # evaluate every epoch: the pruner's input
-    seed = int(sets.get("train.seed", 0))
-    return runner.build_plan(opts.table, [opts.variant], [seed], [opts.dataset], opts.root, opts.preset, sets)[0]
+    seed = int(sets.pop("train.seed", 0))  # the trials' training seed (--set train.seed=N), as --seeds gives it
+    return runner.build_plan(opts.table, [opts.variant], [seed], [opts.dataset], opts.root, opts.preset, sets,
+                             rows_flag="--variant")[0]
 
 
 def open_storage(url: str | None, default: Path) -> tuple[optuna.storages.BaseStorage, str]:
@@ -348,6 +349,7 @@ def run_study(opts: TuneOptions, pruner: optuna.pruners.BasePruner | None = None
     t0 = time.perf_counter()
     source = load_splits(base.cfg.data)
     splits = holdout_split(source, opts.holdout, seed=0)
+    runner.check_todo([base], {base.dataset: splits})  # the held-out split can feed a batch: before any run exists
     ready = time.perf_counter() - t0
     study = load_study(opts, storage, shown, base_hash, pruner, source.digest)
     experiment = f"tune-{opts.variant}-{opts.dataset}-{opts.preset}"
@@ -374,6 +376,9 @@ def run_study(opts: TuneOptions, pruner: optuna.pruners.BasePruner | None = None
     except (Interrupted, KeyboardInterrupt):
         close_parent(client, parent, study, "KILLED")
         raise Interrupted("tuning interrupted") from None
+    except BaseException:  # never a parent left RUNNING by an error
+        close_parent(client, parent, study, "FAILED")
+        raise
     return StudyRun(study, client, parent, mlruns, shown)
 
 

@@ -56,10 +56,19 @@ VIEW = {**FACETS, "orderByAsc": False, "selectedColumns": [RANK1, MAP, *PARAMS],
                         "duration"]}
 
 
+def facets(experiment) -> dict:
+    """The filter and sort of an experiment's runs view: a tuning experiment's rows are its
+    trials (``tags.kind = 'trial'``), scored on held-out ids by ``val/mAP``; any other's the
+    child runs, best ``val/rank1`` first."""
+    if experiment.name.startswith("tune-"):
+        return {"searchFilter": "tags.kind = 'trial'", "orderByKey": MAP, "orderByAsc": "false"}
+    return FACETS
+
+
 def save_view(client, experiment) -> bool:
-    """Store ``VIEW`` as the experiment's shared view ``VIEW_KEY``; False (and why, on stderr)
-    when the store refuses the write."""
-    value = json.dumps(VIEW, separators=(",", ":"))
+    """Store the experiment's view (``VIEW`` with its ``facets``) as its shared view
+    ``VIEW_KEY``; False (and why, on stderr) when the store refuses the write."""
+    value = json.dumps({**VIEW, **facets(experiment), "orderByAsc": False}, separators=(",", ":"))
     if experiment.tags.get(VIEW_TAG) == value:
         return True
     try:
@@ -86,7 +95,7 @@ def runs_url(client, host: str, port: int) -> str:
         return f"{page}&viewStateShareKey={VIEW_KEY}"
     # Without the stored view: the same filter and sort from the URL (MLflow ignores a shared
     # view when the URL has any of these, so it is one or the other).
-    return f"{page}&{urlencode(FACETS, quote_via=quote)}"
+    return f"{page}&{urlencode(facets(newest), quote_via=quote)}"
 
 
 def port_number(text: str) -> int:

@@ -250,3 +250,60 @@ def test_a_second_store_never_starts_from_the_firsts_checkpoint(store, data_root
         "tags.kind = 'child'")[0].info.run_id for u in (store["uri"], other)]
     assert [p.stem.rsplit("-", 1)[1] for p in seen] == ids
     mlflow.set_tracking_uri(store["uri"])
+
+
+# ------------------------------------------------------------------ the other commands
+
+
+def test_tune_refuses_a_holdout_that_cannot_feed_a_batch_before_any_run(store, data_root, capsys):
+    from ablations import tune
+
+    argv = ["--variant", "g", "--trials", "1", "--preset", "tiny", "--tracking-uri", store["uri"],
+            "--root", str(data_root), "--holdout", "0.99"]
+    assert tune.main(argv) == 2
+    assert "lower data.num_ids" in _one_line_error(capsys)
+    client = MlflowClient(store["uri"])
+    running = [r for e in client.search_experiments() for r in client.search_runs([e.experiment_id])
+               if r.info.status == "RUNNING"]
+    assert running == []  # no parent left RUNNING for ever
+
+
+def test_tune_names_its_own_flag_for_a_row_setting(store, data_root, capsys):
+    from ablations import tune
+
+    argv = ["--variant", "g", "--trials", "1", "--preset", "tiny", "--tracking-uri", store["uri"],
+            "--root", str(data_root), "--set", "model.attention=cfa"]
+    assert tune.main(argv) == 2
+    err = _one_line_error(capsys)
+    assert "choose rows with --variant instead" in err and "--variants" not in err
+
+
+def test_tune_takes_its_training_seed_from_set(data_root):
+    from ablations import tuning
+
+    opts = tuning.TuneOptions("g", 1, preset="tiny", root=str(data_root), sets={"train.seed": "4"})
+    assert tuning.plan_for(opts, {}).seed == 4
+
+
+def test_the_runs_view_of_a_tuning_experiment_lists_its_trials():
+    from types import SimpleNamespace
+
+    from ablations import ui
+
+    assert ui.facets(SimpleNamespace(name="tune-g-synthetic-tiny"))["searchFilter"] == "tags.kind = 'trial'"
+    assert ui.facets(SimpleNamespace(name="table2-synthetic-tiny"))["searchFilter"] == "tags.kind = 'child'"
+
+
+def test_evaluate_never_generates_data_where_a_moved_run_read_it(tmp_path):
+    from ablations.evaluate import check_run_root
+
+    cfg = preset_config("tiny", {"data.root": str(tmp_path / "moved-away")})
+    with pytest.raises(FTNError, match="no longer holds it.*pass --root"):
+        check_run_root(cfg.data)
+    assert not (tmp_path / "moved-away").exists()
+    (tmp_path / "moved-away").mkdir()  # the folder is there, the benchmark is not
+    with pytest.raises(FTNError, match="the synthetic benchmark from"):
+        check_run_root(cfg.data)
+    real = override(cfg, {"data.dataset": "market1501"})
+    with pytest.raises(FTNError, match="read market1501 from"):
+        check_run_root(override(real, {"data.root": str(tmp_path / "gone")}).data)
