@@ -7,6 +7,7 @@ Examples:
   python ablations/run.py --table 2 --controls --seeds 0 1 2   # + base_matched and oracle
   python ablations/run.py --table 2 --dry-run            # the plan, what is done, time and disk
   python ablations/run.py --table 2 --seeds 0 1 2        # add seeds: finished runs are reused
+  python ablations/run.py --table 1 --seeds 0 1 2 3 --jobs 2   # two runs at a time, one thread each
   torchrun --nproc-per-node 2 ablations/run.py --table 2 --preset paper --dataset market1501 --root /data
   python ablations/run.py --study ablations/studies/lambda3.toml --seeds 0 1 2   # your own study (docs/studies.md)
 """
@@ -77,6 +78,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--keep-checkpoints", action="store_true",
                         help="keep the resumable checkpoint of a FINISHED run (default: delete it; the "
                              "final model stays as the run's artifact model.pt)")
+    parser.add_argument("--jobs", type=int_at_least(1), default=1, metavar="N",
+                        help="train N runs at once on this machine, each with its share of the CPU "
+                             "threads (default 1); each job takes the next run no other job holds")
     parser.add_argument("--dry-run", action="store_true",
                         help="print the plan, what is done, the time it should take and the disk its "
                              "checkpoints take; train nothing, create nothing")
@@ -119,6 +123,68 @@ def read_params_file(path: str | None) -> dict[str, object]:
     if not isinstance(params, dict):
         raise FTNError(f"--params-file {path}: expected a JSON object of config keys and values")
     return params
+
+
+def without_jobs(argv: list[str]) -> list[str]:
+    """``argv`` (after the program) without its ``--jobs N`` / ``--jobs=N``."""
+    out, skip = [], False
+    for item in argv:
+        if skip:
+            skip = False
+        elif item == "--jobs":
+            skip = True
+        elif not item.startswith("--jobs="):
+            out.append(item)
+    return out
+
+
+def run_jobs(jobs: int, argv: list[str], workers: int) -> int:
+    """``workers`` copies of this command without ``--jobs``, side by side, each with its share
+    of the CPU threads. They share the plan through the store: each run is trained under its
+    lease, so a job takes the next run that no other job holds. Their lines are printed prefixed
+    with the job's number; Ctrl-C or SIGTERM stops them all (each marks its run KILLED, and the
+    same command resumes). Returns the worst exit code (1 if a run FAILED, 130 if stopped)."""
+    import signal
+    import subprocess
+    import threading
+
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads),
+           "PYTHONUNBUFFERED": "1"}
+    cmd = [sys.executable, str(Path(__file__).resolve()), *without_jobs(argv[1:])]
+    print(f"{workers} job(s) side by side, {threads} thread(s) each", flush=True)
+    # Their own sessions: a Ctrl-C at the terminal reaches them once, through this process.
+    procs = [subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                              bufsize=1, start_new_session=True) for _ in range(workers)]
+
+    def relay(k: int, proc: subprocess.Popen) -> None:
+        for line in proc.stdout:
+            print(f"[job {k}] {line}", end="", flush=True)
+
+    relays = [threading.Thread(target=relay, args=(k, p), daemon=True) for k, p in enumerate(procs, 1)]
+    for t in relays:
+        t.start()
+    stopped: list[int] = []
+
+    def stop(signum, frame):  # pass it on once; every job marks its run KILLED and exits 130
+        if not stopped:
+            stopped.append(signum)
+            for p in procs:
+                if p.poll() is None:
+                    p.send_signal(signal.SIGINT)
+
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        codes = [p.wait() for p in procs]
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+    for t in relays:
+        t.join(timeout=5)
+    if stopped or any(c == 130 for c in codes):
+        print("interrupted; run the same command again to resume", file=sys.stderr)
+        return 130
+    return max(codes)
 
 
 def init_distributed() -> tuple[int, int]:
@@ -199,6 +265,8 @@ def main(argv: list[str] | None = None) -> int:
     runner.check_todo(todo, splits)  # e.g. data.num_ids beyond the data: refused before the store is touched
     if rank == 0:
         client = tracking.open_store(uri)
+    if args.jobs > 1 and world == 1:
+        return run_jobs(args.jobs, argv, min(args.jobs, sum(p.status != "done" for p in plan)))
     leases = tracking.lease_dir(uri, work_dir)
     parents: dict[str, str] = {}
     try:

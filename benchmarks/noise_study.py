@@ -11,7 +11,8 @@ a second call only prints), and for the Δ (variant − reference, R-1) at each 
 queries, evaluation seconds per run, the per-query correlation of the two variants at one seed
 (rank-1 hits), the SD over seeds of the per-seed Δ, the query standard error of one seed's Δ,
 the seed / query / interaction shares of the Δ's variance (``reports.stats.noise_parts``), the
-paired bootstrap's 95 % half-width, and the seeds that ±1.5 and ±1 would need at that size.
+report's 95 % half-width (``stats.delta_interval``), and the seeds that ±1.5 and ±1
+would need at that size.
 
 A second line per size ("cross") pairs each seed of ``--variant`` with the next seed of
 ``--reference`` instead of its own: the same statistics for runs that share no random draw, which
@@ -89,7 +90,7 @@ def row_of(values: dict, variant: str, reference: str, seeds: list[int], partner
     b = {i: values[reference, r] for i, r in enumerate(partners)}
     d = stats.paired_matrix(a, b)
     corr = np.mean([np.corrcoef(list(a[i].values()), list(b[i].values()))[0, 1] for i in a])
-    delta = stats.bootstrap_delta(d, 2000)
+    delta = stats.delta_interval(d)
     parts = stats.noise_parts(d)
     query_se = float(np.mean([row.std(ddof=1) / np.sqrt(len(row)) for row in d]))
     return [d.shape[1], corr, delta.sd_seed, query_se, *parts.shares(), delta.delta,

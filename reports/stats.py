@@ -1,4 +1,4 @@
-"""Uncertainty: seed confidence intervals, paired bootstrap Δ over queries and seeds, power.
+"""Uncertainty: seed confidence intervals, the paired Δ over queries and seeds, power, noise.
 
 Every run's final evaluation is stored per query (``per_query.npz``: AP and first-match rank of
 each valid query). Two variants are compared query by query, with runs paired by seed:
@@ -6,12 +6,22 @@ each valid query). Two variants are compared query by query, with runs paired by
 * ``D[s, q]`` = metric of the variant − metric of the Baseline for seed ``s`` and query ``q``
   (AP × 100 for mAP; 100 · [first match at rank 1] for R-1), so ``mean(D)`` is exactly the Δ of
   the table's means over the paired seeds.
-* The bootstrap resamples queries (the test set is a sample of people) and, with ≥ 2 paired
-  seeds, seeds too (training is a sample of runs): ``n_resamples`` draws with numpy's
-  ``Generator``, 95 % percentile interval, two-sided p = twice the smaller tail share of Δ* at 0.
+* ``D = Δ + a_s + b_q + e_sq``: how a training run falls (a), which people the test set holds
+  (b, shared by every seed) and their interaction (e). The Δ of S seeds and Q queries has
+  ``Var = σ²_a/S + σ²_b/Q + σ²_e/(S·Q)``, estimated without bias by ``v_seed + v_query`` with
+  ``v_seed`` = Var(per-seed Δ) / S (the seed-to-seed spread, e included: S − 1 degrees of
+  freedom) and ``v_query`` = σ̂²_b / Q (the query part every seed shares, from the two-way
+  method of moments, ``noise_parts``; clipped at 0).
+* The 95 % interval is Δ ± t(ν) · √(v_seed + v_query), Student's t with
+  ``1/ν = share / (S − 1) + (the query part's Satterthwaite term)``, ``share`` =
+  v_seed / (v_seed + v_query): t with S − 1 degrees of freedom when the seeds' spread is all
+  there is, normal when the shared query part is. Satterthwaite's own ν (share squared) covers
+  only 92 % at 3 seeds when the seed spread makes up 80–95 % of the variance (an unlucky small
+  spread also raises its ν); counted once, the share keeps the coverage within 94–96.5 % at
+  3–8 seeds whatever the split (``benchmarks/interval_coverage.py``). p: the t-test of Δ = 0.
 * A Δ is *better* when its whole interval is above 0, *worse* when below, else *within noise*.
 
-With one seed, only query-sampling noise is covered (the report says so).
+With one seed, only query sampling is covered (t over the queries; the report says so).
 """
 
 from __future__ import annotations
@@ -20,9 +30,10 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import stats
+from scipy import special, stats
 
 N_RESAMPLES = 10_000
+"""Resamples of the bootstraps that remain (Kendall τ's interval in ``reports.claims``)."""
 CONFIDENCE = 0.95
 SEED = 0
 """The bootstrap's own seed: reports are reproducible."""
@@ -51,6 +62,126 @@ def paired_matrix(variant: dict[int, dict[int, float]], base: dict[int, dict[int
     return np.array([[variant[s][q] - base[s][q] for q in queries] for s in seeds], dtype=float)
 
 
+def mean_squares(d: np.ndarray) -> tuple[float, float, float]:
+    """The two-way mean squares of a (seeds × queries) matrix with ≥ 2 rows and columns:
+    seeds ``Q · Var(row means)``, queries ``S · Var(column means)`` and the residual
+    ``Σ resid² / ((S−1)(Q−1))``; their expectations are σ²_e + Q σ²_a, σ²_e + S σ²_b and σ²_e."""
+    s_count, q_count = d.shape
+    rows, cols = d.mean(axis=1), d.mean(axis=0)
+    resid = d - rows[:, None] - cols[None, :] + d.mean()  # (S, Q)
+    return (float(q_count * rows.var(ddof=1)), float(s_count * cols.var(ddof=1)),
+            float((resid ** 2).sum() / ((s_count - 1) * (q_count - 1))))
+
+
+def t_design(ms_seed: float, ms_query: float, ms_resid: float, seeds: int, queries: int
+             ) -> tuple[float, float]:
+    """(variance of Δ, degrees of freedom of its t) from the mean squares of ``seeds`` ≥ 2 ×
+    ``queries``: ``v_seed = MS_seed / (S·Q)``, ``v_query = max(0, MS_query − MS_resid) / (S·Q)``,
+    ``1/ν = share / (S − 1) + (v_query's Satterthwaite term) / (v_seed + v_query)²``."""
+    sq = seeds * queries
+    v_seed, v_query = ms_seed / sq, max(0.0, ms_query - ms_resid) / sq
+    var = v_seed + v_query
+    if not var > 0:
+        return 0.0, math.inf
+    inv = v_seed / var / (seeds - 1)
+    if v_query > 0:
+        inv += ((ms_query / sq) ** 2 / (queries - 1)
+                + (ms_resid / sq) ** 2 / ((seeds - 1) * (queries - 1))) / var ** 2
+    return var, 1.0 / inv
+
+
+@dataclass
+class NoiseParts:
+    """Where a paired Δ's noise comes from: ``D[s, q] = Δ + a_s + b_q + e_sq`` with seed
+    effects a (variance ``seed``: how a training run falls), query effects b (``query``: which
+    people the test set holds) and their interaction e (``interaction``), estimated from the
+    (seeds × queries) matrix by the two-way random-effects method of moments:
+
+        σ²_e = Σ residual² / ((S−1)(Q−1)),  σ²_a = Var(row means) − σ²_e / Q,
+        σ²_b = Var(column means) − σ²_e / S   (negative estimates clipped to 0).
+
+    The Δ of S seeds on Q queries then has ``Var = σ²_a/S + σ²_b/Q + σ²_e/(S·Q)``: seeds shrink
+    the first and last part, queries the last two. With one seed, σ²_a cannot be told from σ²_e
+    (NaN). A real dataset's queries are fixed, so only S can grow there. The half-width of a
+    design is the interval's (``t_design`` on the mean squares these parts expect)."""
+
+    seed: float
+    query: float
+    interaction: float
+    seeds: int
+    queries: int
+
+    def variance(self, seeds: int | None = None, queries: int | None = None) -> float:
+        s, q = seeds or self.seeds, queries or self.queries
+        if not s or not q:  # no paired seed: nothing measured
+            return math.nan
+        return self.seed / s + self.query / q + self.interaction / (s * q)
+
+    def df(self, seeds: int | None = None, queries: int | None = None) -> float:
+        """Degrees of freedom of the interval's t for ``seeds`` ≥ 2 × ``queries`` (default:
+        these), from the mean squares this noise expects; NaN while the seed part is unknown."""
+        s, q = seeds or self.seeds, queries or self.queries
+        if math.isnan(self.seed) or s < 2 or q < 2:
+            return math.nan
+        e = self.interaction
+        return t_design(e + q * self.seed, e + s * self.query, e, s, q)[1]
+
+    def shares(self) -> tuple[float, float, float]:
+        """The seed, query and interaction parts of the variance as measured, in %."""
+        total = self.variance()
+        if not total > 0:  # NaN (nothing paired) or no noise at all
+            return math.nan, math.nan, math.nan
+        s, q = self.seeds, self.queries
+        return tuple(100 * v / total for v in (self.seed / s, self.query / q, self.interaction / (s * q)))
+
+    def half_width(self, seeds: int | None = None, queries: int | None = None,
+                   confidence: float = CONFIDENCE) -> float:
+        """The 95 % interval's half-width for this design: t(ν) · √variance (``df``); infinite
+        for one seed (no interval over training noise), NaN while the seed part is unknown."""
+        s = seeds or self.seeds
+        if s == 1 and not math.isnan(self.seed):
+            return math.inf
+        df = self.df(s, queries)
+        if math.isnan(df):
+            return math.nan
+        t = stats.t.ppf(1 - (1 - confidence) / 2, df)
+        return float(t * math.sqrt(self.variance(s, queries)))
+
+    def seeds_for(self, half: float, queries: int | None = None, max_seeds: int = 10_000) -> int | None:
+        """The fewest seeds whose half-width is ≤ ``half`` on ``queries`` queries (default: these);
+        None when the query part alone is wider, or the seed part is unknown."""
+        if math.isnan(self.seed) or self.half_width(max_seeds, queries) > half:
+            return None
+        return next(s for s in range(2, max_seeds + 1) if self.half_width(s, queries) <= half)
+
+    def queries_for(self, half: float, seeds: int | None = None, max_queries: int = 10**7) -> int | None:
+        """The fewest queries whose half-width is ≤ ``half`` with ``seeds`` seeds (default: these);
+        None when the seed part alone is wider, or it is unknown."""
+        if math.isnan(self.seed) or self.half_width(seeds, max_queries) > half:
+            return None
+        lo, hi = 2, max_queries  # the half-width falls as queries grow: bisect
+        while lo < hi:
+            mid = (lo + hi) // 2
+            lo, hi = (lo, mid) if self.half_width(seeds, mid) <= half else (mid + 1, hi)
+        return lo
+
+
+def noise_parts(d: np.ndarray) -> NoiseParts:
+    """``NoiseParts`` of a paired (seeds × queries) Δ matrix (``paired_matrix``)."""
+    s_count, q_count = d.shape
+    if s_count == 0 or q_count < 2:
+        return NoiseParts(math.nan, math.nan, math.nan, s_count, q_count)
+    if s_count == 1:  # seed and interaction are one: only the query part is known
+        return NoiseParts(math.nan, float(d[0].var(ddof=1)), 0.0, 1, q_count)
+    return _parts(*mean_squares(d), s_count, q_count)
+
+
+def _parts(ms_seed: float, ms_query: float, ms_resid: float, seeds: int, queries: int) -> NoiseParts:
+    seed = max(0.0, (ms_seed - ms_resid) / queries)
+    query = max(0.0, (ms_query - ms_resid) / seeds)
+    return NoiseParts(seed, query, ms_resid, seeds, queries)
+
+
 @dataclass
 class Delta:
     delta: float
@@ -59,13 +190,16 @@ class Delta:
     p: float
     seeds: int
     queries: int
-    n_resamples: int
     se: float
-    """Bootstrap standard error of Δ."""
+    """Standard error of Δ: √(v_seed + v_query) (one seed: the query standard error)."""
+    df: float
+    """Degrees of freedom of the interval's Student t."""
     se_query: float
-    """The part of it that query sampling alone gives (seeds fixed)."""
+    """The part of the noise that query sampling alone gives (seeds fixed): √(MS_query / (S·Q))."""
     sd_seed: float
     """Standard deviation of the per-seed Δ (NaN with one seed)."""
+    parts: NoiseParts | None = None
+    """The variance components, for the design of other seed counts (``detectable``)."""
 
     @property
     def mark(self) -> str:
@@ -80,30 +214,32 @@ class Delta:
         return "query sampling and training seed" if self.seeds > 1 else "query sampling only (one seed)"
 
 
-def bootstrap_delta(d: np.ndarray, n_resamples: int = N_RESAMPLES, seed: int = SEED,
-                    confidence: float = CONFIDENCE) -> Delta:
-    """Paired bootstrap of ``mean(D)`` over queries and (with ≥ 2 rows) seeds."""
+def delta_interval(d: np.ndarray, confidence: float = CONFIDENCE) -> Delta:
+    """The Δ of a paired (seeds × queries) matrix with its t interval and p (module docstring)."""
     s_count, q_count = d.shape
-    if s_count == 0 or q_count == 0:
+    if s_count == 0 or q_count < 2:
         nan = math.nan
-        return Delta(nan, nan, nan, nan, s_count, q_count, 0, nan, nan, nan)
-    rng = np.random.default_rng(seed)
-    draws = np.empty(n_resamples)
-    query_only = np.empty(n_resamples)
-    seed_means = d.mean(axis=0)  # (Q,) the per-query Δ averaged over seeds
-    chunk = max(1, 2_000_000 // (s_count * q_count))
-    for start in range(0, n_resamples, chunk):
-        b = min(chunk, n_resamples - start)
-        q_idx = rng.integers(0, q_count, size=(b, q_count))
-        s_idx = rng.integers(0, s_count, size=(b, s_count)) if s_count > 1 else np.zeros((b, 1), int)
-        draws[start:start + b] = d[s_idx[:, :, None], q_idx[:, None, :]].mean(axis=(1, 2))
-        query_only[start:start + b] = seed_means[q_idx].mean(axis=1)
-    alpha = 1 - confidence
-    lo, hi = np.quantile(draws, [alpha / 2, 1 - alpha / 2])
-    p = min(1.0, 2 * min((draws <= 0).mean(), (draws >= 0).mean()))
-    sd_seed = float(d.mean(axis=1).std(ddof=1)) if s_count > 1 else math.nan
-    return Delta(float(d.mean()), float(lo), float(hi), float(p), s_count, q_count, n_resamples,
-                 float(draws.std(ddof=1)), float(query_only.std(ddof=1)), sd_seed)
+        mean = float(d.mean()) if d.size else nan
+        return Delta(mean, nan, nan, nan, s_count, q_count, nan, nan, nan, nan)
+    mean = float(d.mean())
+    if s_count == 1:
+        parts = noise_parts(d)
+        var, df = float(d[0].var(ddof=1)) / q_count, q_count - 1.0
+        se_query, sd_seed = math.sqrt(var), math.nan
+    else:
+        ms_seed, ms_query, ms_resid = mean_squares(d)
+        parts = _parts(ms_seed, ms_query, ms_resid, s_count, q_count)
+        var, df = t_design(ms_seed, ms_query, ms_resid, s_count, q_count)
+        se_query = math.sqrt(ms_query / (s_count * q_count))
+        sd_seed = float(d.mean(axis=1).std(ddof=1))
+    se = math.sqrt(var)
+    if se == 0:  # every paired difference the same: the interval is that point
+        return Delta(mean, mean, mean, 1.0 if mean == 0 else 0.0, s_count, q_count, 0.0, df,
+                     se_query, sd_seed, parts)
+    half = float(special.stdtrit(df, 1 - (1 - confidence) / 2)) * se  # Student t quantile
+    p = float(2 * special.stdtr(df, -abs(mean) / se))
+    return Delta(mean, mean - half, mean + half, p, s_count, q_count, se, df, se_query, sd_seed,
+                 parts)
 
 
 def seed_interval(values: np.ndarray, confidence: float = CONFIDENCE) -> tuple[float, float]:
@@ -121,12 +257,17 @@ def seed_interval(values: np.ndarray, confidence: float = CONFIDENCE) -> tuple[f
 def detectable(delta: Delta, seeds: int | None = None, power: float = POWER,
                confidence: float = CONFIDENCE) -> float:
     """The smallest |Δ| found at ``power`` with ``seeds`` paired seeds (default: as measured):
-    (z₁₋α/₂ + z_power) · SE, with SE² = SD_seed² / seeds + SE_query² (the test set is the
-    same whatever the seeds, so its part does not shrink)."""
-    seeds = seeds or delta.seeds
-    z = stats.norm.ppf(1 - (1 - confidence) / 2) + stats.norm.ppf(power)
-    seed_part = (delta.sd_seed ** 2 / seeds) if not math.isnan(delta.sd_seed) else 0.0
-    return float(z * math.sqrt(seed_part + delta.se_query ** 2))
+    (t₁₋α/₂ + t_power) · SE with the interval's ν — as measured, or for ``seeds`` what the
+    noise parts give on the same test set (its query part does not shrink with seeds). With one
+    measured seed, query sampling only, whatever ``seeds``."""
+    parts = delta.parts
+    if seeds is None or parts is None or math.isnan(parts.seed):
+        se, df = delta.se, delta.df
+    elif seeds < 2:
+        return math.inf
+    else:
+        se, df = math.sqrt(parts.variance(seeds)), parts.df(seeds)
+    return float((stats.t.ppf(1 - (1 - confidence) / 2, df) + stats.t.ppf(power, df)) * se)
 
 
 def seeds_needed(delta: Delta, gap: float, max_seeds: int = 1000) -> int | None:
@@ -138,73 +279,38 @@ def seeds_needed(delta: Delta, gap: float, max_seeds: int = 1000) -> int | None:
 
 
 @dataclass
-class NoiseParts:
-    """Where a paired Δ's noise comes from: ``D[s, q] = Δ + a_s + b_q + e_sq`` with seed
-    effects a (variance ``seed``: how a training run falls), query effects b (``query``: which
-    people the test set holds) and their interaction e (``interaction``), estimated from the
-    (seeds × queries) matrix by the two-way random-effects method of moments:
+class ChaosFloor:
+    """A row's seed-to-seed spread of R-1 beside what per-query chance alone would give.
 
-        σ²_e = Σ residual² / ((S−1)(Q−1)),  σ²_a = Var(row means) − σ²_e / Q,
-        σ²_b = Var(column means) − σ²_e / S   (negative estimates clipped to 0).
+    If the runs of a row differed only in *which* queries they get right — each query right at
+    its own rate p_q, independently from run to run — R-1 would vary over seeds with SD
+    ``floor = 100 · √(Σ_q p_q (1 − p_q)) / Q`` points. A measured SD near the floor says the
+    runs are equally good and only the test set's size limits the spread (more test queries
+    help); far above it, runs from different seeds differ in quality over the whole test set
+    (better-converged training helps, more queries do not)."""
 
-    The Δ of S seeds on Q queries then has ``Var = σ²_a/S + σ²_b/Q + σ²_e/(S·Q)``: seeds shrink
-    the first and last part, queries the last two. With one seed, σ²_a cannot be told from σ²_e
-    (NaN). A real dataset's queries are fixed, so only S can grow there."""
-
-    seed: float
-    query: float
-    interaction: float
     seeds: int
     queries: int
+    seed_sd: float
+    """SD over seeds of the row's R-1 on these queries (points)."""
+    floor: float
+    """The SD per-query independence predicts (points)."""
 
-    def variance(self, seeds: int | None = None, queries: int | None = None) -> float:
-        s, q = seeds or self.seeds, queries or self.queries
-        if not s or not q:  # no paired seed: nothing measured
-            return math.nan
-        return self.seed / s + self.query / q + self.interaction / (s * q)
-
-    def shares(self) -> tuple[float, float, float]:
-        """The seed, query and interaction parts of the variance as measured, in %."""
-        total = self.variance()
-        if not total > 0:  # NaN (nothing paired) or no noise at all
-            return math.nan, math.nan, math.nan
-        s, q = self.seeds, self.queries
-        return tuple(100 * v / total for v in (self.seed / s, self.query / q, self.interaction / (s * q)))
-
-    def half_width(self, seeds: int | None = None, queries: int | None = None,
-                   confidence: float = CONFIDENCE) -> float:
-        """The 95 % interval's half-width the normal approximation gives for this design."""
-        return float(stats.norm.ppf(1 - (1 - confidence) / 2) * math.sqrt(self.variance(seeds, queries)))
-
-    def seeds_for(self, half: float, queries: int | None = None, max_seeds: int = 10_000) -> int | None:
-        """The fewest seeds whose half-width is ≤ ``half`` on ``queries`` queries (default: these);
-        None when the query part alone is wider, or the seed part is unknown."""
-        if math.isnan(self.seed) or self.half_width(max_seeds, queries) > half:
-            return None
-        return next(s for s in range(1, max_seeds + 1) if self.half_width(s, queries) <= half)
-
-    def queries_for(self, half: float, seeds: int | None = None, max_queries: int = 10**7) -> int | None:
-        """The fewest queries whose half-width is ≤ ``half`` with ``seeds`` seeds (default: these);
-        None when the seed part alone is wider, or it is unknown."""
-        if math.isnan(self.seed) or self.half_width(seeds, max_queries) > half:
-            return None
-        lo, hi = 1, max_queries  # half_width falls as queries grow: bisect
-        while lo < hi:
-            mid = (lo + hi) // 2
-            lo, hi = (lo, mid) if self.half_width(seeds, mid) <= half else (mid + 1, hi)
-        return lo
+    @property
+    def ratio(self) -> float:
+        return self.seed_sd / self.floor if self.floor > 0 else math.nan
 
 
-def noise_parts(d: np.ndarray) -> NoiseParts:
-    """``NoiseParts`` of a paired (seeds × queries) Δ matrix (``paired_matrix``)."""
-    s_count, q_count = d.shape
-    if s_count == 0 or q_count < 2:
-        return NoiseParts(math.nan, math.nan, math.nan, s_count, q_count)
-    rows, cols = d.mean(axis=1), d.mean(axis=0)
-    if s_count == 1:  # seed and interaction are one: only the query part is known
-        return NoiseParts(math.nan, float(cols.var(ddof=1)), 0.0, 1, q_count)
-    resid = d - rows[:, None] - cols[None, :] + d.mean()
-    interaction = float((resid ** 2).sum() / ((s_count - 1) * (q_count - 1)))
-    seed = max(0.0, float(rows.var(ddof=1)) - interaction / q_count)
-    query = max(0.0, float(cols.var(ddof=1)) - interaction / s_count)
-    return NoiseParts(seed, query, interaction, s_count, q_count)
+def chaos_floor(hits: dict[int, dict[int, float]]) -> ChaosFloor:
+    """``ChaosFloor`` of one row from ``{seed: {query: 100 · [first match at rank 1]}}``
+    (``query_metric(…, "rank1")`` per seed), over the queries every seed evaluated. p_q is the
+    query's rate of rank-1 hits over the S seeds; p_q(1 − p_q) is taken as S / (S − 1) times the
+    plug-in value (the sample variance of its hits), which is unbiased, like the measured SD's
+    ddof = 1. NaN below two seeds."""
+    seeds = sorted(hits)
+    queries = sorted(set.intersection(*(set(hits[s]) for s in seeds))) if seeds else []
+    if len(seeds) < 2 or not queries:
+        return ChaosFloor(len(seeds), len(queries), math.nan, math.nan)
+    y = np.array([[hits[s][q] for q in queries] for s in seeds], dtype=float)  # (S, Q), 0 or 100
+    floor = math.sqrt(y.var(axis=0, ddof=1).sum()) / len(queries)
+    return ChaosFloor(len(seeds), len(queries), float(y.mean(axis=1).std(ddof=1)), floor)

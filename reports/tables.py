@@ -168,10 +168,11 @@ def by_seed(per_query: dict[tuple[str, int], dict], variant: str, metric: str) -
 
 
 def compare(per_query: dict[tuple[str, int], dict], variant: str, reference: str, metric: str,
-            n_resamples: int = stats.N_RESAMPLES) -> stats.Delta:
-    """The paired bootstrap Δ (``variant`` − ``reference``) over queries and seeds."""
+            n_resamples: int | None = None) -> stats.Delta:
+    """The paired Δ (``variant`` − ``reference``) over queries and seeds with its t interval
+    (``stats.delta_interval``; ``n_resamples`` is unused: the interval needs no resampling)."""
     d = stats.paired_matrix(by_seed(per_query, variant, metric), by_seed(per_query, reference, metric))
-    return stats.bootstrap_delta(d, n_resamples)
+    return stats.delta_interval(d)
 
 
 NOISE_TARGETS = ((1.0, "1"), (0.5, "05"))
@@ -182,12 +183,15 @@ def _count(n: int | None) -> float:
     return float(n) if n is not None else math.nan
 
 
-def add_uncertainty(summary: pd.DataFrame, tr: TableRuns, per_query: dict[tuple[str, int], dict],
-                    n_resamples: int = stats.N_RESAMPLES) -> pd.DataFrame:
+def add_uncertainty(summary: pd.DataFrame, tr: TableRuns, per_query: dict[tuple[str, int], dict]
+                    ) -> pd.DataFrame:
     """``summary`` with, for R-1 and mAP: the 95 % t-interval of the mean over seeds
-    (``<m>_ci_lo/hi``) and the paired bootstrap Δ against the Baseline (``d_<m>_lo/hi``,
-    ``d_<m>_p``, ``d_<m>_mark``, ``d_<m>_detectable``: the smallest Δ these seeds detect at 80 %
-    power), plus ``covers`` (which noise the interval covers) and ``n_resamples``; and where
+    (``<m>_ci_lo/hi``) and the paired Δ's 95 % interval against the Baseline
+    (``stats.delta_interval``: ``d_<m>_lo/hi``, ``d_<m>_p``, ``d_<m>_mark``,
+    ``d_<m>_detectable``: the smallest Δ these seeds detect at 80 % power), plus ``covers``
+    (which noise the interval covers); each row's R-1 seed SD on its per-query results beside
+    its chaos floor (``rank1_seed_sd``, ``rank1_floor`` over ``rank1_floor_seeds`` seeds:
+    ``stats.chaos_floor``); and where
     the Δ's noise comes from (``stats.noise_parts``): the achieved half-width ``d_<m>_half``,
     the seed / query / interaction shares of its variance in % (``d_<m>_<part>_share``) and the
     seeds (on these queries) and queries (with these seeds) that ±1 and ±0.5 would need
@@ -200,7 +204,7 @@ def add_uncertainty(summary: pd.DataFrame, tr: TableRuns, per_query: dict[tuple[
         df[f"{m}_ci_lo"], df[f"{m}_ci_hi"] = [c[0] for c in cis], [c[1] for c in cis]
         mats = [stats.paired_matrix(by_seed(per_query, v, m), by_seed(per_query, base, m))
                 if v != base else None for v in df["variant"]]
-        deltas = [stats.bootstrap_delta(d, n_resamples) if d is not None else None for d in mats]
+        deltas = [stats.delta_interval(d) if d is not None else None for d in mats]
         parts = [stats.noise_parts(d) if d is not None else None for d in mats]
         df[f"d_{m}_half"] = [(d.hi - d.lo) / 2 if d else math.nan for d in deltas]
         for i, name in enumerate(("seed", "query", "interaction")):
@@ -215,7 +219,9 @@ def add_uncertainty(summary: pd.DataFrame, tr: TableRuns, per_query: dict[tuple[
         df[f"d_{m}_detectable"] = [stats.detectable(d) if d and not math.isnan(d.lo) else math.nan for d in deltas]
         if m == DELTA_METRICS[0]:
             df["covers"] = [d.covers if d and d.seeds else "" for d in deltas]
-    df["n_resamples"] = n_resamples
+    floors = [stats.chaos_floor(by_seed(per_query, v, "rank1")) for v in df["variant"]]
+    df["rank1_seed_sd"], df["rank1_floor"] = [f.seed_sd for f in floors], [f.floor for f in floors]
+    df["rank1_floor_seeds"] = [f.seeds for f in floors]
     return df
 
 
@@ -426,7 +432,7 @@ def verdicts(summary: pd.DataFrame) -> list[str]:
         if any(marks.values()):  # the paired intervals decide the words, not the signs
             covers = getattr(r, "covers", "") or ""
             lines.append(f"**{r.variant_label}** {_by_marks(marks, ours_name)} ({_with_ci(r)}{paper}; "
-                         "paired bootstrap 95 % CI"
+                         "paired 95 % CI"
                          f"{', ' + covers if covers.startswith('query sampling only') else ''}).")
             continue
         if not better:
@@ -523,9 +529,9 @@ def _within_noise(summary: pd.DataFrame, r, ref: str = BASELINE,
     base = summary[summary["variant"] == ref].iloc[0]
     marks = ([getattr(r, f"d_{m}_mark", "") for m in DELTA_METRICS]
              if ref == _reference(summary) and deltas is None else [])
-    if any(marks):  # per-query results: the paired bootstrap decides
+    if any(marks):  # per-query results: the paired interval decides
         scope = "" if r.n > 1 and base["n"] > 1 else ", query sampling only (one seed)"
-        return (f"; paired bootstrap 95 % CI{scope}: "
+        return (f"; paired 95 % CI{scope}: "
                 + ", ".join(f"{METRICS[m]} {mark}" for m, mark in zip(DELTA_METRICS, marks) if mark))
     if r.n < 2 or base["n"] < 2:
         return "; one seed only, so the change may be noise"

@@ -234,7 +234,7 @@ def test_a_seed_missing_on_one_side_is_named_and_left_out_of_every_delta(tmp_pat
     lo, hi = complete.loc["g", "d_rank1_lo"], complete.loc["g", "d_rank1_hi"]
     interval = f"[{lo:+.1f}, {hi:+.1f}]".replace("-", "−")
     assert f"beats our Baseline on mAP and is within noise of it on R-1 (Δ R-1 +20.0 {interval}" in readme
-    assert "paired bootstrap 95 % CI, query sampling only (one seed))." in readme
+    assert "paired 95 % CI, query sampling only (one seed))." in readme
 
 
 def test_a_claim_without_a_complete_pair_is_no_evidence(tmp_path, capsys):

@@ -506,7 +506,7 @@ def test_end_to_end_runner_then_report(tmp_path):
     # Uncertainty from the stored per-query results: Δ's interval holds Δ, a mark per row.
     g = table.loc["g"]
     assert g["d_mAP_lo"] <= g["d_mAP"] <= g["d_mAP_hi"] and g["d_mAP_mark"] in ("better", "worse", "within noise")
-    assert g["mAP_ci_lo"] <= g["mAP_mean"] <= g["mAP_ci_hi"] and table.loc["base", "n_resamples"] == 10_000
+    assert g["mAP_ci_lo"] <= g["mAP_mean"] <= g["mAP_ci_hi"]
     assert "## Uncertainty" in text and "query sampling and training seed" in text
     # Where its noise comes from: shares that add up to 100, a row in the README's table.
     shares = [g[f"d_mAP_{p}_share"] for p in ("seed", "query", "interaction")]
@@ -677,3 +677,41 @@ def test_activation_maps_have_a_colour_bar_and_a_uniform_map_reference(report, s
     first = next(t for t in (ax.get_title() for ax in drawn[0].axes) if "uniform" in t)
     assert first == f"input\nuniform {visual.uniform_share(masks, 0):.0f} %"
     assert visual.uniform_share(masks, 0) == pytest.approx(100 * float(masks[0].mean()))
+
+
+def _hits(first: list[int]) -> tuple[dict[str, np.ndarray], dict[str, float]]:
+    """Per-query results of 10 queries with rank-1 hits on the queries in ``first``, and the
+    run's R-1 and mAP (their means)."""
+    hit = np.isin(np.arange(10), first)
+    arrays = {"index": np.arange(10), "pid": np.arange(10), "camid": np.zeros(10, int),
+              "ap": np.where(hit, 0.8, 0.3), "first_rank": np.where(hit, 1, 4),
+              "inp": np.full(10, 0.2), "top10": np.zeros((10, 10), int)}
+    return arrays, {"rank1": 10.0 * len(first), "mAP": 100 * float(arrays["ap"].mean())}
+
+
+def test_the_report_sets_each_rows_seed_spread_beside_its_chaos_floor(tmp_path):
+    # base hits queries 0-2, 0-3, 0-1 (R-1 30, 40, 20: SD 10); queries 2 and 3 are hit by 2 and
+    # 1 of 3 seeds: floor = 100 · √(2 · (1/3 · 2/3) · 3/2) / 10 = 8.16, 1.2 × below the SD.
+    # g hits 0-4, 0-4, 0-5 (50, 50, 60: SD 5.77); query 5 alone varies: floor = 5.77, 1.0 ×.
+    hits = {("base", 0): [0, 1, 2], ("base", 1): [0, 1, 2, 3], ("base", 2): [0, 1],
+            ("g", 0): [0, 1, 2, 3, 4], ("g", 1): [0, 1, 2, 3, 4], ("g", 2): [0, 1, 2, 3, 4, 5]}
+    runs = []
+    for (variant, seed), first in hits.items():
+        arrays, final = _hits(first)
+        runs.append(FakeRun(variant, seed, final, per_query=arrays))
+    uri = new_store(tmp_path / "store")
+    log_experiment(uri, tmp_path / "store", runs)
+    assert build.main(["--tracking-uri", uri, "--out", str(tmp_path / "out"), "--no-visual",
+                       "--no-efficiency", "--no-log"]) == 0
+    folder = tmp_path / "out" / "table2" / "synthetic-tiny"
+    table = pd.read_csv(folder / "table.csv").set_index("variant")
+    floor = 100 * math.sqrt(2 * 2 / 9 * 1.5) / 10
+    assert table.loc["base", "rank1_floor"] == pytest.approx(floor, abs=1e-3)
+    assert table.loc["base", "rank1_seed_sd"] == pytest.approx(10.0)
+    assert table.loc["g", "rank1_floor"] == pytest.approx(100 * math.sqrt(1 / 3) / 10, abs=1e-3)
+    assert table.loc["g", "rank1_seed_sd"] == pytest.approx(10 / math.sqrt(3), abs=1e-3)
+    text = (folder / "README.md").read_text()
+    assert "### Seed spread against the chaos floor" in text
+    assert f"| {table.loc['base', 'variant_label']} | 3 | 10.00 | 8.16 | 1.2 |" in text
+    assert f"| {table.loc['g', 'variant_label']} | 3 | 5.77 | 5.77 | 1.0 |" in text
+    assert "Near the floor, the runs are equally good and more test" in text

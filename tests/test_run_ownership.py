@@ -307,3 +307,46 @@ def test_evaluate_never_generates_data_where_a_moved_run_read_it(tmp_path):
     real = override(cfg, {"data.dataset": "market1501"})
     with pytest.raises(FTNError, match="read market1501 from"):
         check_run_root(override(real, {"data.root": str(tmp_path / "gone")}).data)
+
+
+# ------------------------------------------------------------------ --jobs
+
+
+def test_without_jobs_drops_only_the_jobs_flag():
+    assert run_cli.without_jobs(["--table", "2", "--jobs", "3", "--seeds", "0"]) == ["--table", "2", "--seeds", "0"]
+    assert run_cli.without_jobs(["--jobs=2", "--variants", "base"]) == ["--variants", "base"]
+
+
+@pytest.mark.slow
+def test_jobs_share_the_plan_and_stop_together(store, data_root, tmp_path):
+    """Two jobs train two runs side by side, each exactly once; Ctrl-C stops both jobs (their
+    runs KILLED) and the same command finishes them."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    repo = Path(__file__).resolve().parents[1]
+    argv = [sys.executable, str(repo / "ablations" / "run.py"), *_args(store, data_root, "--seeds", "0", "1"),
+            "--set", "train.epochs=30", "--jobs", "2"]
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    seen, deadline = [], time.time() + 240
+    for line in proc.stdout:  # wait until both jobs train
+        seen.append(line)
+        if sum("(training" in s for s in seen) == 2 or time.time() > deadline:
+            break
+    time.sleep(3)
+    proc.send_signal(signal.SIGINT)
+    out = "".join(seen) + proc.communicate(timeout=180)[0]
+    assert proc.returncode == 130, out
+    assert "[job 1]" in out and "[job 2]" in out and "1 thread(s) each" in out
+    client = MlflowClient(store["uri"])
+    exp = client.get_experiment_by_name("table2-synthetic-tiny")
+    runs = client.search_runs([exp.experiment_id], "tags.kind = 'child'")
+    assert sorted(r.info.run_name for r in runs) == ["base-s0", "base-s1"]
+    assert {r.info.status for r in runs} == {"KILLED"}
+    again = subprocess.run([*argv[:-2]], capture_output=True, text=True, timeout=600)  # resumes, no --jobs
+    runs = client.search_runs([exp.experiment_id], "tags.kind = 'child'")
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert sorted((r.info.run_name, r.info.status) for r in runs) == [("base-s0", "FINISHED"),
+                                                                       ("base-s1", "FINISHED")]
