@@ -50,6 +50,7 @@ def fetch_run_weights(spec: str, uri: str, dest: Path | None = None) -> Path:
     if run.info.status != "FINISHED":
         raise FTNError(f"model.init={spec}: the run is {run.info.status}, not FINISHED; finish it "
                        f"(run its pretrain.py command again) or give another run")
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     with tempfile.TemporaryDirectory() as tmp:
         try:
             local = Path(mlflow.artifacts.download_artifacts(run_id=rid, artifact_path=ARTIFACT,

@@ -37,8 +37,9 @@ IMAGENET_WEIGHTS = {
     "resnet50": "ResNet50_Weights.IMAGENET1K_V1",
 }
 # S-Enc's stages (ftn_core/backbone.py) under torchvision's names, as weights files hold them.
-STAGE_NAMES = {"stage1.0.": "conv1.", "stage1.1.": "bn1.", "stage2.": "layer1.", "stage3.": "layer2.",
-               "stage4.": "layer3.", "stage5.": "layer4.", "local_block.": "local_block."}
+STAGE_NAMES = {"stage1.0.": "conv1.", "stage1.1.": "bn1.", "stage2.": "layer1.",
+               "stage3.": "layer2.", "stage4.": "layer3.", "stage5.": "layer4.",
+               "local_block.": "local_block."}
 
 
 @dataclass(frozen=True)
@@ -83,7 +84,8 @@ def imagenet_file(arch: str, option: str = "model.init=imagenet") -> Path:
     return cached
 
 
-def resolve(spec: str, arch: str, pretrained: bool = False, weights_path: str = "") -> InitSource | None:
+def resolve(spec: str, arch: str, pretrained: bool = False,
+            weights_path: str = "") -> InitSource | None:
     """The file ``model.init=spec`` names (with the older ``model.pretrained`` /
     ``model.weights_path``, which mean ``imagenet``), or None for a random start. Every
     unusable value is one line."""
@@ -153,8 +155,8 @@ def read_weights(source: InitSource) -> tuple[dict[str, torch.Tensor], str]:
     try:
         state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except Exception as err:  # a truncated or foreign file
-        raise FTNError(f"{source.label}: not a readable state dict ({type(err).__name__}); "
-                       f"give a backbone.pt from ablations/pretrain.py or a torchvision .pth") from None
+        raise FTNError(f"{source.label}: not a readable state dict ({type(err).__name__}); give "
+                       f"a backbone.pt from ablations/pretrain.py or a torchvision .pth") from None
     if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
         state = state["state_dict"]
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):

@@ -88,7 +88,8 @@ class FTN(nn.Module):
         if init_seed is None:
             init_seed = int(torch.randint(2**62, (1,)).item())
         with seeded("init", init_seed, "senc"):
-            self.senc = SEnc(backbone, pretrained, weights_path, last_stride, stage4_stride, init, load_init)
+            self.senc = SEnc(backbone, pretrained, weights_path, last_stride, stage4_stride, init,
+                             load_init)
         c4, c5 = self.senc.stage4_channels, self.senc.stage5_channels
         self.placement = placement
         with seeded("init", init_seed, "attention", attention):
