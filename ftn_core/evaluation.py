@@ -170,9 +170,7 @@ def _match_ranks(dist: np.ndarray, plan: _Plan, rows: np.ndarray, buf: np.ndarra
     Returns (B, P) int64, P = most true matches in the block; slots past a row's count are
     unused (they hold 1).
     """
-    if np.isnan(dist).any():
-        raise FTNError("the distance matrix contains NaN (did training diverge?); "
-                       "check the features")
+    _check_no_nan(dist)
     gidx, pos, junk, n_pos = plan.gidx[rows], plan.pos[rows], plan.junk[rows], plan.n_pos[rows]
     r_j, c_j = np.nonzero(junk)
     dist[r_j, gidx[r_j, c_j]] = np.nan  # removed: NaN is never <= anything, so never counted
@@ -191,13 +189,28 @@ def _match_ranks(dist: np.ndarray, plan: _Plan, rows: np.ndarray, buf: np.ndarra
     return ranks + 1
 
 
+def _check_no_nan(dist: np.ndarray) -> None:
+    if np.isnan(dist).any():
+        raise FTNError("the distance matrix contains NaN (did training diverge?); "
+                       "check the features")
+
+
 def _nearest(dist: np.ndarray, k: int) -> np.ndarray:
     """(B, min(k, G)) indices of each row's ``k`` smallest distances, nearest first, ties by
-    gallery index (the protocol's order: unique 64-bit keys, so no tie is broken arbitrarily)."""
-    k = min(k, dist.shape[1])
-    keys = _keys(dist, np.arange(dist.shape[1], dtype=np.int64)[None, :])  # (B, G)
-    part = np.argpartition(keys, k - 1, axis=1)[:, :k] if k < dist.shape[1] else np.argsort(keys, axis=1)
-    return np.take_along_axis(part, np.argsort(np.take_along_axis(keys, part, axis=1), axis=1), axis=1)
+    gallery index (the protocol's order: unique 64-bit keys, so no tie is broken arbitrarily).
+
+    Only the items no farther than the row's k-th smallest distance (k of them, more on a tie)
+    can be among the k; only their keys are made and sorted. ``dist`` holds no NaN.
+    """
+    num_b, num_g = dist.shape
+    k = min(k, num_g)
+    if k == 0:
+        return np.zeros((num_b, 0), np.int64)
+    kth = np.partition(dist, k - 1, axis=1)[:, k - 1]  # (B,)
+    rows, cols = np.nonzero(dist <= kth[:, None])  # ≥ k per row, row by row
+    order = np.lexsort((_keys(dist[rows, cols], cols), rows))  # by row, then ranking order
+    first = np.searchsorted(rows[order], np.arange(num_b))  # (B,) each row's first candidate
+    return cols[order][first[:, None] + np.arange(k)[None, :]]  # (B, k)
 
 
 def _summarise(rows: np.ndarray, first: list[np.ndarray], ap: list[np.ndarray], inp: list[np.ndarray],
@@ -233,6 +246,7 @@ def _rank_rows_numpy(num_g: int, plan: _Plan, step: int,
     def rank_rows(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         dist = block[:len(rows)]
         rows_dist(rows, dist)
+        _check_no_nan(dist)
         top = _nearest(dist, TOP_K)  # before _match_ranks blanks the junk
         return top, _match_ranks(dist, plan, rows, buf)
 

@@ -81,17 +81,18 @@ def test_same_seed_same_metrics_and_logged_names(tiny_cfg):
 
 
 def test_diagnostics_are_the_queries_and_can_be_skipped(tiny_cfg, monkeypatch):
-    """The foreground diagnostics (a second encoder pass per image) run on the query images
-    only (the gallery loader carries no masks); a caller that discards them (the re-ranked
-    evaluation) skips that pass with ``diagnostics=False``."""
+    """The foreground diagnostics run on the query images only (the gallery loader carries no
+    masks), from the maps of the embedding's own forward pass; a caller that discards them (the
+    re-ranked evaluation) skips them with ``diagnostics=False``."""
     data = build_data(tiny_cfg.data, seed=0)
     model = Trainer(tiny_cfg, data, progress=False).model
     seen = []
     original = engine.foreground_scores
 
-    def counted(m, img, masks):
+    def counted(m, img, masks, enc=None, maps=None):
+        assert enc is not None and maps is not None  # no second encoder pass
         seen.append(img.shape[0])
-        return original(m, img, masks)
+        return original(m, img, masks, enc, maps)
 
     monkeypatch.setattr(engine, "foreground_scores", counted)
     metrics, _ = engine.evaluate(model, data, torch.device("cpu"))
