@@ -228,8 +228,9 @@ def parse(text: str, where: str, shipped: bool = False) -> Study:
     if re.fullmatch(r"table\d+", name) and name != f"table{table}":
         fail(f"name = {name!r} is kept for the paper's tables; choose another name")
     if re.fullmatch(r"table\d+", name) and not (shipped and Path(where).stem == name):
-        fail(f"name = {name!r} is the paper's Table {table} (its runs and reports are the shipped table's, "
-             f"{STUDIES.name}/{name}.toml): give the copy a name of its own, e.g. name = \"my-{name}\"")
+        fail(f"name = {name!r} is the paper's Table {table} (its runs and reports are the shipped "
+             f"table's, ablations/studies/{name}.toml): give the copy a name of its own, "
+             f"e.g. name = \"my-{name}\"")
     different_data = doc.get("rows_on_different_data", False)
     if not isinstance(different_data, bool):
         fail("`rows_on_different_data` must be true or false")

@@ -60,6 +60,10 @@ class Report:
     claims: pd.DataFrame | None = None
     seed_gaps: list[str] = field(default_factory=list)
     """Runs a Δ misses (``reports.tables.seed_gaps``): named on the console and in the README."""
+    missing: int = 0
+    """How many runs the Δs miss (``reports.tables.missing_runs``)."""
+    data_gaps: list[str] = field(default_factory=list)
+    """Rows the report would compare that were run on different data (``tables.data_gaps``)."""
     notes: list[str] = field(default_factory=list)
     """What could not be drawn or logged, and why."""
     seconds: float = 0.0
@@ -80,11 +84,14 @@ def build_experiment(client: MlflowClient, tr: TableRuns, folder: Path, visuals:
     rep.per_query = per_query_results(client, tr.runs)
     rep.summary = tables.summarize(tr, rep.per_query)
     rep.seed_gaps = tables.seed_gaps(tr, rep.per_query)
+    rep.missing = len(tables.missing_runs(tr, rep.per_query))
+    rep.data_gaps = tables.data_gaps(tr)
     if rep.per_query:
         rep.summary = tables.add_uncertainty(rep.summary, tr, rep.per_query)
     else:
         rep.notes.append("no per_query.npz in these runs (trained before per-query results existed): "
-                         "no confidence intervals or claims; `python ablations/per_query.py` adds them")
+                         "no confidence intervals, and no claim can be judged; "
+                         "`python ablations/per_query.py` adds them")
     caption = (f"Table {tr.table} on {tr.dataset} ({tr.preset} preset): ours vs the paper" if tr.study.is_paper
                else f"Study {tr.study.name} on {tr.dataset} ({tr.preset} preset): Δ against {tr.study.reference}")
     tables.write_tables(rep.summary, folder, caption)
@@ -111,8 +118,8 @@ def build_experiment(client: MlflowClient, tr: TableRuns, folder: Path, visuals:
         rep.efficiency = efficiency_section(client, tr, rep.notes)
         if rep.efficiency is not None:
             efficiency.write_efficiency(rep.efficiency, folder)
-    if rep.per_query:
-        rep.claims = claims.claims(tr, rep.summary, rep.per_query, cost)
+    rep.claims = claims.claims(tr, rep.summary, rep.per_query, cost)
+    if len(rep.claims):  # every claim of the study, judged or saying why not
         rep.claims.to_csv(folder / "claims.csv", index=False)
     rep.logged = log and tr.parent_run_id is not None
     if log and tr.parent_run_id is None:
@@ -292,8 +299,10 @@ def main(argv: list[str] | None = None) -> int:
         log_report(client, rep)
         built.append(rep)
         print(f"{exp.name}: {len(tr.runs)} runs, {len(tr.left_out)} reason(s) to leave runs out, "
-              f"{len(rep.seed_gaps)} run(s) missing from a paired Δ → {_rel(rep.folder)} ({rep.seconds:.1f} s)")
-        for line in [f"left out: {r}" for r in tr.left_out] + [f"unpaired: {g}" for g in rep.seed_gaps]:
+              f"{rep.missing} run(s) missing from a paired Δ → {_rel(rep.folder)} "
+              f"({rep.seconds:.1f} s)")
+        unpaired = rep.seed_gaps + rep.data_gaps
+        for line in [f"left out: {r}" for r in tr.left_out] + [f"unpaired: {g}" for g in unpaired]:
             print(f"  {line}")
     if not built:
         raise FTNError("no experiment had FINISHED child runs to report; see the lines above")

@@ -3,15 +3,18 @@ holds, fails or inconclusive, with its evidence.
 
 An ordering claim "A > B" is judged by the paired bootstrap Δ (A − B, over queries and the
 seeds both have complete, ``reports.stats``): *holds* when the 95 % interval is above 0, *fails*
-when it is below 0, *inconclusive* when it contains 0, and *no evidence* when A and B share no
-complete seed (never a verdict from unpaired runs). A claim made of several orderings holds when
-all hold and fails when any fails; one whose orderings are not all checked cannot hold. The cost claim is measured at the paper's setting (ResNet-50, 256×128) and
-holds within 0.1 M params, 0.01 GMAC and 5 points of the saving.
+when it is below 0, *inconclusive* when it contains 0 (never a verdict from unpaired runs). A
+claim made of several orderings is judged on all of them: it holds when all hold, fails when any
+fails, and is *incomplete (why)* while some cannot be compared (a row not run, rows on different
+data, no seed both have complete), *no evidence (why)* when none can. Every claim of the study
+gets a line. The cost claim is measured at the paper's setting (ResNet-50, 256×128) and holds
+within 0.1 M params, 0.01 GMAC and 5 points of the saving.
 """
 
 from __future__ import annotations
 
 import math
+import re
 
 import numpy as np
 import pandas as pd
@@ -25,25 +28,33 @@ PAPER_CFA = {"params_M": 1.3, "gmac": 0.168, "saving_pct": 83.4}
 
 
 NO_EVIDENCE = "no evidence"
+INCOMPLETE = "incomplete"
 
 
 def ordering_verdict(per_query: dict, pairs: list[tuple[str, str]], metric: str = "rank1",
-                     n_resamples: int = stats.N_RESAMPLES) -> tuple[str, str]:
-    """(verdict, evidence) for "A > B" for every (A, B) in ``pairs``."""
-    parts, marks = [], []
+                     n_resamples: int = stats.N_RESAMPLES,
+                     unjudged: dict[tuple[str, str], list[str]] | None = None) -> tuple[str, str]:
+    """(verdict, evidence) for "A > B" for every (A, B) in ``pairs``; ``unjudged``: the pairs
+    that cannot be compared, with why (``["y not run"]``). Holds, fails or inconclusive only on
+    every pair; else "no evidence (why)" or "incomplete (why)"."""
+    parts, marks, reasons = [], [], []
     for a, b in pairs:
-        d = tables.compare(per_query, a, b, metric, n_resamples)
-        if d.seeds == 0 or math.isnan(d.lo):
-            marks.append(NO_EVIDENCE)
-            parts.append(f"{a}−{b}: no seed with complete runs of both")
+        why = list((unjudged or {}).get((a, b), ()))
+        if not why:
+            d = tables.compare(per_query, a, b, metric, n_resamples)
+            if d.seeds == 0 or math.isnan(d.lo):
+                why = [f"no seed with complete runs of both {a} and {b}"]
+        if why:
+            reasons += why
+            parts.append(f"{a}−{b}: {'; '.join(why)}")
             continue
         marks.append(d.mark)
         seeds = f" ({d.seeds} seed{'s' if d.seeds > 1 else ''})" if len(pairs) == 1 else ""
         parts.append(f"{a}−{b} {tables.signed(d.delta)} [{tables.signed(d.lo)}, {tables.signed(d.hi)}]{seeds}")
-    if "worse" in marks:
+    if reasons:
+        verdict = f"{INCOMPLETE if marks else NO_EVIDENCE} ({_said(reasons)})"
+    elif "worse" in marks:
         verdict = "fails"
-    elif all(m == NO_EVIDENCE for m in marks):
-        verdict = NO_EVIDENCE
     elif all(m == "better" for m in marks):
         verdict = "holds"
     else:
@@ -51,12 +62,51 @@ def ordering_verdict(per_query: dict, pairs: list[tuple[str, str]], metric: str 
     return verdict, "; ".join(parts)
 
 
+def _said(reasons: list[str]) -> str:
+    """The reasons once each, the rows simply not run named together ("y, w not run")."""
+    reasons = list(dict.fromkeys(reasons))
+    plain = [r for r in reasons if re.fullmatch(r"\S+ not run", r)]
+    if len(plain) > 1:
+        at = reasons.index(plain[0])
+        reasons = [r for r in reasons if r not in plain]
+        reasons.insert(at, ", ".join(r.removesuffix(" not run") for r in plain) + " not run")
+    return "; ".join(reasons)
+
+
+def _unjudged(tr: TableRuns, per_query: dict, pairs: tuple[tuple[str, str], ...]
+              ) -> dict[tuple[str, str], list[str]]:
+    """Why each pair of ``pairs`` that cannot be compared cannot: a row without runs (a control
+    not asked for, a row whose runs are of another setting than the file's), rows on different
+    data, or no per-query results at all."""
+    present = set(tr.order)
+    controls = {v.key for v in tr.study.rows if v.control}
+
+    def absent(row: str) -> str:
+        if row in tr.stale:
+            return f"{row} not run as the study file has it now"
+        if row in controls:
+            return f"{row} not run: a control, run it with --controls"
+        return f"{row} not run"
+
+    out = {}
+    for a, b in pairs:
+        why = [absent(x) for x in dict.fromkeys((a, b)) if x not in present]
+        if not why and not tr.same_data(a, b):
+            why = [f"{a} and {b} are on different data: never paired"]
+        if not why and not per_query:
+            why = ["no per-query results in these runs (`python ablations/per_query.py` adds them)"]
+        if why:
+            out[(a, b)] = why
+    return out
+
+
 def kendall(tr: TableRuns, per_query: dict, dataset: str, metric: str = "rank1",
             n_resamples: int = 2000) -> tuple[float, float, float, int]:
     """Kendall τ between our per-variant means and the paper's (paper rows only), with a
     95 % bootstrap interval (queries and seeds resampled, as for Δ). Returns (τ, lo, hi, n)."""
     paper = {r["row"]: r[metric] for r in paper_results(tr.study) if r["dataset"] == dataset}
-    keys = [k for k in tr.order if k in paper and any(v == k for v, _ in per_query)]
+    keys = [k for k in tr.order if k in paper and any(v == k for v, _ in per_query)
+            and tr.same_data(k, tr.study.reference)]
     if len(keys) < 3:
         return math.nan, math.nan, math.nan, len(keys)
     seeds = sorted(set.intersection(*({s for v, s in per_query if v == k} for k in keys)))
@@ -97,18 +147,17 @@ def cfa_cost() -> tuple[str, str]:
 
 def claims(tr: TableRuns, summary: pd.DataFrame, per_query: dict, cost: bool = True,
            n_resamples: int = stats.N_RESAMPLES) -> pd.DataFrame:
-    """The claims this experiment can check: claim, source, evidence, verdict. The orderings
-    are the study's ``[[claim]]`` entries; the paper's Tables 1–2 add the cost, focus and rank
-    agreement claims."""
+    """Every claim of the study with its verdict: claim, source, evidence, verdict. The orderings
+    are the study's ``[[claim]]`` entries, each judged on all of its comparisons (or saying which
+    are missing); the paper's Tables 1–2 add the cost, focus and rank agreement claims."""
     rows = []
     if cost and tr.table in (1, 2):
         rows.append(("CFA costs 1.3 M params and 0.168 GMAC, 83.4 % below PAM-CAM", "§4.2", *reversed(cfa_cost())))
     present = set(tr.order)
     for claim in tr.study.claims:
-        pairs = [(a, b) for a, b in claim.pairs if a in present and b in present]
-        if not pairs:
-            continue
-        verdict, evidence = ordering_verdict(per_query, pairs, claim.metric, n_resamples)
+        unjudged = _unjudged(tr, per_query, claim.pairs)
+        verdict, evidence = ordering_verdict(per_query, list(claim.pairs), claim.metric,
+                                             n_resamples, unjudged)
         title = tables.METRICS[claim.metric]
         rows.append((claim.text, claim.source, f"{title} Δ with 95 % CI: {evidence}", verdict))
     if tr.table == 2 and "g" in present:

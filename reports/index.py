@@ -139,12 +139,26 @@ def experiment_readme(rep: Report) -> str:
         out += ["Runs left out: " + "; ".join(tr.left_out) + ".", ""]
     else:
         out += ["No runs were left out.", ""]
-    out += [f"Data digest `{tr.data_digest}` (every run here saw the same data)." if tr.data_digest else
-            "These runs predate data digests: that they all saw the same data is not checked.", ""]
+    digests: dict[str, list[str]] = {}
+    for v in tr.order:
+        if v in tr.row_digests:
+            digests.setdefault(tr.row_digests[v], []).append(v)
+    if len(digests) > 1:
+        said = [f"`{d or 'not recorded'}` ({'row' if len(rows) == 1 else 'rows'} {', '.join(rows)})"
+                for d, rows in digests.items()]
+        out += ["Data digests: " + ", ".join(said) + ": the study's rows are on different data "
+                "(`rows_on_different_data = true`), and rows on different data are never paired.", ""]
+    elif tr.data_digest:
+        out += [f"Data digest `{tr.data_digest}` (every run here saw the same data).", ""]
+    else:
+        out += ["These runs predate data digests: that they all saw the same data is not checked.", ""]
     if rep.seed_gaps:
         out += ["**Seeds left out of a Δ** (every Δ, interval, mark and claim pairs runs by seed and uses "
                 "only the seeds both sides have complete):", ""]
         out += [f"- {g}" for g in rep.seed_gaps] + [""]
+    if rep.data_gaps:
+        out += ["**Rows on different data** (never paired):", ""]
+        out += [f"- {g}" for g in rep.data_gaps] + [""]
     if study.table is None:
         out += ["The paper has no numbers for these rows: its columns stay empty (—).", ""]
     elif paper != tr.dataset:
@@ -312,8 +326,10 @@ def _claims_section(rep) -> list[str]:
     title = "Claims of the paper" if rep.tr.study.is_paper else "Claims"
     return [f"## {title}", "", tables.markdown_cells(rep.claims.rename(columns=str.capitalize)), "",
             "Verdicts: *holds* (the 95 % interval agrees with the claim), *fails* (it contradicts "
-            f"it), *inconclusive* (it contains 0), *no evidence* (no seed with complete runs of both "
-            f"sides). The intervals cover {noise}, over the seeds both sides have. [CSV](claims.csv)", ""]
+            "it), *inconclusive* (it contains 0), each on every comparison of the claim; "
+            "*incomplete* (some of its comparisons cannot be made yet, and why) and *no evidence* "
+            f"(none can, and why). The intervals cover {noise}, over the seeds both sides have. "
+            "[CSV](claims.csv)", ""]
 
 
 def _seeds_for_gaps(rep) -> str:

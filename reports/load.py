@@ -27,13 +27,15 @@ from mlflow.store.artifact.local_artifact_repo import LocalArtifactRepository
 import ablations.study as studies
 from ablations.study import Study
 from ablations.variants import variants
-from ftn_core.config import config_hash, from_dict, override, setting_hash
+from ftn_core.config import (ADDED_FIELDS, Config, config_hash, flatten, from_dict, legacy_config_hash,
+                             override, setting_hash)
 from ftn_core.errors import FTNError
 from ftn_core.presets import preset_config
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_TRACKING_URI = f"sqlite:///{REPO / 'mlruns' / 'mlflow.db'}"
 NAME_RE = re.compile(r"^table(\d+)-(.+)-([^-]+)$")
+STUDY_RE = re.compile(r"^study-(.+)-[^-]+-[^-]+$")
 VAL_METRICS = ("rank1", "rank5", "rank10", "mAP", "mINP")
 FOCUS_MAPS = ("stage3", "stage4", "attn", "global", "local")
 """The maps of ``FTN.activation_maps`` (``ftn_core.diagnostics.foreground_scores``)."""
@@ -76,6 +78,16 @@ class TableRuns:
     in the report instead of in every row's label)."""
     commands: tuple[str, ...] = ()
     """The commands (parent runs' ``command`` tags) that trained the kept runs, oldest first."""
+    row_digests: dict[str, str] = field(default_factory=dict)
+    """Each row's data digest: one for every row, unless the study's rows are on different data
+    (``Study.rows_on_different_data``); rows on different data are never paired."""
+    stale: tuple[str, ...] = ()
+    """Rows with runs left out because the row's configuration is another one now."""
+
+    def same_data(self, a: str, b: str) -> bool:
+        """Whether rows ``a`` and ``b`` were run on the same data (their runs can be paired)."""
+        digests = self.row_digests
+        return a not in digests or b not in digests or digests[a] == digests[b]
 
     @property
     def study(self) -> Study:
@@ -135,6 +147,15 @@ def find_experiments(client: MlflowClient, table: int | None = None,
             known = ", ".join(sorted(e.name for e in exps if NAME_RE.match(e.name))) or "none"
             raise FTNError(f"--experiment {name}: not found in the store (ablation experiments: "
                            f"{known})")
+        if not NAME_RE.match(name):
+            study = STUDY_RE.match(name)
+            if study:
+                raise FTNError(f"--experiment {name} is an experiment of study {study.group(1)}: build "
+                               f"its report with `python reports/build.py --study FILE`, FILE being "
+                               f"that study's file")
+            raise FTNError(f"--experiment {name}: not an ablation experiment (those are named "
+                           f"table<N>-<dataset>-<preset>, or study-<name>-<dataset>-<preset>: use "
+                           f"--study FILE)")
         if table is not None and _table_of(match[0]) != table:
             raise FTNError(f"--experiment {name} is not a Table {table} experiment")
         return match
@@ -201,13 +222,36 @@ def load_runs(client: MlflowClient, exp: Experiment, study: Study | None = None)
     drop(~df["variant"].isin(list(known)), f"run(s) of variants not in "
                                            f"{'study' if isinstance(table, Study) else 'Table'} {table}")
     df = df.sort_values("start_time", ascending=False)
+    # Only runs of each row's configuration as the study file gives it now.
+    paper = table in studies.PAPER_TABLE_NUMBERS
+    study_now = studies.as_study(table) if isinstance(table, Study) or paper else None
+    stale: list[str] = []
+    if study_now is not None and len(df):
+        why = pd.Series([_not_current(client, study_now, run, preset, dataset)
+                         for _, run in df.iterrows()], index=df.index, dtype=object)
+        for reason in dict.fromkeys(w for w in why if w):
+            mask = why.loc[df.index] == reason  # (one reason per row: its keys and values)
+            stale += list(dict.fromkeys(df.loc[mask, "variant"]))
+            drop(mask, reason)
     df["data_digest"] = df["tags.data_digest"].fillna("").astype(str)
     digest = str(df["data_digest"].iloc[0]) if len(df) else ""
-    other = df["data_digest"] != digest
-    if other.any():  # never pair runs that saw different data: the newest data wins
-        seen = ", ".join(sorted({d or "not recorded" for d in df.loc[other, "data_digest"]}))
-        drop(other, f"run(s) on other data than the newest run's (data digest {seen}, newest "
-                    f"{digest or 'not recorded'}: the dataset changed between them; train them again to include them)")
+    # Never pair runs that saw different data: per choice of data (one, unless the study's rows
+    # choose different data), the newest run's data wins.
+    choice = ({v.key: studies.data_choice(v) for v in study_now.rows}
+              if study_now is not None and study_now.rows_on_different_data else {})
+    group = df["variant"].map(lambda v: choice.get(v, ()))
+    row_digests: dict[str, str] = {}
+    for g in dict.fromkeys(group):
+        rows = group == g
+        newest = str(df.loc[rows, "data_digest"].iloc[0])
+        row_digests |= {v: newest for v in df.loc[rows, "variant"]}
+        other = rows & (df["data_digest"] != newest)
+        if other.any():
+            seen = ", ".join(sorted({d or "not recorded" for d in df.loc[other, "data_digest"]}))
+            drop(other, f"run(s) on other data than the newest run's (data digest {seen}, newest "
+                        f"{newest or 'not recorded'}: the dataset changed between them; train them "
+                        f"again to include them)")
+            group = group[df.index]
     # A row's seeds are pooled only if they were trained alike: runs from before its study file
     # or its --set changed are another setting, whatever their variant tag says.
     df["setting"] = [_setting(client, run) or None for _, run in df.iterrows()]  # None: unknown
@@ -240,7 +284,92 @@ def load_runs(client: MlflowClient, exp: Experiment, study: Study | None = None)
         used = used.sort_values("start_time")["tags.command"].dropna().astype(str)
         commands = tuple(dict.fromkeys(_command(c) for c in used))
     return TableRuns(exp.name, exp.experiment_id, table, dataset, preset,
-                     df.reset_index(drop=True), left_out, parent_id, digest, common, commands)
+                     df.reset_index(drop=True), left_out, parent_id, digest, common, commands,
+                     {v: d for v, d in row_digests.items() if v in set(df["variant"])},
+                     tuple(v for v in stale if v not in set(df["variant"])))
+
+
+def _not_current(client: MlflowClient, study: Study, run: Any, preset: str, dataset: str) -> str:
+    """Why ``run`` is not its row as ``study`` gives it now ("" when it is, or when its logged
+    configuration cannot be read): the keys whose values differ from those the runner would
+    train the row with (``study.planned_config`` with the run's own preset, data and ``--set``)."""
+    cfg = _logged_config(client, run)
+    if cfg is None:
+        return ""
+    variant = study.row(str(run["variant"]))
+    preset = str(run.get("tags.preset") or preset)
+    dataset = str(run.get("tags.dataset") or dataset)
+    tag = run.get("tags.overrides")
+    sets = _sets(tag) if isinstance(tag, str) else None  # None: runs from before the tag
+    root, seed = cfg.data.root, cfg.train.seed
+    try:
+        now = studies.planned_config(variant, preset, dataset, root, sets or {}, seed)
+    except (FTNError, ValueError, TypeError):
+        if sets is None:
+            return ""
+        sets = None  # a --set this code cannot read: the study's own keys are still compared
+        try:
+            now = studies.planned_config(variant, preset, dataset, root, {}, seed)
+        except (FTNError, ValueError, TypeError):
+            return ""
+    was, want = flatten(cfg), flatten(now)
+    own = study.config_keys
+    if sets is None:
+        keys = [k for k in want if k in own and want[k] != was[k]]
+    elif setting_hash(now) == setting_hash(cfg):
+        keys = []
+    else:
+        keys = [k for k in want if want[k] != was[k]
+                and setting_hash(override(cfg, {k: want[k]})) != setting_hash(cfg)] or \
+               [k for k in want if want[k] != was[k]]
+    if not keys:
+        return ""
+    diffs = "; ".join(f"{k} {_shown(was[k])}, now {_shown(want[k])}" for k in keys[:3]) + \
+        ("; …" if len(keys) > 3 else "")
+    rerun = f"rerun `python ablations/run.py {study.command}` with the options it was run with"
+    if all(k in own for k in keys):
+        return (f"run(s) of row {variant.key} trained with other settings than the study file gives "
+                f"it now ({diffs}): {rerun}, to train the row as the file has it")
+    return (f"run(s) of row {variant.key} trained with another configuration than the row has now "
+            f"({diffs}; the study file, the `{preset}` preset or the code's defaults changed since): "
+            f"{rerun}, to train it as it is now")
+
+
+def _shown(value: Any) -> str:
+    return f"{value!r}" if isinstance(value, str) else str(value)
+
+
+_FIELDS = flatten(Config())
+
+
+def _logged_config(client: MlflowClient, run: Any) -> Config | None:
+    """The configuration ``run`` was trained with: from its params when they are complete (a field
+    added since keeps the value that did what the code did before it), else from its
+    ``config.json``; None when neither can be read."""
+    params = {k: run.get(f"params.{k}") for k in _FIELDS}
+    if all(isinstance(v, str) or k in ADDED_FIELDS for k, v in params.items()):
+        try:
+            return override(Config(), {k: v for k, v in params.items() if isinstance(v, str)})
+        except (FTNError, ValueError, TypeError):
+            pass
+    logged = artifact_json(client, run, "config.json")
+    try:
+        return from_dict(logged) if isinstance(logged, dict) else None
+    except (FTNError, TypeError, ValueError):
+        return None
+
+
+def _sets(tag: str) -> dict[str, Any]:
+    """A run's ``overrides`` tag as the ``--set`` dict the runner had (JSON values decoded, so
+    that a ``--params-file`` list reads back)."""
+    out: dict[str, Any] = {}
+    for item in (i for i in _ITEM.split(tag.strip()) if i):
+        key, _, value = item.partition("=")
+        try:
+            out[key.strip()] = json.loads(value.strip())
+        except ValueError:
+            out[key.strip()] = value.strip()
+    return out
 
 
 OLDER_CODE = "older code: "
@@ -261,7 +390,7 @@ def _setting(client: MlflowClient, run: Any) -> str:
     except (FTNError, TypeError, ValueError):
         return ""
     tagged = run.get("tags.config_hash")
-    if isinstance(tagged, str) and tagged and tagged != config_hash(cfg):
+    if isinstance(tagged, str) and tagged and tagged not in (config_hash(cfg), legacy_config_hash(cfg)):
         return f"{OLDER_CODE}{setting_hash(cfg)}"  # the same for each seed, never a current run's
     return setting_hash(cfg)
 

@@ -91,29 +91,38 @@ def paired_delta(tr: TableRuns, complete: set[tuple[str, int]], a: str, b: str, 
     NaN without a paired seed."""
     col = f"metrics.val/{metric}"
     seeds = paired_seeds(complete, a, b)
-    if col not in tr.runs or not seeds:
+    if col not in tr.runs or not seeds or not tr.same_data(a, b):
         return math.nan, 0
     value = {(v, int(sd)): float(x) for v, sd, x in zip(tr.runs["variant"], tr.runs["seed"], tr.runs[col])}
     return float(np.mean([value[(a, sd)] - value[(b, sd)] for sd in seeds])), len(seeds)
 
 
-def seed_gaps(tr: TableRuns, per_query: dict[tuple[str, int], dict] | None = None) -> list[str]:
-    """One line per run a Δ misses (a seed the other side has): which run, why, and which Δ
-    leave that seed out."""
+def missing_runs(tr: TableRuns, per_query: dict[tuple[str, int], dict] | None = None
+                 ) -> dict[tuple[str, int], list[str]]:
+    """``{(row, seed): the Δs that lack it}`` for every run a Δ misses: a seed the other side has
+    (a reference row with no runs at all misses every seed of the rows against it)."""
     complete = complete_runs(tr, per_query)
-    kept = complete_runs(tr)
     seeds = {v: {int(sd) for sd in tr.runs.loc[tr.runs["variant"] == v, "seed"]} for v in tr.order}
     missing: dict[tuple[str, int], list[str]] = {}
     for v in tr.order:
         ref = reference_of(tr, v)
-        if v == tr.study.reference or ref not in seeds:
+        if v == tr.study.reference or v == ref or not tr.same_data(v, ref):
             continue
-        for sd in sorted(seeds[v] | seeds[ref]):
+        for sd in sorted(seeds[v] | seeds.get(ref, set())):
             for side in (v, ref):
                 if (side, sd) not in complete:
                     missing.setdefault((side, sd), []).append(f"{v} − {ref}")
+    return missing
+
+
+def seed_gaps(tr: TableRuns, per_query: dict[tuple[str, int], dict] | None = None) -> list[str]:
+    """One line per run a Δ misses (a seed the other side has): which run, why, and which Δ
+    leave that seed out."""
+    kept = complete_runs(tr)
+    rank = {v.key: i for i, v in enumerate(tr.study.rows)}
     grouped: dict[tuple[str, str, str], list[int]] = {}  # a row short of several seeds: one line
-    for (side, sd), deltas in sorted(missing.items(), key=lambda x: (tr.order.index(x[0][0]), x[0][1])):
+    for (side, sd), deltas in sorted(missing_runs(tr, per_query).items(),
+                                     key=lambda x: (rank.get(x[0][0], len(rank)), x[0][1])):
         why = "has no per_query.npz" if (side, sd) in kept else "has no FINISHED run"
         grouped.setdefault((side, why, ", ".join(deltas)), []).append(sd)
     lines = []
@@ -122,6 +131,21 @@ def seed_gaps(tr: TableRuns, per_query: dict[tuple[str, int], dict] | None = Non
             lines.append(f"{side}-s{sds[0]} {why}: seed {sds[0]} is left out of {deltas}")
         else:
             lines.append(f"{side} {why} at seeds {' '.join(map(str, sds))}: they are left out of {deltas}")
+    return lines
+
+
+def data_gaps(tr: TableRuns) -> list[str]:
+    """One line per pair of rows the report would compare (a row and its reference, the two
+    sides of a claim) that were run on different data: they are never paired."""
+    pairs = [(v, reference_of(tr, v)) for v in tr.order]
+    pairs += [pair for claim in tr.study.claims for pair in claim.pairs]
+    lines, seen = [], set()
+    for a, b in pairs:
+        if a in tr.row_digests and b in tr.row_digests and not tr.same_data(a, b) \
+                and frozenset((a, b)) not in seen:
+            seen.add(frozenset((a, b)))
+            lines.append(f"{a} and {b} are on different data (data digests {tr.row_digests[a]}, "
+                         f"{tr.row_digests[b]}): never paired, so there is no Δ between them")
     return lines
 
 
@@ -203,7 +227,7 @@ def add_uncertainty(summary: pd.DataFrame, tr: TableRuns, per_query: dict[tuple[
                if f"metrics.val/{m}" in tr.runs else (math.nan, math.nan) for v in df["variant"]]
         df[f"{m}_ci_lo"], df[f"{m}_ci_hi"] = [c[0] for c in cis], [c[1] for c in cis]
         mats = [stats.paired_matrix(by_seed(per_query, v, m), by_seed(per_query, base, m))
-                if v != base else None for v in df["variant"]]
+                if v != base and tr.same_data(v, base) else None for v in df["variant"]]
         deltas = [stats.delta_interval(d) if d is not None else None for d in mats]
         parts = [stats.noise_parts(d) if d is not None else None for d in mats]
         df[f"d_{m}_half"] = [(d.hi - d.lo) / 2 if d else math.nan for d in deltas]

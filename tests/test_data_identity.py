@@ -243,7 +243,8 @@ def test_a_claim_without_a_complete_pair_is_no_evidence(tmp_path, capsys):
                           FakeRun("g", 1, m_g1, per_query=g1)]
     table, claims, readme, console = _report(tmp_path, only_g_has_results, capsys)
     verdicts = dict(zip(claims["claim"], claims["verdict"]))
-    assert verdicts["every reconstruction strategy (a)–(g) beats the Baseline"] == "no evidence"
+    assert verdicts["every reconstruction strategy (a)–(g) beats the Baseline"] == (
+        "no evidence (a, b, c, d, e, f not run; no seed with complete runs of both g and base)")
     assert np.isnan(table.loc["g", "d_rank1"]) and table.loc["g", "n_paired"] == 0
     assert "base-s1 has no FINISHED run: seed 1 is left out of g − base" in console
 
