@@ -25,7 +25,7 @@ LATENCY_RUNS = 5
 def measure_variant(cfg: Config, n_classes: int) -> dict[str, float]:
     """Per-image cost of one variant at its input size (CPU, eval mode, batch ``LATENCY_BATCH``)."""
     torch.manual_seed(0)
-    model = build_model(cfg.model, n_classes).eval()
+    model = build_model(cfg.model, n_classes, load_init=False).eval()
     total = count_params(model)
     decoder = count_params(model.decoder) if model.decoder is not None else 0
     classifiers = sum(count_params(h.classifier) for h in model.heads.values())

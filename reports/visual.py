@@ -74,7 +74,7 @@ def run_model(client: MlflowClient, run: Any) -> tuple[FTN, Config]:
 
 def model_from_state(cfg: Config, state: dict[str, torch.Tensor]) -> FTN:
     """``cfg``'s model with a saved state dict, classifiers sized from it, in eval mode."""
-    model = build_model(cfg.model, num_classes(state))
+    model = build_model(cfg.model, num_classes(state), load_init=False)
     model.load_state_dict(state)
     return model.eval()
 
