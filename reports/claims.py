@@ -94,7 +94,7 @@ def _unjudged(tr: TableRuns, per_query: dict, pairs: tuple[tuple[str, str], ...]
         if not why and not tr.same_data(a, b):
             why = [f"{a} and {b} are on different data: never paired"]
         if not why and not per_query:
-            why = ["no per-query results in these runs (`python ablations/per_query.py` adds them)"]
+            why = ["no per-query results in these runs: `python ablations/per_query.py` adds them"]
         if why:
             out[(a, b)] = why
     return out
@@ -160,26 +160,35 @@ def claims(tr: TableRuns, summary: pd.DataFrame, per_query: dict, cost: bool = T
                                              n_resamples, unjudged)
         title = tables.METRICS[claim.metric]
         rows.append((claim.text, claim.source, f"{title} Δ with 95 % CI: {evidence}", verdict))
+    focus_claim = ("FTN's attention sits on the person (Figs. 4–5)", "Figs. 4–5")
+    if tr.table == 2 and "g" not in present:
+        rows.append((*focus_claim, "normalised focus of A′ for (g): none",
+                     f"{NO_EVIDENCE} (g not run)"))
     if tr.table == 2 and "g" in present:
         focus = tr.runs.loc[tr.runs["variant"] == "g", "metrics.val/fg_focus_norm_attn"] \
             if "metrics.val/fg_focus_norm_attn" in tr.runs else pd.Series(dtype=float)
         lo, hi = stats.seed_interval(focus.to_numpy(float))
         mean = focus.mean()
-        if math.isnan(lo):
+        if focus.isna().all():
+            verdict, interval = f"{NO_EVIDENCE} (no focus logged for g)", "not logged"
+        elif math.isnan(lo):
             verdict = "inconclusive"
             interval = "one seed: no interval"
         else:
             interval = f"95 % CI [{lo:.1f}, {hi:.1f}] over seeds".replace("-", "−")
             verdict = "holds" if lo > 0 else ("fails" if hi < 0 else "inconclusive")
-        rows.append(("FTN's attention sits on the person (Figs. 4–5)", "Figs. 4–5",
-                     f"normalised focus of A′ for (g): {mean:.1f} ({interval}; 0 = uniform, 100 = ideal)",
-                     verdict))
-    if per_query and tr.study.table is not None:
+        rows.append((*focus_claim, f"normalised focus of A′ for (g): {mean:.1f} ({interval}; "
+                     "0 = uniform, 100 = ideal)", verdict))
+    if tr.study.table is not None:
         tau, lo, hi, n = kendall(tr, per_query, tables.paper_dataset(tr.dataset))
-        verdict = (NO_EVIDENCE if math.isnan(tau) else "inconclusive" if lo <= 0 <= hi
-                   else "holds" if lo > 0 else "fails")
-        rows.append((f"our ordering of the Table {tr.study.table} rows follows the paper's", f"Table {tr.study.table}",
-                     f"Kendall τ on R-1 = {tables.signed(tau, 2)} (95 % CI [{tables.signed(lo, 2)}, "
-                     f"{tables.signed(hi, 2)}], {n} rows)",
-                     verdict))
+        if math.isnan(tau):
+            why = (f"{n} of the paper's rows with per-query results; an ordering needs 3" if n < 3
+                   else "no seed that all of its rows have complete, or no ordering among their scores")
+            verdict, evidence = f"{NO_EVIDENCE} ({why})", f"Kendall τ on R-1: none ({n} rows)"
+        else:
+            verdict = "inconclusive" if lo <= 0 <= hi else "holds" if lo > 0 else "fails"
+            evidence = (f"Kendall τ on R-1 = {tables.signed(tau, 2)} (95 % CI "
+                        f"[{tables.signed(lo, 2)}, {tables.signed(hi, 2)}], {n} rows)")
+        rows.append((f"our ordering of the Table {tr.study.table} rows follows the paper's",
+                     f"Table {tr.study.table}", evidence, verdict))
     return pd.DataFrame(rows, columns=["claim", "source", "evidence", "verdict"])
