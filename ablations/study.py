@@ -106,6 +106,7 @@ class Study:
     """The paper table whose R-1 / mAP (``paper_tables.csv``) are set beside ours; None: none."""
     path: str = ""
     text: str = ""
+    """The file as read: logged with the runs, and its hash tagged."""
     shared: tuple[str, ...] = ()
     """The keys the file's top-level ``set`` gives every row (``--set`` may not change them)."""
     rows_on_different_data: bool = False
