@@ -224,8 +224,11 @@ def main(argv: list[str] | None = None) -> int:
     runner.check_work_dir(work_dir)
     inits.fill_init_digests(plan, uri, fetch=not args.dry_run)  # a bad model.init too
     if not plan:
-        print("nothing to run: this shard of the plan is empty")
-        return 0
+        if shard != (0, 1):
+            print(f"nothing to run: shard {shard[0]}/{shard[1]} of the plan is empty")
+            return 0
+        raise FTNError(f"nothing to run: no row of the plan applies to {' '.join(args.dataset)} (the "
+                       f"oracle control needs the synthetic data's true masks); choose other --variants")
     if rank == 0:
         print(f"preset: {preset} ({why})", flush=True)
     if args.dry_run:  # reads the data and the store, creates nothing

@@ -5,7 +5,6 @@ copied instead of trained again."""
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import os
 import statistics
 import sys
@@ -18,10 +17,10 @@ import mlflow
 import torch
 
 from ablations import tracking
-from ablations.study import Study, Variant, as_study
+from ablations.study import Study, Variant, as_study, planned_config
 from ablations.variants import variants
-from ftn_core.config import (HOW_IT_RUNS, Config, config_hash, flatten, legacy_config_hash, override,
-                             setting_hash, to_dict, validate)
+from ftn_core.config import (HOW_IT_RUNS, Config, config_hash, flatten, legacy_config_hash, setting_hash,
+                             to_dict, validate)
 from ftn_core.data.loading import build_data, load_splits
 from ftn_core.data.types import DatasetSplits
 from ftn_core.engine import Callbacks, Interrupted, NonFiniteLoss, Trainer, deferred_interrupts, native_bf16_cpu
@@ -115,11 +114,6 @@ def build_plan(table: int | Study, keys: list[str] | None, seeds: list[int], dat
     overrides = ", ".join(f"{k}={v}" for k, v in sets.items() if k not in HOW_IT_RUNS)
     plan = []
     for dataset in datasets:
-        data_sets = {"data.dataset": dataset, "data.root": root}
-        if dataset != "synthetic" and preset == "cpu":
-            data_sets.update({"data.height": 128, "data.width": 64})
-        base = preset_config(preset, data_sets)
-        base = override(base, sets)  # the user's --set comes last and wins
         rows = []
         for variant in chosen:
             if dict(variant.changes).get("model.mask") == "oracle" and dataset != "synthetic":
@@ -132,8 +126,7 @@ def build_plan(table: int | Study, keys: list[str] | None, seeds: list[int], dat
         # seed 1), and the reports pair only seeds that every row has.
         for seed in seeds:
             for variant in rows:
-                cfg = variant.apply(base)
-                cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, seed=seed))
+                cfg = planned_config(variant, preset, dataset, root, sets, seed)  # what reports expect
                 validate(cfg)
                 plan.append(PlannedRun(study, variant, seed, dataset, preset, cfg, config_hash(cfg),
                                        study.experiment(dataset, preset), overrides,
