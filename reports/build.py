@@ -16,7 +16,10 @@ experiment's newest parent run.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import shutil
+import signal
 import sys
 import time
 from dataclasses import dataclass, field
@@ -293,10 +296,17 @@ def main(argv: list[str] | None = None) -> int:
             why = "; ".join(tr.left_out) or "no child runs"
             print(f"skipped {exp.name}: no usable (FINISHED) child runs ({why})", file=sys.stderr)
             continue
-        rep = build_experiment(client, tr, table_folder(args.out, tr), not args.no_visual,
-                               not args.no_efficiency, not args.no_log)
-        add_sweep_figure(rep)
-        log_report(client, rep)
+        final = table_folder(args.out, tr)
+        staging = final.parent / f".{final.name}.building-{os.getpid()}"
+        try:  # built beside the old report and moved into place whole: an interruption leaves it as it was
+            rep = build_experiment(client, tr, staging, not args.no_visual, not args.no_efficiency,
+                                   not args.no_log)
+            add_sweep_figure(rep)
+            log_report(client, rep)
+            install(staging, final)
+            rep.folder = final
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
         built.append(rep)
         print(f"{exp.name}: {len(tr.runs)} runs, {len(tr.left_out)} reason(s) to leave runs out, "
               f"{rep.missing} run(s) missing from a paired Δ → {_rel(rep.folder)} "
@@ -310,6 +320,27 @@ def main(argv: list[str] | None = None) -> int:
         index = table_index(args.out / study_folder(table), table.table if table.is_paper else table)
         print(f"index: {_rel(index)}")
     return 0
+
+
+@contextlib.contextmanager
+def _signals_held():
+    """Ctrl-C and SIGTERM wait until the block ends (a few renames)."""
+    held = {signal.SIGINT, signal.SIGTERM}
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+
+def install(staging: Path, final: Path) -> None:
+    """Put the finished folder ``staging`` where ``final`` is, replacing the old one whole."""
+    old = final.with_name(f".{final.name}.old-{os.getpid()}")
+    with _signals_held():
+        if final.exists():
+            os.rename(final, old)
+        os.rename(staging, final)
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def _rel(path: Path) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 import re
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -429,5 +430,7 @@ def table_index(table_dir: Path, table) -> Path:
         out += [x for line in (runs, results) if line for x in (line, "")]  # a table never runs into a paragraph
         out += [f"The full page: [{p.name}/README.md]({p.name}/README.md).", ""]
     index = table_dir / "README.md"
-    index.write_text("\n".join(out), encoding="utf-8")
+    tmp = index.with_name(f".{index.name}.{os.getpid()}")  # replaced whole, never half-written
+    tmp.write_text("\n".join(out), encoding="utf-8")
+    os.replace(tmp, index)
     return index

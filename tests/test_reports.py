@@ -729,3 +729,20 @@ def test_the_report_sets_each_rows_seed_spread_beside_its_chaos_floor(tmp_path):
     assert f"| {table.loc['base', 'variant_label']} | 3 | 10.00 | 8.16 | 1.2 |" in text
     assert f"| {table.loc['g', 'variant_label']} | 3 | 5.77 | 5.77 | 1.0 |" in text
     assert "Near the floor, the runs are equally good and more test" in text
+
+
+def test_an_interrupted_rebuild_leaves_the_previous_report_whole(report, tmp_path, monkeypatch):
+    uri, _ = report
+    argv = ["--tracking-uri", uri, "--out", str(tmp_path), "--experiment", "table2-synthetic-tiny",
+            "--no-log", "--no-efficiency", "--no-visual"]
+    assert build.main(argv) == 0
+    folder = tmp_path / "table2" / "synthetic-tiny"
+    before = {p.name: p.read_bytes() for p in folder.iterdir()}
+
+    def interrupted(*args, **kwargs):  # SIGTERM half-way: some files written, not all
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(build.diagnostics, "write_tables", interrupted)
+    assert build.main(argv) == 130
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == before
+    assert sorted(p.name for p in folder.parent.iterdir()) == ["README.md", "synthetic-tiny"]  # no half folder
