@@ -1,12 +1,22 @@
-"""Evaluation speed and memory at Market-1501 and MSMT17 scale.
+"""Evaluation speed and memory: a run's whole evaluation, and the protocol at Market-1501 and
+MSMT17 scale.
 
-Synthetic features with a Re-ID-like structure (identity centre + camera bias + noise, pid 0
-distractors), so ranks, ties and match counts look like a trained model's, not like noise.
-Peak memory is the growth of the process's resident set (Linux VmHWM, reset before each
-measurement; a 5 ms psutil sampler where that is unavailable): torch's CPU allocations are
-invisible to tracemalloc.
+A run's evaluation: the cpu preset's model (random weights: the time does not depend on them)
+on the synthetic test split (``--run-test-ids``, 1000 by default: 3,547 queries and 12,124
+gallery images, generated under ``--root`` first where missing), on ``--threads`` threads,
+timed as before (``engine.evaluate_reference``: a loader decoding every image, a second encoder
+pass for the diagnostics) and after (``engine.evaluate``: images decoded once per process, one
+pass), interleaved (before, after, before, after …) so that a load that comes and goes hits
+both; seconds per 1,000 test images, wall and CPU, and whether the two give the same numbers.
 
-    .venv/bin/python benchmarks/eval_bench.py [--ref-queries 600] [--msmt-dim 32] [--skip-rerank]
+The protocol alone: synthetic features with a Re-ID-like structure (identity centre + camera
+bias + noise, pid 0 distractors), so ranks, ties and match counts look like a trained model's,
+not like noise. Peak memory is the growth of the process's resident set (Linux VmHWM, reset
+before each measurement; a 5 ms psutil sampler where that is unavailable): torch's CPU
+allocations are invisible to tracemalloc.
+
+    .venv/bin/python benchmarks/eval_bench.py [--run-test-ids 1000] [--run-repeats 2] [--threads 1]
+                                              [--ref-queries 600] [--msmt-dim 32] [--skip-rerank]
                                               [--device cuda]
 """
 
@@ -17,6 +27,7 @@ import os
 import statistics
 import threading
 import time
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
@@ -191,8 +202,77 @@ def msmt(args: argparse.Namespace) -> None:
           f"valid queries {res.num_valid_queries}")
 
 
+def run_evaluation(args: argparse.Namespace) -> None:
+    """A run's evaluation before and after, interleaved; seconds per 1,000 test images."""
+    from ftn_core.data.loading import build_data, load_splits
+    from ftn_core.engine import evaluate, evaluate_reference
+    from ftn_core.model import build_model
+    from ftn_core.presets import preset_config
+
+    cfg = preset_config("cpu", {"data.root": args.root, "data.synthetic_test_ids": args.run_test_ids})
+    splits = load_splits(cfg.data)  # generated first where missing (minutes for 1,000 ids)
+    images = len(splits.query) + len(splits.gallery)
+    print(f"== A run's evaluation: cpu preset model (FTN, random weights), synthetic test split: "
+          f"{len(splits.query):,} queries + {len(splits.gallery):,} gallery = {images:,} images, "
+          f"{torch.get_num_threads()} thread(s) ==")
+    model = build_model(cfg.model, splits.num_train_pids, init_seed=0).eval()
+    cpu, per_k = torch.device("cpu"), 1000 / images
+
+    kept: dict = {}  # the old loaders' decoded images, as a run kept them for its later evaluations
+
+    def before():  # a run's first evaluation: every image decoded
+        return evaluate_reference(model, splits, cfg.data.height, cfg.data.width, cpu)
+
+    def before_later():  # its later ones (eval_every): the run's own loaders had them decoded
+        return evaluate_reference(model, splits, cfg.data.height, cfg.data.width, cpu, keep=kept)
+
+    def after():  # any evaluation of any run: the process's decoded images, one pass
+        return evaluate(model, build_data(cfg.data, splits=splits), cpu)
+
+    def timed(fn):
+        wall, cpu_s = time.perf_counter(), time.process_time()
+        out = fn()
+        return out, time.perf_counter() - wall, time.process_time() - cpu_s
+
+    first, wall, cpu_s = timed(after)
+    print(f"after, first in the process (decodes the test images): {wall * per_k:6.2f} s per 1,000 "
+          f"images (cpu {cpu_s * per_k:.2f} s)", flush=True)
+    same = _same_numbers(timed(before_later)[0], first)  # decodes into `kept`
+    kinds = {"before (a run's first evaluation)": before, "before (its later ones)": before_later,
+             "after": after}
+    times: dict[str, list[tuple[float, float]]] = {k: [] for k in kinds}
+    for rep in range(args.run_repeats):
+        for name, fn in kinds.items():
+            out, wall, cpu_s = timed(fn)
+            times[name].append((wall, cpu_s))
+            same &= _same_numbers(out, first)
+            print(f"{name:<34} #{rep + 1}  {wall * per_k:6.2f} s per 1,000 images (cpu {cpu_s * per_k:.2f} s)"
+                  f"  load average {os.getloadavg()[0]:.1f}", flush=True)
+    med = {k: (statistics.median(w for w, _ in v), statistics.median(c for _, c in v)) for k, v in times.items()}
+    new_wall, new_cpu = med.pop("after")
+    print(f"median after: {new_wall * per_k:.2f} s per 1,000 images (cpu {new_cpu * per_k:.2f} s)")
+    for name, (wall, cpu_s) in med.items():
+        print(f"median {name}: {wall * per_k:.2f} s per 1,000 images (cpu {cpu_s * per_k:.2f} s): "
+              f"after takes 1/{wall / new_wall:.2f} of its wall time, 1/{cpu_s / new_cpu:.2f} of its CPU time")
+    print(f"  -> metrics, diagnostics and per-query results {'identical' if same else 'DIFFERENT'} "
+          f"(R-1 {first[0]['val/rank1']:.2f}, mAP {first[0]['val/mAP']:.2f})")
+
+
+def _same_numbers(a, b) -> bool:
+    (m_a, r_a), (m_b, r_b) = a, b
+    return (m_a == m_b and np.array_equal(r_a.cmc, r_b.cmc)
+            and all(np.array_equal(x, y) for x, y in zip(r_a.per_query, r_b.per_query)))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--run-test-ids", type=int, default=1000,
+                    help="synthetic test identities of the run evaluation (0: the default split's 100)")
+    ap.add_argument("--run-repeats", type=int, default=2, help="before/after pairs")
+    ap.add_argument("--skip-run", action="store_true", help="no run evaluation")
+    ap.add_argument("--threads", type=int, default=1, help="torch threads of the run evaluation")
+    ap.add_argument("--root", default=str(Path(__file__).resolve().parents[1] / "data"),
+                    help="where the synthetic data is (generated there if missing)")
     ap.add_argument("--ref-queries", type=int, default=600,
                     help="queries for the literal loop (0 = all 3,368)")
     ap.add_argument("--repeats", type=int, default=3)
@@ -203,6 +283,11 @@ def main() -> None:
     args = ap.parse_args()
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs, "
           f"load average {os.getloadavg()[0]:.2f}")
+    if not args.skip_run:
+        threads = torch.get_num_threads()
+        torch.set_num_threads(args.threads)
+        run_evaluation(args)
+        torch.set_num_threads(threads)
     market(args)
     if not args.skip_msmt:
         msmt(args)

@@ -217,11 +217,13 @@ def _val_metrics(result: RankResult, focus: dict[str, float]) -> dict[str, float
 
 
 def evaluate_reference(model: FTN, splits, height: int, width: int, device: torch.device,
-                       batch_size: int = 128) -> tuple[dict[str, float], RankResult]:
+                       batch_size: int = 128, keep: dict | None = None) -> tuple[dict[str, float], RankResult]:
     """``evaluate`` as it was before the shared decode and the single pass, kept for the tests
     and ``benchmarks/eval_bench.py`` to compare against: each split through a loader that
     decodes every image, ``model(img)`` per ``batch_size`` images under ``no_grad``, and the
-    diagnostics from a second encoder pass of each query batch."""
+    diagnostics from a second encoder pass of each query batch. ``keep``: a dict of the
+    caller's in which the loaders' datasets keep their decoded images across calls, as a run's
+    own loaders did for its later evaluations."""
     from torch.utils.data import DataLoader
 
     from ftn_core.data.dataset import ReIDDataset
@@ -232,8 +234,14 @@ def evaluate_reference(model: FTN, splits, height: int, width: int, device: torc
     for samples in (splits.query, splits.gallery):
         with_mask = samples is splits.query and any(s.mask_path for s in samples)
         test_tf = build_transforms(height, width, train=False, resize=False)
-        loader = DataLoader(ReIDDataset(samples, test_tf, with_mask, resize_transform(height, width)),
-                            batch_size=batch_size)
+        key = (id(samples), height, width)
+        dataset = keep.get(key) if keep is not None else None
+        if dataset is None:
+            dataset = ReIDDataset(samples, test_tf, with_mask, resize_transform(height, width),
+                                  cache=keep is not None)
+            if keep is not None:
+                keep[key] = dataset
+        loader = DataLoader(dataset, batch_size=batch_size)
         feats, pids, camids, focus = [], [], [], {}
         with torch.no_grad():
             for batch in loader:

@@ -52,6 +52,11 @@ def test_a_trained_run_scores_what_the_straightforward_path_scores(tiny_cfg, var
     _same_result(evaluate(trainer.model, build_data(d, seed=1), CPU), reference)
     in_batches = evaluate_reference(trainer.model, trainer.data.splits, d.height, d.width, CPU, batch_size=6)
     _same_result(evaluate(trainer.model, build_data(d, seed=0, eval_batch=6), CPU), in_batches)
+    kept: dict = {}  # the reference's own loaders, keeping their decoded images across calls
+    for _ in range(2):
+        _same_result(evaluate_reference(trainer.model, trainer.data.splits, d.height, d.width, CPU, keep=kept),
+                     reference)
+    assert len(kept) == 2 and all(len(ds.cache) == len(ds) for ds in kept.values())
     assert all(not m._forward_hooks and not m._forward_pre_hooks for m in trainer.model.modules())
 
 
