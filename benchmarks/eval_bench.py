@@ -209,7 +209,8 @@ def run_evaluation(args: argparse.Namespace) -> None:
     from ftn_core.model import build_model
     from ftn_core.presets import preset_config
 
-    cfg = preset_config("cpu", {"data.root": args.root, "data.synthetic_test_ids": args.run_test_ids})
+    cfg = preset_config("cpu", {"data.root": args.root,
+                                "data.synthetic_test_ids": args.run_test_ids})
     splits = load_splits(cfg.data)  # generated first where missing (minutes for 1,000 ids)
     images = len(splits.query) + len(splits.gallery)
     print(f"== A run's evaluation: cpu preset model (FTN, random weights), synthetic test split: "
@@ -246,14 +247,16 @@ def run_evaluation(args: argparse.Namespace) -> None:
             out, wall, cpu_s = timed(fn)
             times[name].append((wall, cpu_s))
             same &= _same_numbers(out, first)
-            print(f"{name:<34} #{rep + 1}  {wall * per_k:6.2f} s per 1,000 images (cpu {cpu_s * per_k:.2f} s)"
-                  f"  load average {os.getloadavg()[0]:.1f}", flush=True)
-    med = {k: (statistics.median(w for w, _ in v), statistics.median(c for _, c in v)) for k, v in times.items()}
+            print(f"{name:<34} #{rep + 1}  {wall * per_k:6.2f} s per 1,000 images "
+                  f"(cpu {cpu_s * per_k:.2f} s)  load average {os.getloadavg()[0]:.1f}", flush=True)
+    med = {k: (statistics.median(w for w, _ in v), statistics.median(c for _, c in v))
+           for k, v in times.items()}
     new_wall, new_cpu = med.pop("after")
     print(f"median after: {new_wall * per_k:.2f} s per 1,000 images (cpu {new_cpu * per_k:.2f} s)")
     for name, (wall, cpu_s) in med.items():
         print(f"median {name}: {wall * per_k:.2f} s per 1,000 images (cpu {cpu_s * per_k:.2f} s): "
-              f"after takes 1/{wall / new_wall:.2f} of its wall time, 1/{cpu_s / new_cpu:.2f} of its CPU time")
+              f"after takes 1/{wall / new_wall:.2f} of its wall time, "
+              f"1/{cpu_s / new_cpu:.2f} of its CPU time")
     print(f"  -> metrics, diagnostics and per-query results {'identical' if same else 'DIFFERENT'} "
           f"(R-1 {first[0]['val/rank1']:.2f}, mAP {first[0]['val/mAP']:.2f})")
 
@@ -267,7 +270,7 @@ def _same_numbers(a, b) -> bool:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--run-test-ids", type=int, default=1000,
-                    help="synthetic test identities of the run evaluation (0: the default split's 100)")
+                    help="synthetic test identities of the run evaluation (0: the size's own 100)")
     ap.add_argument("--run-repeats", type=int, default=2, help="before/after pairs")
     ap.add_argument("--skip-run", action="store_true", help="no run evaluation")
     ap.add_argument("--threads", type=int, default=1, help="torch threads of the run evaluation")

@@ -47,7 +47,7 @@ def best_focus(masks: Tensor, map_size: tuple[int, int]) -> Tensor:
 
 @functools.lru_cache(maxsize=16)
 def _cell_footprints(h: int, w: int, height: int, width: int) -> tuple[Tensor, Tensor]:
-    """Each cell's bilinear footprint (h·w, H, W) and its total mass (h·w,), made once per size."""
+    """Each cell's bilinear footprint (h·w, H, W) and its total mass (h·w,), once per size."""
     with torch.inference_mode(False), torch.no_grad():
         basis = _upsample(torch.eye(h * w).view(h * w, h, w), (height, width)).clamp_min(0)
         return basis, basis.sum(dim=(1, 2))
@@ -124,7 +124,8 @@ def forward_with_maps(model, img: Tensor) -> tuple[Tensor, Encoded, dict[str, Te
                            f"{', '.join(parts)} once")
     out = {name: v[0] for name, v in seen.items()}
     enc = Encoded(out["stage3"], out["stage4"], out.get("attn"))
-    maps = {"stage3": enc.stage3, "stage4": enc.stage4, "global": out["global"], "local": out["local"]}
+    maps = {"stage3": enc.stage3, "stage4": enc.stage4, "global": out["global"],
+            "local": out["local"]}
     if enc.attn is not None:
         maps["attn"] = enc.attn.out
     return feat, enc, maps

@@ -148,12 +148,13 @@ def extract_features(model: FTN, loader, device: torch.device, channels_last: bo
     feats, pids, camids = [], [], []
     focus: dict[str, list[torch.Tensor]] = {}
     dataset = getattr(loader, "dataset", None)
-    batches = (dataset.batches(loader.batch_size) if isinstance(dataset, DecodedImages) and loader.batch_size
-               else loader)
+    decoded = isinstance(dataset, DecodedImages) and loader.batch_size
+    batches = dataset.batches(loader.batch_size) if decoded else loader
     pooling = (channels_last_pooling(model) if device.type == "cpu" and not channels_last
                else contextlib.nullcontext())
     with torch.inference_mode(), pooling:
-        for batch in tqdm(batches, desc=desc, total=len(loader), leave=False, disable=not progress or None):
+        for batch in tqdm(batches, desc=desc, total=len(loader), leave=False,
+                          disable=not progress or None):
             img = batch["img"].to(device, non_blocking=True)
             if channels_last:
                 img = img.contiguous(memory_format=torch.channels_last)
@@ -217,7 +218,8 @@ def _val_metrics(result: RankResult, focus: dict[str, float]) -> dict[str, float
 
 
 def evaluate_reference(model: FTN, splits, height: int, width: int, device: torch.device,
-                       batch_size: int = 128, keep: dict | None = None) -> tuple[dict[str, float], RankResult]:
+                       batch_size: int = 128,
+                       keep: dict | None = None) -> tuple[dict[str, float], RankResult]:
     """``evaluate`` as it was before the shared decode and the single pass, kept for the tests
     and ``benchmarks/eval_bench.py`` to compare against: each split through a loader that
     decodes every image, ``model(img)`` per ``batch_size`` images under ``no_grad``, and the
@@ -255,7 +257,8 @@ def evaluate_reference(model: FTN, splits, height: int, width: int, device: torc
         parts.append((torch.cat(feats), torch.cat(pids), torch.cat(camids),
                       {k: float(torch.cat(v).float().nanmean()) for k, v in focus.items()}))
     (qf, qp, qc, focus), (gf, gp, gc, _) = parts
-    result = evaluate_features(qf, gf, qp, gp, qc, gc, device=device if device.type != "cpu" else None)
+    on_device = device if device.type != "cpu" else None
+    result = evaluate_features(qf, gf, qp, gp, qc, gc, device=on_device)
     return _val_metrics(result, focus), result
 
 

@@ -50,12 +50,13 @@ def test_a_trained_run_scores_what_the_straightforward_path_scores(tiny_cfg, var
     # Again with the images the run decoded (shared in this process), and over several batches
     # (the same ones: the last bits of a feature depend on its batch's size).
     _same_result(evaluate(trainer.model, build_data(d, seed=1), CPU), reference)
-    in_batches = evaluate_reference(trainer.model, trainer.data.splits, d.height, d.width, CPU, batch_size=6)
+    splits = trainer.data.splits
+    in_batches = evaluate_reference(trainer.model, splits, d.height, d.width, CPU, batch_size=6)
     _same_result(evaluate(trainer.model, build_data(d, seed=0, eval_batch=6), CPU), in_batches)
     kept: dict = {}  # the reference's own loaders, keeping their decoded images across calls
     for _ in range(2):
-        _same_result(evaluate_reference(trainer.model, trainer.data.splits, d.height, d.width, CPU, keep=kept),
-                     reference)
+        again = evaluate_reference(trainer.model, splits, d.height, d.width, CPU, keep=kept)
+        _same_result(again, reference)
     assert len(kept) == 2 and all(len(ds.cache) == len(ds) for ds in kept.values())
     assert all(not m._forward_hooks and not m._forward_pre_hooks for m in trainer.model.modules())
 
@@ -65,9 +66,9 @@ def test_a_trained_run_scores_what_the_straightforward_path_scores(tiny_cfg, var
                                                  ("none", "parallel")])
 def test_one_pass_gives_the_embedding_and_the_activation_maps(attention, placement):
     torch.manual_seed(0)
-    model = build_model(ModelConfig(backbone="resnet18", attention=attention, decoder=False, embed_dim=8,
-                                    stage4_stride=1, last_stride=2, cfa_placement=placement),
-                        num_classes=3, init_seed=0).eval()
+    cfg = ModelConfig(backbone="resnet18", attention=attention, decoder=False, embed_dim=8,
+                      stage4_stride=1, last_stride=2, cfa_placement=placement)
+    model = build_model(cfg, num_classes=3, init_seed=0).eval()
     img = torch.rand(3, 3, 64, 32)
     with torch.no_grad():
         feat, enc, maps = forward_with_maps(model, img)
@@ -106,14 +107,16 @@ def test_channels_last_pooling_changes_no_bit_and_leaves_no_hook():
 
 
 def _test_items(samples, h=32, w=16):
-    return ReIDDataset(samples, build_transforms(h, w, train=False, resize=False), True, resize_transform(h, w))
+    test_tf = build_transforms(h, w, train=False, resize=False)
+    return ReIDDataset(samples, test_tf, True, resize_transform(h, w))
 
 
 def test_a_split_is_decoded_once_per_process_and_again_when_a_file_changes(tiny_cfg, monkeypatch):
     loading._DECODED.clear()
     reads = []
     original = dataset_module.read_image
-    monkeypatch.setattr(dataset_module, "read_image", lambda path, *a: reads.append(path) or original(path, *a))
+    monkeypatch.setattr(dataset_module, "read_image",
+                        lambda path, *a: reads.append(path) or original(path, *a))
     first, second = build_data(tiny_cfg.data, seed=0), build_data(tiny_cfg.data, seed=3)
     query = first.query_loader.dataset
     assert isinstance(query, DecodedImages) and second.query_loader.dataset is query
@@ -130,8 +133,8 @@ def test_a_split_is_decoded_once_per_process_and_again_when_a_file_changes(tiny_
         for key in ("img", "mask", "pid", "camid"):
             assert torch.equal(ours[key], theirs[key]), key
     item, expected = query[3], plain[3]
-    assert set(item) == set(expected) and all(torch.equal(torch.as_tensor(item[k]), torch.as_tensor(expected[k]))
-                                              for k in item)
+    assert set(item) == set(expected)
+    assert all(torch.equal(torch.as_tensor(item[k]), torch.as_tensor(expected[k])) for k in item)
     # A file written since (new size and time) is a new key: decoded again.
     path = first.splits.query[0].path
     stat = os.stat(path)
@@ -162,5 +165,6 @@ def test_mask_auc_of_one_expanded_map_equals_each_image_ranked():
     one = torch.rand(1, 1, 16, 8)
     masks = (torch.rand(5, 1, 16, 8) > 0.6).float()
     masks[4] = 0  # no person: NaN either way
-    expanded, copied = mask_auc(one.expand(5, 1, 16, 8), masks), mask_auc(one.repeat(5, 1, 1, 1), masks)
+    expanded = mask_auc(one.expand(5, 1, 16, 8), masks)
+    copied = mask_auc(one.repeat(5, 1, 1, 1), masks)
     assert torch.equal(expanded[:4], copied[:4]) and expanded[4].isnan() and copied[4].isnan()
