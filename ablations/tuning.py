@@ -79,7 +79,7 @@ def search_space(model_cfg: Any, epochs: int, fixed: set[str] | frozenset[str] =
     for p in SPACE:
         if p.key == "train.warmup_epochs":
             p = dataclasses.replace(p, high=max(1, min(epochs - 1, round(0.3 * epochs))))
-            if not model_cfg.pretrained:  # never freeze a random backbone: warm the lr up instead
+            if not (model_cfg.pretrained or model_cfg.init != "scratch"):  # never freeze a random backbone
                 p = dataclasses.replace(p, key="train.lr_warmup_epochs")
         if p.key not in drop:
             out.append(p)

@@ -48,6 +48,13 @@ def test_from_scratch_searches_the_lr_warmup_not_a_frozen_backbone():
     assert keys == [k if k != "train.warmup_epochs" else "train.lr_warmup_epochs" for k in ALL]
 
 
+def test_a_backbone_pretrained_by_the_suite_may_be_frozen_like_imagenets():
+    import dataclasses
+
+    model = dataclasses.replace(_model("g", pretrained=False), init="/weights/fractal.pt")
+    assert "train.warmup_epochs" in [p.key for p in tuning.search_space(model, epochs=12)]
+
+
 def test_search_space_ranges_and_fixed_keys():
     space = {p.key: p for p in tuning.search_space(_model("g"), epochs=12, fixed={"loss.margin", "train.lr"})}
     assert "loss.margin" not in space and "train.lr" not in space
