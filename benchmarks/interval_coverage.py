@@ -1,6 +1,6 @@
 """How often the report's 95 % interval of a paired Δ holds the true Δ: a simulation.
 
-  python benchmarks/interval_coverage.py     # docs/tracking-and-reports.md's table (about 1 h)
+  python benchmarks/interval_coverage.py     # docs/tracking-and-reports.md's table (about 20 min)
   python benchmarks/interval_coverage.py --replicates 500 --old-replicates 0   # a quick look
 
 Each replicate draws a paired (seeds × queries) matrix ``D`` whose true Δ is 0 and asks whether
@@ -78,11 +78,11 @@ def old_interval(d: np.ndarray, rng: np.random.Generator, resamples: int) -> tup
     """The former report interval: 95 % percentile bootstrap of mean(D), seeds and queries
     resampled with replacement (as resample counts n_s, m_q: mean = Σ n_s m_q D[s, q] / (S·Q))."""
     s_count, q_count = d.shape
-    rows = np.arange(resamples)[:, None]
-    m = np.bincount((rng.integers(0, q_count, (resamples, q_count)) + rows * q_count).ravel(),
-                    minlength=resamples * q_count).reshape(resamples, q_count)
-    n = np.bincount((rng.integers(0, s_count, (resamples, s_count)) + rows * s_count).ravel(),
-                    minlength=resamples * s_count).reshape(resamples, s_count)
+    rows = np.arange(resamples, dtype=np.int32)[:, None]
+    q_idx = rng.integers(0, q_count, (resamples, q_count), dtype=np.int32) + rows * q_count
+    m = np.bincount(q_idx.ravel(), minlength=resamples * q_count).reshape(resamples, q_count)
+    s_idx = rng.integers(0, s_count, (resamples, s_count), dtype=np.int32) + rows * s_count
+    n = np.bincount(s_idx.ravel(), minlength=resamples * s_count).reshape(resamples, s_count)
     draws = ((n @ d) * m).sum(axis=1) / (s_count * q_count)
     lo, hi = np.quantile(draws, [0.025, 0.975])
     return float(lo), float(hi)
@@ -120,9 +120,9 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS)
     ap.add_argument("--seeds", nargs="+", type=int, default=[3, 5, 8])
-    ap.add_argument("--replicates", type=int, default=5000,
+    ap.add_argument("--replicates", type=int, default=4000,
                     help="replicates of the new and t intervals")
-    ap.add_argument("--old-replicates", type=int, default=1000,
+    ap.add_argument("--old-replicates", type=int, default=500,
                     help="replicates of the old bootstrap (0: skip)")
     ap.add_argument("--resamples", type=int, default=1000, help="resamples of the old bootstrap")
     ap.add_argument("--queries", type=int, default=3547)

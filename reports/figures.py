@@ -87,7 +87,7 @@ def compared(summary: pd.DataFrame) -> pd.DataFrame:
 
 
 def _intervals(df: pd.DataFrame, m: str) -> tuple[np.ndarray, np.ndarray]:
-    """The paired bootstrap interval of each row's Δ (NaN without per-query results)."""
+    """The paired interval of each row's Δ (NaN without per-query results)."""
     nan = np.full(len(df), np.nan)
     lo = df[f"d_{m}_lo"].to_numpy(float) if f"d_{m}_lo" in df else nan
     hi = df[f"d_{m}_hi"].to_numpy(float) if f"d_{m}_hi" in df else nan
@@ -95,7 +95,7 @@ def _intervals(df: pd.DataFrame, m: str) -> tuple[np.ndarray, np.ndarray]:
 
 
 def draw_delta_intervals(summary: pd.DataFrame, table: int, dataset_note: str) -> plt.Figure | None:
-    """Each variant's Δ R-1 and Δ mAP against our Baseline (dot) with its 95 % paired bootstrap
+    """Each variant's Δ R-1 and Δ mAP against our Baseline (dot) with its 95 % paired
     interval (bar; ``tables.add_uncertainty``) beside the paper's Δ (open diamond). None when
     no Δ is known."""
     df = compared(summary).reset_index(drop=True)
@@ -122,7 +122,7 @@ def draw_delta_intervals(summary: pd.DataFrame, table: int, dataset_note: str) -
         ax.margins(x=0.12)
     axes[0, 0].set_yticks(y, [wrap(label) for label in df["variant_label"]])
     axes[0, 0].set_ylim(len(df) - 0.5, -0.5)  # table order, top to bottom
-    ours = "ours: mean over paired seeds, bar = 95 % CI (paired bootstrap)" if with_ci else \
+    ours = "ours: mean over paired seeds, bar = 95 % CI (paired by seed)" if with_ci else \
         "ours: mean over paired seeds (no per-query results: no interval)"
     handles = [plt.Line2D([], [], color="0.3", marker="o", lw=1.6, label=ours)]
     if own:
