@@ -305,18 +305,21 @@ def test_skip_bad_images_says_and_logs_which(store, data_root, tmp_path, capsys)
 
     from fixtures_layouts import corrupt_file
 
+    # A copy of the synthetic data read as Market-1501 (a damaged copy of the synthetic data
+    # itself is refused whole: it no longer matches what the generator wrote).
     root = tmp_path / "data"
-    shutil.copytree(data_root, root)
-    bad = sorted((root / "synthetic_tiny_s0" / "bounding_box_test").glob("*.jpg"))[3]
+    shutil.copytree(data_root / "synthetic_tiny_s0", root / "Market-1501-v15.09.15")
+    bad = sorted((root / "Market-1501-v15.09.15" / "bounding_box_test").glob("*.jpg"))[3]
     corrupt_file(bad, "corrupt_data")
     argv = ["--table", "2", "--preset", "tiny", "--variants", "base", "--tracking-uri", store["uri"],
-            "--work-dir", store["work"], "--root", str(root), "--set", "train.epochs=1"]
+            "--work-dir", store["work"], "--root", str(root), "--dataset", "market1501",
+            "--set", "train.epochs=1"]
     assert run_cli.main(argv) == 2
     assert f"cannot read image {bad}" in _one_line(capsys.readouterr().err)
     assert run_cli.main([*argv, "--skip-bad-images"]) == 0
     assert f"skipped  1 unreadable image(s), e.g. {bad}" in capsys.readouterr().out
     client = MlflowClient(store["uri"])
-    exp = client.get_experiment_by_name("table2-synthetic-tiny")
+    exp = client.get_experiment_by_name("table2-market1501-tiny")
     (run,) = client.search_runs([exp.experiment_id], filter_string="tags.kind = 'child'")
     assert run.data.tags["skipped_images"] == "1"
     local = client.download_artifacts(run.info.run_id, "skipped_images.txt", str(tmp_path))
