@@ -252,6 +252,20 @@ def load_runs(client: MlflowClient, exp: Experiment, study: Study | None = None)
                         f"{newest or 'not recorded'}: the dataset changed between them; train them "
                         f"again to include them)")
             group = group[df.index]
+    # Never pair runs computed in another precision (bf16 where the CPU or GPU has it, else fp32:
+    # `train.amp` decides by machine) or started from other weights (`model.init`): the newest
+    # run's wins. A run without the tag (older code) is kept.
+    for tag, what in (("precision", "computed in another precision"),
+                      ("init_digest", "started from other backbone weights")):
+        col = df[f"tags.{tag}"].fillna("").astype(str) if f"tags.{tag}" in df else pd.Series("", index=df.index)
+        known_values = col[col != ""] if tag == "precision" else col
+        if len(known_values):
+            newest_value = str(known_values.iloc[0])
+            other = (col != newest_value) & ((col != "") | (tag != "precision"))
+            if other.any():
+                seen = ", ".join(sorted({v or "scratch" for v in col[other]}))
+                drop(other, f"run(s) {what} than the newest run ({tag} {seen}, newest "
+                            f"{newest_value or 'scratch'}): train them again alike to include them")
     # A row's seeds are pooled only if they were trained alike: runs from before its study file
     # or its --set changed are another setting, whatever their variant tag says.
     df["setting"] = [_setting(client, run) or None for _, run in df.iterrows()]  # None: unknown

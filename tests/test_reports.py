@@ -117,6 +117,34 @@ def test_runs_of_a_row_trained_another_way_are_never_pooled(tmp_path):
                            "file or --set changed since: train them again to include them) (cfa-s1, cfa-s0)"]
 
 
+def test_runs_of_another_precision_or_init_are_never_pooled(tmp_path):
+    """bf16 runs (a CPU with native bf16, or a GPU) and fp32 runs of one configuration, or runs
+    from two weights files: only those alike with the newest run are reported."""
+    uri = new_store(tmp_path)
+    fp32, bf16 = {"precision": "fp32"}, {"precision": "bf16"}
+    log_experiment(uri, tmp_path, [FakeRun("base", 0, _val(10, 10), extra_tags=fp32),
+                                   FakeRun("cfa", 0, _val(20, 20), extra_tags=fp32),
+                                   FakeRun("base", 1, _val(30, 30)),  # older code: no tag, kept
+                                   FakeRun("base", 2, _val(40, 40), extra_tags=bf16),
+                                   FakeRun("cfa", 2, _val(50, 50), extra_tags=bf16)], table=1)
+    client, _ = connect(uri)
+    tr = load_runs(client, find_experiments(client, table=1)[0])
+    assert sorted(zip(tr.runs["variant"], tr.runs["seed"])) == [("base", 1), ("base", 2), ("cfa", 2)]
+    assert tr.left_out == ["2 run(s) computed in another precision than the newest run (precision fp32, "
+                           "newest bf16): train them again alike to include them (cfa-s0, base-s0)"]
+    other = tmp_path / "other"
+    other.mkdir()
+    uri = new_store(other)
+    log_experiment(uri, other, [FakeRun("base", 0, _val(10, 10), extra_tags={"init_digest": "aaaa"}),
+                                FakeRun("base", 1, _val(20, 20)),
+                                FakeRun("cfa", 1, _val(30, 30), extra_tags={"init_digest": "bbbb"})], table=1)
+    client, _ = connect(uri)
+    tr = load_runs(client, find_experiments(client, table=1)[0])
+    assert list(tr.runs["variant"]) == ["cfa"]
+    assert "started from other backbone weights than the newest run (init_digest aaaa, scratch, newest bbbb)" \
+        in tr.left_out[0]
+
+
 def test_runs_of_older_code_pool_among_themselves_but_never_with_current_ones(tmp_path):
     """A run whose logged config no longer hashes to its own config_hash was computed by older
     code: `base`'s two such seeds give way to its current seed 2 (named for what they are), and
