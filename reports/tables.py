@@ -439,7 +439,8 @@ def verdicts(summary: pd.DataFrame) -> list[str]:
     if base not in set(summary["variant"]):
         if base == BASELINE:
             return ["There are no Baseline runs, so no variant can be compared with the Baseline."]
-        return [f"There are no runs of the reference row ({base}), so no row can be compared with it."]
+        return [f"There are no runs of the reference row ({base}), so no row can be compared with it: run "
+                f"it (`run.py` with `--controls` when it is a control row)."]
     control = _is_control(summary)
     lines = []
     for r in summary[(summary["variant"] != base) & ~control].itertuples():
