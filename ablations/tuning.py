@@ -23,7 +23,7 @@ import numpy as np
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from ablations import runner, tracking
+from ablations import inits, runner, tracking
 from ftn_core.config import HOW_IT_RUNS, config_hash, flatten
 from ftn_core.data.holdout import holdout_split
 from ftn_core.data.loading import build_data, load_splits
@@ -339,6 +339,7 @@ def run_study(opts: TuneOptions, pruner: optuna.pruners.BasePruner | None = None
     if not space:
         raise FTNError(f"nothing to tune for variant {opts.variant}: every searched field is fixed by --set")
     uri = opts.tracking_uri or tracking.DEFAULT_TRACKING_URI
+    inits.fill_init_digests([base], uri)  # a bad model.init is one line here; a run id's weights are fetched
     mlruns = Path(uri[len("sqlite:///"):]).parent if uri.startswith("sqlite:///") else tracking.MLRUNS
     storage, shown = open_storage(opts.storage, mlruns / "optuna" / f"{opts.study_name}.journal")
     client = tracking.open_store(uri)

@@ -350,3 +350,13 @@ def test_jobs_share_the_plan_and_stop_together(store, data_root, tmp_path):
     assert again.returncode == 0, again.stdout + again.stderr
     assert sorted((r.info.run_name, r.info.status) for r in runs) == [("base-s0", "FINISHED"),
                                                                        ("base-s1", "FINISHED")]
+
+
+def test_tune_refuses_a_missing_init_file_before_any_run(store, data_root, tmp_path, capsys):
+    from ablations import tune
+
+    argv = ["--variant", "g", "--trials", "1", "--preset", "tiny", "--tracking-uri", store["uri"],
+            "--root", str(data_root), "--set", f"model.init={tmp_path / 'nope.pt'}"]
+    assert tune.main(argv) == 2
+    assert "nope.pt" in _one_line_error(capsys)
+    assert _no_store(store)
