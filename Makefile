@@ -35,7 +35,7 @@ demo: venv
 	@echo "the demo's report: out/demo/table2/README.md (the committed study's: reports/table2/README.md)"
 
 test: venv
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --durations=15
 
 report: venv
 	$(BIN)/python reports/build.py --table 2
