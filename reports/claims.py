@@ -1,9 +1,10 @@
 """A verdict per checkable claim of a study (the paper's, or a study file's ``[[claim]]``):
 holds, fails or inconclusive, with its evidence.
 
-An ordering claim "A > B" is judged by the paired Δ (A − B, over queries and the
-seeds both have complete; its t interval, ``reports.stats.delta_interval``): *holds* when the 95 % interval is above 0, *fails*
-when it is below 0, *inconclusive* when it contains 0 (never a verdict from unpaired runs). A
+An ordering claim "A > B" is judged by the paired Δ (A − B, over queries and the seeds both
+have complete) and its t interval (``reports.stats.delta_interval``): *holds* when the 95 %
+interval is above 0, *fails* when it is below 0, *inconclusive* when it contains 0 (never a
+verdict from unpaired runs). A
 claim made of several orderings is judged on all of them: it holds when all hold, fails when any
 fails, and is *incomplete (why)* while some cannot be compared (a row not run, rows on different
 data, no seed both have complete), *no evidence (why)* when none can. Every claim of the study
