@@ -281,9 +281,10 @@ runs of the older code are never taken for runs of this one: 2 = every random dr
 the seed and its purpose (initial weights per module, augmentation per image and batch)."""
 
 
-LOCATIONS = ("data.root",)
-"""Where the data lives: not part of a run's identity (the data digest is), so a moved, copied
-or differently spelt folder (a trailing slash, a relative path) finds the same runs."""
+LOCATIONS = ("data.root", "model.init")
+"""Where the data and the initial weights live: not part of a run's identity (the data digest
+and the weights' digest, ``init_digest``, are), so a moved, copied or differently spelt folder
+or weights file (a trailing slash, a relative path, a shipped copy) finds the same runs."""
 
 
 def _normal(value: Any) -> Any:

@@ -166,12 +166,14 @@ def test_imagenet_reads_torchs_cache_and_downloads_nothing(tmp_path, monkeypatch
     assert model.init_digest == finit.file_digest(cached)
 
 
-def test_the_default_init_keeps_every_hash_and_another_init_changes_it(tmp_path):
+def test_the_init_is_a_location_in_the_hash_its_weights_digest_is_the_identity(tmp_path):
     cfg = preset_config("cpu")
     assert cfg.model.init == "scratch"
     h = config_hash(cfg)
     assert config_hash(override(cfg, {"model.init": "scratch"})) == h
-    assert config_hash(override(cfg, {"model.init": str(tmp_path / "w.pt")})) != h
+    # where the weights live is not what they are: the runner keys runs by init_digest
+    assert config_hash(override(cfg, {"model.init": str(tmp_path / "w.pt")})) == h
+    assert config_hash(override(cfg, {"model.embed_dim": 128})) != h
 
 
 # --------------------------------------------------------------------------- through the runner
@@ -231,6 +233,11 @@ def test_a_run_starts_from_the_file_carries_its_digest_and_a_changed_file_is_a_n
     assert run.data.params["model.init"] == str(path)
     capsys.readouterr()
     assert _run(store, data_root, "--set", f"model.init={path}") == 0  # the same file: done
+    assert "already FINISHED" in capsys.readouterr().out and len(built) == 1
+    moved = tmp_path / "elsewhere" / "copy.pt"  # the same weights at another path: done too
+    moved.parent.mkdir()
+    moved.write_bytes(path.read_bytes())
+    assert _run(store, data_root, "--set", f"model.init={moved}") == 0
     assert "already FINISHED" in capsys.readouterr().out and len(built) == 1
     _tiny_weights(path, 2)  # the same path, other weights: a new run, never the old one
     assert _run(store, data_root, "--set", f"model.init={path}") == 0
