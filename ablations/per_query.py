@@ -40,7 +40,6 @@ from ftn_core.config import Config, from_dict, override  # noqa: E402
 from ftn_core.data.loading import build_data, load_splits  # noqa: E402
 from ftn_core.engine import evaluate  # noqa: E402
 from ftn_core.errors import FTNError, OneLineParser, cli_main  # noqa: E402
-from reports.load import study_experiments  # noqa: E402
 
 
 def _artifact(run_id: str, name: str, dst: str) -> str:
@@ -84,9 +83,9 @@ def check_data(run, splits) -> None:
 def run_model(cfg: Config, weights: str):
     """The run's model with its saved weights, in eval mode on the CPU (the classifiers sized
     from the weights, so it can embed another dataset's images)."""
-    from reports.visual import model_from_state
+    from ftn_core.model import model_from_state
 
-    return model_from_state(cfg, torch.load(weights, map_location="cpu", weights_only=True))
+    return model_from_state(cfg.model, torch.load(weights, map_location="cpu", weights_only=True))
 
 
 def backfill_run(client, run, splits_cache: dict) -> tuple[float, float] | None:
@@ -138,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
     study = studies.load(args.study) if args.study else None  # a bad file fails before the store opens
     client = tracking.open_store(args.tracking_uri)
     if study is not None:
-        exps = study_experiments(client, study)
+        exps = tracking.study_experiments(client, study)
     else:
         exps = [e for e in client.search_experiments()
                 if (args.experiment is None or e.name == args.experiment)

@@ -572,7 +572,7 @@ def log_rank_list(per_query: dict, splits: DatasetSplits, title: str, run_id: st
     ``run_id`` (default: the active run)."""
     import tempfile
 
-    from reports import ranklists
+    from ablations import ranklists
 
     with tempfile.TemporaryDirectory() as tmp:
         path = ranklists.draw(per_query, splits, Path(tmp) / "ranklist.png", title)

@@ -16,6 +16,7 @@ import hashlib
 import json
 import os
 import logging
+import re
 import socket
 import sqlite3
 import subprocess
@@ -26,13 +27,16 @@ import time
 import urllib.parse
 import warnings
 from pathlib import Path
-from typing import Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterator
 
 import mlflow
-from mlflow.entities import Run
+from mlflow.entities import Experiment, Run
 from mlflow.tracking import MlflowClient
 
 from ftn_core.errors import FTNError, check_writable_dir
+
+if TYPE_CHECKING:
+    from ablations.study import Study
 
 REPO = Path(__file__).resolve().parents[1]
 MLRUNS = REPO / "mlruns"
@@ -330,6 +334,16 @@ def deleted_experiment(client: MlflowClient, exp: Any) -> str:
     return (f"experiment {exp.name} was deleted (its runs too); restore it with `mlflow experiments restore "
             f"--experiment-id {exp.experiment_id}` (MLFLOW_TRACKING_URI={uri}), or purge it for good with "
             f"`mlflow gc --backend-store-uri {uri} --experiment-ids {exp.experiment_id}`, then run again")
+
+
+def study_experiments(client: MlflowClient, study: Study) -> list[Experiment]:
+    """The experiments of ``study`` (``<prefix>-<dataset>-<preset>``), sorted by name."""
+    pattern = re.compile(rf"^{re.escape(study.prefix)}-[^-]+-[^-]+$")
+    found = [e for e in client.search_experiments(max_results=1000) if pattern.match(e.name)]
+    if not found:
+        raise FTNError(f"no experiment of study {study.name} in the store: run "
+                       f"`python ablations/run.py --study {study.path}` first")
+    return sorted(found, key=lambda e: e.name)
 
 
 def checkpoint_dir(uri: str) -> Path:

@@ -249,3 +249,16 @@ def build_model(cfg: ModelConfig, num_classes: int, init_seed: int | None = None
                gauss_sx=cfg.gauss_sx, embed_dim=cfg.embed_dim, last_stride=cfg.last_stride,
                stage4_stride=cfg.stage4_stride, placement=cfg.cfa_placement, init_seed=init_seed,
                init=cfg.init, load_init=load_init)
+
+
+def model_from_state(cfg: ModelConfig, state: dict[str, Tensor]) -> FTN:
+    """``cfg``'s model with a saved state dict (a run's ``model.pt``), its classifiers sized
+    from the state dict, in eval mode; ``model.init``'s weights file is not read."""
+    model = build_model(cfg, classes_in_state(state), load_init=False)
+    model.load_state_dict(state)
+    return model.eval()
+
+
+def classes_in_state(state: dict[str, Tensor]) -> int:
+    """How many training identities a saved state dict's classifier has."""
+    return int(state["heads.global.classifier.weight"].shape[0])

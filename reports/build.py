@@ -22,7 +22,6 @@ import shutil
 import signal
 import sys
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 if __package__ in (None, ""):  # `python reports/build.py`: make the repository importable
@@ -38,40 +37,15 @@ from mlflow import MlflowClient  # noqa: E402
 from mlflow.exceptions import MlflowException  # noqa: E402
 
 from ftn_core.errors import FTNError, OneLineParser, check_writable_dir, cli_main  # noqa: E402
+from ftn_core.model import classes_in_state  # noqa: E402
 from ablations import study as studies  # noqa: E402
-from reports import claims, diagnostics, efficiency, figures, ranklists, sweep, tables, visual  # noqa: E402
+from ablations import ranklists  # noqa: E402
+from ablations.tracking import study_experiments  # noqa: E402
+from reports import claims, diagnostics, efficiency, figures, sweep, tables, visual  # noqa: E402
 from reports.index import experiment_readme, table_index  # noqa: E402
+from reports.report import Report  # noqa: E402
 from reports.load import (LOSS_KEYS, REPO, TableRuns, artifact_json, artifact_path,  # noqa: E402
-                          connect, find_experiments, load_runs, metric_history, per_query_results,
-                          study_experiments)
-
-
-@dataclass
-class Report:
-    """What one experiment's report holds, for its README."""
-
-    tr: TableRuns
-    folder: Path
-    uri: str
-    summary: pd.DataFrame | None = None
-    diagnostics: pd.DataFrame | None = None
-    """``reports.diagnostics.summarize``: only the columns some variant logged."""
-    figures: dict[str, list[Path]] = field(default_factory=dict)
-    efficiency: pd.DataFrame | None = None
-    per_query: dict = field(default_factory=dict)
-    """``(variant, seed)`` → per-query arrays (``reports.load.per_query_results``)."""
-    claims: pd.DataFrame | None = None
-    seed_gaps: list[str] = field(default_factory=list)
-    """Runs a Δ misses (``reports.tables.seed_gaps``): named on the console and in the README."""
-    missing: int = 0
-    """How many runs the Δs miss (``reports.tables.missing_runs``)."""
-    data_gaps: list[str] = field(default_factory=list)
-    """Rows the report would compare that were run on different data (``tables.data_gaps``)."""
-    notes: list[str] = field(default_factory=list)
-    """What could not be drawn or logged, and why."""
-    seconds: float = 0.0
-    logged: bool = False
-    """Whether the files are to be logged to the parent run (README says so)."""
+                          connect, find_experiments, load_runs, metric_history, per_query_results)
 
 
 def build_experiment(client: MlflowClient, tr: TableRuns, folder: Path, visuals: bool = True,
@@ -228,7 +202,7 @@ def _classes(client: MlflowClient, run) -> int:
     if path is None:
         return 751
     try:
-        return visual.num_classes(torch.load(path, map_location="cpu", weights_only=True, mmap=True))
+        return classes_in_state(torch.load(path, map_location="cpu", weights_only=True, mmap=True))
     except (RuntimeError, KeyError, OSError):
         return 751
 

@@ -6,15 +6,12 @@ import math
 import os
 import re
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import pandas as pd
 
 from reports import diagnostics, efficiency, tables
 from reports.load import DEFAULT_TRACKING_URI, REPO
-
-if TYPE_CHECKING:
-    from reports.build import Report
+from reports.report import Report
 
 PAPER_NAMES = {"market1501": "Market-1501", "cuhk03_labeled": "CUHK03 (labeled)",
                "cuhk03_detected": "CUHK03 (detected)", "msmt17": "MSMT17",
@@ -136,6 +133,7 @@ def experiment_readme(rep: Report) -> str:
             + (f" Every run was trained with {' '.join(f'`--set {i}`' for i in tr.settings)} on top of "
                f"the `{tr.preset}` preset." if tr.settings else ""), ""]
     out += [_provenance(tr), ""]
+    out += tables.seed_rule_note(tr, s)
     if tr.left_out:
         out += ["Runs left out: " + "; ".join(tr.left_out) + ".", ""]
     else:

@@ -127,16 +127,6 @@ def connect(uri: str | None) -> tuple[MlflowClient, str]:
     return client, uri
 
 
-def study_experiments(client: MlflowClient, study: Study) -> list[Experiment]:
-    """The experiments of ``study`` (``<prefix>-<dataset>-<preset>``), sorted by name."""
-    pattern = re.compile(rf"^{re.escape(study.prefix)}-[^-]+-[^-]+$")
-    found = [e for e in client.search_experiments(max_results=1000) if pattern.match(e.name)]
-    if not found:
-        raise FTNError(f"no experiment of study {study.name} in the store: run "
-                       f"`python ablations/run.py --study {study.path}` first")
-    return sorted(found, key=lambda e: e.name)
-
-
 def find_experiments(client: MlflowClient, table: int | None = None,
                      name: str | None = None) -> list[Experiment]:
     """Experiments named ``table{N}-…`` (all tables, or one), or the one named ``name``."""

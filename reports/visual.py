@@ -34,7 +34,7 @@ from ftn_core.data.types import DatasetSplits, Sample  # noqa: E402
 from ftn_core.errors import FTNError  # noqa: E402
 from ftn_core.evaluation import activation_map, foreground_focus  # noqa: E402
 from ftn_core.masks import reconstruction_target  # noqa: E402
-from ftn_core.model import FTN, build_model  # noqa: E402
+from ftn_core.model import FTN, model_from_state  # noqa: E402
 from reports.figures import save, wrap  # noqa: E402
 from reports.load import REPO, artifact_json, artifact_path  # noqa: E402
 
@@ -66,21 +66,10 @@ def run_model(client: MlflowClient, run: Any) -> tuple[FTN, Config]:
     if path is None:
         raise Skip(f"{run.name}: no model.pt artifact")
     try:
-        model = model_from_state(cfg, torch.load(path, map_location="cpu", weights_only=True))
+        model = model_from_state(cfg.model, torch.load(path, map_location="cpu", weights_only=True))
     except (RuntimeError, KeyError, OSError, FTNError) as err:
         raise Skip(f"{run.name}: model.pt does not load ({str(err).splitlines()[0][:120]})") from None
     return model.eval(), cfg
-
-
-def model_from_state(cfg: Config, state: dict[str, torch.Tensor]) -> FTN:
-    """``cfg``'s model with a saved state dict, classifiers sized from it, in eval mode."""
-    model = build_model(cfg.model, num_classes(state), load_init=False)
-    model.load_state_dict(state)
-    return model.eval()
-
-
-def num_classes(state: dict[str, torch.Tensor]) -> int:
-    return int(state["heads.global.classifier.weight"].shape[0])
 
 
 def query_data(cfg: Config) -> DatasetSplits:

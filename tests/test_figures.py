@@ -13,7 +13,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from reports import diagnostics, figures, ranklists
+from ablations import ranklists
+from reports import diagnostics, figures
 
 # A Table 2 summary as ``tables.add_uncertainty`` leaves it: Δ against the Baseline with its
 # paired bootstrap interval (a: within noise, g: below 0), and the paper's Δ.
@@ -148,7 +149,7 @@ def test_diagnostics_log_axis_covers_its_values_and_panels_without_data_are_left
 def test_rank_lists_of_two_models_show_the_same_queries(tmp_path, monkeypatch):
     from fixtures_layouts import GALLERY, QUERY, TRAIN, write_market_layout
 
-    from ftn_core.data.readers import load_dataset
+    from ftn_core.data.loading import load_dataset
 
     ds = load_dataset("market1501", str(write_market_layout(tmp_path / "market1501", TRAIN, QUERY, GALLERY).parent))
     # The Baseline ranks query 0 best; the other model stores its queries in another order and

@@ -638,8 +638,8 @@ def test_settings_every_run_shares_are_stated_once_and_adopted_ones_dropped(tmp_
 def test_rank_list_picks_best_median_worst_and_frames_each_panel(tmp_path):
     from fixtures_layouts import GALLERY, QUERY, TRAIN, write_market_layout
 
-    from ftn_core.data.readers import load_dataset
-    from reports import ranklists
+    from ftn_core.data.loading import load_dataset
+    from ablations import ranklists
 
     assert ranklists.choose_queries(np.array([0.5, 1.0, 0.1, 0.7, 0.3]), 1) == [
         ("best", 1), ("median", 0), ("worst", 2)]

@@ -1,0 +1,39 @@
+"""What one experiment's report holds: filled by ``reports.build``, written out as its README by
+``reports.index``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from reports.load import TableRuns
+
+
+@dataclass
+class Report:
+    """What one experiment's report holds, for its README."""
+
+    tr: TableRuns
+    folder: Path
+    uri: str
+    summary: pd.DataFrame | None = None
+    diagnostics: pd.DataFrame | None = None
+    """``reports.diagnostics.summarize``: only the columns some variant logged."""
+    figures: dict[str, list[Path]] = field(default_factory=dict)
+    efficiency: pd.DataFrame | None = None
+    per_query: dict = field(default_factory=dict)
+    """``(variant, seed)`` → per-query arrays (``reports.load.per_query_results``)."""
+    claims: pd.DataFrame | None = None
+    seed_gaps: list[str] = field(default_factory=list)
+    """Runs a Δ misses (``reports.tables.seed_gaps``): named on the console and in the README."""
+    missing: int = 0
+    """How many runs the Δs miss (``reports.tables.missing_runs``)."""
+    data_gaps: list[str] = field(default_factory=list)
+    """Rows the report would compare that were run on different data (``tables.data_gaps``)."""
+    notes: list[str] = field(default_factory=list)
+    """What could not be drawn or logged, and why."""
+    seconds: float = 0.0
+    logged: bool = False
+    """Whether the files are to be logged to the parent run (README says so)."""
