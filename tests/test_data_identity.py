@@ -15,7 +15,7 @@ from fixtures_layouts import GALLERY, QUERY, TRAIN, write_market_layout
 from mlflow import MlflowClient
 
 from ftn_core.data import digest, readers
-from ftn_core.data.readers import load_dataset
+from ftn_core.data.loading import load_dataset
 
 
 

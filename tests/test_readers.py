@@ -11,7 +11,8 @@ from fixtures_layouts import (GALLERY, QUERY, TRAIN, corrupt_file, cuhk03np_name
                               market_name, write_image, write_market_layout, write_msmt,
                               write_split)
 
-from ftn_core.data.readers import KNOWN_DATASETS, check_image, load_dataset, read_market_layout
+from ftn_core.data.loading import load_dataset
+from ftn_core.data.readers import KNOWN_DATASETS, check_image, read_market_layout
 from ftn_core.errors import FTNError
 
 

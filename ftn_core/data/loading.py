@@ -9,6 +9,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from ftn_core.config import DataConfig
+from ftn_core.data import custom, readers
 from ftn_core.data.dataset import DecodedImages, ReIDDataset
 from ftn_core.data.sampler import PKSampler
 from ftn_core.data.transforms import BatchAugment, build_transforms, resize_transform
@@ -53,9 +54,18 @@ def load_splits(cfg: DataConfig) -> DatasetSplits:
 
         return load_synthetic(cfg.root, cfg.synthetic_size, cfg.synthetic_seed, cfg.skip_bad_images,
                               test_ids=cfg.synthetic_test_ids)
-    from ftn_core.data.readers import load_dataset
-
     return load_dataset(cfg.dataset, cfg.root, skip_bad_images=cfg.skip_bad_images)
+
+
+def load_dataset(name: str, root: str, skip_bad_images: bool = False,
+                 verify_images: bool = True) -> DatasetSplits:
+    """Read dataset ``name`` from ``root``: one of ``readers.KNOWN_DATASETS`` found under it, or
+    your own images (``folder``: a folder, ``csv``: a CSV file; ``ftn_core.data.custom``). User
+    errors raise ``FTNError``."""
+    if name in ("folder", "csv"):
+        reader = custom.read_folder if name == "folder" else custom.read_csv
+        return reader(root, skip_bad_images=skip_bad_images, verify_images=verify_images)
+    return readers.read_known(name, root, skip_bad_images, verify_images)
 
 
 def loader_options(workers: int, persistent: bool = True) -> dict:

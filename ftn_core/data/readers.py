@@ -285,14 +285,10 @@ def find_dataset_dir(name: str, root: str) -> str:
                  "bounding_box_train/, query/, bounding_box_test/")
 
 
-def load_dataset(name: str, root: str, skip_bad_images: bool = False,
-                 verify_images: bool = True) -> DatasetSplits:
-    """Read one of ``KNOWN_DATASETS`` found under ``root``; user errors raise ``FTNError``."""
-    if name in ("folder", "csv"):
-        from ftn_core.data import custom
-
-        reader = custom.read_folder if name == "folder" else custom.read_csv
-        return reader(root, skip_bad_images=skip_bad_images, verify_images=verify_images)
+def read_known(name: str, root: str, skip_bad_images: bool = False,
+               verify_images: bool = True) -> DatasetSplits:
+    """Read one of ``KNOWN_DATASETS`` found under ``root``; user errors raise ``FTNError``.
+    (``ftn_core.data.loading.load_dataset`` also reads your own folder or CSV.)"""
     if name not in KNOWN_DATASETS:
         raise FTNError(f"unknown dataset '{name}' (known: {', '.join(KNOWN_DATASETS)}, folder, csv)")
     dataset_dir = find_dataset_dir(name, root)

@@ -12,10 +12,11 @@ import os
 import numpy as np
 from PIL import Image
 
-from ftn_core.data.readers import MARKET_PATTERN
-from ftn_core.data.synthetic import GALLERY, QUERY, TRAIN
+from ftn_core.data.readers import MARKET_PATTERN, SPLIT_DIRS
 from ftn_core.data.types import DatasetSplits
 from ftn_core.errors import FTNError
+
+TRAIN, QUERY, GALLERY = SPLIT_DIRS["train"], SPLIT_DIRS["query"], SPLIT_DIRS["gallery"]
 
 
 def bias_stats(rows: list[dict], top: int = 2) -> dict[str, float]:
