@@ -34,7 +34,8 @@ def imported(name: str, path: Path) -> set[str]:
         elif isinstance(node, ast.ImportFrom):
             base = package[:len(package) - node.level + 1] if node.level else []
             source = ".".join(base + ([node.module] if node.module else []))
-            out.update(source if alias.name == "*" else f"{source}.{alias.name}" for alias in node.names)
+            out.update(source if alias.name == "*" else f"{source}.{alias.name}"
+                       for alias in node.names)
     return out
 
 
