@@ -10,6 +10,7 @@ Examples:
   python ablations/run.py --table 1 --seeds 0 1 2 3 --jobs 2   # two runs at a time, one thread each
   torchrun --nproc-per-node 2 ablations/run.py --table 2 --preset paper --dataset market1501 --root /data
   python ablations/run.py --study ablations/studies/lambda3.toml --seeds 0 1 2   # your own study (docs/studies.md)
+  python ablations/run.py --table 1 --until-halfwidth 1.0 --max-seeds 24   # seeds where Δ is unsure
 """
 
 from __future__ import annotations
@@ -21,17 +22,18 @@ import shlex
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 if __name__ == "__main__":
     from ftn_core.errors import exit_on_interrupt_during_startup
 
     exit_on_interrupt_during_startup()
 
-from ablations import inits, runner, study as studies, tracking  # noqa: E402
+from ablations import inits, runner, scheduling, tracking  # noqa: E402
+from ablations.study import load as load_study, paper_study  # noqa: E402
+from ablations.seed_rule import FIRST_SEEDS, SeedRule, next_pick  # noqa: E402
 from ftn_core.config import parse_sets  # noqa: E402
 from ftn_core.data.digest import read_only_cache  # noqa: E402
 from ftn_core.engine import Interrupted, deferred_interrupts  # noqa: E402
-from ftn_core.errors import FTNError, OneLineParser, cli_main, int_at_least  # noqa: E402
+from ftn_core.errors import FTNError, OneLineParser, cli_main, float_in, int_at_least  # noqa: E402
 from ftn_core.presets import PRESETS  # noqa: E402
 
 DEFAULT_ROOT = tracking.REPO / "data"
@@ -52,7 +54,19 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--preset", choices=sorted(PRESETS), default=None,
                         help="paper | cpu | gpu | tiny (default: paper with CUDA and a real dataset, gpu with CUDA on "
                              "the synthetic data, else cpu)")
-    parser.add_argument("--seeds", type=int_at_least(0), nargs="+", default=[0], metavar="S", help="seeds (default: 0)")
+    parser.add_argument("--seeds", type=int_at_least(0), nargs="+", default=None, metavar="S",
+                        help="seeds (default: 0; with --until-halfwidth, the first seeds of "
+                             "every row, default 0 1 2)")
+    parser.add_argument("--until-halfwidth", type=float_in(0), default=None, metavar="H",
+                        help="after the first seeds, give one more seed at a time to the row "
+                             "whose paired Δ R-1 interval against the reference row is widest "
+                             "(and the reference's run of that seed) until every row's "
+                             "half-width is at most H points or it has --max-seeds; the rule "
+                             "reads the interval's width only, never its sign or p-value "
+                             "(stopping on significance would bias the verdicts); works with "
+                             "--jobs, --shard and SLURM arrays (docs/scaling.md)")
+    parser.add_argument("--max-seeds", type=int_at_least(2), default=None, metavar="N",
+                        help="with --until-halfwidth: the most seeds a row gets (default 24)")
     parser.add_argument("--variants", nargs="+", default=None, metavar="KEY",
                         help="a subset of the table's variants, e.g. base g (default: all)")
     parser.add_argument("--controls", action="store_true",
@@ -70,8 +84,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                              "'checkpoints' beside a SQLite store, e.g. "
                              f"{tracking.MLRUNS / 'checkpoints'}; for a server, that folder)")
     parser.add_argument("--shard", default=None, metavar="K/N",
-                        help="run only the K-th of N disjoint slices of the plan (0-based); "
-                             "defaults to SLURM_ARRAY_TASK_ID/SLURM_ARRAY_TASK_COUNT when set")
+                        help="run the K-th of N disjoint slices of the runs still to do "
+                             "(0-based), packed by expected time, then any other slice's run "
+                             "no process holds; defaults to SLURM_ARRAY_TASK_ID/"
+                             "SLURM_ARRAY_TASK_COUNT when set")
     parser.add_argument("--skip-bad-images", action="store_true",
                         help="skip (and count) unreadable images instead of stopping at the first one "
                              "(= --set data.skip_bad_images=true)")
@@ -201,11 +217,30 @@ def init_distributed() -> tuple[int, int]:
     return dist.get_rank(), world
 
 
+def seed_rule_of(args: argparse.Namespace) -> SeedRule | None:
+    """The ``--until-halfwidth`` rule the arguments ask for (None: the seeds of ``--seeds``)."""
+    if args.until_halfwidth is None:
+        if args.max_seeds is not None:
+            raise FTNError("--max-seeds: only with --until-halfwidth H (else --seeds are the seeds)")
+        return None
+    first = tuple(dict.fromkeys(args.seeds or FIRST_SEEDS))
+    max_seeds = 24 if args.max_seeds is None else args.max_seeds
+    if len(first) < 2:
+        raise FTNError(f"--seeds {' '.join(map(str, first))}: --until-halfwidth needs at least "
+                       f"2 first seeds (an interval over seeds), e.g. --seeds 0 1 2 (the default)")
+    if max_seeds < len(first):
+        raise FTNError(f"--max-seeds {max_seeds}: below the {len(first)} first seeds (--seeds); "
+                       f"raise it")
+    return SeedRule(args.until_halfwidth, max_seeds, first)
+
+
+
 @cli_main
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    study = studies.load(args.study) if args.study else studies.paper_study(args.table)  # checked whole, first
+    study = load_study(args.study) if args.study else paper_study(args.table)  # checked whole, first
     argv = sys.argv if argv is None else ["ablations/run.py", *argv]
+    rule = seed_rule_of(args)
     rank, world = init_distributed()
     shard = parse_shard(args.shard)
     preset, why = runner.choose_preset(args.preset, args.dataset)
@@ -217,32 +252,26 @@ def main(argv: list[str] | None = None) -> int:
 
         if torch.cuda.is_available():
             sets["train.device"] = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
-    plan = runner.build_plan(study, args.variants, args.seeds, args.dataset, args.root, preset, sets, shard,
-                              args.controls)
+    keys = args.variants
+    if rule is not None and keys and study.reference not in keys:  # every Δ is against it
+        keys = [study.reference, *keys]
+    seeds = rule.seeds() if rule is not None else (args.seeds or [0])
+    plan = runner.build_plan(study, keys, seeds, args.dataset, args.root, preset, sets,
+                             args.controls)
+    for p in plan:
+        p.seed_rule = rule.tag if rule is not None else ""
     uri = tracking.check_uri(args.tracking_uri)  # a bad store is refused before the data is read
     work_dir = Path(args.work_dir) if args.work_dir else tracking.checkpoint_dir(uri)
     runner.check_work_dir(work_dir)
     inits.fill_init_digests(plan, uri, fetch=not args.dry_run)  # a bad model.init too
     if not plan:
-        if shard != (0, 1):
-            print(f"nothing to run: shard {shard[0]}/{shard[1]} of the plan is empty")
-            return 0
         raise FTNError(f"nothing to run: no row of the plan applies to {' '.join(args.dataset)} (the "
                        f"oracle control needs the synthetic data's true masks); choose other --variants")
     if rank == 0:
         print(f"preset: {preset} ({why})", flush=True)
     if args.dry_run:  # reads the data and the store, creates nothing
-        if rank == 0 and not study.is_paper:
-            print(f"study {study.name} ({study.path}, hash {study.digest}): {len(study.rows)} rows, "
-                  f"{len(study.claims)} claim(s), Δ against {study.reference}", flush=True)
-        with read_only_cache():
-            runner.read_data(plan, generate=False)
-        client = tracking.open_store(uri, create=False) if rank == 0 else None
-        if client is not None:
-            runner.mark_existing(plan, client)
         if rank == 0:
-            print(runner.format_plan(plan, work_dir))
-            print(runner.describe_start(plan, runner.measured_pace(plan, client) if client else None))
+            dry_run(plan, study, rule, shard, uri, work_dir)
         return 0
     splits = runner.read_data(plan)
     # Read the store first, create nothing until every run still to do is known to start.
@@ -256,29 +285,48 @@ def main(argv: list[str] | None = None) -> int:
         dist.broadcast_object_list(statuses, src=0)
         for p, (status, run_id) in zip(plan, statuses[0]):
             p.status, p.run_id = status, run_id
-    if all(p.status == "done" for p in plan):
+    first = [p for p in plan if rule is None or p.seed in rule.initial]  # what shards split
+    seconds = scheduling.expected_seconds(first, client) if rank == 0 and shard != (0, 1) else []
+    own_index = (scheduling.shard_bins(first, shard[1], seconds)[shard[0]] if seconds
+                 else list(range(len(first))))
+    own = [first[i] for i in runner._sync(own_index, world)]
+    if rule is None and all(p.status == "done" for p in plan):
         if rank == 0:
             print(f"all {len(plan)} runs are already FINISHED in the store on this data; nothing to train "
                   f"(change a --set to run a new configuration)")
         return 0
+    idle = (rule is not None and rank == 0 and client is not None
+            and not rule_has_work(plan, rule, client))
+    if runner._sync(idle, world):
+        return 0
     if rank == 0:
-        print(runner.describe_start(plan, runner.measured_pace(plan, client) if client else None), flush=True)
+        if seconds:
+            print(scheduling.describe_shard(first, shard, seconds))
+        more = (f"; then one seed at a time where the Δ R-1 interval is widest ({rule.tag})"
+                if rule is not None else "")
+        pace = runner.measured_pace(plan, client) if client else None
+        print(runner.describe_start(own, pace) + more, flush=True)
     todo = [p for p in plan if p.status != "done"]
     splits = runner.load_todo(todo, splits)
     runner.check_todo(todo, splits)  # e.g. data.num_ids beyond the data: refused before the store is touched
     if rank == 0:
         client = tracking.open_store(uri)
     if args.jobs > 1 and world == 1:
-        return run_jobs(args.jobs, argv, min(args.jobs, sum(p.status != "done" for p in plan)))
+        return run_jobs(args.jobs, argv, min(args.jobs, len(todo)))
     leases = tracking.lease_dir(uri, work_dir)
     parents: dict[str, str] = {}
     try:
         if rank == 0:
             with deferred_interrupts():  # each parent run is created whole, or not at all
                 parents = runner.start_parents(todo, client, argv)
-            runner.reuse_runs(todo, client, parents, leases)
-        failed = runner.execute(plan, client, work_dir, parents, splits, rank, world, args.keep_checkpoints,
-                                leases)
+        if rule is not None:
+            mine = {(p.experiment, p.variant.key, p.seed) for p in own} if seconds else set()
+            failed = scheduling.run_until_halfwidth(plan, rule, client, work_dir, parents,
+                                                    splits, rank, world, args.keep_checkpoints,
+                                                    leases, mine)
+        else:
+            failed = train(own, plan, shard, client, work_dir, parents, splits, rank, world,
+                           args.keep_checkpoints, leases)
     except (Interrupted, KeyboardInterrupt) as err:
         if rank == 0:
             runner.end_parents(client, parents, "KILLED")
@@ -295,8 +343,67 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         store = f" --tracking-uri {shlex.quote(args.tracking_uri)}" if args.tracking_uri else ""
         which = f"--table {study.table}" if study.is_paper else f"--study {shlex.quote(args.study)}"
-        print(f"all runs finished; build the report with: python reports/build.py {which}{store}")
+        done = "no run left for this process" if rule is not None else "all runs finished"
+        print(f"{done}; build the report with: python reports/build.py {which}{store}")
     return 0
+
+
+def train(own: list[runner.PlannedRun], plan: list[runner.PlannedRun], shard: tuple[int, int],
+          client, work_dir: Path, parents: dict[str, str], splits: dict, rank: int, world: int,
+          keep: bool, leases: Path) -> list[str]:
+    """Copy or train this shard's runs, then (work stealing) the other shards' runs that no
+    process holds; returns the names of the runs that FAILED."""
+    if rank == 0:
+        runner.reuse_runs(own, client, parents, leases)
+    failed = runner.execute(own, client, work_dir, parents, splits, rank, world, keep, leases)
+    mine = {id(p) for p in own}
+    rest = [p for p in plan if id(p) not in mine and p.status != "done"]
+    if not rest:
+        return failed
+    if rank == 0:
+        print(f"shard {shard[0]}/{shard[1]}: its own runs are done; taking the other shards' "
+              f"runs that no process holds ({len(rest)} not FINISHED when it started)", flush=True)
+        runner.reuse_runs(rest, client, parents, leases)
+    return failed + runner.execute(rest, client, work_dir, parents, splits, rank, world, keep,
+                                   leases)
+
+
+def rule_has_work(plan: list[runner.PlannedRun], rule: SeedRule, client) -> bool:
+    """Whether the rule has a run to give now; if not, says where each row stands."""
+    groups = scheduling.read_state(plan, client, {}, set())
+    if next_pick(groups, rule) is not None:
+        return True
+    for group in groups:
+        print(scheduling.describe(group, rule, f"nothing to run now, {rule.tag}"), flush=True)
+    return False
+
+
+def dry_run(plan: list[runner.PlannedRun], study, rule: SeedRule | None, shard: tuple[int, int],
+            uri: str, work_dir: Path) -> None:
+    """Print the plan (this shard's part), what is done, the time and the disk; with the rule,
+    where each row stands and its next pick. Reads the data and the store, creates nothing."""
+    if not study.is_paper:
+        print(f"study {study.name} ({study.path}, hash {study.digest}): {len(study.rows)} rows, "
+              f"{len(study.claims)} claim(s), Δ against {study.reference}", flush=True)
+    with read_only_cache():
+        runner.read_data(plan, generate=False)
+    client = tracking.open_store(uri, create=False)
+    if client is not None:
+        runner.mark_existing(plan, client)
+    shown = [p for p in plan if rule is None or p.seed in rule.initial or p.status != "new"]
+    if shard != (0, 1):
+        seconds = scheduling.expected_seconds(shown, client)
+        print(scheduling.describe_shard(shown, shard, seconds))
+        shown = scheduling.shard_runs(shown, shard, seconds)
+    print(runner.format_plan(shown, work_dir))
+    print(runner.describe_start(shown, runner.measured_pace(plan, client) if client else None))
+    if rule is not None:
+        groups = scheduling.read_state(plan, client, {}, set()) if client is not None else []
+        pick = next_pick(groups, rule) if groups else None
+        for group in groups:
+            print(scheduling.describe(group, rule))
+        print(f"the rule's next run: {f'{pick.row}-s{pick.seed} ({pick.why})' if pick else 'none'}"
+              if groups else f"{rule.tag}: the first seeds of every row, then the rule")
 
 
 if __name__ == "__main__":

@@ -63,6 +63,9 @@ class PlannedRun:
     legacy_hash: str = ""
     """The hash older code tagged this configuration's runs with (``legacy_config_hash``): such
     runs are still found done or resumable, on data in the same folder."""
+    seed_rule: str = ""
+    """The rule that chose this run's seed (``SeedRule.tag``, e.g. ``until-halfwidth 1, max
+    24``), tagged ``seed_rule`` on the run; "" for seeds given with ``--seeds``."""
 
     @property
     def table(self) -> int | None:
@@ -91,12 +94,11 @@ def choose_preset(preset: str | None, datasets: list[str]) -> tuple[str, str]:
 
 
 def build_plan(table: int | Study, keys: list[str] | None, seeds: list[int], datasets: list[str], root: str,
-               preset: str, sets: dict[str, str], shard: tuple[int, int] = (0, 1),
-               controls: bool = False, rows_flag: str = "--variants") -> list[PlannedRun]:
+               preset: str, sets: dict[str, str], controls: bool = False,
+               rows_flag: str = "--variants") -> list[PlannedRun]:
     """Every (dataset, variant, seed) to run, with its resolved config; ``table`` is a paper
-    table's number or a study (``ablations.study``); ``shard`` = (K, N) keeps the K-th of N
-    disjoint slices (round robin in plan order); ``controls`` adds the study's control rows
-    (Table 2's ``base_matched``, ``oracle``)."""
+    table's number or a study (``ablations.study``); ``controls`` adds the study's control rows
+    (Table 2's ``base_matched``, ``oracle``). A shard's part of it: ``scheduling.shard_runs``."""
     study = as_study(table)
     for d in datasets:
         if d not in DATASETS:
@@ -131,8 +133,7 @@ def build_plan(table: int | Study, keys: list[str] | None, seeds: list[int], dat
                 plan.append(PlannedRun(study, variant, seed, dataset, preset, cfg, config_hash(cfg),
                                        study.experiment(dataset, preset), overrides,
                                        legacy_hash=legacy_config_hash(cfg)))
-    k, n = shard
-    return [p for i, p in enumerate(plan) if i % n == k]
+    return plan
 
 
 def table_axis(table: int | Study) -> dict[str, list[str]]:
@@ -371,6 +372,12 @@ def measured_pace(plan: list[PlannedRun], client) -> tuple[float, int] | None:
 
 
 def _seconds_per_epoch(client, exp, keys: set[tuple[str, str]]) -> list[float]:
+    return [span for _, span in epoch_spans(client, exp, keys)]
+
+
+def epoch_spans(client, exp, keys: set[tuple[str, str]]) -> list[tuple[str, float]]:
+    """(row key, wall seconds per epoch) of each FINISHED child run of ``exp`` that was trained
+    (not copied) with a (preset, data digest) of ``keys`` and never stood still part-way."""
     per_epoch = []
     for run in tracking.child_runs(client, exp.experiment_id).values() if exp else ():
         tags, info = run.data.tags, run.info
@@ -387,7 +394,7 @@ def _seconds_per_epoch(client, exp, keys: set[tuple[str, str]]) -> list[float]:
         last = run.data.metrics.get(EPOCH_KEY)  # the last epoch's own training time
         if last and span > 2 * last:  # stopped part-way and resumed, or paused: its span counts the wait
             continue
-        per_epoch.append(span)
+        per_epoch.append((tags.get("variant", ""), span))
     return per_epoch
 
 
@@ -468,7 +475,8 @@ class _Logger(tracking.RunLogger):
 
 def execute(plan: list[PlannedRun], client, work_dir: Path, parent_ids: dict[str, str],
             splits_cache: dict[str, DatasetSplits], rank: int = 0, world_size: int = 1,
-            keep_checkpoints: bool = False, leases: Path | None = None) -> list[str]:
+            keep_checkpoints: bool = False, leases: Path | None = None, label: str | None = None
+            ) -> list[str]:
     """Train every planned run not yet done; returns the names of runs that FAILED.
 
     Each run is trained under its lease (``leases``: ``tracking.lease_dir``), taken before the
@@ -481,6 +489,7 @@ def execute(plan: list[PlannedRun], client, work_dir: Path, parent_ids: dict[str
     failed: list[str] = []
     todo = [p for p in plan if p.status not in ("done", "reuse", "busy")]
     for i, p in enumerate(todo, 1):
+        counter = label or f"[{i}/{len(todo)}]"  # ``label``: how the lines name the run's place
         with contextlib.ExitStack() as stack:
             holder = None
             if rank == 0 and leases is not None:
@@ -491,15 +500,15 @@ def execute(plan: list[PlannedRun], client, work_dir: Path, parent_ids: dict[str
             if holder is not None or p.status == "done":
                 if rank == 0:
                     why = f"being trained by {holder}" if holder else "finished meanwhile by another process"
-                    print(f"[{i}/{len(todo)}] {p.experiment} {p.name}: {why}; skipped", flush=True)
+                    print(f"{counter} {p.experiment} {p.name}: {why}; skipped", flush=True)
                 if holder is not None:
                     p.status = "busy"
                 continue
             if _train_one(p, client, work_dir, parent_ids, splits_cache, rank, world_size, keep_checkpoints,
-                          f"[{i}/{len(todo)}]"):
+                          counter):
                 failed.append(p.name)
     busy = [p.name for p in todo if p.status == "busy"]
-    if busy and rank == 0:
+    if busy and rank == 0 and label is None:
         print(f"{len(busy)} run(s) left to the process(es) training them: {', '.join(busy)}; run the same "
               f"command again later to pick up any they leave unfinished", flush=True)
     return failed
@@ -584,7 +593,11 @@ def _child_tags(p: PlannedRun) -> dict[str, str]:
             "variant_label": p.variant.label, "seed": str(p.seed), "preset": p.preset,
             "dataset": p.dataset, "git_commit": tracking.git_commit(), "machine": tracking.machine(),
             "config_hash": p.hash, "setting_hash": setting_hash(p.cfg), "data_digest": p.data_digest,
-            "init_digest": p.init_digest, "overrides": p.overrides}
+            "init_digest": p.init_digest, "overrides": p.overrides} | _rule_tag(p)
+
+
+def _rule_tag(p: PlannedRun) -> dict[str, str]:
+    return {"seed_rule": p.seed_rule} if p.seed_rule else {}
 
 
 def _start_child(p: PlannedRun, client, parent_id: str, splits: DatasetSplits) -> str:
@@ -592,7 +605,7 @@ def _start_child(p: PlannedRun, client, parent_id: str, splits: DatasetSplits) -
     if p.run_id is not None:  # resume in the same MLflow run
         run = mlflow.start_run(run_id=p.run_id, log_system_metrics=True)
         mlflow.set_tags({"git_commit": tags["git_commit"], "machine": tags["machine"],  # the last to touch it
-                         "setting_hash": tags["setting_hash"]})
+                         "setting_hash": tags["setting_hash"], **_rule_tag(p)})
         return run.info.run_id
     exp_id = tracking.get_or_create_experiment(client, p.experiment)
     run = mlflow.start_run(experiment_id=exp_id, run_name=p.name, parent_run_id=parent_id, tags=tags,
@@ -620,7 +633,7 @@ def start_parents(plan: list[PlannedRun], client, argv: list[str]) -> dict[str, 
                                 tags={"kind": "parent", "table": str(p.table or ""), "study": p.study.name,
                                       "study_hash": p.study.digest, "dataset": p.dataset,
                                       "preset": p.preset, "command": " ".join(argv)[:5000],
-                                      "git_commit": tracking.git_commit()})
+                                      "git_commit": tracking.git_commit(), **_rule_tag(p)})
         client.log_text(run.info.run_id, p.study.text, "study.toml")
         parents[p.experiment] = run.info.run_id
     return parents

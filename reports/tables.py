@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 from scipy.stats import spearmanr
 
+from ablations.seed_rule import SeedRule, stop_reason
 from ablations.variants import paper_results
 from reports import stats
 from reports.load import TableRuns
@@ -132,6 +133,32 @@ def seed_gaps(tr: TableRuns, per_query: dict[tuple[str, int], dict] | None = Non
         else:
             lines.append(f"{side} {why} at seeds {' '.join(map(str, sds))}: they are left out of {deltas}")
     return lines
+
+
+def seed_rule_note(tr: TableRuns, summary: pd.DataFrame) -> list[str]:
+    """Where ``run.py --until-halfwidth`` chose the seeds (the runs' ``seed_rule`` tag, the
+    newest run's): the rule, then each row's seeds and why it stopped (``seed_rule.stop_reason``
+    on the row's Δ R-1 half-width here); [] for seeds given with ``--seeds``."""
+    if "tags.seed_rule" not in tr.runs:
+        return []
+    tagged = tr.runs.dropna(subset=["tags.seed_rule"]).sort_values("start_time")
+    rule = SeedRule.parse(str(tagged["tags.seed_rule"].iloc[-1])) if len(tagged) else None
+    if rule is None:
+        return []
+    ref = tr.study.reference
+    lines = [f"Seeds chosen by `--until-halfwidth {rule.target:g} --max-seeds {rule.max_seeds}`: "
+             f"every row's first seeds, then one seed at a time to the row whose Δ R-1 interval "
+             f"against `{ref}` was widest (and `{ref}` at that seed too), until its half-width was "
+             f"at most {rule.target:g} points or it had {rule.max_seeds} seeds. The rule reads the "
+             f"interval's width only, never its sign or p-value, so where a row stopped favours no "
+             f"verdict.", ""]
+    for r in summary.itertuples():
+        if r.variant == ref:
+            lines.append(f"- {r.variant_label} (the reference): seeds {r.seeds}")
+            continue
+        half = getattr(r, "d_rank1_half", math.nan)
+        lines.append(f"- {r.variant_label}: seeds {r.seeds}, {stop_reason(half, int(r.n), rule)}")
+    return lines + [""]
 
 
 def data_gaps(tr: TableRuns) -> list[str]:

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from ablations import run as run_cli
+from ablations import run as run_cli, scheduling
 from ablations.runner import build_plan
 from ftn_core.errors import FTNError
 
@@ -69,13 +69,61 @@ def test_bad_shards_are_one_line_errors(no_slurm, text, env, message):
 
 
 @pytest.mark.parametrize("n", [1, 2, 3, 5, 20])
-def test_shards_partition_the_plan(n):
-    args = (2, None, [0, 1], ["synthetic"], "data", "tiny", {})
-    full = [p.name for p in build_plan(*args)]
-    shards = [[p.name for p in build_plan(*args, shard=(k, n))] for k in range(n)]
-    assert sorted(sum(shards, [])) == sorted(full)  # every run in exactly one shard
-    assert all(s == full[k::n] for k, s in enumerate(shards))  # round robin in plan order
-    assert max(map(len, shards)) - min(map(len, shards)) <= 1  # balanced
+def test_shards_partition_the_runs_still_to_do(n):
+    plan = build_plan(2, None, [0, 1], ["synthetic"], "data", "tiny", {})
+    for p in plan[:3]:
+        p.status = "done"  # FINISHED already: no shard gets them
+    seconds = scheduling.expected_seconds(plan, None)
+    shards = [[p.name for p in scheduling.shard_runs(plan, (k, n), seconds)] for k in range(n)]
+    todo = [p.name for p in plan[3:]]
+    assert sorted(sum(shards, [])) == sorted(todo) if n > 1 else shards == [[p.name for p in plan]]
+    if n > 1:
+        assert all(s == [x for x in todo if x in s] for s in shards)  # each in plan order
+
+
+def test_shards_are_packed_by_expected_time_longest_first():
+    """LPT with known costs: 5 4 3 3 2 2 1 s into two shards of 10 s each (round robin would
+    give 11 and 9); the same costs give the same shards; a FINISHED run is in none."""
+    plan = build_plan(1, ["base"], list(range(7)), ["synthetic"], "data", "tiny", {})
+    seconds = [5.0, 4.0, 3.0, 3.0, 2.0, 2.0, 1.0]
+    assert scheduling.shard_bins(plan, 2, seconds) == [[0, 3, 5], [1, 2, 4, 6]]
+    assert scheduling.shard_bins(plan, 2, list(seconds)) == [[0, 3, 5], [1, 2, 4, 6]]  # again
+    assert [p.seed for p in scheduling.shard_runs(plan, (1, 2), seconds)] == [1, 2, 4, 6]
+    plan[0].status = "done"
+    assert scheduling.shard_bins(plan, 2, seconds) == [[1, 4, 5], [2, 3, 6]]  # 4+2+2 = 8, 3+3+1 = 7
+    line = scheduling.describe_shard(plan, (1, 2), seconds)
+    assert "shard 1/2: 3 of the 6 run(s) still to do" in line
+
+
+def test_expected_seconds_per_row_from_the_store_else_by_step_cost(tmp_path):
+    """A row's FINISHED runs give its seconds per epoch (median); a row without any is scaled
+    from its step cost relative to the rows with some; a copy costs nothing."""
+    from types import SimpleNamespace
+
+    plan = build_plan(1, ["base", "pamcam", "cfa"], [0], ["synthetic"], str(tmp_path), "tiny", {})
+    for p in plan:
+        p.data_digest = "d1"
+    epochs = plan[0].cfg.train.epochs
+
+    def run(variant, per_epoch, seed):
+        tags = {"kind": "child", "variant": variant, "seed": str(seed), "config_hash": variant,
+                "data_digest": "d1", "preset": "tiny"}
+        info = SimpleNamespace(status="FINISHED", start_time=0, run_id=f"{variant}{seed}",
+                               end_time=int(per_epoch * epochs * 1000))
+        data = SimpleNamespace(tags=tags, params={"train.epochs": str(epochs)}, metrics={})
+        return SimpleNamespace(info=info, data=data)
+
+    runs = [run("base", 90, 0), run("base", 110, 1), run("cfa", 120, 0)]
+    exp = SimpleNamespace(experiment_id="1", name=plan[0].experiment, lifecycle_stage="active")
+    client = SimpleNamespace(get_experiment_by_name=lambda name: exp,
+                             search_runs=lambda ids, **k: runs)
+    seconds = scheduling.expected_seconds(plan, client)
+    # base: median 100 s per epoch; cfa: 120 (step cost 1.2: 100 per Baseline epoch); pamcam
+    # (attention, no decoder: step cost 1.2) has no run: 1.2 × 100.
+    assert seconds == pytest.approx([100 * epochs, 120 * epochs, 120 * epochs])
+    assert scheduling.relative_cost(plan[1]) == pytest.approx(1.2 * epochs)
+    plan[1].status = "reuse"
+    assert scheduling.expected_seconds(plan, client)[1] == 0.0
 
 
 def test_a_dataset_logged_by_two_shards_at_once_is_linked_on_retry(store, data_root, monkeypatch):
@@ -111,19 +159,20 @@ def _children(uri: str):
 
 
 @pytest.mark.slow
-def test_two_shards_one_store_a_killed_worker_is_finished_by_its_rerun(store, data_root, no_slurm):
+def test_two_shards_one_store_a_killed_workers_run_is_finished_once(store, data_root, no_slurm):
     # No store yet: the two workers start together on a new one (the README's shard example).
     cmd = [sys.executable, str(REPO / "ablations" / "run.py"), "--table", "2", "--preset", "tiny",
            "--variants", "base", "a", "b", "g", "--seeds", "0", "--set", "train.epochs=6",
            "--root", str(data_root), "--tracking-uri", store["uri"], "--work-dir", store["work"]]
     # One thread per worker: two 2-thread workers on two cores thrash (measured: ~5x slower).
     env = {**{k: v for k, v in os.environ.items() if k not in SLURM}, "OMP_NUM_THREADS": "1"}
-    # Plan order base, a, b, g: shard 0/2 runs base and b, shard 1/2 runs a and g.
+    # Packed by step cost (base 1, a 1.5, b and g 1.7 Baseline epochs per epoch): shard 0/2 gets
+    # b and a (3.2), shard 1/2 base and g (2.7), each in plan order.
     procs = [subprocess.Popen([*cmd, "--shard", f"{k}/2"], cwd=REPO, env=env, stdout=subprocess.PIPE,
                               stderr=subprocess.STDOUT, text=True) for k in range(2)]
     ckpts = Path(store["work"]) / "table2-synthetic-tiny"
     t0 = time.time()
-    while not list(ckpts.glob("g-s0-*.pt")):  # shard 1 finished 'a' and is inside 'g'
+    while not list(ckpts.glob("g-s0-*.pt")):  # shard 1 finished 'base' and is inside 'g'
         assert procs[1].poll() is None, procs[1].communicate()[0][-3000:]
         assert time.time() - t0 < 300, "g never started"
         time.sleep(0.02)
@@ -131,15 +180,17 @@ def test_two_shards_one_store_a_killed_worker_is_finished_by_its_rerun(store, da
     procs[1].wait(timeout=60)
     out0 = procs[0].communicate(timeout=600)[0]
     assert procs[0].returncode == 0, out0[-3000:]
+    assert all(f"table2-synthetic-tiny {n}-s0 (training" in out0 for n in ("a", "b"))
+    # Shard 0, its own runs done, takes g: left RUNNING by the killed shard, it resumes it (or,
+    # had shard 1 still held it, leaves it to shard 1's rerun). base is never trained twice.
+    assert "shard 0/2: its own runs are done" in out0 and "base-s0: finished meanwhile" in out0
     _, runs = _children(store["uri"])
-    status = {r.info.run_name: r.info.status for r in runs}
-    assert status == {"base-s0": "FINISHED", "b-s0": "FINISHED", "a-s0": "FINISHED", "g-s0": "RUNNING"}
     g_id = next(r.info.run_id for r in runs if r.info.run_name == "g-s0")
-
     rerun = subprocess.run([*cmd, "--shard", "1/2"], cwd=REPO, env=env, capture_output=True, text=True,
                            timeout=600)
     assert rerun.returncode == 0, rerun.stdout[-3000:] + rerun.stderr[-3000:]
-    assert "[1/1] table2-synthetic-tiny g-s0 (resuming" in rerun.stdout  # 'a' is not trained again
+    resumed = [out for out in (out0, rerun.stdout) if "g-s0 (resuming" in out]
+    assert len(resumed) == 1  # g resumed once, by one of them
     client, runs = _children(store["uri"])
     names = sorted(r.info.run_name for r in runs)
     assert names == ["a-s0", "b-s0", "base-s0", "g-s0"]  # each (variant, seed) exactly once
