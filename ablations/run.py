@@ -286,7 +286,8 @@ def main(argv: list[str] | None = None) -> int:
         for p, (status, run_id) in zip(plan, statuses[0]):
             p.status, p.run_id = status, run_id
     first = [p for p in plan if rule is None or p.seed in rule.initial]  # what shards split
-    seconds = scheduling.expected_seconds(first, client) if rank == 0 and shard != (0, 1) else []
+    seconds, unit = (scheduling.expected_cost(first, client) if rank == 0 and shard != (0, 1)
+                     else ([], "s"))
     own_index = (scheduling.shard_bins(first, shard[1], seconds)[shard[0]] if seconds
                  else list(range(len(first))))
     own = [first[i] for i in runner._sync(own_index, world)]
@@ -301,7 +302,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if rank == 0:
         if seconds:
-            print(scheduling.describe_shard(first, shard, seconds))
+            print(scheduling.describe_shard(first, shard, seconds, unit))
         more = (f"; then one seed at a time where the Δ R-1 interval is widest ({rule.tag})"
                 if rule is not None else "")
         pace = runner.measured_pace(plan, client) if client else None
@@ -392,8 +393,8 @@ def dry_run(plan: list[runner.PlannedRun], study, rule: SeedRule | None, shard: 
         runner.mark_existing(plan, client)
     shown = [p for p in plan if rule is None or p.seed in rule.initial or p.status != "new"]
     if shard != (0, 1):
-        seconds = scheduling.expected_seconds(shown, client)
-        print(scheduling.describe_shard(shown, shard, seconds))
+        seconds, unit = scheduling.expected_cost(shown, client)
+        print(scheduling.describe_shard(shown, shard, seconds, unit))
         shown = scheduling.shard_runs(shown, shard, seconds)
     print(runner.format_plan(shown, work_dir))
     print(runner.describe_start(shown, runner.measured_pace(plan, client) if client else None))

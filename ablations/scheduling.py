@@ -24,11 +24,15 @@ from ablations import runner, tracking
 from ablations.intervals import query_metric
 from ablations.runner import PlannedRun
 from ablations.seed_rule import Group, Row, SeedRule, next_pick, summary
+from ftn_core.presets import RUN_SECONDS, preset_config
 
 STEP_COST = {"attention": 0.2, "decoder": 0.5}
 """A training step's cost beyond the Baseline's (1), from the fp32 step times of
 docs/performance.md (Baseline 103 ms, + CFA 121 ms, FTN (g) joint 157 ms): what a row without
 FINISHED runs in the store is expected to cost, relative to the rows with some."""
+TABLE2_STEP = 1.6
+"""Table 2's mean step cost in Baseline steps (base 1, (a) 1.5, six rows of CFA and TF-Dec 1.7),
+to which the presets' nominal run time refers."""
 
 
 def relative_cost(p: PlannedRun) -> float:
@@ -39,8 +43,15 @@ def relative_cost(p: PlannedRun) -> float:
 
 
 def expected_seconds(plan: list[PlannedRun], client) -> list[float]:
-    """Each planned run's expected seconds (module docstring); ``client`` None: relative step
-    costs alone (in Baseline epochs, as if one took a second)."""
+    """Each planned run's expected seconds (module docstring); ``client`` None: none measured."""
+    return expected_cost(plan, client)[0]
+
+
+def expected_cost(plan: list[PlannedRun], client) -> tuple[list[float], str]:
+    """(each planned run's expected cost, its unit): seconds as the store's runs measure them;
+    where the store has none, the preset's nominal run time (``RUN_SECONDS``, as a Table 2 run
+    of mean step cost ``TABLE2_STEP``) per Baseline epoch; else (a GPU preset) Baseline
+    epochs."""
     keys = {(p.preset, p.data_digest) for p in plan if p.data_digest}
     spans: dict[tuple[str, str], list[float]] = {}
     for name in sorted({p.experiment for p in plan}) if client is not None else ():
@@ -51,7 +62,14 @@ def expected_seconds(plan: list[PlannedRun], client) -> list[float]:
     first = {(p.experiment, p.variant.key): p for p in plan}
     units = [per_epoch[k] * p.cfg.train.epochs / relative_cost(p)
              for k, p in first.items() if k in per_epoch]
-    scale = statistics.median(units) if units else 1.0  # seconds per Baseline epoch
+    unit = "s"
+    if units:  # seconds per Baseline epoch
+        scale = statistics.median(units)
+    elif plan and plan[0].preset in RUN_SECONDS:
+        nominal = RUN_SECONDS[plan[0].preset] / preset_config(plan[0].preset).train.epochs
+        scale = nominal / TABLE2_STEP
+    else:
+        scale, unit = 1.0, "Baseline epochs"
     out = []
     for p in plan:
         measured = per_epoch.get((p.experiment, p.variant.key))
@@ -60,7 +78,7 @@ def expected_seconds(plan: list[PlannedRun], client) -> list[float]:
         else:
             out.append(measured * p.cfg.train.epochs if measured is not None
                        else relative_cost(p) * scale)
-    return out
+    return out, unit
 
 
 def shard_bins(plan: list[PlannedRun], shards: int, seconds: list[float]) -> list[list[int]]:
@@ -82,15 +100,16 @@ def shard_runs(plan: list[PlannedRun], shard: tuple[int, int], seconds: list[flo
     return list(plan) if n == 1 else [plan[i] for i in shard_bins(plan, n, seconds)[k]]
 
 
-def describe_shard(plan: list[PlannedRun], shard: tuple[int, int], seconds: list[float]) -> str:
+def describe_shard(plan: list[PlannedRun], shard: tuple[int, int], seconds: list[float],
+                   unit: str = "s") -> str:
     """One line: this shard's runs and expected time beside the others'."""
     k, n = shard
     bins = shard_bins(plan, n, seconds)
     loads = [sum(seconds[i] for i in b) for b in bins]
     todo = sum(len(b) for b in bins)
     return (f"shard {k}/{n}: {len(bins[k])} of the {todo} run(s) still to do, packed by expected "
-            f"time (expected per shard: {', '.join(f'{x:.0f}' for x in loads)} s); when done it "
-            f"takes the other shards' runs that no process holds")
+            f"time (expected per shard: {', '.join(f'{x:.0f}' for x in loads)} {unit}); when "
+            f"done it takes the other shards' runs that no process holds")
 
 
 def rank1_results(client, run_id: str, cache: dict[str, dict[int, float] | None]

@@ -124,6 +124,14 @@ def test_expected_seconds_per_row_from_the_store_else_by_step_cost(tmp_path):
     assert scheduling.relative_cost(plan[1]) == pytest.approx(1.2 * epochs)
     plan[1].status = "reuse"
     assert scheduling.expected_seconds(plan, client)[1] == 0.0
+    # No run in the store: the preset's nominal run time (a Table 2 run, of mean step cost 1.6);
+    # a GPU preset has none: Baseline epochs.
+    from ftn_core.presets import RUN_SECONDS
+
+    seconds, unit = scheduling.expected_cost(plan, None)
+    assert unit == "s" and seconds[0] == pytest.approx(RUN_SECONDS["tiny"] / 1.6)
+    gpu = build_plan(1, ["base"], [0], ["synthetic"], str(tmp_path), "gpu", {})
+    assert scheduling.expected_cost(gpu, None) == ([gpu[0].cfg.train.epochs], "Baseline epochs")
 
 
 def test_a_dataset_logged_by_two_shards_at_once_is_linked_on_retry(store, data_root, monkeypatch):
