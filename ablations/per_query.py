@@ -25,7 +25,6 @@ import sys
 import tempfile
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 if __name__ == "__main__":
     from ftn_core.errors import exit_on_interrupt_during_startup
 

@@ -22,7 +22,6 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 if __name__ == "__main__":
     from ftn_core.errors import exit_on_interrupt_during_startup
 

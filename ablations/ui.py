@@ -27,7 +27,6 @@ import sys
 from pathlib import Path
 from urllib.parse import quote, urlencode
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 if __name__ == "__main__":
     from ftn_core.errors import exit_on_interrupt_during_startup
 
@@ -165,7 +164,7 @@ def serve(cmd: list[str]) -> int:
 
 @cli_main
 def main(argv: list[str] | None = None) -> int:
-    parser = OneLineParser(prog="python -m ablations.ui", description=__doc__.split("\n\n")[0],
+    parser = OneLineParser(description=__doc__.split("\n\n")[0],
                            epilog=__doc__.split("\n\n", 1)[1], formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tracking-uri", default=None,
                         help=f"a SQLite store (default: {tracking.DEFAULT_TRACKING_URI})")

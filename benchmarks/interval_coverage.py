@@ -27,16 +27,13 @@ from __future__ import annotations
 
 import argparse
 import math
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
 from scipy import stats as sps
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from reports import stats  # noqa: E402
+from reports import stats
 
 QUERY_SE = 0.7
 """One seed's query standard error of the Δ in the ``gauss`` model (points, at 3,547 queries)."""

@@ -29,14 +29,13 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from ablations import runner  # noqa: E402
-from ftn_core.config import parse_sets  # noqa: E402
-from ftn_core.data.holdout import holdout_split  # noqa: E402
-from ftn_core.data.loading import build_data, load_splits  # noqa: E402
-from ftn_core.engine import Trainer  # noqa: E402
-from ftn_core.errors import FTNError, OneLineParser, cli_main  # noqa: E402
+from ablations import runner
+from ftn_core.config import parse_sets
+from ftn_core.data.holdout import holdout_split
+from ftn_core.data.loading import build_data, load_splits
+from ftn_core.engine import Trainer
+from ftn_core.errors import FTNError, OneLineParser, cli_main
 
 FIELDS = ("recipe", "overrides", "seed", "epochs", "val_rank1", "val_mAP", "train_ce", "seconds")
 

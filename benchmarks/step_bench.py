@@ -17,20 +17,17 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import time
-from pathlib import Path
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from ftn_core.config import override  # noqa: E402
-from ftn_core.engine import native_bf16_cpu  # noqa: E402
-from ftn_core.losses import combine  # noqa: E402
-from ftn_core.model import build_model  # noqa: E402
-from ftn_core.presets import preset_config  # noqa: E402
+from ftn_core.config import override
+from ftn_core.engine import native_bf16_cpu
+from ftn_core.losses import combine
+from ftn_core.model import build_model
+from ftn_core.presets import preset_config
 
 NUM_CLASSES = 600
 MODELS = (("Baseline", {"model.attention": "none", "model.decoder": False}),

@@ -21,14 +21,13 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from ablations.variants import variants  # noqa: E402
-from ftn_core.data.loading import build_data, load_splits  # noqa: E402
-from ftn_core.engine import evaluate  # noqa: E402
-from ftn_core.errors import OneLineParser, cli_main  # noqa: E402
-from ftn_core.model import build_model  # noqa: E402
-from ftn_core.presets import preset_config  # noqa: E402
+from ablations.variants import variants
+from ftn_core.data.loading import build_data, load_splits
+from ftn_core.engine import evaluate
+from ftn_core.errors import OneLineParser, cli_main
+from ftn_core.model import build_model
+from ftn_core.presets import preset_config
 
 
 @cli_main

@@ -18,21 +18,18 @@ import argparse
 import dataclasses
 import math
 import statistics
-import sys
 import time
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from ftn_core.config import override  # noqa: E402
-from ftn_core.data.loading import DataBundle  # noqa: E402
-from ftn_core.data.types import DatasetSplits, Sample  # noqa: E402
-from ftn_core.engine import COMPILE_BACKEND, Trainer  # noqa: E402
-from ftn_core.losses import combine  # noqa: E402
-from ftn_core.model import build_model  # noqa: E402
-from ftn_core.presets import preset_config  # noqa: E402
+from ftn_core.config import override
+from ftn_core.data.loading import DataBundle
+from ftn_core.data.types import DatasetSplits, Sample
+from ftn_core.engine import COMPILE_BACKEND, Trainer
+from ftn_core.losses import combine
+from ftn_core.model import build_model
+from ftn_core.presets import preset_config
 
 NUM_CLASSES = 150
 VARIANTS = (("Baseline", {"model.attention": "none", "model.decoder": False}), ("FTN", {}))

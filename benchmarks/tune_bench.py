@@ -17,13 +17,11 @@ import argparse
 import contextlib
 import io
 import os
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 os.environ.setdefault("MLFLOW_ENABLE_ASYNC_LOGGING", "false")
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import optuna  # noqa: E402
 import torch  # noqa: E402

@@ -24,8 +24,6 @@ import sys
 import time
 from pathlib import Path
 
-if __package__ in (None, ""):  # `python reports/build.py`: make the repository importable
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 if __name__ == "__main__":
     from ftn_core.errors import exit_on_interrupt_during_startup
 

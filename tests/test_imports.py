@@ -152,3 +152,29 @@ def test_the_checks_catch_planted_violations(tmp_path):
                       "reports/table.py": "def g():\n    pass\n"})
     assert forbidden(tmp_path, "ablations", {"reports"}) == {}
     assert find_cycle(import_graph(tmp_path)) is None
+
+
+def path_edits(root: Path, folders: tuple[str, ...]) -> list[str]:
+    """``file:line`` of every ``sys.path.insert`` / ``sys.path.append`` under ``folders``."""
+    found = []
+    for folder in folders:
+        for path in sorted((root / folder).rglob("*.py")):
+            for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), str(path))):
+                func = node.func if isinstance(node, ast.Call) else None
+                if (isinstance(func, ast.Attribute) and func.attr in ("insert", "append")
+                        and ast.unparse(func.value) == "sys.path"):
+                    found.append(f"{path.relative_to(root)}:{node.lineno}")
+    return found
+
+
+def test_no_script_edits_sys_path():
+    """The packages are installed (``make venv``: ``pip install -e``), so a script run as
+    ``python ablations/run.py`` finds them from any folder without a ``sys.path.insert``."""
+    found = path_edits(REPO, (*PACKAGES, "benchmarks"))
+    assert not found, f"sys.path edited in {', '.join(found)}"
+
+
+def test_path_edits_are_found(tmp_path):
+    _write(tmp_path, {"ablations/x.py": "import sys\n\ndef f():\n    sys.path.insert(0, '.')\n",
+                      "ablations/y.py": "import sys\npath = list(sys.path)\nsys.path[:] = path\n"})
+    assert path_edits(tmp_path, ("ablations",)) == ["ablations/x.py:4"]

@@ -198,3 +198,53 @@ def test_installing_without_deps_beside_a_torch_leaves_it_in_place(tmp_path):
     assert out[0] == torch.__version__ and Path(out[1]).is_relative_to(purelib), out
     assert Path(out[2]).is_relative_to(src) and out[3] == "0.1.0", out
     assert not list(site.glob("torch*")), "pip put a torch into the new environment"
+
+
+def test_the_commands_are_installed_and_run_from_any_folder(tmp_path):
+    """pyproject.toml's commands are this environment's (``make venv`` installs them), each names
+    a ``main`` of the repository's code, and a command and a script run from another folder."""
+    import ast
+    import importlib.metadata
+    import importlib.util
+
+    scripts = PYPROJECT["project"]["scripts"]
+    dist = importlib.metadata.distribution("ftn-ablation-suite")
+    installed = {ep.name: ep.value for ep in dist.entry_points if ep.group == "console_scripts"}
+    assert installed == scripts, "the environment's commands are stale: run `make venv`"
+    for name, target in scripts.items():
+        module, func = target.split(":")
+        origin = Path(importlib.util.find_spec(module).origin)
+        assert origin.is_relative_to(REPO), (name, origin)  # the tree, not a copy
+        defined = {n.name for n in ast.parse(origin.read_text(encoding="utf-8")).body
+                   if isinstance(n, ast.FunctionDef)}
+        assert func in defined, f"{name}: no {func}() in {origin.relative_to(REPO)}"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    for argv, prog in (([Path(sys.executable).with_name("ftn-report"), "--help"], "ftn-report"),
+                       ([sys.executable, REPO / "ablations" / "run.py", "--help"], "run.py")):
+        proc = subprocess.run(argv, cwd=tmp_path, capture_output=True, text=True, env=env)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        assert proc.stdout.startswith(f"usage: {prog} "), proc.stdout[:200]
+
+
+@pytest.mark.slow
+def test_the_wheel_holds_the_three_packages_and_their_data(tmp_path):
+    """A plain (not editable) install gets ftn_core, ablations and reports with the study files
+    and the paper's numbers, and not the committed report folders under reports/."""
+    import zipfile
+
+    src = tmp_path / "src"
+    src.mkdir()
+    for name in ("pyproject.toml", "README.md", "LICENSE"):
+        shutil.copy(REPO / name, src)
+    for package in ("ftn_core", "ablations", "reports"):
+        shutil.copytree(REPO / package, src / package, ignore=shutil.ignore_patterns("__pycache__"))
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
+                    "--no-index", "--disable-pip-version-check", "-w", str(tmp_path / "dist"),
+                    str(src)], cwd=tmp_path, capture_output=True, text=True, check=True)
+    (wheel,) = (tmp_path / "dist").glob("*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    assert {"ftn_core/model.py", "ablations/run.py", "reports/build.py",
+            "ablations/paper_tables.csv", "ablations/studies/table2.toml"} <= names
+    assert not [n for n in names if n.startswith("reports/") and n.count("/") > 1]  # table1/ …
+    entry = next(n for n in names if n.endswith("entry_points.txt"))
+    assert "ftn-run = ablations.run:main" in zipfile.ZipFile(wheel).read(entry).decode()
