@@ -56,36 +56,17 @@ def reranked(model, data, flip: bool, device: torch.device):
 
 
 def logged_model(run_id: str):
-    """The run's LoggedModel (``runs:/<run>/model``), or None for a run from before it was logged
-    or whose LoggedModel cannot be read (MLflow's and torch's messages on the way are kept quiet:
-    the caller falls back to model.pt and says so in one line).
-    MLflow downloads the model into a folder it never removes (62 MB per call at the cpu preset)
-    when not given one, so it gets a temporary folder here, and its code-path entry in ``sys.path``
-    is taken back out once the model is in memory."""
-    import contextlib
-    import io
-    import logging
-    import warnings
+    """The network of the run's LoggedModel (``runs:/<run>/model``: the pyfunc runs log now, or
+    the pytorch flavour of earlier runs), or None for a run from before it was logged or whose
+    LoggedModel cannot be read (MLflow's and torch's messages on the way are kept quiet: the
+    caller falls back to model.pt and says so in one line). The download goes to a temporary
+    folder, and MLflow's code-path entry in ``sys.path`` is taken back out
+    (``ablations.models.logged_net``)."""
+    from mlflow.tracking import MlflowClient
 
-    import mlflow.pytorch
+    from ablations.models import logged_net
 
-    path = list(sys.path)
-    loggers = [logging.getLogger(name) for name in ("mlflow", "torch")]
-    levels = [lg.level for lg in loggers]
-    try:
-        for lg in loggers:
-            lg.setLevel(logging.CRITICAL)
-        with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings(), \
-                contextlib.redirect_stderr(io.StringIO()):
-            warnings.simplefilter("ignore")
-            return mlflow.pytorch.load_model(f"runs:/{run_id}/model", dst_path=tmp,
-                                             map_location="cpu").eval()
-    except Exception:  # noqa: BLE001 - unreadable or of another code version: fall back to model.pt
-        return None
-    finally:
-        sys.path[:] = path
-        for lg, level in zip(loggers, levels):
-            lg.setLevel(level)
+    return logged_net(MlflowClient(), run_id)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

@@ -587,28 +587,17 @@ def log_run_artifacts(config: dict[str, Any], metrics: dict[str, float], cmc: li
 
 def log_embedding_model(model: Any, metrics: dict[str, float], splits: Any) -> str:
     """The final model in MLflow 3's own form: a LoggedModel named ``model`` linked to the active
-    run (``mlflow.pytorch.load_model("runs:/<run>/model")`` gives the embedding model back: in
-    eval mode, ``model(images)`` returns the embeddings). The ``ftn_core`` package travels with it
-    (``code_paths``); torch's pickle format, since ``torch.export`` does not take the model's
-    data-dependent branches. The val metrics and the test dataset are the model's params (linking
-    them as LoggedModel metrics would log each one a second time into the run's history)."""
-    import copy
+    run, a pyfunc that takes images (encoded bytes, or pixels at their original size) and returns
+    their embeddings (``ablations/served_model.py``; ``mlflow models serve -m runs:/<run>/model``
+    serves it). Its artifacts are the weights (a state dict: nothing pickled) and the run's
+    config.json, which ``log_run_artifacts`` logged just before; ``ablations.models.load_embedder``
+    loads it, and the pytorch-flavour models of earlier runs. The val metrics and the test dataset
+    are the model's params (linking them as LoggedModel metrics would log each one a second time
+    into the run's history); the first query image is its input example."""
+    from ablations.logged_model import log_served_model
 
-    import mlflow.pytorch
-    import torch
-
-    net = copy.deepcopy(model).cpu().eval()
-    version = torch.__version__.split("+")[0]
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     params = {k: f"{v:.4f}" for k, v in metrics.items() if k.startswith("val/")}
     params.update({"dataset": splits.name, "dataset_root": str(splits.root),
                    "test_images": str(len(splits.query) + len(splits.gallery))})
-    quiet = logging.getLogger("mlflow.pytorch")
-    level = quiet.level
-    quiet.setLevel(logging.ERROR)  # its notice on pickle serialisation, once per run
-    try:
-        info = mlflow.pytorch.log_model(net, name="model", pip_requirements=[f"torch=={version}"],
-                                        code_paths=[str(REPO / "ftn_core")], serialization_format="pickle",
-                                        params=params)
-    finally:
-        quiet.setLevel(level)
-    return info.model_id
+    return log_served_model(state, splits.query[0].path if splits.query else None, params)

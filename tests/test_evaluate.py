@@ -151,8 +151,10 @@ def test_model_files_and_ctrl_c_at_any_moment(finished, tmp_path):
     import time
 
     uri, run_id, artifacts = _clone(finished, tmp_path)
-    for weights in artifacts.glob("models/*/artifacts/data/model.pth"):
-        weights.unlink()
+    # The weights of the pyfunc LoggedModel (of the pytorch flavour's before it).
+    for pattern in ("models/*/artifacts/artifacts/model.pt", "models/*/artifacts/data/model.pth"):
+        for weights in artifacts.glob(pattern):
+            weights.unlink()
     t0 = time.perf_counter()
     done = _evaluate(uri, run_id, tmp_path)
     whole = time.perf_counter() - t0
