@@ -51,7 +51,7 @@ class ModelConfig:
     attention: Attention = "cfa"
     cfa_placement: Placement = "parallel"
     """How the attention output joins the backbone: series | residual | parallel
-    (chosen by measurement, README "Interpretation"). Applies to PAM-CAM too."""
+    (chosen by measurement, docs/reproduction.md, "Departures"). Applies to PAM-CAM too."""
     use_pa: bool = True
     use_ca: bool = True
     use_cmp: bool = True

@@ -168,12 +168,25 @@ def test_imagenet_reads_torchs_cache_and_downloads_nothing(tmp_path, monkeypatch
 
 def test_the_init_is_a_location_in_the_hash_its_weights_digest_is_the_identity(tmp_path):
     cfg = preset_config("cpu")
-    assert cfg.model.init == "scratch"
+    assert cfg.model.init == "people"  # the shipped backbone the pilot adopted
     h = config_hash(cfg)
     assert config_hash(override(cfg, {"model.init": "scratch"})) == h
     # where the weights live is not what they are: the runner keys runs by init_digest
     assert config_hash(override(cfg, {"model.init": str(tmp_path / "w.pt")})) == h
     assert config_hash(override(cfg, {"model.embed_dim": 128})) != h
+
+
+def test_the_cpu_presets_shipped_backbone_is_the_pilots_and_fits_it():
+    assert finit.init_digest("people", "resnet10") == "56d4e896dad465b9"  # docs/results.md
+    assert finit.SHIPPED.joinpath("people.pt").stat().st_size <= 25 * 2**20
+    cfg = preset_config("cpu")
+    model = build_model(cfg.model, num_classes=3, init_seed=0)
+    assert model.init_digest == "56d4e896dad465b9"
+    state = torch.load(finit.SHIPPED / "people.pt", weights_only=True)
+    loaded = backbone_state(model.senc, local_block=True)
+    assert loaded.keys() == state.keys()
+    for key, value in state.items():  # fp16 in the file, upcast exactly
+        assert torch.equal(loaded[key], value.to(loaded[key].dtype)), key
 
 
 # --------------------------------------------------------------------------- through the runner
