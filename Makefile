@@ -29,8 +29,10 @@ $(STAMP): pyproject.toml $(CONSTRAINTS)
 	touch $(STAMP)
 
 # The demo's report goes to out/demo/ (ignored by git), beside the committed reports/, never over them.
+# Two runs at a time on one thread each: more runs per hour on 2 cores than one run on two
+# threads (docs/performance.md, "Runs side by side").
 demo: venv
-	$(BIN)/python ablations/run.py --table 2
+	$(BIN)/python ablations/run.py --table 2 --jobs 2
 	$(BIN)/python reports/build.py --table 2 --out out/demo
 	@echo "the demo's report: out/demo/table2/README.md (the committed study's: reports/table2/README.md)"
 
