@@ -228,8 +228,8 @@ def test_the_commands_are_installed_and_run_from_any_folder(tmp_path):
 
 @pytest.mark.slow
 def test_the_wheel_holds_the_three_packages_and_their_data(tmp_path):
-    """A plain (not editable) install gets ftn_core, ablations and reports with the study files
-    and the paper's numbers, and not the committed report folders under reports/."""
+    """A plain (not editable) install gets ftn_core, ablations and reports with the study files,
+    the paper's numbers and the shipped backbone, and not the committed report folders under reports/."""
     import zipfile
 
     src = tmp_path / "src"
@@ -244,7 +244,8 @@ def test_the_wheel_holds_the_three_packages_and_their_data(tmp_path):
     (wheel,) = (tmp_path / "dist").glob("*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
     assert {"ftn_core/model.py", "ablations/run.py", "reports/build.py",
-            "ablations/paper_tables.csv", "ablations/studies/table2.toml"} <= names
+            "ablations/paper_tables.csv", "ablations/studies/table2.toml",
+            "ftn_core/weights/people.pt"} <= names  # the cpu preset's start
     assert not [n for n in names if n.startswith("reports/") and n.count("/") > 1]  # table1/ …
     entry = next(n for n in names if n.endswith("entry_points.txt"))
     assert "ftn-run = ablations.run:main" in zipfile.ZipFile(wheel).read(entry).decode()
