@@ -33,7 +33,7 @@ if __name__ == "__main__":
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from ablations import study as studies  # noqa: E402
+from ablations.study import load as load_study  # noqa: E402
 from ablations import tracking  # noqa: E402
 from ftn_core.config import Config, from_dict, override  # noqa: E402
 from ftn_core.data.loading import build_data, load_splits  # noqa: E402
@@ -133,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # one line per run instead
     if args.study and (args.table or args.experiment):
         raise FTNError("--study: give it alone, without --table or --experiment")
-    study = studies.load(args.study) if args.study else None  # a bad file fails before the store opens
+    study = load_study(args.study) if args.study else None  # a bad file fails before the store opens
     client = tracking.open_store(args.tracking_uri)
     if study is not None:
         exps = tracking.study_experiments(client, study)

@@ -143,7 +143,7 @@ def save_plots(study, out: Path) -> list[Path]:
 
 def finish(opts, result) -> int:
     """Print and save the best parameters, plots and the trial table; close the parent run."""
-    from ablations.tuning import close_parent
+    from ablations.optuna_study import close_parent
 
     study, client, parent = result.study, result.client, result.parent_run_id
     trials = study.get_trials(deepcopy=False)
@@ -187,13 +187,13 @@ def main(argv: list[str] | None = None) -> int:
         raise FTNError(f"--variant {args.variant}: not in Table {args.table}; choose from {' '.join(keys)}")
     preset, why = runner.choose_preset(args.preset, [args.dataset])
     print(f"preset: {preset} ({why})", flush=True)
-    from ablations import tuning  # optuna is imported only once the arguments are known to be good
+    from ablations import optuna_study  # optuna is imported only once the arguments are known to be good
 
-    opts = tuning.TuneOptions(args.variant, args.trials, args.table, args.dataset, args.root, preset,
+    opts = optuna_study.TuneOptions(args.variant, args.trials, args.table, args.dataset, args.root, preset,
                               parse_sets(args.sets), args.tracking_uri, args.storage, args.study, args.out,
                               args.timeout, args.seed, args.holdout, tuple(argv))
     try:
-        result = tuning.run_study(opts)
+        result = optuna_study.run_study(opts)
     except Interrupted as err:
         print(f"interrupted: {err}; run the same command again to continue the study", file=sys.stderr)
         return 130

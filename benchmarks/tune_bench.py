@@ -26,7 +26,7 @@ os.environ.setdefault("MLFLOW_ENABLE_ASYNC_LOGGING", "false")
 import optuna  # noqa: E402
 import torch  # noqa: E402
 
-from ablations import tuning  # noqa: E402
+from ablations import optuna_study  # noqa: E402
 from ftn_core.config import parse_sets  # noqa: E402
 from ftn_core.data.holdout import holdout_split  # noqa: E402
 from ftn_core.data.loading import build_data, load_splits  # noqa: E402
@@ -34,11 +34,11 @@ from ftn_core.engine import Trainer  # noqa: E402
 
 
 def _study(tmp: Path, name: str, trials: int, preset: str, sets: dict, pruner) -> tuple[optuna.Study, float]:
-    opts = tuning.TuneOptions("g", trials, preset=preset, root=str(tmp / "data"), sets=sets, study=name,
+    opts = optuna_study.TuneOptions("g", trials, preset=preset, root=str(tmp / "data"), sets=sets, study=name,
                               tracking_uri=f"sqlite:///{tmp / 'mlruns' / 'mlflow.db'}", out=str(tmp / name))
     t0 = time.perf_counter()
     with contextlib.redirect_stdout(io.StringIO()):
-        result = tuning.run_study(opts, pruner=pruner)
+        result = optuna_study.run_study(opts, pruner=pruner)
     return result.study, time.perf_counter() - t0
 
 
@@ -57,12 +57,12 @@ def main() -> None:
         _study(tmp, "warmup", 1, args.preset, sets, optuna.pruners.NopPruner())
         study, tuned = _study(tmp, "nopruning", args.trials, args.preset, sets, optuna.pruners.NopPruner())
 
-        opts = tuning.TuneOptions("g", 1, preset=args.preset, root=str(tmp / "data"), sets=sets)
-        base = tuning.plan_for(opts, {})
+        opts = optuna_study.TuneOptions("g", 1, preset=args.preset, root=str(tmp / "data"), sets=sets)
+        base = optuna_study.plan_for(opts, {})
         splits = holdout_split(load_splits(base.cfg.data), 0.2, seed=0)
         t0 = time.perf_counter()
         for t in study.trials:
-            p = tuning.plan_for(opts, t.params)
+            p = optuna_study.plan_for(opts, t.params)
             Trainer(p.cfg, build_data(p.cfg.data, seed=p.seed, splits=splits, train_masks=p.cfg.model.mask == "oracle"), None, None, progress=False).fit()
         bare = time.perf_counter() - t0
 

@@ -36,10 +36,10 @@ from mlflow.exceptions import MlflowException  # noqa: E402
 
 from ftn_core.errors import FTNError, OneLineParser, check_writable_dir, cli_main  # noqa: E402
 from ftn_core.model import classes_in_state  # noqa: E402
-from ablations import study as studies  # noqa: E402
+from ablations.study import Study, load as load_study  # noqa: E402
 from ablations import ranklists  # noqa: E402
 from ablations.tracking import study_experiments  # noqa: E402
-from reports import claims, diagnostics, efficiency, figures, sweep, tables, visual  # noqa: E402
+from reports import claims, diagnostics_table, efficiency, figures, sweep, tables, visual  # noqa: E402
 from reports.index import experiment_readme, table_index  # noqa: E402
 from reports.report import Report  # noqa: E402
 from reports.load import (LOSS_KEYS, REPO, TableRuns, artifact_json, artifact_path,  # noqa: E402
@@ -82,13 +82,13 @@ def build_experiment(client: MlflowClient, tr: TableRuns, folder: Path, visuals:
     rep.figures["curves"] = figures.training_curves(hist, order, tr.table, folder / "curves")
     if visuals:
         draw_visuals(client, tr, rep)
-    per_run = diagnostics.run_values(tr.runs, metric_history(client, tr.runs,
-                                                             (diagnostics.RATIO_KEY,)))
-    rep.diagnostics = diagnostics.summarize(tr, per_run)
-    diagnostics.write_tables(rep.diagnostics, folder, f"Table {tr.table} on {tr.dataset} "
-                             f"({tr.preset} preset): foreground diagnostics")
-    rep.figures["diagnostics"] = diagnostics.figure(per_run, order, tr.table,
-                                                    folder / "diagnostics")
+    per_run = diagnostics_table.run_values(
+        tr.runs, metric_history(client, tr.runs, (diagnostics_table.RATIO_KEY,)))
+    rep.diagnostics = diagnostics_table.summarize(tr, per_run)
+    diagnostics_table.write_tables(rep.diagnostics, folder, f"Table {tr.table} on {tr.dataset} "
+                                   f"({tr.preset} preset): foreground diagnostics")
+    rep.figures["diagnostics"] = diagnostics_table.figure(per_run, order, tr.table,
+                                                          folder / "diagnostics")
     if cost:
         rep.efficiency = efficiency_section(client, tr, rep.notes)
         if rep.efficiency is not None:
@@ -223,7 +223,7 @@ def table_folder(out: Path, tr: TableRuns) -> Path:
     return out / study_folder(tr.study) / f"{tr.dataset}-{tr.preset}"
 
 
-def study_folder(study: studies.Study) -> str:
+def study_folder(study: Study) -> str:
     return f"table{study.table}" if study.is_paper else f"study-{study.name}"
 
 
@@ -255,7 +255,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-log", action="store_true",
                         help="do not log the report to the parent run (leave the store untouched)")
     args = parser.parse_args(argv)
-    study = studies.load(args.study) if args.study else None
+    study = load_study(args.study) if args.study else None
     if study is not None and (args.table or args.experiment):
         raise FTNError("--study: give it alone, without --table or --experiment")
     check_writable_dir(args.out, "--out", "cannot write the report there")

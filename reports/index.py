@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from reports import diagnostics, efficiency, tables
+from reports import diagnostics_table, efficiency, tables
 from reports.load import DEFAULT_TRACKING_URI, REPO
 from reports.report import Report
 
@@ -375,10 +375,10 @@ DIAGNOSTICS_NOTES = [
 
 def _diagnostics_section(rep: Report) -> list[str]:
     out = ["## Diagnostics", ""]
-    if rep.diagnostics is None or not diagnostics.present(rep.diagnostics):
+    if rep.diagnostics is None or not diagnostics_table.present(rep.diagnostics):
         return out + ["No run logged the foreground diagnostics (`val/fg_focus_norm_*`, "
                       "`val/mask_auc_*`) or `train/recon_grad_ratio`: the runs predate them.", ""]
-    out += [diagnostics.markdown(rep.diagnostics), ""]
+    out += [diagnostics_table.markdown(rep.diagnostics), ""]
     out += [f"- {line}" for line in DIAGNOSTICS_NOTES]
     out += ["", "Mean ± std over seeds. Files: [CSV](diagnostics.csv), [LaTeX](diagnostics.tex), "
             "[Markdown](diagnostics.md).", ""]

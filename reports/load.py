@@ -24,8 +24,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
 from mlflow.store.artifact.local_artifact_repo import LocalArtifactRepository
 
-import ablations.study as studies
-from ablations.study import Study
+from ablations.study import PAPER_TABLE_NUMBERS, Study, as_study, data_choice, planned_config
 from ablations.variants import variants
 from ftn_core.config import (ADDED_FIELDS, Config, config_hash, flatten, from_dict, legacy_config_hash,
                              override, setting_hash)
@@ -92,7 +91,7 @@ class TableRuns:
     @property
     def study(self) -> Study:
         """The rows, reference and claims these runs are reported with."""
-        return studies.as_study(self.table)
+        return as_study(self.table)
 
     @property
     def order(self) -> list[str]:
@@ -191,7 +190,7 @@ def load_runs(client: MlflowClient, exp: Experiment, study: Study | None = None)
     df["seed"] = pd.to_numeric(df["tags.seed"], errors="coerce")
     df["name"] = df["tags.mlflow.runName"].fillna(df["run_id"].str[:8])
     known = ({v.key: v.label for v in variants(table, controls=True)}
-             if isinstance(table, Study) or table in studies.PAPER_TABLE_NUMBERS else {})
+             if isinstance(table, Study) or table in PAPER_TABLE_NUMBERS else {})
     df["variant_label"] = df["tags.variant_label"].fillna(df["variant"].map(known))
     left_out: list[str] = []
 
@@ -213,8 +212,8 @@ def load_runs(client: MlflowClient, exp: Experiment, study: Study | None = None)
                                            f"{'study' if isinstance(table, Study) else 'Table'} {table}")
     df = df.sort_values("start_time", ascending=False)
     # Only runs of each row's configuration as the study file gives it now.
-    paper = table in studies.PAPER_TABLE_NUMBERS
-    study_now = studies.as_study(table) if isinstance(table, Study) or paper else None
+    paper = table in PAPER_TABLE_NUMBERS
+    study_now = as_study(table) if isinstance(table, Study) or paper else None
     stale: list[str] = []
     if study_now is not None and len(df):
         why = pd.Series([_not_current(client, study_now, run, preset, dataset)
@@ -227,7 +226,7 @@ def load_runs(client: MlflowClient, exp: Experiment, study: Study | None = None)
     digest = str(df["data_digest"].iloc[0]) if len(df) else ""
     # Never pair runs that saw different data: per choice of data (one, unless the study's rows
     # choose different data), the newest run's data wins.
-    choice = ({v.key: studies.data_choice(v) for v in study_now.rows}
+    choice = ({v.key: data_choice(v) for v in study_now.rows}
               if study_now is not None and study_now.rows_on_different_data else {})
     group = df["variant"].map(lambda v: choice.get(v, ()))
     row_digests: dict[str, str] = {}
@@ -307,13 +306,13 @@ def _not_current(client: MlflowClient, study: Study, run: Any, preset: str, data
     sets = _sets(tag) if isinstance(tag, str) else None  # None: runs from before the tag
     root, seed = cfg.data.root, cfg.train.seed
     try:
-        now = studies.planned_config(variant, preset, dataset, root, sets or {}, seed)
+        now = planned_config(variant, preset, dataset, root, sets or {}, seed)
     except (FTNError, ValueError, TypeError):
         if sets is None:
             return ""
         sets = None  # a --set this code cannot read: the study's own keys are still compared
         try:
-            now = studies.planned_config(variant, preset, dataset, root, {}, seed)
+            now = planned_config(variant, preset, dataset, root, {}, seed)
         except (FTNError, ValueError, TypeError):
             return ""
     was, want = flatten(cfg), flatten(now)

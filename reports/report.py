@@ -20,7 +20,7 @@ class Report:
     uri: str
     summary: pd.DataFrame | None = None
     diagnostics: pd.DataFrame | None = None
-    """``reports.diagnostics.summarize``: only the columns some variant logged."""
+    """``reports.diagnostics_table.summarize``: only the columns some variant logged."""
     figures: dict[str, list[Path]] = field(default_factory=dict)
     efficiency: pd.DataFrame | None = None
     per_query: dict = field(default_factory=dict)

@@ -86,18 +86,18 @@ def test_foreground_scores_names_and_ranges():
 def test_a_column_with_one_value_in_every_run_is_stated_once_not_repeated():
     import pandas as pd
 
-    from reports import diagnostics
+    from reports import diagnostics_table
 
     summary = pd.DataFrame({"variant": ["base", "c", "g"], "variant_label": ["Base.", "(c) Gm", "(g) FTN"],
                             "n": [3, 3, 3], "auc_gm_mean": [float("nan"), 92.9, 92.9],
                             "auc_gm_std": [float("nan"), 0.0, 0.0],
                             "auc_pam_mean": [float("nan"), 60.0, 64.0],
                             "auc_pam_std": [float("nan"), 1.0, 2.0]})
-    assert diagnostics.constant(summary) == {"auc_gm": 92.9}
-    text = diagnostics.markdown(summary)
+    assert diagnostics_table.constant(summary) == {"auc_gm": 92.9}
+    text = diagnostics_table.markdown(summary)
     assert "AUC PAm" in text.splitlines()[0] and "AUC Gm" not in text.splitlines()[0]
     assert text.endswith("The same in every run that logs it, so not a column: AUC Gm 92.9.")
-    assert "AUC Gm" in diagnostics.display(summary, latex=True).columns  # LaTeX keeps the full table
+    assert "AUC Gm" in diagnostics_table.display(summary, latex=True).columns  # LaTeX keeps the full table
     # One seed's std is NaN, not 0: equal means then say nothing about the runs.
     summary.loc[2, "auc_gm_std"] = float("nan")
-    assert diagnostics.constant(summary) == {}
+    assert diagnostics_table.constant(summary) == {}

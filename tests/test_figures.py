@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 
 from ablations import ranklists
-from reports import diagnostics, figures
+from reports import diagnostics_table, figures
 
 # A Table 2 summary as ``tables.add_uncertainty`` leaves it: Δ against the Baseline with its
 # paired bootstrap interval (a: within noise, g: below 0), and the paper's Δ.
@@ -118,19 +118,19 @@ def _per_run(focus: bool, auc: bool, ratio: tuple[float, ...]) -> pd.DataFrame:
     rows = []
     for i, (variant, r) in enumerate(zip(["c", "g", "g"], ratio or (math.nan,) * 3)):
         row = {"variant": variant, "seed": i}
-        for col in diagnostics.TITLES:
+        for col in diagnostics_table.TITLES:
             row[col] = math.nan
         if focus:
             row["focus_stage3"] = 10.0 + i
         if auc:
             row["auc_gm"] = 60.0 + i
-        row[diagnostics.RATIO] = r
+        row[diagnostics_table.RATIO] = r
         rows.append(row)
     return pd.DataFrame(rows)
 
 
 def test_diagnostics_log_axis_covers_its_values_and_panels_without_data_are_left_out():
-    fig = diagnostics.draw(_per_run(True, True, (4e-3, 32.0, 41.0)), ["base", "c", "g"], 2)
+    fig = diagnostics_table.draw(_per_run(True, True, (4e-3, 32.0, 41.0)), ["base", "c", "g"], 2)
     assert [ax.get_title()[:4] for ax in fig.axes] == ["(a) ", "(b) ", "(c) "]
     log = fig.axes[2]
     lo, hi = log.get_ylim()
@@ -138,12 +138,12 @@ def test_diagnostics_log_axis_covers_its_values_and_panels_without_data_are_left
     assert (lo, hi) == pytest.approx((1e-3, 100.0))  # whole decades around the values and 1
     plt.close(fig)
     # Table 1: no TF-Dec, so no gradient ratio: two panels, none of them a placeholder.
-    fig = diagnostics.draw(_per_run(True, True, ()), ["base", "c", "g"], 1)
+    fig = diagnostics_table.draw(_per_run(True, True, ()), ["base", "c", "g"], 1)
     assert len(fig.axes) == 2 and all(ax.axison for ax in fig.axes)
     assert "Encoder gradient" not in " ".join(ax.get_title() for ax in fig.axes)
     plt.close(fig)
-    assert diagnostics.draw(_per_run(False, False, ()), ["c", "g"], 1) is None
-    assert diagnostics.decades(np.array([30.0, 40.0])) == pytest.approx((0.1, 100.0))
+    assert diagnostics_table.draw(_per_run(False, False, ()), ["c", "g"], 1) is None
+    assert diagnostics_table.decades(np.array([30.0, 40.0])) == pytest.approx((0.1, 100.0))
 
 
 def test_rank_lists_of_two_models_show_the_same_queries(tmp_path, monkeypatch):

@@ -17,7 +17,7 @@ from mlflow import MlflowClient
 
 from fake_store import NUM_CLASSES, FakeRun, log_experiment, new_store
 from ftn_core.errors import FTNError
-from reports import build, diagnostics, tables
+from reports import build, diagnostics_table, tables
 from reports.load import connect, find_experiments, load_runs, metric_history
 
 REPO = Path(__file__).resolve().parents[1]
@@ -324,8 +324,8 @@ def test_diagnostics_table_by_hand(report, store):
     assert csv.loc["oracle", "recon_grad_ratio_std"] == pytest.approx(math.sqrt(0.005), abs=1e-6)
     client, _ = connect(store[0])
     tr = load_runs(client, find_experiments(client, name="table2-synthetic-tiny")[0])
-    hist = metric_history(client, tr.runs, (diagnostics.RATIO_KEY,))
-    per_run = diagnostics.run_values(tr.runs, hist).set_index(["variant", "seed"])
+    hist = metric_history(client, tr.runs, (diagnostics_table.RATIO_KEY,))
+    per_run = diagnostics_table.run_values(tr.runs, hist).set_index(["variant", "seed"])
     assert len(hist[(hist["variant"] == "oracle") & (hist["seed"] == 0)]) == 2  # not epoch 1
     assert per_run.loc[("oracle", 0), "recon_grad_ratio"] == pytest.approx(0.2)
     assert per_run.loc[("c", 1), "recon_grad_ratio"] == pytest.approx(5e-3)  # not the last 6e-3
@@ -770,7 +770,7 @@ def test_an_interrupted_rebuild_leaves_the_previous_report_whole(report, tmp_pat
     def interrupted(*args, **kwargs):  # SIGTERM half-way: some files written, not all
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(build.diagnostics, "write_tables", interrupted)
+    monkeypatch.setattr(build.diagnostics_table, "write_tables", interrupted)
     assert build.main(argv) == 130
     assert {p.name: p.read_bytes() for p in folder.iterdir()} == before
     assert sorted(p.name for p in folder.parent.iterdir()) == ["README.md", "synthetic-tiny"]  # no half folder

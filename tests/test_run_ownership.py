@@ -279,10 +279,10 @@ def test_tune_names_its_own_flag_for_a_row_setting(store, data_root, capsys):
 
 
 def test_tune_takes_its_training_seed_from_set(data_root):
-    from ablations import tuning
+    from ablations import optuna_study
 
-    opts = tuning.TuneOptions("g", 1, preset="tiny", root=str(data_root), sets={"train.seed": "4"})
-    assert tuning.plan_for(opts, {}).seed == 4
+    opts = optuna_study.TuneOptions("g", 1, preset="tiny", root=str(data_root), sets={"train.seed": "4"})
+    assert optuna_study.plan_for(opts, {}).seed == 4
 
 
 def test_the_runs_view_of_a_tuning_experiment_lists_its_trials():

@@ -17,7 +17,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from ablations import run as run_cli
-from ablations import tune, tuning
+from ablations import optuna_study, tune
 from ablations.variants import TABLES
 from ftn_core.config import ModelConfig
 from ftn_core.errors import FTNError
@@ -40,11 +40,11 @@ def _model(key: str, pretrained: bool = True) -> ModelConfig:
     ("f", ["loss.w_l1", "model.gauss_sy", "model.gauss_sx", "train.lr", "loss.margin", "train.warmup_epochs"]),
 ])
 def test_search_space_follows_the_variant(variant, expected):
-    assert [p.key for p in tuning.search_space(_model(variant), epochs=12)] == expected
+    assert [p.key for p in optuna_study.search_space(_model(variant), epochs=12)] == expected
 
 
 def test_from_scratch_searches_the_lr_warmup_not_a_frozen_backbone():
-    keys = [p.key for p in tuning.search_space(_model("g", pretrained=False), epochs=12)]
+    keys = [p.key for p in optuna_study.search_space(_model("g", pretrained=False), epochs=12)]
     assert keys == [k if k != "train.warmup_epochs" else "train.lr_warmup_epochs" for k in ALL]
 
 
@@ -52,19 +52,19 @@ def test_a_backbone_pretrained_by_the_suite_may_be_frozen_like_imagenets():
     import dataclasses
 
     model = dataclasses.replace(_model("g", pretrained=False), init="/weights/fractal.pt")
-    assert "train.warmup_epochs" in [p.key for p in tuning.search_space(model, epochs=12)]
+    assert "train.warmup_epochs" in [p.key for p in optuna_study.search_space(model, epochs=12)]
 
 
 def test_search_space_ranges_and_fixed_keys():
-    space = {p.key: p for p in tuning.search_space(_model("g"), epochs=12, fixed={"loss.margin", "train.lr"})}
+    space = {p.key: p for p in optuna_study.search_space(_model("g"), epochs=12, fixed={"loss.margin", "train.lr"})}
     assert "loss.margin" not in space and "train.lr" not in space
     assert space["loss.w_grad"].log and (space["loss.w_grad"].low, space["loss.w_grad"].high) == (0.1, 10.0)
     # Warm-up: 0 .. 30 % of the epochs, at most epochs - 1 and at least 1 (paper: 51 of 360).
-    warmup = {e: next(p for p in tuning.search_space(_model("g"), e) if p.key == "train.warmup_epochs").high
+    warmup = {e: next(p for p in optuna_study.search_space(_model("g"), e) if p.key == "train.warmup_epochs").high
               for e in (2, 12, 360)}
     assert warmup == {2: 1, 12: 4, 360: 108}
     # Defaults (the paper's, our Gaussian σ, the cpu preset's lr) lie inside the ranges searched.
-    full = {p.key: p for p in tuning.search_space(_model("g"), epochs=12)}
+    full = {p.key: p for p in optuna_study.search_space(_model("g"), epochs=12)}
     for key, default in {"loss.w_grad": 1.0, "loss.w_l1": 1.0, "model.gauss_sy": 0.5, "model.gauss_sx": 0.35,
                          "train.lr": 3.5e-4, "loss.margin": 0.3}.items():
         assert full[key].low < default < full[key].high, key
@@ -73,30 +73,30 @@ def test_search_space_ranges_and_fixed_keys():
 
 
 def test_suggest_names_values_by_config_key():
-    space = tuning.search_space(_model("g"), epochs=12)
+    space = optuna_study.search_space(_model("g"), epochs=12)
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=1))
-    values = tuning.suggest(study.ask(), space)
+    values = optuna_study.suggest(study.ask(), space)
     assert list(values) == ALL and isinstance(values["train.warmup_epochs"], int)
     for p in space:
         assert p.low <= values[p.key] <= p.high
-    fixed = tuning.suggest(optuna.trial.FixedTrial({**values, "train.lr": 2e-4}), space)
+    fixed = optuna_study.suggest(optuna.trial.FixedTrial({**values, "train.lr": 2e-4}), space)
     assert fixed["train.lr"] == 2e-4
 
 
 def test_storage_urls(tmp_path):
-    storage, shown = tuning.open_storage(None, tmp_path / "optuna" / "s.journal")
+    storage, shown = optuna_study.open_storage(None, tmp_path / "optuna" / "s.journal")
     assert isinstance(storage, optuna.storages.JournalStorage) and shown == str(tmp_path / "optuna" / "s.journal")
     optuna.create_study(storage=storage, study_name="s")
     assert (tmp_path / "optuna" / "s.journal").stat().st_size > 0
-    rdb, shown = tuning.open_storage(f"sqlite:///{tmp_path / 'o.db'}", tmp_path / "unused")
+    rdb, shown = optuna_study.open_storage(f"sqlite:///{tmp_path / 'o.db'}", tmp_path / "unused")
     assert isinstance(rdb, optuna.storages.RDBStorage) and (tmp_path / "o.db").exists()
     with pytest.raises(FTNError, match="unsupported; use a journal file path"):
-        tuning.open_storage("redis2://host", tmp_path)
+        optuna_study.open_storage("redis2://host", tmp_path)
     with pytest.raises(FTNError, match="cannot open it") as err:
-        tuning.open_storage("sqlite:////proc/nope/o.db", tmp_path)
+        optuna_study.open_storage("sqlite:////proc/nope/o.db", tmp_path)
     assert "\n" not in str(err.value)
     with pytest.raises(FTNError) as err:  # no psycopg2 here, or no server: either way one line
-        tuning.open_storage("postgresql://user:secret@127.0.0.1:9/optuna", tmp_path)
+        optuna_study.open_storage("postgresql://user:secret@127.0.0.1:9/optuna", tmp_path)
     assert "secret" not in str(err.value) and "postgresql://user:***@127.0.0.1:9/optuna" in str(err.value)
 
 
@@ -117,7 +117,7 @@ class _Trial:
 
 def test_pruner_stops_a_trial_but_never_at_its_last_epoch(capsys):
     trial = _Trial()
-    cb = tuning.TrialCallbacks("unused-run-id", trial, epochs=3)
+    cb = optuna_study.TrialCallbacks("unused-run-id", trial, epochs=3)
     with pytest.raises(optuna.TrialPruned, match="epoch 2"):
         cb.on_eval(2, {"val/mAP": 41.5, "val/rank1": 50.0})
     cb.on_eval(3, {"val/mAP": 42.0, "val/rank1": 50.0})  # last epoch: reported, not pruned
@@ -169,7 +169,7 @@ def test_bad_params_file_is_one_line(tmp_path, capsys, content, message):
       "--set", "train.lr_warmup_epochs=1"], "nothing to tune for variant base"),
 ])
 def test_bad_arguments_fail_before_any_trial(argv, message, store, capsys, monkeypatch):
-    monkeypatch.setattr(tuning, "make_objective", lambda *a, **k: pytest.fail("tuned"))
+    monkeypatch.setattr(optuna_study, "make_objective", lambda *a, **k: pytest.fail("tuned"))
     full = ["--trials", "2", "--preset", "tiny", "--tracking-uri", store["uri"], *argv]
     assert tune.main(full) == 2
     err = capsys.readouterr().err
@@ -184,18 +184,18 @@ class _PruneOdd(optuna.pruners.BasePruner):
 
 
 def _options(store, data_root, tmp_path, trials, **kw):
-    return tuning.TuneOptions("g", trials, preset="tiny", root=str(data_root), tracking_uri=store["uri"],
+    return optuna_study.TuneOptions("g", trials, preset="tiny", root=str(data_root), tracking_uri=store["uri"],
                               out=str(tmp_path / "report"), **kw)
 
 
 @pytest.mark.slow
 def test_study_end_to_end_records_resumes_and_reports(store, data_root, tmp_path, capsys, monkeypatch):
     seen = []
-    build = tuning.build_data
-    monkeypatch.setattr(tuning, "build_data", lambda cfg, seed, splits, **kw: seen.append(splits) or build(
+    build = optuna_study.build_data
+    monkeypatch.setattr(optuna_study, "build_data", lambda cfg, seed, splits, **kw: seen.append(splits) or build(
         cfg, seed=seed, splits=splits, **kw))
     opts = _options(store, data_root, tmp_path, 3)
-    assert tune.finish(opts, tuning.run_study(opts, pruner=_PruneOdd())) == 0
+    assert tune.finish(opts, optuna_study.run_study(opts, pruner=_PruneOdd())) == 0
     out = capsys.readouterr().out
     # Validation is on held-out training identities, never the benchmark's query/gallery.
     assert len(seen) == 3 and all(s.name.endswith("-holdout") for s in seen)
@@ -243,28 +243,28 @@ def test_study_end_to_end_records_resumes_and_reports(store, data_root, tmp_path
 
     # The same command again: the budget is reached, nothing trains. A larger budget continues
     # the same study under the same parent run.
-    assert tune.finish(opts, tuning.run_study(opts, pruner=_PruneOdd())) == 0
+    assert tune.finish(opts, optuna_study.run_study(opts, pruner=_PruneOdd())) == 0
     assert "already has 3 finished trials" in capsys.readouterr().out
     more = _options(store, data_root, tmp_path, 4)
-    assert tune.finish(more, tuning.run_study(more, pruner=_PruneOdd())) == 0
+    assert tune.finish(more, optuna_study.run_study(more, pruner=_PruneOdd())) == 0
     runs = client.search_runs([exp.experiment_id])
     assert sum(r.data.tags["kind"] == "study" for r in runs) == 1
     assert sorted(r.info.run_name for r in runs if r.data.tags["kind"] == "trial") == [f"trial-{i}" for i in range(4)]
 
     # Another base configuration must not mix into this study.
     with pytest.raises(FTNError, match="was started with another configuration"):
-        tuning.run_study(_options(store, data_root, tmp_path, 5, sets={"train.epochs": "3"}))
+        optuna_study.run_study(_options(store, data_root, tmp_path, 5, sets={"train.epochs": "3"}))
 
     # Every trial names the data it was scored on; the study refuses other data before training.
-    digest = tuning.load_splits(tuning.plan_for(opts, {}).cfg.data).digest
+    digest = optuna_study.load_splits(optuna_study.plan_for(opts, {}).cfg.data).digest
     assert len(digest) == 16 and study.user_attrs["data_digest"] == digest
     assert parent.data.tags["data_digest"] == digest
     assert all(r.data.tags["data_digest"] == digest for r in trials.values())
-    load = tuning.load_splits
-    monkeypatch.setattr(tuning, "load_splits", lambda cfg: dataclasses.replace(load(cfg), digest="0" * 16))
+    load = optuna_study.load_splits
+    monkeypatch.setattr(optuna_study, "load_splits", lambda cfg: dataclasses.replace(load(cfg), digest="0" * 16))
     seen.clear()
     with pytest.raises(FTNError, match=rf"started on other data \(digest {digest}, now 0{{16}}\)"):
-        tuning.run_study(_options(store, data_root, tmp_path, 5))
+        optuna_study.run_study(_options(store, data_root, tmp_path, 5))
     assert not seen
 
 
@@ -335,7 +335,7 @@ def test_a_nan_trial_fails_and_is_reported(store, data_root, tmp_path, capsys, m
     monkeypatch.setattr("ftn_core.losses.l1_loss", lambda recon, target, reduction="paper":
                         (recon - target).abs().sum() * float("nan"))
     opts = _options(store, data_root, tmp_path, 1)
-    assert tune.finish(opts, tuning.run_study(opts)) == 1  # caught: the study goes on, but none completed
+    assert tune.finish(opts, optuna_study.run_study(opts)) == 1  # caught: the study goes on, but none completed
     out = capsys.readouterr().out
     assert "trial 0 FAIL (non-finite loss at epoch 2" in out and "no trial has completed yet" in out
     client = MlflowClient(store["uri"])
@@ -348,7 +348,7 @@ def test_a_nan_trial_fails_and_is_reported(store, data_root, tmp_path, capsys, m
 def test_default_pruner_spares_the_first_quarter_of_epochs():
     import optuna
 
-    from ablations.tuning import default_pruner
+    from ablations.optuna_study import default_pruner
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(direction="maximize", pruner=default_pruner(8))
