@@ -28,14 +28,13 @@ import numpy as np  # noqa: E402
 
 from ablations.embed import add_model_arguments, images_of  # noqa: E402
 from ablations.models import load_embedder  # noqa: E402
+from ablations.ranklists import COLOURS, kind  # noqa: E402
 from ftn_core.engine import resolve_device  # noqa: E402
 from ftn_core.embed import Embeddings, decode  # noqa: E402
 from ftn_core.errors import FTNError, OneLineParser, check_writable_dir, cli_main, int_at_least  # noqa: E402
 
 IDENTITY = re.compile(r"^(-?\d+)_c(\d+)")
 """A Market-1501-style file name: pid, then the camera."""
-COLOURS = {"match": "#2ca02c", "other": "#d62728", "junk": "#9e9e9e"}
-"""As the runs' rank lists (``ablations/ranklists.py``)."""
 
 
 def rank(query: Embeddings, gallery: Embeddings, top: int,
@@ -60,9 +59,7 @@ def frame(query_name: str, gallery_name: str) -> str | None:
     q, g = IDENTITY.match(Path(query_name).name), IDENTITY.match(Path(gallery_name).name)
     if q is None or g is None:
         return None
-    if q[1] != g[1]:
-        return "other"
-    return "junk" if q[2] == g[2] else "match"
+    return kind(int(q[1]), int(q[2]), int(g[1]), int(g[2]))  # as the runs' rank lists
 
 
 def draw(query: Embeddings, query_paths: list[str], gallery: Embeddings, gallery_paths: list[str],
