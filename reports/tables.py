@@ -205,12 +205,42 @@ def summarize(tr: TableRuns, per_query: dict[tuple[str, int], dict] | None = Non
             row[f"d_{m}"], paired = paired_delta(tr, complete, key, base, m)
             row[f"d_{m}_vs_ref"] = paired_delta(tr, complete, key, reference_of(tr, key), m)[0]
         row["n_paired"] = paired if key != base else len(sub)
+        _paired_means(row, tr, complete, key, base)
         rows.append(row)
     df = pd.DataFrame(rows)
     for m in DELTA_METRICS:
         paper0 = paper[base][m] if base in paper else math.nan
         df[f"paper_d_{m}"] = df[f"paper_{m}"] - paper0
     return df
+
+
+def _paired_means(row: dict, tr: TableRuns, complete: set[tuple[str, int]], key: str, base: str) -> None:
+    """The seeds the row's Δ pairs (``paired_seeds``: the reference row's own complete ones)
+    and, over them, the row's mean ± std (``<m>_pmean`` / ``<m>_pstd``) and the reference's mean
+    (``ref_<m>_pmean``), so that an opening table's row mean − reference mean is its Δ."""
+    seeds = (sorted(s for v, s in complete if v == key) if key == base
+             else paired_seeds(complete, key, base) if tr.same_data(key, base) else [])
+    row["paired_seeds"] = " ".join(map(str, seeds))
+    for m in DELTA_METRICS:
+        col = f"metrics.val/{m}"
+        vals = {(v, int(sd)): float(x) for v, sd, x in zip(tr.runs["variant"], tr.runs["seed"],
+                                                           tr.runs[col])} if col in tr.runs else {}
+        own = [vals[(key, sd)] for sd in seeds if (key, sd) in vals]
+        ref = [vals[(base, sd)] for sd in seeds if (base, sd) in vals]
+        row[f"{m}_pmean"] = float(np.mean(own)) if own else math.nan
+        row[f"{m}_pstd"] = float(np.std(own, ddof=1)) if len(own) > 1 else math.nan
+        row[f"ref_{m}_pmean"] = float(np.mean(ref)) if ref else math.nan
+
+
+def seed_list(seeds: str) -> str:
+    """``"0 1 2 3 5"`` → ``"0–3, 5"``: runs of consecutive seeds as ranges."""
+    runs: list[list[int]] = []
+    for n in (int(x) for x in seeds.split()):
+        if runs and n == runs[-1][-1] + 1:
+            runs[-1].append(n)
+        else:
+            runs.append([n])
+    return ", ".join(f"{r[0]}–{r[-1]}" if len(r) > 2 else ", ".join(map(str, r)) for r in runs)
 
 
 def by_seed(per_query: dict[tuple[str, int], dict], variant: str, metric: str) -> dict[int, dict[int, float]]:
@@ -384,17 +414,30 @@ def display(summary: pd.DataFrame, latex: bool = False) -> pd.DataFrame:
 
 
 def answer(summary: pd.DataFrame) -> pd.DataFrame:
-    """The table a report opens with, eight columns: variant | R-1 | mAP | Δ R-1 [95 % CI] |
+    """The table a report opens with: variant | seeds | R-1 | mAP | Δ R-1 [95 % CI] |
     Δ mAP [95 % CI] | paper Δ R-1 | paper Δ mAP | verdict (the Δ's mark against our Baseline,
-    one word when R-1 and mAP agree); six without the paper columns when no row has a paper
-    number. Everything else stays in ``display`` (table.md/.csv/.tex)."""
+    one word when R-1 and mAP agree); without the paper columns when no row has a paper
+    number. A row's seeds are those its Δ pairs with the reference's (the reference's own:
+    all of its seeds), and its R-1 and mAP are over those seeds; where rows have other seeds
+    than the reference, a column gives the reference's R-1 over each row's, so that every
+    row's R-1 minus that column is its Δ. Everything else stays in ``display``."""
     with_ci = "d_rank1_lo" in summary
+    paired = "paired_seeds" in summary
+    ref_seeds = summary.loc[[_is_ref(r) for r in summary.itertuples()], "paired_seeds"].tolist() if paired else []
+    uneven = paired and any(s != ref_seeds[0] for s in summary["paired_seeds"]) if ref_seeds else False
     rows = []
     for r in summary.itertuples():
         is_base = _is_ref(r)
         row = {"Variant": r.variant_label}
+        if paired:
+            row["seeds"] = seed_list(r.paired_seeds)
         for m in DELTA_METRICS:
-            row[METRICS[m]] = pm(getattr(r, f"{m}_mean"), getattr(r, f"{m}_std"))
+            if paired:
+                row[METRICS[m]] = pm(getattr(r, f"{m}_pmean"), getattr(r, f"{m}_pstd"))
+            else:
+                row[METRICS[m]] = pm(getattr(r, f"{m}_mean"), getattr(r, f"{m}_std"))
+        if uneven:
+            row[f"ref. {METRICS['rank1']} on these seeds"] = _num(r.ref_rank1_pmean)
         for m in DELTA_METRICS:
             cell = "—" if is_base else _delta(getattr(r, f"d_{m}"))
             if with_ci and not is_base and not math.isnan(getattr(r, f"d_{m}_lo")):

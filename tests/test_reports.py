@@ -264,6 +264,26 @@ def test_paper_numbers_are_there_only_when_some_row_has_a_paper_delta(store):
     assert "paper Δ R-1" in tables.answer(s) and "paper Δ R-1" not in tables.answer(own)
 
 
+def test_the_opening_table_gives_each_row_its_paired_seeds_and_its_means_over_them(store):
+    client, _ = connect(store[0])
+    tr = load_runs(client, find_experiments(client, name="table2-synthetic-tiny")[0])
+    even = tables.answer(tables.summarize(tr))
+    assert set(even["seeds"]) == {"0, 1"} and "ref. R-1 on these seeds" not in even
+    tr.runs = tr.runs[~((tr.runs["variant"] == "c") & (tr.runs["seed"] == 1))]
+    s = tables.summarize(tr)
+    shown = tables.answer(s).set_index("Variant")
+    c = s[s["variant"] == "c"].iloc[0]
+    assert shown.loc[c.variant_label, "seeds"] == "0" and shown.loc["Base.", "seeds"] == "0, 1"
+    runs = tr.runs.set_index(["variant", "seed"])["metrics.val/rank1"]
+    # c over its one paired seed, the reference over the same seed: their difference is the Δ
+    assert shown.loc[c.variant_label, "R-1"] == tables.pm(runs["c", 0], float("nan"))
+    ref_on_c = shown.loc[c.variant_label, "ref. R-1 on these seeds"]
+    assert ref_on_c == f"{runs['base', 0]:.1f}"
+    assert c.d_rank1 == pytest.approx(runs["c", 0] - runs["base", 0])
+    assert shown.loc["Base.", "R-1"] == tables.pm(runs["base"].mean(), runs["base"].std())
+    assert tables.seed_list("0 1 2 3 5 7 8") == "0–3, 5, 7, 8"
+
+
 def test_numbers_that_round_to_zero_print_without_a_minus():
     assert tables._delta(-0.04) == "+0.0" and tables._delta(-0.06) == "−0.1"
     assert tables._interval(-0.04, 0.7) == "[+0.0, +0.7]" and tables.pm(-0.04, 1.0) == "0.0 ± 1.0"
@@ -364,7 +384,8 @@ def test_readme_is_honest_and_complete(report):
     # It opens with the compact table: eight columns, the Baseline as the reference.
     head = next(line for line in text.splitlines() if line.startswith("| Variant"))
     assert [c.strip() for c in head.strip("|").split("|")] == [
-        "Variant", "R-1", "mAP", "Δ R-1 [95 % CI]", "Δ mAP [95 % CI]", "paper Δ R-1", "paper Δ mAP", "verdict"]
+        "Variant", "seeds", "R-1", "mAP", "Δ R-1 [95 % CI]", "Δ mAP [95 % CI]", "paper Δ R-1",
+        "paper Δ mAP", "verdict"]
     assert "| reference |" in text and text.index(head) < text.index("### What the numbers say")
     for stem in ("delta_ci", "delta", "cmc", "curves", "stage3_vs_cfa", "global_local",
                  "recon"):
