@@ -247,6 +247,12 @@ def test_command_line(tiny, tmp_path, capsys):
     assert err.startswith("error: --root") and err.count("\n") == 1
 
 
+def test_help_names_the_invoked_command(monkeypatch, capsys):
+    monkeypatch.setattr(sys, "argv", ["/venv/bin/ftn-synthetic", "--help"])
+    assert S.main(["--help"]) == 0
+    assert capsys.readouterr().out.startswith("usage: ftn-synthetic [-h]")
+
+
 def test_disk_error_is_one_line(tmp_path, monkeypatch):
     def full_disk(*args, **kwargs):
         raise OSError(28, "No space left on device", "x.jpg")

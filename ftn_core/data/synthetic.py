@@ -499,7 +499,6 @@ def load_synthetic(root: str, size: str = "default", seed: int = 0,
 @cli_main
 def main(argv: list[str] | None = None) -> int:
     parser = OneLineParser(
-        prog="python -m ftn_core.data.synthetic",
         description="Generate the synthetic background-confounded Re-ID benchmark "
                     "(Market-1501 layout with person masks).",
         formatter_class=argparse.RawDescriptionHelpFormatter,
