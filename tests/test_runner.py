@@ -93,14 +93,16 @@ def test_runner_records_everything_and_never_trains_twice(store, data_root, caps
     assert "2 runs, 2 already done, 0 to run" in out
 
 
-def test_dry_run_time_estimate_follows_the_epochs_asked_for(store, tmp_path, capsys):
+def test_dry_run_time_estimate_follows_the_epochs_asked_for(store, tmp_path, capsys,
+                                                           monkeypatch):
     from ftn_core.presets import RUN_SECONDS
 
+    monkeypatch.setitem(RUN_SECONDS, "cpu", 100.0)  # a cpu run (9 epochs) takes 100 s
     base = ["--table", "2", "--preset", "cpu", "--variants", "base", "g", "--seeds", "0", "1", "2",
             "--tracking-uri", store["uri"], "--work-dir", store["work"], "--root", str(tmp_path), "--dry-run"]
-    for sets, factor in (([], 1), (["--set", "train.epochs=27"], 3)):
+    # 6 runs × 100 s = 10 min; at 27 epochs instead of the preset's 9, 3 × that = 30 min.
+    for sets, minutes in (([], 10), (["--set", "train.epochs=27"], 30)):
         assert run_cli.main(base + sets) == 0
-        minutes = round(6 * RUN_SECONDS["cpu"] * factor / 60)
         assert f"train 6 run(s); about {minutes} min" in capsys.readouterr().out
 
 
