@@ -80,28 +80,48 @@ def test_the_store_lock_excludes_and_is_gone_once_released(tmp_path):
     assert not lock.exists()
 
 
+# ablations/run.py as a script (argv[2:]), its schema writing held for a minute after the
+# first statement, the file argv[1] created then: a signal always lands half-way, however fast
+# the machine.
+SLOW_CREATION = """
+import pathlib, runpy, sys, time
+import mlflow.store.db.utils as db_utils
+import sqlalchemy
+initialize = db_utils._initialize_tables
+def held(engine):
+    held_once = []
+    def pause(*args):
+        if not held_once:
+            held_once.append(1)
+            pathlib.Path(held_at).touch()
+            time.sleep(60)
+    sqlalchemy.event.listen(engine, "after_cursor_execute", pause)
+    initialize(engine)
+db_utils._initialize_tables = held
+held_at, sys.argv = sys.argv[1], sys.argv[2:]
+runpy.run_path(sys.argv[0], run_name="__main__")
+"""
+
+
 @pytest.mark.slow
 def test_sigint_while_the_store_is_created_leaves_nothing_broken(tmp_path):
     """A real SIGINT sent while the schema is being written (its temporary file exists)."""
     folder = tmp_path / "mlruns"
     db = folder / "mlflow.db"
     uri = f"sqlite:///{db}"
-    for _ in range(5):  # the creation window is about a second: retry if the signal missed it
-        proc = subprocess.Popen([sys.executable, str(REPO / "ablations" / "run.py"), "--table", "2", "--preset",
-                                 "tiny", "--dry-run", "--tracking-uri", uri, "--work-dir", str(tmp_path / "w"),
-                                 "--root", str(tmp_path / "data")],
-                                cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        t0 = time.time()
-        while proc.poll() is None and not list(folder.glob(".mlflow.db.creating-*")) and time.time() - t0 < 120:
-            time.sleep(0.005)
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate(timeout=60)
-        if proc.returncode == 130:
-            break
-        db.unlink(missing_ok=True)
-    else:
-        pytest.skip("the store was always created before the signal landed")
+    held = tmp_path / "held"
+    argv = [str(REPO / "ablations" / "run.py"), "--table", "2", "--preset", "tiny", "--variants",
+            "base", "--tracking-uri", uri, "--work-dir", str(tmp_path / "w"), "--root",
+            str(tmp_path / "data")]
+    proc = subprocess.Popen([sys.executable, "-c", SLOW_CREATION, str(held), *argv], cwd=REPO,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    t0 = time.time()
+    while proc.poll() is None and not held.exists() and time.time() - t0 < 120:
+        time.sleep(0.005)
+    assert list(folder.glob(".mlflow.db.creating-*")), "no store being created"
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
     assert "interrupted" in _one_line(err)
     assert not db.exists() or tracking.sqlite_state(db)[0] == "current"
     client = tracking.open_store(uri)  # the next start works
