@@ -190,19 +190,25 @@ def efficiency_section(client: MlflowClient, tr: TableRuns, notes: list[str]) ->
         except visual.Skip as err:
             notes.append(f"efficiency: {err}")
             continue
-        configs[key] = (str(run.variant_label), cfg, _classes(client, run))
+        classes = _classes(client, run)
+        if classes is None:
+            notes.append(f"efficiency: {run.name}: no readable model.pt, so the size of its "
+                         f"classifier is unknown; its row is left out")
+            continue
+        configs[key] = (str(run.variant_label), cfg, classes)
     return efficiency.efficiency_table(configs) if configs else None
 
 
-def _classes(client: MlflowClient, run) -> int:
-    """Classifier size from model.pt (memory-mapped, nothing copied); 751 if there is none."""
+def _classes(client: MlflowClient, run) -> int | None:
+    """Classifier size (training identities) from model.pt (memory-mapped, nothing copied);
+    None without a readable one."""
     path = artifact_path(client, run, "model.pt")
     if path is None:
-        return 751
+        return None
     try:
         return classes_in_state(torch.load(path, map_location="cpu", weights_only=True, mmap=True))
     except (RuntimeError, KeyError, OSError):
-        return 751
+        return None
 
 
 def log_report(client: MlflowClient, rep: Report) -> None:

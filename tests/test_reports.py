@@ -795,3 +795,20 @@ def test_an_interrupted_rebuild_leaves_the_previous_report_whole(report, tmp_pat
     assert build.main(argv) == 130
     assert {p.name: p.read_bytes() for p in folder.iterdir()} == before
     assert sorted(p.name for p in folder.parent.iterdir()) == ["README.md", "synthetic-tiny"]  # no half folder
+
+
+def test_efficiency_leaves_out_a_run_without_its_weights(tmp_path, monkeypatch):
+    """The classifier's size comes from the run's own model.pt: without one the row is left
+    out with a note, never given an assumed size."""
+    uri = new_store(tmp_path)
+    log_experiment(uri, tmp_path, [FakeRun("base", 0, _val(50, 40), model=False),
+                                   FakeRun("cfa", 0, _val(55, 45, attn=True))], table=1)
+    client, _ = connect(uri)
+    tr = load_runs(client, find_experiments(client, name="table1-synthetic-tiny")[0])
+    measured = {}
+    monkeypatch.setattr(build.efficiency, "efficiency_table", measured.update)
+    notes = []
+    build.efficiency_section(client, tr, notes)
+    assert {key: classes for key, (_, _, classes) in measured.items()} == {"cfa": NUM_CLASSES}
+    assert notes == ["efficiency: base-s0: no readable model.pt, so the size of its classifier "
+                     "is unknown; its row is left out"]
