@@ -1,7 +1,7 @@
 """The MLflow UI, used as a person would: serve the store, open it in headless Chromium.
 
 Needs the Debian packages ``chromium`` and ``chromium-driver`` (installed by ``.ci/run``);
-without Chromium the tests are skipped with that reason.
+without Chromium the tests are skipped with that reason, except under ``CI=true``, where they fail.
 """
 
 from __future__ import annotations
@@ -38,11 +38,19 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _need_chromium() -> None:
+    """Skip without Chromium, or fail under CI=true: CI must not pass without these tests."""
+    if CHROMIUM is None:
+        reason = "chromium not installed: apt-get install -y chromium chromium-driver"
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"{reason} (CI=true: the MLflow UI tests must run here)", pytrace=False)
+        pytest.skip(reason)
+
+
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     """``mlflow server`` on a free port against a store holding two child runs; killed after."""
-    if CHROMIUM is None:
-        pytest.skip("chromium not installed: apt-get install -y chromium chromium-driver")
+    _need_chromium()
     folder = tmp_path_factory.mktemp("ui")
     uri = new_store(folder)
     exp_id = log_experiment(uri, folder, [FakeRun(v, s, {"rank1": r1, "mAP": m}, artifacts=False)
@@ -210,3 +218,13 @@ def test_the_link_opens_the_newest_experiment_of_a_study_too():
     assert url.startswith("http://127.0.0.1:5000/#/experiments/4/runs?") and store.tags[0][0] == "4"
     only_default = SimpleNamespace(search_experiments=lambda: Store().search_experiments()[:1])
     assert ui.runs_url(only_default, "127.0.0.1", 5000) == "http://127.0.0.1:5000/#/experiments"
+
+
+def test_without_chromium_ci_fails_and_a_local_run_skips(monkeypatch):
+    monkeypatch.setattr(sys.modules[__name__], "CHROMIUM", None)
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match="CI=true"):
+        _need_chromium()
+    monkeypatch.delenv("CI")
+    with pytest.raises(pytest.skip.Exception, match="chromium not installed"):
+        _need_chromium()
