@@ -36,8 +36,10 @@ demo: venv
 	$(BIN)/python reports/build.py --table 2 --out out/demo
 	@echo "the demo's report: out/demo/table2/README.md (the committed study's: reports/table2/README.md)"
 
+# Two processes (pytest-xdist; CI has two cores): each worker takes the next test, and one that
+# runs out of tests takes the other's last ones (worksteal). One torch thread each (tests/conftest.py).
 test: venv
-	$(BIN)/python -m pytest -q --durations=15
+	$(BIN)/python -m pytest -q -n 2 --dist worksteal --durations=15
 
 report: venv
 	$(BIN)/python reports/build.py --table 2

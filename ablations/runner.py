@@ -547,9 +547,10 @@ def _train_one(p: PlannedRun, client, work_dir: Path, parent_ids: dict[str, str]
                              if result.per_query is not None else None)
                 tracking.log_run_artifacts(to_dict(p.cfg), result.metrics, result.cmc,
                                            trainer.model.state_dict(), f"{p.name} ({p.dataset})", per_query)
-                if per_query is not None:
+                if per_query is not None and tracking.log_extras():
                     log_rank_list(per_query, data.splits, f"{p.name} ({p.dataset})")
-                tracking.log_embedding_model(trainer.model, result.metrics, data.splits)
+                if tracking.log_extras():
+                    tracking.log_embedding_model(trainer.model, result.metrics, data.splits)
                 mlflow.end_run("FINISHED")
                 finished = True
             if not keep_checkpoints:
@@ -603,13 +604,13 @@ def _rule_tag(p: PlannedRun) -> dict[str, str]:
 def _start_child(p: PlannedRun, client, parent_id: str, splits: DatasetSplits) -> str:
     tags = _child_tags(p) | {"skipped_images": str(splits.skipped)}
     if p.run_id is not None:  # resume in the same MLflow run
-        run = mlflow.start_run(run_id=p.run_id, log_system_metrics=True)
+        run = mlflow.start_run(run_id=p.run_id, log_system_metrics=tracking.log_extras())
         mlflow.set_tags({"git_commit": tags["git_commit"], "machine": tags["machine"],  # the last to touch it
                          "setting_hash": tags["setting_hash"], **_rule_tag(p)})
         return run.info.run_id
     exp_id = tracking.get_or_create_experiment(client, p.experiment)
     run = mlflow.start_run(experiment_id=exp_id, run_name=p.name, parent_run_id=parent_id, tags=tags,
-                           log_system_metrics=True)
+                           log_system_metrics=tracking.log_extras())
     mlflow.log_params({k: str(v) for k, v in flatten(p.cfg).items()})
     try:
         tracking.log_dataset(splits)

@@ -496,6 +496,13 @@ def git_commit() -> str:
         return "unknown"
 
 
+def log_extras() -> bool:
+    """Whether a training run logs its extras: ``ranklist.png``, the LoggedModel and MLflow's
+    system metrics. On unless the environment sets ``FTN_LOG_EXTRAS=0`` (the test suite does,
+    outside the tests that check them: they take seconds a run)."""
+    return os.environ.get("FTN_LOG_EXTRAS", "1") != "0"
+
+
 class RunLogger:
     """The engine's ``Callbacks`` for one MLflow run: metrics by epoch."""
 

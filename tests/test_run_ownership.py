@@ -328,14 +328,15 @@ def test_jobs_share_the_plan_and_stop_together(store, data_root, tmp_path):
 
     repo = Path(__file__).resolve().parents[1]
     argv = [sys.executable, str(repo / "ablations" / "run.py"), *_args(store, data_root, "--seeds", "0", "1"),
-            "--set", "train.epochs=30", "--jobs", "2"]
+            "--set", "train.epochs=20", "--set", "train.max_batches=1", "--set", "train.eval_every=0",
+            "--jobs", "2"]
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     seen, deadline = [], time.time() + 240
-    for line in proc.stdout:  # wait until both jobs train
+    for line in proc.stdout:  # wait until both jobs have trained an epoch (of 20: neither is done)
         seen.append(line)
-        if sum("(training" in s for s in seen) == 2 or time.time() > deadline:
+        training = {s.split("]")[0] for s in seen if s.startswith("[job ") and " epoch " in s}
+        if len(training) == 2 or time.time() > deadline:
             break
-    time.sleep(3)
     proc.send_signal(signal.SIGINT)
     out = "".join(seen) + proc.communicate(timeout=180)[0]
     assert proc.returncode == 130, out

@@ -35,6 +35,7 @@ def _children(uri: str, experiment: str = "table2-synthetic-tiny"):
 
 
 @pytest.mark.slow
+@pytest.mark.full_logging  # system metrics, ranklist.png and the LoggedModel
 def test_runner_records_everything_and_never_trains_twice(store, data_root, capsys):
     assert run_cli.main(_args(store, data_root, "--variants", "base", "g")) == 0
     hint = f"python reports/build.py --table 2 --tracking-uri {store['uri']}"  # runs as printed
