@@ -31,7 +31,7 @@ from ablations import tracking  # noqa: E402
 from ablations.models import load_embedder  # noqa: E402
 from ftn_core.engine import resolve_device  # noqa: E402
 from ftn_core.data.loading import EVAL_BATCH  # noqa: E402
-from ftn_core.embed import Embeddings, image_files  # noqa: E402
+from ftn_core.embedder import Embeddings, image_files  # noqa: E402
 from ftn_core.errors import FTNError, OneLineParser, check_writable_dir, cli_main, int_at_least  # noqa: E402
 
 FORMATS = (".npy", ".npz", ".parquet")

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Iterator
 
 from ftn_core.config import from_dict
-from ftn_core.embed import CONFIG_NAME
+from ftn_core.embedder import CONFIG_NAME
 
 REPO = Path(__file__).resolve().parents[1]
 MODEL_NAME = "model"

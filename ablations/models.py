@@ -2,7 +2,7 @@
 
     from ablations.models import load_embedder
     emb = load_embedder("3f2a…")                 # a run id, a LoggedModel id or a checkpoint
-    out = emb.embed("photos/")                   # ftn_core.embed.Embeddings: names, vectors
+    out = emb.embed("photos/")                   # ftn_core.embedder.Embeddings: names, vectors
 
 ``ref`` is one of
 - a run id (32 hex digits, or ``runs:/<id>``): its ``model.pt`` with its ``config.json``; else
@@ -13,7 +13,7 @@
 - a file: a ``model.pt`` with the run's ``config.json`` beside it, or the runner's checkpoint
   ``<name>-<run id>.pt`` (its config from the run); a folder holding either, or an MLflow model
   folder (its ``MLmodel`` file).
-The pure part (no MLflow) is ``ftn_core.embed.Embedder``.
+The pure part (no MLflow) is ``ftn_core.embedder.Embedder``.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from typing import Any
 from ablations.logged_model import MODEL_NAME, WEIGHTS_NAME, no_progress_bar, quiet
 from ftn_core.config import Config, from_dict, override
 from ftn_core.data.loading import EVAL_BATCH
-from ftn_core.embed import CONFIG_NAME, Embedder, read_config
+from ftn_core.embedder import CONFIG_NAME, Embedder, read_config
 from ftn_core.errors import FTNError
 
 RUN_REF = re.compile(r"(?:runs:/)?([0-9a-f]{32})(?:/[\w.-]*)?/?")
@@ -206,7 +206,7 @@ def _from_model_dir(folder: Path, cfg: Config | None, what: str,
 
 def _embedder_from_files(weights: Path, config: Path, what: str,
                          options: dict[str, Any]) -> Embedder:
-    from ftn_core.embed import read_state
+    from ftn_core.embedder import read_state
 
     return Embedder.from_state(read_config(config, weights), read_state(weights), source=what,
                                **options)

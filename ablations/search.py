@@ -30,7 +30,7 @@ from ablations.embed import add_model_arguments, images_of  # noqa: E402
 from ablations.models import load_embedder  # noqa: E402
 from ablations.ranklists import COLOURS, kind  # noqa: E402
 from ftn_core.engine import resolve_device  # noqa: E402
-from ftn_core.embed import Embeddings, decode  # noqa: E402
+from ftn_core.embedder import Embeddings, decode  # noqa: E402
 from ftn_core.errors import FTNError, OneLineParser, check_writable_dir, cli_main, int_at_least  # noqa: E402
 
 IDENTITY = re.compile(r"^(-?\d+)_c(\d+)")

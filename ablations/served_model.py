@@ -8,7 +8,7 @@ so it imports only MLflow, numpy, pandas and ``ftn_core``.
 Input: a DataFrame, one row per image, with either ``image`` (the encoded file: JPEG or PNG
 bytes; base64 in JSON) or ``pixels`` (the RGB image at its original size, (H, W, 3) integers in
 0–255; nested lists in JSON). The model preprocesses as the evaluation does
-(``ftn_core.embed``). Param ``flip`` (default false): average with the mirror image's.
+(``ftn_core.embedder``). Param ``flip`` (default false): average with the mirror image's.
 Output: (N, D) float32 embeddings of unit L2 norm, in the rows' order.
 """
 
@@ -18,7 +18,7 @@ import pandas as pd
 from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 
-from ftn_core.embed import Embedder
+from ftn_core.embedder import Embedder
 from ftn_core.errors import FTNError
 
 

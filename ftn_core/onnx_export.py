@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ftn_core.embed import Embedder
+from ftn_core.embedder import Embedder
 from ftn_core.errors import FTNError
 
 OPSET = 17

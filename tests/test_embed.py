@@ -1,4 +1,4 @@
-"""Embeddings from a trained run: ftn_core.embed (pure), ablations.models (run / LoggedModel /
+"""Embeddings from a trained run: ftn_core.embedder (pure), ablations.models (run / LoggedModel /
 checkpoint), ablations/embed.py (to a file) and ablations/search.py (a rank list)."""
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from ablations import search as search_cli
 from ablations.models import load_embedder, run_model_id
 from ftn_core.config import from_dict, override
 from ftn_core.data.loading import build_data
-from ftn_core.embed import MIN_SIDE, Embedder, image_files
+from ftn_core.embedder import MIN_SIDE, Embedder, image_files
 from ftn_core.engine import extract_features
 from ftn_core.errors import FTNError
 

@@ -1,6 +1,6 @@
 """Embeddings from a trained model: images in, L2-normalised vectors and names out.
 
-    from ftn_core.embed import Embedder
+    from ftn_core.embedder import Embedder
     emb = Embedder.from_checkpoint("model.pt")              # config.json beside it
     out = emb.embed("photos/")                              # out.names, out.vectors (N, D)
 
