@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import importlib
 import math
 import os
 import signal
@@ -33,6 +34,14 @@ def exit_on_interrupt_during_startup() -> None:
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGINT, handler)
         signal.signal(signal.SIGTERM, handler)
+
+
+def start_command(module: str) -> int | None:
+    """An installed command (``ftn-run`` …, the ``commands`` modules): ``module``'s ``main`` run
+    as ``python <script>`` runs it, Ctrl-C while ``module`` still imports ending it with one line
+    (``exit_on_interrupt_during_startup``) instead of an import traceback."""
+    exit_on_interrupt_during_startup()
+    return importlib.import_module(module).main()
 
 
 _received: list[int] = []

@@ -201,8 +201,9 @@ def test_installing_without_deps_beside_a_torch_leaves_it_in_place(tmp_path):
 
 
 def test_the_commands_are_installed_and_run_from_any_folder(tmp_path):
-    """pyproject.toml's commands are this environment's (``make venv`` installs them), each names
-    a ``main`` of the repository's code, and a command and a script run from another folder."""
+    """pyproject.toml's commands are this environment's (``make venv`` installs them), each starts
+    a ``main`` of the repository's code (through ``start_command``, which makes Ctrl-C during the
+    imports one line), and a command and a script run from another folder."""
     import ast
     import importlib.metadata
     import importlib.util
@@ -215,9 +216,14 @@ def test_the_commands_are_installed_and_run_from_any_folder(tmp_path):
         module, func = target.split(":")
         origin = Path(importlib.util.find_spec(module).origin)
         assert origin.is_relative_to(REPO), (name, origin)  # the tree, not a copy
-        defined = {n.name for n in ast.parse(origin.read_text(encoding="utf-8")).body
+        defined = {n.name: n for n in ast.parse(origin.read_text(encoding="utf-8")).body
                    if isinstance(n, ast.FunctionDef)}
         assert func in defined, f"{name}: no {func}() in {origin.relative_to(REPO)}"
+        (started,) = [c.args[0].value for c in ast.walk(defined[func]) if isinstance(c, ast.Call)
+                      and getattr(c.func, "id", "") == "start_command"]
+        main_origin = Path(importlib.util.find_spec(started).origin)
+        assert main_origin.is_relative_to(REPO), (name, main_origin)
+        assert "def main(" in main_origin.read_text(encoding="utf-8"), f"{name}: {started} has no main"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     for argv, prog in (([Path(sys.executable).with_name("ftn-report"), "--help"], "ftn-report"),
                        ([sys.executable, REPO / "ablations" / "run.py", "--help"], "run.py")):

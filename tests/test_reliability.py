@@ -186,9 +186,13 @@ def test_store_problems_are_one_line(tmp_path, capsys, case):
 
 
 @pytest.mark.slow
-def test_ctrl_c_while_run_py_starts_is_one_line(tmp_path):
-    """SIGINT while the command still imports torch and MLflow: one line, exit 130, nothing made."""
-    cmd = [sys.executable, str(REPO / "ablations" / "run.py"), "--table", "2", "--preset", "tiny",
+@pytest.mark.parametrize("form", ["script", "command"])
+def test_ctrl_c_while_run_py_starts_is_one_line(tmp_path, form):
+    """SIGINT while the command still imports torch and MLflow (``python ablations/run.py``, or the
+    installed ``ftn-run``): one line, exit 130, nothing made."""
+    start = ([sys.executable, str(REPO / "ablations" / "run.py")] if form == "script"
+             else [str(Path(sys.executable).with_name("ftn-run"))])
+    cmd = [*start, "--table", "2", "--preset", "tiny",
            "--tracking-uri", f"sqlite:///{tmp_path / 'store' / 'mlflow.db'}", "--root", str(tmp_path / "data"),
            "--work-dir", str(tmp_path / "ckpt")]
     for delay in (0.5, 2.0):
