@@ -5,12 +5,13 @@ from __future__ import annotations
 import math
 import os
 import re
+import shlex
 from pathlib import Path
 
 import pandas as pd
 
 from reports import diagnostics_table, efficiency, tables
-from reports.load import DEFAULT_TRACKING_URI, REPO
+from reports.load import DEFAULT_TRACKING_URI, REPO, run_overrides
 from reports.report import Report
 
 PAPER_NAMES = {"market1501": "Market-1501", "cuhk03_labeled": "CUHK03 (labeled)",
@@ -105,11 +106,35 @@ def _provenance(tr) -> str:
         return value if value in ("not recorded", "unknown") else f"`{value[:7]}{'-dirty' if value.endswith('-dirty') else ''}`"
 
     text = f"Code: {counted('tags.git_commit', commit)}. Machine: {counted('tags.machine')}."
-    if tr.commands:
-        shown = [f"`python {c}`" if c.startswith("ablations/") else f"`{c}`" for c in tr.commands[:4]]
-        more = f" and {len(tr.commands) - 4} more" if len(tr.commands) > 4 else ""
-        text += f" Trained by {', '.join(shown)}{more} (where the store, data and checkpoints live is left out)."
-    return text
+    shown = "; ".join(f"`{c}`" for c in retrain_commands(tr))
+    return (text + f" To train them again: {shown} (where the store, data and checkpoints live "
+                   f"is left out).")
+
+
+def retrain_commands(tr) -> list[str]:
+    """The commands that train exactly the page's runs: one per seed set and ``--set`` items,
+    naming the rows (``--variants``) unless they are all the study's rows (with ``--controls``
+    when its controls are among them)."""
+    tags = (tr.runs["tags.overrides"] if "tags.overrides" in tr.runs
+            else pd.Series("", index=tr.runs.index)).fillna("").astype(str)
+    seeds: dict[tuple[str, tuple[str, ...]], list[int]] = {}
+    for variant, seed, tag in zip(tr.runs["variant"], tr.runs["seed"], tags):
+        seeds.setdefault((variant, run_overrides(tag, tr.preset)), []).append(int(seed))
+    groups: dict[tuple[tuple[int, ...], tuple[str, ...]], list[str]] = {}  # in row order
+    for (variant, sets), row_seeds in seeds.items():
+        groups.setdefault((tuple(sorted(set(row_seeds))), sets), []).append(variant)
+    study = tr.study
+    plain = {v.key for v in study.rows if not v.control}
+    head = f"python ablations/run.py {study.command}" + (
+        f" --dataset {tr.dataset}" if tr.dataset != "synthetic" else "") + f" --preset {tr.preset}"
+    out = []
+    for (row_seeds, sets), rows in groups.items():
+        which = ("" if set(rows) == plain else
+                 " --controls" if set(rows) == {v.key for v in study.rows}
+                 else f" --variants {' '.join(rows)}")
+        out.append(f"{head}{which} --seeds {' '.join(map(str, row_seeds))}"
+                   + "".join(f" --set {shlex.quote(item)}" for item in sets))
+    return out
 
 
 def experiment_readme(rep: Report) -> str:
@@ -168,7 +193,7 @@ def experiment_readme(rep: Report) -> str:
     ui = _ui_line(rep.uri, tr.experiment_id)
     if rep.uri.startswith("sqlite:") and rep.folder.resolve().is_relative_to(REPO / "reports"):
         ui += (" A clone of the repository does not hold these runs (the store is not tracked)"
-               + (": the commands above train them again." if tr.commands else "."))
+               + ": the commands above train them again.")
     out += [ui, ""]
     if rep.logged:
         out += [f"These files are also artifacts (`report/`) of the parent run "

@@ -625,9 +625,10 @@ def test_the_page_says_which_code_machines_and_commands_made_the_runs(tmp_path):
                                                   "--tracking-uri=sqlite:////x/m.db --work-dir /w")
     text = _provenance(load_runs(client, exp))
     assert text == ("Code: `0000000` (2 runs), `abababa-dirty` (1 run). Machine: CPU X (2 cores, AVX2), "
-                    "1 torch thread (2 runs), not recorded (1 run). "
-                    "Trained by `python ablations/run.py --table 1 --shard K/2` (where the store, data and "
-                    "checkpoints live is left out).")
+                    "1 torch thread (2 runs), not recorded (1 run). To train them again: "
+                    "`python ablations/run.py --table 1 --preset tiny --variants base --seeds 0 1`; "
+                    "`python ablations/run.py --table 1 --preset tiny --variants cfa --seeds 0` "
+                    "(where the store, data and checkpoints live is left out).")
 
 
 def test_settings_every_run_shares_are_stated_once_and_adopted_ones_dropped(tmp_path):
@@ -812,3 +813,45 @@ def test_efficiency_leaves_out_a_run_without_its_weights(tmp_path, monkeypatch):
     assert {key: classes for key, (_, _, classes) in measured.items()} == {"cfa": NUM_CLASSES}
     assert notes == ["efficiency: base-s0: no readable model.pt, so the size of its classifier "
                      "is unknown; its row is left out"]
+
+
+def test_the_header_commands_train_exactly_the_pages_runs(tmp_path):
+    """base and cfa with seeds 0-7, the other rows with 0-4: one command per seed set, each
+    naming its rows; planned by the runner, the commands give exactly the page's runs."""
+    import shlex
+    from dataclasses import replace
+
+    from ablations import run as run_cli
+    from ablations.runner import build_plan
+    from ftn_core.config import parse_sets
+    from reports.index import retrain_commands
+
+    shared = "data.synthetic_test_ids=50, train.eval_every=0"
+    sets = {"data.synthetic_test_ids": 50, "train.eval_every": 0}
+    eight = ("base", "cfa")
+    runs = [FakeRun(v, s, {"rank1": 40.0, "mAP": 30.0}, artifacts=False, sets=sets,
+                    extra_tags={"overrides": shared})
+            for v in ("base", "pamcam", "cfa_no_pa", "cfa_no_ca", "cfa_no_cmp", "cfa")
+            for s in range(8 if v in eight else 5)]
+    uri = new_store(tmp_path)
+    log_experiment(uri, tmp_path, runs, table=1)
+    client, _ = connect(uri)
+    tr = load_runs(client, find_experiments(client, name="table1-synthetic-tiny")[0])
+    commands = retrain_commands(tr)
+    tail = " --set data.synthetic_test_ids=50 --set train.eval_every=0"
+    assert commands == [
+        "python ablations/run.py --table 1 --preset tiny --variants base cfa --seeds 0 1 2 3 4 5 6 7"
+        + tail,
+        "python ablations/run.py --table 1 --preset tiny --variants pamcam cfa_no_pa cfa_no_ca "
+        "cfa_no_cmp --seeds 0 1 2 3 4" + tail]
+    planned = []
+    for command in commands:
+        args = run_cli.parse_args(shlex.split(command)[2:])
+        planned += [(p.variant.key, p.seed, p.overrides) for p in build_plan(
+            args.table, args.variants, args.seeds, args.dataset, "data", args.preset,
+            parse_sets(args.sets))]
+    assert sorted(planned) == sorted((r.variant, r.seed, shared) for r in runs)
+    # The same rows with one seed set: one command, the rows not named.
+    same = tr.runs[tr.runs["seed"] < 5]
+    assert retrain_commands(replace(tr, runs=same)) == [
+        "python ablations/run.py --table 1 --preset tiny --seeds 0 1 2 3 4" + tail]
