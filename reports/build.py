@@ -6,11 +6,14 @@ numbers, figures (PNG + PDF), visual figures from the saved weights, an efficien
 a README; ``<out>/table{N}/README.md`` shows every experiment of the table. A study file's
 experiments (``study-{name}-{dataset}-{preset}``) go to ``<out>/study-{name}/``, with the sweep
 figure when the study has a sweep. The same files are logged as artifacts (``report/``) of the
-experiment's newest parent run.
+experiment's newest parent run. Each folder ships what was read of the store (``evidence/``):
+``--from-evidence`` rebuilds the folders from it byte for byte, without the store (the figures
+drawn from the saved weights and the efficiency table are kept as they were built).
 
     python reports/build.py --table 2
     python reports/build.py --study ablations/studies/lambda3.toml
     python reports/build.py --experiment table2-synthetic-cpu --tracking-uri sqlite:///x.db
+    python reports/build.py --table 1 --from-evidence --out /tmp/again
 """
 
 from __future__ import annotations
@@ -40,20 +43,25 @@ from ablations.study import Study, load as load_study  # noqa: E402
 from ablations import ranklists  # noqa: E402
 from ablations.tracking import study_experiments  # noqa: E402
 from reports import claims, diagnostics_table, efficiency, figures, sweep, tables, visual  # noqa: E402
-from reports.index import experiment_readme, table_index  # noqa: E402
+from reports import evidence  # noqa: E402
+from reports.index import experiment_readme, in_repository, table_index  # noqa: E402
 from reports.report import Report  # noqa: E402
+from reports.source import Source  # noqa: E402
 from reports.load import (LOSS_KEYS, REPO, TableRuns, artifact_json, artifact_path,  # noqa: E402
                           connect, find_experiments, load_runs, metric_history, per_query_results)
 
 
-def build_experiment(client: MlflowClient, tr: TableRuns, folder: Path, visuals: bool = True,
+def build_experiment(client: Source, tr: TableRuns, folder: Path, visuals: bool = True,
                      cost: bool = True, log: bool = True) -> Report:
-    """Write every file of one experiment's report into ``folder`` (emptied first)."""
+    """Write every file of one experiment's report into ``folder`` (emptied first), from the
+    store (``evidence.FromStore``) or from a report's evidence (``evidence.FromEvidence``)."""
     t0 = time.perf_counter()
     if folder.exists():
         shutil.rmtree(folder)
     folder.mkdir(parents=True)
     rep = Report(tr, folder, client.tracking_uri)
+    rep.in_repository = (client.in_repository if client.in_repository is not None
+                         else in_repository(folder))
     figures.set_style()
     order = tr.order
     rep.per_query = per_query_results(client, tr.runs)
@@ -80,8 +88,8 @@ def build_experiment(client: MlflowClient, tr: TableRuns, folder: Path, visuals:
     if hist.empty:
         rep.notes.append("no train/loss_* or val/mAP history logged: no training curves")
     rep.figures["curves"] = figures.training_curves(hist, order, tr.table, folder / "curves")
-    if visuals:
-        draw_visuals(client, tr, rep)
+    if visuals:  # from the saved weights: a rebuild from the evidence keeps them as they are
+        client.as_is(rep, "visuals", lambda: draw_visuals(client, tr, rep))
     per_run = diagnostics_table.run_values(
         tr.runs, metric_history(client, tr.runs, (diagnostics_table.RATIO_KEY,)))
     rep.diagnostics = diagnostics_table.summarize(tr, per_run)
@@ -90,9 +98,7 @@ def build_experiment(client: MlflowClient, tr: TableRuns, folder: Path, visuals:
     rep.figures["diagnostics"] = diagnostics_table.figure(per_run, order, tr.table,
                                                           folder / "diagnostics")
     if cost:
-        rep.efficiency = efficiency_section(client, tr, rep.notes)
-        if rep.efficiency is not None:
-            efficiency.write_efficiency(rep.efficiency, folder)
+        client.as_is(rep, "efficiency", lambda: _efficiency(client, tr, rep))
     rep.claims = claims.claims(tr, rep.summary, rep.per_query, cost)
     if len(rep.claims):  # every claim of the study, judged or saying why not
         rep.claims.to_csv(folder / "claims.csv", index=False)
@@ -182,6 +188,13 @@ def draw_visuals(client: MlflowClient, tr: TableRuns, rep: Report) -> None:
             rep.notes.append(f"{name}: {err}")
 
 
+def _efficiency(client: Source, tr: TableRuns, rep: Report) -> None:
+    rep.efficiency = efficiency_section(client, tr, rep.notes)
+    if rep.efficiency is not None:
+        efficiency.write_efficiency(rep.efficiency, rep.folder)
+        rep.efficiency_note = efficiency.threads_note()
+
+
 def efficiency_section(client: MlflowClient, tr: TableRuns, notes: list[str]) -> pd.DataFrame | None:
     configs = {}
     for key, run in _seed_runs(tr).items():
@@ -260,44 +273,107 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-efficiency", action="store_true", help="skip the cost table")
     parser.add_argument("--no-log", action="store_true",
                         help="do not log the report to the parent run (leave the store untouched)")
+    parser.add_argument("--from-evidence", nargs="?", const=REPO / "reports", type=Path,
+                        metavar="REPORTS", help="rebuild the report folders from the evidence they "
+                        "ship (<folder>/evidence/), without the store, byte for byte as they were "
+                        "built: those under REPORTS (default: the repository's reports/), only "
+                        "the --table, --study or --experiment given; written to --out")
     args = parser.parse_args(argv)
     study = load_study(args.study) if args.study else None
     if study is not None and (args.table or args.experiment):
         raise FTNError("--study: give it alone, without --table or --experiment")
     check_writable_dir(args.out, "--out", "cannot write the report there")
-    client, uri = connect(args.tracking_uri)
-    built: list[Report] = []
-    exps = study_experiments(client, study) if study else find_experiments(client, args.table, args.experiment)
-    for exp in exps:
-        tr = load_runs(client, exp, study)
-        if tr.runs.empty:
-            why = "; ".join(tr.left_out) or "no child runs"
-            print(f"skipped {exp.name}: no usable (FINISHED) child runs ({why})", file=sys.stderr)
-            continue
-        final = table_folder(args.out, tr)
-        staging = final.parent / f".{final.name}.building-{os.getpid()}"
-        try:  # built beside the old report and moved into place whole: an interruption leaves it as it was
-            rep = build_experiment(client, tr, staging, not args.no_visual, not args.no_efficiency,
-                                   not args.no_log)
-            add_sweep_figure(rep)
-            log_report(client, rep)
-            install(staging, final)
-            rep.folder = final
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
-        built.append(rep)
-        print(f"{exp.name}: {len(tr.runs)} runs, {len(tr.left_out)} reason(s) to leave runs out, "
-              f"{rep.missing} run(s) missing from a paired Δ → {_rel(rep.folder)} "
-              f"({rep.seconds:.1f} s)")
-        unpaired = rep.seed_gaps + rep.data_gaps
-        for line in [f"left out: {r}" for r in tr.left_out] + [f"unpaired: {g}" for g in unpaired]:
-            print(f"  {line}")
-    if not built:
-        raise FTNError("no experiment had FINISHED child runs to report; see the lines above")
+    built = from_store(args, study) if args.from_evidence is None else from_evidence(args, study)
     for table in sorted({r.tr.study for r in built}, key=lambda s: s.name):
         index = table_index(args.out / study_folder(table), table.table if table.is_paper else table)
         print(f"index: {_rel(index)}")
     return 0
+
+
+def from_store(args: argparse.Namespace, study: Study | None) -> list[Report]:
+    """Each experiment's report from the store, with its evidence (``evidence/``)."""
+    client, _ = connect(args.tracking_uri)
+    built: list[Report] = []
+    exps = study_experiments(client, study) if study else find_experiments(client, args.table, args.experiment)
+    for exp in exps:
+        source = evidence.FromStore(client, exp, study, not args.no_visual, not args.no_efficiency,
+                                    not args.no_log)
+        tr = load_runs(source, exp, study)
+        if tr.runs.empty:
+            why = "; ".join(tr.left_out) or "no child runs"
+            print(f"skipped {exp.name}: no usable (FINISHED) child runs ({why})", file=sys.stderr)
+            continue
+
+        def logged(rep: Report) -> None:
+            source.write(rep)  # before the logging, so that the parent run's copy holds it
+            notes = len(rep.notes)
+            log_report(client, rep)
+            if len(rep.notes) > notes:  # the logging failed, and the page says so
+                source.write(rep, rep.notes[notes:])
+
+        built.append(_write_report(source, tr, args.out, source.build, logged))
+    if not built:
+        raise FTNError("no experiment had FINISHED child runs to report; see the lines above")
+    return built
+
+
+def from_evidence(args: argparse.Namespace, study: Study | None) -> list[Report]:
+    """Each report folder under ``args.from_evidence`` (of the table, study or experiment
+    asked for) again from its evidence, into ``args.out``; no store is read."""
+    root = args.from_evidence
+    given = [o for o, v in (("--tracking-uri", args.tracking_uri), ("--no-visual", args.no_visual),
+                            ("--no-efficiency", args.no_efficiency)) if v]
+    if given:
+        raise FTNError(f"--from-evidence reads no store and rebuilds each report as it was built: "
+                       f"give it without {', '.join(given)}")
+    if not root.is_dir():
+        raise FTNError(f"--from-evidence {root}: no such folder")
+    groups = ([root / study_folder(study)] if study else [root / f"table{args.table}"] if args.table
+              else sorted(root.glob("table*")) + sorted(root.glob("study-*")))
+    built: list[Report] = []
+    for folder in sorted(p.parent for g in groups for p in g.glob("*/README.md")
+                         if not p.parent.name.startswith(".")):
+        if not (folder / evidence.FOLDER / evidence.MANIFEST).is_file():
+            print(f"skipped {_rel(folder)}: no evidence/ (built before reports shipped their "
+                  f"evidence): build it from its store once", file=sys.stderr)
+            continue
+        source = evidence.FromEvidence(folder)
+        if args.experiment and source.experiment.name != args.experiment:
+            continue
+        tr = load_runs(source, source.experiment, source.study(study))
+
+        def replayed(rep: Report) -> None:
+            source.finish(rep)
+            (rep.folder / "README.md").write_text(experiment_readme(rep), encoding="utf-8")
+
+        built.append(_write_report(source, tr, args.out, source.build, replayed))
+    if not built:
+        raise FTNError(f"no report folder under {root} that was asked for has evidence/ to rebuild "
+                       f"from: build it from its store (python reports/build.py without "
+                       f"--from-evidence)")
+    return built
+
+
+def _write_report(source: Source, tr: TableRuns, out: Path, how: dict, finish) -> Report:
+    """One experiment's report into its folder under ``out``; ``how``: visuals, efficiency and
+    log as ``build_experiment`` takes them; ``finish(rep)`` ends it before it is put in place."""
+    final = table_folder(out, tr)
+    staging = final.parent / f".{final.name}.building-{os.getpid()}"
+    try:  # built beside the old report and moved into place whole: an interruption leaves it as it was
+        rep = build_experiment(source, tr, staging, how["visuals"], how["efficiency"], how["log"])
+        add_sweep_figure(rep)
+        finish(rep)
+        install(staging, final)
+        rep.folder = final
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    print(f"{tr.experiment}: {len(tr.runs)} runs, {len(tr.left_out)} reason(s) to leave runs out, "
+          f"{rep.missing} run(s) missing from a paired Δ → {_rel(rep.folder)} "
+          f"({rep.seconds:.1f} s)")
+    unpaired = rep.seed_gaps + rep.data_gaps
+    for line in [f"left out: {r}" for r in tr.left_out] + [f"unpaired: {g}" for g in unpaired]:
+        print(f"  {line}")
+    return rep
 
 
 @contextlib.contextmanager

@@ -30,6 +30,7 @@ from ftn_core.config import (ADDED_FIELDS, Config, config_hash, flatten, from_di
                              override, setting_hash)
 from ftn_core.errors import FTNError
 from ftn_core.presets import preset_config
+from reports.source import Source
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_TRACKING_URI = f"sqlite:///{REPO / 'mlruns' / 'mlflow.db'}"
@@ -430,6 +431,8 @@ def run_overrides(tag: str, preset: str) -> tuple[str, ...]:
 
 def _search(client: MlflowClient, exp: Experiment, filter_string: str) -> pd.DataFrame:
     """``mlflow.search_runs`` against ``client``'s store (it reads the global tracking URI)."""
+    if isinstance(client, Source):
+        return client.search(exp, filter_string)
     import mlflow
 
     previous = mlflow.get_tracking_uri()
@@ -472,6 +475,8 @@ def _scratch() -> str:
 
 def artifact_path(client: MlflowClient, run: Any, name: str) -> Path | None:
     """A local path to the run's artifact ``name`` (no copy for a local store), None if absent."""
+    if isinstance(client, Source):
+        return client.artifact_path(run, name)
     repo = get_artifact_repository(run.artifact_uri, tracking_uri=client.tracking_uri)
     local = isinstance(repo, LocalArtifactRepository)
     try:
@@ -483,6 +488,8 @@ def artifact_path(client: MlflowClient, run: Any, name: str) -> Path | None:
 
 
 def artifact_json(client: MlflowClient, run: Any, name: str) -> dict | None:
+    if isinstance(client, Source):
+        return client.artifact_json(run, name)
     path = artifact_path(client, run, name)
     if path is None:
         return None
@@ -495,13 +502,20 @@ def artifact_json(client: MlflowClient, run: Any, name: str) -> dict | None:
 def per_query_results(client: MlflowClient, runs: pd.DataFrame) -> dict[tuple[str, int], dict]:
     """``{(variant, seed): per_query arrays}`` of the runs whose ``per_query.npz`` exists
     (runs from before it existed have none: ``python ablations/per_query.py`` adds it)."""
-    import numpy as np
-
     out = {}
     for run in runs.itertuples():
-        path = artifact_path(client, run, "per_query.npz")
-        if path is None:
-            continue
-        with np.load(path) as npz:
-            out[(run.variant, int(run.seed))] = {k: npz[k] for k in npz.files}
+        arrays = client.per_query(run) if isinstance(client, Source) else per_query(client, run)
+        if arrays is not None:
+            out[(run.variant, int(run.seed))] = arrays
     return out
+
+
+def per_query(client: MlflowClient, run: Any) -> dict | None:
+    """The arrays of the run's ``per_query.npz``, None if it has none."""
+    import numpy as np
+
+    path = artifact_path(client, run, "per_query.npz")
+    if path is None:
+        return None
+    with np.load(path) as npz:
+        return {k: npz[k] for k in npz.files}

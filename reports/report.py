@@ -37,3 +37,11 @@ class Report:
     seconds: float = 0.0
     logged: bool = False
     """Whether the files are to be logged to the parent run (README says so)."""
+    in_repository: bool | None = None
+    """Whether the report is built into the repository's reports/ (its page says a clone lacks
+    the runs); None: judged from ``folder`` (``reports.index.in_repository``)."""
+    as_is: dict[str, list[str]] = field(default_factory=dict)
+    """Part (``visuals``, ``efficiency``) → the files it drew from the saved weights, which a
+    rebuild from the evidence keeps as they are (``reports.evidence``)."""
+    efficiency_note: str = ""
+    """The line under the efficiency table (``efficiency.threads_note`` when it was measured)."""

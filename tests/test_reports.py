@@ -787,14 +787,14 @@ def test_an_interrupted_rebuild_leaves_the_previous_report_whole(report, tmp_pat
             "--no-log", "--no-efficiency", "--no-visual"]
     assert build.main(argv) == 0
     folder = tmp_path / "table2" / "synthetic-tiny"
-    before = {p.name: p.read_bytes() for p in folder.iterdir()}
+    before = {p.relative_to(folder): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
 
     def interrupted(*args, **kwargs):  # SIGTERM half-way: some files written, not all
         raise KeyboardInterrupt
 
     monkeypatch.setattr(build.diagnostics_table, "write_tables", interrupted)
     assert build.main(argv) == 130
-    assert {p.name: p.read_bytes() for p in folder.iterdir()} == before
+    assert {p.relative_to(folder): p.read_bytes() for p in folder.rglob("*") if p.is_file()} == before
     assert sorted(p.name for p in folder.parent.iterdir()) == ["README.md", "synthetic-tiny"]  # no half folder
 
 
