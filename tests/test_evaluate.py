@@ -94,7 +94,7 @@ def test_ui_prints_the_runs_view_of_the_newest_table_experiment(finished, capsys
 
 
 @pytest.mark.slow
-def test_the_logged_model_gives_the_checkpoint_embeddings(finished):
+def test_the_logged_model_gives_the_checkpoint_embeddings(finished, tmp_path, monkeypatch):
     import mlflow
     import torch
 
@@ -102,6 +102,9 @@ def test_the_logged_model_gives_the_checkpoint_embeddings(finished):
 
     uri, run, tmp = finished
     mlflow.set_tracking_uri(uri)
+    # A temporary folder of this test's own, which no other process (a parallel test) writes into.
+    (tmp_path / "tmp").mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
     scratch = set(Path(tempfile.gettempdir()).iterdir())
     path = list(sys.path)
     logged = evaluate.logged_model(run.info.run_id)

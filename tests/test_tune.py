@@ -279,6 +279,9 @@ def _cli(store, data_root, tmp_path, *extra):
 
 @pytest.mark.slow
 def test_sigterm_fails_the_trial_and_the_rerun_completes_the_budget(store, data_root, tmp_path):
+    from ablations.tracking import open_store
+
+    open_store(store["uri"])  # the schema made here (its creation in a process: test_reliability.py)
     cmd = _cli(store, data_root, tmp_path, "--trials", "1", "--set", "train.epochs=4")
     proc = subprocess.Popen(cmd, cwd=REPO, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     for line in proc.stdout:  # SIGTERM once the first trial has reported an epoch
