@@ -497,9 +497,9 @@ def git_commit() -> str:
 
 
 def log_extras() -> bool:
-    """Whether a training run logs its extras: ``ranklist.png``, the LoggedModel and MLflow's
-    system metrics. On unless the environment sets ``FTN_LOG_EXTRAS=0`` (the test suite does,
-    outside the tests that check them: they take seconds a run)."""
+    """Whether a training run logs its extras: ``cmc.png``, ``ranklist.png``, the LoggedModel
+    and MLflow's system metrics. On unless the environment sets ``FTN_LOG_EXTRAS=0`` (the test
+    suite does, outside the tests that check them: they take seconds a run)."""
     return os.environ.get("FTN_LOG_EXTRAS", "1") != "0"
 
 
@@ -562,19 +562,20 @@ def log_per_query(arrays: dict[str, Any], run_id: str) -> None:
 def log_run_artifacts(config: dict[str, Any], metrics: dict[str, float], cmc: list[float],
                       state_dict: dict[str, Any] | None, title: str,
                       per_query: dict[str, Any] | None = None) -> None:
-    """config.json, metrics.json, cmc.png, model.pt (a state dict) and, given ``per_query``
-    (``per_query_arrays``), per_query.npz of the active run."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    """config.json, metrics.json, cmc.png (an extra: ``log_extras``), model.pt (a state dict)
+    and, given ``per_query`` (``per_query_arrays``), per_query.npz of the active run."""
     import torch
 
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp)
         (out / "config.json").write_text(json.dumps(config, indent=2, default=list))
         (out / "metrics.json").write_text(json.dumps({"metrics": metrics, "cmc": cmc}, indent=2))
-        if cmc:
+        if cmc and log_extras():
+            import matplotlib
+
+            matplotlib.use("Agg")
+            import matplotlib.pyplot as plt
+
             fig, ax = plt.subplots(figsize=(4, 3), dpi=100)
             ranks = list(range(1, len(cmc) + 1))
             ax.plot(ranks, [100 * c for c in cmc], marker=".", markersize=3)

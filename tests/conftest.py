@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 import torch
@@ -77,13 +77,14 @@ def migrated_once(tmp_path_factory) -> Iterator[None]:
 LIGHT_RUNS = {"test_data_identity", "test_init", "test_pretrain", "test_reliability", "test_run_ownership",
               "test_runner", "test_study", "test_verdict_integrity"}
 """Modules whose training runs leave out the extras (``FTN_LOG_EXTRAS=0``: system metrics,
-``ranklist.png``, the LoggedModel; seconds a run), but in tests marked ``full_logging``.
-Module-scoped fixtures set up before it, with the extras."""
+``cmc.png``, ``ranklist.png``, the LoggedModel; seconds a run), but in tests marked
+``full_logging``. Module-scoped fixtures set up before it, with the extras."""
 
 
 def pytest_configure(config) -> None:
     config.addinivalue_line("markers", "full_logging: training runs log their extras (system "
-                            "metrics, ranklist.png, the LoggedModel) in a module of LIGHT_RUNS")
+                            "metrics, cmc.png, ranklist.png, the LoggedModel) in a module of "
+                            "LIGHT_RUNS")
 
 
 @pytest.fixture(autouse=True)

@@ -311,7 +311,7 @@ metric = "mAP"
 
 
 @pytest.mark.slow
-@pytest.mark.full_logging  # system metrics, ranklist.png and the LoggedModel
+@pytest.mark.full_logging  # system metrics, cmc.png, ranklist.png and the LoggedModel
 def test_a_study_runs_and_reports_end_to_end(store, data_root, tmp_path, capsys):
     from reports import build
 
