@@ -209,7 +209,7 @@ def _run(store, data_root, *extra):
 
     return run_cli.main(["--table", "1", "--variants", "base", "--preset", "tiny",
                          "--tracking-uri", store["uri"], "--work-dir", store["work"],
-                         "--root", str(data_root), *extra])
+                         "--root", str(data_root), "--set", "train.epochs=1", *extra])
 
 
 def _children(uri):

@@ -230,6 +230,8 @@ def test_the_commands_are_installed_and_run_from_any_folder(tmp_path):
         proc = subprocess.run(argv, cwd=tmp_path, capture_output=True, text=True, env=env)
         assert proc.returncode == 0, proc.stderr[-2000:]
         assert proc.stdout.startswith(f"usage: {prog} "), proc.stdout[:200]
+        if prog == "run.py":  # its options, as a researcher's first look at the runner
+            assert "--table" in proc.stdout and "--dry-run" in proc.stdout
 
 
 @pytest.mark.slow

@@ -93,14 +93,15 @@ def test_identity_leaves_out_where_the_data_lives_and_the_sign_of_zero(data_root
 @pytest.mark.slow
 def test_a_finished_run_is_found_whatever_the_folder_is_called(store, data_root, tmp_path, capsys,
                                                               monkeypatch):
-    assert run_cli.main(_args(store, data_root)) == 0
+    one_epoch = ("--set", "train.epochs=1")
+    assert run_cli.main(_args(store, data_root, *one_epoch)) == 0
     capsys.readouterr()
     monkeypatch.setattr("ablations.runner.execute", lambda *a, **k: pytest.fail("trained again"))
     copy = tmp_path / "copy"
     shutil.copytree(data_root, copy)
     monkeypatch.chdir(tmp_path)
     for root in (str(data_root) + "/", "copy", "./copy/"):
-        assert run_cli.main(_args(store, root)) == 0
+        assert run_cli.main(_args(store, root, *one_epoch)) == 0
         assert "already FINISHED" in capsys.readouterr().out
 
 
@@ -242,8 +243,9 @@ def test_a_second_store_never_starts_from_the_firsts_checkpoint(store, data_root
 
     monkeypatch.setattr(runner, "Trainer", Spy)
     other = f"sqlite:///{tmp_path / 'other' / 'mlflow.db'}"
-    assert run_cli.main(_args(store, data_root, "--keep-checkpoints")) == 0
-    assert run_cli.main(_args({"uri": other, "work": store["work"]}, data_root, "--keep-checkpoints")) == 0
+    argv = ("--keep-checkpoints", "--set", "train.epochs=1")
+    assert run_cli.main(_args(store, data_root, *argv)) == 0
+    assert run_cli.main(_args({"uri": other, "work": store["work"]}, data_root, *argv)) == 0
     assert len(seen) == 2 and seen[0] != seen[1] and all(p.exists() for p in seen)
     ids = [MlflowClient(u).search_runs(
         [MlflowClient(u).get_experiment_by_name("table2-synthetic-tiny").experiment_id],
