@@ -310,8 +310,8 @@ def config_hash(cfg: Any, exclude: tuple[str, ...] = HOW_IT_RUNS + LOCATIONS) ->
 def legacy_config_hash(cfg: Any) -> str:
     """The hash runs were tagged with before ``LOCATIONS`` left it (the data's folder in, −0.0
     kept): only to find those runs again, never to tag a new one."""
-    flat = {k: v for k, v in flatten(cfg).items()
-            if k not in HOW_IT_RUNS and not (k in ADDED_FIELDS and v == ADDED_FIELDS[k])}
+    flat = {k: v for k, v in flatten(cfg).items()  # model.init: its digest keys the run
+            if k not in HOW_IT_RUNS + ("model.init",) and not (k in ADDED_FIELDS and v == ADDED_FIELDS[k])}
     if COMPUTES > 1:
         flat["computes"] = COMPUTES
     return hashlib.sha256(json.dumps(flat, sort_keys=True, default=list).encode()).hexdigest()[:12]

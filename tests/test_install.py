@@ -256,4 +256,4 @@ def test_the_wheel_holds_the_three_packages_and_their_data(tmp_path):
             "ftn_core/weights/people.pt"} <= names  # the cpu preset's start
     assert not [n for n in names if n.startswith("reports/") and n.count("/") > 1]  # table1/ …
     entry = next(n for n in names if n.endswith("entry_points.txt"))
-    assert "ftn-run = ablations.run:main" in zipfile.ZipFile(wheel).read(entry).decode()
+    assert "ftn-run = ablations.commands:run" in zipfile.ZipFile(wheel).read(entry).decode()

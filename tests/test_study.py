@@ -364,7 +364,7 @@ def test_a_study_runs_and_reports_end_to_end(store, data_root, tmp_path, capsys)
     assert "## Change against the reference row" in readme and "against our Baseline" not in readme
     assert "R-1 against the reference row: " in readme and "against the Baseline" not in readme
     head = next(line for line in readme.splitlines() if line.startswith("| Variant"))
-    assert "paper Δ" not in head and head.count("|") == 7 and "open diamond" not in readme
+    assert "paper Δ" not in head and head.count("|") == 8 and "open diamond" not in readme  # 7 columns
     assert "**Gm σ 0.25 × 0.18** " in readme and "; paper —" not in readme
 
     sweep = reports / "study-lambda3" / "synthetic-tiny"

@@ -421,7 +421,8 @@ def test_rows_on_different_data_are_never_paired(tmp_path, capsys):
     assert verdicts["big beats small"] == (
         "no evidence (big and small are on different data: never paired)")
     assert verdicts["mid beats small"] == "holds"  # the same data: paired
-    assert "train them again" not in readme + console and "left out" not in console
+    # no run was set aside as stale (the header's "To train them again" is the reproduction line)
+    assert "to include them" not in readme + console and "left out" not in console
     assert "big and small are on different data (data digests bbbbbbbbbbbbbbbb, ssssssssssssssss)" \
         in console
     table = pd.read_csv(tmp_path / "out" / "study-test-size" / "synthetic-tiny" / "table.csv")
