@@ -1,6 +1,9 @@
-"""Give finished runs that predate per-query results their per_query.npz (no retraining).
+"""Give finished runs what reports read from a run's model and they lack (no retraining).
 
-A per_query.npz from before the top-10 gallery lists (rank lists) is replaced the same way.
+That is per_query.npz (a file from before the top-10 gallery lists is replaced too), and the
+cost and figure data a run logs when it finishes since reports stopped building models
+(``efficiency.json``, ``figure_data.npz``: ``ablations/measures.py``; the latency is timed on
+this machine, which the file names).
 
 Each FINISHED child run of the chosen experiments that has a saved model (model.pt) but no
 per_query.npz is evaluated again on its own test split with its own resolved config; the
@@ -34,7 +37,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from ablations.study import load as load_study  # noqa: E402
-from ablations import tracking  # noqa: E402
+from ablations import measures, tracking  # noqa: E402
 from ftn_core.config import Config, from_dict, override  # noqa: E402
 from ftn_core.data.loading import build_data, load_splits  # noqa: E402
 from ftn_core.engine import evaluate  # noqa: E402
@@ -87,23 +90,33 @@ def run_model(cfg: Config, weights: str):
     return model_from_state(cfg.model, torch.load(weights, map_location="cpu", weights_only=True))
 
 
-def backfill_run(client, run, splits_cache: dict) -> tuple[float, float] | None:
-    """Evaluate one run's saved model and log its per_query.npz; returns (logged mAP,
-    recomputed mAP), or None when it already has an up-to-date one. ``FTNError`` says why a run
-    cannot be given one (no model.pt or config.json, data changed since it trained)."""
+def backfill_run(client, run, splits_cache: dict) -> tuple[tuple[float, float] | None, tuple[str, ...]]:
+    """Give one run what its saved model yields and it lacks: per_query.npz (evaluated again),
+    ``efficiency.json`` and ``figure_data.npz`` (``ablations.measures``). Returns (logged mAP,
+    recomputed mAP) when per_query.npz was made, else None, and the measures logged.
+    ``FTNError`` says why a run cannot be given them (no model.pt or config.json, data changed
+    since it trained)."""
     import mlflow
 
     run_id = run.info.run_id
     files = {f.path for f in client.list_artifacts(run_id)}
+    scored = False
     if tracking.PER_QUERY in files:  # up to date unless it predates the top-10 lists
         with tempfile.TemporaryDirectory() as tmp:
             with np.load(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=tracking.PER_QUERY,
                                                              dst_path=tmp)) as npz:
-                if "top10" in npz.files:
-                    return None
+                scored = "top10" in npz.files
+    lacking_measures = measures.missing(files)
+    if scored and not lacking_measures:
+        return None, ()
     lacking = [f for f in ("model.pt", "config.json") if f not in files]
+    if lacking and scored:  # its Δs stand; only its cost and figures are not measured
+        print(f"note: run {run.info.run_name} ({run_id}) has no {' or '.join(lacking)}: its "
+              f"{' and '.join(lacking_measures)} cannot be made", file=sys.stderr)
+        return None, ()
     if lacking:
         raise FTNError(f"no {' or '.join(lacking)} among its artifacts, so it cannot be evaluated again")
+    pair = None
     with tempfile.TemporaryDirectory() as tmp:
         cfg = run_config(run_id, tmp)
         key = (cfg.data.dataset, cfg.data.root, cfg.data.synthetic_size, cfg.data.synthetic_seed,
@@ -111,13 +124,18 @@ def backfill_run(client, run, splits_cache: dict) -> tuple[float, float] | None:
         if key not in splits_cache:
             splits_cache[key] = load_splits(cfg.data)
         check_data(run, splits_cache[key])
-        data = build_data(cfg.data, seed=cfg.train.seed, splits=splits_cache[key])
         model = run_model(cfg, run_weights(run_id, tmp))
-        metrics, result = evaluate(model, data, torch.device("cpu"))
-        arrays = tracking.per_query_arrays(result.per_query._asdict(), [q.pid for q in data.splits.query],
-                                           [q.camid for q in data.splits.query])
-        tracking.log_per_query(arrays, run_id)
-    return run.data.metrics.get("val/mAP", float("nan")), metrics["val/mAP"]
+        if not scored:
+            data = build_data(cfg.data, seed=cfg.train.seed, splits=splits_cache[key])
+            metrics, result = evaluate(model, data, torch.device("cpu"))
+            arrays = tracking.per_query_arrays(result.per_query._asdict(), [q.pid for q in data.splits.query],
+                                               [q.camid for q in data.splits.query])
+            tracking.log_per_query(arrays, run_id)
+            pair = run.data.metrics.get("val/mAP", float("nan")), metrics["val/mAP"]
+        if lacking_measures:
+            measures.log_measures(client, run_id, model, cfg, splits_cache[key], tracking.machine(),
+                                  lacking_measures)
+    return pair, lacking_measures
 
 
 @cli_main
@@ -145,23 +163,28 @@ def main(argv: list[str] | None = None) -> int:
         raise FTNError("no matching experiment in the store; check --table / --experiment / --tracking-uri")
     cache: dict = {}
     done = worst = 0.0
+    given = 0
     skipped: list[str] = []
     for exp in exps:
         runs = client.search_runs([exp.experiment_id], "tags.kind = 'child' and attributes.status = 'FINISHED'",
                                   max_results=50000)
         for run in runs:
             try:
-                pair = backfill_run(client, run, cache)
+                pair, measured = backfill_run(client, run, cache)
             except FTNError as err:
                 skipped.append(f"{exp.name} {run.info.run_name}")
                 print(f"skipped {exp.name} {run.info.run_name} ({run.info.run_id}): {err}", file=sys.stderr)
                 continue
+            given += bool(measured)
+            if measured:
+                print(f"{exp.name} {run.info.run_name}: {' and '.join(measured)} logged", flush=True)
             if pair is None:
                 continue
             done += 1
             worst = max(worst, abs(pair[0] - pair[1]))
             print(f"{exp.name} {run.info.run_name}: mAP logged {pair[0]:.2f}, recomputed {pair[1]:.2f}", flush=True)
     print(f"{int(done)} run(s) given per_query.npz; largest mAP difference from the logged value: {worst:.3f}")
+    print(f"{given} run(s) given {' or '.join(measures.MEASURES)}")
     if skipped:
         print(f"error: {len(skipped)} run(s) could not be given per_query.npz ({', '.join(skipped[:6])}"
               f"{', …' if len(skipped) > 6 else ''}; why: above); the reports leave their seeds out of every Δ",

@@ -17,8 +17,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from PIL import Image  # noqa: E402
 
-from ftn_core.data.dataset import read_image  # noqa: E402
 from ftn_core.data.types import DatasetSplits  # noqa: E402
 
 TOP = 10
@@ -73,7 +73,7 @@ def draw(per_query: dict[str, np.ndarray], splits: DatasetSplits, out: Path, tit
             g = splits.gallery[int(g_idx)]
             panels.append((g.path, kind(q.pid, q.camid, g.pid, g.camid), str(k + 1)))
         for ax, (path, what, text) in zip(axes[row], panels):
-            ax.imshow(read_image(path).permute(1, 2, 0).numpy())
+            ax.imshow(_image(path))
             ax.set_xticks([])
             ax.set_yticks([])
             ax.set_title(text, fontsize=7)
@@ -90,3 +90,9 @@ def draw(per_query: dict[str, np.ndarray], splits: DatasetSplits, out: Path, tit
     fig.savefig(out)
     plt.close(fig)
     return out
+
+
+def _image(path: str) -> np.ndarray:
+    """(H, W, 3) uint8 of an image file (PIL: drawing a rank list needs no torch)."""
+    with Image.open(path) as im:
+        return np.asarray(im.convert("RGB"))

@@ -16,7 +16,7 @@ from typing import Any
 import mlflow
 import torch
 
-from ablations import tracking
+from ablations import measures, tracking
 from ablations.study import Study, Variant, as_study, planned_config
 from ablations.variants import variants
 from ftn_core.config import (HOW_IT_RUNS, Config, config_hash, flatten, legacy_config_hash, setting_hash,
@@ -551,6 +551,8 @@ def _train_one(p: PlannedRun, client, work_dir: Path, parent_ids: dict[str, str]
                     log_rank_list(per_query, data.splits, f"{p.name} ({p.dataset})")
                 if tracking.log_extras():
                     tracking.log_embedding_model(trainer.model, result.metrics, data.splits)
+                    measures.log_measures(client, run_id, trainer.model, p.cfg, data.splits,
+                                          tracking.machine())
                 mlflow.end_run("FINISHED")
                 finished = True
             if not keep_checkpoints:

@@ -106,6 +106,40 @@ def latency(model: nn.Module, x: torch.Tensor, runs: int = 5, warmup: int = 1) -
     return statistics.median(times)
 
 
+LATENCY_BATCH = 8
+LATENCY_RUNS = 5
+
+
+def variant_cost(model: FTN, height: int, width: int) -> dict[str, float]:
+    """Per-image cost of a trained model at its input size, as a report's efficiency table gives
+    it: parameters at inference (no TF-Dec, no classifiers) and in training, MACs (conv + fc),
+    full FLOPs, and CPU latency (eval mode, batch ``LATENCY_BATCH``, median of ``LATENCY_RUNS``
+    passes, on the threads torch has). The model is put in eval mode and left there."""
+    model = model.eval()
+    total = count_params(model)
+    decoder = count_params(model.decoder) if model.decoder is not None else 0
+    classifiers = sum(count_params(h.classifier) for h in model.heads.values())
+    one = torch.rand(1, 3, height, width, generator=torch.Generator().manual_seed(0))
+    batch = torch.rand(LATENCY_BATCH, 3, height, width, generator=torch.Generator().manual_seed(1))
+    times = [latency(model, batch, runs=1, warmup=1 if i == 0 else 0) for i in range(LATENCY_RUNS)]
+    return {"params_inference": total - decoder - classifiers, "params_training": total,
+            "gmac": conv_linear_macs(model, one) / 1e9, "gflops": full_flops(model, one) / 1e9,
+            "latency_ms": 1e3 * statistics.median(times) / LATENCY_BATCH,
+            "latency_batch": LATENCY_BATCH, "latency_runs": LATENCY_RUNS,
+            "threads": torch.get_num_threads()}
+
+
+def attention_costs(channels: int = 1024, height: int = 16, width: int = 8) -> dict[str, dict]:
+    """CFA and PAM-CAM at the paper's setting (C = 1024 on a 16×8 map): parameters and MACs."""
+    torch.manual_seed(0)
+    feat = torch.randn(1, channels, height, width)
+    out = {}
+    for name, module in (("CFA", CFA(channels)), ("PAM-CAM", PAMCAM(channels))):
+        row = measure(name, module.eval(), feat)
+        out[name] = {"params": row.params, "gmac": row.gmac}
+    return out
+
+
 def cost_table(height: int = 256, width: int = 128, backbone: str = "resnet50",
                num_classes: int = 751) -> list[CostRow]:
     torch.manual_seed(0)

@@ -2,13 +2,14 @@
 
 For each experiment ``table{N}-{dataset}-{preset}`` in the store it writes
 ``<out>/table{N}/<dataset>-<preset>/``: the table (Markdown, CSV, LaTeX) beside the paper's
-numbers, figures (PNG + PDF), visual figures from the saved weights, an efficiency table and
-a README; ``<out>/table{N}/README.md`` shows every experiment of the table. A study file's
+numbers, figures (PNG + PDF), visual figures and an efficiency table from what each run
+measured of its model when it finished, and a README; ``<out>/table{N}/README.md`` shows every experiment of the table. A study file's
 experiments (``study-{name}-{dataset}-{preset}``) go to ``<out>/study-{name}/``, with the sweep
 figure when the study has a sweep. The same files are logged as artifacts (``report/``) of the
 experiment's newest parent run. Each folder ships what was read of the store (``evidence/``):
-``--from-evidence`` rebuilds the folders from it byte for byte, without the store (the figures
-drawn from the saved weights and the efficiency table are kept as they were built).
+``--from-evidence`` rebuilds the folders from it byte for byte, without the store (the visual
+figures, drawn from each run's figure data and the dataset's images, are kept as they were built).
+Nothing here builds or runs a model.
 
     python reports/build.py --table 2
     python reports/build.py --study ablations/studies/lambda3.toml
@@ -33,21 +34,20 @@ if __name__ == "__main__":
     exit_on_interrupt_during_startup()
 
 import pandas as pd  # noqa: E402
-import torch  # noqa: E402
 from mlflow import MlflowClient  # noqa: E402
 from mlflow.exceptions import MlflowException  # noqa: E402
 
 from ftn_core.errors import FTNError, OneLineParser, check_writable_dir, cli_main  # noqa: E402
-from ftn_core.model import classes_in_state  # noqa: E402
 from ablations.study import Study, load as load_study  # noqa: E402
 from ablations import ranklists  # noqa: E402
 from ablations.tracking import study_experiments  # noqa: E402
 from reports import claims, diagnostics_table, efficiency, figures, sweep, tables, visual  # noqa: E402
 from reports import evidence  # noqa: E402
+from ablations.measures import EFFICIENCY  # noqa: E402
 from reports.index import experiment_readme, in_repository, table_index  # noqa: E402
 from reports.report import Report  # noqa: E402
 from reports.source import Source  # noqa: E402
-from reports.load import (LOSS_KEYS, REPO, TableRuns, artifact_json, artifact_path,  # noqa: E402
+from reports.load import (LOSS_KEYS, REPO, TableRuns, artifact_json,  # noqa: E402
                           connect, find_experiments, load_runs, metric_history, per_query_results)
 
 
@@ -88,7 +88,7 @@ def build_experiment(client: Source, tr: TableRuns, folder: Path, visuals: bool 
     if hist.empty:
         rep.notes.append("no train/loss_* or val/mAP history logged: no training curves")
     rep.figures["curves"] = figures.training_curves(hist, order, tr.table, folder / "curves")
-    if visuals:  # from the saved weights: a rebuild from the evidence keeps them as they are
+    if visuals:  # drawn from figure data and images not shipped: a rebuild keeps them as they are
         client.as_is(rep, "visuals", lambda: draw_visuals(client, tr, rep))
     per_run = diagnostics_table.run_values(
         tr.runs, metric_history(client, tr.runs, (diagnostics_table.RATIO_KEY,)))
@@ -98,8 +98,8 @@ def build_experiment(client: Source, tr: TableRuns, folder: Path, visuals: bool 
     rep.figures["diagnostics"] = diagnostics_table.figure(per_run, order, tr.table,
                                                           folder / "diagnostics")
     if cost:
-        client.as_is(rep, "efficiency", lambda: _efficiency(client, tr, rep))
-    rep.claims = claims.claims(tr, rep.summary, rep.per_query, cost)
+        efficiency_section(client, tr, rep)
+    rep.claims = claims.claims(tr, rep.summary, rep.per_query, cost, rep.attention_costs)
     if len(rep.claims):  # every claim of the study, judged or saying why not
         rep.claims.to_csv(folder / "claims.csv", index=False)
     rep.logged = log and tr.parent_run_id is not None
@@ -142,38 +142,36 @@ def _seed_runs(tr: TableRuns) -> dict[str, object]:
 
 
 def draw_visuals(client: MlflowClient, tr: TableRuns, rep: Report) -> None:
-    """Figures 4 and 5 and the TF-Dec reconstructions, from each variant's saved model."""
+    """Figures 4 and 5 and the TF-Dec reconstructions from each variant's ``figure_data.npz``,
+    and the rank lists of the Baseline and the full model from their per-query results."""
     runs = _seed_runs(tr)
     full = visual.FULL.get(tr.table)
-    models: dict[str, tuple] = {}
+    data: dict[str, dict] = {}
     for key, run in runs.items():
         try:
-            models[key] = visual.run_model(client, run)
+            data[key] = visual.figure_data(client, run)
         except visual.Skip as err:
             rep.notes.append(f"visual figures: {err}")
-    if not models:
-        return
-    try:
-        splits = visual.query_data(next(iter(models.values()))[1])
-    except visual.Skip as err:
-        rep.notes.append(f"visual figures skipped: {err}")
-        return
     label = {key: str(run.variant_label) for key, run in runs.items()}
     jobs = []
-    if full in models:
+    if full in data:
         jobs.append(("stage3_vs_cfa", lambda: visual.figure_stage3_vs_cfa(
-            *models[full], splits, label[full], rep.folder / "stage3_vs_cfa")))
-    pair = {k: models[k] for k in ("base", full) if k in models}
+            data[full], label[full], rep.folder / "stage3_vs_cfa")))
+    pair = {visual.SHORT.get(k, k): data[k] for k in ("base", full) if k in data}
     if pair:
         jobs.append(("global_local", lambda: visual.figure_global_local(
-            {visual.SHORT.get(k, k): m for k, m in pair.items()}, splits,
-            rep.folder / "global_local")))
-    if any(m[0].decoder is not None for m in models.values()):
-        jobs.append(("recon", lambda: visual.figure_reconstructions(models, splits,
-                                                                    rep.folder / "recon")))
+            pair, rep.folder / "global_local")))
+    if any("rec_output" in d for d in data.values()):
+        jobs.append(("recon", lambda: visual.figure_reconstructions(data, rep.folder / "recon")))
     ranked = {k: rep.per_query.get((k, int(runs[k].seed))) for k in ("base", full) if k in runs}
     ranked = {k: a for k, a in ranked.items() if a is not None and "top10" in a}
     if ranked:  # rank lists of the first seed's runs, on the queries the first one picks
+        try:
+            splits = visual.query_data(visual.run_config(client, runs[next(iter(ranked))]))
+        except visual.Skip as err:
+            rep.notes.append(f"rank lists skipped: {err}")
+            ranked = {}
+    if ranked:
         ref = next(iter(ranked))
         picks = [(f"{visual.SHORT.get(ref, ref)}'s {group}", q)
                  for group, q in ranklists.pick(ranked[ref])]
@@ -188,40 +186,23 @@ def draw_visuals(client: MlflowClient, tr: TableRuns, rep: Report) -> None:
             rep.notes.append(f"{name}: {err}")
 
 
-def _efficiency(client: Source, tr: TableRuns, rep: Report) -> None:
-    rep.efficiency = efficiency_section(client, tr, rep.notes)
-    if rep.efficiency is not None:
-        efficiency.write_efficiency(rep.efficiency, rep.folder)
-        rep.efficiency_note = efficiency.threads_note()
-
-
-def efficiency_section(client: MlflowClient, tr: TableRuns, notes: list[str]) -> pd.DataFrame | None:
-    configs = {}
+def efficiency_section(client: MlflowClient, tr: TableRuns, rep: Report) -> None:
+    """The efficiency table from each variant's ``efficiency.json`` (its seed of ``_seed_runs``);
+    a run without one is named in the notes and left out."""
+    measured = {}
     for key, run in _seed_runs(tr).items():
-        try:
-            cfg = visual.run_config(client, run)
-        except visual.Skip as err:
-            notes.append(f"efficiency: {err}")
+        d = artifact_json(client, run, EFFICIENCY)
+        if d is None:
+            rep.notes.append(f"efficiency: {run.name}: no {EFFICIENCY} (trained before runs "
+                             f"measured their cost): `python ablations/per_query.py` adds it")
             continue
-        classes = _classes(client, run)
-        if classes is None:
-            notes.append(f"efficiency: {run.name}: no readable model.pt, so the size of its "
-                         f"classifier is unknown; its row is left out")
-            continue
-        configs[key] = (str(run.variant_label), cfg, classes)
-    return efficiency.efficiency_table(configs) if configs else None
-
-
-def _classes(client: MlflowClient, run) -> int | None:
-    """Classifier size (training identities) from model.pt (memory-mapped, nothing copied);
-    None without a readable one."""
-    path = artifact_path(client, run, "model.pt")
-    if path is None:
-        return None
-    try:
-        return classes_in_state(torch.load(path, map_location="cpu", weights_only=True, mmap=True))
-    except (RuntimeError, KeyError, OSError):
-        return None
+        measured[key] = (str(run.variant_label), d)
+    if not measured:
+        return
+    rep.efficiency = efficiency.efficiency_table(measured)
+    rep.attention_costs = next(iter(measured.values()))[1].get("attention_costs")
+    efficiency.write_efficiency(rep.efficiency, rep.folder)
+    rep.efficiency_note = efficiency.latency_note(measured)
 
 
 def log_report(client: MlflowClient, rep: Report) -> None:

@@ -8,8 +8,8 @@ verdict from unpaired runs). A
 claim made of several orderings is judged on all of them: it holds when all hold, fails when any
 fails, and is *incomplete (why)* while some cannot be compared (a row not run, rows on different
 data, no seed both have complete), *no evidence (why)* when none can. Every claim of the study
-gets a line. The cost claim is measured at the paper's setting (ResNet-50, 256×128) and holds
-within 0.1 M params, 0.01 GMAC and 5 points of the saving.
+gets a line. The cost claim is measured by the runs (``efficiency.json``) at the paper's setting
+(ResNet-50, 256×128) and holds within 0.1 M params, 0.01 GMAC and 5 points of the saving.
 """
 
 from __future__ import annotations
@@ -129,31 +129,32 @@ def kendall(tr: TableRuns, per_query: dict, dataset: str, metric: str = "rank1",
     return tau, float(lo), float(hi), len(keys)
 
 
-def cfa_cost() -> tuple[str, str]:
-    """The paper's cost claim for CFA, measured at its setting (C = 1024, 16×8)."""
-    import torch
-
-    from ftn_core.attention import CFA, PAMCAM
-    from ftn_core.cost import measure
-
-    torch.manual_seed(0)
-    feat = torch.randn(1, 1024, 16, 8)
-    cfa, pam = measure("CFA", CFA(1024).eval(), feat), measure("PAM-CAM", PAMCAM(1024).eval(), feat)
-    saving = 100 * (1 - cfa.gmac / pam.gmac)
-    close = (abs(cfa.params / 1e6 - PAPER_CFA["params_M"]) <= 0.1 and abs(cfa.gmac - PAPER_CFA["gmac"]) <= 0.01)
+def cfa_cost(attention: dict) -> tuple[str, str]:
+    """The paper's cost claim for CFA at its setting (C = 1024, 16×8), from what a run measured
+    (``efficiency.json``'s ``attention_costs``: parameters and GMAC of CFA and PAM-CAM)."""
+    cfa, pam = attention["CFA"], attention["PAM-CAM"]
+    saving = 100 * (1 - cfa["gmac"] / pam["gmac"])
+    close = (abs(cfa["params"] / 1e6 - PAPER_CFA["params_M"]) <= 0.1
+             and abs(cfa["gmac"] - PAPER_CFA["gmac"]) <= 0.01)
     verdict = "holds" if close and abs(saving - PAPER_CFA["saving_pct"]) <= 5 else "fails"
-    return verdict, (f"CFA {cfa.params / 1e6:.3f} M params, {cfa.gmac:.3f} GMAC (paper 1.3 M, 0.168 G); "
-                     f"{saving:.1f} % fewer MACs than our PAM-CAM (paper 83.4 %)")
+    return verdict, (f"CFA {cfa['params'] / 1e6:.3f} M params, {cfa['gmac']:.3f} GMAC (paper 1.3 M, "
+                     f"0.168 G); {saving:.1f} % fewer MACs than our PAM-CAM (paper 83.4 %)")
 
 
 def claims(tr: TableRuns, summary: pd.DataFrame, per_query: dict, cost: bool = True,
-           n_resamples: int = stats.N_RESAMPLES) -> pd.DataFrame:
+           attention: dict | None = None, n_resamples: int = stats.N_RESAMPLES) -> pd.DataFrame:
     """Every claim of the study with its verdict: claim, source, evidence, verdict. The orderings
     are the study's ``[[claim]]`` entries, each judged on all of its comparisons (or saying which
     are missing); the paper's Tables 1–2 add the cost, focus and rank agreement claims."""
     rows = []
     if cost and tr.table in (1, 2):
-        rows.append(("CFA costs 1.3 M params and 0.168 GMAC, 83.4 % below PAM-CAM", "§4.2", *reversed(cfa_cost())))
+        cost_claim = ("CFA costs 1.3 M params and 0.168 GMAC, 83.4 % below PAM-CAM", "§4.2")
+        if attention:
+            rows.append((*cost_claim, *reversed(cfa_cost(attention))))
+        else:
+            rows.append((*cost_claim, "CFA's and PAM-CAM's cost: none measured",
+                         f"{NO_EVIDENCE} (no run has efficiency.json: `python ablations/per_query.py` "
+                         f"adds it)"))
     present = set(tr.order)
     for claim in tr.study.claims:
         unjudged = _unjudged(tr, per_query, claim.pairs)

@@ -1,5 +1,6 @@
 """Efficiency table (paper §4.2's cost claim): parameters, MACs, FLOPs and CPU latency of each
-variant at inference, measured on the model built from the run's own config and input size.
+variant at inference, as each run measured its own model when it finished (``efficiency.json``,
+``ablations/measures.py``; ``python ablations/per_query.py`` adds it to older runs).
 
 Inference runs S-Enc, the branches and their embedding heads; TF-Dec never runs (it is left
 out of "params (inference)"; "params (training)" counts it). MACs = convolutions and linear
@@ -8,44 +9,21 @@ layers (the paper's convention), FLOPs = ``torch.utils.flop_counter``'s full cou
 
 from __future__ import annotations
 
-import statistics
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
-import torch
 
-from ftn_core.config import Config
-from ftn_core.cost import conv_linear_macs, count_params, full_flops, latency
-from ftn_core.model import build_model
-
-LATENCY_BATCH = 8
-LATENCY_RUNS = 5
+COLUMNS = ("params_inference", "params_training", "gmac", "gflops", "latency_ms")
 
 
-def measure_variant(cfg: Config, n_classes: int) -> dict[str, float]:
-    """Per-image cost of one variant at its input size (CPU, eval mode, batch ``LATENCY_BATCH``)."""
-    torch.manual_seed(0)
-    model = build_model(cfg.model, n_classes, load_init=False).eval()
-    total = count_params(model)
-    decoder = count_params(model.decoder) if model.decoder is not None else 0
-    classifiers = sum(count_params(h.classifier) for h in model.heads.values())
-    one = torch.rand(1, 3, cfg.data.height, cfg.data.width)
-    batch = torch.rand(LATENCY_BATCH, 3, cfg.data.height, cfg.data.width)
-    times = [latency(model, batch, runs=1, warmup=1 if i == 0 else 0) for i in range(LATENCY_RUNS)]
-    return {"params_inference": total - decoder - classifiers, "params_training": total,
-            "gmac": conv_linear_macs(model, one) / 1e9,
-            "gflops": full_flops(model, one) / 1e9,
-            "latency_ms": 1e3 * statistics.median(times) / LATENCY_BATCH}
-
-
-def efficiency_table(configs: dict[str, tuple[str, Config, int]]) -> pd.DataFrame:
-    """``configs``: variant key → (label, config, number of classes), in table order."""
+def efficiency_table(measured: dict[str, tuple[str, dict[str, Any]]]) -> pd.DataFrame:
+    """``measured``: variant key → (label, the run's ``efficiency.json``), in table order."""
     rows = []
-    for key, (label, cfg, n_classes) in configs.items():
-        row = {"variant": key, "variant_label": label, "backbone": cfg.model.backbone,
-               "input": f"{cfg.data.height}×{cfg.data.width}"}
-        row.update(measure_variant(cfg, n_classes))
-        rows.append(row)
+    for key, (label, d) in measured.items():
+        height, width = d["input"]
+        rows.append({"variant": key, "variant_label": label, "backbone": d["backbone"],
+                     "input": f"{height}×{width}", **{c: d[c] for c in COLUMNS}})
     df = pd.DataFrame(rows)
     if len(df) and "base" in set(df["variant"]):
         base = df.loc[df["variant"] == "base", "latency_ms"].iloc[0]
@@ -71,6 +49,11 @@ def write_efficiency(df: pd.DataFrame, out_dir: Path) -> list[Path]:
     return [csv_path, md_path]
 
 
-def threads_note() -> str:
-    return (f"CPU latency: eval mode, batch {LATENCY_BATCH}, median of {LATENCY_RUNS} runs, "
-            f"{torch.get_num_threads()} threads; per image.")
+def latency_note(measured: dict[str, tuple[str, dict[str, Any]]]) -> str:
+    """How the latency column was timed: by each run when it finished, on its own machine."""
+    first = next(iter(measured.values()))[1]
+    machines = sorted({d.get("machine", "an unrecorded machine") for _, d in measured.values()})
+    where = machines[0] if len(machines) == 1 else "; ".join(machines)
+    return (f"CPU latency: eval mode, batch {first['latency_batch']}, median of "
+            f"{first['latency_runs']} passes, per image, timed by each run when it finished, with "
+            f"whatever else ran on its machine ({where}); `make bench` times quietly.")

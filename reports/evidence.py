@@ -8,18 +8,18 @@ without the store (``python reports/build.py --from-evidence``).
 
 - ``manifest.json``: the experiment, the store as the page names it, the study, how the report
   was built (visual figures, efficiency table, logged to the parent run), the metric histories
-  and per-query results read, the parts drawn from the saved weights (kept as they were built:
-  their files with sha256, their notes), and each evidence file's sha256;
+  and per-query results read, the visual figures (drawn from the runs' figure data and the
+  dataset's images, which are not shipped: kept as they were built, their files with sha256,
+  their notes), and each evidence file's sha256;
 - ``runs-child.parquet``, ``runs-parent.parquet``: the ``mlflow.search_runs`` frames the report
   read (every child run of any status, every parent run: ids, status, times, params, tags,
   final metrics);
 - ``histories.parquet``: the metric histories it draws (run_id, key, step, value, timestamp);
-- ``artifacts.json.gz``: the JSON artifacts it read, by run (``metrics.json``; ``config.json``
-  where the params do not say);
+- ``artifacts.json.gz``: the JSON artifacts it read, by run (``metrics.json``,
+  ``efficiency.json``; ``config.json`` where the params do not say);
 - ``per_query.parquet``: each run's per-query results as the tables and claims use them
   (``index``, ``first_rank``, ``ap``; the rank lists' ``top10`` is drawn into figures kept as
-  built, and ``pid``, ``camid``, ``inp`` are not read);
-- ``efficiency.parquet``: the efficiency table's numbers, where it was measured.
+  built, and ``pid``, ``camid``, ``inp`` are not read).
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ from ftn_core.errors import FTNError
 from reports import load
 from reports.source import Source
 
-FORMAT = 1
+FORMAT = 2
 FOLDER = "evidence"
 MANIFEST = "manifest.json"
 PER_QUERY_ARRAYS = ("index", "first_rank", "ap")
@@ -73,7 +73,6 @@ class FromStore(Source):
         self.artifacts: dict[str, dict[str, Any]] = {}
         self.queries: dict[str, dict | None] = {}
         self.kept: dict[str, dict[str, Any]] = {}
-        self.efficiency: pd.DataFrame | None = None
 
     def search(self, exp: Experiment, filter_string: str) -> pd.DataFrame:
         df = load._search(self.client, exp, filter_string)
@@ -91,7 +90,7 @@ class FromStore(Source):
         return d
 
     def artifact_path(self, run: Any, name: str) -> Path | None:
-        return load.artifact_path(self.client, run, name)  # the weights: drawn from, not kept
+        return load.artifact_path(self.client, run, name)  # figure data: drawn from, not kept
 
     def per_query(self, run: Any) -> dict | None:
         arrays = load.per_query(self.client, run)
@@ -106,9 +105,6 @@ class FromStore(Source):
         kept = {"files": {name: sha256(rep.folder / name) for name in new},
                 "notes": rep.notes[notes:],
                 "figures": {k: [p.name for p in v] for k, v in rep.figures.items() if k not in figures}}
-        if part == "efficiency":
-            kept["note"] = rep.efficiency_note
-            self.efficiency = rep.efficiency
         self.kept[part] = kept
 
     def write(self, rep: Any, log_notes: list[str] | tuple[str, ...] = ()) -> Path:
@@ -141,9 +137,6 @@ class FromStore(Source):
         columns = ["run_id", *PER_QUERY_ARRAYS]
         pq = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=columns)
         pq.reindex(columns=columns).to_parquet(out / "per_query.parquet", index=False, **_COMPRESSION)
-        if self.efficiency is not None:
-            self.efficiency.to_parquet(out / "efficiency.parquet", index=False, **_COMPRESSION)
-            self.kept["efficiency"]["table"] = "efficiency.parquet"
         exp = self.exp
         manifest = {
             "format": FORMAT,
@@ -233,7 +226,7 @@ class FromEvidence(Source):
         return copy.deepcopy(kept[name])
 
     def artifact_path(self, run: Any, name: str) -> Path | None:
-        raise self._lacks(f"{name} of run {run.run_id} (the weights are not shipped)")
+        raise self._lacks(f"{name} of run {run.run_id} (only JSON artifacts are shipped)")
 
     def per_query(self, run: Any) -> dict | None:
         if str(run.run_id) not in self.queries:
@@ -249,16 +242,12 @@ class FromEvidence(Source):
             src = self.report / name
             if not src.is_file() or sha256(src) != digest:
                 raise FTNError(f"{src} is missing or is not the file its evidence lists (sha256): "
-                               f"it cannot be drawn again without the saved weights; restore it "
+                               f"it cannot be drawn again without the runs' figure data; restore it "
                                f"(git checkout) or rebuild the report from its store")
             shutil.copyfile(src, rep.folder / name)
         rep.as_is[part] = list(kept["files"])
         rep.notes += kept["notes"]
         rep.figures.update({k: [rep.folder / n for n in v] for k, v in kept["figures"].items()})
-        if part == "efficiency":
-            rep.efficiency_note = kept["note"]
-            if kept.get("table"):
-                rep.efficiency = pd.read_parquet(self.report / FOLDER / kept["table"])
 
     def study(self, given: Study | None) -> Study | None:
         """The study the report was built for: ``given`` (``--study``), else the study file the

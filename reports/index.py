@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from reports import diagnostics_table, efficiency, tables
+from reports import diagnostics_table, tables
 from reports.load import DEFAULT_TRACKING_URI, REPO, run_overrides
 from reports.report import Report
 
@@ -232,7 +232,7 @@ def experiment_readme(rep: Report) -> str:
     out += _diagnostics_section(rep)
     if rep.efficiency is not None:
         out += ["## Efficiency", "", (rep.folder / "efficiency.md").read_text(encoding="utf-8"),
-                (rep.efficiency_note or efficiency.threads_note()) + " MACs count convolutions and "
+                rep.efficiency_note + " MACs count convolutions and "
                 "linear layers (the paper's convention); TF-Dec is not run at inference. "
                 "[CSV](efficiency.csv)", ""]
     if rep.notes:
@@ -247,8 +247,7 @@ def in_repository(folder: Path) -> bool:
     return folder.resolve().is_relative_to(REPO / "reports")
 
 
-AS_IS = {"visuals": "the figures drawn from the saved weights and the dataset's images",
-         "efficiency": "the efficiency table, measured when it was built"}
+AS_IS = {"visuals": "the figures drawn from the runs' figure data and the dataset's images"}
 
 
 def _evidence_line(rep: Report) -> str:

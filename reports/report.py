@@ -41,7 +41,11 @@ class Report:
     """Whether the report is built into the repository's reports/ (its page says a clone lacks
     the runs); None: judged from ``folder`` (``reports.index.in_repository``)."""
     as_is: dict[str, list[str]] = field(default_factory=dict)
-    """Part (``visuals``, ``efficiency``) → the files it drew from the saved weights, which a
-    rebuild from the evidence keeps as they are (``reports.evidence``)."""
+    """Part (``visuals``) → the files it drew from data the evidence does not ship (figure data,
+    the dataset's images), which a rebuild from the evidence keeps as they are
+    (``reports.evidence``)."""
     efficiency_note: str = ""
-    """The line under the efficiency table (``efficiency.threads_note`` when it was measured)."""
+    """The line under the efficiency table (``efficiency.latency_note``)."""
+    attention_costs: dict | None = None
+    """CFA's and PAM-CAM's cost at the paper's setting, as a run measured them
+    (``efficiency.json``'s ``attention_costs``); None without an efficiency table."""

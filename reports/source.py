@@ -38,7 +38,7 @@ class Source:
         raise NotImplementedError
 
     def artifact_path(self, run: Any, name: str) -> Path | None:
-        """A local path to the run's artifact ``name`` (the saved weights), None if absent."""
+        """A local path to the run's artifact ``name`` (its figure data), None if absent."""
         raise NotImplementedError
 
     def per_query(self, run: Any) -> dict | None:
@@ -46,6 +46,6 @@ class Source:
         raise NotImplementedError
 
     def as_is(self, rep: Any, part: str, draw: Callable[[], None]) -> None:
-        """A part of the report drawn from what only the store holds (the saved weights):
+        """A part of the report drawn from what only the store holds (figure data, images):
         ``draw()`` it from the store, or put back what it drew, as it was."""
         raise NotImplementedError

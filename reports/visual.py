@@ -1,14 +1,16 @@
-"""Visual figures from the saved weights, in the style of the paper's Figures 4 and 5.
+"""Visual figures in the style of the paper's Figures 4 and 5, drawn from what each run logged.
 
 - Fig. 4: activation maps of S-Enc stage 3 and of CFA's output A′ for three pedestrians.
 - Fig. 5: global- and local-branch maps for one identity seen in different cameras
   (different backgrounds), Baseline beside the full model.
 - TF-Dec: input, masked reconstruction target and the decoder's output per variant.
-Maps are ``ftn_core.evaluation.activation_map`` (channel mean of the squared response),
-upsampled to the image and min-max scaled per image (one colour bar per figure); all models run
-in eval mode. Where the images have person masks, each map's title gives its foreground share
-(fg) and the input's the share a uniform map would score (the mask's area), with the mask
-outlined.
+
+Nothing here runs a model: a run logs ``figure_data.npz`` when it finishes
+(``ftn_core/figure_data.py``: the images, the maps ``ftn_core.evaluation.activation_map``
+gives, their foreground shares; ``python ablations/per_query.py`` adds it to older runs).
+Maps are drawn bilinearly over their image and min-max scaled per image (one colour bar per
+figure). Where the images have person masks, each map's title gives its foreground share (fg)
+and the input's the share a uniform map would score (the mask's area), with the mask outlined.
 """
 
 from __future__ import annotations
@@ -20,21 +22,16 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
-import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
+import numpy as np  # noqa: E402
 from matplotlib.cm import ScalarMappable  # noqa: E402
 from matplotlib.colors import Normalize  # noqa: E402
 from mlflow import MlflowClient  # noqa: E402
 
+from ablations.measures import FIGURE_DATA  # noqa: E402
 from ftn_core.config import Config, from_dict  # noqa: E402
-from ftn_core.data.dataset import ReIDDataset  # noqa: E402
-from ftn_core.data.loading import load_splits  # noqa: E402
-from ftn_core.data.transforms import build_transforms  # noqa: E402
-from ftn_core.data.types import DatasetSplits, Sample  # noqa: E402
+from ftn_core.data.splits import load_splits  # noqa: E402
+from ftn_core.data.types import DatasetSplits  # noqa: E402
 from ftn_core.errors import FTNError  # noqa: E402
-from ftn_core.evaluation import activation_map, foreground_focus  # noqa: E402
-from ftn_core.masks import reconstruction_target  # noqa: E402
-from ftn_core.model import FTN, model_from_state  # noqa: E402
 from reports.figures import save, wrap  # noqa: E402
 from reports.load import REPO, artifact_json, artifact_path  # noqa: E402
 
@@ -59,22 +56,22 @@ def run_config(client: MlflowClient, run: Any) -> Config:
         raise Skip(f"{run.name}: config.json does not match this code ({err})") from None
 
 
-def run_model(client: MlflowClient, run: Any) -> tuple[FTN, Config]:
-    """The final model of a run (``model.pt``, a state dict) in eval mode."""
-    cfg = run_config(client, run)
-    path = artifact_path(client, run, "model.pt")
+def figure_data(client: MlflowClient, run: Any) -> dict[str, np.ndarray]:
+    """The arrays of the run's ``figure_data.npz``."""
+    path = artifact_path(client, run, FIGURE_DATA)
     if path is None:
-        raise Skip(f"{run.name}: no model.pt artifact")
+        raise Skip(f"{run.name}: no {FIGURE_DATA} (trained before runs logged it): "
+                   f"`python ablations/per_query.py` adds it")
     try:
-        model = model_from_state(cfg.model, torch.load(path, map_location="cpu", weights_only=True))
-    except (RuntimeError, KeyError, OSError, FTNError) as err:
-        raise Skip(f"{run.name}: model.pt does not load ({str(err).splitlines()[0][:120]})") from None
-    return model.eval(), cfg
+        with np.load(path) as npz:
+            return {k: npz[k] for k in npz.files}
+    except (OSError, ValueError) as err:
+        raise Skip(f"{run.name}: {FIGURE_DATA} does not read ({str(err)[:120]})") from None
 
 
 def query_data(cfg: Config) -> DatasetSplits:
-    """The run's dataset (synthetic data regenerates deterministically); relative roots are
-    taken from the repository root."""
+    """The run's dataset, for the rank lists' images (synthetic data regenerates
+    deterministically); relative roots are taken from the repository root."""
     data = cfg.data
     if not Path(data.root).is_absolute():
         from dataclasses import replace
@@ -86,55 +83,25 @@ def query_data(cfg: Config) -> DatasetSplits:
         raise Skip(f"dataset {data.dataset} not readable under {data.root} ({err})") from None
 
 
-def _images(samples: list[Sample], cfg: Config) -> tuple[torch.Tensor, torch.Tensor | None]:
-    ds = ReIDDataset(samples, build_transforms(cfg.data.height, cfg.data.width, train=False),
-                     with_mask=all(s.mask_path for s in samples))
-    items = [ds[i] for i in range(len(ds))]
-    img = torch.stack([it["img"] for it in items])  # (B, 3, H, W)
-    mask = torch.stack([it["mask"] for it in items]) if "mask" in items[0] else None  # (B, 1, H, W)
-    return img, mask
-
-
-def pick_pedestrians(splits: DatasetSplits, n: int = 3) -> list[Sample]:
-    """``n`` queries of different identities, spread over the query list (deterministic)."""
-    firsts: dict[int, Sample] = {}
-    for s in splits.query:
-        firsts.setdefault(s.pid, s)
-    pool = list(firsts.values())
-    if not pool:
-        raise Skip("the dataset has no query images")
-    step = max(1, len(pool) // n)
-    return pool[::step][:n]
-
-
-def pick_identity(splits: DatasetSplits, n: int = 4) -> list[Sample]:
-    """Images of the test identity seen by the most cameras, one per camera (Fig. 5)."""
-    by_pid: dict[int, dict[int, Sample]] = {}
-    for s in splits.query + splits.gallery:
-        if s.pid > 0:
-            by_pid.setdefault(s.pid, {}).setdefault(s.camid, s)
-    if not by_pid:
-        raise Skip("the dataset has no test identities")
-    pid = max(sorted(by_pid), key=lambda p: len(by_pid[p]))
-    return [by_pid[pid][c] for c in sorted(by_pid[pid])][:n]
-
-
 CMAP = "jet"
 MAP_ALPHA = 0.45
 
 
-def _overlay(ax: plt.Axes, img: torch.Tensor, act: torch.Tensor | None, title: str,
-             mask: torch.Tensor | None = None) -> None:
-    """img (3, H, W) in [0, 1]; act (h, w) upsampled and min-max scaled over it; mask (1, H, W)
+def _overlay(ax: plt.Axes, img: np.ndarray, act: np.ndarray | None, title: str,
+             mask: np.ndarray | None = None) -> None:
+    """img (H, W, 3) uint8; act (h, w) drawn bilinearly over it, min-max scaled; mask (H, W)
     outlined in white."""
-    ax.imshow(img.permute(1, 2, 0).clamp(0, 1).numpy(), interpolation="none")  # (H, W, 3)
+    h, w = img.shape[:2]
+    ax.imshow(img, interpolation="none")
     if act is not None:
-        up = F.interpolate(act[None, None], size=img.shape[-2:], mode="bilinear",
-                           align_corners=False)[0, 0]  # (H, W)
-        up = (up - up.min()) / (up.max() - up.min()).clamp_min(1e-12)
-        ax.imshow(up.numpy(), cmap=CMAP, vmin=0, vmax=1, alpha=MAP_ALPHA, interpolation="none")
+        act = act.astype(np.float64)
+        span = max(float(act.max() - act.min()), 1e-12)
+        ax.imshow((act - act.min()) / span, cmap=CMAP, vmin=0, vmax=1, alpha=MAP_ALPHA,
+                  interpolation="bilinear", extent=(-0.5, w - 0.5, h - 0.5, -0.5))
     if mask is not None:
-        ax.contour(mask[0].numpy(), levels=[0.5], colors="white", linewidths=0.8)
+        ax.contour(mask, levels=[0.5], colors="white", linewidths=0.8)
+    ax.set_xlim(-0.5, w - 0.5)
+    ax.set_ylim(h - 0.5, -0.5)
     ax.set_title(title, fontsize=7)
     ax.axis("off")
 
@@ -148,101 +115,84 @@ def _colour_bar(fig: plt.Figure, axes) -> None:
     bar.ax.tick_params(labelsize=7)
 
 
-def uniform_share(mask: torch.Tensor | None, i: int) -> float | None:
+def uniform_share(mask: np.ndarray | None, i: int) -> float | None:
     """Percent of image ``i``'s pixels inside its person mask: the fg of a uniform map."""
-    return None if mask is None else 100.0 * float((mask[i] > 0).float().mean())
+    return None if mask is None else 100.0 * float((mask[i] > 0).mean())
 
 
-def _input_title(name: str, mask: torch.Tensor | None, i: int) -> str:
+def _input_title(name: str, mask: np.ndarray | None, i: int) -> str:
     share = uniform_share(mask, i)
     return name if share is None else f"{name}\nuniform {share:.0f} %"
+
+
+def _focus_title(name: str, data: dict[str, np.ndarray], key: str, i: int) -> str:
+    fg = data.get(key)
+    return name if fg is None else f"{name}\nfg {float(fg[i]):.0f} %"
 
 
 MASK_NOTE = ("fg = share of the map's mass inside the person mask (white outline); "
              "uniform = a flat map's fg")
 
 
-def _maps(model: FTN, img: torch.Tensor, keys: tuple[str, ...]) -> dict[str, torch.Tensor]:
-    with torch.no_grad():
-        feats = model.activation_maps(img)
-    return {k: activation_map(feats[k]) for k in keys if k in feats}  # each (B, h, w)
-
-
-def _focus_title(name: str, act: torch.Tensor, mask: torch.Tensor | None, i: int) -> str:
-    if mask is None:
-        return name
-    share = float(foreground_focus(act[i:i + 1], mask[i:i + 1])[0]) * 100
-    return f"{name}\nfg {share:.0f} %"
-
-
-def figure_stage3_vs_cfa(model: FTN, cfg: Config, splits: DatasetSplits, label: str,
-                         stem: Path) -> list[Path]:
+def figure_stage3_vs_cfa(data: dict[str, np.ndarray], label: str, stem: Path) -> list[Path]:
     """Paper Fig. 4: stage 3 vs CFA activation maps of three pedestrians."""
-    if model.attention is None:
+    if "ped_attn" not in data:
         raise Skip(f"{label} has no attention module")
-    img, mask = _images(pick_pedestrians(splits), cfg)
-    maps = _maps(model, img, ("stage3", "attn"))
+    img, mask = data["ped_img"], data.get("ped_mask")
     fig, axes = plt.subplots(len(img), 3, figsize=(3.8, 2.3 * len(img) + 0.9), squeeze=False,
                              layout="constrained")
     for i in range(len(img)):
         m = mask[i] if mask is not None else None
         _overlay(axes[i, 0], img[i], None, _input_title("input", mask, i), m)
-        _overlay(axes[i, 1], img[i], maps["stage3"][i], _focus_title("stage 3", maps["stage3"], mask, i), m)
-        _overlay(axes[i, 2], img[i], maps["attn"][i], _focus_title("CFA (A′)", maps["attn"], mask, i), m)
+        _overlay(axes[i, 1], img[i], data["ped_stage3"][i],
+                 _focus_title("stage 3", data, "ped_fg_stage3", i), m)
+        _overlay(axes[i, 2], img[i], data["ped_attn"][i],
+                 _focus_title("CFA (A′)", data, "ped_fg_attn", i), m)
     _colour_bar(fig, axes)
     note = f"\n{wrap(MASK_NOTE, 50)}" if mask is not None else ""
     fig.suptitle(f"Stage 3 vs CFA — {wrap(label, 50)}{note}", fontsize=7)
     return save(fig, stem, palette=False)  # photos under heat maps: full colour
 
 
-def figure_global_local(models: dict[str, tuple[FTN, Config]], splits: DatasetSplits,
-                        stem: Path) -> list[Path]:
-    """Paper Fig. 5: global / local branch maps of one identity across cameras, per model."""
-    samples = pick_identity(splits)
+def figure_global_local(models: dict[str, dict[str, np.ndarray]], stem: Path) -> list[Path]:
+    """Paper Fig. 5: global / local branch maps of one identity across cameras, per model (each
+    model's ``figure_data``: the same identity, as the runs share their test split)."""
+    models = {name: d for name, d in models.items() if "id_img" in d}
+    if not models:
+        raise Skip("the dataset has no test identities")
+    first = next(iter(models.values()))
+    img, mask, cams = first["id_img"], first.get("id_mask"), first["id_camid"]
     cols = ["input"] + [f"{name} {b}" for name in models for b in ("global", "local")]
-    fig, axes = plt.subplots(len(samples), len(cols), squeeze=False, layout="constrained",
-                             figsize=(1.25 * len(cols), 2.3 * len(samples) + 0.9))
-    for j, (name, (model, cfg)) in enumerate(models.items()):
-        img, mask = _images(samples, cfg)
-        maps = _maps(model, img, ("global", "local"))
+    fig, axes = plt.subplots(len(img), len(cols), squeeze=False, layout="constrained",
+                             figsize=(1.25 * len(cols), 2.3 * len(img) + 0.9))
+    for j, (name, d) in enumerate(models.items()):
         for i in range(len(img)):
             m = mask[i] if mask is not None else None
             if j == 0:
-                _overlay(axes[i, 0], img[i], None, _input_title(f"cam {samples[i].camid + 1}", mask, i), m)
+                _overlay(axes[i, 0], img[i], None, _input_title(f"cam {int(cams[i]) + 1}", mask, i), m)
             for k, b in enumerate(("global", "local")):
-                _overlay(axes[i, 1 + 2 * j + k], img[i], maps[b][i],
-                         _focus_title(f"{name}\n{b}", maps[b], mask, i), m)
+                _overlay(axes[i, 1 + 2 * j + k], img[i], d[f"id_{b}"][i],
+                         _focus_title(f"{name}\n{b}", d, f"id_fg_{b}", i), m)
     _colour_bar(fig, axes)
     note = f"\n{MASK_NOTE}" if mask is not None else ""
-    fig.suptitle(f"Global and local branches, identity {samples[0].pid} in "
-                 f"{len(samples)} cameras{note}", fontsize=7)
+    fig.suptitle(f"Global and local branches, identity {int(first['id_pid'][0])} in "
+                 f"{len(img)} cameras{note}", fontsize=7)
     return save(fig, stem, palette=False)  # photos under heat maps: full colour
 
 
-def figure_reconstructions(models: dict[str, tuple[FTN, Config]], splits: DatasetSplits,
-                           stem: Path, n_images: int = 2) -> list[Path]:
-    """TF-Dec: input, masked target and reconstruction for each variant with a decoder (the
-    ``oracle`` target needs the images' person masks; without them its row is left out)."""
-    samples = pick_pedestrians(splits, n_images)
-    has_masks = all(s.mask_path for s in samples)
-    models = {k: m for k, m in models.items() if m[0].decoder is not None
-              and (has_masks or m[0].mask != "oracle")}
+def figure_reconstructions(models: dict[str, dict[str, np.ndarray]], stem: Path) -> list[Path]:
+    """TF-Dec: input, masked target and reconstruction for each variant with a decoder (an
+    ``oracle`` target without person masks logged none, and its row is left out)."""
+    models = {k: d for k, d in models.items() if "rec_output" in d}
     if not models:
         raise Skip("no variant has a TF-Dec decoder")
-    fig, axes = plt.subplots(len(models), 3 * len(samples),
-                             figsize=(0.95 * 3 * len(samples), 1.9 * len(models)), squeeze=False)
-    for r, (name, (model, cfg)) in enumerate(models.items()):
-        img, mask = _images(samples, cfg)
-        with torch.no_grad():
-            enc = model.forward_encoder(img)
-            recon = model.forward_decoder(enc)  # (B, 3, H, W)
-            pa = enc.attn.pa if enc.attn is not None else None
-            ca = enc.attn.ca if enc.attn is not None else None
-            target = reconstruction_target(img, model.mask, pa, ca, model.gauss_sy,
-                                           model.gauss_sx, mask if model.mask == "oracle" else None)
-        for i in range(len(samples)):
-            for c, (title, x) in enumerate((("input", img[i]), ("target", target[i]),
-                                            ("output", recon[i]))):
+    n = len(next(iter(models.values()))["rec_img"])
+    fig, axes = plt.subplots(len(models), 3 * n, figsize=(0.95 * 3 * n, 1.9 * len(models)),
+                             squeeze=False)
+    for r, (name, d) in enumerate(models.items()):
+        for i in range(n):
+            for c, title in enumerate(("input", "target", "output")):
+                x = d[f"rec_{'img' if title == 'input' else title}"][i]
                 _overlay(axes[r, 3 * i + c], x, None, title if r == 0 else "")
         axes[r, 0].text(-0.15, 0.5, name, transform=axes[r, 0].transAxes, rotation=90,
                         va="center", ha="right", fontsize=8)

@@ -17,8 +17,11 @@ import torch
 from mlflow import MlflowClient
 from PIL import Image
 
+from ablations import measures
 from ablations.variants import variants
 from ftn_core.config import Config, config_hash, flatten, override, to_dict
+from ftn_core.data.splits import load_splits
+from ftn_core.errors import FTNError
 from ftn_core.model import build_model
 from ftn_core.presets import preset_config
 
@@ -40,7 +43,10 @@ class FakeRun:
     """Logged as ``per_query.npz`` when given (``index``, ``pid``, ``camid``, ``ap``,
     ``first_rank``, ``inp``, ``top10``)."""
     model: bool = True
-    """Whether ``model.pt`` is among the artifacts."""
+    """Whether ``model.pt`` is among the artifacts, with what a run measures of its model when
+    it finishes (``efficiency.json``; ``figure_data.npz`` where its data is readable)."""
+    measured: bool = True
+    """Whether a run with ``model.pt`` has its measures too (False: a run from before them)."""
     sets: dict[str, object] = field(default_factory=dict)
     """Config changes on top of the row's (a run of the row trained with ``--set``)."""
     grad_ratio: tuple[float, ...] = ()
@@ -136,5 +142,14 @@ def _log_artifacts(cfg: Config, r: FakeRun) -> None:
             mlflow.log_artifact(str(Path(tmp) / "per_query.npz"))
         if r.model:
             torch.manual_seed(r.seed)
-            torch.save(build_model(cfg.model, NUM_CLASSES).state_dict(), Path(tmp) / "model.pt")
+            model = build_model(cfg.model, NUM_CLASSES)
+            torch.save(model.state_dict(), Path(tmp) / "model.pt")
             mlflow.log_artifact(str(Path(tmp) / "model.pt"))
+            if not r.measured:
+                return
+            try:
+                splits, which = load_splits(cfg.data), measures.MEASURES
+            except FTNError:  # data the test does not have (a real dataset's name)
+                splits, which = None, (measures.EFFICIENCY,)
+            measures.log_measures(MlflowClient(), mlflow.active_run().info.run_id, model, cfg,
+                                  splits, "a test machine", which)

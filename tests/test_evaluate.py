@@ -284,3 +284,40 @@ def test_rerank_is_a_separate_protocol_row(finished, capsys):
     assert "rerank protocol" in capsys.readouterr().out
     (ev,) = [r for r in _evaluations(uri, run) if r.data.tags["protocol"] == "rerank"]
     assert ev.info.run_name == "g-s0-eval-synthetic-rerank" and 0 <= ev.data.metrics["val/mAP"] <= 100
+
+
+def test_a_finished_run_logs_what_reports_read_of_its_model(finished, tmp_path):
+    """efficiency.json and figure_data.npz are measured from the run's final model: the same
+    parameter count as its model.pt, and the same maps as the reloaded weights give."""
+    import json
+
+    import numpy as np
+
+    from ablations.per_query import run_config, run_model, run_weights
+    from ftn_core.cost import count_params
+    from ftn_core.data.splits import load_splits
+    from ftn_core.figure_data import figure_arrays
+
+    uri, run, _ = finished
+    client = MlflowClient(uri)
+    files = {f.path for f in client.list_artifacts(run.info.run_id)}
+    assert {"efficiency.json", "figure_data.npz"} <= files
+    eff = json.loads(Path(client.download_artifacts(run.info.run_id, "efficiency.json", str(tmp_path))).read_text())
+    import mlflow
+
+    mlflow.set_tracking_uri(uri)
+    cfg = run_config(run.info.run_id, str(tmp_path))
+    model = run_model(cfg, run_weights(run.info.run_id, str(tmp_path))).eval()
+    assert eff["params_training"] == count_params(model)
+    assert eff["params_inference"] == count_params(model) - count_params(model.decoder) - sum(
+        count_params(h.classifier) for h in model.heads.values())
+    assert eff["input"] == [cfg.data.height, cfg.data.width] and eff["latency_ms"] > 0
+    assert eff["attention_costs"]["CFA"]["params"] < eff["attention_costs"]["PAM-CAM"]["params"]
+    with np.load(client.download_artifacts(run.info.run_id, "figure_data.npz", str(tmp_path))) as npz:
+        logged = {k: npz[k] for k in npz.files}
+    again = figure_arrays(model, cfg, load_splits(cfg.data))
+    assert sorted(logged) == sorted(again)
+    assert logged["ped_img"].shape == (3, cfg.data.height, cfg.data.width, 3)
+    assert logged["rec_output"].dtype == np.uint8 and len(logged["rec_output"]) == 2  # g has TF-Dec
+    for key in again:
+        np.testing.assert_allclose(logged[key], again[key], rtol=1e-5, atol=1e-6, err_msg=key)

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import json
 import shutil
@@ -80,24 +81,27 @@ def test_the_evidence_holds_what_the_report_read(built):
     assert manifest["build"] == {"visuals": True, "efficiency": True, "log": True, "logged": True,
                                  "log_notes": []}
     kept = manifest["as_is"]
+    assert set(kept) == {"visuals"}  # the efficiency table is drawn again, from efficiency.json
     assert {"stage3_vs_cfa.png", "global_local.pdf", "ranklist_cfa.png"} <= set(kept["visuals"]["files"])
-    assert set(kept["efficiency"]["files"]) == {"efficiency.csv", "efficiency.md"}
+    shipped = json.loads(gzip.decompress((ev / "artifacts.json.gz").read_bytes()))
+    measured = {name[r]: d["efficiency.json"] for r, d in shipped.items() if "efficiency.json" in d}
+    assert sorted(measured) == ["base-s0", "cfa-s0"]  # the runs its table reads: the first seed
+    assert measured["base-s0"]["machine"] == "a test machine"
     for part in kept.values():
         for file, digest in part["files"].items():
             assert hashlib.sha256((folder / file).read_bytes()).hexdigest() == digest
     footer = (folder / "README.md").read_text().splitlines()[-1]
     assert "`python reports/build.py --from-evidence` rebuilds this folder" in footer
-    assert "`stage3_vs_cfa.png`" in footer and "`efficiency.md`" in footer
+    assert "`stage3_vs_cfa.png`" in footer and "`efficiency.md`" not in footer
 
 
 def test_a_report_rebuilt_from_its_evidence_is_the_same_bytes_without_the_store(built, tmp_path, capsys,
                                                                                monkeypatch):
-    from reports import efficiency, index
+    from reports import index
 
-    # Elsewhere than it was built: written into what counts as the repository's reports/, on a
-    # machine with other threads. The page still says what it said when it was built.
+    # Elsewhere than it was built: written into what counts as the repository's reports/. The
+    # page still says what it said when it was built.
     monkeypatch.setattr(index, "REPO", tmp_path)
-    monkeypatch.setattr(efficiency.torch, "get_num_threads", lambda: 7)
     out = tmp_path / "reports"
     assert build.main(["--from-evidence", str(built), "--table", "1", "--out", str(out)]) == 0
     assert "table1-synthetic-tiny: 4 runs, 1 reason(s) to leave runs out" in capsys.readouterr().out
@@ -133,7 +137,7 @@ def test_a_changed_file_is_refused_and_the_report_left_whole(built, tmp_path, ca
     shutil.copytree(built, src)
     folder = src / "table1" / "synthetic-tiny"
     before = _files(src)
-    (folder / "stage3_vs_cfa.png").write_bytes(b"not the figure")  # drawn from weights not shipped
+    (folder / "stage3_vs_cfa.png").write_bytes(b"not the figure")  # drawn from data not shipped
     assert build.main(["--from-evidence", str(src), "--out", str(src)]) == 2
     err = capsys.readouterr().err.strip()
     assert "stage3_vs_cfa.png is missing or is not the file its evidence lists (sha256)" in err

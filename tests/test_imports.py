@@ -103,10 +103,25 @@ def test_ablations_never_imports_reports():
     assert not found, _listing(found)
 
 
+def test_reports_only_read_no_report_module_loads_torch():
+    """Reports read what runs measured (efficiency.json, figure_data.npz): no file under
+    reports/ imports torch, and building a report does not load it through another module."""
+    import subprocess
+    import sys
+
+    found = forbidden(REPO, "reports", {"torch", "torchvision"})
+    assert not found, _listing(found)
+    code = ("import sys; import reports.build, reports.index, reports.visual; "
+            "print(sorted(m for m in ('torch', 'torchvision') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True,
+                         check=True).stdout
+    assert out.strip() == "[]"
+
+
 def test_no_import_loop_among_the_projects_modules():
     graph = import_graph(REPO)
     assert {"ftn_core.model", "ablations.runner", "reports.build"} <= set(graph)  # it read the tree
-    assert "ftn_core.data.readers" in graph["ftn_core.data.loading"]
+    assert "ftn_core.data.readers" in graph["ftn_core.data.splits"]
     cycle = find_cycle(graph)
     assert cycle is None, "import loop: " + " → ".join(cycle or [])
 

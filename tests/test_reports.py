@@ -446,7 +446,7 @@ def test_missing_metrics_and_artifacts_are_reported(store, tmp_path):
     text = (folder / "README.md").read_text()
     assert "val/mINP: missing in base-s0" in text and "val/rank5: missing in base-s0, cfa-s0" in text
     assert "no CMC in metrics.json of base-s0, cfa-s0" in text
-    assert "base-s0: no config.json artifact" in text
+    assert "base-s0: no figure_data.npz (trained before runs logged it)" in text
     md = (folder / "table.md").read_text()
     assert "—" in md and not (folder / "recon.png").exists()
     # A store from before the diagnostics: no diagnostics files, and the README says why.
@@ -470,7 +470,7 @@ def test_real_dataset_uses_its_own_paper_numbers(tmp_path):
     assert "Paper numbers: CUHK03 (labeled)." in text
     assert "**FTN** beats our Baseline on mAP but **not** on R-1" in text
     assert "one seed only, so the change may be noise" in text
-    assert "visual figures skipped: dataset cuhk03_labeled not readable" in text
+    assert "visual figures: base-s0: no figure_data.npz" in text  # its data was not there
     # No person masks on real data: only the gradient ratio (mean of 0.01 and 0.03) is left.
     diag = pd.read_csv(out / "diagnostics.csv").set_index("variant")
     assert [c for c in diag.columns if c.endswith("_mean")] == ["recon_grad_ratio_mean"]
@@ -715,21 +715,23 @@ def test_artifacts_of_a_remote_store_land_in_one_scratch_folder(tmp_path, monkey
 
 
 def test_activation_maps_have_a_colour_bar_and_a_uniform_map_reference(report, store, monkeypatch):
-    """Paper Figs. 4 and 5: one colour bar for the min-max scaled overlays, each input titled
-    with the fg share a uniform map would score (its mask's area) and its mask outlined."""
+    """Paper Figs. 4 and 5, drawn from a run's figure data: one colour bar for the min-max scaled
+    overlays, each input titled with the fg share a uniform map would score (its mask's area)
+    and its mask outlined, each map with the fg share the run logged."""
     from fake_store import run_config
 
+    from ftn_core.data.splits import load_splits
+    from ftn_core.figure_data import figure_arrays
     from ftn_core.model import build_model
     from reports import visual
 
     cfg = run_config("tiny", 2, "g", 0, store[1] / "data")
-    splits = visual.query_data(cfg)
-    model = build_model(cfg.model, NUM_CLASSES).eval()
+    data = figure_arrays(build_model(cfg.model, NUM_CLASSES).eval(), cfg, load_splits(cfg.data))
     drawn = []
     monkeypatch.setattr(visual, "save", lambda fig, stem, **kw: drawn.append(fig) or [])
-    visual.figure_stage3_vs_cfa(model, cfg, splits, "FTN", Path("x"))
-    visual.figure_global_local({"Base": (model, cfg), "FTN": (model, cfg)}, splits, Path("y"))
-    _, masks = visual._images(visual.pick_pedestrians(splits), cfg)
+    visual.figure_stage3_vs_cfa(data, "FTN", Path("x"))
+    visual.figure_global_local({"Base": data, "FTN": data}, Path("y"))
+    masks = data["ped_mask"]
     for fig, inputs in zip(drawn, (3, 4)):
         (bar,) = [ax for ax in fig.axes if ax.get_label() == "<colorbar>"]
         assert bar.get_xlabel() == "activation, min–max scaled per image"
@@ -741,6 +743,8 @@ def test_activation_maps_have_a_colour_bar_and_a_uniform_map_reference(report, s
     first = next(t for t in (ax.get_title() for ax in drawn[0].axes) if "uniform" in t)
     assert first == f"input\nuniform {visual.uniform_share(masks, 0):.0f} %"
     assert visual.uniform_share(masks, 0) == pytest.approx(100 * float(masks[0].mean()))
+    cfa_title = drawn[0].axes[2].get_title()  # the first pedestrian's A′ map
+    assert cfa_title == f"CFA (A′)\nfg {float(data['ped_fg_attn'][0]):.0f} %"
 
 
 def _hits(first: list[int]) -> tuple[dict[str, np.ndarray], dict[str, float]]:
@@ -798,21 +802,25 @@ def test_an_interrupted_rebuild_leaves_the_previous_report_whole(report, tmp_pat
     assert sorted(p.name for p in folder.parent.iterdir()) == ["README.md", "synthetic-tiny"]  # no half folder
 
 
-def test_efficiency_leaves_out_a_run_without_its_weights(tmp_path, monkeypatch):
-    """The classifier's size comes from the run's own model.pt: without one the row is left
-    out with a note, never given an assumed size."""
+def test_efficiency_leaves_out_a_run_that_measured_nothing(tmp_path):
+    """The efficiency table reads what each run measured of its own model (efficiency.json):
+    a run without one is left out with a note naming the command that adds it, never measured
+    by the report."""
+    from reports.report import Report
+
     uri = new_store(tmp_path)
     log_experiment(uri, tmp_path, [FakeRun("base", 0, _val(50, 40), model=False),
                                    FakeRun("cfa", 0, _val(55, 45, attn=True))], table=1)
     client, _ = connect(uri)
     tr = load_runs(client, find_experiments(client, name="table1-synthetic-tiny")[0])
-    measured = {}
-    monkeypatch.setattr(build.efficiency, "efficiency_table", measured.update)
-    notes = []
-    build.efficiency_section(client, tr, notes)
-    assert {key: classes for key, (_, _, classes) in measured.items()} == {"cfa": NUM_CLASSES}
-    assert notes == ["efficiency: base-s0: no readable model.pt, so the size of its classifier "
-                     "is unknown; its row is left out"]
+    rep = Report(tr, tmp_path, uri)
+    build.efficiency_section(client, tr, rep)
+    assert list(rep.efficiency["variant"]) == ["cfa"]
+    assert rep.notes == ["efficiency: base-s0: no efficiency.json (trained before runs measured "
+                         "their cost): `python ablations/per_query.py` adds it"]
+    assert "timed by each run when it finished" in rep.efficiency_note
+    assert "a test machine" in rep.efficiency_note
+    assert set(rep.attention_costs) == {"CFA", "PAM-CAM"}
 
 
 def test_the_header_commands_train_exactly_the_pages_runs(tmp_path):

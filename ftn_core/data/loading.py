@@ -9,8 +9,8 @@ import torch
 from torch.utils.data import DataLoader
 
 from ftn_core.config import DataConfig
-from ftn_core.data import custom, readers
 from ftn_core.data.dataset import DecodedImages, ReIDDataset
+from ftn_core.data.splits import load_dataset, load_splits  # noqa: F401 - their home before
 from ftn_core.data.sampler import PKSampler
 from ftn_core.data.transforms import BatchAugment, build_transforms, resize_transform
 from ftn_core.data.types import DatasetSplits
@@ -45,27 +45,6 @@ class DataBundle:
     @property
     def num_classes(self) -> int:
         return self.splits.num_train_pids
-
-
-def load_splits(cfg: DataConfig) -> DatasetSplits:
-    """The dataset named by ``cfg.dataset``: generated (synthetic) or read from ``cfg.root``."""
-    if cfg.dataset == "synthetic":
-        from ftn_core.data.synthetic import load_synthetic
-
-        return load_synthetic(cfg.root, cfg.synthetic_size, cfg.synthetic_seed, cfg.skip_bad_images,
-                              test_ids=cfg.synthetic_test_ids)
-    return load_dataset(cfg.dataset, cfg.root, skip_bad_images=cfg.skip_bad_images)
-
-
-def load_dataset(name: str, root: str, skip_bad_images: bool = False,
-                 verify_images: bool = True) -> DatasetSplits:
-    """Read dataset ``name`` from ``root``: one of ``readers.KNOWN_DATASETS`` found under it, or
-    your own images (``folder``: a folder, ``csv``: a CSV file; ``ftn_core.data.custom``). User
-    errors raise ``FTNError``."""
-    if name in ("folder", "csv"):
-        reader = custom.read_folder if name == "folder" else custom.read_csv
-        return reader(root, skip_bad_images=skip_bad_images, verify_images=verify_images)
-    return readers.read_known(name, root, skip_bad_images, verify_images)
 
 
 def loader_options(workers: int, persistent: bool = True) -> dict:
