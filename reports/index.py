@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import re
 import shlex
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
@@ -18,16 +20,15 @@ PAPER_NAMES = {"market1501": "Market-1501", "cuhk03_labeled": "CUHK03 (labeled)"
                "cuhk03_detected": "CUHK03 (detected)", "msmt17": "MSMT17",
                "dukemtmcreid": "DukeMTMC-reID"}
 FIGURES = [
-    ("delta_ci", "Change against the Baseline", "Each variant's Δ R-1 and Δ mAP against our "
-     "Baseline (dot: mean over paired seeds; bar: 95 % paired interval over queries "
-     "and seeds) beside the paper's Δ against its Baseline (open diamond). A bar that crosses "
-     "0 is within noise."),
+    ("delta_ci", "Change against {the_ref}", "Each variant's Δ R-1 and Δ mAP against {our_ref} "
+     "(dot: mean over paired seeds; bar: 95 % paired interval over queries "
+     "and seeds){paper_beside}. A bar that crosses 0 is within noise."),
     ("delta", "Our Δ vs the paper's Δ", "Each point is a variant's change against its own "
      "Baseline, ours with its 95 % interval; ρ = Spearman rank correlation of the two "
      "orderings, beside how many of our intervals exclude 0 (a ρ over changes within noise "
      "says little)."),
     ("cmc", "CMC curves", "(a) Matching rate at rank k (mean over seeds, band = std); (b) each "
-     "variant's CMC minus the Baseline's, paired by seed (band = 95 % t-interval over seeds)."),
+     "variant's CMC minus {refs} CMC, paired by seed (band = 95 % t-interval over seeds)."),
     ("curves", "Training curves", "Each loss term per epoch (mean over seeds, band = std), "
      "and val/mAP at the evaluation epochs; a term logged at one epoch only is not a curve "
      "and is left out."),
@@ -61,25 +62,31 @@ def _n(count: int, noun: str) -> str:
     return f"{count} {noun}{'' if count == 1 else 's'}"
 
 
-def _study_wording(study):
-    """A text rewriter for a study of one's own: "our Baseline" becomes "the reference row" where
-    the Δ are taken against another row, and what explains the paper's numbers goes where there
-    are none (identity for the paper's tables)."""
-    words: tuple[tuple[str, str], ...] = ()
-    if not (study.is_paper or study.reference == tables.BASELINE):
-        words += (("against our Baseline", "against the reference row"), ("the Baseline's", "the reference's"),
-                  ("against the Baseline", "against the reference row"), ("our Baseline", "the reference row"))
-    if study.table is None:  # no paper numbers: nothing of the paper's to explain
-        words += (("paper Δ = the paper's change against its Baseline; ", ""),
-                  (" beside the paper's Δ against its Baseline (open diamond)", ""))
-    if not words:
-        return lambda text: text
+@dataclass(frozen=True)
+class Wording:
+    """The words the page's templates take (``str.format``) for the row the Δs are taken
+    against, and for the paper's numbers where the study has them."""
 
-    def own(text: str) -> str:
-        for old, new in words:
-            text = text.replace(old, new)
-        return text
-    return own
+    our_ref: str = "our Baseline"
+    the_ref: str = "the Baseline"
+    refs: str = "the Baseline's"
+    paper_key: str = "paper Δ = the paper's change against its Baseline; "
+    paper_beside: str = " beside the paper's Δ against its Baseline (open diamond)"
+
+    def __call__(self, template: str) -> str:
+        return template.format(**dataclasses.asdict(self))
+
+
+def wording(study) -> Wording:
+    """The paper's tables and studies against the Baseline say "our Baseline"; a study of one's
+    own with another reference row says "the reference row"; without paper numbers nothing of
+    the paper's is explained."""
+    words = {}
+    if not (study.is_paper or study.reference == tables.BASELINE):
+        words.update(our_ref="the reference row", the_ref="the reference row", refs="the reference's")
+    if study.table is None:
+        words.update(paper_key="", paper_beside="")
+    return Wording(**words)
 
 
 def _agreement(rho: float, n: int, metric: str) -> str:
@@ -199,12 +206,12 @@ def experiment_readme(rep: Report) -> str:
     if rep.logged:
         out += [f"These files are also artifacts (`report/`) of the parent run "
                 f"`{tr.parent_run_id}`.", ""]
-    own = _study_wording(study)
+    own = wording(study)
     out += ["## Results", "", tables.markdown_cells(tables.answer(s)), "",
             own("Our numbers are the last evaluation of each run, in percent; ± = sample std over "
-            "seeds; Δ = change against our Baseline in points with its 95 % interval (paired "
-            "by seed, over queries and seeds), paper Δ = the paper's change against its "
-            "Baseline; verdict = *better* / *worse* when the whole interval is above / below 0, "
+            "seeds; Δ = change against {our_ref} in points with its 95 % interval (paired "
+            "by seed, over queries and seeds), {paper_key}verdict = *better* / *worse* when the "
+            "whole interval is above / below 0, "
             "else *within noise*. The full table (seeds, R-5, mINP, foreground focus, each "
             "variant's own interval, p-values, the paper's absolute numbers): "
             "[Markdown](table.md), [CSV](table.csv), [LaTeX](table.tex)."), "",
@@ -228,7 +235,7 @@ def experiment_readme(rep: Report) -> str:
         out += [f"## {title}", "", f"![{title}]({png.name})", "",
                 own(caption) + (f" ([PDF]({pdf.name}))" if pdf is not None else ""), ""]
     out += _claims_section(rep)
-    out += [own(line) for line in _uncertainty_section(rep)]
+    out += _uncertainty_section(rep, own)
     out += _diagnostics_section(rep)
     if rep.efficiency is not None:
         out += ["## Efficiency", "", (rep.folder / "efficiency.md").read_text(encoding="utf-8"),
@@ -262,7 +269,7 @@ def _evidence_line(rep: Report) -> str:
             + "; ".join(kept) + ".")
 
 
-def _uncertainty_section(rep) -> list[str]:
+def _uncertainty_section(rep, own: Wording) -> list[str]:
     """How sure the table is: what the intervals cover, the power, and the claims."""
     s = rep.summary
     if "d_rank1_lo" not in s:
@@ -273,14 +280,14 @@ def _uncertainty_section(rep) -> list[str]:
         "run-to-run (training) noise is not covered"
     out = ["## Uncertainty", "",
            f"95 % CI of a variant = Student-t over its seeds. Δ 95 % CI and p = Student-t of the Δ "
-           f"against the Baseline from the stored per-query results, runs paired by seed: its "
+           f"against {own.the_ref} from the stored per-query results, runs paired by seed: its "
            f"variance is the spread of the per-seed Δs / S plus the query sampling every seed "
            f"shares, its degrees of freedom S − 1 when the seed spread is all the noise, more as "
            f"the shared query part grows (`reports/stats.py`; 94–96.5 % coverage at 3–8 seeds in "
            f"simulation). It covers **{covers}**. A Δ is marked *better* / *worse* "
            f"when its whole interval is above / below 0, else *within noise*.", ""]
     marks = rows["d_rank1_mark"].value_counts()
-    out.append("R-1 against the Baseline: " + ", ".join(f"{marks.get(k, 0)} {k}" for k in
+    out.append(f"R-1 against {own.the_ref}: " + ", ".join(f"{marks.get(k, 0)} {k}" for k in
                                                         ("better", "worse", "within noise")) + ".")
     det = rows["d_rank1_detectable"].dropna()
     if len(det):
