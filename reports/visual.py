@@ -26,6 +26,7 @@ from matplotlib.cm import ScalarMappable  # noqa: E402
 from matplotlib.colors import Normalize  # noqa: E402
 from mlflow import MlflowClient  # noqa: E402
 
+from ablations.store import REPO  # noqa: E402
 from ftn_core.config import Config, from_dict  # noqa: E402
 from ftn_core.data.dataset import ReIDDataset  # noqa: E402
 from ftn_core.data.loading import load_splits  # noqa: E402
@@ -36,7 +37,7 @@ from ftn_core.evaluation import activation_map, foreground_focus  # noqa: E402
 from ftn_core.masks import reconstruction_target  # noqa: E402
 from ftn_core.model import FTN, model_from_state  # noqa: E402
 from reports.figures import save, wrap  # noqa: E402
-from reports.load import REPO, artifact_json, artifact_path  # noqa: E402
+from reports.load import artifact_json, artifact_path  # noqa: E402
 
 FULL = {1: "cfa", 2: "g", 3: "ftn"}
 """The variant that is the paper's full model in each table."""
