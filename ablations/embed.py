@@ -27,7 +27,7 @@ if __name__ == "__main__":
 
 import numpy as np  # noqa: E402
 
-from ablations import tracking  # noqa: E402
+from ablations import store  # noqa: E402
 from ablations.models import load_embedder  # noqa: E402
 from ftn_core.engine import resolve_device  # noqa: E402
 from ftn_core.data.loading import EVAL_BATCH  # noqa: E402
@@ -48,7 +48,7 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int_at_least(1), default=EVAL_BATCH,
                         help="images per forward pass (default: %(default)s, as the evaluation)")
     parser.add_argument("--tracking-uri", default=None,
-                        help=f"MLflow store or server (default: {tracking.DEFAULT_TRACKING_URI})")
+                        help=f"MLflow store or server (default: {store.DEFAULT_TRACKING_URI})")
 
 
 def images_of(sources: list[str]) -> tuple[list[str], list[str]]:

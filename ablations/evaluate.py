@@ -34,7 +34,7 @@ if __name__ == "__main__":
 
 import torch  # noqa: E402
 
-from ablations import runner, tracking  # noqa: E402
+from ablations import runner, store, tracking  # noqa: E402
 from ablations.per_query import check_data, run_config, run_model, run_weights  # noqa: E402
 from ftn_core.config import override  # noqa: E402
 from ftn_core.data.loading import build_data  # noqa: E402
@@ -83,7 +83,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--device", default="auto",
                         help="auto (the GPU when there is one, whatever the run trained on), cpu, cuda or cuda:N")
     parser.add_argument("--tracking-uri", default=None,
-                        help=f"MLflow store or server (default: {tracking.DEFAULT_TRACKING_URI})")
+                        help=f"MLflow store or server (default: {store.DEFAULT_TRACKING_URI})")
     return parser.parse_args(argv)
 
 
@@ -92,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     device = resolve_device(args.device, "--device")
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    client = tracking.open_store(args.tracking_uri)
+    client = store.open_store(args.tracking_uri)
     try:
         source = client.get_run(args.run)
     except Exception:  # noqa: BLE001 - MLflow raises its own for an unknown id

@@ -24,11 +24,11 @@ if __name__ == "__main__":
 
     exit_on_interrupt_during_startup()
 
-from ablations import tracking  # noqa: E402
+from ablations import store  # noqa: E402
 from ablations.models import load_embedder  # noqa: E402
 from ftn_core.errors import FTNError, OneLineParser, check_writable_dir, cli_main  # noqa: E402
 
-CHECK_ROOT = tracking.REPO / "data"
+CHECK_ROOT = store.REPO / "data"
 """Where the embedded benchmark is generated for runs trained on other data."""
 
 
@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="average each embedding with its mirror image's, inside the graph")
     parser.add_argument("--no-check", action="store_true", help="skip the check against PyTorch")
     parser.add_argument("--tracking-uri", default=None,
-                        help=f"MLflow store or server (default: {tracking.DEFAULT_TRACKING_URI})")
+                        help=f"MLflow store or server (default: {store.DEFAULT_TRACKING_URI})")
     args = parser.parse_args(argv)
     try:
         import onnx  # noqa: F401

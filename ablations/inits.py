@@ -29,7 +29,7 @@ def fetch_run_weights(spec: str, uri: str, dest: Path | None = None) -> Path:
     from the store at ``uri`` to ``dest`` (default: the cache ``ftn_core`` reads; an existing
     copy there is used as it is). Refuses, in one line, a store or run that does not exist, a
     run that is not FINISHED, has no ``backbone.pt`` or whose file does not match its digest."""
-    from ablations import tracking
+    from ablations import store
 
     rid = run_id(spec)
     target = dest or run_cache_path(rid)
@@ -38,7 +38,7 @@ def fetch_run_weights(spec: str, uri: str, dest: Path | None = None) -> Path:
     import mlflow
     from mlflow.exceptions import MlflowException
 
-    client = tracking.open_store(uri, create=False)
+    client = store.open_store(uri, create=False)
     if client is None:
         raise FTNError(f"model.init={spec}: the tracking store {uri} does not exist; pass the "
                        f"--tracking-uri of the store that holds the pre-training run")

@@ -1,7 +1,8 @@
 """The LoggedModel a training run logs: the pyfunc of ``ablations/served_model.py`` (models from
 code: nothing is pickled), its signature and input example; and the quiet MLflow calls that
 ``ablations.models`` shares. Kept apart from ``ablations.models``, which reads the store through
-``ablations.tracking``: ``tracking`` logs through this module, and no import goes round in a loop.
+``ablations.store``: ``ablations.tracking`` logs through this module, and no import goes round in a
+loop.
 """
 
 from __future__ import annotations

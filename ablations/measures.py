@@ -17,13 +17,13 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from mlflow.tracking import MlflowClient
 
+from ablations.store import EFFICIENCY, FIGURE_DATA
+
 if TYPE_CHECKING:  # torch is imported where a model is measured: reports read the names only
     from ftn_core.config import Config
     from ftn_core.data.types import DatasetSplits
     from ftn_core.model import FTN
 
-EFFICIENCY = "efficiency.json"
-FIGURE_DATA = "figure_data.npz"
 MEASURES = (EFFICIENCY, FIGURE_DATA)
 """The artifacts of this module, in the order ``missing`` names them."""
 

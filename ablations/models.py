@@ -58,11 +58,11 @@ def load_embedder(ref: str | Path, tracking_uri: str | None = None, device: Any 
 
 
 def _client(uri: str | None, what: str):
-    from ablations import tracking
+    from ablations import store
 
-    client = tracking.open_store(uri, create=False)
+    client = store.open_store(uri, create=False)
     if client is None:
-        raise FTNError(f"{what}: the store {uri or tracking.DEFAULT_TRACKING_URI} does not exist; "
+        raise FTNError(f"{what}: the store {uri or store.DEFAULT_TRACKING_URI} does not exist; "
                        f"pass the --tracking-uri that holds it")
     return client
 
@@ -146,11 +146,11 @@ def run_model_id(client, run) -> str | None:
 
 
 def _checkpoint_of(client, run) -> Path | None:
-    from ablations import tracking
+    from ablations import store
 
     exp = client.get_experiment(run.info.experiment_id)
     name = f"{run.info.run_name}-{run.info.run_id}.pt"
-    path = tracking.checkpoint_dir(client.tracking_uri) / exp.name / name
+    path = store.checkpoint_dir(client.tracking_uri) / exp.name / name
     return path if path.is_file() else None
 
 

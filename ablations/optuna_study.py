@@ -23,7 +23,7 @@ import numpy as np
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from ablations import inits, runner, tracking
+from ablations import inits, runner, store, tracking
 from ftn_core.config import HOW_IT_RUNS, config_hash, flatten
 from ftn_core.data.holdout import holdout_split
 from ftn_core.data.loading import build_data, load_splits
@@ -98,7 +98,7 @@ class TuneOptions:
     trials: int
     table: int = 2
     dataset: str = "synthetic"
-    root: str = str(tracking.REPO / "data")
+    root: str = str(store.REPO / "data")
     preset: str = "cpu"
     sets: dict[str, Any] = dataclasses.field(default_factory=dict)
     """The user's ``--set`` (held fixed: not searched)."""
@@ -338,11 +338,11 @@ def run_study(opts: TuneOptions, pruner: optuna.pruners.BasePruner | None = None
     space = search_space(base.cfg.model, base.cfg.train.epochs, set(opts.sets))
     if not space:
         raise FTNError(f"nothing to tune for variant {opts.variant}: every searched field is fixed by --set")
-    uri = opts.tracking_uri or tracking.DEFAULT_TRACKING_URI
+    uri = opts.tracking_uri or store.DEFAULT_TRACKING_URI
     inits.fill_init_digests([base], uri)  # a bad model.init is one line here; a run id's weights are fetched
-    mlruns = Path(uri[len("sqlite:///"):]).parent if uri.startswith("sqlite:///") else tracking.MLRUNS
+    mlruns = Path(uri[len("sqlite:///"):]).parent if uri.startswith("sqlite:///") else store.MLRUNS
     storage, shown = open_storage(opts.storage, mlruns / "optuna" / f"{opts.study_name}.journal")
-    client = tracking.open_store(uri)
+    client = store.open_store(uri)
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # trials are reported by _progress, in one line
     base_hash = config_hash(base.cfg, exclude=(*HOW_IT_RUNS, "data.root"))
     # The data is read first, even when the budget is reached: its digest decides whether the
@@ -354,7 +354,7 @@ def run_study(opts: TuneOptions, pruner: optuna.pruners.BasePruner | None = None
     ready = time.perf_counter() - t0
     study = load_study(opts, storage, shown, base_hash, pruner, source.digest)
     experiment = f"tune-{opts.variant}-{opts.dataset}-{opts.preset}"
-    exp_id = tracking.get_or_create_experiment(client, experiment)
+    exp_id = store.get_or_create_experiment(client, experiment)
     parent = study_parent(client, exp_id, opts.study_name,
                           {"variant": opts.variant, "table": str(opts.table), "dataset": opts.dataset,
                            "preset": opts.preset, "storage": shown, "base_config_hash": base_hash,

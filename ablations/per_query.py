@@ -37,7 +37,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from ablations.study import load as load_study  # noqa: E402
-from ablations import measures, tracking  # noqa: E402
+from ablations import measures, store, tracking  # noqa: E402
 from ftn_core.config import Config, from_dict, override  # noqa: E402
 from ftn_core.data.loading import build_data, load_splits  # noqa: E402
 from ftn_core.engine import evaluate  # noqa: E402
@@ -55,7 +55,7 @@ def _artifact(run_id: str, name: str, dst: str) -> str:
 
 def run_config(run_id: str, dst: str) -> Config:
     """A finished run's resolved config (on the CPU), from its config.json."""
-    path = _artifact(run_id, "config.json", dst)
+    path = _artifact(run_id, store.CONFIG_JSON, dst)
     try:
         return override(from_dict(json.loads(Path(path).read_text())), {"train.device": "cpu"})
     except (OSError, ValueError, TypeError) as err:
@@ -64,7 +64,7 @@ def run_config(run_id: str, dst: str) -> Config:
 
 def run_weights(run_id: str, dst: str) -> str:
     """The local path of a finished run's weights (model.pt)."""
-    return _artifact(run_id, "model.pt", dst)
+    return _artifact(run_id, store.MODEL_PT, dst)
 
 
 def check_data(run, splits) -> None:
@@ -101,15 +101,15 @@ def backfill_run(client, run, splits_cache: dict) -> tuple[tuple[float, float] |
     run_id = run.info.run_id
     files = {f.path for f in client.list_artifacts(run_id)}
     scored = False
-    if tracking.PER_QUERY in files:  # up to date unless it predates the top-10 lists
+    if store.PER_QUERY in files:  # up to date unless it predates the top-10 lists
         with tempfile.TemporaryDirectory() as tmp:
-            with np.load(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=tracking.PER_QUERY,
+            with np.load(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=store.PER_QUERY,
                                                              dst_path=tmp)) as npz:
                 scored = "top10" in npz.files
     lacking_measures = measures.missing(files)
     if scored and not lacking_measures:
         return None, ()
-    lacking = [f for f in ("model.pt", "config.json") if f not in files]
+    lacking = [f for f in (store.MODEL_PT, store.CONFIG_JSON) if f not in files]
     if lacking and scored:  # its Δs stand; only its cost and figures are not measured
         print(f"note: run {run.info.run_name} ({run_id}) has no {' or '.join(lacking)}: its "
               f"{' and '.join(lacking_measures)} cannot be made", file=sys.stderr)
@@ -146,15 +146,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--experiment", help="only this experiment, e.g. table2-synthetic-cpu")
     parser.add_argument("--study", metavar="FILE", help="only the experiments of this study file")
     parser.add_argument("--tracking-uri", default=None,
-                        help=f"MLflow store or server (default: {tracking.DEFAULT_TRACKING_URI})")
+                        help=f"MLflow store or server (default: {store.DEFAULT_TRACKING_URI})")
     args = parser.parse_args(argv)
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # one line per run instead
     if args.study and (args.table or args.experiment):
         raise FTNError("--study: give it alone, without --table or --experiment")
     study = load_study(args.study) if args.study else None  # a bad file fails before the store opens
-    client = tracking.open_store(args.tracking_uri)
+    client = store.open_store(args.tracking_uri)
     if study is not None:
-        exps = tracking.study_experiments(client, study)
+        exps = store.study_experiments(client, study)
     else:
         exps = [e for e in client.search_experiments()
                 if (args.experiment is None or e.name == args.experiment)
@@ -166,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
     given = 0
     skipped: list[str] = []
     for exp in exps:
-        runs = client.search_runs([exp.experiment_id], "tags.kind = 'child' and attributes.status = 'FINISHED'",
+        runs = client.search_runs([exp.experiment_id], store.FINISHED_CHILD_RUNS,
                                   max_results=50000)
         for run in runs:
             try:

@@ -33,7 +33,7 @@ if __name__ == "__main__":
 
     exit_on_interrupt_during_startup()
 
-from ablations import tracking  # noqa: E402
+from ablations import store, tracking  # noqa: E402
 from ablations.inits import ARTIFACT  # noqa: E402
 from ftn_core.errors import (FTNError, OneLineParser, check_writable_dir,  # noqa: E402
                              cli_main, float_in, int_at_least)
@@ -76,12 +76,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     add("--seed", type=int_at_least(0), default=0,
         help="the images' and the training's seed (default: 0)")
     add("--device", default="cpu", help="cpu (default), cuda, cuda:N or auto")
-    add("--root", default=str(tracking.REPO / "data"),
+    add("--root", default=str(store.REPO / "data"),
         help="people: where the population is generated (default: %(default)s)")
     add("--out", default=None, metavar="FILE", help="also write the weights to this file")
     add("--tracking-uri", default=None,
-        help=f"MLflow store or server (default: {tracking.DEFAULT_TRACKING_URI})")
-    add("--work-dir", default=str(tracking.MLRUNS / "checkpoints"),
+        help=f"MLflow store or server (default: {store.DEFAULT_TRACKING_URI})")
+    add("--work-dir", default=str(store.MLRUNS / "checkpoints"),
         help="where checkpoints for resuming are kept (default: %(default)s)")
     return parser.parse_args(argv)
 
@@ -255,8 +255,8 @@ def main(argv: list[str] | None = None) -> int:
                            f"{Path(args.out) / 'backbone.pt'}")
         check_writable_dir(Path(args.out).parent, "--out", "cannot write the weights there")
     check_writable_dir(Path(args.work_dir), "--work-dir", "cannot write checkpoints there")
-    uri = tracking.check_uri(args.tracking_uri)
-    client = tracking.open_store(uri)
+    uri = store.check_uri(args.tracking_uri)
+    client = store.open_store(uri)
     experiment = f"pretrain-{args.source}"
     run = find_run(client, experiment, s["pretrain_hash"])
     if run is not None and run.info.status == "FINISHED":
@@ -268,7 +268,7 @@ def main(argv: list[str] | None = None) -> int:
     from ftn_core.engine import Interrupted
     from ftn_core.init import file_digest
 
-    exp_id = tracking.get_or_create_experiment(client, experiment)
+    exp_id = store.get_or_create_experiment(client, experiment)
     tags = {"kind": "pretrain", "source": args.source, "preset": args.preset,
             "pretrain_hash": s["pretrain_hash"], "data_digest": s["data_digest"],
             "git_commit": tracking.git_commit(), "machine": tracking.machine(),

@@ -27,7 +27,7 @@ if __name__ == "__main__":
 
     exit_on_interrupt_during_startup()
 
-from ablations import inits, runner, scheduling, tracking  # noqa: E402
+from ablations import inits, runner, scheduling, store  # noqa: E402
 from ablations.study import load as load_study, paper_study  # noqa: E402
 from ablations.seed_rule import FIRST_SEEDS, SeedRule, next_pick  # noqa: E402
 from ftn_core.config import parse_sets  # noqa: E402
@@ -36,7 +36,7 @@ from ftn_core.engine import Interrupted, deferred_interrupts  # noqa: E402
 from ftn_core.errors import FTNError, OneLineParser, cli_main, float_in, int_at_least  # noqa: E402
 from ftn_core.presets import PRESETS  # noqa: E402
 
-DEFAULT_ROOT = tracking.REPO / "data"
+DEFAULT_ROOT = store.REPO / "data"
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -78,11 +78,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="JSON object of config overrides, e.g. the best parameters written by "
                              "ablations/tune.py; --set wins over it")
     parser.add_argument("--tracking-uri", default=None,
-                        help=f"MLflow store or server (default: {tracking.DEFAULT_TRACKING_URI})")
+                        help=f"MLflow store or server (default: {store.DEFAULT_TRACKING_URI})")
     parser.add_argument("--work-dir", default=None,
                         help="where checkpoints for resuming are kept (default: the folder "
                              "'checkpoints' beside a SQLite store, e.g. "
-                             f"{tracking.MLRUNS / 'checkpoints'}; for a server, that folder)")
+                             f"{store.MLRUNS / 'checkpoints'}; for a server, that folder)")
     parser.add_argument("--shard", default=None, metavar="K/N",
                         help="run the K-th of N disjoint slices of the runs still to do "
                              "(0-based), packed by expected time, then any other slice's run "
@@ -260,8 +260,8 @@ def main(argv: list[str] | None = None) -> int:
                              args.controls)
     for p in plan:
         p.seed_rule = rule.tag if rule is not None else ""
-    uri = tracking.check_uri(args.tracking_uri)  # a bad store is refused before the data is read
-    work_dir = Path(args.work_dir) if args.work_dir else tracking.checkpoint_dir(uri)
+    uri = store.check_uri(args.tracking_uri)  # a bad store is refused before the data is read
+    work_dir = Path(args.work_dir) if args.work_dir else store.checkpoint_dir(uri)
     runner.check_work_dir(work_dir)
     inits.fill_init_digests(plan, uri, fetch=not args.dry_run)  # a bad model.init too
     if not plan:
@@ -275,7 +275,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     splits = runner.read_data(plan)
     # Read the store first, create nothing until every run still to do is known to start.
-    client = tracking.open_store(uri, create=False) if rank == 0 else None
+    client = store.open_store(uri, create=False) if rank == 0 else None
     if client is not None:
         runner.mark_existing(plan, client)
     if world > 1:
@@ -311,10 +311,10 @@ def main(argv: list[str] | None = None) -> int:
     splits = runner.load_todo(todo, splits)
     runner.check_todo(todo, splits)  # e.g. data.num_ids beyond the data: refused before the store is touched
     if rank == 0:
-        client = tracking.open_store(uri)
+        client = store.open_store(uri)
     if args.jobs > 1 and world == 1:
         return run_jobs(args.jobs, argv, min(args.jobs, len(todo)))
-    leases = tracking.lease_dir(uri, work_dir)
+    leases = store.lease_dir(uri, work_dir)
     parents: dict[str, str] = {}
     try:
         if rank == 0:
@@ -342,10 +342,10 @@ def main(argv: list[str] | None = None) -> int:
         if failed:
             print(f"error: {len(failed)} run(s) FAILED: {', '.join(failed)}", file=sys.stderr)
             return 1
-        store = f" --tracking-uri {shlex.quote(args.tracking_uri)}" if args.tracking_uri else ""
+        where = f" --tracking-uri {shlex.quote(args.tracking_uri)}" if args.tracking_uri else ""
         which = f"--table {study.table}" if study.is_paper else f"--study {shlex.quote(args.study)}"
         done = "no run left for this process" if rule is not None else "all runs finished"
-        print(f"{done}; build the report with: python reports/build.py {which}{store}")
+        print(f"{done}; build the report with: python reports/build.py {which}{where}")
     return 0
 
 
@@ -388,7 +388,7 @@ def dry_run(plan: list[runner.PlannedRun], study, rule: SeedRule | None, shard: 
               f"{len(study.claims)} claim(s), Δ against {study.reference}", flush=True)
     with read_only_cache():
         runner.read_data(plan, generate=False)
-    client = tracking.open_store(uri, create=False)
+    client = store.open_store(uri, create=False)
     if client is not None:
         runner.mark_existing(plan, client)
     shown = [p for p in plan if rule is None or p.seed in rule.initial or p.status != "new"]

@@ -16,7 +16,7 @@ from typing import Any
 import mlflow
 import torch
 
-from ablations import measures, tracking
+from ablations import measures, store, tracking
 from ablations.study import Study, Variant, as_study, planned_config
 from ablations.variants import variants
 from ftn_core.config import (HOW_IT_RUNS, Config, config_hash, flatten, legacy_config_hash, setting_hash,
@@ -233,7 +233,7 @@ def mark_existing(plan: list[PlannedRun], client) -> None:
         if not p.data_digest:  # runs from before data digests are never taken for this data
             continue
         if finished is None:
-            finished = tracking.finished_by_config(client)
+            finished = store.finished_by_config(client)
         source = (finished.get((p.hash, p.data_digest, p.init_digest))
                   or finished.get((p.legacy_hash, p.data_digest, p.init_digest)))
         if source is not None and source.info.experiment_id != exp_id:
@@ -246,8 +246,8 @@ def _experiment_runs(client, name: str) -> tuple[str | None, dict]:
     if exp is None:
         return None, {}
     if exp.lifecycle_stage == "deleted":
-        raise FTNError(tracking.deleted_experiment(client, exp))
-    return exp.experiment_id, tracking.child_runs(client, exp.experiment_id)
+        raise FTNError(store.deleted_experiment(client, exp))
+    return exp.experiment_id, store.child_runs(client, exp.experiment_id)
 
 
 def _own_run(p: PlannedRun, runs: dict) -> bool:
@@ -263,7 +263,7 @@ def _own_run(p: PlannedRun, runs: dict) -> bool:
 
 
 def lease_key(p: PlannedRun) -> str:
-    """A run's identity, as its lease names it (``tracking.run_lease``)."""
+    """A run's identity, as its lease names it (``store.run_lease``)."""
     return f"{p.experiment}/{p.name}/{p.hash}/{p.data_digest}/{p.init_digest}"
 
 
@@ -293,7 +293,7 @@ def reuse_runs(plan: list[PlannedRun], client, parent_ids: dict[str, str], lease
     for i, p in enumerate(todo, 1):
         with contextlib.ExitStack() as stack:
             if leases is not None:
-                holder = stack.enter_context(tracking.run_lease(leases, lease_key(p)))
+                holder = stack.enter_context(store.run_lease(leases, lease_key(p)))
                 if holder is not None or _own_run(p, _experiment_runs(client, p.experiment)[1]):
                     print(f"[reuse {i}/{len(todo)}] {p.experiment} {p.name}: "
                           f"{'copied meanwhile by another process' if holder is None else f'being copied by {holder}'}",
@@ -307,7 +307,7 @@ def _copy_one(p: PlannedRun, client, parent_ids: dict[str, str], counter: str) -
     """Copy ``p``'s FINISHED source run into ``p``'s experiment (``reuse_runs``)."""
     print(f"{counter} {p.experiment} {p.name}: the same configuration and data are FINISHED "
           f"as {p.source.info.run_name} ({p.source.info.run_id[:8]}); copying it, no training", flush=True)
-    exp_id = tracking.get_or_create_experiment(client, p.experiment)
+    exp_id = store.get_or_create_experiment(client, p.experiment)
     source = p.source.data.tags
     tags = _child_tags(p) | {"skipped_images": source.get("skipped_images", "0"),
                              "mlflow.parentRunId": parent_ids[p.experiment]}
@@ -316,7 +316,7 @@ def _copy_one(p: PlannedRun, client, parent_ids: dict[str, str], counter: str) -
         if key in source:
             tags[key] = source[key]
     with deferred_interrupts():
-        p.run_id = tracking.copy_run(client, p.source, exp_id, p.name, tags)
+        p.run_id = store.copy_run(client, p.source, exp_id, p.name, tags)
     p.status = "done"
 
 
@@ -379,7 +379,7 @@ def epoch_spans(client, exp, keys: set[tuple[str, str]]) -> list[tuple[str, floa
     """(row key, wall seconds per epoch) of each FINISHED child run of ``exp`` that was trained
     (not copied) with a (preset, data digest) of ``keys`` and never stood still part-way."""
     per_epoch = []
-    for run in tracking.child_runs(client, exp.experiment_id).values() if exp else ():
+    for run in store.child_runs(client, exp.experiment_id).values() if exp else ():
         tags, info = run.data.tags, run.info
         if (info.status != "FINISHED" or "reused_from" in tags or not info.end_time
                 or (tags.get("preset"), tags.get("data_digest")) not in keys):
@@ -479,7 +479,7 @@ def execute(plan: list[PlannedRun], client, work_dir: Path, parent_ids: dict[str
             ) -> list[str]:
     """Train every planned run not yet done; returns the names of runs that FAILED.
 
-    Each run is trained under its lease (``leases``: ``tracking.lease_dir``), taken before the
+    Each run is trained under its lease (``leases``: ``store.lease_dir``), taken before the
     store is read again for it: a run that another live process is training is left to it
     (status ``busy``), one that another process finished meanwhile is not trained again. A
     FINISHED run's resumable checkpoint is deleted (its model is a run artifact) unless
@@ -493,7 +493,7 @@ def execute(plan: list[PlannedRun], client, work_dir: Path, parent_ids: dict[str
         with contextlib.ExitStack() as stack:
             holder = None
             if rank == 0 and leases is not None:
-                holder = stack.enter_context(tracking.run_lease(leases, lease_key(p)))
+                holder = stack.enter_context(store.run_lease(leases, lease_key(p)))
                 if holder is None:
                     refresh(p, client)
             holder, p.status, p.run_id = _sync((holder, p.status, p.run_id), world_size)
@@ -610,7 +610,7 @@ def _start_child(p: PlannedRun, client, parent_id: str, splits: DatasetSplits) -
         mlflow.set_tags({"git_commit": tags["git_commit"], "machine": tags["machine"],  # the last to touch it
                          "setting_hash": tags["setting_hash"], **_rule_tag(p)})
         return run.info.run_id
-    exp_id = tracking.get_or_create_experiment(client, p.experiment)
+    exp_id = store.get_or_create_experiment(client, p.experiment)
     run = mlflow.start_run(experiment_id=exp_id, run_name=p.name, parent_run_id=parent_id, tags=tags,
                            log_system_metrics=tracking.log_extras())
     mlflow.log_params({k: str(v) for k, v in flatten(p.cfg).items()})
@@ -631,7 +631,7 @@ def start_parents(plan: list[PlannedRun], client, argv: list[str]) -> dict[str, 
     for p in plan:
         if p.experiment in parents:
             continue
-        exp_id = tracking.get_or_create_experiment(client, p.experiment)
+        exp_id = store.get_or_create_experiment(client, p.experiment)
         run = client.create_run(exp_id, run_name=f"{p.study.name}-{time.strftime('%Y%m%d-%H%M%S')}",
                                 tags={"kind": "parent", "table": str(p.table or ""), "study": p.study.name,
                                       "study_hash": p.study.digest, "dataset": p.dataset,

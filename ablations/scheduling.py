@@ -20,7 +20,7 @@ import tempfile
 import numpy as np
 from mlflow.exceptions import MlflowException
 
-from ablations import runner, tracking
+from ablations import runner, store
 from ablations.intervals import query_metric
 from ablations.runner import PlannedRun
 from ablations.seed_rule import Group, Row, SeedRule, next_pick, summary
@@ -119,7 +119,7 @@ def rank1_results(client, run_id: str, cache: dict[str, dict[int, float] | None]
     if run_id not in cache:
         with tempfile.TemporaryDirectory() as tmp:
             try:
-                path = client.download_artifacts(run_id, tracking.PER_QUERY, tmp)
+                path = client.download_artifacts(run_id, store.PER_QUERY, tmp)
                 with np.load(path) as npz:
                     arrays = {k: npz[k] for k in ("index", "first_rank")}
                 cache[run_id] = query_metric(arrays, "rank1")

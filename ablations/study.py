@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from ablations.store import experiment_name, experiment_prefix
 from ftn_core.config import Config, ModelConfig, config_hash, flatten, override, validate
 from ftn_core.errors import FTNError
 from ftn_core.presets import preset_config
@@ -127,10 +128,11 @@ class Study:
     @property
     def prefix(self) -> str:
         """The start of its experiments' names: ``table2`` or ``study-<name>``."""
-        return self.name if self.is_paper else f"study-{self.name}"
+        return experiment_prefix(self.table if self.is_paper else self.name)
 
     def experiment(self, dataset: str, preset: str) -> str:
-        return f"{self.prefix}-{dataset}-{preset}"
+        """Its experiment on ``dataset`` with ``preset`` (``ablations.store.experiment_name``)."""
+        return experiment_name(self.table if self.is_paper else self.name, dataset, preset)
 
     def row(self, key: str) -> Variant:
         return next(v for v in self.rows if v.key == key)

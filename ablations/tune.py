@@ -27,14 +27,14 @@ if __name__ == "__main__":
 
     exit_on_interrupt_during_startup()
 
-from ablations import runner, tracking  # noqa: E402
+from ablations import runner, store  # noqa: E402
 from ablations.variants import TABLES  # noqa: E402
 from ftn_core.config import parse_sets  # noqa: E402
 from ftn_core.engine import Interrupted  # noqa: E402
 from ftn_core.errors import FTNError, OneLineParser, cli_main, float_in, int_at_least  # noqa: E402
 from ftn_core.presets import PRESETS  # noqa: E402
 
-DEFAULT_ROOT = str(tracking.REPO / "data")
+DEFAULT_ROOT = str(store.REPO / "data")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -51,7 +51,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
                         help="fix a config field (a searched one is then not searched); repeatable")
     parser.add_argument("--tracking-uri", default=None,
-                        help=f"MLflow store or server (default: {tracking.DEFAULT_TRACKING_URI})")
+                        help=f"MLflow store or server (default: {store.DEFAULT_TRACKING_URI})")
     parser.add_argument("--storage", default=None,
                         help="Optuna storage: a journal file path or sqlite:///, postgresql://, mysql:// URL "
                              "(default: optuna/<study>.journal beside the SQLite tracking store)")
@@ -151,7 +151,7 @@ def finish(opts, result) -> int:
     for t in trials:
         counts[t.state.name] = counts.get(t.state.name, 0) + 1
     print("trials: " + ", ".join(f"{n} {k}" for k, n in counts.items()), flush=True)
-    out = Path(opts.out) if opts.out else tracking.REPO / "reports" / "tune" / opts.study_name
+    out = Path(opts.out) if opts.out else store.REPO / "reports" / "tune" / opts.study_name
     if not counts.get("COMPLETE"):
         close_parent(client, parent, study, "FAILED" if counts.get("FAIL") else "FINISHED")
         print("no trial has completed yet, so there are no best parameters; run more trials", flush=True)

@@ -32,7 +32,7 @@ if __name__ == "__main__":
 
     exit_on_interrupt_during_startup()
 
-from ablations import tracking  # noqa: E402
+from ablations import store  # noqa: E402
 from ftn_core.errors import FTNError, OneLineParser, cli_main  # noqa: E402
 
 HOST = "127.0.0.1"
@@ -49,7 +49,7 @@ VIEW_KEY = "reid-runs"
 VIEW_TAG = f"mlflow.sharedViewState.{VIEW_KEY}"
 RANK1, MAP = "metrics.`val/rank1`", "metrics.`val/mAP`"
 PARAMS = ["params.`model.attention`", "params.`model.mask`"]
-FACETS = {"searchFilter": "tags.kind = 'child'", "orderByKey": RANK1, "orderByAsc": "false"}
+FACETS = {"searchFilter": store.CHILD_RUNS, "orderByKey": RANK1, "orderByAsc": "false"}
 VIEW = {**FACETS, "orderByAsc": False, "selectedColumns": [RANK1, MAP, *PARAMS],
         "columnOrder": ["attributes.`Run Name`", RANK1, MAP, *PARAMS, "runDateAndNestInfo",
                         "duration"]}
@@ -167,13 +167,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = OneLineParser(description=__doc__.split("\n\n")[0],
                            epilog=__doc__.split("\n\n", 1)[1], formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tracking-uri", default=None,
-                        help=f"a SQLite store (default: {tracking.DEFAULT_TRACKING_URI})")
+                        help=f"a SQLite store (default: {store.DEFAULT_TRACKING_URI})")
     parser.add_argument("--port", type=port_number, default=5000,
                         help="port, 1..65535 (default: 5000)")
     parser.add_argument("--print-url", action="store_true",
                         help="print the URL (saving its view in the store) and exit; start nothing")
     args = parser.parse_args(argv)
-    uri = args.tracking_uri or tracking.DEFAULT_TRACKING_URI
+    uri = args.tracking_uri or store.DEFAULT_TRACKING_URI
     if not uri.startswith("sqlite:///"):
         raise FTNError(f"--tracking-uri {uri}: the UI is started on a SQLite store; a server is already a UI "
                        f"(open its address)")
@@ -181,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
         raise FTNError(f"no store at {uri[len('sqlite:///'):]}: run `python ablations/run.py --table 2` first")
     if not args.print_url:  # else a UI may well be serving there already
         check_port(args.port)
-    url = runs_url(tracking.open_store(uri), HOST, args.port)
+    url = runs_url(store.open_store(uri), HOST, args.port)
     print(f"runs of the newest experiment: {url}", flush=True)
     if args.print_url:
         return 0

@@ -34,7 +34,7 @@ import torch
 
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # one line per test size, no bars
 
-from ablations import per_query, tracking  # noqa: E402
+from ablations import per_query, store  # noqa: E402
 from ftn_core.config import override  # noqa: E402
 from ftn_core.data.loading import build_data, load_splits  # noqa: E402
 from ftn_core.engine import evaluate  # noqa: E402
@@ -47,7 +47,7 @@ def runs_of(client, experiment: str, variants: list[str]) -> dict[tuple[str, int
     if exp is None:
         raise FTNError(f"--experiment {experiment}: not in the store")
     out = {}
-    for run in client.search_runs([exp.experiment_id], "tags.kind = 'child' and attributes.status = 'FINISHED'"):
+    for run in client.search_runs([exp.experiment_id], store.FINISHED_CHILD_RUNS):
         key = (run.data.tags.get("variant", ""), int(run.data.tags.get("seed", -1)))
         if key[0] in variants and (key not in out or run.info.start_time > out[key].info.start_time):
             out[key] = run
@@ -100,7 +100,7 @@ def row_of(values: dict, variant: str, reference: str, seeds: list[int], partner
 def main(argv: list[str] | None = None) -> int:
     parser = OneLineParser(description=__doc__.split("\n")[0], epilog=__doc__.split("\n\n", 1)[1],
                            formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--tracking-uri", default=tracking.DEFAULT_TRACKING_URI)
+    parser.add_argument("--tracking-uri", default=store.DEFAULT_TRACKING_URI)
     parser.add_argument("--experiment", default="table1-synthetic-cpu")
     parser.add_argument("--variant", default="cfa")
     parser.add_argument("--reference", default="base")
@@ -108,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cache", type=Path, default=Path("out/noise_study"))
     args = parser.parse_args(argv)
     args.cache.mkdir(parents=True, exist_ok=True)
-    client = tracking.open_store(args.tracking_uri, create=False)
+    client = store.open_store(args.tracking_uri, create=False)
     runs = runs_of(client, args.experiment, [args.variant, args.reference])
     seeds = sorted({s for (v, s) in runs if v == args.variant} & {s for (v, s) in runs if v == args.reference})
     if not seeds:

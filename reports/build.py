@@ -40,15 +40,14 @@ from mlflow.exceptions import MlflowException  # noqa: E402
 from ftn_core.errors import FTNError, OneLineParser, check_writable_dir, cli_main  # noqa: E402
 from ablations.study import Study, load as load_study  # noqa: E402
 from ablations import ranklists  # noqa: E402
-from ablations.tracking import study_experiments  # noqa: E402
+from ablations.store import EFFICIENCY, REPO, connect, study_experiments  # noqa: E402
 from reports import claims, diagnostics_table, efficiency, figures, sweep, tables, visual  # noqa: E402
 from reports import evidence  # noqa: E402
-from ablations.measures import EFFICIENCY  # noqa: E402
 from reports.index import experiment_readme, in_repository, table_index  # noqa: E402
 from reports.report import Report  # noqa: E402
 from reports.source import Source  # noqa: E402
-from reports.load import (LOSS_KEYS, REPO, TableRuns, artifact_json,  # noqa: E402
-                          connect, find_experiments, load_runs, metric_history, per_query_results)
+from reports.load import (LOSS_KEYS, TableRuns, artifact_json,  # noqa: E402
+                          find_experiments, load_runs, metric_history, per_query_results)
 
 
 def build_experiment(client: Source, tr: TableRuns, folder: Path, visuals: bool = True,

@@ -41,6 +41,7 @@ import pandas as pd
 from mlflow import MlflowClient
 from mlflow.entities import Experiment, ExperimentTag, Metric
 
+from ablations import store
 from ablations.study import Study
 from ablations.study import load as load_study
 from ablations.tracking import git_commit
@@ -149,7 +150,7 @@ class FromStore(Source):
                            "creation_time": exp.creation_time,
                            "last_update_time": exp.last_update_time},
             "tracking_uri": self.tracking_uri,
-            "default_store": self.tracking_uri == load.DEFAULT_TRACKING_URI,
+            "default_store": self.tracking_uri == store.DEFAULT_TRACKING_URI,
             "in_repository": rep.in_repository,
             "study": None if self.study is None else {"name": self.study.name, "path": self.study.path,
                                                       "digest": self.study.digest},
@@ -190,7 +191,7 @@ class FromEvidence(Source):
                                      e["lifecycle_stage"],
                                      [ExperimentTag(k, v) for k, v in e["tags"].items()],
                                      e["creation_time"], e["last_update_time"])
-        self.tracking_uri = load.DEFAULT_TRACKING_URI if m["default_store"] else m["tracking_uri"]
+        self.tracking_uri = store.DEFAULT_TRACKING_URI if m["default_store"] else m["tracking_uri"]
         self.in_repository = m["in_repository"]
         self.build = m["build"]
         self.searches = {f: pd.read_parquet(folder / name) for f, name in m["searches"].items()}
@@ -262,7 +263,7 @@ class FromEvidence(Source):
             study = given
         else:
             path = Path(was["path"])
-            found = path if path.is_file() else load.REPO / path
+            found = path if path.is_file() else store.REPO / path
             study = dataclasses.replace(load_study(found), path=was["path"])
         if study.digest != was["digest"]:
             print(f"{self.report}: the study file {was['path']} has changed since the evidence was "

@@ -12,8 +12,9 @@ from pathlib import Path
 
 import pandas as pd
 
+from ablations.store import DEFAULT_TRACKING_URI, REPO
 from reports import diagnostics_table, tables
-from reports.load import DEFAULT_TRACKING_URI, REPO, run_overrides
+from reports.load import run_overrides
 from reports.report import Report
 
 PAPER_NAMES = {"market1501": "Market-1501", "cuhk03_labeled": "CUHK03 (labeled)",

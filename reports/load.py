@@ -1,8 +1,9 @@
 """Read the ablation runs back from the MLflow store (the report's only input; STYLE §6).
 
-Store layout (written by ``ablations/``): one experiment per study × dataset × preset named
-``table{N}-{dataset}-{preset}`` (the paper's tables) or ``study-{name}-{dataset}-{preset}`` (a
-study file, ``ablations.study``); one parent run per runner invocation (``tags.kind=parent``);
+Store layout (written by ``ablations/``; ``ablations.store`` names it and opens it read-only here):
+one experiment per study × dataset × preset named ``table{N}-{dataset}-{preset}`` (the paper's
+tables) or ``study-{name}-{dataset}-{preset}`` (a study file, ``ablations.study``), read back by
+``ablations.store.parse_experiment``; one parent run per runner invocation (``tags.kind=parent``);
 one child run per variant × seed (``tags.kind=child``, ``tags.variant``, ``tags.seed``) with
 ``val/*`` metrics in percent and the artifacts ``config.json``, ``metrics.json``, ``model.pt``.
 """
@@ -10,7 +11,6 @@ one child run per variant × seed (``tags.kind=child``, ``tags.variant``, ``tags
 from __future__ import annotations
 
 import json
-import os
 import re
 import tempfile
 from dataclasses import dataclass, field
@@ -24,6 +24,8 @@ from mlflow.exceptions import MlflowException
 from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
 from mlflow.store.artifact.local_artifact_repo import LocalArtifactRepository
 
+from ablations.store import (CHILD_RUNS, CONFIG_JSON, PARENT_RUNS, PER_QUERY, ExperimentName,
+                             parse_experiment)
 from ablations.study import PAPER_TABLE_NUMBERS, Study, as_study, data_choice, planned_config
 from ablations.variants import variants
 from ftn_core.config import (ADDED_FIELDS, Config, config_hash, flatten, from_dict, legacy_config_hash,
@@ -32,10 +34,6 @@ from ftn_core.errors import FTNError
 from ftn_core.presets import preset_config
 from reports.source import Source
 
-REPO = Path(__file__).resolve().parents[1]
-DEFAULT_TRACKING_URI = f"sqlite:///{REPO / 'mlruns' / 'mlflow.db'}"
-NAME_RE = re.compile(r"^table(\d+)-(.+)-([^-]+)$")
-STUDY_RE = re.compile(r"^study-(.+)-[^-]+-[^-]+$")
 VAL_METRICS = ("rank1", "rank5", "rank10", "mAP", "mINP")
 FOCUS_MAPS = ("stage3", "stage4", "attn", "global", "local")
 """The maps of ``FTN.activation_maps`` (``ftn_core.diagnostics.foreground_scores``)."""
@@ -101,32 +99,6 @@ class TableRuns:
         return [v.key for v in variants(self.table, controls=True) if v.key in present]
 
 
-def resolve_tracking_uri(uri: str | None) -> str:
-    """The store to read; a SQLite file that does not exist is an error (never create one)."""
-    uri = uri or DEFAULT_TRACKING_URI
-    if uri.startswith("sqlite:///"):
-        path = Path(uri[len("sqlite:///"):])
-        if not path.is_file():
-            raise FTNError(f"no tracking store at {path}: run `python ablations/run.py --table 2` "
-                           f"first, or pass --tracking-uri")
-    elif "://" not in uri:
-        raise FTNError(f"--tracking-uri {uri}: expected sqlite:///path/to/mlflow.db or "
-                       f"http://host:port")
-    return uri
-
-
-def connect(uri: str | None) -> tuple[MlflowClient, str]:
-    uri = resolve_tracking_uri(uri)
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
-    client = MlflowClient(tracking_uri=uri)
-    try:
-        client.search_experiments(max_results=1)
-    except MlflowException as err:
-        raise FTNError(f"cannot read the tracking store {uri}: "
-                       f"{str(err).splitlines()[0][:200]}") from None
-    return client, uri
-
-
 def find_experiments(client: MlflowClient, table: int | None = None,
                      name: str | None = None) -> list[Experiment]:
     """Experiments named ``table{N}-…`` (all tables, or one), or the one named ``name``."""
@@ -134,22 +106,22 @@ def find_experiments(client: MlflowClient, table: int | None = None,
     if name is not None:
         match = [e for e in exps if e.name == name]
         if not match:
-            known = ", ".join(sorted(e.name for e in exps if NAME_RE.match(e.name))) or "none"
+            known = ", ".join(sorted(e.name for e in exps if _table_of(e) is not None)) or "none"
             raise FTNError(f"--experiment {name}: not found in the store (ablation experiments: "
                            f"{known})")
-        if not NAME_RE.match(name):
-            study = STUDY_RE.match(name)
-            if study:
-                raise FTNError(f"--experiment {name} is an experiment of study {study.group(1)}: build "
-                               f"its report with `python reports/build.py --study FILE`, FILE being "
-                               f"that study's file")
+        parts = parse_experiment(name)
+        if parts is not None and parts.study is not None:
+            raise FTNError(f"--experiment {name} is an experiment of study {parts.study}: build "
+                           f"its report with `python reports/build.py --study FILE`, FILE being "
+                           f"that study's file")
+        if parts is None:
             raise FTNError(f"--experiment {name}: not an ablation experiment (those are named "
                            f"table<N>-<dataset>-<preset>, or study-<name>-<dataset>-<preset>: use "
                            f"--study FILE)")
         if table is not None and _table_of(match[0]) != table:
             raise FTNError(f"--experiment {name} is not a Table {table} experiment")
         return match
-    found = [e for e in exps if NAME_RE.match(e.name)]
+    found = [e for e in exps if _table_of(e) is not None]
     if not found:
         raise FTNError("the store holds no ablation runs (experiments named like "
                        "table2-synthetic-cpu): run `python ablations/run.py --table 2` first")
@@ -162,19 +134,20 @@ def find_experiments(client: MlflowClient, table: int | None = None,
 
 
 def _table_of(exp: Experiment) -> int | None:
-    m = NAME_RE.match(exp.name)
-    return int(m.group(1)) if m else None
+    parts = parse_experiment(exp.name)
+    return parts.table if parts else None
 
 
 def load_runs(client: MlflowClient, exp: Experiment, study: Study | None = None) -> TableRuns:
     """FINISHED child runs, newest per (variant, seed); the rest counted in ``left_out``.
     ``study``: the study the experiment belongs to (default: the paper table its name says)."""
-    m = NAME_RE.match(exp.name)
-    table, dataset, preset = (int(m.group(1)), m.group(2), m.group(3)) if m else (0, "?", "?")
+    parts = parse_experiment(exp.name) or ExperimentName(None, None, "?", "?")
+    table, dataset, preset = ((parts.table, parts.dataset, parts.preset) if parts.table is not None
+                              else (0, "?", "?"))
     if study is not None:
-        table, (dataset, preset) = (study.table if study.is_paper else study), exp.name.rsplit("-", 2)[1:]
-    df = _search(client, exp, "tags.kind = 'child'")
-    parents = _search(client, exp, "tags.kind = 'parent'")
+        table, dataset, preset = (study.table if study.is_paper else study), parts.dataset, parts.preset
+    df = _search(client, exp, CHILD_RUNS)
+    parents = _search(client, exp, PARENT_RUNS)
     parent_id = None
     if len(parents):
         parent_id = str(parents.sort_values("start_time", ascending=False)["run_id"].iloc[0])
@@ -356,7 +329,7 @@ def _logged_config(client: MlflowClient, run: Any) -> Config | None:
             return override(Config(), {k: v for k, v in params.items() if isinstance(v, str)})
         except (FTNError, ValueError, TypeError):
             pass
-    logged = artifact_json(client, run, "config.json")
+    logged = artifact_json(client, run, CONFIG_JSON)
     try:
         return from_dict(logged) if isinstance(logged, dict) else None
     except (FTNError, TypeError, ValueError):
@@ -386,7 +359,7 @@ def _setting(client: MlflowClient, run: Any) -> str:
     tag = run.get("tags.setting_hash")
     if isinstance(tag, str) and tag:
         return tag
-    logged = artifact_json(client, run, "config.json")
+    logged = artifact_json(client, run, CONFIG_JSON)
     if logged is None:
         return ""
     try:
@@ -514,7 +487,7 @@ def per_query(client: MlflowClient, run: Any) -> dict | None:
     """The arrays of the run's ``per_query.npz``, None if it has none."""
     import numpy as np
 
-    path = artifact_path(client, run, "per_query.npz")
+    path = artifact_path(client, run, PER_QUERY)
     if path is None:
         return None
     with np.load(path) as npz:

@@ -27,13 +27,13 @@ from matplotlib.cm import ScalarMappable  # noqa: E402
 from matplotlib.colors import Normalize  # noqa: E402
 from mlflow import MlflowClient  # noqa: E402
 
-from ablations.measures import FIGURE_DATA  # noqa: E402
+from ablations.store import FIGURE_DATA, REPO  # noqa: E402
 from ftn_core.config import Config, from_dict  # noqa: E402
 from ftn_core.data.splits import load_splits  # noqa: E402
 from ftn_core.data.types import DatasetSplits  # noqa: E402
 from ftn_core.errors import FTNError  # noqa: E402
 from reports.figures import save, wrap  # noqa: E402
-from reports.load import REPO, artifact_json, artifact_path  # noqa: E402
+from reports.load import artifact_json, artifact_path  # noqa: E402
 
 FULL = {1: "cfa", 2: "g", 3: "ftn"}
 """The variant that is the paper's full model in each table."""

@@ -93,7 +93,7 @@ def test_a_run_still_training_loads_its_checkpoint_with_the_config_of_its_params
         trained, embedder, data_root):
     """No model.pt, config.json or LoggedModel yet: the resumable checkpoint in the store's
     checkpoint folder, with the config read back from the run's params."""
-    from ablations import tracking
+    from ablations import store as mlstore
 
     uri, run, tmp = trained
     client = MlflowClient(uri)
@@ -103,7 +103,7 @@ def test_a_run_still_training_loads_its_checkpoint_with_the_config_of_its_params
         client.log_batch(running.info.run_id, params=[Param(k, v) for k, v in params[i:i + 100]])
     (ckpt,) = (tmp / "ckpt").rglob(f"*-{run.info.run_id}.pt")
     exp = client.get_experiment(run.info.experiment_id).name
-    folder = tracking.checkpoint_dir(uri) / exp
+    folder = mlstore.checkpoint_dir(uri) / exp
     folder.mkdir(parents=True, exist_ok=True)
     shutil.copy(ckpt, folder / f"g-s0-{running.info.run_id}.pt")
     loaded = load_embedder(running.info.run_id, uri, device="cpu")

@@ -16,13 +16,13 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from ablations import run as run_cli
-from ablations import tracking
+from ablations import store as mlstore
 from ablations.runner import build_plan
 from ftn_core import checkpoint as ckpt
 from ftn_core.errors import FTNError
 
 REPO = Path(__file__).resolve().parents[1]
-OPEN = "import sys; sys.path.insert(0, {repo!r}); from ablations.tracking import open_store; open_store({uri!r})"
+OPEN = "import sys; sys.path.insert(0, {repo!r}); from ablations.store import open_store; open_store({uri!r})"
 
 
 def _one_line(err: str) -> str:
@@ -51,7 +51,7 @@ def test_processes_starting_together_on_a_new_store_all_succeed(tmp_path):
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(3)]
     results = [p.communicate(timeout=180) for p in procs]
     assert [p.returncode for p in procs] == [0, 0, 0], [err for _, err in results]
-    assert tracking.sqlite_state(tmp_path / "new" / "mlflow.db") == ("current", 0)
+    assert mlstore.sqlite_state(tmp_path / "new" / "mlflow.db") == ("current", 0)
     assert MlflowClient(uri).get_experiment("0").name == "Default"
     assert sorted(p.name for p in (tmp_path / "new").iterdir()) == ["mlflow.db"]  # no lock file left
 
@@ -65,7 +65,7 @@ def test_the_store_lock_excludes_and_is_gone_once_released(tmp_path):
 
     def work():
         for _ in range(20):
-            with tracking._file_lock(lock):
+            with mlstore._file_lock(lock):
                 inside.append(1)
                 overlaps.append(len(inside))
                 time.sleep(0.001)
@@ -123,8 +123,8 @@ def test_sigint_while_the_store_is_created_leaves_nothing_broken(tmp_path):
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
     assert "interrupted" in _one_line(err)
-    assert not db.exists() or tracking.sqlite_state(db)[0] == "current"
-    client = tracking.open_store(uri)  # the next start works
+    assert not db.exists() or mlstore.sqlite_state(db)[0] == "current"
+    client = mlstore.open_store(uri)  # the next start works
     assert client.search_experiments()[0].name == "Default"
     assert not list(folder.glob(".mlflow.db.creating-*"))
 
@@ -137,10 +137,10 @@ def test_a_half_created_store_without_runs_is_recreated(tmp_path, capsys):
     engine = sqlalchemy.create_engine(f"sqlite:///{db}")
     Base.metadata.create_all(engine)  # the first tables, no migrations: an interrupted first start
     engine.dispose()
-    assert tracking.sqlite_state(db) == ("stale", 0)
-    client = tracking.open_store(f"sqlite:///{db}")
+    assert mlstore.sqlite_state(db) == ("stale", 0)
+    client = mlstore.open_store(f"sqlite:///{db}")
     assert client.search_experiments()[0].name == "Default"
-    assert tracking.sqlite_state(db) == ("current", 0)
+    assert mlstore.sqlite_state(db) == ("current", 0)
     assert "left half-created by an interrupted start" in capsys.readouterr().err
     assert len(list(tmp_path.glob("mlflow.db.broken-*"))) == 1  # the old file is kept
 
@@ -148,13 +148,13 @@ def test_a_half_created_store_without_runs_is_recreated(tmp_path, capsys):
 def test_a_store_of_another_schema_with_runs_is_refused_not_touched(tmp_path):
     db = tmp_path / "mlflow.db"
     uri = f"sqlite:///{db}"
-    client = tracking.open_store(uri)
+    client = mlstore.open_store(uri)
     client.create_run(client.create_experiment("e"))
     with sqlite3.connect(db) as con:
         con.execute("UPDATE alembic_version SET version_num = 'someoldrev'")
     before = db.read_bytes()
     with pytest.raises(FTNError, match=r"schema is not the one this MLflow .* mlflow db upgrade"):
-        tracking.open_store(uri)
+        mlstore.open_store(uri)
     assert db.read_bytes() == before
 
 

@@ -15,10 +15,11 @@ import pandas as pd
 import pytest
 from mlflow import MlflowClient
 
+from ablations.store import connect
 from fake_store import NUM_CLASSES, FakeRun, log_experiment, new_store
 from ftn_core.errors import FTNError
 from reports import build, diagnostics_table, tables
-from reports.load import connect, find_experiments, load_runs, metric_history
+from reports.load import find_experiments, load_runs, metric_history
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -15,7 +15,8 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from ablations import run as run_cli
-from ablations import runner, tracking
+from ablations import runner
+from ablations import store as mlstore
 from ftn_core.config import config_hash, legacy_config_hash, override
 from ftn_core.errors import FTNError
 from ftn_core.presets import preset_config
@@ -109,8 +110,8 @@ def test_old_runs_are_found_by_their_legacy_hash(store, data_root):
     plan = runner.build_plan(2, ["base"], [0], ["synthetic"], str(data_root), "tiny", {})
     runner.read_data(plan, generate=False)
     p = plan[0]
-    client = tracking.open_store(store["uri"])
-    exp_id = tracking.get_or_create_experiment(client, p.experiment)
+    client = mlstore.open_store(store["uri"])
+    exp_id = mlstore.get_or_create_experiment(client, p.experiment)
     run = client.create_run(exp_id, run_name=p.name, tags={
         "kind": "child", "variant": "base", "seed": "0", "config_hash": p.legacy_hash,
         "data_digest": p.data_digest})
@@ -157,8 +158,8 @@ def test_old_copies_get_their_files_digest_at_first_read(tmp_path):
 
 def test_a_deleted_experiment_is_not_restored(store, data_root, capsys, monkeypatch):
     monkeypatch.setattr("ablations.runner.execute", lambda *a, **k: pytest.fail("trained"))
-    client = tracking.open_store(store["uri"])
-    exp_id = tracking.get_or_create_experiment(client, "table2-synthetic-tiny")
+    client = mlstore.open_store(store["uri"])
+    exp_id = mlstore.get_or_create_experiment(client, "table2-synthetic-tiny")
     client.delete_experiment(exp_id)
     assert run_cli.main(_args(store, data_root)) == 2
     err = _one_line_error(capsys)
@@ -173,8 +174,8 @@ def test_a_run_held_by_a_live_process_is_left_to_it(store, data_root, capsys, mo
     monkeypatch.setattr("ablations.runner._train_one", lambda *a, **k: pytest.fail("trained a held run"))
     plan = runner.build_plan(2, ["base"], [0], ["synthetic"], str(data_root), "tiny", {})
     runner.read_data(plan, generate=False)
-    leases = tracking.lease_dir(store["uri"], Path(store["work"]))
-    with tracking.run_lease(leases, runner.lease_key(plan[0])) as holder:
+    leases = mlstore.lease_dir(store["uri"], Path(store["work"]))
+    with mlstore.run_lease(leases, runner.lease_key(plan[0])) as holder:
         assert holder is None  # this test holds it, as a training process would
         assert run_cli.main(_args(store, data_root)) == 0
     out = capsys.readouterr().out
@@ -185,13 +186,13 @@ def test_a_run_held_by_a_live_process_is_left_to_it(store, data_root, capsys, mo
 
 
 def test_the_lease_ends_with_its_holder(tmp_path):
-    with tracking.run_lease(tmp_path, "x") as first:
+    with mlstore.run_lease(tmp_path, "x") as first:
         assert first is None
-        with tracking.run_lease(tmp_path, "x") as second:  # another open file: refused while held
+        with mlstore.run_lease(tmp_path, "x") as second:  # another open file: refused while held
             assert second is not None and f"pid {os.getpid()}" in second
-        with tracking.run_lease(tmp_path, "y") as other:
+        with mlstore.run_lease(tmp_path, "y") as other:
             assert other is None
-    with tracking.run_lease(tmp_path, "x") as again:
+    with mlstore.run_lease(tmp_path, "x") as again:
         assert again is None
 
 
@@ -199,15 +200,15 @@ def test_a_run_finished_meanwhile_is_not_trained_again(store, data_root, capsys,
     monkeypatch.setattr("ablations.runner._train_one", lambda *a, **k: pytest.fail("trained twice"))
     plan = runner.build_plan(2, ["base"], [0], ["synthetic"], str(data_root), "tiny", {})
     splits = runner.load_todo(plan, runner.read_data(plan))
-    client = tracking.open_store(store["uri"])
+    client = mlstore.open_store(store["uri"])
     runner.mark_existing(plan, client)
     assert plan[0].status == "new"
     # Another process finishes it after this plan was made.
     p = plan[0]
-    exp_id = tracking.get_or_create_experiment(client, p.experiment)
+    exp_id = mlstore.get_or_create_experiment(client, p.experiment)
     done = client.create_run(exp_id, run_name=p.name, tags=runner._child_tags(p))
     client.set_terminated(done.info.run_id, "FINISHED")
-    leases = tracking.lease_dir(store["uri"], Path(store["work"]))
+    leases = mlstore.lease_dir(store["uri"], Path(store["work"]))
     assert runner.execute(plan, client, Path(store["work"]), {}, splits, leases=leases) == []
     assert "finished meanwhile by another process" in capsys.readouterr().out
     assert p.status == "done" and p.run_id == done.info.run_id
@@ -223,10 +224,10 @@ def test_checkpoints_are_named_by_their_run_and_kept_per_store(data_root, tmp_pa
     a = runner.checkpoint_path(tmp_path, dataclasses.replace(p, run_id="a" * 32))
     b = runner.checkpoint_path(tmp_path, dataclasses.replace(p, run_id="b" * 32))
     assert a != b and a.name.startswith("base-s0-")
-    one = tracking.checkpoint_dir(f"sqlite:///{tmp_path / 'one' / 'mlflow.db'}")
-    two = tracking.checkpoint_dir(f"sqlite:///{tmp_path / 'two' / 'mlflow.db'}")
+    one = mlstore.checkpoint_dir(f"sqlite:///{tmp_path / 'one' / 'mlflow.db'}")
+    two = mlstore.checkpoint_dir(f"sqlite:///{tmp_path / 'two' / 'mlflow.db'}")
     assert one == tmp_path / "one" / "checkpoints" and one != two
-    assert tracking.checkpoint_dir(tracking.DEFAULT_TRACKING_URI) == tracking.MLRUNS / "checkpoints"
+    assert mlstore.checkpoint_dir(mlstore.DEFAULT_TRACKING_URI) == mlstore.MLRUNS / "checkpoints"
 
 
 @pytest.mark.slow

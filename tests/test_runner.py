@@ -199,7 +199,7 @@ def uninterrupted(tmp_path_factory, data_root) -> dict[str, float]:
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_signal_mid_epoch_kills_then_resumes_to_the_same_result(store, data_root, sig, uninterrupted):
     sets = SIGNAL_SETS
-    from ablations.tracking import open_store
+    from ablations.store import open_store
 
     open_store(store["uri"])  # the schema made here (its creation in a process: test_reliability.py)
     cmd = [sys.executable, str(REPO / "ablations" / "run.py"), *_args(store, data_root, *sets)]

@@ -140,8 +140,9 @@ def test_a_dataset_logged_by_two_shards_at_once_is_linked_on_retry(store, data_r
     import mlflow
 
     from ablations import runner, tracking
+    from ablations import store as mlstore
 
-    client = tracking.open_store(store["uri"])
+    client = mlstore.open_store(store["uri"])
     (p,) = build_plan(2, ["base"], [0], ["synthetic"], str(data_root), "tiny", {})
     splits = runner.load_todo([p], runner.read_data([p]))["synthetic"]
     calls = []

@@ -375,14 +375,14 @@ def test_a_study_runs_and_reports_end_to_end(store, data_root, tmp_path, capsys)
 
 
 def test_a_finished_run_of_the_same_config_in_another_experiment_is_copied_not_trained(store, tmp_path):
-    from ablations import tracking
+    from ablations import store as mlstore
 
     study = parse(TWO_ROWS, "two.toml")
     plan = runner.build_plan(study, ["paper"], [0], ["synthetic"], "/data", "tiny", {})
     for p in plan:
         p.data_digest = "d" * 16
-    client = tracking.open_store(store["uri"])
-    other = tracking.get_or_create_experiment(client, "table2-synthetic-tiny")
+    client = mlstore.open_store(store["uri"])
+    other = mlstore.get_or_create_experiment(client, "table2-synthetic-tiny")
     src = client.create_run(other, run_name="g-s0", tags={"kind": "child", "variant": "g", "seed": "0",
                                                          "config_hash": plan[0].hash, "data_digest": "d" * 16,
                                                          "git_commit": "c" * 40, "machine": "CPU Y, 1 torch thread"})

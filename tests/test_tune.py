@@ -279,7 +279,7 @@ def _cli(store, data_root, tmp_path, *extra):
 
 @pytest.mark.slow
 def test_sigterm_fails_the_trial_and_the_rerun_completes_the_budget(store, data_root, tmp_path):
-    from ablations.tracking import open_store
+    from ablations.store import open_store
 
     open_store(store["uri"])  # the schema made here (its creation in a process: test_reliability.py)
     cmd = _cli(store, data_root, tmp_path, "--trials", "1", "--set", "train.epochs=4")
@@ -305,7 +305,7 @@ def test_sigterm_fails_the_trial_and_the_rerun_completes_the_budget(store, data_
 
 @pytest.mark.slow
 def test_two_workers_share_one_study(store, data_root, tmp_path):
-    from ablations.tracking import open_store
+    from ablations.store import open_store
 
     open_store(store["uri"])  # the MLflow schema is made once, before the workers start
     procs = [subprocess.Popen(_cli(store, data_root, tmp_path, "--trials", "4", "--seed", str(k)), cwd=REPO, env=ENV,

@@ -15,7 +15,8 @@ import pytest
 from mlflow.entities import Metric, Param
 from mlflow.tracking import MlflowClient
 
-from ablations import runner, scheduling, tracking
+from ablations import runner, scheduling
+from ablations import store as mlstore
 from ablations.intervals import delta_interval, paired_matrix
 from ablations.seed_rule import Group, Row, SeedRule, next_pick, required, stop_reason, width
 from ftn_core.config import flatten, to_dict
@@ -154,7 +155,7 @@ def fake_training(monkeypatch):
     trained: list[str] = []
 
     def train_one(p, client, work_dir, parent_ids, splits, rank, world_size, keep, counter):
-        exp_id = tracking.get_or_create_experiment(client, p.experiment)
+        exp_id = mlstore.get_or_create_experiment(client, p.experiment)
         tags = runner._child_tags(p) | {"mlflow.parentRunId": parent_ids.get(p.experiment, "")}
         run_id = client.create_run(exp_id, run_name=p.name, tags=tags).info.run_id
         values = RESULTS[p.variant.key](p.seed)
@@ -186,7 +187,7 @@ def _plan(rule: SeedRule, root: Path):
 def test_the_loop_runs_three_seeds_then_the_widest_row_to_max_seeds(store, tmp_path, fake_training,
                                                                     capsys):
     rule = SeedRule(0.01, 4)
-    client = tracking.open_store(store["uri"])
+    client = mlstore.open_store(store["uri"])
     plan = _plan(rule, tmp_path)
     parents = runner.start_parents(plan, client, ["ablations/run.py", "--table", "1"])
     failed = scheduling.run_until_halfwidth(plan, rule, client, Path(store["work"]), parents, {},
@@ -220,10 +221,10 @@ def test_workers_share_the_rule_through_leases(store, tmp_path, fake_training, c
     """Another worker holds pamcam-s3 (its lease): this one pairs it (base-s3), gives pamcam
     its seed 4 next and never trains pamcam-s3 itself."""
     rule = SeedRule(0.01, 5)
-    client = tracking.open_store(store["uri"])
+    client = mlstore.open_store(store["uri"])
     plan = _plan(rule, tmp_path)
     held = next(p for p in plan if p.name == "pamcam-s3")
-    with tracking.run_lease(tmp_path / "leases", runner.lease_key(held)) as holder:
+    with mlstore.run_lease(tmp_path / "leases", runner.lease_key(held)) as holder:
         assert holder is None
         scheduling.run_until_halfwidth(plan, rule, client, Path(store["work"]), {}, {},
                                        leases=tmp_path / "leases")

@@ -1,0 +1,90 @@
+"""The store's experiment names (``ablations.store``): written and read back by one module, and the
+reports keep no store definitions of their own. No MLflow store is opened."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from ablations import store
+from ablations.store import ExperimentName, experiment_name, parse_experiment, study_experiments
+from ablations.study import as_study, parse
+from ftn_core.errors import FTNError
+
+REPO = Path(__file__).resolve().parents[1]
+DASHED = """
+name = "mask-width"
+reference = "a"
+[[row]]
+key = "a"
+[[row]]
+key = "b"
+set = { "model.gauss_sy" = 0.25 }
+"""
+
+
+@pytest.mark.parametrize("study, dataset, preset, parts", [
+    (2, "synthetic", "cpu", ExperimentName(2, None, "synthetic", "cpu")),
+    (1, "market-1501", "paper", ExperimentName(1, None, "market-1501", "paper")),  # dashed dataset
+    ("mask-width", "synthetic", "tiny", ExperimentName(None, "mask-width", "synthetic", "tiny")),
+    ("my-table1", "msmt17", "gpu", ExperimentName(None, "my-table1", "msmt17", "gpu")),
+])
+def test_experiment_names_read_back(study, dataset, preset, parts):
+    name = experiment_name(study, dataset, preset)
+    assert name == f"{'table' if isinstance(study, int) else 'study-'}{study}-{dataset}-{preset}"
+    assert parse_experiment(name) == parts
+
+
+def test_names_that_are_no_experiment_and_a_studys_dashed_dataset():
+    for name in ("Default", "table2-synthetic", "tableX-synthetic-cpu", "table2-synthetic-",
+                 "study-mask-cpu", "pretrain-fractal"):
+        assert parse_experiment(name) is None, name
+    # A study's name takes the dashes: a dataset with one does not read back (as ever).
+    assert parse_experiment(experiment_name("s", "a-b", "cpu")) == (None, "s-a", "b", "cpu")
+
+
+def test_a_study_names_its_experiments_through_the_store():
+    assert as_study(2).experiment("synthetic", "cpu") == experiment_name(2, "synthetic", "cpu")
+    assert parse(DASHED, "s.toml").experiment("x", "tiny") == "study-mask-width-x-tiny"
+
+
+def test_study_experiments_are_those_its_name_writes():
+    names = ["table2-synthetic-cpu", "table2-market-1501-cpu", "table22-synthetic-cpu",
+             "table02-synthetic-cpu", "study-mask-width-synthetic-tiny",
+             "study-mask-synthetic-tiny", "study-mask-width-x-synthetic-tiny", "Default"]
+    exps = [SimpleNamespace(name=n) for n in names]
+    client = SimpleNamespace(search_experiments=lambda max_results: exps)
+    assert [e.name for e in study_experiments(client, as_study(2))] == ["table2-synthetic-cpu"]
+    mask = parse(DASHED, "s.toml")
+    assert [e.name for e in study_experiments(client, mask)] == ["study-mask-width-synthetic-tiny"]
+    client = SimpleNamespace(search_experiments=lambda max_results: [])
+    with pytest.raises(FTNError, match="no experiment of study mask-width in the store"):
+        study_experiments(client, mask)
+
+
+def test_reports_use_the_stores_location_and_names():
+    """No module of ``reports/`` defines where the store is or compiles its own name pattern."""
+    from reports import index, load
+
+    assert not hasattr(load, "DEFAULT_TRACKING_URI") and not hasattr(load, "connect")
+    assert index.DEFAULT_TRACKING_URI is store.DEFAULT_TRACKING_URI
+    own = []
+    for path in sorted((REPO / "reports").glob("*.py")):
+        for node in ast.parse(path.read_text(encoding="utf-8")).body:
+            targets = (node.targets if isinstance(node, ast.Assign)
+                       else [getattr(node, "target", None)])
+            own += [f"{path.name}: {t.id}" for t in targets if isinstance(t, ast.Name)
+                    and t.id in ("REPO", "MLRUNS", "DEFAULT_TRACKING_URI", "NAME_RE", "STUDY_RE")]
+    assert not own, own
+
+
+def test_reading_a_missing_store_creates_nothing(tmp_path):
+    db = tmp_path / "none" / "mlflow.db"
+    with pytest.raises(FTNError, match="no tracking store at"):
+        store.connect(f"sqlite:///{db}")
+    assert not db.parent.exists()
+    with pytest.raises(FTNError, match="expected sqlite:///path/to/mlflow.db"):
+        store.connect(str(db))
