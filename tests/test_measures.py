@@ -80,3 +80,6 @@ def test_per_query_gives_an_older_run_its_measures_and_leaves_its_results(unmeas
     assert after == before | set(measures.MEASURES)
     assert per_query.main(["--table", "2", "--tracking-uri", uri]) == 0  # nothing left to do
     assert "0 run(s) given efficiency.json or figure_data.npz" in capsys.readouterr().out
+    assert per_query.main(["--table", "2", "--tracking-uri", uri, "--measure-again"]) == 0
+    assert "g-s0: efficiency.json logged" in capsys.readouterr().out  # timed again, replaced
+    assert {f.path for f in client.list_artifacts(run.info.run_id)} == after
