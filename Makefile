@@ -15,7 +15,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv demo test bench report ui clean
+.PHONY: venv demo test lint bench report ui clean
 
 venv: $(STAMP)
 
@@ -38,8 +38,13 @@ demo: venv
 
 # Two processes (pytest-xdist; CI has two cores): each worker takes the next test, and one that
 # runs out of tests takes the other's last ones (worksteal). One torch thread each (tests/conftest.py).
-test: venv
+test: venv lint
 	$(BIN)/python -m pytest -q -n 2 --dist worksteal --durations=15
+
+# The code's lint and format (pyproject.toml names the rules): `ruff format .` writes the format.
+lint: venv
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 
 report: venv
 	$(BIN)/python reports/build.py --table 2

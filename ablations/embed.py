@@ -29,9 +29,9 @@ import numpy as np  # noqa: E402
 
 from ablations import store  # noqa: E402
 from ablations.models import load_embedder  # noqa: E402
-from ftn_core.engine import resolve_device  # noqa: E402
 from ftn_core.data.loading import EVAL_BATCH  # noqa: E402
 from ftn_core.embedder import Embeddings, image_files  # noqa: E402
+from ftn_core.engine import resolve_device  # noqa: E402
 from ftn_core.errors import FTNError, OneLineParser, check_writable_dir, cli_main, int_at_least  # noqa: E402
 
 FORMATS = (".npy", ".npz", ".parquet")
@@ -40,15 +40,25 @@ FORMATS = (".npy", ".npz", ".parquet")
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     """The options every command that loads a model shares."""
     parser.add_argument("model", help="a run id, a LoggedModel id (m-…) or a checkpoint file")
-    parser.add_argument("--flip", action="store_true",
-                        help="average each embedding with its mirror image's "
-                             "(as evaluate.py --flip)")
-    parser.add_argument("--device", default="auto",
-                        help="auto (the GPU when there is one), cpu, cuda or cuda:N")
-    parser.add_argument("--batch-size", type=int_at_least(1), default=EVAL_BATCH,
-                        help="images per forward pass (default: %(default)s, as the evaluation)")
-    parser.add_argument("--tracking-uri", default=None,
-                        help=f"MLflow store or server (default: {store.DEFAULT_TRACKING_URI})")
+    parser.add_argument(
+        "--flip",
+        action="store_true",
+        help="average each embedding with its mirror image's (as evaluate.py --flip)",
+    )
+    parser.add_argument(
+        "--device", default="auto", help="auto (the GPU when there is one), cpu, cuda or cuda:N"
+    )
+    parser.add_argument(
+        "--batch-size",
+        type=int_at_least(1),
+        default=EVAL_BATCH,
+        help="images per forward pass (default: %(default)s, as the evaluation)",
+    )
+    parser.add_argument(
+        "--tracking-uri",
+        default=None,
+        help=f"MLflow store or server (default: {store.DEFAULT_TRACKING_URI})",
+    )
 
 
 def images_of(sources: list[str]) -> tuple[list[str], list[str]]:
@@ -87,8 +97,9 @@ def write(out: Path, embeddings: Embeddings) -> list[Path]:
             else:
                 import pandas as pd
 
-                pd.DataFrame({"name": embeddings.names, "embedding": list(embeddings.vectors)}) \
-                    .to_parquet(tmp, index=False)
+                pd.DataFrame(
+                    {"name": embeddings.names, "embedding": list(embeddings.vectors)}
+                ).to_parquet(tmp, index=False)
         for tmp, path in written:
             os.replace(tmp, path)
     finally:
@@ -114,11 +125,15 @@ def read(path: str | Path) -> Embeddings:
 
 @cli_main
 def main(argv: list[str] | None = None) -> int:
-    parser = OneLineParser(description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n\n", 1)[1],
-                           formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = OneLineParser(
+        description=__doc__.split("\n\n")[0],
+        epilog=__doc__.split("\n\n", 1)[1],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     add_model_arguments(parser)
-    parser.add_argument("images", nargs="+",
-                        help="a folder, a CSV with a 'path' column, or image files")
+    parser.add_argument(
+        "images", nargs="+", help="a folder, a CSV with a 'path' column, or image files"
+    )
     parser.add_argument("--out", required=True, help=f"the file to write: {', '.join(FORMATS)}")
     args = parser.parse_args(argv)
     out = Path(args.out)
@@ -130,9 +145,11 @@ def main(argv: list[str] | None = None) -> int:
     embedder = load_embedder(args.model, args.tracking_uri, device, args.batch_size, args.flip)
     embeddings = embedder.embed(paths, names)
     files = write(out, embeddings)
-    print(f"{len(embeddings)} images embedded ({embeddings.vectors.shape[1]}-d, L2-normalised"
-          f"{', flip-averaged' if args.flip else ''}; {embedder.height}×{embedder.width} input) "
-          f"→ {', '.join(map(str, files))}")
+    print(
+        f"{len(embeddings)} images embedded ({embeddings.vectors.shape[1]}-d, L2-normalised"
+        f"{', flip-averaged' if args.flip else ''}; {embedder.height}×{embedder.width} input) "
+        f"→ {', '.join(map(str, files))}"
+    )
     return 0
 
 

@@ -49,9 +49,17 @@ def reranked(model, data, flip: bool, device: torch.device):
     from ftn_core.rerank import rerank
 
     qf, qp, qc, _ = extract_features(model, data.query_loader, device, flip=flip, diagnostics=False)
-    gf, gp, gc, _ = extract_features(model, data.gallery_loader, device, flip=flip, diagnostics=False)
-    result = evaluate_rank(rerank(qf.to(device), gf.to(device)), qp, gp, qc, gc,
-                           device=device if device.type != "cpu" else None)
+    gf, gp, gc, _ = extract_features(
+        model, data.gallery_loader, device, flip=flip, diagnostics=False
+    )
+    result = evaluate_rank(
+        rerank(qf.to(device), gf.to(device)),
+        qp,
+        gp,
+        qc,
+        gc,
+        device=device if device.type != "cpu" else None,
+    )
     return {f"val/{k}": METRIC_SCALE * v for k, v in result.metrics().items()}, result
 
 
@@ -70,20 +78,43 @@ def logged_model(run_id: str):
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = OneLineParser(description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n\n", 1)[1],
-                           formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--run", required=True, metavar="RUN_ID", help="the finished training run to evaluate")
-    parser.add_argument("--dataset", default=None, choices=runner.DATASETS,
-                        help="evaluate on this dataset instead of the run's own (cross-domain)")
-    parser.add_argument("--root", default=None, help="where --dataset lives (default: the run's data root)")
-    parser.add_argument("--flip", action="store_true",
-                        help="average each embedding with its mirror image's (not the paper's protocol)")
-    parser.add_argument("--rerank", action="store_true",
-                        help="k-reciprocal re-ranking (Zhong et al. 2017; k1=20, k2=6, λ=0.3): not the paper's protocol")
-    parser.add_argument("--device", default="auto",
-                        help="auto (the GPU when there is one, whatever the run trained on), cpu, cuda or cuda:N")
-    parser.add_argument("--tracking-uri", default=None,
-                        help=f"MLflow store or server (default: {store.DEFAULT_TRACKING_URI})")
+    parser = OneLineParser(
+        description=__doc__.split("\n\n")[0],
+        epilog=__doc__.split("\n\n", 1)[1],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--run", required=True, metavar="RUN_ID", help="the finished training run to evaluate"
+    )
+    parser.add_argument(
+        "--dataset",
+        default=None,
+        choices=runner.DATASETS,
+        help="evaluate on this dataset instead of the run's own (cross-domain)",
+    )
+    parser.add_argument(
+        "--root", default=None, help="where --dataset lives (default: the run's data root)"
+    )
+    parser.add_argument(
+        "--flip",
+        action="store_true",
+        help="average each embedding with its mirror image's (not the paper's protocol)",
+    )
+    parser.add_argument(
+        "--rerank",
+        action="store_true",
+        help="k-reciprocal re-ranking (Zhong et al. 2017; k1=20, k2=6, λ=0.3): not the paper's protocol",
+    )
+    parser.add_argument(
+        "--device",
+        default="auto",
+        help="auto (the GPU when there is one, whatever the run trained on), cpu, cuda or cuda:N",
+    )
+    parser.add_argument(
+        "--tracking-uri",
+        default=None,
+        help=f"MLflow store or server (default: {store.DEFAULT_TRACKING_URI})",
+    )
     return parser.parse_args(argv)
 
 
@@ -96,11 +127,15 @@ def main(argv: list[str] | None = None) -> int:
     try:
         source = client.get_run(args.run)
     except Exception:  # noqa: BLE001 - MLflow raises its own for an unknown id
-        raise FTNError(f"--run {args.run}: no such run in {client.tracking_uri}; copy a run id from "
-                       f"the MLflow UI or `mlflow runs list`") from None
+        raise FTNError(
+            f"--run {args.run}: no such run in {client.tracking_uri}; copy a run id from "
+            f"the MLflow UI or `mlflow runs list`"
+        ) from None
     if source.info.status != "FINISHED" or source.data.tags.get("kind") != "child":
-        raise FTNError(f"--run {args.run}: not a FINISHED training run (status {source.info.status}, "
-                       f"kind {source.data.tags.get('kind', '?')})")
+        raise FTNError(
+            f"--run {args.run}: not a FINISHED training run (status {source.info.status}, "
+            f"kind {source.data.tags.get('kind', '?')})"
+        )
     with tempfile.TemporaryDirectory() as tmp:
         cfg = run_config(args.run, tmp)
         sets = {"data.num_ids": 2, "data.num_instances": 2}  # the training sampler is unused here
@@ -116,14 +151,18 @@ def main(argv: list[str] | None = None) -> int:
         # Its own test split: the same reader and folder (which must still hold the data it was
         # trained and scored on), or the same data moved elsewhere; else another dataset.
         own = cfg.data.dataset == source.data.tags.get("dataset") and (
-            not (args.dataset or args.root) or data.splits.digest == trained_on)
+            not (args.dataset or args.root) or data.splits.digest == trained_on
+        )
         if own:
             check_data(source, data.splits)
         model = logged_model(args.run)
         if model is None:
             model = run_model(cfg, run_weights(args.run, tmp))
             if _logged_models(client, args.run):  # it had one: say why it was not used
-                print("note: the run's LoggedModel could not be loaded; used its model.pt", file=sys.stderr)
+                print(
+                    "note: the run's LoggedModel could not be loaded; used its model.pt",
+                    file=sys.stderr,
+                )
         if args.rerank:
             metrics, result = reranked(model.to(device), data, args.flip, device)
         else:
@@ -131,16 +170,31 @@ def main(argv: list[str] | None = None) -> int:
     changes = [c for c, on in (("flip", args.flip), ("rerank", args.rerank)) if on]
     protocol = "+".join(changes) or "paper"
     name = f"{source.info.run_name}-eval-{cfg.data.dataset}" + "".join(f"-{c}" for c in changes)
-    tags = {"kind": "evaluation", "source_run": args.run, "mlflow.parentRunId": args.run,
-            "dataset": cfg.data.dataset, "cross_domain": str(not own).lower(), "protocol": protocol,
-            "variant": source.data.tags.get("variant", ""), "seed": source.data.tags.get("seed", ""),
-            "data_digest": data.splits.digest, "git_commit": tracking.git_commit()}
-    arrays = tracking.per_query_arrays(result.per_query._asdict(), [q.pid for q in data.splits.query],
-                                       [q.camid for q in data.splits.query])
-    run_id = log_evaluation(client, source.info.experiment_id, name, tags, metrics, arrays, data.splits)
+    tags = {
+        "kind": "evaluation",
+        "source_run": args.run,
+        "mlflow.parentRunId": args.run,
+        "dataset": cfg.data.dataset,
+        "cross_domain": str(not own).lower(),
+        "protocol": protocol,
+        "variant": source.data.tags.get("variant", ""),
+        "seed": source.data.tags.get("seed", ""),
+        "data_digest": data.splits.digest,
+        "git_commit": tracking.git_commit(),
+    }
+    arrays = tracking.per_query_arrays(
+        result.per_query._asdict(),
+        [q.pid for q in data.splits.query],
+        [q.camid for q in data.splits.query],
+    )
+    run_id = log_evaluation(
+        client, source.info.experiment_id, name, tags, metrics, arrays, data.splits
+    )
     where = "its own test split" if own else f"{cfg.data.dataset} (cross-domain)"
-    print(f"{name} ({where}, {protocol} protocol): rank-1 {metrics['val/rank1']:.1f}  mAP {metrics['val/mAP']:.1f}"
-          f"  → run {run_id}")
+    print(
+        f"{name} ({where}, {protocol} protocol): rank-1 {metrics['val/rank1']:.1f}  mAP {metrics['val/mAP']:.1f}"
+        f"  → run {run_id}"
+    )
     return 0
 
 
@@ -149,11 +203,15 @@ def check_run_root(data) -> None:
     that is gone (never generate the synthetic benchmark afresh in a path that has moved)."""
     from ablations.runner import synthetic_ready
 
-    gone = not os.path.exists(data.root) or (data.dataset == "synthetic" and not synthetic_ready(data))
+    gone = not os.path.exists(data.root) or (
+        data.dataset == "synthetic" and not synthetic_ready(data)
+    )
     if gone:
         what = "the synthetic benchmark" if data.dataset == "synthetic" else f"{data.dataset}"
-        raise FTNError(f"the run read {what} from {data.root}, which no longer holds it (moved or deleted); "
-                       f"pass --root with the folder that holds it now")
+        raise FTNError(
+            f"the run read {what} from {data.root}, which no longer holds it (moved or deleted); "
+            f"pass --root with the folder that holds it now"
+        )
 
 
 def _logged_models(client, run_id: str) -> list:
@@ -163,11 +221,19 @@ def _logged_models(client, run_id: str) -> list:
         return []
 
 
-def log_evaluation(client, experiment_id: str, name: str, tags: dict[str, str], metrics: dict[str, float],
-                   arrays: dict, splits) -> str:
+def log_evaluation(
+    client,
+    experiment_id: str,
+    name: str,
+    tags: dict[str, str],
+    metrics: dict[str, float],
+    arrays: dict,
+    splits,
+) -> str:
     """The evaluation as one run, FINISHED with its metrics, per_query.npz and rank list, or
     KILLED when Ctrl-C or SIGTERM lands while it is written; an interrupt once it is FINISHED
     lets the command finish normally. Returns the run id."""
+
     def check() -> None:  # a Ctrl-C swallowed on the way (in a finaliser) still stops it
         if interrupted():
             raise KeyboardInterrupt
@@ -193,6 +259,7 @@ def log_evaluation(client, experiment_id: str, name: str, tags: dict[str, str], 
                     client.set_terminated(run_id, "KILLED")
             raise
     return run_id
+
 
 if __name__ == "__main__":
     raise SystemExit(main())

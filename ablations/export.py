@@ -38,29 +38,40 @@ def check_splits(cfg):
 
     data = cfg.data if cfg is not None else None
     if data is not None and data.dataset == "synthetic":
-        return load_synthetic(data.root, data.synthetic_size, data.synthetic_seed,
-                              test_ids=data.synthetic_test_ids)
+        return load_synthetic(
+            data.root, data.synthetic_size, data.synthetic_seed, test_ids=data.synthetic_test_ids
+        )
     return load_synthetic(str(CHECK_ROOT), "tiny", 0)
 
 
 @cli_main
 def main(argv: list[str] | None = None) -> int:
-    parser = OneLineParser(description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n\n", 1)[1],
-                           formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = OneLineParser(
+        description=__doc__.split("\n\n")[0],
+        epilog=__doc__.split("\n\n", 1)[1],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("model", help="a run id, a LoggedModel id (m-…) or a checkpoint file")
     parser.add_argument("--onnx", required=True, metavar="FILE", help="the ONNX file to write")
-    parser.add_argument("--flip", action="store_true",
-                        help="average each embedding with its mirror image's, inside the graph")
+    parser.add_argument(
+        "--flip",
+        action="store_true",
+        help="average each embedding with its mirror image's, inside the graph",
+    )
     parser.add_argument("--no-check", action="store_true", help="skip the check against PyTorch")
-    parser.add_argument("--tracking-uri", default=None,
-                        help=f"MLflow store or server (default: {store.DEFAULT_TRACKING_URI})")
+    parser.add_argument(
+        "--tracking-uri",
+        default=None,
+        help=f"MLflow store or server (default: {store.DEFAULT_TRACKING_URI})",
+    )
     args = parser.parse_args(argv)
     try:
         import onnx  # noqa: F401
         import onnxruntime  # noqa: F401
     except ImportError as err:
-        raise FTNError(f"ONNX export needs onnx and onnxruntime ({err}); "
-                       f"pip install -e '.[onnx]'") from None
+        raise FTNError(
+            f"ONNX export needs onnx and onnxruntime ({err}); pip install -e '.[onnx]'"
+        ) from None
     from ftn_core import onnx_export
 
     out = Path(args.onnx)
@@ -74,18 +85,27 @@ def main(argv: list[str] | None = None) -> int:
         onnx_export.export(embedder, staged, args.flip, embedder.source)
         if not args.no_check:
             splits = check_splits(embedder.config)
-            result = onnx_export.check(staged, embedder, [s.path for s in splits.query],
-                                       [s.path for s in splits.gallery], args.flip)
+            result = onnx_export.check(
+                staged,
+                embedder,
+                [s.path for s in splits.query],
+                [s.path for s in splits.gallery],
+                args.flip,
+            )
             print(f"{result.line()} ({splits.name} test split)")
             if not result.passed:
-                raise FTNError(f"the ONNX model does not reproduce PyTorch's embeddings; nothing "
-                               f"written to {out}")
+                raise FTNError(
+                    f"the ONNX model does not reproduce PyTorch's embeddings; nothing "
+                    f"written to {out}"
+                )
         staged.replace(out)
     finally:
         staged.unlink(missing_ok=True)
-    print(f"exported {embedder.source} → {out} (input float32 (N, 3, {embedder.height}, "
-          f"{embedder.width}) in [0, 1], resized outside the graph; output (N, {embedder.dim}) "
-          f"L2-normalised{', flip-averaged' if args.flip else ''})")
+    print(
+        f"exported {embedder.source} → {out} (input float32 (N, 3, {embedder.height}, "
+        f"{embedder.width}) in [0, 1], resized outside the graph; output (N, {embedder.dim}) "
+        f"L2-normalised{', flip-averaged' if args.flip else ''})"
+    )
     return 0
 
 

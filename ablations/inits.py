@@ -11,8 +11,8 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 import torch
 
@@ -40,30 +40,43 @@ def fetch_run_weights(spec: str, uri: str, dest: Path | None = None) -> Path:
 
     client = store.open_store(uri, create=False)
     if client is None:
-        raise FTNError(f"model.init={spec}: the tracking store {uri} does not exist; pass the "
-                       f"--tracking-uri of the store that holds the pre-training run")
+        raise FTNError(
+            f"model.init={spec}: the tracking store {uri} does not exist; pass the "
+            f"--tracking-uri of the store that holds the pre-training run"
+        )
     try:
         run = client.get_run(rid)
     except MlflowException:
-        raise FTNError(f"model.init={spec}: no such run in {uri}; pass the --tracking-uri of the "
-                       f"store that holds it, or give its weights file") from None
+        raise FTNError(
+            f"model.init={spec}: no such run in {uri}; pass the --tracking-uri of the "
+            f"store that holds it, or give its weights file"
+        ) from None
     if run.info.status != "FINISHED":
-        raise FTNError(f"model.init={spec}: the run is {run.info.status}, not FINISHED; finish it "
-                       f"(run its pretrain.py command again) or give another run")
+        raise FTNError(
+            f"model.init={spec}: the run is {run.info.status}, not FINISHED; finish it "
+            f"(run its pretrain.py command again) or give another run"
+        )
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     with tempfile.TemporaryDirectory() as tmp:
         try:
-            local = Path(mlflow.artifacts.download_artifacts(run_id=rid, artifact_path=ARTIFACT,
-                                                             dst_path=tmp, tracking_uri=uri))
+            local = Path(
+                mlflow.artifacts.download_artifacts(
+                    run_id=rid, artifact_path=ARTIFACT, dst_path=tmp, tracking_uri=uri
+                )
+            )
         except (MlflowException, OSError):
             local = None
         if local is None or not local.is_file():
-            raise FTNError(f"model.init={spec}: the run has no {ARTIFACT}; give the id of a "
-                           f"FINISHED ablations/pretrain.py run") from None
+            raise FTNError(
+                f"model.init={spec}: the run has no {ARTIFACT}; give the id of a "
+                f"FINISHED ablations/pretrain.py run"
+            ) from None
         want = run.data.tags.get("backbone_digest", "")
         if want and file_digest(local) != want:
-            raise FTNError(f"model.init={spec}: its {ARTIFACT} does not match the run's "
-                           f"backbone_digest {want}; the artifact was changed, pre-train again")
+            raise FTNError(
+                f"model.init={spec}: its {ARTIFACT} does not match the run's "
+                f"backbone_digest {want}; the artifact was changed, pre-train again"
+            )
         target.parent.mkdir(parents=True, exist_ok=True)
         fd, part = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
         os.close(fd)
@@ -100,6 +113,7 @@ def _check(m, uri: str, dest: Path | None) -> str:
             return ""
         path = source.path
     with torch.random.fork_rng(devices=[]):  # the check draws a random backbone: not the caller's
-        senc = SEnc(m.backbone, last_stride=m.last_stride, stage4_stride=m.stage4_stride,
-                    init=str(path))
+        senc = SEnc(
+            m.backbone, last_stride=m.last_stride, stage4_stride=m.stage4_stride, init=str(path)
+        )
     return senc.init_digest

@@ -30,8 +30,9 @@ def query_metric(per_query: dict[str, np.ndarray], metric: str) -> dict[int, flo
     return dict(zip(np.asarray(per_query["index"]).tolist(), values.tolist()))
 
 
-def paired_matrix(variant: dict[int, dict[int, float]], base: dict[int, dict[int, float]]
-                  ) -> np.ndarray:
+def paired_matrix(
+    variant: dict[int, dict[int, float]], base: dict[int, dict[int, float]]
+) -> np.ndarray:
     """``D`` (seeds × queries): per-query differences for the seeds both have, over the queries
     every paired run evaluated (the same test set gives the same valid queries)."""
     seeds = sorted(set(variant) & set(base))
@@ -48,12 +49,16 @@ def mean_squares(d: np.ndarray) -> tuple[float, float, float]:
     s_count, q_count = d.shape
     rows, cols = d.mean(axis=1), d.mean(axis=0)
     resid = d - rows[:, None] - cols[None, :] + d.mean()  # (S, Q)
-    return (float(q_count * rows.var(ddof=1)), float(s_count * cols.var(ddof=1)),
-            float((resid ** 2).sum() / ((s_count - 1) * (q_count - 1))))
+    return (
+        float(q_count * rows.var(ddof=1)),
+        float(s_count * cols.var(ddof=1)),
+        float((resid**2).sum() / ((s_count - 1) * (q_count - 1))),
+    )
 
 
-def t_design(ms_seed: float, ms_query: float, ms_resid: float, seeds: int, queries: int
-             ) -> tuple[float, float]:
+def t_design(
+    ms_seed: float, ms_query: float, ms_resid: float, seeds: int, queries: int
+) -> tuple[float, float]:
     """(variance of Δ, degrees of freedom of its t) from the mean squares of ``seeds`` ≥ 2 ×
     ``queries``: ``v_seed = MS_seed / (S·Q)``, ``v_query = max(0, MS_query − MS_resid) / (S·Q)``,
     ``1/ν = share / (S − 1) + (v_query's Satterthwaite term) / (v_seed + v_query)²``."""
@@ -64,8 +69,10 @@ def t_design(ms_seed: float, ms_query: float, ms_resid: float, seeds: int, queri
         return 0.0, math.inf
     inv = v_seed / var / (seeds - 1)
     if v_query > 0:
-        inv += ((ms_query / sq) ** 2 / (queries - 1)
-                + (ms_resid / sq) ** 2 / ((seeds - 1) * (queries - 1))) / var ** 2
+        inv += (
+            (ms_query / sq) ** 2 / (queries - 1)
+            + (ms_resid / sq) ** 2 / ((seeds - 1) * (queries - 1))
+        ) / var**2
     return var, 1.0 / inv
 
 
@@ -114,8 +121,9 @@ class NoiseParts:
         parts = (self.seed / s, self.query / q, self.interaction / (s * q))
         return tuple(100 * v / total for v in parts)
 
-    def half_width(self, seeds: int | None = None, queries: int | None = None,
-                   confidence: float = CONFIDENCE) -> float:
+    def half_width(
+        self, seeds: int | None = None, queries: int | None = None, confidence: float = CONFIDENCE
+    ) -> float:
         """The 95 % interval's half-width for this design: t(ν) · √variance (``df``); infinite
         for one seed (no interval over training noise), NaN while the seed part is unknown."""
         s = seeds or self.seeds
@@ -127,16 +135,18 @@ class NoiseParts:
         t = stats.t.ppf(1 - (1 - confidence) / 2, df)
         return float(t * math.sqrt(self.variance(s, queries)))
 
-    def seeds_for(self, half: float, queries: int | None = None, max_seeds: int = 10_000
-                  ) -> int | None:
+    def seeds_for(
+        self, half: float, queries: int | None = None, max_seeds: int = 10_000
+    ) -> int | None:
         """The fewest seeds whose half-width is ≤ ``half`` on ``queries`` queries (default: these);
         None when the query part alone is wider, or the seed part is unknown."""
         if math.isnan(self.seed) or self.half_width(max_seeds, queries) > half:
             return None
         return next(s for s in range(2, max_seeds + 1) if self.half_width(s, queries) <= half)
 
-    def queries_for(self, half: float, seeds: int | None = None, max_queries: int = 10**7
-                    ) -> int | None:
+    def queries_for(
+        self, half: float, seeds: int | None = None, max_queries: int = 10**7
+    ) -> int | None:
         """The fewest queries whose half-width is ≤ ``half`` with ``seeds`` seeds (default: these);
         None when the seed part alone is wider, or it is unknown."""
         if math.isnan(self.seed) or self.half_width(seeds, max_queries) > half:
@@ -158,8 +168,9 @@ def noise_parts(d: np.ndarray) -> NoiseParts:
     return _parts(*mean_squares(d), s_count, q_count)
 
 
-def _parts(ms_seed: float, ms_query: float, ms_resid: float, seeds: int, queries: int
-           ) -> NoiseParts:
+def _parts(
+    ms_seed: float, ms_query: float, ms_resid: float, seeds: int, queries: int
+) -> NoiseParts:
     seed = max(0.0, (ms_seed - ms_resid) / queries)
     query = max(0.0, (ms_query - ms_resid) / seeds)
     return NoiseParts(seed, query, ms_resid, seeds, queries)
@@ -219,9 +230,21 @@ def delta_interval(d: np.ndarray, confidence: float = CONFIDENCE) -> Delta:
         sd_seed = float(d.mean(axis=1).std(ddof=1))
     se = math.sqrt(var)
     if se == 0:  # every paired difference the same: the interval is that point
-        return Delta(mean, mean, mean, 1.0 if mean == 0 else 0.0, s_count, q_count, 0.0, df,
-                     se_query, sd_seed, parts)
+        return Delta(
+            mean,
+            mean,
+            mean,
+            1.0 if mean == 0 else 0.0,
+            s_count,
+            q_count,
+            0.0,
+            df,
+            se_query,
+            sd_seed,
+            parts,
+        )
     half = float(special.stdtrit(df, 1 - (1 - confidence) / 2)) * se  # Student t quantile
     p = float(2 * special.stdtr(df, -abs(mean) / se))
-    return Delta(mean, mean - half, mean + half, p, s_count, q_count, se, df, se_query, sd_seed,
-                 parts)
+    return Delta(
+        mean, mean - half, mean + half, p, s_count, q_count, se, df, se_query, sd_seed, parts
+    )

@@ -15,8 +15,8 @@ import os
 import sys
 import tempfile
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 from ftn_core.config import from_dict
 from ftn_core.embedder import CONFIG_NAME
@@ -69,14 +69,28 @@ def served_signature(dim: int):
     and the model checks the array's shape and range itself."""
     import numpy as np
     from mlflow.models import ModelSignature
-    from mlflow.types.schema import (AnyType, ColSpec, DataType, ParamSchema, ParamSpec, Schema,
-                                     TensorSpec)
+    from mlflow.types.schema import (
+        AnyType,
+        ColSpec,
+        DataType,
+        ParamSchema,
+        ParamSpec,
+        Schema,
+        TensorSpec,
+    )
 
-    inputs = Schema([ColSpec(DataType.binary, "image", required=False),
-                     ColSpec(AnyType(), "pixels", required=False)])
+    inputs = Schema(
+        [
+            ColSpec(DataType.binary, "image", required=False),
+            ColSpec(AnyType(), "pixels", required=False),
+        ]
+    )
     outputs = Schema([TensorSpec(np.dtype(np.float32), (-1, dim))])
-    return ModelSignature(inputs=inputs, outputs=outputs,
-                          params=ParamSchema([ParamSpec("flip", DataType.boolean, False)]))
+    return ModelSignature(
+        inputs=inputs,
+        outputs=outputs,
+        params=ParamSchema([ParamSpec("flip", DataType.boolean, False)]),
+    )
 
 
 def log_served_model(state: dict, example: str | Path | None, params: dict[str, str]) -> str:
@@ -92,29 +106,53 @@ def log_served_model(state: dict, example: str | Path | None, params: dict[str, 
 
     run_id = mlflow.active_run().info.run_id
     with tempfile.TemporaryDirectory() as tmp, no_progress_bar():
-        config = json.loads(Path(mlflow.artifacts.download_artifacts(
-            run_id=run_id, artifact_path=CONFIG_NAME, dst_path=tmp)).read_text())
+        config = json.loads(
+            Path(
+                mlflow.artifacts.download_artifacts(
+                    run_id=run_id, artifact_path=CONFIG_NAME, dst_path=tmp
+                )
+            ).read_text()
+        )
     cfg = from_dict(config)
-    dim = sum(int(v.shape[1]) for k, v in state.items()
-              if k.startswith("heads.") and k.endswith(".classifier.weight"))  # branches × d
-    requirements = [f"mlflow=={mlflow.__version__}", f"torch=={torch.__version__.split('+')[0]}",
-                    f"torchvision=={torchvision.__version__.split('+')[0]}",
-                    f"pandas=={pd.__version__}", f"pillow=={PIL.__version__}"]
-    metadata = {"ftn_embedding": {"height": cfg.data.height, "width": cfg.data.width, "dim": dim,
-                                  "preprocessing": "RGB, resized to height x width (bilinear, "
-                                  "antialiased), scaled to [0, 1], ImageNet mean/std",
-                                  "output": "L2-normalised embeddings"}}
+    dim = sum(
+        int(v.shape[1])
+        for k, v in state.items()
+        if k.startswith("heads.") and k.endswith(".classifier.weight")
+    )  # branches × d
+    requirements = [
+        f"mlflow=={mlflow.__version__}",
+        f"torch=={torch.__version__.split('+')[0]}",
+        f"torchvision=={torchvision.__version__.split('+')[0]}",
+        f"pandas=={pd.__version__}",
+        f"pillow=={PIL.__version__}",
+    ]
+    metadata = {
+        "ftn_embedding": {
+            "height": cfg.data.height,
+            "width": cfg.data.width,
+            "dim": dim,
+            "preprocessing": "RGB, resized to height x width (bilinear, "
+            "antialiased), scaled to [0, 1], ImageNet mean/std",
+            "output": "L2-normalised embeddings",
+        }
+    }
     with tempfile.TemporaryDirectory() as tmp:
         weights, config_path = Path(tmp) / WEIGHTS_NAME, Path(tmp) / CONFIG_NAME
         torch.save(state, weights)
         config_path.write_text(json.dumps(config, indent=2, default=list))
-        example_df = (pd.DataFrame({"image": [Path(example).read_bytes()]})
-                      if example is not None else None)
+        example_df = (
+            pd.DataFrame({"image": [Path(example).read_bytes()]}) if example is not None else None
+        )
         with quiet():
             info = mlflow.pyfunc.log_model(
-                name=MODEL_NAME, python_model=str(SERVED_CODE),
+                name=MODEL_NAME,
+                python_model=str(SERVED_CODE),
                 artifacts={"weights": str(weights), "config": str(config_path)},
-                code_paths=[str(REPO / "ftn_core")], signature=served_signature(dim),
-                input_example=example_df, pip_requirements=requirements, metadata=metadata,
-                params=params)
+                code_paths=[str(REPO / "ftn_core")],
+                signature=served_signature(dim),
+                input_example=example_df,
+                pip_requirements=requirements,
+                metadata=metadata,
+                params=params,
+            )
     return info.model_id

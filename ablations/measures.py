@@ -35,13 +35,26 @@ def efficiency(model: FTN, cfg: Config, machine: str) -> dict[str, Any]:
     from ftn_core.cost import attention_costs, variant_cost
 
     cost = variant_cost(model.cpu(), cfg.data.height, cfg.data.width)
-    return {"backbone": cfg.model.backbone, "input": [cfg.data.height, cfg.data.width], **cost,
-            "attention_costs": attention_costs(), "machine": machine, "torch": torch.__version__,
-            "python": platform.python_version()}
+    return {
+        "backbone": cfg.model.backbone,
+        "input": [cfg.data.height, cfg.data.width],
+        **cost,
+        "attention_costs": attention_costs(),
+        "machine": machine,
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+    }
 
 
-def log_measures(client: MlflowClient, run_id: str, model: FTN, cfg: Config, splits: DatasetSplits,
-                 machine: str, which: tuple[str, ...] = MEASURES) -> None:
+def log_measures(
+    client: MlflowClient,
+    run_id: str,
+    model: FTN,
+    cfg: Config,
+    splits: DatasetSplits,
+    machine: str,
+    which: tuple[str, ...] = MEASURES,
+) -> None:
     """Log ``which`` of ``efficiency.json`` and ``figure_data.npz`` for ``model`` to the run.
     The model is left in eval mode on the CPU."""
     from ftn_core.figure_data import figure_arrays

@@ -35,8 +35,13 @@ CHECKPOINT_NAME = re.compile(r".+-([0-9a-f]{32})\.pt")
 """The runner's resumable checkpoint: ``<run name>-<run id>.pt``."""
 
 
-def load_embedder(ref: str | Path, tracking_uri: str | None = None, device: Any = "auto",
-                  batch_size: int = EVAL_BATCH, flip: bool = False) -> Embedder:
+def load_embedder(
+    ref: str | Path,
+    tracking_uri: str | None = None,
+    device: Any = "auto",
+    batch_size: int = EVAL_BATCH,
+    flip: bool = False,
+) -> Embedder:
     """The ``Embedder`` of a run, a LoggedModel or a checkpoint (module docstring); every
     failure is one ``FTNError``."""
     options = {"device": device, "batch_size": batch_size, "flip": flip}
@@ -50,8 +55,10 @@ def load_embedder(ref: str | Path, tracking_uri: str | None = None, device: Any 
     if match := RUN_REF.fullmatch(text):
         client = _client(tracking_uri, f"run {match[1]}")
         return _from_run(client, match[1], options)
-    raise FTNError(f"{text}: no such file, and not an MLflow run id (32 hex digits) or "
-                   f"LoggedModel id (m-<32 hex digits>); copy one from the MLflow UI")
+    raise FTNError(
+        f"{text}: no such file, and not an MLflow run id (32 hex digits) or "
+        f"LoggedModel id (m-<32 hex digits>); copy one from the MLflow UI"
+    )
 
 
 # --------------------------------------------------------------------------- the store
@@ -62,8 +69,10 @@ def _client(uri: str | None, what: str):
 
     client = store.open_store(uri, create=False)
     if client is None:
-        raise FTNError(f"{what}: the store {uri or store.DEFAULT_TRACKING_URI} does not exist; "
-                       f"pass the --tracking-uri that holds it")
+        raise FTNError(
+            f"{what}: the store {uri or store.DEFAULT_TRACKING_URI} does not exist; "
+            f"pass the --tracking-uri that holds it"
+        )
     return client
 
 
@@ -74,8 +83,9 @@ def _download(client, run_id: str, name: str, dst: str) -> str | None:
     if name not in {f.path for f in client.list_artifacts(run_id)}:
         return None
     with no_progress_bar():
-        return mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=name, dst_path=dst,
-                                                   tracking_uri=client.tracking_uri)
+        return mlflow.artifacts.download_artifacts(
+            run_id=run_id, artifact_path=name, dst_path=dst, tracking_uri=client.tracking_uri
+        )
 
 
 def run_config(client, run) -> Config:
@@ -87,21 +97,26 @@ def run_config(client, run) -> Config:
             return read_config(path)
     params = dict(run.data.params)
     if "data.height" not in params:
-        raise FTNError(f"run {run.info.run_id}: neither a {CONFIG_NAME} nor the params of a "
-                       f"training run of this suite; give a training run's id")
+        raise FTNError(
+            f"run {run.info.run_id}: neither a {CONFIG_NAME} nor the params of a "
+            f"training run of this suite; give a training run's id"
+        )
     try:
         return override(from_dict({}), params)
     except FTNError as err:
-        raise FTNError(f"run {run.info.run_id}: its params are not a config of this code "
-                       f"({err})") from None
+        raise FTNError(
+            f"run {run.info.run_id}: its params are not a config of this code ({err})"
+        ) from None
 
 
 def _get_run(client, run_id: str):
     try:
         return client.get_run(run_id)
     except Exception:  # noqa: BLE001 - MLflow raises its own for an unknown id
-        raise FTNError(f"run {run_id}: no such run in {client.tracking_uri}; copy a run id from "
-                       f"the MLflow UI or `mlflow runs list`") from None
+        raise FTNError(
+            f"run {run_id}: no such run in {client.tracking_uri}; copy a run id from "
+            f"the MLflow UI or `mlflow runs list`"
+        ) from None
 
 
 def _from_run(client, run_id: str, options: dict[str, Any]) -> Embedder:
@@ -125,9 +140,11 @@ def _run_weights(client, run, cfg: Config, options: dict[str, Any]) -> Embedder:
     ckpt = _checkpoint_of(client, run)
     if ckpt is not None:
         return Embedder.from_checkpoint(ckpt, cfg, **options)
-    raise FTNError(f"run {run_id} ({run.info.run_name}, {run.info.status}) has no saved model: no "
-                   f"{WEIGHTS_NAME}, no LoggedModel and no checkpoint in the store's checkpoint "
-                   f"folder; give a FINISHED training run, or the checkpoint file itself")
+    raise FTNError(
+        f"run {run_id} ({run.info.run_name}, {run.info.status}) has no saved model: no "
+        f"{WEIGHTS_NAME}, no LoggedModel and no checkpoint in the store's checkpoint "
+        f"folder; give a FINISHED training run, or the checkpoint file itself"
+    )
 
 
 def run_model_id(client, run) -> str | None:
@@ -154,30 +171,37 @@ def _checkpoint_of(client, run) -> Path | None:
     return path if path.is_file() else None
 
 
-def _from_logged_model(client, model_id: str, cfg: Config | None,
-                       options: dict[str, Any]) -> Embedder:
+def _from_logged_model(
+    client, model_id: str, cfg: Config | None, options: dict[str, Any]
+) -> Embedder:
     import mlflow
 
     try:
         logged = client.get_logged_model(model_id)
     except Exception:  # noqa: BLE001 - MLflow raises its own for an unknown id
-        raise FTNError(f"LoggedModel {model_id}: no such model in {client.tracking_uri}; copy its "
-                       f"id from the run's Logged models in the MLflow UI") from None
+        raise FTNError(
+            f"LoggedModel {model_id}: no such model in {client.tracking_uri}; copy its "
+            f"id from the run's Logged models in the MLflow UI"
+        ) from None
     if cfg is None and logged.source_run_id:
         cfg = run_config(client, _get_run(client, logged.source_run_id))
     with tempfile.TemporaryDirectory() as tmp:
         try:
             with no_progress_bar():
-                folder = mlflow.artifacts.download_artifacts(artifact_uri=logged.artifact_location,
-                                                             dst_path=tmp)
+                folder = mlflow.artifacts.download_artifacts(
+                    artifact_uri=logged.artifact_location, dst_path=tmp
+                )
         except Exception as err:  # noqa: BLE001 - files gone from the artifact store
-            raise FTNError(f"LoggedModel {model_id}: its files cannot be read "
-                           f"({str(err).splitlines()[0][:120]})") from None
+            raise FTNError(
+                f"LoggedModel {model_id}: its files cannot be read "
+                f"({str(err).splitlines()[0][:120]})"
+            ) from None
         return _from_model_dir(Path(folder), cfg, f"LoggedModel {model_id}", options)
 
 
-def _from_model_dir(folder: Path, cfg: Config | None, what: str,
-                    options: dict[str, Any]) -> Embedder:
+def _from_model_dir(
+    folder: Path, cfg: Config | None, what: str, options: dict[str, Any]
+) -> Embedder:
     """An MLflow model folder: this suite's pyfunc (weights and config among its artifacts) or
     an earlier run's pytorch flavour (``cfg`` gives its input size)."""
     from mlflow.models import Model
@@ -188,28 +212,37 @@ def _from_model_dir(folder: Path, cfg: Config | None, what: str,
         raise FTNError(f"{what}: not an MLflow model ({str(err).splitlines()[0][:100]})") from None
     artifacts = flavors.get("python_function", {}).get("artifacts") or {}
     if "weights" in artifacts and "config" in artifacts:
-        return _embedder_from_files(folder / artifacts["weights"]["path"],
-                                    folder / artifacts["config"]["path"], what, options)
+        return _embedder_from_files(
+            folder / artifacts["weights"]["path"],
+            folder / artifacts["config"]["path"],
+            what,
+            options,
+        )
     if "pytorch" in flavors:
         if cfg is None:
-            raise FTNError(f"{what}: a pytorch-flavour model without its run's config; load it by "
-                           f"the run id instead")
+            raise FTNError(
+                f"{what}: a pytorch-flavour model without its run's config; load it by "
+                f"the run id instead"
+            )
         net = _load_pytorch(folder)
         from ftn_core.model import FTN
 
         if not isinstance(net, FTN):
             raise FTNError(f"{what}: a {type(net).__name__}, not an FTN model of this suite")
         return Embedder(net, cfg.data.height, cfg.data.width, source=what, config=cfg, **options)
-    raise FTNError(f"{what}: not an embedding model of this suite (flavours: "
-                   f"{', '.join(flavors) or 'none'})")
+    raise FTNError(
+        f"{what}: not an embedding model of this suite (flavours: {', '.join(flavors) or 'none'})"
+    )
 
 
-def _embedder_from_files(weights: Path, config: Path, what: str,
-                         options: dict[str, Any]) -> Embedder:
+def _embedder_from_files(
+    weights: Path, config: Path, what: str, options: dict[str, Any]
+) -> Embedder:
     from ftn_core.embedder import read_state
 
-    return Embedder.from_state(read_config(config, weights), read_state(weights), source=what,
-                               **options)
+    return Embedder.from_state(
+        read_config(config, weights), read_state(weights), source=what, **options
+    )
 
 
 def _load_pytorch(folder: Path):
@@ -219,9 +252,11 @@ def _load_pytorch(folder: Path):
         with quiet():
             return mlflow.pytorch.load_model(str(folder), map_location="cpu").eval()
     except Exception as err:  # noqa: BLE001 - unpicklable: another code version
-        raise FTNError(f"{folder}: its pytorch model cannot be loaded by this code "
-                       f"({str(err).splitlines()[0][:120]}); load the run's {WEIGHTS_NAME} by "
-                       f"run id") from None
+        raise FTNError(
+            f"{folder}: its pytorch model cannot be loaded by this code "
+            f"({str(err).splitlines()[0][:120]}); load the run's {WEIGHTS_NAME} by "
+            f"run id"
+        ) from None
 
 
 def logged_net(client, run_id: str):
@@ -246,8 +281,10 @@ def _from_path(path: Path, tracking_uri: str | None, options: dict[str, Any]) ->
             return _from_model_dir(path, None, str(path), options)
         if (path / WEIGHTS_NAME).is_file():
             return Embedder.from_checkpoint(path / WEIGHTS_NAME, **options)
-        raise FTNError(f"{path}: a folder without {WEIGHTS_NAME} or MLmodel; give a checkpoint "
-                       f"file, a run id or a LoggedModel id")
+        raise FTNError(
+            f"{path}: a folder without {WEIGHTS_NAME} or MLmodel; give a checkpoint "
+            f"file, a run id or a LoggedModel id"
+        )
     if (path.parent / CONFIG_NAME).is_file():
         return Embedder.from_checkpoint(path, **options)
     if match := CHECKPOINT_NAME.fullmatch(path.name):

@@ -30,7 +30,7 @@ def choose_queries(ap: np.ndarray, per_group: int = 2) -> list[tuple[str, int]]:
     order = np.argsort(-ap, kind="stable")  # best first
     mid = len(order) // 2 - per_group // 2
     picks = [("best", r) for r in order[:per_group]]
-    picks += [("median", r) for r in order[max(mid, 0):max(mid, 0) + per_group]]
+    picks += [("median", r) for r in order[max(mid, 0) : max(mid, 0) + per_group]]
     picks += [("worst", r) for r in order[::-1][:per_group]]
     seen, out = set(), []
     for label, r in picks:
@@ -50,11 +50,20 @@ def pick(per_query: dict[str, np.ndarray], per_group: int = 2) -> list[tuple[str
     """(label, query index in the dataset) of ``choose_queries`` on this run's AP: the picks to
     draw for every model compared with it."""
     index = np.asarray(per_query["index"])
-    return [(label, int(index[r])) for label, r in choose_queries(np.asarray(per_query["ap"]), per_group)]
+    return [
+        (label, int(index[r]))
+        for label, r in choose_queries(np.asarray(per_query["ap"]), per_group)
+    ]
 
 
-def draw(per_query: dict[str, np.ndarray], splits: DatasetSplits, out: Path, title: str,
-         per_group: int = 2, picks: list[tuple[str, int]] | None = None) -> Path:
+def draw(
+    per_query: dict[str, np.ndarray],
+    splits: DatasetSplits,
+    out: Path,
+    title: str,
+    per_group: int = 2,
+    picks: list[tuple[str, int]] | None = None,
+) -> Path:
     """The rank-list figure of one run as ``out`` (PNG); one row per query: ``picks`` (label,
     query index in the dataset; ``pick`` of a reference run), else this run's own best, median
     and worst. A picked query this run did not evaluate is left out."""
@@ -64,8 +73,9 @@ def draw(per_query: dict[str, np.ndarray], splits: DatasetSplits, out: Path, tit
     rows = [(label, row_of[q]) for label, q in picks if q in row_of]
     top = np.asarray(per_query["top10"])[:, :TOP]
     cols = top.shape[1] + 1
-    fig, axes = plt.subplots(len(rows), cols, figsize=(1.1 * cols, 2.0 * len(rows)), dpi=90,
-                             squeeze=False)
+    fig, axes = plt.subplots(
+        len(rows), cols, figsize=(1.1 * cols, 2.0 * len(rows)), dpi=90, squeeze=False
+    )
     for row, (label, r) in enumerate(rows):
         q = splits.query[int(index[r])]
         panels = [(q.path, None, f"{label}\nAP {100 * per_query['ap'][r]:.0f}")]
@@ -83,8 +93,10 @@ def draw(per_query: dict[str, np.ndarray], splits: DatasetSplits, out: Path, tit
                 spine.set_linewidth(3 if what else 1)
             if what == "junk":
                 ax.images[0].set_alpha(0.4)
-    fig.suptitle(f"{title}\nquery, then its top {cols - 1} (green match, red other identity, "
-                 "grey junk)", fontsize=9)
+    fig.suptitle(
+        f"{title}\nquery, then its top {cols - 1} (green match, red other identity, grey junk)",
+        fontsize=9,
+    )
     fig.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out)

@@ -19,16 +19,39 @@ import torch
 from ablations import measures, store, tracking
 from ablations.study import Study, Variant, as_study, planned_config
 from ablations.variants import variants
-from ftn_core.config import (HOW_IT_RUNS, Config, config_hash, flatten, legacy_config_hash, setting_hash,
-                             to_dict, validate)
+from ftn_core.config import (
+    HOW_IT_RUNS,
+    Config,
+    config_hash,
+    flatten,
+    legacy_config_hash,
+    setting_hash,
+    to_dict,
+    validate,
+)
 from ftn_core.data.loading import build_data, load_splits
 from ftn_core.data.types import DatasetSplits
-from ftn_core.engine import Callbacks, Interrupted, NonFiniteLoss, Trainer, deferred_interrupts, native_bf16_cpu
+from ftn_core.engine import (
+    Callbacks,
+    Interrupted,
+    NonFiniteLoss,
+    Trainer,
+    deferred_interrupts,
+    native_bf16_cpu,
+)
 from ftn_core.errors import FTNError, check_writable_dir
 from ftn_core.presets import PRESETS, RUN_SECONDS, preset_config
 
-DATASETS = ("synthetic", "market1501", "dukemtmcreid", "cuhk03_labeled", "cuhk03_detected", "msmt17",
-            "folder", "csv")
+DATASETS = (
+    "synthetic",
+    "market1501",
+    "dukemtmcreid",
+    "cuhk03_labeled",
+    "cuhk03_detected",
+    "msmt17",
+    "folder",
+    "csv",
+)
 """``folder`` / ``csv``: your own data (``ftn_core/data/custom.py``; ``--root`` is the folder or file)."""
 MAX_SEED = 2**32 - 1
 """numpy's and torch's seeds must fit in 32 bits (the seed is also mixed into per-purpose keys)."""
@@ -87,15 +110,29 @@ def choose_preset(preset: str | None, datasets: list[str]) -> tuple[str, str]:
     if torch.cuda.is_available() and real:
         return "paper", f"CUDA is available and a real dataset ({', '.join(real)}) was given"
     if real:
-        return "cpu", "no CUDA device: the paper preset would take weeks on a CPU (pass --preset paper to insist)"
+        return (
+            "cpu",
+            "no CUDA device: the paper preset would take weeks on a CPU (pass --preset paper to insist)",
+        )
     if torch.cuda.is_available():
         return "gpu", "the embedded synthetic data on a GPU (ResNet-50 from scratch, 128x64)"
-    return "cpu", "the embedded synthetic data on a CPU-sized model (CUDA selects 'gpu', real data 'paper')"
+    return (
+        "cpu",
+        "the embedded synthetic data on a CPU-sized model (CUDA selects 'gpu', real data 'paper')",
+    )
 
 
-def build_plan(table: int | Study, keys: list[str] | None, seeds: list[int], datasets: list[str], root: str,
-               preset: str, sets: dict[str, str], controls: bool = False,
-               rows_flag: str = "--variants") -> list[PlannedRun]:
+def build_plan(
+    table: int | Study,
+    keys: list[str] | None,
+    seeds: list[int],
+    datasets: list[str],
+    root: str,
+    preset: str,
+    sets: dict[str, str],
+    controls: bool = False,
+    rows_flag: str = "--variants",
+) -> list[PlannedRun]:
     """Every (dataset, variant, seed) to run, with its resolved config; ``table`` is a paper
     table's number or a study (``ablations.study``); ``controls`` adds the study's control rows
     (Table 2's ``base_matched``, ``oracle``). A shard's part of it: ``scheduling.shard_runs``."""
@@ -105,10 +142,14 @@ def build_plan(table: int | Study, keys: list[str] | None, seeds: list[int], dat
             raise FTNError(f"--dataset {d}: unknown; one of {', '.join(DATASETS)}")
     bad = [s for s in seeds if not 0 <= s <= MAX_SEED]
     if bad:
-        raise FTNError(f"--seeds {' '.join(map(str, bad))}: seeds must be integers from 0 to {MAX_SEED}")
+        raise FTNError(
+            f"--seeds {' '.join(map(str, bad))}: seeds must be integers from 0 to {MAX_SEED}"
+        )
     if "train.seed" in sets:
-        raise FTNError(f"--set train.seed={sets['train.seed']}: a run's seed comes only from --seeds "
-                       f"(e.g. --seeds {sets['train.seed']})")
+        raise FTNError(
+            f"--set train.seed={sets['train.seed']}: a run's seed comes only from --seeds "
+            f"(e.g. --seeds {sets['train.seed']})"
+        )
     seeds = list(dict.fromkeys(seeds))  # --seeds 0 0 trains once
     datasets = list(dict.fromkeys(datasets))
     chosen = variants(study, keys, controls)
@@ -120,19 +161,34 @@ def build_plan(table: int | Study, keys: list[str] | None, seeds: list[int], dat
         for variant in chosen:
             if dict(variant.changes).get("model.mask") == "oracle" and dataset != "synthetic":
                 if keys and variant.key in keys:  # asked for by name
-                    raise FTNError(f"--variants {variant.key}: needs ground-truth person masks, which "
-                                   f"{dataset} does not have (synthetic data only)")
+                    raise FTNError(
+                        f"--variants {variant.key}: needs ground-truth person masks, which "
+                        f"{dataset} does not have (synthetic data only)"
+                    )
                 continue
             rows.append(variant)
         # Seed-major: a study stopped part-way has whole seeds (every row of seed 0 before any of
         # seed 1), and the reports pair only seeds that every row has.
         for seed in seeds:
             for variant in rows:
-                cfg = planned_config(variant, preset, dataset, root, sets, seed)  # what reports expect
+                cfg = planned_config(
+                    variant, preset, dataset, root, sets, seed
+                )  # what reports expect
                 validate(cfg)
-                plan.append(PlannedRun(study, variant, seed, dataset, preset, cfg, config_hash(cfg),
-                                       study.experiment(dataset, preset), overrides,
-                                       legacy_hash=legacy_config_hash(cfg)))
+                plan.append(
+                    PlannedRun(
+                        study,
+                        variant,
+                        seed,
+                        dataset,
+                        preset,
+                        cfg,
+                        config_hash(cfg),
+                        study.experiment(dataset, preset),
+                        overrides,
+                        legacy_hash=legacy_config_hash(cfg),
+                    )
+                )
     return plan
 
 
@@ -141,11 +197,15 @@ def table_axis(table: int | Study) -> dict[str, list[str]]:
     axis: dict[str, list[str]] = {}
     for v in variants(table, None, controls=True):
         for key, value in v.changes:
-            axis.setdefault(key if "." in key else f"model.{key}", []).append(f"{v.key} sets {value}")
+            axis.setdefault(key if "." in key else f"model.{key}", []).append(
+                f"{v.key} sets {value}"
+            )
     return axis
 
 
-def check_sets_against_table(table: int | Study, sets: dict[str, Any], rows_flag: str = "--variants") -> None:
+def check_sets_against_table(
+    table: int | Study, sets: dict[str, Any], rows_flag: str = "--variants"
+) -> None:
     """Refuse a ``--set`` of a key that the study's rows vary: it would be silently replaced
     by some rows and turn others into a row that is not the paper's (mislabelled)."""
     study = as_study(table)
@@ -153,12 +213,16 @@ def check_sets_against_table(table: int | Study, sets: dict[str, Any], rows_flag
     where = f"Table {study.table}" if study.is_paper else f"study {study.name}"
     for key, value in sets.items():
         if key in study.shared:
-            raise FTNError(f"--set {key}={value}: {where} sets {key} for every row in its file (its `set`); "
-                           f"edit the study file, or copy it, to change it")
+            raise FTNError(
+                f"--set {key}={value}: {where} sets {key} for every row in its file (its `set`); "
+                f"edit the study file, or copy it, to change it"
+            )
         if key in axis:
-            raise FTNError(f"--set {key}={value}: {where}'s rows set {key} themselves "
-                           f"({'; '.join(axis[key][:3])}{'; …' if len(axis[key]) > 3 else ''}); choose rows with "
-                           f"{rows_flag} instead")
+            raise FTNError(
+                f"--set {key}={value}: {where}'s rows set {key} themselves "
+                f"({'; '.join(axis[key][:3])}{'; …' if len(axis[key]) > 3 else ''}); choose rows with "
+                f"{rows_flag} instead"
+            )
 
 
 def read_data(plan: list[PlannedRun], generate: bool = True) -> dict[str, DatasetSplits]:
@@ -173,7 +237,9 @@ def read_data(plan: list[PlannedRun], generate: bool = True) -> dict[str, Datase
     for p in plan:
         d = p.cfg.data
         if d.dataset == "synthetic":
-            p.data_digest = settings_digest(d.synthetic_size, d.synthetic_seed, test_ids=d.synthetic_test_ids)
+            p.data_digest = settings_digest(
+                d.synthetic_size, d.synthetic_seed, test_ids=d.synthetic_test_ids
+            )
             continue
         if p.dataset not in out:
             out[p.dataset] = _load(p)
@@ -210,8 +276,10 @@ def _load(p: PlannedRun) -> DatasetSplits:
     splits = load_splits(p.cfg.data)
     check_matches(splits)
     if int(os.environ.get("RANK", "0")) == 0:
-        print(f"{splits.summary()}\n  (ready in {time.perf_counter() - t0:.1f} s; data digest {splits.digest})",
-              flush=True)
+        print(
+            f"{splits.summary()}\n  (ready in {time.perf_counter() - t0:.1f} s; data digest {splits.digest})",
+            flush=True,
+        )
     return splits
 
 
@@ -234,8 +302,9 @@ def mark_existing(plan: list[PlannedRun], client) -> None:
             continue
         if finished is None:
             finished = store.finished_by_config(client)
-        source = (finished.get((p.hash, p.data_digest, p.init_digest))
-                  or finished.get((p.legacy_hash, p.data_digest, p.init_digest)))
+        source = finished.get((p.hash, p.data_digest, p.init_digest)) or finished.get(
+            (p.legacy_hash, p.data_digest, p.init_digest)
+        )
         if source is not None and source.info.experiment_id != exp_id:
             p.status, p.source = "reuse", source
 
@@ -285,7 +354,9 @@ def _sync(value: Any, world_size: int) -> Any:
     return box[0]
 
 
-def reuse_runs(plan: list[PlannedRun], client, parent_ids: dict[str, str], leases: Path | None = None) -> None:
+def reuse_runs(
+    plan: list[PlannedRun], client, parent_ids: dict[str, str], leases: Path | None = None
+) -> None:
     """Copy each ``reuse`` run's FINISHED source (params, metric history, artifacts) into the
     plan's experiment as a child of this invocation's parent run, tagged ``reused_from``; it is
     then ``done``. Under its lease (``leases``), so two commands never copy it twice."""
@@ -295,9 +366,11 @@ def reuse_runs(plan: list[PlannedRun], client, parent_ids: dict[str, str], lease
             if leases is not None:
                 holder = stack.enter_context(store.run_lease(leases, lease_key(p)))
                 if holder is not None or _own_run(p, _experiment_runs(client, p.experiment)[1]):
-                    print(f"[reuse {i}/{len(todo)}] {p.experiment} {p.name}: "
-                          f"{'copied meanwhile by another process' if holder is None else f'being copied by {holder}'}",
-                          flush=True)
+                    print(
+                        f"[reuse {i}/{len(todo)}] {p.experiment} {p.name}: "
+                        f"{'copied meanwhile by another process' if holder is None else f'being copied by {holder}'}",
+                        flush=True,
+                    )
                     p.status = "done" if holder is None else "busy"
                     continue
             _copy_one(p, client, parent_ids, f"[reuse {i}/{len(todo)}]")
@@ -305,13 +378,21 @@ def reuse_runs(plan: list[PlannedRun], client, parent_ids: dict[str, str], lease
 
 def _copy_one(p: PlannedRun, client, parent_ids: dict[str, str], counter: str) -> None:
     """Copy ``p``'s FINISHED source run into ``p``'s experiment (``reuse_runs``)."""
-    print(f"{counter} {p.experiment} {p.name}: the same configuration and data are FINISHED "
-          f"as {p.source.info.run_name} ({p.source.info.run_id[:8]}); copying it, no training", flush=True)
+    print(
+        f"{counter} {p.experiment} {p.name}: the same configuration and data are FINISHED "
+        f"as {p.source.info.run_name} ({p.source.info.run_id[:8]}); copying it, no training",
+        flush=True,
+    )
     exp_id = store.get_or_create_experiment(client, p.experiment)
     source = p.source.data.tags
-    tags = _child_tags(p) | {"skipped_images": source.get("skipped_images", "0"),
-                             "mlflow.parentRunId": parent_ids[p.experiment]}
-    for key in ("git_commit", "machine"):  # what trained it: the source's code and machine, not ours
+    tags = _child_tags(p) | {
+        "skipped_images": source.get("skipped_images", "0"),
+        "mlflow.parentRunId": parent_ids[p.experiment],
+    }
+    for key in (
+        "git_commit",
+        "machine",
+    ):  # what trained it: the source's code and machine, not ours
         tags.pop(key)
         if key in source:
             tags[key] = source[key]
@@ -328,11 +409,16 @@ def checkpoint_path(work_dir: Path, p: PlannedRun) -> Path | None:
 
 
 def format_plan(plan: list[PlannedRun], work_dir: Path) -> str:
-    lines = [f"{'experiment':<28} {'run':<14} {'config':<12} {'data':<8} {'status':<8} {'checkpoint':>10}  "
-             f"what differs from FTN"]
+    lines = [
+        f"{'experiment':<28} {'run':<14} {'config':<12} {'data':<8} {'status':<8} {'checkpoint':>10}  "
+        f"what differs from FTN"
+    ]
     disk = 0
     for p in plan:
-        diff = ", ".join(f"{k.removeprefix('model.')}={v}" for k, v in p.variant.changes) or "(full FTN)"
+        diff = (
+            ", ".join(f"{k.removeprefix('model.')}={v}" for k, v in p.variant.changes)
+            or "(full FTN)"
+        )
         status = p.status
         ckpt = checkpoint_path(work_dir, p)
         size = ckpt.stat().st_size if ckpt is not None and ckpt.exists() else 0
@@ -341,14 +427,18 @@ def format_plan(plan: list[PlannedRun], work_dir: Path) -> str:
             status = "restart"
         if status == "reuse":
             diff += f"  (copied from {p.source.info.run_name} {p.source.info.run_id[:8]})"
-        lines.append(f"{p.experiment:<28} {p.name:<14} {p.hash:<12} {p.data_digest[:8]:<8} {status:<8} "
-                     f"{f'{size / 2**20:.0f} MiB' if size else '-':>10}  {diff}")
+        lines.append(
+            f"{p.experiment:<28} {p.name:<14} {p.hash:<12} {p.data_digest[:8]:<8} {status:<8} "
+            f"{f'{size / 2**20:.0f} MiB' if size else '-':>10}  {diff}"
+        )
     todo = sum(p.status not in ("done", "reuse") for p in plan)
     reuse = sum(p.status == "reuse" for p in plan)
     copied = f", {reuse} to copy from other experiments" if reuse else ""
-    lines.append(f"{len(plan)} runs, {len(plan) - todo - reuse} already done{copied}, {todo} to run; their checkpoints "
-                 f"take {disk / 2**20:.0f} MiB in {work_dir} now (one per unfinished run; a FINISHED "
-                 f"run's is deleted unless --keep-checkpoints)")
+    lines.append(
+        f"{len(plan)} runs, {len(plan) - todo - reuse} already done{copied}, {todo} to run; their checkpoints "
+        f"take {disk / 2**20:.0f} MiB in {work_dir} now (one per unfinished run; a FINISHED "
+        f"run's is deleted unless --keep-checkpoints)"
+    )
     return "\n".join(lines)
 
 
@@ -381,8 +471,12 @@ def epoch_spans(client, exp, keys: set[tuple[str, str]]) -> list[tuple[str, floa
     per_epoch = []
     for run in store.child_runs(client, exp.experiment_id).values() if exp else ():
         tags, info = run.data.tags, run.info
-        if (info.status != "FINISHED" or "reused_from" in tags or not info.end_time
-                or (tags.get("preset"), tags.get("data_digest")) not in keys):
+        if (
+            info.status != "FINISHED"
+            or "reused_from" in tags
+            or not info.end_time
+            or (tags.get("preset"), tags.get("data_digest")) not in keys
+        ):
             continue
         try:
             epochs = int(run.data.params.get("train.epochs", "0"))
@@ -392,7 +486,9 @@ def epoch_spans(client, exp, keys: set[tuple[str, str]]) -> list[tuple[str, floa
             continue
         span = (info.end_time - info.start_time) / 1000 / epochs
         last = run.data.metrics.get(EPOCH_KEY)  # the last epoch's own training time
-        if last and span > 2 * last:  # stopped part-way and resumed, or paused: its span counts the wait
+        if (
+            last and span > 2 * last
+        ):  # stopped part-way and resumed, or paused: its span counts the wait
             continue
         per_epoch.append((tags.get("variant", ""), span))
     return per_epoch
@@ -403,23 +499,40 @@ def describe_start(plan: list[PlannedRun], pace: tuple[float, int] | None = None
     (``measured_pace``) when the store has one, else at the preset's nominal figure."""
     todo = [p for p in plan if p.status not in ("done", "reuse")]
     reuse = sum(p.status == "reuse" for p in plan)
-    first = [f"copy {reuse} FINISHED run(s) of the same configuration from other experiments"] if reuse else []
+    first = (
+        [f"copy {reuse} FINISHED run(s) of the same configuration from other experiments"]
+        if reuse
+        else []
+    )
     for p in todo:
         if p.dataset == "synthetic" and not synthetic_ready(p.cfg.data):
             first.append(f"generate the synthetic data in {p.cfg.data.root} (seconds)")
             break
     if pace is not None:  # this store's own runs: this machine, this test size
         seconds = sum(pace[0] * p.cfg.train.epochs for p in todo)
-        estimate = (f"{_about(seconds)} at the pace of this store's {pace[1]} FINISHED runs of this preset on "
-                    f"this data (median {pace[0]:.0f} s per epoch, evaluation included)")
+        estimate = (
+            f"{_about(seconds)} at the pace of this store's {pace[1]} FINISHED runs of this preset on "
+            f"this data (median {pace[0]:.0f} s per epoch, evaluation included)"
+        )
     else:  # the preset's measured run time, scaled by the epochs a --set asks for
-        seconds = sum(RUN_SECONDS.get(p.preset, float("nan")) * p.cfg.train.epochs
-                      / preset_config(p.preset).train.epochs for p in todo)
-        slower = "" if native_bf16_cpu() else " (this CPU lacks AVX-512 BF16: expect about twice that)"
-        estimate = ("no time estimate for this preset (it depends on the GPU)" if seconds != seconds
-                    else f"{_about(seconds)} on a quiet 2-core CPU with AVX-512 BF16{slower}")
-    return (f"next: {'; then '.join(first + [f'train {len(todo)} run(s)'])}; "
-            f"{estimate} ({len(plan) - len(todo) - reuse} of {len(plan)} already done)")
+        seconds = sum(
+            RUN_SECONDS.get(p.preset, float("nan"))
+            * p.cfg.train.epochs
+            / preset_config(p.preset).train.epochs
+            for p in todo
+        )
+        slower = (
+            "" if native_bf16_cpu() else " (this CPU lacks AVX-512 BF16: expect about twice that)"
+        )
+        estimate = (
+            "no time estimate for this preset (it depends on the GPU)"
+            if seconds != seconds
+            else f"{_about(seconds)} on a quiet 2-core CPU with AVX-512 BF16{slower}"
+        )
+    return (
+        f"next: {'; then '.join(first + [f'train {len(todo)} run(s)'])}; "
+        f"{estimate} ({len(plan) - len(todo) - reuse} of {len(plan)} already done)"
+    )
 
 
 def _about(seconds: float) -> str:
@@ -430,7 +543,11 @@ def synthetic_ready(cfg) -> bool:
     """Whether the synthetic benchmark for ``cfg`` is already generated (no generation needed)."""
     from ftn_core.data.synthetic import dataset_name
 
-    return (Path(cfg.root) / dataset_name(cfg.synthetic_size, cfg.synthetic_seed, None, cfg.synthetic_test_ids) / "query").is_dir()
+    return (
+        Path(cfg.root)
+        / dataset_name(cfg.synthetic_size, cfg.synthetic_seed, None, cfg.synthetic_test_ids)
+        / "query"
+    ).is_dir()
 
 
 def check_work_dir(work_dir: Path) -> None:
@@ -446,37 +563,62 @@ class _Logger(tracking.RunLogger):
     """Also prints one line per evaluation, and, without a terminal (no progress bar), one
     line per epoch, so a log file shows progress."""
 
-    def __init__(self, run_id: str, name: str, epochs: int, extra: Callbacks | None = None,
-                 resuming: bool = False) -> None:
+    def __init__(
+        self,
+        run_id: str,
+        name: str,
+        epochs: int,
+        extra: Callbacks | None = None,
+        resuming: bool = False,
+    ) -> None:
         super().__init__(run_id)
         self.name, self.epochs, self.extra = name, epochs, extra
         self.tty = sys.stderr.isatty()
         # Epochs an earlier start logged (a hard kill can land after the metrics and before the
         # checkpoint): the resumed run re-trains them but does not log them twice.
-        self.logged = ({m.step for m in mlflow.tracking.MlflowClient().get_metric_history(run_id, EPOCH_KEY)}
-                       if resuming else set())
+        self.logged = (
+            {m.step for m in mlflow.tracking.MlflowClient().get_metric_history(run_id, EPOCH_KEY)}
+            if resuming
+            else set()
+        )
 
     def log_metrics(self, metrics: dict[str, float], step: int) -> None:
         if step in self.logged:
             return
         super().log_metrics(metrics, step)
         if not self.tty and "val/mAP" not in metrics:
-            losses = "  ".join(f"{k[len('train/loss_'):]} {v:.3f}" for k, v in metrics.items()
-                               if k.startswith("train/loss_"))
-            print(f"    {self.name} epoch {step}/{self.epochs}: {losses}  "
-                  f"({metrics.get('train/epoch_seconds', 0):.0f} s)", flush=True)
+            losses = "  ".join(
+                f"{k[len('train/loss_') :]} {v:.3f}"
+                for k, v in metrics.items()
+                if k.startswith("train/loss_")
+            )
+            print(
+                f"    {self.name} epoch {step}/{self.epochs}: {losses}  "
+                f"({metrics.get('train/epoch_seconds', 0):.0f} s)",
+                flush=True,
+            )
 
     def on_eval(self, epoch: int, metrics: dict[str, float]) -> None:
-        print(f"    {self.name} epoch {epoch}: rank-1 {metrics['val/rank1']:.1f}  mAP {metrics['val/mAP']:.1f}",
-              flush=True)
+        print(
+            f"    {self.name} epoch {epoch}: rank-1 {metrics['val/rank1']:.1f}  mAP {metrics['val/mAP']:.1f}",
+            flush=True,
+        )
         if self.extra is not None:
             self.extra.on_eval(epoch, metrics)
 
 
-def execute(plan: list[PlannedRun], client, work_dir: Path, parent_ids: dict[str, str],
-            splits_cache: dict[str, DatasetSplits], rank: int = 0, world_size: int = 1,
-            keep_checkpoints: bool = False, leases: Path | None = None, label: str | None = None
-            ) -> list[str]:
+def execute(
+    plan: list[PlannedRun],
+    client,
+    work_dir: Path,
+    parent_ids: dict[str, str],
+    splits_cache: dict[str, DatasetSplits],
+    rank: int = 0,
+    world_size: int = 1,
+    keep_checkpoints: bool = False,
+    leases: Path | None = None,
+    label: str | None = None,
+) -> list[str]:
     """Train every planned run not yet done; returns the names of runs that FAILED.
 
     Each run is trained under its lease (``leases``: ``store.lease_dir``), taken before the
@@ -499,77 +641,141 @@ def execute(plan: list[PlannedRun], client, work_dir: Path, parent_ids: dict[str
             holder, p.status, p.run_id = _sync((holder, p.status, p.run_id), world_size)
             if holder is not None or p.status == "done":
                 if rank == 0:
-                    why = f"being trained by {holder}" if holder else "finished meanwhile by another process"
+                    why = (
+                        f"being trained by {holder}"
+                        if holder
+                        else "finished meanwhile by another process"
+                    )
                     print(f"{counter} {p.experiment} {p.name}: {why}; skipped", flush=True)
                 if holder is not None:
                     p.status = "busy"
                 continue
-            if _train_one(p, client, work_dir, parent_ids, splits_cache, rank, world_size, keep_checkpoints,
-                          counter):
+            if _train_one(
+                p,
+                client,
+                work_dir,
+                parent_ids,
+                splits_cache,
+                rank,
+                world_size,
+                keep_checkpoints,
+                counter,
+            ):
                 failed.append(p.name)
     busy = [p.name for p in todo if p.status == "busy"]
     if busy and rank == 0 and label is None:
-        print(f"{len(busy)} run(s) left to the process(es) training them: {', '.join(busy)}; run the same "
-              f"command again later to pick up any they leave unfinished", flush=True)
+        print(
+            f"{len(busy)} run(s) left to the process(es) training them: {', '.join(busy)}; run the same "
+            f"command again later to pick up any they leave unfinished",
+            flush=True,
+        )
     return failed
 
 
-def _train_one(p: PlannedRun, client, work_dir: Path, parent_ids: dict[str, str],
-               splits_cache: dict[str, DatasetSplits], rank: int, world_size: int, keep_checkpoints: bool,
-               counter: str) -> bool:
+def _train_one(
+    p: PlannedRun,
+    client,
+    work_dir: Path,
+    parent_ids: dict[str, str],
+    splits_cache: dict[str, DatasetSplits],
+    rank: int,
+    world_size: int,
+    keep_checkpoints: bool,
+    counter: str,
+) -> bool:
     """Train (or resume) one run to the end; returns whether it FAILED on a non-finite loss."""
     if rank == 0:
         verb = "resuming" if p.status == "resume" else "training"
-        print(f"{counter} {p.experiment} {p.name} ({verb}, config {p.hash}, data {p.data_digest})", flush=True)
+        print(
+            f"{counter} {p.experiment} {p.name} ({verb}, config {p.hash}, data {p.data_digest})",
+            flush=True,
+        )
     t0 = time.perf_counter()
-    data = build_data(p.cfg.data, seed=p.seed, rank=rank, world_size=world_size,
-                      splits=splits_cache[p.dataset], train_masks=p.cfg.model.mask == "oracle")
+    data = build_data(
+        p.cfg.data,
+        seed=p.seed,
+        rank=rank,
+        world_size=world_size,
+        splits=splits_cache[p.dataset],
+        train_masks=p.cfg.model.mask == "oracle",
+    )
     with deferred_interrupts():  # a run is created with its tags and params, or not at all
-        run_id = _start_child(p, client, parent_ids[p.experiment], data.splits) if rank == 0 else None
+        run_id = (
+            _start_child(p, client, parent_ids[p.experiment], data.splits) if rank == 0 else None
+        )
     p.run_id = _sync(p.run_id, world_size)  # every rank resumes from the same checkpoint
     finished = False
     try:
-        trainer = Trainer(p.cfg, data, checkpoint_path(work_dir, p),
-                          _Logger(run_id, p.name, p.cfg.train.epochs, resuming=p.status == "resume")
-                          if rank == 0 else None,
-                          rank, world_size)
+        trainer = Trainer(
+            p.cfg,
+            data,
+            checkpoint_path(work_dir, p),
+            _Logger(run_id, p.name, p.cfg.train.epochs, resuming=p.status == "resume")
+            if rank == 0
+            else None,
+            rank,
+            world_size,
+        )
         if trainer.model.init_digest != p.init_digest:  # the weights file changed since the plan
-            raise FTNError(f"model.init={p.cfg.model.init}: the weights file changed while this "
-                           f"command ran (digest {p.init_digest}, now {trainer.model.init_digest}); "
-                           f"run the command again")
+            raise FTNError(
+                f"model.init={p.cfg.model.init}: the weights file changed while this "
+                f"command ran (digest {p.init_digest}, now {trainer.model.init_digest}); "
+                f"run the command again"
+            )
         if rank == 0:
             mlflow.set_tag("precision", trainer.precision)  # bf16 / fp16 / fp32, as detected
         result = trainer.fit()
         if rank == 0:
             with deferred_interrupts():
-                per_query = (tracking.per_query_arrays(result.per_query, [q.pid for q in data.splits.query],
-                                                       [q.camid for q in data.splits.query])
-                             if result.per_query is not None else None)
-                tracking.log_run_artifacts(to_dict(p.cfg), result.metrics, result.cmc,
-                                           trainer.model.state_dict(), f"{p.name} ({p.dataset})", per_query)
+                per_query = (
+                    tracking.per_query_arrays(
+                        result.per_query,
+                        [q.pid for q in data.splits.query],
+                        [q.camid for q in data.splits.query],
+                    )
+                    if result.per_query is not None
+                    else None
+                )
+                tracking.log_run_artifacts(
+                    to_dict(p.cfg),
+                    result.metrics,
+                    result.cmc,
+                    trainer.model.state_dict(),
+                    f"{p.name} ({p.dataset})",
+                    per_query,
+                )
                 if per_query is not None and tracking.log_extras():
                     log_rank_list(per_query, data.splits, f"{p.name} ({p.dataset})")
                 if tracking.log_extras():
                     tracking.log_embedding_model(trainer.model, result.metrics, data.splits)
-                    measures.log_measures(client, run_id, trainer.model, p.cfg, data.splits,
-                                          tracking.machine())
+                    measures.log_measures(
+                        client, run_id, trainer.model, p.cfg, data.splits, tracking.machine()
+                    )
                 mlflow.end_run("FINISHED")
                 finished = True
             if not keep_checkpoints:
                 checkpoint_path(work_dir, p).unlink(missing_ok=True)
             m = result.metrics
-            print(f"    done in {time.perf_counter() - t0:.0f} s: rank-1 {m.get('val/rank1', float('nan')):.1f}"
-                  f"  mAP {m.get('val/mAP', float('nan')):.1f}", flush=True)
+            print(
+                f"    done in {time.perf_counter() - t0:.0f} s: rank-1 {m.get('val/rank1', float('nan')):.1f}"
+                f"  mAP {m.get('val/mAP', float('nan')):.1f}",
+                flush=True,
+            )
         p.status = "done"
         return False
     except (Interrupted, KeyboardInterrupt) as err:
         if rank == 0 and not finished:
             mlflow.set_tag("error", str(err) or "interrupted")
             mlflow.end_run("KILLED")
-        raise err if isinstance(err, Interrupted) else Interrupted(f"{p.name} interrupted") from None
+        raise (
+            err if isinstance(err, Interrupted) else Interrupted(f"{p.name} interrupted")
+        ) from None
     except NonFiniteLoss as err:
         if rank == 0:
-            print(f"error: {p.name}: {err} (run FAILED; going on with the other runs)", file=sys.stderr)
+            print(
+                f"error: {p.name}: {err} (run FAILED; going on with the other runs)",
+                file=sys.stderr,
+            )
             mlflow.set_tag("error", str(err))
             mlflow.end_run("FAILED")
         return True
@@ -579,7 +785,9 @@ def _train_one(p: PlannedRun, client, work_dir: Path, parent_ids: dict[str, str]
         raise
 
 
-def log_rank_list(per_query: dict, splits: DatasetSplits, title: str, run_id: str | None = None) -> None:
+def log_rank_list(
+    per_query: dict, splits: DatasetSplits, title: str, run_id: str | None = None
+) -> None:
     """``ranklist.png`` (best, median and worst queries with their top 10) as an artifact of
     ``run_id`` (default: the active run)."""
     import tempfile
@@ -588,15 +796,29 @@ def log_rank_list(per_query: dict, splits: DatasetSplits, title: str, run_id: st
 
     with tempfile.TemporaryDirectory() as tmp:
         path = ranklists.draw(per_query, splits, Path(tmp) / "ranklist.png", title)
-        mlflow.tracking.MlflowClient().log_artifact(run_id or mlflow.active_run().info.run_id, str(path))
+        mlflow.tracking.MlflowClient().log_artifact(
+            run_id or mlflow.active_run().info.run_id, str(path)
+        )
 
 
 def _child_tags(p: PlannedRun) -> dict[str, str]:
-    return {"kind": "child", "table": str(p.table or ""), "study": p.study.name, "variant": p.variant.key,
-            "variant_label": p.variant.label, "seed": str(p.seed), "preset": p.preset,
-            "dataset": p.dataset, "git_commit": tracking.git_commit(), "machine": tracking.machine(),
-            "config_hash": p.hash, "setting_hash": setting_hash(p.cfg), "data_digest": p.data_digest,
-            "init_digest": p.init_digest, "overrides": p.overrides} | _rule_tag(p)
+    return {
+        "kind": "child",
+        "table": str(p.table or ""),
+        "study": p.study.name,
+        "variant": p.variant.key,
+        "variant_label": p.variant.label,
+        "seed": str(p.seed),
+        "preset": p.preset,
+        "dataset": p.dataset,
+        "git_commit": tracking.git_commit(),
+        "machine": tracking.machine(),
+        "config_hash": p.hash,
+        "setting_hash": setting_hash(p.cfg),
+        "data_digest": p.data_digest,
+        "init_digest": p.init_digest,
+        "overrides": p.overrides,
+    } | _rule_tag(p)
 
 
 def _rule_tag(p: PlannedRun) -> dict[str, str]:
@@ -607,16 +829,29 @@ def _start_child(p: PlannedRun, client, parent_id: str, splits: DatasetSplits) -
     tags = _child_tags(p) | {"skipped_images": str(splits.skipped)}
     if p.run_id is not None:  # resume in the same MLflow run
         run = mlflow.start_run(run_id=p.run_id, log_system_metrics=tracking.log_extras())
-        mlflow.set_tags({"git_commit": tags["git_commit"], "machine": tags["machine"],  # the last to touch it
-                         "setting_hash": tags["setting_hash"], **_rule_tag(p)})
+        mlflow.set_tags(
+            {
+                "git_commit": tags["git_commit"],
+                "machine": tags["machine"],  # the last to touch it
+                "setting_hash": tags["setting_hash"],
+                **_rule_tag(p),
+            }
+        )
         return run.info.run_id
     exp_id = store.get_or_create_experiment(client, p.experiment)
-    run = mlflow.start_run(experiment_id=exp_id, run_name=p.name, parent_run_id=parent_id, tags=tags,
-                           log_system_metrics=tracking.log_extras())
+    run = mlflow.start_run(
+        experiment_id=exp_id,
+        run_name=p.name,
+        parent_run_id=parent_id,
+        tags=tags,
+        log_system_metrics=tracking.log_extras(),
+    )
     mlflow.log_params({k: str(v) for k, v in flatten(p.cfg).items()})
     try:
         tracking.log_dataset(splits)
-    except mlflow.exceptions.MlflowException:  # another shard logged the same new dataset at the same moment
+    except (
+        mlflow.exceptions.MlflowException
+    ):  # another shard logged the same new dataset at the same moment
         tracking.log_dataset(splits)  # (UNIQUE constraint on datasets): the row exists now, link it
     if splits.skipped_paths:  # --skip-bad-images: which images this run did not see
         mlflow.log_text("\n".join(splits.skipped_paths) + "\n", "skipped_images.txt")
@@ -632,11 +867,21 @@ def start_parents(plan: list[PlannedRun], client, argv: list[str]) -> dict[str, 
         if p.experiment in parents:
             continue
         exp_id = store.get_or_create_experiment(client, p.experiment)
-        run = client.create_run(exp_id, run_name=f"{p.study.name}-{time.strftime('%Y%m%d-%H%M%S')}",
-                                tags={"kind": "parent", "table": str(p.table or ""), "study": p.study.name,
-                                      "study_hash": p.study.digest, "dataset": p.dataset,
-                                      "preset": p.preset, "command": " ".join(argv)[:5000],
-                                      "git_commit": tracking.git_commit(), **_rule_tag(p)})
+        run = client.create_run(
+            exp_id,
+            run_name=f"{p.study.name}-{time.strftime('%Y%m%d-%H%M%S')}",
+            tags={
+                "kind": "parent",
+                "table": str(p.table or ""),
+                "study": p.study.name,
+                "study_hash": p.study.digest,
+                "dataset": p.dataset,
+                "preset": p.preset,
+                "command": " ".join(argv)[:5000],
+                "git_commit": tracking.git_commit(),
+                **_rule_tag(p),
+            },
+        )
         client.log_text(run.info.run_id, p.study.text, "study.toml")
         parents[p.experiment] = run.info.run_id
     return parents

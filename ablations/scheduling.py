@@ -60,8 +60,11 @@ def expected_cost(plan: list[PlannedRun], client) -> tuple[list[float], str]:
             spans.setdefault((name, row), []).append(span)
     per_epoch = {k: statistics.median(v) for k, v in spans.items()}
     first = {(p.experiment, p.variant.key): p for p in plan}
-    units = [per_epoch[k] * p.cfg.train.epochs / relative_cost(p)
-             for k, p in first.items() if k in per_epoch]
+    units = [
+        per_epoch[k] * p.cfg.train.epochs / relative_cost(p)
+        for k, p in first.items()
+        if k in per_epoch
+    ]
     unit = "s"
     if units:  # seconds per Baseline epoch
         scale = statistics.median(units)
@@ -76,8 +79,9 @@ def expected_cost(plan: list[PlannedRun], client) -> tuple[list[float], str]:
         if p.status == "reuse":
             out.append(0.0)
         else:
-            out.append(measured * p.cfg.train.epochs if measured is not None
-                       else relative_cost(p) * scale)
+            out.append(
+                measured * p.cfg.train.epochs if measured is not None else relative_cost(p) * scale
+            )
     return out, unit
 
 
@@ -93,27 +97,32 @@ def shard_bins(plan: list[PlannedRun], shards: int, seconds: list[float]) -> lis
     return [sorted(b) for b in bins]
 
 
-def shard_runs(plan: list[PlannedRun], shard: tuple[int, int], seconds: list[float]
-               ) -> list[PlannedRun]:
+def shard_runs(
+    plan: list[PlannedRun], shard: tuple[int, int], seconds: list[float]
+) -> list[PlannedRun]:
     """Shard K of N: its part of the runs not yet done (``shard_bins``); the whole plan for 0/1."""
     k, n = shard
     return list(plan) if n == 1 else [plan[i] for i in shard_bins(plan, n, seconds)[k]]
 
 
-def describe_shard(plan: list[PlannedRun], shard: tuple[int, int], seconds: list[float],
-                   unit: str = "s") -> str:
+def describe_shard(
+    plan: list[PlannedRun], shard: tuple[int, int], seconds: list[float], unit: str = "s"
+) -> str:
     """One line: this shard's runs and expected time beside the others'."""
     k, n = shard
     bins = shard_bins(plan, n, seconds)
     loads = [sum(seconds[i] for i in b) for b in bins]
     todo = sum(len(b) for b in bins)
-    return (f"shard {k}/{n}: {len(bins[k])} of the {todo} run(s) still to do, packed by expected "
-            f"time (expected per shard: {', '.join(f'{x:.0f}' for x in loads)} {unit}); when "
-            f"done it takes the other shards' runs that no process holds")
+    return (
+        f"shard {k}/{n}: {len(bins[k])} of the {todo} run(s) still to do, packed by expected "
+        f"time (expected per shard: {', '.join(f'{x:.0f}' for x in loads)} {unit}); when "
+        f"done it takes the other shards' runs that no process holds"
+    )
 
 
-def rank1_results(client, run_id: str, cache: dict[str, dict[int, float] | None]
-                  ) -> dict[int, float] | None:
+def rank1_results(
+    client, run_id: str, cache: dict[str, dict[int, float] | None]
+) -> dict[int, float] | None:
     """``{query: 100 · [first match at rank 1]}`` of a FINISHED run's ``per_query.npz`` (None
     without one); kept in ``cache`` by run id (a FINISHED run's results never change)."""
     if run_id not in cache:
@@ -128,8 +137,9 @@ def rank1_results(client, run_id: str, cache: dict[str, dict[int, float] | None]
     return cache[run_id]
 
 
-def read_state(plan: list[PlannedRun], client, cache: dict, tried: set[tuple[str, str, int]]
-               ) -> list[Group]:
+def read_state(
+    plan: list[PlannedRun], client, cache: dict, tried: set[tuple[str, str, int]]
+) -> list[Group]:
     """The rule's state from the store, per experiment: each row's FINISHED runs (with their
     R-1 per query) and unfinished ones. ``tried``: runs this process trained that are not
     FINISHED (they failed): given, never tried again here. Every run's status is read again."""
@@ -155,10 +165,19 @@ def read_state(plan: list[PlannedRun], client, cache: dict, tried: set[tuple[str
     return list(groups.values())
 
 
-def run_until_halfwidth(plan: list[PlannedRun], rule: SeedRule, client, work_dir,
-                        parents: dict[str, str], splits: dict, rank: int = 0, world_size: int = 1,
-                        keep_checkpoints: bool = False, leases=None,
-                        first: set[tuple[str, str, int]] = frozenset()) -> list[str]:
+def run_until_halfwidth(
+    plan: list[PlannedRun],
+    rule: SeedRule,
+    client,
+    work_dir,
+    parents: dict[str, str],
+    splits: dict,
+    rank: int = 0,
+    world_size: int = 1,
+    keep_checkpoints: bool = False,
+    leases=None,
+    first: set[tuple[str, str, int]] = frozenset(),
+) -> list[str]:
     """Train runs of ``plan`` (every seed the rule may give) one at a time as the rule picks
     them (``seed_rule.next_pick``), reading the store again after each; ``first``: runs this
     worker takes before other required ones (its shard's). A run another process holds is left
@@ -189,8 +208,18 @@ def run_until_halfwidth(plan: list[PlannedRun], rule: SeedRule, client, work_dir
                     runner.reuse_runs([p], client, parents, leases)
                 p.status = runner._sync(p.status, world_size)
             else:
-                lost = runner.execute([p], client, work_dir, parents, splits, rank, world_size,
-                                      keep_checkpoints, leases, label="   ")
+                lost = runner.execute(
+                    [p],
+                    client,
+                    work_dir,
+                    parents,
+                    splits,
+                    rank,
+                    world_size,
+                    keep_checkpoints,
+                    leases,
+                    label="   ",
+                )
             row = next((g.rows[pick.row] for g in groups if g.name == pick.group), None)
             if p.status == "busy":  # another process has it: given, and the rule picks again
                 if row is not None:

@@ -29,16 +29,17 @@ import numpy as np  # noqa: E402
 from ablations.embed import add_model_arguments, images_of  # noqa: E402
 from ablations.models import load_embedder  # noqa: E402
 from ablations.ranklists import COLOURS, kind  # noqa: E402
-from ftn_core.engine import resolve_device  # noqa: E402
 from ftn_core.embedder import Embeddings, decode  # noqa: E402
+from ftn_core.engine import resolve_device  # noqa: E402
 from ftn_core.errors import FTNError, OneLineParser, check_writable_dir, cli_main, int_at_least  # noqa: E402
 
 IDENTITY = re.compile(r"^(-?\d+)_c(\d+)")
 """A Market-1501-style file name: pid, then the camera."""
 
 
-def rank(query: Embeddings, gallery: Embeddings, top: int,
-         rerank: bool = False) -> tuple[np.ndarray, np.ndarray]:
+def rank(
+    query: Embeddings, gallery: Embeddings, top: int, rerank: bool = False
+) -> tuple[np.ndarray, np.ndarray]:
     """(Q, k) gallery indices of each query's ``top`` nearest, nearest first (ties: gallery
     order), and their (Q, k) distances: cosine (1 − q·g), or re-ranked."""
     if rerank:
@@ -46,8 +47,10 @@ def rank(query: Embeddings, gallery: Embeddings, top: int,
 
         from ftn_core.rerank import rerank as k_reciprocal
 
-        dist = np.asarray(k_reciprocal(torch.from_numpy(query.vectors),
-                                       torch.from_numpy(gallery.vectors)), dtype=np.float32)
+        dist = np.asarray(
+            k_reciprocal(torch.from_numpy(query.vectors), torch.from_numpy(gallery.vectors)),
+            dtype=np.float32,
+        )
     else:
         dist = 1.0 - query.vectors @ gallery.vectors.T  # (Q, G)
     order = np.argsort(dist, axis=1, kind="stable")[:, :top]  # (Q, k)
@@ -62,8 +65,16 @@ def frame(query_name: str, gallery_name: str) -> str | None:
     return kind(int(q[1]), int(q[2]), int(g[1]), int(g[2]))  # as the runs' rank lists
 
 
-def draw(query: Embeddings, query_paths: list[str], gallery: Embeddings, gallery_paths: list[str],
-         order: np.ndarray, dist: np.ndarray, out: Path, title: str) -> Path:
+def draw(
+    query: Embeddings,
+    query_paths: list[str],
+    gallery: Embeddings,
+    gallery_paths: list[str],
+    order: np.ndarray,
+    dist: np.ndarray,
+    out: Path,
+    title: str,
+) -> Path:
     """The rank list as ``out`` (PNG): one row per query, the query then its top k."""
     import matplotlib
 
@@ -71,12 +82,15 @@ def draw(query: Embeddings, query_paths: list[str], gallery: Embeddings, gallery
     import matplotlib.pyplot as plt
 
     cols = order.shape[1] + 1
-    fig, axes = plt.subplots(len(order), cols, figsize=(1.1 * cols, 2.0 * len(order)), dpi=90,
-                             squeeze=False)
+    fig, axes = plt.subplots(
+        len(order), cols, figsize=(1.1 * cols, 2.0 * len(order)), dpi=90, squeeze=False
+    )
     for row, (q_name, q_path) in enumerate(zip(query.names, query_paths)):
         panels = [(q_path, None, f"query\n{Path(q_name).name[:14]}")]
-        panels += [(gallery_paths[g], frame(q_name, gallery.names[g]), f"{k + 1}\n{d:.3f}")
-                   for k, (g, d) in enumerate(zip(order[row], dist[row]))]
+        panels += [
+            (gallery_paths[g], frame(q_name, gallery.names[g]), f"{k + 1}\n{d:.3f}")
+            for k, (g, d) in enumerate(zip(order[row], dist[row]))
+        ]
         for ax, (path, what, text) in zip(axes[row], panels):
             ax.imshow(decode(path, path).permute(1, 2, 0).numpy())
             ax.set_xticks([])
@@ -87,7 +101,7 @@ def draw(query: Embeddings, query_paths: list[str], gallery: Embeddings, gallery
                 spine.set_linewidth(3 if what else 1)
             if what == "junk":
                 ax.images[0].set_alpha(0.4)
-    for ax in axes[:, 1:].ravel()[order.size:]:
+    for ax in axes[:, 1:].ravel()[order.size :]:
         ax.axis("off")
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
@@ -104,19 +118,30 @@ def draw(query: Embeddings, query_paths: list[str], gallery: Embeddings, gallery
 
 @cli_main
 def main(argv: list[str] | None = None) -> int:
-    parser = OneLineParser(description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n\n", 1)[1],
-                           formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = OneLineParser(
+        description=__doc__.split("\n\n")[0],
+        epilog=__doc__.split("\n\n", 1)[1],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     add_model_arguments(parser)
-    parser.add_argument("--query", nargs="+", required=True, metavar="IMAGE",
-                        help="the query images")
-    parser.add_argument("--gallery", required=True, nargs="+",
-                        help="a folder, a CSV with a 'path' column, or image files")
-    parser.add_argument("--top", type=int_at_least(1), default=10,
-                        help="how many to show (default: %(default)s)")
-    parser.add_argument("--rerank", action="store_true",
-                        help="k-reciprocal re-ranking (not the paper's protocol)")
-    parser.add_argument("--out", default="ranklist.png",
-                        help="the rank list's PNG (default: %(default)s)")
+    parser.add_argument(
+        "--query", nargs="+", required=True, metavar="IMAGE", help="the query images"
+    )
+    parser.add_argument(
+        "--gallery",
+        required=True,
+        nargs="+",
+        help="a folder, a CSV with a 'path' column, or image files",
+    )
+    parser.add_argument(
+        "--top", type=int_at_least(1), default=10, help="how many to show (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--rerank", action="store_true", help="k-reciprocal re-ranking (not the paper's protocol)"
+    )
+    parser.add_argument(
+        "--out", default="ranklist.png", help="the rank list's PNG (default: %(default)s)"
+    )
     args = parser.parse_args(argv)
     out = Path(args.out)
     if out.suffix.lower() != ".png":

@@ -138,8 +138,10 @@ def required(group: Group, rule: SeedRule) -> list[Pick]:
             if key != group.reference and row.paired:
                 for seed in sorted(row.given):
                     add(group.reference, seed, f"the reference's run paired with {key}-s{seed}")
-    return [Pick(group.name, key, seed, why) for (key, seed), why
-            in sorted(picks.items(), key=lambda x: (x[0][1], order[x[0][0]]))]
+    return [
+        Pick(group.name, key, seed, why)
+        for (key, seed), why in sorted(picks.items(), key=lambda x: (x[0][1], order[x[0][0]]))
+    ]
 
 
 def next_seed(row: Row, rule: SeedRule) -> int | None:
@@ -168,13 +170,19 @@ def widest(groups: list[Group], rule: SeedRule) -> Pick | None:
             if best is None or (half, -gi, -ri) > best:
                 best = (half, -gi, -ri)
                 shown = "no interval yet" if math.isinf(half) else f"±{half:.2f}"
-                pick = Pick(group.name, key, seed, f"its Δ R-1 half-width is the widest ({shown} > "
-                                                   f"{rule.target:g}, {len(row.given)} seeds)")
+                pick = Pick(
+                    group.name,
+                    key,
+                    seed,
+                    f"its Δ R-1 half-width is the widest ({shown} > "
+                    f"{rule.target:g}, {len(row.given)} seeds)",
+                )
     return pick
 
 
-def next_pick(groups: list[Group], rule: SeedRule, first: set[tuple[str, str, int]] = frozenset()
-              ) -> Pick | None:
+def next_pick(
+    groups: list[Group], rule: SeedRule, first: set[tuple[str, str, int]] = frozenset()
+) -> Pick | None:
     """The run a worker should take next: a required one (``first``, e.g. its own shard's, before
     the others), else the rule's; None when nothing is left for it to do."""
     needed = [p for g in groups for p in required(g, rule)]
@@ -190,8 +198,10 @@ def stop_reason(half: float, seeds: int, rule: SeedRule) -> str:
         return f"half-width reached ({shown} ≤ {rule.target:g})"
     if seeds >= rule.max_seeds:
         return f"max seeds ({rule.max_seeds}; {shown})"
-    return (f"not finished ({shown} > {rule.target:g} with {seeds} of at most {rule.max_seeds} "
-            f"seeds): run the command again")
+    return (
+        f"not finished ({shown} > {rule.target:g} with {seeds} of at most {rule.max_seeds} "
+        f"seeds): run the command again"
+    )
 
 
 def summary(group: Group, rule: SeedRule) -> list[str]:

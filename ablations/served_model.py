@@ -26,8 +26,9 @@ class EmbeddingModel(mlflow.pyfunc.PythonModel):
     """The run's ``Embedder`` behind MLflow's pyfunc interface."""
 
     def load_context(self, context) -> None:
-        self.embedder = Embedder.from_checkpoint(context.artifacts["weights"],
-                                                 context.artifacts["config"], device="auto")
+        self.embedder = Embedder.from_checkpoint(
+            context.artifacts["weights"], context.artifacts["config"], device="auto"
+        )
 
     def predict(self, context, model_input: pd.DataFrame, params: dict | None = None) -> np.ndarray:
         rows = model_input.to_dict("records")
@@ -36,8 +37,9 @@ class EmbeddingModel(mlflow.pyfunc.PythonModel):
             for i, row in enumerate(rows):
                 images.append(_image(row, i))
             flip = bool((params or {}).get("flip", False))
-            return self.embedder.embed(images, names=[f"row {i}" for i in range(len(images))],
-                                       flip=flip).vectors
+            return self.embedder.embed(
+                images, names=[f"row {i}" for i in range(len(images))], flip=flip
+            ).vectors
         except FTNError as err:  # a bad image: the client's error (HTTP 400), in one line
             raise MlflowException(str(err), error_code=INVALID_PARAMETER_VALUE) from None
 
@@ -48,14 +50,16 @@ def _image(row: dict, i: int):
     has_encoded = encoded is not None and not (isinstance(encoded, float) and np.isnan(encoded))
     has_pixels = pixels is not None and not (isinstance(pixels, float) and np.isnan(pixels))
     if has_encoded == has_pixels:
-        raise FTNError(f"row {i}: give exactly one of 'image' (encoded bytes) or 'pixels' "
-                       f"(an (H, W, 3) array)")
+        raise FTNError(
+            f"row {i}: give exactly one of 'image' (encoded bytes) or 'pixels' (an (H, W, 3) array)"
+        )
     if has_encoded:
         return bytes(encoded)
     array = np.asarray(pixels)
     if array.ndim != 3 or array.shape[2] != 3 or array.dtype.kind not in "iu":
-        raise FTNError(f"row {i}: 'pixels' must be (H, W, 3) integers, got {array.dtype} "
-                       f"{array.shape}")
+        raise FTNError(
+            f"row {i}: 'pixels' must be (H, W, 3) integers, got {array.dtype} {array.shape}"
+        )
     if array.size and (array.min() < 0 or array.max() > 255):
         raise FTNError(f"row {i}: 'pixels' must lie in 0–255")
     return array.astype(np.uint8)

@@ -27,8 +27,9 @@ import tempfile
 import textwrap
 import time
 import urllib.parse
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator, NamedTuple
+from typing import Any, NamedTuple
 
 import mlflow
 from mlflow.entities import Experiment, Run
@@ -162,8 +163,11 @@ def sqlite_state(db: Path) -> tuple[str, int]:
     try:
         tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='table'")}
         runs = con.execute("SELECT count(*) FROM runs").fetchone()[0] if "runs" in tables else 0
-        version = (con.execute("SELECT version_num FROM alembic_version").fetchone()
-                   if "alembic_version" in tables else None)
+        version = (
+            con.execute("SELECT version_num FROM alembic_version").fetchone()
+            if "alembic_version" in tables
+            else None
+        )
     except sqlite3.DatabaseError:
         return "not-sqlite", 0
     finally:
@@ -199,30 +203,43 @@ def _lock_path(db: Path) -> Path:
 
 
 def _sqlite_path(uri: str) -> Path:
-    return Path(uri[len("sqlite:///"):])
+    return Path(uri[len("sqlite:///") :])
 
 
 def _check_sqlite_folder(uri: str) -> None:
     """The store's folder (or the nearest folder above it that exists) and the store itself
     must be writable; probed, nothing is created."""
     db = _sqlite_path(uri)
-    check_writable_dir(db.parent, "--tracking-uri", f"cannot write the tracking store {db.name} there")
-    problem = ("it is a folder" if db.is_dir() else
-               "the file is read-only" if db.exists() and not os.access(db, os.W_OK) else None)
+    check_writable_dir(
+        db.parent, "--tracking-uri", f"cannot write the tracking store {db.name} there"
+    )
+    problem = (
+        "it is a folder"
+        if db.is_dir()
+        else "the file is read-only"
+        if db.exists() and not os.access(db, os.W_OK)
+        else None
+    )
     if problem:
-        raise FTNError(f"cannot write the tracking store {uri} ({problem}); fix the permissions "
-                       f"or pass another --tracking-uri")
+        raise FTNError(
+            f"cannot write the tracking store {uri} ({problem}); fix the permissions "
+            f"or pass another --tracking-uri"
+        )
 
 
 def _refuse(uri: str, state: str, runs: int) -> None:
     """One line for a file at the store's path that cannot be used as the store."""
     db = _sqlite_path(uri)
     if state == "not-sqlite":
-        raise FTNError(f"--tracking-uri {uri}: {db} is not an MLflow store (not a SQLite database); "
-                       f"move it away or pass another --tracking-uri")
+        raise FTNError(
+            f"--tracking-uri {uri}: {db} is not an MLflow store (not a SQLite database); "
+            f"move it away or pass another --tracking-uri"
+        )
     if state == "stale" and runs:
-        raise FTNError(f"--tracking-uri {uri}: the store's schema is not the one this MLflow "
-                       f"({mlflow.__version__}) uses; back it up, then run: mlflow db upgrade {uri}")
+        raise FTNError(
+            f"--tracking-uri {uri}: the store's schema is not the one this MLflow "
+            f"({mlflow.__version__}) uses; back it up, then run: mlflow db upgrade {uri}"
+        )
 
 
 def _prepare_sqlite(uri: str) -> None:
@@ -233,8 +250,10 @@ def _prepare_sqlite(uri: str) -> None:
     try:
         db.parent.mkdir(parents=True, exist_ok=True)
     except OSError as err:
-        raise FTNError(f"cannot write the tracking store {uri} ({_short(err)}); fix the permissions "
-                       f"or pass another --tracking-uri") from None
+        raise FTNError(
+            f"cannot write the tracking store {uri} ({_short(err)}); fix the permissions "
+            f"or pass another --tracking-uri"
+        ) from None
     with _file_lock(_lock_path(db)):
         for leftover in db.parent.glob(f".{db.name}.creating-*"):  # from an interrupted creation
             leftover.unlink(missing_ok=True)
@@ -243,8 +262,11 @@ def _prepare_sqlite(uri: str) -> None:
         if state == "stale":  # no runs: a store whose creation was interrupted
             backup = db.with_name(f"{db.name}.broken-{time.strftime('%Y%m%d-%H%M%S')}")
             os.replace(db, backup)
-            print(f"note: {db} was left half-created by an interrupted start and holds no runs; "
-                  f"recreated it (the old file is {backup.name})", file=sys.stderr)
+            print(
+                f"note: {db} was left half-created by an interrupted start and holds no runs; "
+                f"recreated it (the old file is {backup.name})",
+                file=sys.stderr,
+            )
         if state != "current":
             _create_sqlite_store(db)
 
@@ -260,13 +282,20 @@ def _probe_host(uri: str) -> None:
         with socket.create_connection((parsed.hostname, port), timeout=PROBE_TIMEOUT_S):
             pass
     except (OSError, ValueError) as err:
-        raise FTNError(f"cannot reach the tracking store {uri} ({_short(err)}); start the server "
-                       f"(e.g. mlflow server --port {parsed.port or 5000}) or pass another "
-                       f"--tracking-uri") from None
+        raise FTNError(
+            f"cannot reach the tracking store {uri} ({_short(err)}); start the server "
+            f"(e.g. mlflow server --port {parsed.port or 5000}) or pass another "
+            f"--tracking-uri"
+        ) from None
 
 
-DRIVER_PACKAGES = {"psycopg": "psycopg[binary]", "psycopg2": "psycopg2-binary", "MySQLdb": "mysqlclient",
-                   "pymysql": "pymysql", "pyodbc": "pyodbc"}
+DRIVER_PACKAGES = {
+    "psycopg": "psycopg[binary]",
+    "psycopg2": "psycopg2-binary",
+    "MySQLdb": "mysqlclient",
+    "pymysql": "pymysql",
+    "pyodbc": "pyodbc",
+}
 
 
 def _check_driver(uri: str) -> None:
@@ -277,13 +306,17 @@ def _check_driver(uri: str) -> None:
     try:
         make_url(uri).get_dialect().import_dbapi()
     except ArgumentError:
-        raise FTNError(f"--tracking-uri {uri}: not a valid database URL "
-                       f"(e.g. postgresql://user:password@host:5432/mlflow)") from None
+        raise FTNError(
+            f"--tracking-uri {uri}: not a valid database URL "
+            f"(e.g. postgresql://user:password@host:5432/mlflow)"
+        ) from None
     except ImportError as err:
         module = getattr(err, "name", None) or "its driver"
         package = DRIVER_PACKAGES.get(module, module)
-        raise FTNError(f"--tracking-uri {uri}: its database driver is not installed ({_short(err)}); "
-                       f"pip install '{package}', or name another driver, e.g. postgresql+psycopg2://") from None
+        raise FTNError(
+            f"--tracking-uri {uri}: its database driver is not installed ({_short(err)}); "
+            f"pip install '{package}', or name another driver, e.g. postgresql+psycopg2://"
+        ) from None
 
 
 SCHEMES = ("sqlite", "http", "https", "postgresql", "mysql", "mssql", "databricks")
@@ -294,12 +327,19 @@ def _unsupported(uri: str) -> FTNError:
     scheme = uri.split("://", 1)[0] if "://" in uri else ""
     if scheme:
         close = difflib.get_close_matches(scheme.split("+")[0].lower(), SCHEMES, n=1, cutoff=0.6)
-        hint = (f"did you mean {close[0]}://{uri.split('://', 1)[1]}?" if close else
-                "use sqlite:///path/to/mlflow.db or http://host:port")
+        hint = (
+            f"did you mean {close[0]}://{uri.split('://', 1)[1]}?"
+            if close
+            else "use sqlite:///path/to/mlflow.db or http://host:port"
+        )
         return FTNError(f"--tracking-uri {uri}: unknown scheme '{scheme}'; {hint}")
-    example = f"sqlite:///{Path(uri).resolve()}" if uri.endswith(".db") else "sqlite:///path/to/mlflow.db"
-    return FTNError(f"--tracking-uri {uri}: a path is not a store (MLflow 3 no longer keeps runs in a "
-                    f"folder); use {example} or http://host:port")
+    example = (
+        f"sqlite:///{Path(uri).resolve()}" if uri.endswith(".db") else "sqlite:///path/to/mlflow.db"
+    )
+    return FTNError(
+        f"--tracking-uri {uri}: a path is not a store (MLflow 3 no longer keeps runs in a "
+        f"folder); use {example} or http://host:port"
+    )
 
 
 def check_uri(uri: str | None = None) -> str:
@@ -330,7 +370,9 @@ def open_store(uri: str | None = None, create: bool = True) -> MlflowClient | No
     gives None.
     """
     uri = check_uri(uri)
-    logging.getLogger("mlflow").setLevel(logging.WARNING)  # no INFO lines (store creation, metrics threads)
+    logging.getLogger("mlflow").setLevel(
+        logging.WARNING
+    )  # no INFO lines (store creation, metrics threads)
     if uri.startswith("sqlite:///"):
         if not create and sqlite_state(_sqlite_path(uri))[0] != "current":
             return None  # missing, or half-created with no runs: a real start creates it
@@ -340,18 +382,25 @@ def open_store(uri: str | None = None, create: bool = True) -> MlflowClient | No
     retries = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "15"}
     saved = {k: os.environ.get(k) for k in retries}
     os.environ.update(retries)  # the first request fails fast; later ones keep MLflow's retries
-    lock = (_file_lock(_lock_path(_sqlite_path(uri))) if uri.startswith("sqlite:///") and create
-            else contextlib.nullcontext())
+    lock = (
+        _file_lock(_lock_path(_sqlite_path(uri)))
+        if uri.startswith("sqlite:///") and create
+        else contextlib.nullcontext()
+    )
     try:
         with lock:  # MLflow writes the default experiment on first open: one process at a time
             client = MlflowClient(uri)
             client.search_experiments(max_results=1)
     except ModuleNotFoundError as err:
-        raise FTNError(f"cannot open the tracking store {uri}: its driver is not installed "
-                       f"({_short(err)}); pip install it (e.g. psycopg2-binary, pymysql)") from None
+        raise FTNError(
+            f"cannot open the tracking store {uri}: its driver is not installed "
+            f"({_short(err)}); pip install it (e.g. psycopg2-binary, pymysql)"
+        ) from None
     except Exception as err:  # a server that is not MLflow, a read-only database, …
-        raise FTNError(f"cannot open the tracking store {uri} ({_short(err)}); check the path or "
-                       f"server, or pass another --tracking-uri") from None
+        raise FTNError(
+            f"cannot open the tracking store {uri} ({_short(err)}); check the path or "
+            f"server, or pass another --tracking-uri"
+        ) from None
     finally:
         for k, v in saved.items():
             if v is None:
@@ -371,7 +420,7 @@ def get_or_create_experiment(client: MlflowClient, name: str) -> str:
         return exp.experiment_id
     artifact_location = None
     if client.tracking_uri.startswith("sqlite:///"):
-        db = Path(client.tracking_uri[len("sqlite:///"):])
+        db = Path(client.tracking_uri[len("sqlite:///") :])
         artifact_location = (db.parent / "artifacts" / name).resolve().as_uri()
     try:
         return client.create_experiment(name, artifact_location=artifact_location)
@@ -382,9 +431,11 @@ def get_or_create_experiment(client: MlflowClient, name: str) -> str:
 def deleted_experiment(client: MlflowClient, exp: Any) -> str:
     """One line for a deleted experiment that a command would write into."""
     uri = client.tracking_uri
-    return (f"experiment {exp.name} was deleted (its runs too); restore it with `mlflow experiments restore "
-            f"--experiment-id {exp.experiment_id}` (MLFLOW_TRACKING_URI={uri}), or purge it for good with "
-            f"`mlflow gc --backend-store-uri {uri} --experiment-ids {exp.experiment_id}`, then run again")
+    return (
+        f"experiment {exp.name} was deleted (its runs too); restore it with `mlflow experiments restore "
+        f"--experiment-id {exp.experiment_id}` (MLFLOW_TRACKING_URI={uri}), or purge it for good with "
+        f"`mlflow gc --backend-store-uri {uri} --experiment-ids {exp.experiment_id}`, then run again"
+    )
 
 
 def study_experiments(client: MlflowClient, study: Any) -> list[Experiment]:
@@ -393,13 +444,18 @@ def study_experiments(client: MlflowClient, study: Any) -> list[Experiment]:
 
     def of_study(name: str) -> bool:
         parts = parse_experiment(name)
-        return (parts is not None and "-" not in parts.dataset
-                and study.experiment(parts.dataset, parts.preset) == name)
+        return (
+            parts is not None
+            and "-" not in parts.dataset
+            and study.experiment(parts.dataset, parts.preset) == name
+        )
 
     found = [e for e in client.search_experiments(max_results=1000) if of_study(e.name)]
     if not found:
-        raise FTNError(f"no experiment of study {study.name} in the store: run "
-                       f"`python ablations/run.py --study {study.path}` first")
+        raise FTNError(
+            f"no experiment of study {study.name} in the store: run "
+            f"`python ablations/run.py --study {study.path}` first"
+        )
     return sorted(found, key=lambda e: e.name)
 
 
@@ -407,7 +463,11 @@ def checkpoint_dir(uri: str) -> Path:
     """The default checkpoint folder of a store: ``checkpoints`` beside a SQLite store (so each
     store has its own), the repository's ``mlruns/checkpoints`` for a server. Checkpoints are
     named by run id, so even a shared folder never gives one store's run another's weights."""
-    return _sqlite_path(uri).parent / "checkpoints" if uri.startswith("sqlite:///") else MLRUNS / "checkpoints"
+    return (
+        _sqlite_path(uri).parent / "checkpoints"
+        if uri.startswith("sqlite:///")
+        else MLRUNS / "checkpoints"
+    )
 
 
 def lease_dir(uri: str, work_dir: Path) -> Path:
@@ -448,24 +508,37 @@ def run_lease(folder: Path, key: str) -> Iterator[str | None]:
     try:
         fh.seek(0)
         fh.truncate()
-        fh.write(f"pid {os.getpid()} on {socket.gethostname()}, since {time.strftime('%H:%M:%S')} ({key})\n")
+        fh.write(
+            f"pid {os.getpid()} on {socket.gethostname()}, since {time.strftime('%H:%M:%S')} ({key})\n"
+        )
         fh.flush()
         yield None
     finally:
         fh.close()  # releases the lock; the file stays (removing it would race a waiting process)
 
 
-def child_runs(client: MlflowClient, experiment_id: str) -> dict[tuple[str, int, str, str, str], Run]:
+def child_runs(
+    client: MlflowClient, experiment_id: str
+) -> dict[tuple[str, int, str, str, str], Run]:
     """Child runs keyed by (variant, seed, config hash, data digest, init digest): a FINISHED one
     wins, else the newest. A run from before data digests has "" and matches no planned run; a
     run from before init digests has "", as a scratch run has."""
-    runs = client.search_runs([experiment_id], filter_string=CHILD_RUNS,
-                              order_by=["attributes.start_time DESC"], max_results=50000)
+    runs = client.search_runs(
+        [experiment_id],
+        filter_string=CHILD_RUNS,
+        order_by=["attributes.start_time DESC"],
+        max_results=50000,
+    )
     out: dict[tuple[str, int, str, str, str], Run] = {}
     for run in runs:
         tags = run.data.tags
-        key = (tags.get("variant", ""), int(tags.get("seed", -1)), tags.get("config_hash", ""),
-               tags.get("data_digest", ""), tags.get("init_digest", ""))
+        key = (
+            tags.get("variant", ""),
+            int(tags.get("seed", -1)),
+            tags.get("config_hash", ""),
+            tags.get("data_digest", ""),
+            tags.get("init_digest", ""),
+        )
         if key not in out or (run.info.status == "FINISHED" and out[key].info.status != "FINISHED"):
             out[key] = run
     return out
@@ -478,36 +551,57 @@ def finished_by_config(client: MlflowClient) -> dict[tuple[str, str, str], Run]:
     exps = [e.experiment_id for e in client.search_experiments(max_results=50000)]
     out: dict[tuple[str, str, str], Run] = {}
     for i in range(0, len(exps), 100):  # search_runs takes at most 100 experiments at a time
-        runs = client.search_runs(exps[i:i + 100], filter_string=FINISHED_CHILD_RUNS,
-                                  order_by=["attributes.start_time DESC"], max_results=50000)
+        runs = client.search_runs(
+            exps[i : i + 100],
+            filter_string=FINISHED_CHILD_RUNS,
+            order_by=["attributes.start_time DESC"],
+            max_results=50000,
+        )
         for run in runs:
             tags = run.data.tags
-            key = (tags.get("config_hash", ""), tags.get("data_digest", ""), tags.get("init_digest", ""))
+            key = (
+                tags.get("config_hash", ""),
+                tags.get("data_digest", ""),
+                tags.get("init_digest", ""),
+            )
             if all(key[:2]) and "reused_from" not in tags and key not in out:
                 out[key] = run
     return out
 
 
-def copy_run(client: MlflowClient, source: Run, experiment_id: str, name: str, tags: dict[str, str]) -> str:
+def copy_run(
+    client: MlflowClient, source: Run, experiment_id: str, name: str, tags: dict[str, str]
+) -> str:
     """A FINISHED copy of the run ``source`` in ``experiment_id``: its params, the history of
     every metric and its artifacts, with ``tags`` and ``reused_from`` = the source's id. Returns
     the new run's id (a copy interrupted half-way is marked FAILED, so it is never reported)."""
     from mlflow.entities import Metric, Param
 
-    run = client.create_run(experiment_id, run_name=name, tags={**tags, "reused_from": source.info.run_id,
-                                                               "reused_from_experiment": source.info.experiment_id})
+    run = client.create_run(
+        experiment_id,
+        run_name=name,
+        tags={
+            **tags,
+            "reused_from": source.info.run_id,
+            "reused_from_experiment": source.info.experiment_id,
+        },
+    )
     run_id = run.info.run_id
     try:
         params = [Param(k, v) for k, v in source.data.params.items()]
         for i in range(0, len(params), 100):
-            client.log_batch(run_id, params=params[i:i + 100])
-        metrics = [Metric(m.key, m.value, m.timestamp, m.step) for key in source.data.metrics
-                   for m in client.get_metric_history(source.info.run_id, key)]
+            client.log_batch(run_id, params=params[i : i + 100])
+        metrics = [
+            Metric(m.key, m.value, m.timestamp, m.step)
+            for key in source.data.metrics
+            for m in client.get_metric_history(source.info.run_id, key)
+        ]
         for i in range(0, len(metrics), 1000):
-            client.log_batch(run_id, metrics=metrics[i:i + 1000])
+            client.log_batch(run_id, metrics=metrics[i : i + 1000])
         with tempfile.TemporaryDirectory() as tmp:
-            local = mlflow.artifacts.download_artifacts(run_id=source.info.run_id, dst_path=tmp,
-                                                        tracking_uri=client.tracking_uri)
+            local = mlflow.artifacts.download_artifacts(
+                run_id=source.info.run_id, dst_path=tmp, tracking_uri=client.tracking_uri
+            )
             client.log_artifacts(run_id, local)
     except BaseException:
         client.set_terminated(run_id, "FAILED")
@@ -516,18 +610,20 @@ def copy_run(client: MlflowClient, source: Run, experiment_id: str, name: str, t
     return run_id
 
 
-
 def _readable_uri(uri: str | None) -> str:
     """The store to read; a SQLite file that does not exist is an error (never create one)."""
     uri = uri or DEFAULT_TRACKING_URI
     if uri.startswith("sqlite:///"):
         path = _sqlite_path(uri)
         if not path.is_file():
-            raise FTNError(f"no tracking store at {path}: run `python ablations/run.py --table 2` "
-                           f"first, or pass --tracking-uri")
+            raise FTNError(
+                f"no tracking store at {path}: run `python ablations/run.py --table 2` "
+                f"first, or pass --tracking-uri"
+            )
     elif "://" not in uri:
-        raise FTNError(f"--tracking-uri {uri}: expected sqlite:///path/to/mlflow.db or "
-                       f"http://host:port")
+        raise FTNError(
+            f"--tracking-uri {uri}: expected sqlite:///path/to/mlflow.db or http://host:port"
+        )
     return uri
 
 
@@ -540,6 +636,7 @@ def connect(uri: str | None) -> tuple[MlflowClient, str]:
     try:
         client.search_experiments(max_results=1)
     except MlflowException as err:
-        raise FTNError(f"cannot read the tracking store {uri}: "
-                       f"{str(err).splitlines()[0][:200]}") from None
+        raise FTNError(
+            f"cannot read the tracking store {uri}: {str(err).splitlines()[0][:200]}"
+        ) from None
     return client, uri

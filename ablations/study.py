@@ -33,8 +33,18 @@ NAME_RE = re.compile(r"^[A-Za-z0-9_.]+(-[A-Za-z0-9_.]+)*$")
 KEY_RE = re.compile(r"^[A-Za-z0-9_.=+]+$")
 SWEEP_KEY_RE = re.compile(r"^[A-Za-z0-9_.=+,-]+$")
 """A sweep row's key (``w_grad=1e-05``, ``milestones=3,5``): it names runs and checkpoint files."""
-TOP_KEYS = {"name", "description", "base", "set", "reference", "paper_table", "rows_on_different_data", "row",
-            "sweep", "claim"}
+TOP_KEYS = {
+    "name",
+    "description",
+    "base",
+    "set",
+    "reference",
+    "paper_table",
+    "rows_on_different_data",
+    "row",
+    "sweep",
+    "claim",
+}
 ROW_KEYS = {"key", "label", "set", "control", "reference"}
 CLAIM_KEYS = {"text", "holds_if", "metric", "source"}
 SWEEP_KEYS = {"field", "values", "label"}
@@ -44,7 +54,12 @@ NOT_IN_A_STUDY = {
     "data.root": "where the data lives comes from --root",
 }
 """Keys a study file may not set, and where they come from instead."""
-DATA_KEYS = ("data.synthetic_size", "data.synthetic_seed", "data.synthetic_test_ids", "data.skip_bad_images")
+DATA_KEYS = (
+    "data.synthetic_size",
+    "data.synthetic_seed",
+    "data.synthetic_test_ids",
+    "data.skip_bad_images",
+)
 """The keys that choose a row's data (with ``--dataset`` and ``--root``): rows that set them
 differently see other test queries, so no Δ can pair them (``rows_on_different_data``)."""
 
@@ -70,12 +85,14 @@ class Variant:
 
     def model_config(self, base: ModelConfig) -> ModelConfig:
         """``base`` with this row's ``model.*`` changes (the network alone)."""
-        return override(Config(model=base), {k: v for k, v in self.changes if k.startswith("model.")}).model
+        return override(
+            Config(model=base), {k: v for k, v in self.changes if k.startswith("model.")}
+        ).model
 
 
 @dataclass(frozen=True)
 class Claim:
-    """"A > B" for every (A, B) in ``pairs``, on ``metric``, judged by the paired 95 % interval."""
+    """ "A > B" for every (A, B) in ``pairs``, on ``metric``, judged by the paired 95 % interval."""
 
     text: str
     pairs: tuple[tuple[str, str], ...]
@@ -159,8 +176,9 @@ def data_choice(v: Variant) -> tuple:
     return tuple(flat[k] for k in DATA_KEYS)
 
 
-def planned_config(v: Variant, preset: str, dataset: str, root: str, sets: dict[str, Any],
-                   seed: int = 0) -> Config:
+def planned_config(
+    v: Variant, preset: str, dataset: str, root: str, sets: dict[str, Any], seed: int = 0
+) -> Config:
     """The configuration the runner trains row ``v`` with: the preset on ``dataset`` at ``root``
     (the ``cpu`` preset reads a real dataset at 128×64), the user's ``--set``, the row's changes,
     then the seed. Reports compare each run with it, so a run of an older row is never reported."""
@@ -171,18 +189,23 @@ def planned_config(v: Variant, preset: str, dataset: str, root: str, sets: dict[
     return dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, seed=seed))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def paper_study(table: int) -> Study:
     """The paper's Table ``table`` (``studies/table{N}.toml``)."""
     if table not in PAPER_TABLE_NUMBERS:
-        raise FTNError(f"--table {table}: unknown; one of {', '.join(map(str, PAPER_TABLE_NUMBERS))}")
+        raise FTNError(
+            f"--table {table}: unknown; one of {', '.join(map(str, PAPER_TABLE_NUMBERS))}"
+        )
     return load(STUDIES / f"table{table}.toml")
 
 
 def _shipped(path: Path) -> bool:
     """Whether ``path`` is one of the shipped paper tables (``studies/table{N}.toml``)."""
     try:
-        return path.resolve().parent == STUDIES.resolve() and re.fullmatch(r"table\d+\.toml", path.name) is not None
+        return (
+            path.resolve().parent == STUDIES.resolve()
+            and re.fullmatch(r"table\d+\.toml", path.name) is not None
+        )
     except OSError:
         return False
 
@@ -224,16 +247,20 @@ def parse(text: str, where: str, shipped: bool = False) -> Study:
     _unknown(doc, TOP_KEYS, "", fail)
     name = doc.get("name")
     if not isinstance(name, str) or not NAME_RE.match(name):
-        fail("`name` must be a string of letters, digits, '_', '.' and '-', e.g. name = \"mask-width\"")
+        fail(
+            "`name` must be a string of letters, digits, '_', '.' and '-', e.g. name = \"mask-width\""
+        )
     table = doc.get("paper_table")
     if table is not None and table not in PAPER_TABLE_NUMBERS:
         fail(f"paper_table = {table!r}: must be one of {', '.join(map(str, PAPER_TABLE_NUMBERS))}")
     if re.fullmatch(r"table\d+", name) and name != f"table{table}":
         fail(f"name = {name!r} is kept for the paper's tables; choose another name")
     if re.fullmatch(r"table\d+", name) and not (shipped and Path(where).stem == name):
-        fail(f"name = {name!r} is the paper's Table {table} (its runs and reports are the shipped "
-             f"table's, ablations/studies/{name}.toml): give the copy a name of its own, "
-             f"e.g. name = \"my-{name}\"")
+        fail(
+            f"name = {name!r} is the paper's Table {table} (its runs and reports are the shipped "
+            f"table's, ablations/studies/{name}.toml): give the copy a name of its own, "
+            f'e.g. name = "my-{name}"'
+        )
     different_data = doc.get("rows_on_different_data", False)
     if not isinstance(different_data, bool):
         fail("`rows_on_different_data` must be true or false")
@@ -249,7 +276,9 @@ def parse(text: str, where: str, shipped: bool = False) -> Study:
         base_changes = dict(row.changes)
     shared = doc.get("set", {})
     if not isinstance(shared, dict):
-        fail("`set` must be a table of config keys every row takes, e.g. set = { \"loss.w_l1\" = 0.03 }")
+        fail(
+            '`set` must be a table of config keys every row takes, e.g. set = { "loss.w_l1" = 0.03 }'
+        )
     where_shared = functools.partial(_fail_shared, fail)
     base_changes |= {k: _value(k, v, where_shared) for k, v in shared.items()}
     _checked(Variant("set", "", tuple(base_changes.items())), where_shared)
@@ -281,10 +310,25 @@ def parse(text: str, where: str, shipped: bool = False) -> Study:
         if v.reference is not None and v.reference not in keys:
             fail(f"reference = {v.reference!r}: not a row", v.key)
     orderings: dict[str, list[tuple[str, str, str, str]]] = {}
-    claims = tuple(_claim(entry, i, keys, name, orderings, fail)
-                   for i, entry in enumerate(_tables(doc, "claim", fail)))
-    return Study(name, description, tuple(rows), reference, claims, base, sweep, sweep_values, table,
-                 where, text, tuple(shared), different_data)
+    claims = tuple(
+        _claim(entry, i, keys, name, orderings, fail)
+        for i, entry in enumerate(_tables(doc, "claim", fail))
+    )
+    return Study(
+        name,
+        description,
+        tuple(rows),
+        reference,
+        claims,
+        base,
+        sweep,
+        sweep_values,
+        table,
+        where,
+        text,
+        tuple(shared),
+        different_data,
+    )
 
 
 def _same_data(rows: list[Variant], fail) -> None:
@@ -294,17 +338,22 @@ def _same_data(rows: list[Variant], fail) -> None:
         other = data_choice(v)
         for key, a, b in zip(DATA_KEYS, first, other):
             if a != b:
-                fail(f"{key} = {_toml(b)}, but {_toml(a)} in row {rows[0].key!r}: the rows of a study share "
-                     f"their data, so that every Δ pairs the same test queries; set it for every row (the "
-                     f"study's `set` or --set), or say rows_on_different_data = true (rows on different data "
-                     f"are then never paired)", v.key)
+                fail(
+                    f"{key} = {_toml(b)}, but {_toml(a)} in row {rows[0].key!r}: the rows of a study share "
+                    f"their data, so that every Δ pairs the same test queries; set it for every row (the "
+                    f"study's `set` or --set), or say rows_on_different_data = true (rows on different data "
+                    f"are then never paired)",
+                    v.key,
+                )
 
 
 def _unknown(entry: dict, allowed: set[str], what: str, fail) -> None:
     extra = sorted(set(entry) - allowed)
     if extra:
-        fail(f"unknown {what}key{'s' if len(extra) > 1 else ''} {', '.join(map(repr, extra))} "
-             f"(known: {', '.join(sorted(allowed))})")
+        fail(
+            f"unknown {what}key{'s' if len(extra) > 1 else ''} {', '.join(map(repr, extra))} "
+            f"(known: {', '.join(sorted(allowed))})"
+        )
 
 
 def _tables(doc: dict, name: str, fail) -> list[dict]:
@@ -317,7 +366,9 @@ def _tables(doc: dict, name: str, fail) -> list[dict]:
 def _row(entry: dict, i: int, base: dict[str, Any], fail) -> Variant:
     key = entry.get("key")
     if not isinstance(key, str) or not KEY_RE.match(key):
-        fail(f"[[row]] number {i + 1}: `key` must be a short string of letters, digits and '_', e.g. key = \"narrow\"")
+        fail(
+            f"[[row]] number {i + 1}: `key` must be a short string of letters, digits and '_', e.g. key = \"narrow\""
+        )
     where = functools.partial(_fail_row, fail, key)
     _unknown(entry, ROW_KEYS, "row ", where)
     label = entry.get("label", key)
@@ -325,7 +376,7 @@ def _row(entry: dict, i: int, base: dict[str, Any], fail) -> Variant:
     if not isinstance(label, str):
         where("`label` must be a string")
     if not isinstance(sets, dict):
-        where("`set` must be a table of config keys, e.g. set = { \"model.gauss_sy\" = 0.25 }")
+        where('`set` must be a table of config keys, e.g. set = { "model.gauss_sy" = 0.25 }')
     control = entry.get("control", False)
     if not isinstance(control, bool):
         where("`control` must be true or false")
@@ -349,7 +400,11 @@ def _checked(v: Variant, where) -> Variant:
     try:
         validate(v.apply(Config()))
     except FTNError as err:
-        where(str(err).replace(" (from --set, --params-file or the preset)", "").removeprefix("--set "))
+        where(
+            str(err)
+            .replace(" (from --set, --params-file or the preset)", "")
+            .removeprefix("--set ")
+        )
     return v
 
 
@@ -357,7 +412,9 @@ def _hint(key: str) -> Any:
     """The type of the config field ``key`` (``model.gauss_sy`` → float), None if unknown."""
     node: Any = Config
     for part in key.split("."):
-        if not (dataclasses.is_dataclass(node) and part in {f.name for f in dataclasses.fields(node)}):
+        if not (
+            dataclasses.is_dataclass(node) and part in {f.name for f in dataclasses.fields(node)}
+        ):
             return None
         node = typing.get_type_hints(node)[part]
     return None if dataclasses.is_dataclass(node) else node
@@ -378,7 +435,9 @@ def _value(key: str, value: Any, where) -> Any:
     if origin is Literal:
         ok, what = isinstance(value, str), "a string"
     elif origin is tuple:
-        ok = isinstance(value, list) and all(isinstance(x, int) and not isinstance(x, bool) for x in value)
+        ok = isinstance(value, list) and all(
+            isinstance(x, int) and not isinstance(x, bool) for x in value
+        )
         what, value = "a list of integers", tuple(value) if isinstance(value, list) else value
     elif hint is bool:
         ok, what = isinstance(value, bool), "true or false"
@@ -403,50 +462,76 @@ def _toml(value: Any) -> str:
     return repr(value) if isinstance(value, str) else str(value)
 
 
-def _sweep(entry: Any, rows: list[Variant], base: dict[str, Any], shared: set[str],
-           fail) -> tuple[Sweep, list[Variant]]:
+def _sweep(
+    entry: Any, rows: list[Variant], base: dict[str, Any], shared: set[str], fail
+) -> tuple[Sweep, list[Variant]]:
     if not isinstance(entry, dict):
-        fail("`sweep` must be a table: [sweep] with field = \"loss.w_grad\" and values = [...]")
+        fail('`sweep` must be a table: [sweep] with field = "loss.w_grad" and values = [...]')
     _unknown(entry, SWEEP_KEYS, "sweep ", fail)
     field, values = entry.get("field"), entry.get("values")
     if not isinstance(field, str):
-        fail("[sweep]: `field` must be a config key, e.g. field = \"loss.w_grad\"")
+        fail('[sweep]: `field` must be a config key, e.g. field = "loss.w_grad"')
     if not isinstance(values, list) or not values:
-        fail(f"[sweep] {field}: `values` is empty; give at least one value, e.g. values = [0.1, 1.0]")
+        fail(
+            f"[sweep] {field}: `values` is empty; give at least one value, e.g. values = [0.1, 1.0]"
+        )
     if field in NOT_IN_A_STUDY:
         fail(f"[sweep] {field}: {NOT_IN_A_STUDY[field]}; sweep another field")
     if field in shared:
-        fail(f"[sweep] {field}: the study's `set` sets the swept field too (every sweep row would override it)")
+        fail(
+            f"[sweep] {field}: the study's `set` sets the swept field too (every sweep row would override it)"
+        )
     for v in rows:
         if field in dict(v.changes) and field not in base:
-            fail(f"[sweep] {field}: this row sets the swept field too (a sweep row would override it)", v.key)
+            fail(
+                f"[sweep] {field}: this row sets the swept field too (a sweep row would override it)",
+                v.key,
+            )
     leaf = field.rsplit(".", 1)[-1]
     label = entry.get("label", f"{field} = {{}}")
     if not isinstance(label, str):
         fail("[sweep]: `label` must be a string with {} where the value goes")
     out = []
     for value in values:
-        written = ",".join(map(str, value)) if isinstance(value, list) else _toml(value).strip(chr(39))
+        written = (
+            ",".join(map(str, value)) if isinstance(value, list) else _toml(value).strip(chr(39))
+        )
         key = f"{leaf}={written}"
         if not SWEEP_KEY_RE.match(key):
-            fail(f"[sweep] {field}: the value {_toml(value)} makes the row key {key!r}, and a row key may hold "
-                 f"only letters, digits and _ . = + , - (it names runs and checkpoint files): write these "
-                 f"rows as [[row]] entries with keys of their own")
+            fail(
+                f"[sweep] {field}: the value {_toml(value)} makes the row key {key!r}, and a row key may hold "
+                f"only letters, digits and _ . = + , - (it names runs and checkpoint files): write these "
+                f"rows as [[row]] entries with keys of their own"
+            )
         where = functools.partial(_fail_row, fail, key)
         checked = _value(field, value, where)
-        out.append(_checked(Variant(key, label.replace("{}", _toml(value).strip(chr(39))),
-                                    tuple({**base, field: checked}.items())), where))
+        out.append(
+            _checked(
+                Variant(
+                    key,
+                    label.replace("{}", _toml(value).strip(chr(39))),
+                    tuple({**base, field: checked}.items()),
+                ),
+                where,
+            )
+        )
     return Sweep(field, tuple(dict(v.changes)[field] for v in out)), out
 
 
-def _claim(entry: dict, i: int, keys: set[str], study: str,
-           orderings: dict[str, list[tuple[str, str, str, str]]], fail) -> Claim:
+def _claim(
+    entry: dict,
+    i: int,
+    keys: set[str],
+    study: str,
+    orderings: dict[str, list[tuple[str, str, str, str]]],
+    fail,
+) -> Claim:
     """One ``[[claim]]``; ``orderings`` (per metric: a, b, the item as written, the claim) holds
     the earlier claims' orderings, and one that closes a cycle with them is refused."""
     text = entry.get("text")
     where = f"[[claim]] number {i + 1}"
     if not isinstance(text, str) or not text:
-        fail(f"{where}: `text` must say what is claimed, e.g. text = \"a narrower Gm helps\"")
+        fail(f'{where}: `text` must say what is claimed, e.g. text = "a narrower Gm helps"')
     where = f"claim {text!r}"
     _unknown(entry, CLAIM_KEYS, f"{where} ", fail)
     metric = entry.get("metric", "R-1")
@@ -455,25 +540,31 @@ def _claim(entry: dict, i: int, keys: set[str], study: str,
     holds = entry.get("holds_if")
     items = [holds] if isinstance(holds, str) else holds
     if not isinstance(items, list) or not items or not all(isinstance(x, str) for x in items):
-        fail(f"{where}: `holds_if` must be \"A > B\" or a list of them, with A and B row keys")
+        fail(f'{where}: `holds_if` must be "A > B" or a list of them, with A and B row keys')
     pairs = []
     for item in items:
         m = re.fullmatch(r"\s*(\S+)\s*([<>])\s*(\S+)\s*", item)
         if m is None:
-            fail(f"{where}: holds_if {item!r}: expected \"A > B\" or \"A < B\" with row keys")
+            fail(f'{where}: holds_if {item!r}: expected "A > B" or "A < B" with row keys')
         a, op, b = m.groups()
         for k in (a, b):
             if k not in keys:
-                fail(f"{where}: holds_if {item!r}: {k!r} is not a row (rows: {', '.join(sorted(keys))})")
+                fail(
+                    f"{where}: holds_if {item!r}: {k!r} is not a row (rows: {', '.join(sorted(keys))})"
+                )
         if a == b:
-            fail(f"{where}: holds_if {item!r}: a row cannot beat itself; compare two different rows")
+            fail(
+                f"{where}: holds_if {item!r}: a row cannot beat itself; compare two different rows"
+            )
         pair = (a, b) if op == ">" else (b, a)
         known = orderings.setdefault(METRICS[metric], [])
         cycle = _path(known, pair[1], pair[0])
         if cycle is not None:
             said = ", ".join(f"{x!r} (claim {t!r})" for *_, x, t in cycle)
-            fail(f"{where}: holds_if {item!r} contradicts {said}: no ordering of the rows makes all of "
-                 f"them hold (on {metric})")
+            fail(
+                f"{where}: holds_if {item!r} contradicts {said}: no ordering of the rows makes all of "
+                f"them hold (on {metric})"
+            )
         known.append((*pair, item, text))
         pairs.append(pair)
     source = entry.get("source", study)
@@ -504,5 +595,10 @@ def _path(edges: list[tuple[str, str, str, str]], start: str, end: str) -> list 
 def spans_decades(values: list[float]) -> bool:
     """Whether a sweep's values are best drawn on a log axis (all > 0, max/min ≥ 20)."""
     nums = [float(v) for v in values if isinstance(v, (int, float)) and not isinstance(v, bool)]
-    return len(nums) == len(values) and len(nums) > 1 and min(nums) > 0 and max(nums) / min(nums) >= 20 \
+    return (
+        len(nums) == len(values)
+        and len(nums) > 1
+        and min(nums) > 0
+        and max(nums) / min(nums) >= 20
         and all(math.isfinite(v) for v in nums)
+    )

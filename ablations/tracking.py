@@ -31,13 +31,17 @@ def machine() -> str:
     model = ""
     try:
         with open("/proc/cpuinfo") as f:
-            model = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), "")
+            model = next(
+                (line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), ""
+            )
     except OSError:
         pass
     model = model or platform.processor() or platform.machine() or "unknown CPU"
     isa = torch.backends.cpu.get_cpu_capability()
-    text = (f"{model} ({os.cpu_count()} cores, {isa}{' with bf16' if native_bf16_cpu() else ''}), "
-            f"{torch.get_num_threads()} torch thread{'s' if torch.get_num_threads() != 1 else ''}")
+    text = (
+        f"{model} ({os.cpu_count()} cores, {isa}{' with bf16' if native_bf16_cpu() else ''}), "
+        f"{torch.get_num_threads()} torch thread{'s' if torch.get_num_threads() != 1 else ''}"
+    )
     if torch.cuda.is_available():
         names = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
         text += "; " + ", ".join(f"{names.count(n)}× {n}" for n in dict.fromkeys(names))
@@ -47,10 +51,21 @@ def machine() -> str:
 def git_commit() -> str:
     """HEAD of the repository, with ``-dirty`` when the work tree has changes; else 'unknown'."""
     try:
-        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True,
-                              timeout=10, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO,
-                               capture_output=True, text=True, timeout=10).stdout.strip()
+        head = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout.strip()
         return head + ("-dirty" if dirty else "")
     except (OSError, subprocess.SubprocessError):
         return "unknown"
@@ -83,26 +98,38 @@ def log_dataset(splits: Any) -> None:
 
     root = Path(splits.root)
     parts = (("train", splits.train), ("query", splits.query), ("gallery", splits.gallery))
-    df = pd.DataFrame([(split, os.path.relpath(s.path, root), s.pid, s.camid) for split, items in parts for s in items],
-                      columns=["split", "path", "pid", "camid"])
+    df = pd.DataFrame(
+        [
+            (split, os.path.relpath(s.path, root), s.pid, s.camid)
+            for split, items in parts
+            for s in items
+        ],
+        columns=["split", "path", "pid", "camid"],
+    )
     with warnings.catch_warnings():  # MLflow's hints on int columns and local sources
         warnings.simplefilter("ignore", UserWarning)
-        ds = mlflow.data.from_pandas(df, source=str(root), name=splits.name, targets="pid",
-                                     digest=splits.digest or None)
+        ds = mlflow.data.from_pandas(
+            df, source=str(root), name=splits.name, targets="pid", digest=splits.digest or None
+        )
         mlflow.log_input(ds, context="training")
 
 
-def per_query_arrays(per_query: dict[str, Any], query_pids: list[int], query_camids: list[int]) -> dict[str, Any]:
+def per_query_arrays(
+    per_query: dict[str, Any], query_pids: list[int], query_camids: list[int]
+) -> dict[str, Any]:
     """The ``per_query.npz`` arrays: the engine's per-query results with each query's pid and camid."""
     import numpy as np
 
     index = np.asarray(per_query["index"], dtype=np.int64)
-    return {"index": index, "pid": np.asarray(query_pids, dtype=np.int64)[index],
-            "camid": np.asarray(query_camids, dtype=np.int64)[index],
-            "ap": np.asarray(per_query["ap"], dtype=np.float64),
-            "first_rank": np.asarray(per_query["first_rank"], dtype=np.int64),
-            "inp": np.asarray(per_query["inp"], dtype=np.float64),
-            "top10": np.asarray(per_query["top"], dtype=np.int64)}
+    return {
+        "index": index,
+        "pid": np.asarray(query_pids, dtype=np.int64)[index],
+        "camid": np.asarray(query_camids, dtype=np.int64)[index],
+        "ap": np.asarray(per_query["ap"], dtype=np.float64),
+        "first_rank": np.asarray(per_query["first_rank"], dtype=np.int64),
+        "inp": np.asarray(per_query["inp"], dtype=np.float64),
+        "top10": np.asarray(per_query["top"], dtype=np.int64),
+    }
 
 
 def log_per_query(arrays: dict[str, Any], run_id: str) -> None:
@@ -115,9 +142,14 @@ def log_per_query(arrays: dict[str, Any], run_id: str) -> None:
         MlflowClient().log_artifact(run_id, str(out))
 
 
-def log_run_artifacts(config: dict[str, Any], metrics: dict[str, float], cmc: list[float],
-                      state_dict: dict[str, Any] | None, title: str,
-                      per_query: dict[str, Any] | None = None) -> None:
+def log_run_artifacts(
+    config: dict[str, Any],
+    metrics: dict[str, float],
+    cmc: list[float],
+    state_dict: dict[str, Any] | None,
+    title: str,
+    per_query: dict[str, Any] | None = None,
+) -> None:
     """config.json, metrics.json, cmc.png (an extra: ``log_extras``), model.pt (a state dict)
     and, given ``per_query`` (``per_query_arrays``), per_query.npz of the active run."""
     import torch
@@ -135,7 +167,13 @@ def log_run_artifacts(config: dict[str, Any], metrics: dict[str, float], cmc: li
             fig, ax = plt.subplots(figsize=(4, 3), dpi=100)
             ranks = list(range(1, len(cmc) + 1))
             ax.plot(ranks, [100 * c for c in cmc], marker=".", markersize=3)
-            ax.set(xlabel="rank", ylabel="matching rate (%)", title=title, xlim=(1, len(cmc)), ylim=(0, 100))
+            ax.set(
+                xlabel="rank",
+                ylabel="matching rate (%)",
+                title=title,
+                xlim=(1, len(cmc)),
+                ylim=(0, 100),
+            )
             ax.grid(alpha=0.3)
             fig.tight_layout()
             fig.savefig(out / CMC_PNG)
@@ -162,6 +200,11 @@ def log_embedding_model(model: Any, metrics: dict[str, float], splits: Any) -> s
 
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     params = {k: f"{v:.4f}" for k, v in metrics.items() if k.startswith("val/")}
-    params.update({"dataset": splits.name, "dataset_root": str(splits.root),
-                   "test_images": str(len(splits.query) + len(splits.gallery))})
+    params.update(
+        {
+            "dataset": splits.name,
+            "dataset_root": str(splits.root),
+            "test_images": str(len(splits.query) + len(splits.gallery)),
+        }
+    )
     return log_served_model(state, splits.query[0].path if splits.query else None, params)

@@ -50,9 +50,12 @@ VIEW_TAG = f"mlflow.sharedViewState.{VIEW_KEY}"
 RANK1, MAP = "metrics.`val/rank1`", "metrics.`val/mAP`"
 PARAMS = ["params.`model.attention`", "params.`model.mask`"]
 FACETS = {"searchFilter": store.CHILD_RUNS, "orderByKey": RANK1, "orderByAsc": "false"}
-VIEW = {**FACETS, "orderByAsc": False, "selectedColumns": [RANK1, MAP, *PARAMS],
-        "columnOrder": ["attributes.`Run Name`", RANK1, MAP, *PARAMS, "runDateAndNestInfo",
-                        "duration"]}
+VIEW = {
+    **FACETS,
+    "orderByAsc": False,
+    "selectedColumns": [RANK1, MAP, *PARAMS],
+    "columnOrder": ["attributes.`Run Name`", RANK1, MAP, *PARAMS, "runDateAndNestInfo", "duration"],
+}
 
 
 def facets(experiment) -> dict:
@@ -73,9 +76,12 @@ def save_view(client, experiment) -> bool:
     try:
         client.set_experiment_tag(experiment.experiment_id, VIEW_TAG, value)
     except Exception as err:  # e.g. a store locked by a training job: the link still works
-        print(f"could not save the runs view in the store ({type(err).__name__}: "
-              f"{str(err).splitlines()[0] if str(err) else ''}); the link sorts and filters, "
-              f"but add val/rank1 and val/mAP with Columns", file=sys.stderr)
+        print(
+            f"could not save the runs view in the store ({type(err).__name__}: "
+            f"{str(err).splitlines()[0] if str(err) else ''}); the link sorts and filters, "
+            f"but add val/rank1 and val/mAP with Columns",
+            file=sys.stderr,
+        )
         return False
     return True
 
@@ -129,14 +135,28 @@ def check_port(port: int) -> None:
     free = next((p for p in neighbours if port_problem(p) is None), None)
     hint = f"pass --port {free}" if free else "pass another --port N"
     if problem == "already in use":
-        raise FTNError(f"--port {port}: {HOST}:{port} is already in use (another program, or a UI "
-                       f"started before); {hint}, or stop what serves there")
+        raise FTNError(
+            f"--port {port}: {HOST}:{port} is already in use (another program, or a UI "
+            f"started before); {hint}, or stop what serves there"
+        )
     raise FTNError(f"--port {port}: cannot serve on {HOST}:{port} ({problem}); {hint}")
 
 
 def mlflow_command(uri: str, port: int) -> list[str]:
-    return [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", HOST,
-            "--port", str(port), "--workers", "1"]
+    return [
+        sys.executable,
+        "-m",
+        "mlflow",
+        "ui",
+        "--backend-store-uri",
+        uri,
+        "--host",
+        HOST,
+        "--port",
+        str(port),
+        "--workers",
+        "1",
+    ]
 
 
 def serve(cmd: list[str]) -> int:
@@ -164,21 +184,35 @@ def serve(cmd: list[str]) -> int:
 
 @cli_main
 def main(argv: list[str] | None = None) -> int:
-    parser = OneLineParser(description=__doc__.split("\n\n")[0],
-                           epilog=__doc__.split("\n\n", 1)[1], formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--tracking-uri", default=None,
-                        help=f"a SQLite store (default: {store.DEFAULT_TRACKING_URI})")
-    parser.add_argument("--port", type=port_number, default=5000,
-                        help="port, 1..65535 (default: 5000)")
-    parser.add_argument("--print-url", action="store_true",
-                        help="print the URL (saving its view in the store) and exit; start nothing")
+    parser = OneLineParser(
+        description=__doc__.split("\n\n")[0],
+        epilog=__doc__.split("\n\n", 1)[1],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--tracking-uri",
+        default=None,
+        help=f"a SQLite store (default: {store.DEFAULT_TRACKING_URI})",
+    )
+    parser.add_argument(
+        "--port", type=port_number, default=5000, help="port, 1..65535 (default: 5000)"
+    )
+    parser.add_argument(
+        "--print-url",
+        action="store_true",
+        help="print the URL (saving its view in the store) and exit; start nothing",
+    )
     args = parser.parse_args(argv)
     uri = args.tracking_uri or store.DEFAULT_TRACKING_URI
     if not uri.startswith("sqlite:///"):
-        raise FTNError(f"--tracking-uri {uri}: the UI is started on a SQLite store; a server is already a UI "
-                       f"(open its address)")
-    if not Path(uri[len("sqlite:///"):]).is_file():
-        raise FTNError(f"no store at {uri[len('sqlite:///'):]}: run `python ablations/run.py --table 2` first")
+        raise FTNError(
+            f"--tracking-uri {uri}: the UI is started on a SQLite store; a server is already a UI "
+            f"(open its address)"
+        )
+    if not Path(uri[len("sqlite:///") :]).is_file():
+        raise FTNError(
+            f"no store at {uri[len('sqlite:///') :]}: run `python ablations/run.py --table 2` first"
+        )
     if not args.print_url:  # else a UI may well be serving there already
         check_port(args.port)
     url = runs_url(store.open_store(uri), HOST, args.port)

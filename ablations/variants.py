@@ -23,22 +23,28 @@ TABLES: dict[int, tuple[Variant, ...]] = {n: paper_study(n).rows for n in PAPER_
 """The rows of the paper's tables, controls included, in table order."""
 
 
-def variants(table: int | Study, keys: list[str] | None = None, controls: bool = False) -> list[Variant]:
+def variants(
+    table: int | Study, keys: list[str] | None = None, controls: bool = False
+) -> list[Variant]:
     """The variants of ``table`` (a paper table's number or a study) in table order: its rows
     (plus the controls when ``controls``), or those named in ``keys`` (controls included)."""
     study = as_study(table)
     rows = study.rows
     if not keys:
         if not controls and all(v.control for v in rows):
-            raise FTNError(f"{study.path or study.name}: every row is a control (control = true), and controls "
-                           f"run only with --controls: add --controls")
+            raise FTNError(
+                f"{study.path or study.name}: every row is a control (control = true), and controls "
+                f"run only with --controls: add --controls"
+            )
         return [v for v in rows if controls or not v.control]
     known = {v.key for v in rows}
     unknown = [k for k in keys if k not in known]
     if unknown:
         where = f"Table {study.table}" if study.is_paper else f"study {study.name}"
-        raise FTNError(f"--variants {' '.join(unknown)}: not in {where}; "
-                       f"choose from {' '.join(v.key for v in rows)}")
+        raise FTNError(
+            f"--variants {' '.join(unknown)}: not in {where}; "
+            f"choose from {' '.join(v.key for v in rows)}"
+        )
     return [v for v in rows if v.key in keys or controls and v.control]
 
 
@@ -56,6 +62,14 @@ def paper_results(table: int | Study | None = None) -> list[dict[str, Any]]:
     for row in rows:
         if table is not None and int(row["table"]) != table:
             continue
-        out.append({"table": int(row["table"]), "row": row["row"], "variant_label": row["variant_label"],
-                    "dataset": row["dataset"], "rank1": float(row["rank1"]), "mAP": float(row["mAP"])})
+        out.append(
+            {
+                "table": int(row["table"]),
+                "row": row["row"],
+                "variant_label": row["variant_label"],
+                "dataset": row["dataset"],
+                "rank1": float(row["rank1"]),
+                "mAP": float(row["mAP"]),
+            }
+        )
     return out

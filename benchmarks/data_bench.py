@@ -22,7 +22,6 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
-
 from torch.utils.data import DataLoader
 
 from ftn_core.data.dataset import ReIDDataset, read_image
@@ -65,8 +64,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=400)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--workers", type=int, nargs="+", default=[0, 2],
-                        help="DataLoader worker counts to measure (default: 0 2)")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        nargs="+",
+        default=[0, 2],
+        help="DataLoader worker counts to measure (default: 0 2)",
+    )
     args = parser.parse_args()
     torch.set_num_threads(1)
     warnings.filterwarnings("ignore", category=DeprecationWarning)  # torchvision.io notice
@@ -91,8 +95,9 @@ def main() -> None:
 
         train_set = ReIDDataset(samples, build_transforms(256, 128, train=True))
         for workers in args.workers:
-            loader = DataLoader(train_set, batch_size=32, shuffle=True, drop_last=True,
-                                **loader_options(workers))
+            loader = DataLoader(
+                train_set, batch_size=32, shuffle=True, drop_last=True, **loader_options(workers)
+            )
             for _ in loader:  # start the workers and warm the file cache
                 pass
             start, seen = time.perf_counter(), 0
@@ -113,8 +118,10 @@ def main() -> None:
                 read_market_layout(str(Path(tmp) / "market"), "bench", verify_images=flag)
             times[flag] = (time.perf_counter() - start) / args.repeats
         per_1000 = (times[True] - times[False]) / len(paths) * 1e6
-        print(f"{'verification inside read_market_layout':<44}{per_1000:8.1f} ms per 1000 images "
-              f"(listing + parsing: {times[False] / len(paths) * 1e6:.1f} ms; warm file cache)")
+        print(
+            f"{'verification inside read_market_layout':<44}{per_1000:8.1f} ms per 1000 images "
+            f"(listing + parsing: {times[False] / len(paths) * 1e6:.1f} ms; warm file cache)"
+        )
 
 
 if __name__ == "__main__":

@@ -32,7 +32,6 @@ import time
 import numpy as np
 from scipy import stats as sps
 
-
 from reports import stats
 
 QUERY_SE = 0.7
@@ -48,22 +47,26 @@ REGIMES = {"seed": 2.0, "query": 0.2}
 def _slope(model: str) -> float:
     """d E[per-query score] / d α (per unit of α, score in 0–1): a seed effect α shifts the mean
     score by this much, so an arm's α ~ N(0, ω²) gives the Δ a seed SD of 100 · √2 · ω · slope."""
-    spread = math.sqrt(1 + TAU ** 2 + KAPPA ** 2 + (AP_NOISE ** 2 if model == "ap" else 0.0))
+    spread = math.sqrt(1 + TAU**2 + KAPPA**2 + (AP_NOISE**2 if model == "ap" else 0.0))
     return float(sps.norm.pdf(MU / spread) / spread)
 
 
-def simulate(model: str, sd_seed: float, seeds: int, queries: int, rng: np.random.Generator
-             ) -> np.ndarray:
+def simulate(
+    model: str, sd_seed: float, seeds: int, queries: int, rng: np.random.Generator
+) -> np.ndarray:
     """One (seeds × queries) matrix D with true Δ = 0."""
     if model == "gauss":
-        var_q = QUERY_SE ** 2 * 3547  # one seed's per-query variance (points²)
-        return (rng.normal(0, sd_seed, (seeds, 1))
-                + rng.normal(0, math.sqrt(B_SHARE * var_q), (1, queries))
-                + rng.normal(0, math.sqrt((1 - B_SHARE) * var_q), (seeds, queries)))
+        var_q = QUERY_SE**2 * 3547  # one seed's per-query variance (points²)
+        return (
+            rng.normal(0, sd_seed, (seeds, 1))
+            + rng.normal(0, math.sqrt(B_SHARE * var_q), (1, queries))
+            + rng.normal(0, math.sqrt((1 - B_SHARE) * var_q), (seeds, queries))
+        )
     omega = sd_seed / (100 * math.sqrt(2) * _slope(model))
     theta = rng.normal(MU, TAU, queries)
-    latent = (theta + rng.normal(0, KAPPA, (2, 1, queries))
-              + rng.normal(0, omega, (2, seeds, 1)))  # (arm, S, Q)
+    latent = (
+        theta + rng.normal(0, KAPPA, (2, 1, queries)) + rng.normal(0, omega, (2, seeds, 1))
+    )  # (arm, S, Q)
     if model == "r1":
         score = (rng.random(latent.shape) < sps.norm.cdf(latent)).astype(float)
     else:
@@ -90,8 +93,16 @@ def t_seeds(d: np.ndarray) -> tuple[float, float]:
     return stats.seed_interval(d.mean(axis=1))
 
 
-def coverage(model: str, regime: str, seeds: int, replicates: int, old_replicates: int,
-             resamples: int, queries: int, seed: int = 0) -> dict[str, float]:
+def coverage(
+    model: str,
+    regime: str,
+    seeds: int,
+    replicates: int,
+    old_replicates: int,
+    resamples: int,
+    queries: int,
+    seed: int = 0,
+) -> dict[str, float]:
     """Coverage in % of each interval, and the new interval's median half-width."""
     rng = np.random.default_rng([seed, seeds, list(REGIMES).index(regime), MODELS.index(model)])
     held = {"new": 0, "old": 0, "t-seeds": 0}
@@ -117,29 +128,45 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS)
     ap.add_argument("--seeds", nargs="+", type=int, default=[3, 5, 8])
-    ap.add_argument("--replicates", type=int, default=4000,
-                    help="replicates of the new and t intervals")
-    ap.add_argument("--old-replicates", type=int, default=500,
-                    help="replicates of the old bootstrap (0: skip)")
+    ap.add_argument(
+        "--replicates", type=int, default=4000, help="replicates of the new and t intervals"
+    )
+    ap.add_argument(
+        "--old-replicates", type=int, default=500, help="replicates of the old bootstrap (0: skip)"
+    )
     ap.add_argument("--resamples", type=int, default=1000, help="resamples of the old bootstrap")
     ap.add_argument("--queries", type=int, default=3547)
     args = ap.parse_args(argv)
     t0 = time.perf_counter()
-    print(f"95 % intervals, true Δ = 0, {args.queries:,} queries; {args.replicates:,} replicates "
-          f"(old: {args.old_replicates:,}, {args.resamples:,} resamples)")
+    print(
+        f"95 % intervals, true Δ = 0, {args.queries:,} queries; {args.replicates:,} replicates "
+        f"(old: {args.old_replicates:,}, {args.resamples:,} resamples)"
+    )
     print("| model | regime | seeds | old % | new % | t-seeds % | new ± (points) |")
     print("|---|---|---:|---:|---:|---:|---:|")
     for model in args.models:
         for regime in REGIMES:
             for s in args.seeds:
-                c = coverage(model, regime, s, args.replicates, args.old_replicates, args.resamples,
-                             args.queries)
-                print(f"| {model} | {regime} | {s} | {c['old']:.1f} | {c['new']:.1f} | "
-                      f"{c['t-seeds']:.1f} | {c['half']:.2f} |", flush=True)
+                c = coverage(
+                    model,
+                    regime,
+                    s,
+                    args.replicates,
+                    args.old_replicates,
+                    args.resamples,
+                    args.queries,
+                )
+                print(
+                    f"| {model} | {regime} | {s} | {c['old']:.1f} | {c['new']:.1f} | "
+                    f"{c['t-seeds']:.1f} | {c['half']:.2f} |",
+                    flush=True,
+                )
     se = 100 * math.sqrt(0.95 * 0.05 / max(1, args.replicates))
     se_old = 100 * math.sqrt(0.95 * 0.05 / max(1, args.old_replicates))
-    print(f"Monte Carlo SE of a 95 % coverage: ±{se:.2f} (new, t-seeds); ±{se_old:.2f} (old). "
-          f"{time.perf_counter() - t0:.0f} s")
+    print(
+        f"Monte Carlo SE of a 95 % coverage: ±{se:.2f} (new, t-seeds); ±{se_old:.2f} (old). "
+        f"{time.perf_counter() - t0:.0f} s"
+    )
     return 0
 
 

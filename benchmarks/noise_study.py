@@ -32,7 +32,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # one line per test size, no bars
+os.environ.setdefault(
+    "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false"
+)  # one line per test size, no bars
 
 from ablations import per_query, store  # noqa: E402
 from ftn_core.config import override  # noqa: E402
@@ -49,7 +51,9 @@ def runs_of(client, experiment: str, variants: list[str]) -> dict[tuple[str, int
     out = {}
     for run in client.search_runs([exp.experiment_id], store.FINISHED_CHILD_RUNS):
         key = (run.data.tags.get("variant", ""), int(run.data.tags.get("seed", -1)))
-        if key[0] in variants and (key not in out or run.info.start_time > out[key].info.start_time):
+        if key[0] in variants and (
+            key not in out or run.info.start_time > out[key].info.start_time
+        ):
             out[key] = run
     return out
 
@@ -64,8 +68,10 @@ def scored(run, test_ids: int, cache: Path, splits_cache: dict) -> tuple[dict, f
     with tempfile.TemporaryDirectory() as tmp:
         cfg = per_query.run_config(run.info.run_id, tmp)
         if cfg.data.dataset != "synthetic":
-            raise FTNError(f"run {run.info.run_name}: trained on {cfg.data.dataset}; the test split grows only "
-                           f"for the synthetic benchmark")
+            raise FTNError(
+                f"run {run.info.run_name}: trained on {cfg.data.dataset}; the test split grows only "
+                f"for the synthetic benchmark"
+            )
         cfg = override(cfg, {"data.synthetic_test_ids": test_ids})
         key = (cfg.data.root, test_ids)
         if key not in splits_cache:
@@ -80,7 +86,9 @@ def scored(run, test_ids: int, cache: Path, splits_cache: dict) -> tuple[dict, f
     return arrays, seconds
 
 
-def row_of(values: dict, variant: str, reference: str, seeds: list[int], partners: list[int]) -> list:
+def row_of(
+    values: dict, variant: str, reference: str, seeds: list[int], partners: list[int]
+) -> list:
     """The statistics of the Δ when seed ``seeds[i]`` of ``variant`` is paired with seed
     ``partners[i]`` of ``reference``: queries, per-query correlation, seed SD of Δ, query SE of one
     pair's Δ, the seed / query / interaction shares, Δ, the 95 % half-width and the pairs ±1.5
@@ -92,14 +100,26 @@ def row_of(values: dict, variant: str, reference: str, seeds: list[int], partner
     delta = stats.delta_interval(d)
     parts = stats.noise_parts(d)
     query_se = float(np.mean([row.std(ddof=1) / np.sqrt(len(row)) for row in d]))
-    return [d.shape[1], corr, delta.sd_seed, query_se, *parts.shares(), delta.delta,
-            (delta.hi - delta.lo) / 2, parts.seeds_for(1.5), parts.seeds_for(1.0)]
+    return [
+        d.shape[1],
+        corr,
+        delta.sd_seed,
+        query_se,
+        *parts.shares(),
+        delta.delta,
+        (delta.hi - delta.lo) / 2,
+        parts.seeds_for(1.5),
+        parts.seeds_for(1.0),
+    ]
 
 
 @cli_main
 def main(argv: list[str] | None = None) -> int:
-    parser = OneLineParser(description=__doc__.split("\n")[0], epilog=__doc__.split("\n\n", 1)[1],
-                           formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = OneLineParser(
+        description=__doc__.split("\n")[0],
+        epilog=__doc__.split("\n\n", 1)[1],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--tracking-uri", default=store.DEFAULT_TRACKING_URI)
     parser.add_argument("--experiment", default="table1-synthetic-cpu")
     parser.add_argument("--variant", default="cfa")
@@ -110,12 +130,30 @@ def main(argv: list[str] | None = None) -> int:
     args.cache.mkdir(parents=True, exist_ok=True)
     client = store.open_store(args.tracking_uri, create=False)
     runs = runs_of(client, args.experiment, [args.variant, args.reference])
-    seeds = sorted({s for (v, s) in runs if v == args.variant} & {s for (v, s) in runs if v == args.reference})
+    seeds = sorted(
+        {s for (v, s) in runs if v == args.variant} & {s for (v, s) in runs if v == args.reference}
+    )
     if not seeds:
-        raise FTNError(f"no seed has FINISHED runs of both {args.variant} and {args.reference} in {args.experiment}")
+        raise FTNError(
+            f"no seed has FINISHED runs of both {args.variant} and {args.reference} in {args.experiment}"
+        )
     print(f"{args.variant} − {args.reference}, R-1, seeds {' '.join(map(str, seeds))}", flush=True)
-    head = ("test ids", "pairing", "queries", "eval s", "corr", "seed SD Δ", "query SE", "seed %", "query %",
-            "inter %", "Δ", "± 95 %", "seeds ±1.5", "seeds ±1")
+    head = (
+        "test ids",
+        "pairing",
+        "queries",
+        "eval s",
+        "corr",
+        "seed SD Δ",
+        "query SE",
+        "seed %",
+        "query %",
+        "inter %",
+        "Δ",
+        "± 95 %",
+        "seeds ±1.5",
+        "seeds ±1",
+    )
     print("  ".join(f"{h:>10}" for h in head), flush=True)
     splits_cache: dict = {}
     for n in args.test_ids:
@@ -131,8 +169,13 @@ def main(argv: list[str] | None = None) -> int:
             pairings["cross"] = seeds[1:] + seeds[:1]
         for name, partners in pairings.items():
             cells = row_of(values, args.variant, args.reference, seeds, partners)
-            print("  ".join(f"{c:>10}" if isinstance(c, (int, str)) or c is None else f"{c:>10.2f}"
-                            for c in [n, name, *cells[:1], eval_s, *cells[1:]]), flush=True)
+            print(
+                "  ".join(
+                    f"{c:>10}" if isinstance(c, (int, str)) or c is None else f"{c:>10.2f}"
+                    for c in [n, name, *cells[:1], eval_s, *cells[1:]]
+                ),
+                flush=True,
+            )
     return 0
 
 

@@ -21,7 +21,6 @@ from pathlib import Path
 
 import torch
 
-
 from ablations.variants import variants
 from ftn_core.data.loading import build_data, load_splits
 from ftn_core.engine import evaluate
@@ -32,8 +31,11 @@ from ftn_core.presets import preset_config
 
 @cli_main
 def main(argv: list[str] | None = None) -> int:
-    parser = OneLineParser(description=__doc__.split("\n")[0], epilog=__doc__.split("\n\n", 1)[1],
-                           formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = OneLineParser(
+        description=__doc__.split("\n")[0],
+        epilog=__doc__.split("\n\n", 1)[1],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--test-ids", type=int, nargs="+", default=[100, 430, 1000])
     parser.add_argument("--variants", nargs="+", default=["base", "g"], help="Table 2 rows")
     parser.add_argument("--repeats", type=int, default=2)
@@ -41,7 +43,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     rows = {v.key: v for v in variants(2, args.variants)}
     print(f"torch threads: {torch.get_num_threads()}")
-    print(f"{'test ids':>8} {'queries':>8} {'gallery':>8}  " + "  ".join(f"{k + ' s':>8}" for k in rows))
+    print(
+        f"{'test ids':>8} {'queries':>8} {'gallery':>8}  "
+        + "  ".join(f"{k + ' s':>8}" for k in rows)
+    )
     for n in args.test_ids:
         cfg = preset_config("cpu", {"data.root": args.root, "data.synthetic_test_ids": n})
         splits = load_splits(cfg.data)
@@ -55,8 +60,11 @@ def main(argv: list[str] | None = None) -> int:
                 evaluate(model, data, torch.device("cpu"))
                 best = min(best, time.perf_counter() - t0)
             times.append(best)
-        print(f"{n:>8} {len(splits.query):>8} {len(splits.gallery):>8}  " + "  ".join(f"{t:8.1f}" for t in times),
-              flush=True)
+        print(
+            f"{n:>8} {len(splits.query):>8} {len(splits.gallery):>8}  "
+            + "  ".join(f"{t:8.1f}" for t in times),
+            flush=True,
+        )
     return 0
 
 

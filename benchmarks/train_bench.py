@@ -22,7 +22,6 @@ import time
 
 import torch
 
-
 from ftn_core.config import override
 from ftn_core.data.loading import DataBundle
 from ftn_core.data.types import DatasetSplits, Sample
@@ -39,9 +38,13 @@ def _batches(cfg, n: int, device: str = "cpu") -> list[dict[str, torch.Tensor]]:
     d = cfg.data
     bsz = d.num_ids * d.num_instances
     g = torch.Generator().manual_seed(0)
-    return [{"img": torch.rand(bsz, 3, d.height, d.width, generator=g).to(device),
-             "pid": torch.arange(d.num_ids).repeat_interleave(d.num_instances).to(device)}
-            for _ in range(n)]
+    return [
+        {
+            "img": torch.rand(bsz, 3, d.height, d.width, generator=g).to(device),
+            "pid": torch.arange(d.num_ids).repeat_interleave(d.num_instances).to(device),
+        }
+        for _ in range(n)
+    ]
 
 
 class _Sampler:
@@ -52,7 +55,9 @@ class _Sampler:
 
 
 def _bundle(batches) -> DataBundle:
-    splits = DatasetSplits("bench", "", [Sample("", i % NUM_CLASSES, 0) for i in range(NUM_CLASSES)])
+    splits = DatasetSplits(
+        "bench", "", [Sample("", i % NUM_CLASSES, 0) for i in range(NUM_CLASSES)]
+    )
     return DataBundle(splits, batches, _Sampler(), [], [])  # type: ignore[arg-type]
 
 
@@ -85,10 +90,14 @@ def bare_seconds(cfg, batches) -> float:
     model = build_model(cfg.model, NUM_CLASSES).to(device).train()
     fmt = torch.channels_last if cuda and cfg.train.channels_last else torch.contiguous_format
     model = model.to(memory_format=fmt)
-    net = model if cfg.train.compile == "off" else torch.compile(model, mode=cfg.train.compile,
-                                                                backend=COMPILE_BACKEND)
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay,
-                           fused=cuda or None)  # as the engine
+    net = (
+        model
+        if cfg.train.compile == "off"
+        else torch.compile(model, mode=cfg.train.compile, backend=COMPILE_BACKEND)
+    )
+    opt = torch.optim.Adam(
+        model.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay, fused=cuda or None
+    )  # as the engine
     reid, recon = {"ce": 1.0, "triplet": 0.1}, {"grad": 1.0, "l1": 1.0}
 
     def epoch() -> None:
@@ -96,7 +105,9 @@ def bare_seconds(cfg, batches) -> float:
         for i, b in enumerate(batches):
             kind_recon = model.decoder is not None and i % 3 == 2
             with torch.autocast(device, dtype=torch.bfloat16, enabled=cuda and cfg.train.amp):
-                out = net(b["img"].contiguous(memory_format=fmt), reid=not kind_recon, recon=kind_recon)
+                out = net(
+                    b["img"].contiguous(memory_format=fmt), reid=not kind_recon, recon=kind_recon
+                )
             loss = combine(model.losses(out, b["pid"]), recon if kind_recon else reid)
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -125,35 +136,64 @@ def inference_img_s(cfg, batches) -> float:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter,
-                                     epilog=__doc__.split("\n\n")[1])
-    parser.add_argument("--device", choices=["cpu", "cuda"],
-                        default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--presets", nargs="+", help="default: tiny cpu paper (CPU), paper gpu (CUDA)")
-    parser.add_argument("--batches", type=int, help="batches per measurement, a multiple of 3 "
-                        "(default: 6 on the CPU, 3 for paper there; 60 on CUDA)")
-    parser.add_argument("--repeats", type=int, default=3, help="engine/bare pairs (median reported)")
-    parser.add_argument("--models", nargs="+", default=[v for v, _ in VARIANTS],
-                        choices=[v for v, _ in VARIANTS], help="default: Baseline FTN")
-    parser.add_argument("--engine-only", action="store_true",
-                        help="skip the bare loop (with --compile: one compilation instead of two)")
-    parser.add_argument("--compile", nargs="+", default=["off"],
-                        choices=["off", "default", "reduce-overhead", "max-autotune"],
-                        help="train.compile modes to measure (default: off)")
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=__doc__.split("\n\n")[1],
+    )
+    parser.add_argument(
+        "--device", choices=["cpu", "cuda"], default="cuda" if torch.cuda.is_available() else "cpu"
+    )
+    parser.add_argument(
+        "--presets", nargs="+", help="default: tiny cpu paper (CPU), paper gpu (CUDA)"
+    )
+    parser.add_argument(
+        "--batches",
+        type=int,
+        help="batches per measurement, a multiple of 3 "
+        "(default: 6 on the CPU, 3 for paper there; 60 on CUDA)",
+    )
+    parser.add_argument(
+        "--repeats", type=int, default=3, help="engine/bare pairs (median reported)"
+    )
+    parser.add_argument(
+        "--models",
+        nargs="+",
+        default=[v for v, _ in VARIANTS],
+        choices=[v for v, _ in VARIANTS],
+        help="default: Baseline FTN",
+    )
+    parser.add_argument(
+        "--engine-only",
+        action="store_true",
+        help="skip the bare loop (with --compile: one compilation instead of two)",
+    )
+    parser.add_argument(
+        "--compile",
+        nargs="+",
+        default=["off"],
+        choices=["off", "default", "reduce-overhead", "max-autotune"],
+        help="train.compile modes to measure (default: off)",
+    )
     args = parser.parse_args(argv)
     cuda = args.device == "cuda"
     if cuda and not torch.cuda.is_available():
         parser.error("--device cuda: no CUDA device is visible to torch")
     presets = args.presets or (["paper", "gpu"] if cuda else ["tiny", "cpu", "paper"])
-    where = (f"CUDA {torch.cuda.get_device_name()}, bf16 autocast, channels_last" if cuda
-             else f"CPU, {torch.get_num_threads()} threads")
+    where = (
+        f"CUDA {torch.cuda.get_device_name()}, bf16 autocast, channels_last"
+        if cuda
+        else f"CPU, {torch.get_num_threads()} threads"
+    )
     print(f"torch {torch.__version__}, {where}")
-    print(f"{'preset':<7} {'model':<9} {'compile':<15} {'input':<9} {'batch':>5} {'engine img/s':>13} "
-          f"{'bare img/s':>11} {'overhead':>9} {'infer img/s':>12} {'peak GiB':>9}")
+    print(
+        f"{'preset':<7} {'model':<9} {'compile':<15} {'input':<9} {'batch':>5} {'engine img/s':>13} "
+        f"{'bare img/s':>11} {'overhead':>9} {'infer img/s':>12} {'peak GiB':>9}"
+    )
     for preset in presets:
-        cfg = preset_config(preset, {"train.device": args.device, "model.pretrained": False,
-                                     "train.max_batches": 0})
+        cfg = preset_config(
+            preset, {"train.device": args.device, "model.pretrained": False, "train.max_batches": 0}
+        )
         cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, warmup_epochs=0))
         n = args.batches or (60 if cuda else 3 if preset == "paper" else 6)
         batches = _batches(cfg, n, args.device)
@@ -166,19 +206,29 @@ def main(argv: list[str] | None = None) -> int:
                 if cuda:
                     torch.cuda.reset_peak_memory_stats()
                 repeats = args.repeats if (cuda or preset != "paper") else 1
-                pairs = [(engine_seconds(c, batches), math.nan if args.engine_only else bare_seconds(c, batches))
-                         for _ in range(repeats)]
+                pairs = [
+                    (
+                        engine_seconds(c, batches),
+                        math.nan if args.engine_only else bare_seconds(c, batches),
+                    )
+                    for _ in range(repeats)
+                ]
                 engine = statistics.median(e for e, _ in pairs)
                 bare = statistics.median(b for _, b in pairs)
                 overhead = statistics.median(e / b - 1 for e, b in pairs)
                 infer = inference_img_s(c, batches)
                 peak = f"{torch.cuda.max_memory_allocated() / 2**30:9.2f}" if cuda else f"{'-':>9}"
                 size = f"{cfg.data.height}x{cfg.data.width}"
-                print(f"{preset:<7} {label:<9} {mode:<15} {size:<9} {len(batches[0]['img']):>5} "
-                      f"{images / engine:>13.1f} {images / bare:>11.1f} {100 * overhead:>+8.1f}% "
-                      f"{infer:>12.1f} {peak}", flush=True)
-    print(f"overhead: median over {args.repeats} engine/bare pairs of engine time / bare time − 1 "
-          f"(one pair for paper on the CPU)")
+                print(
+                    f"{preset:<7} {label:<9} {mode:<15} {size:<9} {len(batches[0]['img']):>5} "
+                    f"{images / engine:>13.1f} {images / bare:>11.1f} {100 * overhead:>+8.1f}% "
+                    f"{infer:>12.1f} {peak}",
+                    flush=True,
+                )
+    print(
+        f"overhead: median over {args.repeats} engine/bare pairs of engine time / bare time − 1 "
+        f"(one pair for paper on the CPU)"
+    )
     return 0
 
 

@@ -33,9 +33,19 @@ from ftn_core.data.loading import build_data, load_splits  # noqa: E402
 from ftn_core.engine import Trainer  # noqa: E402
 
 
-def _study(tmp: Path, name: str, trials: int, preset: str, sets: dict, pruner) -> tuple[optuna.Study, float]:
-    opts = optuna_study.TuneOptions("g", trials, preset=preset, root=str(tmp / "data"), sets=sets, study=name,
-                              tracking_uri=f"sqlite:///{tmp / 'mlruns' / 'mlflow.db'}", out=str(tmp / name))
+def _study(
+    tmp: Path, name: str, trials: int, preset: str, sets: dict, pruner
+) -> tuple[optuna.Study, float]:
+    opts = optuna_study.TuneOptions(
+        "g",
+        trials,
+        preset=preset,
+        root=str(tmp / "data"),
+        sets=sets,
+        study=name,
+        tracking_uri=f"sqlite:///{tmp / 'mlruns' / 'mlflow.db'}",
+        out=str(tmp / name),
+    )
     t0 = time.perf_counter()
     with contextlib.redirect_stdout(io.StringIO()):
         result = optuna_study.run_study(opts, pruner=pruner)
@@ -55,27 +65,45 @@ def main() -> None:
         tmp = Path(tmp_name)
         # Warm-up: generate the data and pay the first-call costs outside the timings.
         _study(tmp, "warmup", 1, args.preset, sets, optuna.pruners.NopPruner())
-        study, tuned = _study(tmp, "nopruning", args.trials, args.preset, sets, optuna.pruners.NopPruner())
+        study, tuned = _study(
+            tmp, "nopruning", args.trials, args.preset, sets, optuna.pruners.NopPruner()
+        )
 
-        opts = optuna_study.TuneOptions("g", 1, preset=args.preset, root=str(tmp / "data"), sets=sets)
+        opts = optuna_study.TuneOptions(
+            "g", 1, preset=args.preset, root=str(tmp / "data"), sets=sets
+        )
         base = optuna_study.plan_for(opts, {})
         splits = holdout_split(load_splits(base.cfg.data), 0.2, seed=0)
         t0 = time.perf_counter()
         for t in study.trials:
             p = optuna_study.plan_for(opts, t.params)
-            Trainer(p.cfg, build_data(p.cfg.data, seed=p.seed, splits=splits, train_masks=p.cfg.model.mask == "oracle"), None, None, progress=False).fit()
+            Trainer(
+                p.cfg,
+                build_data(
+                    p.cfg.data, seed=p.seed, splits=splits, train_masks=p.cfg.model.mask == "oracle"
+                ),
+                None,
+                None,
+                progress=False,
+            ).fit()
         bare = time.perf_counter() - t0
 
         pruned_study, pruned_time = _study(tmp, "pruning", args.trials, args.preset, sets, None)
         states = [t.state.name for t in pruned_study.trials]
     n = args.trials
-    print(f"torch {torch.__version__}, {args.threads} thread(s), preset {args.preset}, {n} trials of variant g")
+    print(
+        f"torch {torch.__version__}, {args.threads} thread(s), preset {args.preset}, {n} trials of variant g"
+    )
     print(f"  study without pruning: {tuned:6.1f} s  ({tuned / n:.2f} s per trial)")
     print(f"  bare Trainer.fit loop: {bare:6.1f} s  ({bare / n:.2f} s per trial)")
-    print(f"  bookkeeping overhead : {(tuned - bare) / n * 1000:6.0f} ms per trial "
-          f"({100 * (tuned - bare) / bare:.0f} % of training)")
-    print(f"  study with the median pruner: {pruned_time:.1f} s, {states.count('PRUNED')} of {n} pruned "
-          f"({100 * (1 - pruned_time / tuned):.0f} % less time than without pruning)")
+    print(
+        f"  bookkeeping overhead : {(tuned - bare) / n * 1000:6.0f} ms per trial "
+        f"({100 * (tuned - bare) / bare:.0f} % of training)"
+    )
+    print(
+        f"  study with the median pruner: {pruned_time:.1f} s, {states.count('PRUNED')} of {n} pruned "
+        f"({100 * (1 - pruned_time / tuned):.0f} % less time than without pruning)"
+    )
 
 
 if __name__ == "__main__":

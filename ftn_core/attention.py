@@ -34,8 +34,14 @@ class CFA(nn.Module):
     Interpretation: Eq. 1's sum over i is read as the element-wise sum of the three maps.
     """
 
-    def __init__(self, in_channels: int, use_pa: bool = True, use_ca: bool = True,
-                 use_cmp: bool = True, pool: int = 2) -> None:
+    def __init__(
+        self,
+        in_channels: int,
+        use_pa: bool = True,
+        use_ca: bool = True,
+        use_cmp: bool = True,
+        pool: int = 2,
+    ) -> None:
         super().__init__()
         if in_channels % pool:
             raise ValueError(f"CFA needs in_channels divisible by {pool}, got {in_channels}")
@@ -126,7 +132,9 @@ class PAMCAM(nn.Module):
         super().__init__()
         mid = in_channels // 2
         self.reduce = nn.Sequential(
-            nn.Conv2d(in_channels, mid, 3, padding=1, bias=False), nn.BatchNorm2d(mid), nn.ReLU(inplace=True)
+            nn.Conv2d(in_channels, mid, 3, padding=1, bias=False),
+            nn.BatchNorm2d(mid),
+            nn.ReLU(inplace=True),
         )
         self.pam = _PositionAttention(mid)
         self.cam = _ChannelAttention()

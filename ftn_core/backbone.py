@@ -50,9 +50,16 @@ class SEnc(nn.Module):
     without reading the file (for a caller that loads a whole state dict next).
     """
 
-    def __init__(self, arch: str = "resnet50", pretrained: bool = False, weights_path: str = "",
-                 last_stride: int = 1, stage4_stride: int = 2, init: str = "scratch",
-                 load_init: bool = True) -> None:
+    def __init__(
+        self,
+        arch: str = "resnet50",
+        pretrained: bool = False,
+        weights_path: str = "",
+        last_stride: int = 1,
+        stage4_stride: int = 2,
+        init: str = "scratch",
+        load_init: bool = True,
+    ) -> None:
         super().__init__()
         for name, value in (("last_stride", last_stride), ("stage4_stride", stage4_stride)):
             if value not in (1, 2):
@@ -71,7 +78,12 @@ class SEnc(nn.Module):
         self.stage4_stride = 8 * stage4_stride
         """Total stride of the stage-4 map (16 in the paper; TF-Dec upsamples by this)."""
         self.stage1 = nn.Sequential(net.conv1, net.bn1, net.relu, net.maxpool)
-        self.stage2, self.stage3, self.stage4, self.stage5 = net.layer1, net.layer2, net.layer3, net.layer4
+        self.stage2, self.stage3, self.stage4, self.stage5 = (
+            net.layer1,
+            net.layer2,
+            net.layer3,
+            net.layer4,
+        )
         last = net.layer4[-1]
         if last.downsample is None:
             self.local_block = copy.deepcopy(last)

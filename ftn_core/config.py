@@ -299,8 +299,11 @@ def _normal(value: Any) -> Any:
 def config_hash(cfg: Any, exclude: tuple[str, ...] = HOW_IT_RUNS + LOCATIONS) -> str:
     """A short stable hash of everything that changes the result (not where it runs, nor where
     its data lives), and of what the code computes from it (``COMPUTES``)."""
-    flat = {k: _normal(v) for k, v in flatten(cfg).items()
-            if k not in exclude and not (k in ADDED_FIELDS and v == ADDED_FIELDS[k])}
+    flat = {
+        k: _normal(v)
+        for k, v in flatten(cfg).items()
+        if k not in exclude and not (k in ADDED_FIELDS and v == ADDED_FIELDS[k])
+    }
     if COMPUTES > 1:
         flat["computes"] = COMPUTES
     payload = json.dumps(flat, sort_keys=True, default=list)
@@ -310,8 +313,12 @@ def config_hash(cfg: Any, exclude: tuple[str, ...] = HOW_IT_RUNS + LOCATIONS) ->
 def legacy_config_hash(cfg: Any) -> str:
     """The hash runs were tagged with before ``LOCATIONS`` left it (the data's folder in, −0.0
     kept): only to find those runs again, never to tag a new one."""
-    flat = {k: v for k, v in flatten(cfg).items()  # model.init: its digest keys the run
-            if k not in HOW_IT_RUNS + ("model.init",) and not (k in ADDED_FIELDS and v == ADDED_FIELDS[k])}
+    flat = {
+        k: v
+        for k, v in flatten(cfg).items()  # model.init: its digest keys the run
+        if k not in HOW_IT_RUNS + ("model.init",)
+        and not (k in ADDED_FIELDS and v == ADDED_FIELDS[k])
+    }
     if COMPUTES > 1:
         flat["computes"] = COMPUTES
     return hashlib.sha256(json.dumps(flat, sort_keys=True, default=list).encode()).hexdigest()[:12]
@@ -322,7 +329,9 @@ def setting_hash(cfg: Any) -> str:
     row trained alike, so that a report never pools a row's runs from before and after its
     study file or its ``--set`` changed. How often a run evaluates on the way (the result is the
     last epoch's) and the memory layout (nothing off CUDA) do not make another setting."""
-    return config_hash(cfg, HOW_IT_RUNS + LOCATIONS + ("train.seed", "train.eval_every", "train.channels_last"))
+    return config_hash(
+        cfg, HOW_IT_RUNS + LOCATIONS + ("train.seed", "train.eval_every", "train.channels_last")
+    )
 
 
 def _finite(lo: float, lo_open: bool = False, hi: float | None = None, hi_open: bool = False):
@@ -332,6 +341,7 @@ def _finite(lo: float, lo_open: bool = False, hi: float | None = None, hi_open: 
         if v < lo or lo_open and v == lo:
             return False
         return hi is None or v < hi or not hi_open and v == hi
+
     return check
 
 
@@ -363,13 +373,17 @@ RULES: dict[str, tuple[Any, str]] = {
     "data.random_patch": (_PROB, "a probability in [0, 1]"),
     "data.random_erasing": (_PROB, "a probability in [0, 1]"),
     "train.epochs": (_AT_LEAST_1, "an integer ≥ 1"),
-    "train.device": (lambda v: re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", v) is not None,
-                     "auto, cpu, mps, cuda or cuda:N"),
+    "train.device": (
+        lambda v: re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", v) is not None,
+        "auto, cpu, mps, cuda or cuda:N",
+    ),
     "train.warmup_epochs": (_NON_NEG, "an integer ≥ 0"),
     "train.lr": (_finite(0, lo_open=True), "a finite number > 0"),
     "train.lr_warmup_epochs": (_NON_NEG, "an integer ≥ 0"),
-    "train.milestones": (lambda v: all(isinstance(m, int) and m >= 1 for m in v) and list(v) == sorted(set(v)),
-                         "increasing epochs ≥ 1, e.g. 6,8"),
+    "train.milestones": (
+        lambda v: all(isinstance(m, int) and m >= 1 for m in v) and list(v) == sorted(set(v)),
+        "increasing epochs ≥ 1, e.g. 6,8",
+    ),
     "train.weight_decay": (_NON_NEG, "a finite number ≥ 0"),
     "train.eval_every": (_NON_NEG, "an integer ≥ 0 (0: only at the end)"),
     "train.seed": (_NON_NEG, "an integer ≥ 0"),
@@ -384,4 +398,6 @@ def validate(cfg: Config) -> None:
     flat = flatten(cfg)
     for key, (ok, what) in RULES.items():
         if not ok(flat[key]):
-            raise FTNError(f"{key}={flat[key]}: must be {what} (from --set, --params-file or the preset)")
+            raise FTNError(
+                f"{key}={flat[key]}: must be {what} (from --set, --params-file or the preset)"
+            )

@@ -49,8 +49,11 @@ def conv_linear_macs(module: nn.Module, *inputs) -> int:
         else:  # nn.Linear
             total += out.numel() * mod.in_features
 
-    handles = [m.register_forward_hook(hook) for m in module.modules()
-               if isinstance(m, (nn.Conv2d, nn.Linear))]
+    handles = [
+        m.register_forward_hook(hook)
+        for m in module.modules()
+        if isinstance(m, (nn.Conv2d, nn.Linear))
+    ]
     try:
         with torch.no_grad():
             module(*inputs)
@@ -83,8 +86,9 @@ def measure(name: str, module: nn.Module, x: torch.Tensor, per: int = 1) -> Cost
     params = count_params(module)
     if isinstance(module, FTN) and not module.training and module.decoder is not None:
         params -= count_params(module.decoder)
-    return CostRow(name, params, conv_linear_macs(module, x) / per / 1e9,
-                   full_flops(module, x) / per / 1e9)
+    return CostRow(
+        name, params, conv_linear_macs(module, x) / per / 1e9, full_flops(module, x) / per / 1e9
+    )
 
 
 def latency(model: nn.Module, x: torch.Tensor, runs: int = 5, warmup: int = 1) -> float:
@@ -122,11 +126,16 @@ def variant_cost(model: FTN, height: int, width: int) -> dict[str, float]:
     one = torch.rand(1, 3, height, width, generator=torch.Generator().manual_seed(0))
     batch = torch.rand(LATENCY_BATCH, 3, height, width, generator=torch.Generator().manual_seed(1))
     times = [latency(model, batch, runs=1, warmup=1 if i == 0 else 0) for i in range(LATENCY_RUNS)]
-    return {"params_inference": total - decoder - classifiers, "params_training": total,
-            "gmac": conv_linear_macs(model, one) / 1e9, "gflops": full_flops(model, one) / 1e9,
-            "latency_ms": 1e3 * statistics.median(times) / LATENCY_BATCH,
-            "latency_batch": LATENCY_BATCH, "latency_runs": LATENCY_RUNS,
-            "threads": torch.get_num_threads()}
+    return {
+        "params_inference": total - decoder - classifiers,
+        "params_training": total,
+        "gmac": conv_linear_macs(model, one) / 1e9,
+        "gflops": full_flops(model, one) / 1e9,
+        "latency_ms": 1e3 * statistics.median(times) / LATENCY_BATCH,
+        "latency_batch": LATENCY_BATCH,
+        "latency_runs": LATENCY_RUNS,
+        "threads": torch.get_num_threads(),
+    }
 
 
 def attention_costs(channels: int = 1024, height: int = 16, width: int = 8) -> dict[str, dict]:
@@ -140,20 +149,27 @@ def attention_costs(channels: int = 1024, height: int = 16, width: int = 8) -> d
     return out
 
 
-def cost_table(height: int = 256, width: int = 128, backbone: str = "resnet50",
-               num_classes: int = 751) -> list[CostRow]:
+def cost_table(
+    height: int = 256, width: int = 128, backbone: str = "resnet50", num_classes: int = 751
+) -> list[CostRow]:
     torch.manual_seed(0)
     c4 = 1024 if backbone == "resnet50" else 256
     feat = torch.randn(1, c4, height // 16, width // 16)
-    rows = [measure(f"CFA (C={c4}, {height // 16}×{width // 16})", CFA(c4).eval(), feat),
-            measure(f"PAM-CAM (C={c4}, {height // 16}×{width // 16})", PAMCAM(c4).eval(), feat),
-            measure(f"TF-Dec (width 64, → {height}×{width})", TFDec(c4, 64).eval(), feat)]
+    rows = [
+        measure(f"CFA (C={c4}, {height // 16}×{width // 16})", CFA(c4).eval(), feat),
+        measure(f"PAM-CAM (C={c4}, {height // 16}×{width // 16})", PAMCAM(c4).eval(), feat),
+        measure(f"TF-Dec (width 64, → {height}×{width})", TFDec(c4, 64).eval(), feat),
+    ]
     img = torch.rand(2, 3, height, width)
     full = ModelConfig(backbone=backbone)
-    for label, cfg in (("Baseline", ModelConfig(backbone=backbone, attention="none", decoder=False)),
-                       ("FTN", full)):
+    for label, cfg in (
+        ("Baseline", ModelConfig(backbone=backbone, attention="none", decoder=False)),
+        ("FTN", full),
+    ):
         model = build_model(cfg, num_classes)
-        rows.append(measure(f"{label} inference ({backbone}, {height}×{width})", model.eval(), img, per=2))
+        rows.append(
+            measure(f"{label} inference ({backbone}, {height}×{width})", model.eval(), img, per=2)
+        )
         # Training: everything but the optimiser runs, the decoder included (BN in train mode).
         rows.append(measure(f"{label} training forward", model.train(), img, per=2))
     return rows
@@ -166,9 +182,15 @@ def format_table(rows: list[CostRow]) -> str:
     return "\n".join(lines)
 
 
-def latency_ratio(batch: int = 16, height: int = 256, width: int = 128, runs: int = 5,
-                  backbone: str = "resnet50", device: str = "cpu",
-                  compile_mode: str = "off") -> tuple[float, float]:
+def latency_ratio(
+    batch: int = 16,
+    height: int = 256,
+    width: int = 128,
+    runs: int = 5,
+    backbone: str = "resnet50",
+    device: str = "cpu",
+    compile_mode: str = "off",
+) -> tuple[float, float]:
     """Median inference seconds of Baseline and FTN (TF-Dec is never run at inference); on
     CUDA in bf16 with channels_last, as training runs; ``compile_mode``: ``torch.compile`` both
     (``reduce-overhead``: CUDA graphs, no launch overhead)."""
@@ -194,20 +216,40 @@ def latency_ratio(batch: int = 16, height: int = 256, width: int = 128, runs: in
 @cli_main
 def main(argv: list[str] | None = None) -> int:
     parser = OneLineParser(
-        prog="python -m ftn_core.cost", description=__doc__.split("\n\n")[0],
+        prog="python -m ftn_core.cost",
+        description=__doc__.split("\n\n")[0],
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="examples:\n  python -m ftn_core.cost                       # the paper's setting, 256x128\n"
-               "  python -m ftn_core.cost --backbone resnet10 --height 64 --width 32 --no-latency")
-    parser.add_argument("--backbone", default="resnet50", choices=["resnet10", "resnet18", "resnet34", "resnet50"])
-    parser.add_argument("--height", type=int_at_least(32), default=256, help="input height (default: 256)")
-    parser.add_argument("--width", type=int_at_least(16), default=128, help="input width (default: 128)")
-    parser.add_argument("--batch", type=int_at_least(1), default=16, help="batch of the latency measurement")
-    parser.add_argument("--runs", type=int_at_least(1), default=5, help="latency runs (median is reported)")
+        "  python -m ftn_core.cost --backbone resnet10 --height 64 --width 32 --no-latency",
+    )
+    parser.add_argument(
+        "--backbone", default="resnet50", choices=["resnet10", "resnet18", "resnet34", "resnet50"]
+    )
+    parser.add_argument(
+        "--height", type=int_at_least(32), default=256, help="input height (default: 256)"
+    )
+    parser.add_argument(
+        "--width", type=int_at_least(16), default=128, help="input width (default: 128)"
+    )
+    parser.add_argument(
+        "--batch", type=int_at_least(1), default=16, help="batch of the latency measurement"
+    )
+    parser.add_argument(
+        "--runs", type=int_at_least(1), default=5, help="latency runs (median is reported)"
+    )
     parser.add_argument("--no-latency", action="store_true", help="skip the latency measurement")
-    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"],
-                        help="where the latency is measured (cuda: bf16, channels_last)")
-    parser.add_argument("--compile", default="off", choices=["off", "default", "reduce-overhead", "max-autotune"],
-                        help="torch.compile both models for the latency measurement (default: off)")
+    parser.add_argument(
+        "--device",
+        default="cpu",
+        choices=["cpu", "cuda"],
+        help="where the latency is measured (cuda: bf16, channels_last)",
+    )
+    parser.add_argument(
+        "--compile",
+        default="off",
+        choices=["off", "default", "reduce-overhead", "max-autotune"],
+        help="torch.compile both models for the latency measurement (default: off)",
+    )
     args = parser.parse_args(argv)
     if not args.no_latency:  # before the table: a missing GPU is told at once, not after it
         device = resolve_device(args.device, "--device")
@@ -215,22 +257,32 @@ def main(argv: list[str] | None = None) -> int:
     print(format_table(rows))
     cfa, pamcam = rows[0], rows[1]
     if args.backbone == "resnet50" and (args.height, args.width) == (256, 128):
-        print(f"\nCFA vs paper: params {cfa.params / 1e6:.3f} M vs 1.3 M "
-              f"({100 * (cfa.params / PAPER_CFA_PARAMS - 1):+.1f} %), "
-              f"{cfa.gmac:.3f} GMAC vs 0.168 ({100 * (cfa.gmac / PAPER_CFA_GMAC - 1):+.1f} %)")
-        print(f"CFA saving vs our PAM-CAM: params {100 * (1 - cfa.params / pamcam.params):.1f} %, "
-              f"MACs {100 * (1 - cfa.gmac / pamcam.gmac):.1f} %, FLOPs "
-              f"{100 * (1 - cfa.gflops / pamcam.gflops):.1f} % (paper: 83.4 %)")
+        print(
+            f"\nCFA vs paper: params {cfa.params / 1e6:.3f} M vs 1.3 M "
+            f"({100 * (cfa.params / PAPER_CFA_PARAMS - 1):+.1f} %), "
+            f"{cfa.gmac:.3f} GMAC vs 0.168 ({100 * (cfa.gmac / PAPER_CFA_GMAC - 1):+.1f} %)"
+        )
+        print(
+            f"CFA saving vs our PAM-CAM: params {100 * (1 - cfa.params / pamcam.params):.1f} %, "
+            f"MACs {100 * (1 - cfa.gmac / pamcam.gmac):.1f} %, FLOPs "
+            f"{100 * (1 - cfa.gflops / pamcam.gflops):.1f} % (paper: 83.4 %)"
+        )
     if not args.no_latency:
-        t_base, t_ftn = latency_ratio(args.batch, args.height, args.width, args.runs, args.backbone,
-                                      str(device), args.compile)
-        where = (f"CUDA ({torch.cuda.get_device_name(device)}, bf16)" if device.type == "cuda"
-                 else f"CPU ({torch.get_num_threads()} threads)")
+        t_base, t_ftn = latency_ratio(
+            args.batch, args.height, args.width, args.runs, args.backbone, str(device), args.compile
+        )
+        where = (
+            f"CUDA ({torch.cuda.get_device_name(device)}, bf16)"
+            if device.type == "cuda"
+            else f"CPU ({torch.get_num_threads()} threads)"
+        )
         if args.compile != "off":
             where += f", compiled ({args.compile})"
-        print(f"\n{where} inference, batch {args.batch}, {args.height}×{args.width}, median of "
-              f"{args.runs}: Baseline {t_base * 1e3:.2f} ms, FTN {t_ftn * 1e3:.2f} ms, "
-              f"ratio FTN/Baseline = {t_ftn / t_base:.3f}")
+        print(
+            f"\n{where} inference, batch {args.batch}, {args.height}×{args.width}, median of "
+            f"{args.runs}: Baseline {t_base * 1e3:.2f} ms, FTN {t_ftn * 1e3:.2f} ms, "
+            f"ratio FTN/Baseline = {t_ftn / t_base:.3f}"
+        )
     return 0
 
 

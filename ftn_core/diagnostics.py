@@ -27,7 +27,9 @@ from ftn_core.model import Encoded
 
 def _upsample(act: Tensor, size: tuple[int, int]) -> Tensor:
     """(B, h, w) → (B, H, W), bilinear as ``foreground_focus`` does."""
-    return F.interpolate(act[:, None].float(), size=size, mode="bilinear", align_corners=False)[:, 0]
+    return F.interpolate(act[:, None].float(), size=size, mode="bilinear", align_corners=False)[
+        :, 0
+    ]
 
 
 def best_focus(masks: Tensor, map_size: tuple[int, int]) -> Tensor:
@@ -66,7 +68,9 @@ def normalised_focus(act: Tensor, masks: Tensor, share: Tensor | None = None) ->
     uniform = (masks > 0).float().mean(dim=(1, 2))  # a uniform map's share = the person's area
     best = best_focus(masks, tuple(act.shape[-2:]))
     span = best - uniform
-    return torch.where(span > 1e-6, 100.0 * (share - uniform) / span, torch.full_like(share, float("nan")))
+    return torch.where(
+        span > 1e-6, 100.0 * (share - uniform) / span, torch.full_like(share, float("nan"))
+    )
 
 
 def mask_auc(scores: Tensor, masks: Tensor) -> Tensor:
@@ -88,7 +92,9 @@ def mask_auc(scores: Tensor, masks: Tensor) -> Tensor:
     return torch.from_numpy(np.where((n_pos > 0) & (n_neg > 0), auc, np.nan))
 
 
-def soft_masks(enc_attn, size: tuple[int, int], sy: float, sx: float, batch: int) -> dict[str, Tensor]:
+def soft_masks(
+    enc_attn, size: tuple[int, int], sy: float, sx: float, batch: int
+) -> dict[str, Tensor]:
     """The masks TF-Dec's targets are built from, each (B, 1, H, W): gm always; pam, cam and
     their product with gm (``gm_pam_cam``) when the attention module gives PA / CA maps."""
     gm = gaussian_mask(*size, sy, sx).expand(batch, 1, *size)
@@ -107,33 +113,50 @@ def forward_with_maps(model, img: Tensor) -> tuple[Tensor, Encoded, dict[str, Te
     """One eval-mode pass of ``model(img)``: the test embedding (B, D) as it gives it, the
     encoder output and the maps of ``FTN.activation_maps`` (each (B, C, h, w)), taken by
     forward hooks on the modules that compute them, so the diagnostics cost no second pass."""
-    parts = {"stage3": model.senc.stage3, "stage4": model.senc.stage4,
-             "global": model.senc.stage5, "local": model.senc.local_block}
+    parts = {
+        "stage3": model.senc.stage3,
+        "stage4": model.senc.stage4,
+        "global": model.senc.stage5,
+        "local": model.senc.local_block,
+    }
     if model.attention is not None:
         parts["attn"] = model.attention
     seen: dict[str, list] = {name: [] for name in parts}
-    handles = [m.register_forward_hook(lambda mod, args, out, kept=seen[name]: kept.append(out))
-               for name, m in parts.items()]
+    handles = [
+        m.register_forward_hook(lambda mod, args, out, kept=seen[name]: kept.append(out))
+        for name, m in parts.items()
+    ]
     try:
         feat = model(img)
     finally:
         for handle in handles:
             handle.remove()
     if model.training or any(len(v) != 1 for v in seen.values()):
-        raise RuntimeError("forward_with_maps needs an eval-mode model whose forward runs each of "
-                           f"{', '.join(parts)} once")
+        raise RuntimeError(
+            "forward_with_maps needs an eval-mode model whose forward runs each of "
+            f"{', '.join(parts)} once"
+        )
     out = {name: v[0] for name, v in seen.items()}
     enc = Encoded(out["stage3"], out["stage4"], out.get("attn"))
-    maps = {"stage3": enc.stage3, "stage4": enc.stage4, "global": out["global"],
-            "local": out["local"]}
+    maps = {
+        "stage3": enc.stage3,
+        "stage4": enc.stage4,
+        "global": out["global"],
+        "local": out["local"],
+    }
     if enc.attn is not None:
         maps["attn"] = enc.attn.out
     return feat, enc, maps
 
 
 @torch.no_grad()
-def foreground_scores(model, img: Tensor, masks: Tensor, enc: Encoded | None = None,
-                      maps: dict[str, Tensor] | None = None) -> dict[str, Tensor]:
+def foreground_scores(
+    model,
+    img: Tensor,
+    masks: Tensor,
+    enc: Encoded | None = None,
+    maps: dict[str, Tensor] | None = None,
+) -> dict[str, Tensor]:
     """Per-image diagnostics of one batch, each (B,) on the CPU, in percent:
 
     ``fg_focus_<map>`` (raw share) and ``fg_focus_norm_<map>`` for the maps of

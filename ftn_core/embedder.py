@@ -19,9 +19,10 @@ import contextlib
 import csv
 import json
 import warnings
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -67,11 +68,14 @@ def image_files(source: str | Path) -> tuple[list[str], list[str]]:
     suite's own dataset CSVs (``path,pid,camid,split``) serve as they are."""
     source = Path(source)
     if source.is_dir():
-        paths = sorted(p for p in source.rglob("*")
-                       if p.suffix.lower() in IMAGE_EXTS and p.is_file())
+        paths = sorted(
+            p for p in source.rglob("*") if p.suffix.lower() in IMAGE_EXTS and p.is_file()
+        )
         if not paths:
-            raise FTNError(f"{source}: no images in this folder (looked for "
-                           f"{', '.join(IMAGE_EXTS)} files, in subfolders too)")
+            raise FTNError(
+                f"{source}: no images in this folder (looked for "
+                f"{', '.join(IMAGE_EXTS)} files, in subfolders too)"
+            )
         return [str(p) for p in paths], [str(p.relative_to(source)) for p in paths]
     if source.suffix.lower() == ".csv" and source.is_file():
         with open(source, newline="", encoding="utf-8-sig") as fh:
@@ -108,27 +112,37 @@ def decode(image: ImageLike, name: str) -> torch.Tensor:
                 warnings.simplefilter("ignore", DeprecationWarning)
                 img = decode_image(data, mode=ImageReadMode.RGB)
         except (RuntimeError, ValueError):  # torchvision's message names its C++ source file
-            raise FTNError(f"image {name}: not a JPEG, PNG, GIF or WEBP image, or a damaged one; "
-                           f"give an image file") from None
+            raise FTNError(
+                f"image {name}: not a JPEG, PNG, GIF or WEBP image, or a damaged one; "
+                f"give an image file"
+            ) from None
     elif _is_pil(image):
         img = torch.from_numpy(np.array(image.convert("RGB"))).permute(2, 0, 1)  # (3, H, W)
     elif isinstance(image, np.ndarray):
         if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
-            raise FTNError(f"image {name}: an array must be uint8 (H, W, 3) RGB, got "
-                           f"{image.dtype} {image.shape}")
+            raise FTNError(
+                f"image {name}: an array must be uint8 (H, W, 3) RGB, got "
+                f"{image.dtype} {image.shape}"
+            )
         img = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)  # (3, H, W)
     elif isinstance(image, torch.Tensor):
         if image.dtype != torch.uint8 or image.ndim != 3 or image.shape[0] != 3:
-            raise FTNError(f"image {name}: a tensor must be uint8 (3, H, W) RGB, got "
-                           f"{image.dtype} {tuple(image.shape)}")
+            raise FTNError(
+                f"image {name}: a tensor must be uint8 (3, H, W) RGB, got "
+                f"{image.dtype} {tuple(image.shape)}"
+            )
         img = image.cpu()
     else:
-        raise FTNError(f"image {name}: a {type(image).__name__} is not an image; give a path, "
-                       f"bytes, a PIL image or a uint8 (H, W, 3) array")
+        raise FTNError(
+            f"image {name}: a {type(image).__name__} is not an image; give a path, "
+            f"bytes, a PIL image or a uint8 (H, W, 3) array"
+        )
     h, w = img.shape[-2:]
     if min(h, w) < MIN_SIDE:
-        raise FTNError(f"image {name} is {w}×{h} pixels; it needs at least {MIN_SIDE} on each "
-                       f"side (a person crop, enlarged to the model's input)")
+        raise FTNError(
+            f"image {name} is {w}×{h} pixels; it needs at least {MIN_SIDE} on each "
+            f"side (a person crop, enlarged to the model's input)"
+        )
     return img
 
 
@@ -140,11 +154,13 @@ def _is_pil(image: Any) -> bool:
     return isinstance(image, Image.Image)
 
 
-def _as_items(images: ImageLike | Iterable[ImageLike] | str | Path,
-              names: Sequence[str] | None) -> tuple[list[ImageLike], list[str]]:
+def _as_items(
+    images: ImageLike | Iterable[ImageLike] | str | Path, names: Sequence[str] | None
+) -> tuple[list[ImageLike], list[str]]:
     """A folder, a CSV, one image or a list of them → (items, names)."""
-    if isinstance(images, (str, Path)) and (Path(images).is_dir()
-                                            or str(images).lower().endswith(".csv")):
+    if isinstance(images, (str, Path)) and (
+        Path(images).is_dir() or str(images).lower().endswith(".csv")
+    ):
         items, found = image_files(images)
         return items, list(names) if names is not None else found
     one = (str, Path, bytes, bytearray, np.ndarray, torch.Tensor)
@@ -152,8 +168,9 @@ def _as_items(images: ImageLike | Iterable[ImageLike] | str | Path,
         images = [images]
     items = list(images)
     if names is None:
-        names = [str(x) if isinstance(x, (str, Path)) else f"image_{i}"
-                 for i, x in enumerate(items)]
+        names = [
+            str(x) if isinstance(x, (str, Path)) else f"image_{i}" for i, x in enumerate(items)
+        ]
     if len(names) != len(items):
         raise FTNError(f"{len(names)} names for {len(items)} images; give one name per image")
     return items, list(names)
@@ -167,11 +184,20 @@ class Embedder:
     ``device``: auto (the GPU when there is one), cpu, cuda or cuda:N.
     """
 
-    def __init__(self, model: FTN, height: int, width: int, device: str | torch.device = "cpu",
-                 batch_size: int = EVAL_BATCH, flip: bool = False, source: str = "",
-                 config: Config | None = None) -> None:
-        self.device = (device if isinstance(device, torch.device)
-                       else resolve_device(device, "device"))
+    def __init__(
+        self,
+        model: FTN,
+        height: int,
+        width: int,
+        device: str | torch.device = "cpu",
+        batch_size: int = EVAL_BATCH,
+        flip: bool = False,
+        source: str = "",
+        config: Config | None = None,
+    ) -> None:
+        self.device = (
+            device if isinstance(device, torch.device) else resolve_device(device, "device")
+        )
         self.model = model.eval().to(self.device)
         self.height, self.width = int(height), int(width)
         self.batch_size, self.flip, self.source = batch_size, flip, source
@@ -186,15 +212,23 @@ class Embedder:
 
     # ------------------------------------------------------------------ loading
     @classmethod
-    def from_state(cls, cfg: Config, state: dict[str, torch.Tensor], source: str = "weights",
-                   **kwargs: Any) -> "Embedder":
+    def from_state(
+        cls, cfg: Config, state: dict[str, torch.Tensor], source: str = "weights", **kwargs: Any
+    ) -> Embedder:
         """``cfg``'s model with the state dict ``state`` (the classifiers sized from it)."""
-        return cls(model_from_state(cfg, state, source), cfg.data.height, cfg.data.width,
-                   source=source, config=cfg, **kwargs)
+        return cls(
+            model_from_state(cfg, state, source),
+            cfg.data.height,
+            cfg.data.width,
+            source=source,
+            config=cfg,
+            **kwargs,
+        )
 
     @classmethod
-    def from_checkpoint(cls, path: str | Path, config: Config | dict | str | Path | None = None,
-                        **kwargs: Any) -> "Embedder":
+    def from_checkpoint(
+        cls, path: str | Path, config: Config | dict | str | Path | None = None, **kwargs: Any
+    ) -> Embedder:
         """A run's ``model.pt`` (a state dict) or the runner's resumable checkpoint
         (``<name>-<run id>.pt``: its ``model`` entry), with the run's config: ``config`` (a
         ``Config``, its dict or a config.json path) or else the config.json beside ``path``."""
@@ -214,16 +248,23 @@ class Embedder:
         """uint8 (B, 3, H, W) at the input size → L2-normalised float32 (B, D) on the CPU."""
         img = self._to_float(tv_tensors.Image(batch)).as_subclass(torch.Tensor).to(self.device)
         self.model.eval()  # the test embedding (a train-mode forward is the training output)
-        pooling = (channels_last_pooling(self.model) if self.device.type == "cpu"
-                   else contextlib.nullcontext())
+        pooling = (
+            channels_last_pooling(self.model)
+            if self.device.type == "cpu"
+            else contextlib.nullcontext()
+        )
         with pooling:
             feat = self.model(img).float()
             if self.flip if flip is None else flip:
                 feat = (feat + self.model(img.flip(-1)).float()) / 2
         return F.normalize(feat, dim=1).cpu()
 
-    def embed(self, images: ImageLike | Iterable[ImageLike], names: Sequence[str] | None = None,
-              flip: bool | None = None) -> Embeddings:
+    def embed(
+        self,
+        images: ImageLike | Iterable[ImageLike],
+        names: Sequence[str] | None = None,
+        flip: bool | None = None,
+    ) -> Embeddings:
         """Images (a folder, a CSV with a ``path`` column, or a list of ``ImageLike``) →
         ``Embeddings`` in the same order. A bad image stops it with one ``FTNError`` naming it
         (an unreadable file, a non-image, one under ``MIN_SIDE``)."""
@@ -234,7 +275,7 @@ class Embedder:
         for start in range(0, len(items), self.batch_size):
             part = range(start, min(start + self.batch_size, len(items)))
             batch = torch.stack([self.preprocess(items[i], names[i]) for i in part])
-            vectors[start:part.stop] = self.forward(batch, flip).numpy()
+            vectors[start : part.stop] = self.forward(batch, flip).numpy()
         return Embeddings(names, vectors)
 
 
@@ -246,8 +287,10 @@ def read_config(config: Config | dict | str | Path, weights: str | Path = "") ->
         return from_dict(config)
     path = Path(config)
     if not path.is_file():
-        raise FTNError(f"checkpoint {weights}: no {CONFIG_NAME} beside it; give the run's config "
-                       f"(its {CONFIG_NAME} artifact) or load it by run id")
+        raise FTNError(
+            f"checkpoint {weights}: no {CONFIG_NAME} beside it; give the run's config "
+            f"(its {CONFIG_NAME} artifact) or load it by run id"
+        )
     try:
         return from_dict(json.loads(path.read_text(encoding="utf-8")))
     except (ValueError, UnicodeDecodeError, AttributeError) as err:
@@ -261,13 +304,15 @@ def read_state(path: str | Path) -> dict[str, torch.Tensor]:
     try:
         state = checkpoint.load(path)
     except Exception as err:  # noqa: BLE001 - torch raises many kinds for a file that is no checkpoint
-        raise FTNError(f"{path}: not a torch checkpoint "
-                       f"({str(err).splitlines()[0][:100]})") from None
+        raise FTNError(
+            f"{path}: not a torch checkpoint ({str(err).splitlines()[0][:100]})"
+        ) from None
     if isinstance(state, dict) and isinstance(state.get("model"), dict):
         state = state["model"]  # the runner's resumable checkpoint
     if not isinstance(state, dict) or "heads.global.classifier.weight" not in state:
-        raise FTNError(f"{path}: not the weights of an FTN model (a run's model.pt or its "
-                       f"training checkpoint)")
+        raise FTNError(
+            f"{path}: not the weights of an FTN model (a run's model.pt or its training checkpoint)"
+        )
     return state
 
 
@@ -281,11 +326,17 @@ def model_from_state(cfg: Config, state: dict[str, torch.Tensor], source: str = 
     except RuntimeError as err:
         wanted, given = set(model.state_dict()), set(state)
         missing, extra = sorted(wanted - given), sorted(given - wanted)
-        what = (f"missing {len(missing)} (e.g. {missing[0]})" if missing else
-                f"{len(extra)} unexpected (e.g. {extra[0]})" if extra else
-                str(err).splitlines()[-1].strip()[:120])
-        raise FTNError(f"{source}: the weights do not fit the config's model "
-                       f"({cfg.model.backbone}, attention={cfg.model.attention}, "
-                       f"decoder={cfg.model.decoder}): {what}; give the config of the run that "
-                       f"saved them") from None
+        what = (
+            f"missing {len(missing)} (e.g. {missing[0]})"
+            if missing
+            else f"{len(extra)} unexpected (e.g. {extra[0]})"
+            if extra
+            else str(err).splitlines()[-1].strip()[:120]
+        )
+        raise FTNError(
+            f"{source}: the weights do not fit the config's model "
+            f"({cfg.model.backbone}, attention={cfg.model.attention}, "
+            f"decoder={cfg.model.decoder}): {what}; give the config of the run that "
+            f"saved them"
+        ) from None
     return model.eval()

@@ -11,9 +11,10 @@ import math
 import signal
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -25,8 +26,8 @@ from ftn_core import checkpoint as ckpt
 from ftn_core.config import Config
 from ftn_core.data.dataset import DecodedImages
 from ftn_core.data.loading import DataBundle
-from ftn_core.errors import FTNError
 from ftn_core.diagnostics import foreground_scores, forward_with_maps
+from ftn_core.errors import FTNError
 from ftn_core.evaluation import RankResult, evaluate_features
 from ftn_core.losses import combine
 from ftn_core.model import FTN, build_model
@@ -137,9 +138,16 @@ def deferred_interrupts() -> Iterator[None]:
         raise KeyboardInterrupt(f"signal {caught[0]}")
 
 
-def extract_features(model: FTN, loader, device: torch.device, channels_last: bool = False,
-                     progress: bool = False, desc: str = "features", flip: bool = False,
-                     diagnostics: bool = True):
+def extract_features(
+    model: FTN,
+    loader,
+    device: torch.device,
+    channels_last: bool = False,
+    progress: bool = False,
+    desc: str = "features",
+    flip: bool = False,
+    diagnostics: bool = True,
+):
     """Test embeddings, pids, camids and (when masks come and ``diagnostics``) the
     foreground-focus scores, taken from the same forward pass (``forward_with_maps``); ``flip``:
     each embedding is the mean of the image's and its mirror image's (test-time augmentation,
@@ -150,11 +158,15 @@ def extract_features(model: FTN, loader, device: torch.device, channels_last: bo
     dataset = getattr(loader, "dataset", None)
     decoded = isinstance(dataset, DecodedImages) and loader.batch_size
     batches = dataset.batches(loader.batch_size) if decoded else loader
-    pooling = (channels_last_pooling(model) if device.type == "cpu" and not channels_last
-               else contextlib.nullcontext())
+    pooling = (
+        channels_last_pooling(model)
+        if device.type == "cpu" and not channels_last
+        else contextlib.nullcontext()
+    )
     with torch.inference_mode(), pooling:
-        for batch in tqdm(batches, desc=desc, total=len(loader), leave=False,
-                          disable=not progress or None):
+        for batch in tqdm(
+            batches, desc=desc, total=len(loader), leave=False, disable=not progress or None
+        ):
             img = batch["img"].to(device, non_blocking=True)
             if channels_last:
                 img = img.contiguous(memory_format=torch.channels_last)
@@ -181,6 +193,7 @@ def channels_last_pooling(model: nn.Module) -> Iterator[None]:
     and hands back a contiguous output. The CPU's channels-last kernel is about 5× faster (the
     cpu preset's stem: 42 against 8 ms for 128 images), and a maximum is the same number in any
     layout, so every output is the same to the bit."""
+
     def to_channels_last(module, args):
         if args[0].dim() != 4:
             return None
@@ -189,8 +202,10 @@ def channels_last_pooling(model: nn.Module) -> Iterator[None]:
     handles = []
     for module in model.modules():
         if isinstance(module, nn.MaxPool2d) and not module.return_indices:
-            handles += [module.register_forward_pre_hook(to_channels_last),
-                        module.register_forward_hook(lambda module, args, out: out.contiguous())]
+            handles += [
+                module.register_forward_pre_hook(to_channels_last),
+                module.register_forward_hook(lambda module, args, out: out.contiguous()),
+            ]
     try:
         yield
     finally:
@@ -198,14 +213,26 @@ def channels_last_pooling(model: nn.Module) -> Iterator[None]:
             handle.remove()
 
 
-def evaluate(model: FTN, data: DataBundle, device: torch.device, channels_last: bool = False,
-             progress: bool = False, flip: bool = False) -> tuple[dict[str, float], RankResult]:
+def evaluate(
+    model: FTN,
+    data: DataBundle,
+    device: torch.device,
+    channels_last: bool = False,
+    progress: bool = False,
+    flip: bool = False,
+) -> tuple[dict[str, float], RankResult]:
     """``val/rank1 … val/mINP`` (percent) and, where the queries have person masks (synthetic
     data), the foreground diagnostics of ``ftn_core.diagnostics`` (``val/fg_focus`` = the global
     branch's raw share, ``val/fg_focus_<map>``, ``val/fg_focus_norm_<map>``, ``val/mask_auc_<mask>``)."""
-    qf, qp, qc, focus = extract_features(model, data.query_loader, device, channels_last, progress, "query", flip)
-    gf, gp, gc, _ = extract_features(model, data.gallery_loader, device, channels_last, progress, "gallery", flip)
-    result = evaluate_features(qf, gf, qp, gp, qc, gc, device=device if device.type != "cpu" else None)
+    qf, qp, qc, focus = extract_features(
+        model, data.query_loader, device, channels_last, progress, "query", flip
+    )
+    gf, gp, gc, _ = extract_features(
+        model, data.gallery_loader, device, channels_last, progress, "gallery", flip
+    )
+    result = evaluate_features(
+        qf, gf, qp, gp, qc, gc, device=device if device.type != "cpu" else None
+    )
     return _val_metrics(result, focus), result
 
 
@@ -217,9 +244,15 @@ def _val_metrics(result: RankResult, focus: dict[str, float]) -> dict[str, float
     return metrics
 
 
-def evaluate_reference(model: FTN, splits, height: int, width: int, device: torch.device,
-                       batch_size: int = 128,
-                       keep: dict | None = None) -> tuple[dict[str, float], RankResult]:
+def evaluate_reference(
+    model: FTN,
+    splits,
+    height: int,
+    width: int,
+    device: torch.device,
+    batch_size: int = 128,
+    keep: dict | None = None,
+) -> tuple[dict[str, float], RankResult]:
     """``evaluate`` as it was before the shared decode and the single pass, kept for the tests
     and ``benchmarks/eval_bench.py`` to compare against: each split through a loader that
     decodes every image, ``model(img)`` per ``batch_size`` images under ``no_grad``, and the
@@ -239,8 +272,9 @@ def evaluate_reference(model: FTN, splits, height: int, width: int, device: torc
         key = (id(samples), height, width)
         dataset = keep.get(key) if keep is not None else None
         if dataset is None:
-            dataset = ReIDDataset(samples, test_tf, with_mask, resize_transform(height, width),
-                                  cache=keep is not None)
+            dataset = ReIDDataset(
+                samples, test_tf, with_mask, resize_transform(height, width), cache=keep is not None
+            )
             if keep is not None:
                 keep[key] = dataset
         loader = DataLoader(dataset, batch_size=batch_size)
@@ -254,8 +288,14 @@ def evaluate_reference(model: FTN, splits, height: int, width: int, device: torc
                 if "mask" in batch:
                     for name, score in foreground_scores(model, img, batch["mask"]).items():
                         focus.setdefault(name, []).append(score)
-        parts.append((torch.cat(feats), torch.cat(pids), torch.cat(camids),
-                      {k: float(torch.cat(v).float().nanmean()) for k, v in focus.items()}))
+        parts.append(
+            (
+                torch.cat(feats),
+                torch.cat(pids),
+                torch.cat(camids),
+                {k: float(torch.cat(v).float().nanmean()) for k, v in focus.items()},
+            )
+        )
     (qf, qp, qc, focus), (gf, gp, gc, _) = parts
     on_device = device if device.type != "cpu" else None
     result = evaluate_features(qf, gf, qp, gp, qc, gc, device=on_device)
@@ -278,9 +318,16 @@ class Trainer:
     A model without a decoder uses every batch for Re-ID.
     """
 
-    def __init__(self, cfg: Config, data: DataBundle, ckpt_path: str | Path | None = None,
-                 callbacks: Callbacks | None = None, rank: int = 0, world_size: int = 1,
-                 progress: bool | None = None) -> None:
+    def __init__(
+        self,
+        cfg: Config,
+        data: DataBundle,
+        ckpt_path: str | Path | None = None,
+        callbacks: Callbacks | None = None,
+        rank: int = 0,
+        world_size: int = 1,
+        progress: bool | None = None,
+    ) -> None:
         self.cfg, self.data, self.callbacks = cfg, data, callbacks
         self.rank, self.world_size = rank, world_size
         self.ckpt_path = Path(ckpt_path) if ckpt_path else None
@@ -305,21 +352,27 @@ class Trainer:
         self.amp_dtype = dtype or torch.bfloat16  # (autocast is off when not use_amp)
         self.scaler = torch.amp.GradScaler("cuda", enabled=dtype == torch.float16)
         # fused: one kernel for the whole step on CUDA instead of a few per parameter group
-        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=t.lr, weight_decay=t.weight_decay,
-                                          fused=cuda or None)
+        self.optimizer = torch.optim.Adam(
+            self.model.parameters(), lr=t.lr, weight_decay=t.weight_decay, fused=cuda or None
+        )
         self.batches_per_epoch = len(data.train_loader)
         if t.max_batches:
             self.batches_per_epoch = min(self.batches_per_epoch, t.max_batches)
         # Stepped every batch: a linear warm-up over ``lr_warmup_epochs``, then ×0.1 at each
         # milestone epoch (with no warm-up, the paper's MultiStepLR exactly) or a cosine decay.
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, lr_factor(t.lr_warmup_epochs, t.milestones, self.batches_per_epoch,
-                                      t.lr_decay, t.epochs))
+            self.optimizer,
+            lr_factor(
+                t.lr_warmup_epochs, t.milestones, self.batches_per_epoch, t.lr_decay, t.epochs
+            ),
+        )
         self.net: nn.Module = self.model
         if world_size > 1:
             self.net = nn.parallel.DistributedDataParallel(
-                self.model, device_ids=[self.device.index] if cuda else None,
-                find_unused_parameters=True)  # Re-ID and reconstruction batches use different parts
+                self.model,
+                device_ids=[self.device.index] if cuda else None,
+                find_unused_parameters=True,
+            )  # Re-ID and reconstruction batches use different parts
         if t.compile != "off":  # one graph per batch kind (reid / recon / joint), compiled lazily
             self.net = torch.compile(self.net, mode=t.compile, backend=COMPILE_BACKEND)
         self.start_epoch = 0
@@ -328,11 +381,18 @@ class Trainer:
 
     # ------------------------------------------------------------------ checkpoints
     def state_dict(self, epoch: int) -> dict[str, Any]:
-        return {"epoch": epoch, "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-                "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(),
-                "sampler": self.data.sampler.state_dict(), "rng": ckpt.rng_state(),
-                "augment": [t.state_dict() for t in self._stateful_transforms()],
-                "history": self.history, "final": self.final}
+        return {
+            "epoch": epoch,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "sampler": self.data.sampler.state_dict(),
+            "rng": ckpt.rng_state(),
+            "augment": [t.state_dict() for t in self._stateful_transforms()],
+            "history": self.history,
+            "final": self.final,
+        }
 
     def resume(self) -> bool:
         """Continue from the checkpoint if there is one; returns whether it did."""
@@ -399,14 +459,21 @@ class Trainer:
         encoder = self.model.encoder_parameters()
         grad_norms: dict[str, list[torch.Tensor]] = {"reid": [], "recon": []}
         images, start = 0, time.perf_counter()
-        bar = tqdm(total=n_batches, desc=f"epoch {epoch + 1}/{t.epochs}", leave=False,
-                   disable=not self.progress or None, dynamic_ncols=True)
+        bar = tqdm(
+            total=n_batches,
+            desc=f"epoch {epoch + 1}/{t.epochs}",
+            leave=False,
+            disable=not self.progress or None,
+            dynamic_ncols=True,
+        )
         augment = self.data.train_augment
         for i, batch in enumerate(self.data.train_loader):
             if i >= n_batches:
                 break
             if augment is not None:  # every batch, skipped ones too: the patch pool sees them all
-                batch["img"] = augment(batch["img"], (t.seed, epoch, self.rank + i * self.world_size))
+                batch["img"] = augment(
+                    batch["img"], (t.seed, epoch, self.rank + i * self.world_size)
+                )
             kind = self._batch_kind(epoch, i)
             if kind == "skip":  # the slot a TF-Dec variant spends on reconstruction
                 self.scheduler.step()
@@ -419,21 +486,31 @@ class Trainer:
             fg_mask = None
             if kind != "reid" and self.cfg.model.mask == "oracle":
                 if "mask" not in batch:
-                    raise FTNError("model.mask=oracle needs ground-truth person masks in the "
-                                   "training batches (synthetic data only)")
+                    raise FTNError(
+                        "model.mask=oracle needs ground-truth person masks in the "
+                        "training batches (synthetic data only)"
+                    )
                 fg_mask = batch["mask"].to(self.device, non_blocking=True)
             with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.use_amp):
                 out = self.net(img, reid=kind != "recon", recon=kind != "reid", fg_mask=fg_mask)
-            terms = self.model.losses(out, pids, self.cfg.loss.margin, self.cfg.loss.label_smooth,
-                                      gradient=self.cfg.model.gradient_loss,
-                                      recon_reduction=self.cfg.loss.recon_reduction)
+            terms = self.model.losses(
+                out,
+                pids,
+                self.cfg.loss.margin,
+                self.cfg.loss.label_smooth,
+                gradient=self.cfg.model.gradient_loss,
+                recon_reduction=self.cfg.loss.recon_reduction,
+            )
             loss = combine(terms, self._weights(kind))
             losses.add(i, terms, loss)
             last = i + 1 == n_batches
             if (i + 1) % self.sync_every == 0 or last:  # read before this batch's step
                 latest = losses.check(self.world_size > 1)  # one host synchronisation
-                bar.set_postfix(loss=f"{latest:.3f}", lr=f"{self.scheduler.get_last_lr()[0]:.1e}",
-                                img_s=f"{images / (time.perf_counter() - start):.0f}")
+                bar.set_postfix(
+                    loss=f"{latest:.3f}",
+                    lr=f"{self.scheduler.get_last_lr()[0]:.1e}",
+                    img_s=f"{images / (time.perf_counter() - start):.0f}",
+                )
             self.optimizer.zero_grad(set_to_none=True)
             self.scaler.scale(loss).backward()
             if kind in grad_norms and encoder[0].grad is not None:  # not while it is frozen
@@ -454,7 +531,9 @@ class Trainer:
         stats["train/epoch_seconds"] = elapsed
         # nanmean: a step the fp16 scaler skips has an infinite norm and does not count
         norms = {k: torch.stack(v) for k, v in grad_norms.items() if v}
-        means = {k: torch.where(x.isfinite(), x, math.nan).nanmean().item() for k, x in norms.items()}
+        means = {
+            k: torch.where(x.isfinite(), x, math.nan).nanmean().item() for k, x in norms.items()
+        }
         for k, v in means.items():
             stats[f"train/grad_norm_{k}"] = v
         if "reid" in means and "recon" in means:
@@ -466,7 +545,9 @@ class Trainer:
         result = None
         metrics: dict[str, float] = {}
         if self.rank == 0:
-            metrics, result = evaluate(self.model, self.data, self.device, self.channels_last, self.progress)
+            metrics, result = evaluate(
+                self.model, self.data, self.device, self.channels_last, self.progress
+            )
         if self.world_size > 1:
             dist.barrier()
         return metrics, result
@@ -496,24 +577,39 @@ class Trainer:
                             self.callbacks.log_metrics(stats, step=epoch + 1)
                         self.history.append({"epoch": epoch + 1, **stats})
                         if last and result is not None:
-                            self.final = {"metrics": metrics, "cmc": [float(c) for c in result.cmc],
-                                          "per_query": _per_query_tensors(result)}
+                            self.final = {
+                                "metrics": metrics,
+                                "cmc": [float(c) for c in result.cmc],
+                                "per_query": _per_query_tensors(result),
+                            }
                         self._save(epoch)
                         done = epoch + 1
-                    if self.callbacks is not None and self.rank == 0 and metrics and "val/mAP" in stats:
+                    if (
+                        self.callbacks is not None
+                        and self.rank == 0
+                        and metrics
+                        and "val/mAP" in stats
+                    ):
                         self.callbacks.on_eval(epoch + 1, metrics)
         except KeyboardInterrupt:
             kept = f"epoch {done}" if done > 0 else "none"
-            raise Interrupted(f"interrupted during epoch {done + 1}; checkpoint of the last "
-                              f"finished epoch ({kept}) kept at {self.ckpt_path}") from None
+            raise Interrupted(
+                f"interrupted during epoch {done + 1}; checkpoint of the last "
+                f"finished epoch ({kept}) kept at {self.ckpt_path}"
+            ) from None
         assert self.final is not None or self.rank != 0
         return self._result()
 
     def _result(self) -> TrainResult:
         final = self.final or {"metrics": {}, "cmc": []}
         per_query = final.get("per_query")
-        return TrainResult(final["metrics"], final["cmc"], self.cfg.train.epochs, self.history,
-                           {k: v.numpy() for k, v in per_query.items()} if per_query else None)
+        return TrainResult(
+            final["metrics"],
+            final["cmc"],
+            self.cfg.train.epochs,
+            self.history,
+            {k: v.numpy() for k, v in per_query.items()} if per_query else None,
+        )
 
 
 def _per_query_tensors(result: RankResult) -> dict[str, torch.Tensor] | None:
@@ -523,8 +619,13 @@ def _per_query_tensors(result: RankResult) -> dict[str, torch.Tensor] | None:
     return {k: torch.from_numpy(np.asarray(v)) for k, v in result.per_query._asdict().items()}
 
 
-def lr_factor(warmup_epochs: int, milestones: tuple[int, ...], batches_per_epoch: int,
-              decay: str = "step", epochs: int = 0):
+def lr_factor(
+    warmup_epochs: int,
+    milestones: tuple[int, ...],
+    batches_per_epoch: int,
+    decay: str = "step",
+    epochs: int = 0,
+):
     """The lr multiplier at batch ``it`` (0-based, counted over the whole run): linear from
     1/W to 1 over the W = ``warmup_epochs · batches_per_epoch`` first batches; then
     ``step``: × 0.1 for each milestone epoch reached; ``cosine``: ½(1 + cos πt) with t going
@@ -589,13 +690,17 @@ class _LossSums:
             for batch, names, values in self.pending:
                 if not math.isfinite(float(values[-1])):
                     shown = ", ".join(f"{k}={v:.4g}" for k, v in zip(names[:-1], values.tolist()))
-                    raise NonFiniteLoss(f"non-finite loss at epoch {self.epoch + 1}, batch "
-                                        f"{batch + 1} ({shown}); lower train.lr or check the data")
+                    raise NonFiniteLoss(
+                        f"non-finite loss at epoch {self.epoch + 1}, batch "
+                        f"{batch + 1} ({shown}); lower train.lr or check the data"
+                    )
         if distributed and not bool(everywhere):
             first, last = self.pending[0][0] + 1, self.pending[-1][0] + 1
-            raise NonFiniteLoss(f"non-finite loss on another rank at epoch {self.epoch + 1}, "
-                                f"batches {first}–{last} (that rank's error names it); lower "
-                                "train.lr or check the data")
+            raise NonFiniteLoss(
+                f"non-finite loss on another rank at epoch {self.epoch + 1}, "
+                f"batches {first}–{last} (that rank's error names it); lower "
+                "train.lr or check the data"
+            )
         latest = float(rows[-1])
         self.pending.clear()
         return latest

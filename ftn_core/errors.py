@@ -11,8 +11,9 @@ import signal
 import sys
 import tempfile
 import threading
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable, TypeVar
+from typing import TypeVar
 
 F = TypeVar("F", bound=Callable[..., int | None])
 
@@ -79,18 +80,24 @@ def cli_main(func: F) -> F:
         if threading.current_thread() is threading.main_thread():
             # SIGINT too: a command started in the background of a script inherits SIGINT
             # ignored, and `kill -INT` (or a scheduler's) must still stop it cleanly.
-            previous = {signal.SIGTERM: signal.signal(signal.SIGTERM, _interrupt),
-                        signal.SIGINT: signal.signal(signal.SIGINT, _interrupt)}
+            previous = {
+                signal.SIGTERM: signal.signal(signal.SIGTERM, _interrupt),
+                signal.SIGINT: signal.signal(signal.SIGINT, _interrupt),
+            }
         try:
             return func(*args, **kwargs)
         except FTNError as err:
             print(f"error: {err}", file=sys.stderr)
             return 2
         except KeyboardInterrupt:
-            print("interrupted; nothing half-written is left: run the same command again to go on",
-                  file=sys.stderr)
+            print(
+                "interrupted; nothing half-written is left: run the same command again to go on",
+                file=sys.stderr,
+            )
             return 130
-        except SystemExit as exit_:  # argparse (--help, a bad value): a return code when called in-process
+        except (
+            SystemExit
+        ) as exit_:  # argparse (--help, a bad value): a return code when called in-process
             if exit_.code is None or isinstance(exit_.code, int):
                 return exit_.code or 0
             raise
@@ -99,7 +106,9 @@ def cli_main(func: F) -> F:
             for sig, handler in previous.items():
                 # A command run as a script is done: the process only exits now (MLflow's threads
                 # end), and Ctrl-C there must not turn a normal finish into a signal's exit code.
-                signal.signal(sig, signal.SIG_IGN if getattr(handler, "at_startup", False) else handler)
+                signal.signal(
+                    sig, signal.SIG_IGN if getattr(handler, "at_startup", False) else handler
+                )
 
     return wrapper  # type: ignore[return-value]
 
@@ -136,8 +145,15 @@ def float_in(low: float, high: float = math.inf, low_open: bool = True, high_ope
             value = float(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-        bad = (not math.isfinite(value) or value < low or value > high or low_open and value == low
-               or high_open and value == high)
+        bad = (
+            not math.isfinite(value)
+            or value < low
+            or value > high
+            or low_open
+            and value == low
+            or high_open
+            and value == high
+        )
         if bad:
             interval = f"{'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
             raise argparse.ArgumentTypeError(f"{text} is outside {interval}")
@@ -160,4 +176,6 @@ def check_writable_dir(folder: Path, flag: str, problem: str = "cannot write the
         os.close(fd)
         os.unlink(tmp)
     except OSError as err:
-        raise FTNError(f"{flag} {folder}: {problem} ({err.strerror or err}); pass another {flag}") from None
+        raise FTNError(
+            f"{flag} {folder}: {problem} ({err.strerror or err}); pass another {flag}"
+        ) from None

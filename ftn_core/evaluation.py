@@ -21,7 +21,8 @@ integers come back to the host.
 
 from __future__ import annotations
 
-from typing import Callable, NamedTuple, Sequence
+from collections.abc import Callable, Sequence
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -82,8 +83,9 @@ def _to_numpy(x: ArrayLike) -> np.ndarray:
     return np.asarray(x)
 
 
-def _distance_block(q: torch.Tensor, g: torch.Tensor, metric: str, g_sq: torch.Tensor | None,
-                    out: torch.Tensor) -> torch.Tensor:
+def _distance_block(
+    q: torch.Tensor, g: torch.Tensor, metric: str, g_sq: torch.Tensor | None, out: torch.Tensor
+) -> torch.Tensor:
     """(B, D) × (G, D) → ``out`` (B, G) float32, in place (fresh memory is slow to fault in).
 
     ``g`` is pre-normalised for cosine; ``g_sq`` = |g|² for euclidean.
@@ -94,23 +96,26 @@ def _distance_block(q: torch.Tensor, g: torch.Tensor, metric: str, g_sq: torch.T
     return out.add_(q.pow(2).sum(1, keepdim=True)).clamp_min_(0.0).sqrt_()
 
 
-def _prepare(q_feat: torch.Tensor, g_feat: torch.Tensor,
-             metric: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+def _prepare(
+    q_feat: torch.Tensor, g_feat: torch.Tensor, metric: str
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """float32 CPU query and gallery features (gallery normalised for cosine) and |g|²."""
     if metric not in ("euclidean", "cosine"):
         raise FTNError(f"unknown distance metric {metric!r}; use 'euclidean' or 'cosine'")
     q = torch.as_tensor(q_feat).detach().float().cpu()
     g = torch.as_tensor(g_feat).detach().float().cpu()
     if q.ndim != 2 or g.ndim != 2 or q.shape[1] != g.shape[1]:
-        raise ValueError(f"features must be (Q, D) and (G, D), got {tuple(q.shape)} and "
-                         f"{tuple(g.shape)}")
+        raise ValueError(
+            f"features must be (Q, D) and (G, D), got {tuple(q.shape)} and {tuple(g.shape)}"
+        )
     if metric == "cosine":
         return q, F.normalize(g, dim=1), None
     return q, g, g.pow(2).sum(1)
 
 
-def compute_distmat(q_feat: torch.Tensor, g_feat: torch.Tensor, metric: str = "euclidean",
-                    chunk: int = 1024) -> torch.Tensor:
+def compute_distmat(
+    q_feat: torch.Tensor, g_feat: torch.Tensor, metric: str = "euclidean", chunk: int = 1024
+) -> torch.Tensor:
     """Query–gallery distances (Q, G) float32, computed ``chunk`` queries at a time.
 
     euclidean: plain (not squared) L2 distance — the ranking is the same as with the squared
@@ -123,7 +128,7 @@ def compute_distmat(q_feat: torch.Tensor, g_feat: torch.Tensor, metric: str = "e
     out = torch.empty(q.shape[0], g.shape[0], dtype=torch.float32)
     with torch.no_grad():
         for s in range(0, q.shape[0], chunk):
-            _distance_block(q[s:s + chunk], g, metric, g_sq, out[s:s + chunk])
+            _distance_block(q[s : s + chunk], g, metric, g_sq, out[s : s + chunk])
     return out
 
 
@@ -139,8 +144,9 @@ class _Plan(NamedTuple):
     n_pos: np.ndarray  # (Q,)
 
 
-def _plan(q_pids: np.ndarray, g_pids: np.ndarray, q_camids: np.ndarray,
-          g_camids: np.ndarray) -> _Plan:
+def _plan(
+    q_pids: np.ndarray, g_pids: np.ndarray, q_camids: np.ndarray, g_camids: np.ndarray
+) -> _Plan:
     g_order = np.argsort(g_pids, kind="stable")
     g_sorted = g_pids[g_order]
     lo = np.searchsorted(g_sorted, q_pids, side="left")
@@ -184,15 +190,16 @@ def _match_ranks(dist: np.ndarray, plan: _Plan, rows: np.ndarray, buf: np.ndarra
         if len(cand) <= _SORT_MAX:
             ranks[i, :n] = np.searchsorted(np.sort(cand_key), pos_key)
         else:  # (n, c) "is item j before match k?", one comparison pass per true match
-            earlier = np.less(cand_key, pos_key[:, None], out=buf[:n * len(cand)].reshape(n, -1))
+            earlier = np.less(cand_key, pos_key[:, None], out=buf[: n * len(cand)].reshape(n, -1))
             ranks[i, :n] = [np.count_nonzero(row) for row in earlier]  # 1-D count is fastest
     return ranks + 1
 
 
 def _check_no_nan(dist: np.ndarray) -> None:
     if np.isnan(dist).any():
-        raise FTNError("the distance matrix contains NaN (did training diverge?); "
-                       "check the features")
+        raise FTNError(
+            "the distance matrix contains NaN (did training diverge?); check the features"
+        )
 
 
 def _nearest(dist: np.ndarray, k: int) -> np.ndarray:
@@ -213,38 +220,69 @@ def _nearest(dist: np.ndarray, k: int) -> np.ndarray:
     return cols[order][first[:, None] + np.arange(k)[None, :]]  # (B, k)
 
 
-def _summarise(rows: np.ndarray, first: list[np.ndarray], ap: list[np.ndarray], inp: list[np.ndarray],
-               top: list[np.ndarray], max_rank: int) -> RankResult:
+def _summarise(
+    rows: np.ndarray,
+    first: list[np.ndarray],
+    ap: list[np.ndarray],
+    inp: list[np.ndarray],
+    top: list[np.ndarray],
+    max_rank: int,
+) -> RankResult:
     first_r = np.concatenate(first) if first else np.zeros(0, np.int64)
     if first_r.size == 0:
-        raise FTNError("no query has a true match in the gallery (same id seen by another "
-                       "camera); check that query and gallery come from the same dataset")
+        raise FTNError(
+            "no query has a true match in the gallery (same id seen by another "
+            "camera); check that query and gallery come from the same dataset"
+        )
     cmc = (first_r[:, None] <= np.arange(1, max_rank + 1)[None, :]).mean(0)  # (max_rank,)
     ap_all, inp_all = np.concatenate(ap), np.concatenate(inp)
-    return RankResult(cmc, float(ap_all.mean()), float(inp_all.mean()), int(first_r.size),
-                      PerQuery(rows.astype(np.int64), ap_all, first_r.astype(np.int64), inp_all,
-                               np.concatenate(top).astype(np.int64)))
+    return RankResult(
+        cmc,
+        float(ap_all.mean()),
+        float(inp_all.mean()),
+        int(first_r.size),
+        PerQuery(
+            rows.astype(np.int64),
+            ap_all,
+            first_r.astype(np.int64),
+            inp_all,
+            np.concatenate(top).astype(np.int64),
+        ),
+    )
 
 
-def _labels(q_pids: ArrayLike, g_pids: ArrayLike, q_camids: ArrayLike, g_camids: ArrayLike,
-            num_q: int, num_g: int) -> tuple[np.ndarray, ...]:
-    arrays = tuple(_to_numpy(a).astype(np.int64).ravel()
-                   for a in (q_pids, g_pids, q_camids, g_camids))
-    if len(arrays[0]) != num_q or len(arrays[2]) != num_q or len(arrays[1]) != num_g \
-            or len(arrays[3]) != num_g:
-        raise ValueError(f"label lengths {[len(a) for a in arrays]} do not match "
-                         f"Q={num_q}, G={num_g}")
+def _labels(
+    q_pids: ArrayLike,
+    g_pids: ArrayLike,
+    q_camids: ArrayLike,
+    g_camids: ArrayLike,
+    num_q: int,
+    num_g: int,
+) -> tuple[np.ndarray, ...]:
+    arrays = tuple(
+        _to_numpy(a).astype(np.int64).ravel() for a in (q_pids, g_pids, q_camids, g_camids)
+    )
+    if (
+        len(arrays[0]) != num_q
+        or len(arrays[2]) != num_q
+        or len(arrays[1]) != num_g
+        or len(arrays[3]) != num_g
+    ):
+        raise ValueError(
+            f"label lengths {[len(a) for a in arrays]} do not match Q={num_q}, G={num_g}"
+        )
     return arrays
 
 
-def _rank_rows_numpy(num_g: int, plan: _Plan, step: int,
-                     rows_dist: Callable[[np.ndarray, np.ndarray], None]):
+def _rank_rows_numpy(
+    num_g: int, plan: _Plan, step: int, rows_dist: Callable[[np.ndarray, np.ndarray], None]
+):
     """``rank_rows`` of the CPU path: distances into one reused (B, G) block, ranked by numpy."""
     buf = np.empty(int(plan.n_pos.max(initial=1)) * num_g, dtype=bool)
     block = np.empty((step, num_g), dtype=np.float32)
 
     def rank_rows(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        dist = block[:len(rows)]
+        dist = block[: len(rows)]
         rows_dist(rows, dist)
         _check_no_nan(dist)
         top = _nearest(dist, TOP_K)  # before _match_ranks blanks the junk
@@ -253,34 +291,46 @@ def _rank_rows_numpy(num_g: int, plan: _Plan, step: int,
     return rank_rows
 
 
-def _rank_rows_torch(dist: torch.Tensor, plan: _Plan, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _rank_rows_torch(
+    dist: torch.Tensor, plan: _Plan, rows: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     """The numpy path's (top, ranks) computed where ``dist`` (B, G) lives (the GPU): one stable
     sort per row gives every item's position, ties by gallery index as the protocol orders them;
     a true match's rank among kept items is its position minus the junk items before it."""
     if bool(torch.isnan(dist).any()):
-        raise FTNError("the distance matrix contains NaN (did training diverge?); check the features")
+        raise FTNError(
+            "the distance matrix contains NaN (did training diverge?); check the features"
+        )
     num_b, num_g = dist.shape
     order = torch.sort(dist, dim=1, stable=True).indices  # (B, G)
-    position = torch.empty_like(order).scatter_(1, order, torch.arange(num_g, device=dist.device).expand(num_b, -1))
-    gidx, pos, junk = (torch.from_numpy(a[rows]).to(dist.device) for a in (plan.gidx, plan.pos, plan.junk))
+    position = torch.empty_like(order).scatter_(
+        1, order, torch.arange(num_g, device=dist.device).expand(num_b, -1)
+    )
+    gidx, pos, junk = (
+        torch.from_numpy(a[rows]).to(dist.device) for a in (plan.gidx, plan.pos, plan.junk)
+    )
     where = position.gather(1, gidx)  # (B, L) positions of the query's pid group
     junk_at = torch.where(junk, where, num_g)  # (B, L); not junk → after everything
     kept = where - (junk_at[:, None, :] < where[:, :, None]).sum(-1)  # (B, L) 0-based among kept
     width = max(int(plan.n_pos[rows].max()), 1)
     ranks = torch.where(pos, kept + 1, num_g + 1).sort(dim=1).values[:, :width]
     ranks = torch.where(ranks > num_g, 0, ranks)  # slots past a row's count: unused
-    return order[:, :min(TOP_K, num_g)].cpu().numpy(), ranks.cpu().numpy()
+    return order[:, : min(TOP_K, num_g)].cpu().numpy(), ranks.cpu().numpy()
 
 
-def _evaluate_blocks(plan: _Plan, step: int, max_rank: int,
-                     rank_rows: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]) -> RankResult:
+def _evaluate_blocks(
+    plan: _Plan,
+    step: int,
+    max_rank: int,
+    rank_rows: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]],
+) -> RankResult:
     """Shared driver over blocks of the valid queries (those with a true match; the others are
     skipped); ``rank_rows(rows)`` gives their (B, TOP_K) nearest gallery items and the (B, P)
     ranks of their true matches."""
     valid_q = np.flatnonzero(plan.n_pos > 0)
     first, ap, inp, top = [], [], [], []
     for s in range(0, len(valid_q), step):
-        rows = valid_q[s:s + step]
+        rows = valid_q[s : s + step]
         nearest, ranks = rank_rows(rows)
         top.append(nearest)
         n = plan.n_pos[rows]  # (B,)
@@ -291,8 +341,12 @@ def _evaluate_blocks(plan: _Plan, step: int, max_rank: int,
     return _summarise(valid_q, first, ap, inp, top, max_rank)
 
 
-def _evaluate(num_g: int, labels: tuple[np.ndarray, ...], max_rank: int,
-              rows_dist: Callable[[np.ndarray, np.ndarray], None]) -> RankResult:
+def _evaluate(
+    num_g: int,
+    labels: tuple[np.ndarray, ...],
+    max_rank: int,
+    rows_dist: Callable[[np.ndarray, np.ndarray], None],
+) -> RankResult:
     """The CPU path over blocks of queries; ``rows_dist(rows, out)`` writes their distances."""
     plan = _plan(*labels)
     step = int(np.clip(_BLOCK_BYTES // (4 * max(num_g, 1)), 1, 1024))
@@ -300,19 +354,33 @@ def _evaluate(num_g: int, labels: tuple[np.ndarray, ...], max_rank: int,
     return _evaluate_blocks(plan, step, max_rank, _rank_rows_numpy(num_g, plan, step, rows_dist))
 
 
-def _evaluate_on_device(num_g: int, labels: tuple[np.ndarray, ...], max_rank: int,
-                        rows_dist: Callable[[torch.Tensor], torch.Tensor],
-                        device: torch.device) -> RankResult:
+def _evaluate_on_device(
+    num_g: int,
+    labels: tuple[np.ndarray, ...],
+    max_rank: int,
+    rows_dist: Callable[[torch.Tensor], torch.Tensor],
+    device: torch.device,
+) -> RankResult:
     """The device path; ``rows_dist(rows)`` gives the (B, G) distances of the query rows
     ``rows`` (an index tensor on ``device``), at most ``_device_step(num_g)`` of them."""
     plan = _plan(*labels)
-    return _evaluate_blocks(plan, _device_step(num_g), max_rank, lambda rows: _rank_rows_torch(
-        rows_dist(torch.from_numpy(rows).to(device)), plan, rows))
+    return _evaluate_blocks(
+        plan,
+        _device_step(num_g),
+        max_rank,
+        lambda rows: _rank_rows_torch(rows_dist(torch.from_numpy(rows).to(device)), plan, rows),
+    )
 
 
-def evaluate_rank(distmat: torch.Tensor | np.ndarray, q_pids: ArrayLike, g_pids: ArrayLike,
-                  q_camids: ArrayLike, g_camids: ArrayLike, max_rank: int = 50,
-                  device: torch.device | str | None = None) -> RankResult:
+def evaluate_rank(
+    distmat: torch.Tensor | np.ndarray,
+    q_pids: ArrayLike,
+    g_pids: ArrayLike,
+    q_camids: ArrayLike,
+    g_camids: ArrayLike,
+    max_rank: int = 50,
+    device: torch.device | str | None = None,
+) -> RankResult:
     """CMC (length ``max_rank``), mAP and mINP from a (Q, G) distance matrix (Market-1501 protocol).
 
     Same order semantics as ``evaluate_rank_reference`` (stable sort: ties by gallery index),
@@ -332,8 +400,9 @@ def evaluate_rank(distmat: torch.Tensor | np.ndarray, q_pids: ArrayLike, g_pids:
         raise ValueError(f"distmat must be (Q, G), got shape {dist.shape}")
     dist = dist.astype(np.float32, copy=False)
     labels = _labels(q_pids, g_pids, q_camids, g_camids, *dist.shape)
-    return _evaluate(dist.shape[1], labels, max_rank,
-                     lambda rows, out: np.take(dist, rows, axis=0, out=out))
+    return _evaluate(
+        dist.shape[1], labels, max_rank, lambda rows, out: np.take(dist, rows, axis=0, out=out)
+    )
 
 
 def _device_step(num_g: int) -> int:
@@ -342,10 +411,17 @@ def _device_step(num_g: int) -> int:
     return int(np.clip(8 * _BLOCK_BYTES // (32 * max(num_g, 1)), 1, 4096))
 
 
-def evaluate_features(q_feat: torch.Tensor, g_feat: torch.Tensor, q_pids: ArrayLike,
-                      g_pids: ArrayLike, q_camids: ArrayLike, g_camids: ArrayLike,
-                      metric: str = "euclidean", max_rank: int = 50,
-                      device: torch.device | str | None = None) -> RankResult:
+def evaluate_features(
+    q_feat: torch.Tensor,
+    g_feat: torch.Tensor,
+    q_pids: ArrayLike,
+    g_pids: ArrayLike,
+    q_camids: ArrayLike,
+    g_camids: ArrayLike,
+    metric: str = "euclidean",
+    max_rank: int = 50,
+    device: torch.device | str | None = None,
+) -> RankResult:
     """``evaluate_rank(compute_distmat(q_feat, g_feat, metric), ...)`` without the full matrix.
 
     Distances are computed per block of queries and ranked at once, so memory stays at a few
@@ -357,6 +433,7 @@ def evaluate_features(q_feat: torch.Tensor, g_feat: torch.Tensor, q_pids: ArrayL
     q, g, g_sq = _prepare(q_feat, g_feat, metric)
     labels = _labels(q_pids, g_pids, q_camids, g_camids, q.shape[0], g.shape[0])
     if device is None:
+
         def rows_dist(rows: np.ndarray, out: np.ndarray) -> None:
             with torch.no_grad():
                 _distance_block(q[torch.from_numpy(rows)], g, metric, g_sq, torch.from_numpy(out))
@@ -365,18 +442,25 @@ def evaluate_features(q_feat: torch.Tensor, g_feat: torch.Tensor, q_pids: ArrayL
     device = torch.device(device)
     q, g = q.to(device), g.to(device)
     g_sq = g_sq.to(device) if g_sq is not None else None
-    block = torch.empty(min(_device_step(g.shape[0]), max(q.shape[0], 1)), g.shape[0], device=device)
+    block = torch.empty(
+        min(_device_step(g.shape[0]), max(q.shape[0], 1)), g.shape[0], device=device
+    )
 
     def rows_dist_on_device(rows: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
-            return _distance_block(q[rows], g, metric, g_sq, block[:len(rows)])
+            return _distance_block(q[rows], g, metric, g_sq, block[: len(rows)])
 
     return _evaluate_on_device(g.shape[0], labels, max_rank, rows_dist_on_device, device)
 
 
-def evaluate_rank_reference(distmat: torch.Tensor | np.ndarray, q_pids: ArrayLike,
-                            g_pids: ArrayLike, q_camids: ArrayLike, g_camids: ArrayLike,
-                            max_rank: int = 50) -> RankResult:
+def evaluate_rank_reference(
+    distmat: torch.Tensor | np.ndarray,
+    q_pids: ArrayLike,
+    g_pids: ArrayLike,
+    q_camids: ArrayLike,
+    g_camids: ArrayLike,
+    max_rank: int = 50,
+) -> RankResult:
     """The protocol written as a literal per-query loop with a full stable argsort (for tests)."""
     dist = _to_numpy(distmat).astype(np.float32, copy=False)
     q_pids, g_pids, q_camids, g_camids = _labels(q_pids, g_pids, q_camids, g_camids, *dist.shape)
@@ -395,10 +479,13 @@ def evaluate_rank_reference(distmat: torch.Tensor | np.ndarray, q_pids: ArrayLik
         last = np.flatnonzero(hits)[-1]
         all_inp.append(cum[last] / (last + 1))
     if not all_cmc:
-        raise FTNError("no query has a true match in the gallery (same id seen by another "
-                       "camera); check that query and gallery come from the same dataset")
-    return RankResult(np.mean(all_cmc, axis=0), float(np.mean(all_ap)), float(np.mean(all_inp)),
-                      len(all_cmc))
+        raise FTNError(
+            "no query has a true match in the gallery (same id seen by another "
+            "camera); check that query and gallery come from the same dataset"
+        )
+    return RankResult(
+        np.mean(all_cmc, axis=0), float(np.mean(all_ap)), float(np.mean(all_inp)), len(all_cmc)
+    )
 
 
 # --------------------------------------------------------------------------- foreground focus
@@ -424,10 +511,13 @@ def foreground_focus(act: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
     if masks.ndim == 4:
         masks = masks[:, 0]  # (B, H, W)
     if act.ndim != 3 or masks.ndim != 3 or act.shape[0] != masks.shape[0]:
-        raise ValueError(f"act must be (B, h, w) and masks (B, [1,] H, W); got "
-                         f"{tuple(act.shape)} and {tuple(masks.shape)}")
-    up = F.interpolate(act.abs().float()[:, None], size=masks.shape[-2:], mode="bilinear",
-                       align_corners=False)[:, 0].clamp_min(0.0)  # (B, H, W)
+        raise ValueError(
+            f"act must be (B, h, w) and masks (B, [1,] H, W); got "
+            f"{tuple(act.shape)} and {tuple(masks.shape)}"
+        )
+    up = F.interpolate(
+        act.abs().float()[:, None], size=masks.shape[-2:], mode="bilinear", align_corners=False
+    )[:, 0].clamp_min(0.0)  # (B, H, W)
     inside = (up * (masks > 0)).sum(dim=(1, 2))
     total = up.sum(dim=(1, 2))
     return torch.where(total > 0, inside / total, torch.full_like(total, float("nan")))

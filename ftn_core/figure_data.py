@@ -59,8 +59,11 @@ def pick_identity(splits: DatasetSplits, n: int = CAMERAS) -> list[Sample]:
 def _images(samples: list[Sample], cfg: Config) -> tuple[torch.Tensor, torch.Tensor | None]:
     """(B, 3, H, W) in [0, 1] as the model sees them at test time, and the (B, 1, H, W) masks
     where every sample has one."""
-    ds = ReIDDataset(samples, build_transforms(cfg.data.height, cfg.data.width, train=False),
-                     with_mask=all(s.mask_path for s in samples))
+    ds = ReIDDataset(
+        samples,
+        build_transforms(cfg.data.height, cfg.data.width, train=False),
+        with_mask=all(s.mask_path for s in samples),
+    )
     items = [ds[i] for i in range(len(ds))]
     img = torch.stack([it["img"] for it in items])
     mask = torch.stack([it["mask"] for it in items]) if "mask" in items[0] else None
@@ -72,8 +75,14 @@ def _uint8(img: torch.Tensor) -> np.ndarray:
     return (img.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
 
 
-def _maps(model: FTN, img: torch.Tensor, mask: torch.Tensor | None, keys: tuple[str, ...],
-          prefix: str, out: dict[str, np.ndarray]) -> None:
+def _maps(
+    model: FTN,
+    img: torch.Tensor,
+    mask: torch.Tensor | None,
+    keys: tuple[str, ...],
+    prefix: str,
+    out: dict[str, np.ndarray],
+) -> None:
     with torch.no_grad():
         feats = model.activation_maps(img)
     for k in keys:
@@ -116,7 +125,16 @@ def figure_arrays(model: FTN, cfg: Config, splits: DatasetSplits) -> dict[str, n
             recon = model.forward_decoder(enc)  # (B, 3, H, W)
             pa = enc.attn.pa if enc.attn is not None else None
             ca = enc.attn.ca if enc.attn is not None else None
-            target = reconstruction_target(x, model.mask, pa, ca, model.gauss_sy, model.gauss_sx,
-                                           m if model.mask == "oracle" else None)
-        out["rec_img"], out["rec_target"], out["rec_output"] = (_uint8(t) for t in (x, target, recon))
+            target = reconstruction_target(
+                x,
+                model.mask,
+                pa,
+                ca,
+                model.gauss_sy,
+                model.gauss_sx,
+                m if model.mask == "oracle" else None,
+            )
+        out["rec_img"], out["rec_target"], out["rec_output"] = (
+            _uint8(t) for t in (x, target, recon)
+        )
     return out

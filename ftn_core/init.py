@@ -37,9 +37,15 @@ IMAGENET_WEIGHTS = {
     "resnet50": "ResNet50_Weights.IMAGENET1K_V1",
 }
 # S-Enc's stages (ftn_core/backbone.py) under torchvision's names, as weights files hold them.
-STAGE_NAMES = {"stage1.0.": "conv1.", "stage1.1.": "bn1.", "stage2.": "layer1.",
-               "stage3.": "layer2.", "stage4.": "layer3.", "stage5.": "layer4.",
-               "local_block.": "local_block."}
+STAGE_NAMES = {
+    "stage1.0.": "conv1.",
+    "stage1.1.": "bn1.",
+    "stage2.": "layer1.",
+    "stage3.": "layer2.",
+    "stage4.": "layer3.",
+    "stage5.": "layer4.",
+    "local_block.": "local_block.",
+}
 
 
 @dataclass(frozen=True)
@@ -70,35 +76,44 @@ def imagenet_file(arch: str, option: str = "model.init=imagenet") -> Path:
     if arch not in IMAGENET_WEIGHTS:
         raise FTNError(f"model.backbone={arch}: unknown; one of {', '.join(IMAGENET_WEIGHTS)}")
     if IMAGENET_WEIGHTS[arch] is None:
-        raise FTNError(f"model.backbone={arch} has no ImageNet weights: set model.pretrained=false "
-                       f"and model.init=scratch, or use resnet18, resnet34 or resnet50")
+        raise FTNError(
+            f"model.backbone={arch} has no ImageNet weights: set model.pretrained=false "
+            f"and model.init=scratch, or use resnet18, resnet34 or resnet50"
+        )
     import torchvision
 
     weights = torchvision.models.get_weight(IMAGENET_WEIGHTS[arch])
     name = os.path.basename(weights.url)
     cached = Path(torch.hub.get_dir()) / "checkpoints" / name
     if not cached.is_file():
-        raise FTNError(f"{option}: torchvision's {arch} weights are not in {cached} (nothing is "
-                       f"downloaded); fetch {weights.url} there, or pass "
-                       f"--set model.weights_path=/path/to/{name}")
+        raise FTNError(
+            f"{option}: torchvision's {arch} weights are not in {cached} (nothing is "
+            f"downloaded); fetch {weights.url} there, or pass "
+            f"--set model.weights_path=/path/to/{name}"
+        )
     return cached
 
 
-def resolve(spec: str, arch: str, pretrained: bool = False,
-            weights_path: str = "") -> InitSource | None:
+def resolve(
+    spec: str, arch: str, pretrained: bool = False, weights_path: str = ""
+) -> InitSource | None:
     """The file ``model.init=spec`` names (with the older ``model.pretrained`` /
     ``model.weights_path``, which mean ``imagenet``), or None for a random start. Every
     unusable value is one line."""
     spec = spec.strip()
     if spec not in ("scratch", "imagenet") and (pretrained or weights_path):
         which = "model.pretrained=true" if pretrained else f"model.weights_path={weights_path}"
-        raise FTNError(f"model.init={spec} and {which} both say where the backbone starts; "
-                       f"keep one (set model.pretrained=false and model.weights_path=)")
+        raise FTNError(
+            f"model.init={spec} and {which} both say where the backbone starts; "
+            f"keep one (set model.pretrained=false and model.weights_path=)"
+        )
     if weights_path:  # a local copy of the ImageNet weights
         path = Path(weights_path).expanduser()
         if not path.is_file():
-            raise FTNError(f"model.weights_path={weights_path}: no such file; give the path of a "
-                           f"torchvision {arch} state dict (.pth)")
+            raise FTNError(
+                f"model.weights_path={weights_path}: no such file; give the path of a "
+                f"torchvision {arch} state dict (.pth)"
+            )
         return InitSource(path, f"model.weights_path={weights_path}")
     if spec == "imagenet" or pretrained:
         option = "model.init=imagenet" if spec == "imagenet" else "model.pretrained=true"
@@ -106,28 +121,36 @@ def resolve(spec: str, arch: str, pretrained: bool = False,
     if spec == "scratch":
         return None
     if not spec:
-        raise FTNError("model.init is empty; give scratch, imagenet, a shipped name, a file or an "
-                       "MLflow run id")
+        raise FTNError(
+            "model.init is empty; give scratch, imagenet, a shipped name, a file or an "
+            "MLflow run id"
+        )
     rid = run_id(spec)
     if rid is not None:
         path = run_cache_path(rid)
         if not path.is_file():
-            raise FTNError(f"model.init={spec}: an MLflow run's weights, not fetched yet; "
-                           f"ablations/run.py fetches them from its --tracking-uri (or give the "
-                           f"weights file itself)")
+            raise FTNError(
+                f"model.init={spec}: an MLflow run's weights, not fetched yet; "
+                f"ablations/run.py fetches them from its --tracking-uri (or give the "
+                f"weights file itself)"
+            )
         return InitSource(path, f"model.init={spec}")
     path = Path(spec).expanduser()
     if path.is_file():
         return InitSource(path, f"model.init={spec}")
     if os.sep in spec or "/" in spec or path.suffix in (".pt", ".pth"):
-        raise FTNError(f"model.init={spec}: no such file; give a weights file written by "
-                       f"ablations/pretrain.py (its backbone.pt) or a torchvision state dict")
+        raise FTNError(
+            f"model.init={spec}: no such file; give a weights file written by "
+            f"ablations/pretrain.py (its backbone.pt) or a torchvision state dict"
+        )
     shipped = SHIPPED / f"{spec}.pt"
     if shipped.is_file():
         return InitSource(shipped, f"model.init={spec}")
     names = sorted(p.stem for p in SHIPPED.glob("*.pt"))
-    raise FTNError(f"model.init={spec}: not scratch, imagenet, a file, an MLflow run id or a "
-                   f"shipped backbone (shipped: {', '.join(names) or 'none'})")
+    raise FTNError(
+        f"model.init={spec}: not scratch, imagenet, a file, an MLflow run id or a "
+        f"shipped backbone (shipped: {', '.join(names) or 'none'})"
+    )
 
 
 def file_digest(path: Path) -> str:
@@ -155,18 +178,27 @@ def read_weights(source: InitSource) -> tuple[dict[str, torch.Tensor], str]:
     try:
         state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except Exception as err:  # a truncated or foreign file
-        raise FTNError(f"{source.label}: not a readable state dict ({type(err).__name__}); give "
-                       f"a backbone.pt from ablations/pretrain.py or a torchvision .pth") from None
+        raise FTNError(
+            f"{source.label}: not a readable state dict ({type(err).__name__}); give "
+            f"a backbone.pt from ablations/pretrain.py or a torchvision .pth"
+        ) from None
     if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
         state = state["state_dict"]
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise FTNError(f"{source.label}: not a state dict of tensors; give a backbone.pt from "
-                       f"ablations/pretrain.py or a torchvision .pth")
+        raise FTNError(
+            f"{source.label}: not a state dict of tensors; give a backbone.pt from "
+            f"ablations/pretrain.py or a torchvision .pth"
+        )
     return state, hashlib.sha256(data).hexdigest()[:DIGEST_CHARS]
 
 
-def load_into(module: nn.Module, state: dict[str, torch.Tensor], label: str, prefix: str = "",
-              skip: tuple[str, ...] = ()) -> None:
+def load_into(
+    module: nn.Module,
+    state: dict[str, torch.Tensor],
+    label: str,
+    prefix: str = "",
+    skip: tuple[str, ...] = (),
+) -> None:
     """Copy ``state[prefix + name]`` into every parameter and buffer of ``module`` whose name
     does not start with one of ``skip``, exactly (an fp16 file is upcast to the module's dtype).
     Strict: a missing key, an unexpected key under ``prefix`` (other than ``skip``) or a shape
@@ -175,20 +207,32 @@ def load_into(module: nn.Module, state: dict[str, torch.Tensor], label: str, pre
     for name, target in own.items():
         key = prefix + name
         if key not in state:
-            raise FTNError(f"{label}: the file has no {key}; it is not a backbone of this "
-                           f"model.backbone (or it is another file)")
+            raise FTNError(
+                f"{label}: the file has no {key}; it is not a backbone of this "
+                f"model.backbone (or it is another file)"
+            )
         value = state[key]
         if tuple(value.shape) != tuple(target.shape):
-            raise FTNError(f"{label}: {key} has shape {tuple(value.shape)} in the file but "
-                           f"{tuple(target.shape)} in the model; is it another model.backbone?")
+            raise FTNError(
+                f"{label}: {key} has shape {tuple(value.shape)} in the file but "
+                f"{tuple(target.shape)} in the model; is it another model.backbone?"
+            )
         if value.is_floating_point() != target.is_floating_point():
-            raise FTNError(f"{label}: {key} is {value.dtype} in the file but {target.dtype} in "
-                           f"the model")
-    extra = [k for k in state if k.startswith(prefix) and k[len(prefix):] not in own
-             and not k[len(prefix):].startswith(skip)]
+            raise FTNError(
+                f"{label}: {key} is {value.dtype} in the file but {target.dtype} in the model"
+            )
+    extra = [
+        k
+        for k in state
+        if k.startswith(prefix)
+        and k[len(prefix) :] not in own
+        and not k[len(prefix) :].startswith(skip)
+    ]
     if extra:
-        raise FTNError(f"{label}: the file has {extra[0]}, which this model.backbone has not "
-                       f"({len(extra)} such key(s)); is it another model.backbone?")
+        raise FTNError(
+            f"{label}: the file has {extra[0]}, which this model.backbone has not "
+            f"({len(extra)} such key(s)); is it another model.backbone?"
+        )
     with torch.no_grad():
         for name, target in own.items():
             target.copy_(state[prefix + name])
@@ -202,6 +246,6 @@ def backbone_state(senc: nn.Module, local_block: bool = True) -> dict[str, torch
         for ours, theirs in STAGE_NAMES.items():
             if name.startswith(ours):
                 if theirs != "local_block." or local_block:
-                    out[theirs + name[len(ours):]] = value.detach().cpu().clone()
+                    out[theirs + name[len(ours) :]] = value.detach().cpu().clone()
                 break
     return out

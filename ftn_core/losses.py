@@ -86,5 +86,7 @@ def combine(terms: dict[str, Tensor], weights: dict[str, float]) -> Tensor:
         if w:
             total = w * value if total is None else total + w * value
     if total is None:
-        raise ValueError(f"no loss term has a non-zero weight (terms {list(terms)}, weights {weights})")
+        raise ValueError(
+            f"no loss term has a non-zero weight (terms {list(terms)}, weights {weights})"
+        )
     return total

@@ -21,13 +21,20 @@ STRATEGY_MASKS: dict[str, tuple[str, ...]] = {
 }
 
 
-def gaussian_mask(height: int, width: int, sy: float = 0.5, sx: float = 0.35,
-                  device: torch.device | str | None = None) -> Tensor:
+def gaussian_mask(
+    height: int,
+    width: int,
+    sy: float = 0.5,
+    sx: float = 0.35,
+    device: torch.device | str | None = None,
+) -> Tensor:
     """Gm: a 2-D Gaussian centred on the crop, peak 1, σ_y = sy·H, σ_x = sx·W. → (H, W).
 
     The paper gives no σ; the defaults are ours and the Optuna study tunes them.
     """
-    y = (torch.arange(height, device=device, dtype=torch.float32) + 0.5 - height / 2) / (sy * height)
+    y = (torch.arange(height, device=device, dtype=torch.float32) + 0.5 - height / 2) / (
+        sy * height
+    )
     x = (torch.arange(width, device=device, dtype=torch.float32) + 0.5 - width / 2) / (sx * width)
     return torch.exp(-0.5 * (y[:, None] ** 2 + x[None, :] ** 2))  # (H, W)
 
@@ -46,9 +53,15 @@ def attention_mask(attn: Tensor, size: tuple[int, int], eps: float = 1e-6) -> Te
         return ((m - lo) / (hi - lo).clamp_min(eps)).clamp_(0, 1)
 
 
-def reconstruction_target(img: Tensor, strategy: str, pa: Tensor | None = None,
-                          ca: Tensor | None = None, sy: float = 0.5, sx: float = 0.35,
-                          truth: Tensor | None = None) -> Tensor:
+def reconstruction_target(
+    img: Tensor,
+    strategy: str,
+    pa: Tensor | None = None,
+    ca: Tensor | None = None,
+    sy: float = 0.5,
+    sx: float = 0.35,
+    truth: Tensor | None = None,
+) -> Tensor:
     """img (B, 3, H, W) in [0, 1] ⊙ the strategy's masks → target (B, 3, H, W), detached.
 
     ``truth`` (B, 1, H, W) in {0, 1}: the ground-truth person mask, for ``oracle`` only.
@@ -62,13 +75,17 @@ def reconstruction_target(img: Tensor, strategy: str, pa: Tensor | None = None,
             mask = gaussian_mask(h, w, sy, sx, device=img.device).to(img.dtype)  # (H, W)
         elif name == "truth":
             if truth is None:
-                raise ValueError("mask strategy 'oracle' needs the ground-truth person masks "
-                                 "(synthetic data only)")
+                raise ValueError(
+                    "mask strategy 'oracle' needs the ground-truth person masks "
+                    "(synthetic data only)"
+                )
             mask = truth.detach().to(img.dtype)  # (B, 1, H, W)
         else:
             attn = pa if name == "pam" else ca
             if attn is None:
-                raise ValueError(f"mask strategy {strategy!r} needs the CFA's {name[:2].upper()} map")
+                raise ValueError(
+                    f"mask strategy {strategy!r} needs the CFA's {name[:2].upper()} map"
+                )
             mask = attention_mask(attn, (h, w)).to(img.dtype)  # (B, 1, H, W)
         target = target * mask
     return target.detach()

@@ -26,8 +26,9 @@ class EmbeddingHead(nn.Module):
 
     def __init__(self, in_channels: int, embed_dim: int, num_classes: int) -> None:
         super().__init__()
-        self.embed = nn.Sequential(nn.Linear(in_channels, embed_dim), nn.BatchNorm1d(embed_dim),
-                                   nn.ReLU(inplace=True))
+        self.embed = nn.Sequential(
+            nn.Linear(in_channels, embed_dim), nn.BatchNorm1d(embed_dim), nn.ReLU(inplace=True)
+        )
         self.classifier = nn.Linear(embed_dim, num_classes)
 
     def forward(self, pooled: Tensor) -> tuple[Tensor, Tensor]:
@@ -72,29 +73,50 @@ class FTN(nn.Module):
     embedding (B, n_branches·embed_dim); the decoder never runs at inference.
     """
 
-    def __init__(self, num_classes: int, backbone: str = "resnet50", pretrained: bool = False,
-                 weights_path: str = "", attention: str = "cfa", use_pa: bool = True,
-                 use_ca: bool = True, use_cmp: bool = True, decoder: bool = True,
-                 decoder_width: int = 64, mask: str = "gm_pam_cam", gauss_sy: float = 0.5,
-                 gauss_sx: float = 0.35, embed_dim: int = 512, last_stride: int = 1,
-                 stage4_stride: int = 2, placement: str = "parallel", init_seed: int | None = None,
-                 init: str = "scratch", load_init: bool = True) -> None:
+    def __init__(
+        self,
+        num_classes: int,
+        backbone: str = "resnet50",
+        pretrained: bool = False,
+        weights_path: str = "",
+        attention: str = "cfa",
+        use_pa: bool = True,
+        use_ca: bool = True,
+        use_cmp: bool = True,
+        decoder: bool = True,
+        decoder_width: int = 64,
+        mask: str = "gm_pam_cam",
+        gauss_sy: float = 0.5,
+        gauss_sx: float = 0.35,
+        embed_dim: int = 512,
+        last_stride: int = 1,
+        stage4_stride: int = 2,
+        placement: str = "parallel",
+        init_seed: int | None = None,
+        init: str = "scratch",
+        load_init: bool = True,
+    ) -> None:
         super().__init__()
         if placement not in PLACEMENTS:
-            raise FTNError(f"model.cfa_placement={placement}: unknown; one of {', '.join(PLACEMENTS)}")
+            raise FTNError(
+                f"model.cfa_placement={placement}: unknown; one of {', '.join(PLACEMENTS)}"
+            )
         # Each part's initial weights are a function of (init_seed, its name) alone, so two
         # variants of one seed start identical in every part they share (seeding.py); without
         # init_seed, one draw of the caller's generator stands in for it.
         if init_seed is None:
             init_seed = int(torch.randint(2**62, (1,)).item())
         with seeded("init", init_seed, "senc"):
-            self.senc = SEnc(backbone, pretrained, weights_path, last_stride, stage4_stride, init,
-                             load_init)
+            self.senc = SEnc(
+                backbone, pretrained, weights_path, last_stride, stage4_stride, init, load_init
+            )
         c4, c5 = self.senc.stage4_channels, self.senc.stage5_channels
         self.placement = placement
         with seeded("init", init_seed, "attention", attention):
             if attention == "cfa":
-                self.attention: nn.Module | None = CFA(c4, use_pa=use_pa, use_ca=use_ca, use_cmp=use_cmp)
+                self.attention: nn.Module | None = CFA(
+                    c4, use_pa=use_pa, use_ca=use_ca, use_cmp=use_cmp
+                )
             elif attention == "pamcam":
                 self.attention = PAMCAM(c4)
             else:
@@ -142,8 +164,10 @@ class FTN(nn.Module):
     def forward_reid(self, enc: Encoded) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
         """Global (stage5 → GAP), local (extra block → GMP) and attention (A′ → GAP) branches."""
         s5 = self.senc.stage5(self.stage5_input(enc))
-        pooled = {"global": s5.mean(dim=(2, 3)),  # GAP: (B, C5)
-                  "local": self.senc.local_block(s5).amax(dim=(2, 3))}  # GMP: (B, C5)
+        pooled = {
+            "global": s5.mean(dim=(2, 3)),  # GAP: (B, C5)
+            "local": self.senc.local_block(s5).amax(dim=(2, 3)),
+        }  # GMP: (B, C5)
         if enc.attn is not None:
             pooled["attn"] = enc.attn.out.mean(dim=(2, 3))  # GAP: (B, C4)
         feats, logits = {}, {}
@@ -157,8 +181,13 @@ class FTN(nn.Module):
             raise RuntimeError("this model has no decoder (model.decoder=false)")
         return self.decoder(enc.stage4)
 
-    def forward(self, img: Tensor, reid: bool = True, recon: bool | None = None,
-                fg_mask: Tensor | None = None) -> FTNOutput | Tensor:
+    def forward(
+        self,
+        img: Tensor,
+        reid: bool = True,
+        recon: bool | None = None,
+        fg_mask: Tensor | None = None,
+    ) -> FTNOutput | Tensor:
         """Train mode: FTNOutput with the parts asked for (recon defaults to "if there is a
         decoder"). Eval mode: the test embedding (B, n_branches·embed_dim).
         ``fg_mask`` (B, 1, H, W): the ground-truth person mask, used by the ``oracle`` target."""
@@ -173,12 +202,20 @@ class FTN(nn.Module):
             rec = self.forward_decoder(enc)
             pa = enc.attn.pa if enc.attn is not None else None
             ca = enc.attn.ca if enc.attn is not None else None
-            target = reconstruction_target(img, self.mask, pa, ca, self.gauss_sy, self.gauss_sx, fg_mask)
+            target = reconstruction_target(
+                img, self.mask, pa, ca, self.gauss_sy, self.gauss_sx, fg_mask
+            )
         return FTNOutput(feats, logits, rec, target, enc)
 
-    def losses(self, out: FTNOutput, pids: Tensor | None, margin: float = 0.3,
-               label_smooth: float = 0.0, gradient: bool = True,
-               recon_reduction: str = "paper") -> dict[str, Tensor]:
+    def losses(
+        self,
+        out: FTNOutput,
+        pids: Tensor | None,
+        margin: float = 0.3,
+        label_smooth: float = 0.0,
+        gradient: bool = True,
+        recon_reduction: str = "paper",
+    ) -> dict[str, Tensor]:
         """Unweighted loss terms of Eq. 6 for what ``out`` holds: ``ce/<branch>``,
         ``triplet/<branch>``, ``grad``, ``l1``. Weight them with ``losses.combine``."""
         terms: dict[str, Tensor] = {}
@@ -195,13 +232,20 @@ class FTN(nn.Module):
 
     def encoder_parameters(self) -> list[nn.Parameter]:
         """Stages 1–4 of S-Enc: what both the Re-ID and the reconstruction batches train."""
-        return [p for stage in (self.senc.stage1, self.senc.stage2, self.senc.stage3, self.senc.stage4)
-                for p in stage.parameters()]
+        return [
+            p
+            for stage in (self.senc.stage1, self.senc.stage2, self.senc.stage3, self.senc.stage4)
+            for p in stage.parameters()
+        ]
 
     def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
         """backbone (S-Enc and the local block), heads, attention, decoder — for warm-up freezing."""
-        groups = {"backbone": list(self.senc.parameters()), "heads": list(self.heads.parameters()),
-                  "attention": [], "decoder": []}
+        groups = {
+            "backbone": list(self.senc.parameters()),
+            "heads": list(self.heads.parameters()),
+            "attention": [],
+            "decoder": [],
+        }
         if self.attention is not None:
             groups["attention"] = list(self.attention.parameters())
         if self.decoder is not None:
@@ -215,8 +259,12 @@ class FTN(nn.Module):
         ``enc``: the encoder output for ``img`` when the caller has it already."""
         enc = self.forward_encoder(img) if enc is None else enc
         s5 = self.senc.stage5(self.stage5_input(enc))
-        maps = {"stage3": enc.stage3, "stage4": enc.stage4, "global": s5,
-                "local": self.senc.local_block(s5)}
+        maps = {
+            "stage3": enc.stage3,
+            "stage4": enc.stage4,
+            "global": s5,
+            "local": self.senc.local_block(s5),
+        }
         if enc.attn is not None:
             maps["attn"] = enc.attn.out
         return maps
@@ -230,25 +278,43 @@ def validate(cfg: ModelConfig) -> None:
     if cfg.decoder:
         for name, flag in (("pam", "use_pa"), ("cam", "use_ca")):
             if name in needs and not (cfg.attention == "cfa" and getattr(cfg, flag)):
-                raise FTNError(f"model.mask={cfg.mask} needs the CFA's {name[:2].upper()} map: "
-                               f"set model.attention=cfa and model.{flag}=true, or another mask")
+                raise FTNError(
+                    f"model.mask={cfg.mask} needs the CFA's {name[:2].upper()} map: "
+                    f"set model.attention=cfa and model.{flag}=true, or another mask"
+                )
     if cfg.attention == "cfa" and not (cfg.use_pa or cfg.use_ca):
         raise FTNError("model.use_pa and model.use_ca are both false: CFA needs at least one")
 
 
-def build_model(cfg: ModelConfig, num_classes: int, init_seed: int | None = None,
-                load_init: bool = True) -> FTN:
+def build_model(
+    cfg: ModelConfig, num_classes: int, init_seed: int | None = None, load_init: bool = True
+) -> FTN:
     """Wire a ``ModelConfig`` to ``FTN`` (the only place that reads the config); ``init_seed``
     keys every part's initial weights (the run's seed in training). ``load_init=False`` does
     not read ``model.init``'s weights file (for a caller that loads a whole state dict next)."""
     validate(cfg)
-    return FTN(num_classes, backbone=cfg.backbone, pretrained=cfg.pretrained,
-               weights_path=cfg.weights_path, attention=cfg.attention, use_pa=cfg.use_pa,
-               use_ca=cfg.use_ca, use_cmp=cfg.use_cmp, decoder=cfg.decoder,
-               decoder_width=cfg.decoder_width, mask=cfg.mask, gauss_sy=cfg.gauss_sy,
-               gauss_sx=cfg.gauss_sx, embed_dim=cfg.embed_dim, last_stride=cfg.last_stride,
-               stage4_stride=cfg.stage4_stride, placement=cfg.cfa_placement, init_seed=init_seed,
-               init=cfg.init, load_init=load_init)
+    return FTN(
+        num_classes,
+        backbone=cfg.backbone,
+        pretrained=cfg.pretrained,
+        weights_path=cfg.weights_path,
+        attention=cfg.attention,
+        use_pa=cfg.use_pa,
+        use_ca=cfg.use_ca,
+        use_cmp=cfg.use_cmp,
+        decoder=cfg.decoder,
+        decoder_width=cfg.decoder_width,
+        mask=cfg.mask,
+        gauss_sy=cfg.gauss_sy,
+        gauss_sx=cfg.gauss_sx,
+        embed_dim=cfg.embed_dim,
+        last_stride=cfg.last_stride,
+        stage4_stride=cfg.stage4_stride,
+        placement=cfg.cfa_placement,
+        init_seed=init_seed,
+        init=cfg.init,
+        load_init=load_init,
+    )
 
 
 def model_from_state(cfg: ModelConfig, state: dict[str, Tensor]) -> FTN:

@@ -19,9 +19,9 @@ from __future__ import annotations
 
 import os
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -57,13 +57,16 @@ def metadata(embedder: Embedder, flip: bool, source: str) -> dict[str, str]:
     return {
         "input": f"images: float32 (N, 3, {h}, {w}) RGB in [0, 1]",
         "preprocessing_outside": f"decode to RGB uint8, resize to {h}x{w} (bilinear, antialiased, "
-                                 f"on uint8, as torchvision.transforms.v2.Resize), divide by 255",
+        f"on uint8, as torchvision.transforms.v2.Resize), divide by 255",
         "preprocessing_inside": "subtract the ImageNet mean (0.485, 0.456, 0.406), divide by its "
-                                "std (0.229, 0.224, 0.225)",
+        "std (0.229, 0.224, 0.225)",
         "output": f"embeddings: float32 (N, {embedder.dim}), L2-normalised; rank by cosine "
-                  f"distance",
-        "height": str(h), "width": str(w), "dim": str(embedder.dim),
-        "flip_averaged": str(flip).lower(), "source": source,
+        f"distance",
+        "height": str(h),
+        "width": str(w),
+        "dim": str(embedder.dim),
+        "flip_averaged": str(flip).lower(),
+        "source": source,
     }
 
 
@@ -79,9 +82,16 @@ def export(embedder: Embedder, out: str | Path, flip: bool = False, source: str 
     try:
         with warnings.catch_warnings():  # the legacy exporter's notice; CMP's channel check
             warnings.simplefilter("ignore")
-            torch.onnx.export(net, (dummy,), str(tmp), dynamo=False, opset_version=OPSET,
-                              input_names=["images"], output_names=["embeddings"],
-                              dynamic_axes={"images": {0: "batch"}, "embeddings": {0: "batch"}})
+            torch.onnx.export(
+                net,
+                (dummy,),
+                str(tmp),
+                dynamo=False,
+                opset_version=OPSET,
+                input_names=["images"],
+                output_names=["embeddings"],
+                dynamic_axes={"images": {0: "batch"}, "embeddings": {0: "batch"}},
+            )
         graph = onnx.load(str(tmp))
         # The exporter leaves D symbolic after the normalisation's division: name it.
         graph.graph.output[0].type.tensor_type.shape.dim[1].dim_value = embedder.dim
@@ -113,9 +123,11 @@ class Check:
 
     def line(self) -> str:
         verdict = "passed" if self.passed else "FAILED"
-        return (f"ONNX against PyTorch on {self.images} images: max |Δ| of normalised embeddings "
-                f"{self.max_abs_diff:.1e} (allowed {TOLERANCE:.0e}), top-{CHECK_TOP} of the "
-                f"gallery identical for {self.same_top}/{self.queries} queries: {verdict}")
+        return (
+            f"ONNX against PyTorch on {self.images} images: max |Δ| of normalised embeddings "
+            f"{self.max_abs_diff:.1e} (allowed {TOLERANCE:.0e}), top-{CHECK_TOP} of the "
+            f"gallery identical for {self.same_top}/{self.queries} queries: {verdict}"
+        )
 
 
 def session(path: str | Path):
@@ -132,7 +144,7 @@ def onnx_embed(sess, embedder: Embedder, paths: Sequence[str]) -> np.ndarray:
     does, in batches of its batch size."""
     out = []
     for start in range(0, len(paths), embedder.batch_size):
-        part = paths[start:start + embedder.batch_size]
+        part = paths[start : start + embedder.batch_size]
         batch = torch.stack([embedder.preprocess(p, p) for p in part])  # (B, 3, H, W) uint8
         images = batch.float().div_(255).numpy()  # (B, 3, H, W) in [0, 1], as ToDtype(scale=True)
         out.append(sess.run(["embeddings"], {"images": images})[0])
@@ -144,8 +156,13 @@ def top(query: np.ndarray, gallery: np.ndarray, k: int = CHECK_TOP) -> np.ndarra
     return np.argsort(1.0 - query @ gallery.T, axis=1, kind="stable")[:, :k]
 
 
-def check(path: str | Path, embedder: Embedder, query: Sequence[str], gallery: Sequence[str],
-          flip: bool = False) -> Check:
+def check(
+    path: str | Path,
+    embedder: Embedder,
+    query: Sequence[str],
+    gallery: Sequence[str],
+    flip: bool = False,
+) -> Check:
     """Embed ``query`` and ``gallery`` (image files) with the ONNX model at ``path`` and with
     PyTorch; compare the embeddings and each query's top 10."""
     if not query or not gallery:

@@ -21,8 +21,14 @@ from tqdm.auto import tqdm
 from ftn_core import checkpoint as ckpt
 from ftn_core.backbone import SEnc
 from ftn_core.data.transforms import IMAGENET_MEAN, IMAGENET_STD
-from ftn_core.engine import (Callbacks, Interrupted, NonFiniteLoss, deferred_interrupts, lr_factor,
-                             sigterm_as_interrupt)
+from ftn_core.engine import (
+    Callbacks,
+    Interrupted,
+    NonFiniteLoss,
+    deferred_interrupts,
+    lr_factor,
+    sigterm_as_interrupt,
+)
 from ftn_core.errors import FTNError
 from ftn_core.init import backbone_state
 from ftn_core.seeding import derive_seed, seeded
@@ -31,8 +37,9 @@ from ftn_core.seeding import derive_seed, seeded
 class Classifier(nn.Module):
     """S-Enc (stages 1–5) → GAP → Linear: img (B, 3, H, W) in [0, 1] → logits (B, classes)."""
 
-    def __init__(self, classes: int, arch: str, last_stride: int, stage4_stride: int,
-                 seed: int) -> None:
+    def __init__(
+        self, classes: int, arch: str, last_stride: int, stage4_stride: int, seed: int
+    ) -> None:
         super().__init__()
         with seeded("init", seed, "senc"):  # as FTN draws its S-Enc for this seed
             self.senc = SEnc(arch, last_stride=last_stride, stage4_stride=stage4_stride)
@@ -58,11 +65,12 @@ def augment(img: Tensor, pad: int, key: tuple) -> Tensor:
     padded = nn.functional.pad(img, (pad, pad, pad, pad))  # (B, 3, H+2p, W+2p)
     dy = torch.randint(0, 2 * pad + 1, (B,), generator=g).tolist()
     dx = torch.randint(0, 2 * pad + 1, (B,), generator=g).tolist()
-    return torch.stack([padded[i, :, y:y + H, x:x + W] for i, (y, x) in enumerate(zip(dy, dx))])
+    return torch.stack([padded[i, :, y : y + H, x : x + W] for i, (y, x) in enumerate(zip(dy, dx))])
 
 
-def split_holdout(labels: np.ndarray, instances: int,
-                  share: float = 0.1) -> tuple[np.ndarray, np.ndarray]:
+def split_holdout(
+    labels: np.ndarray, instances: int, share: float = 0.1
+) -> tuple[np.ndarray, np.ndarray]:
     """Indices of the training and held-out images of a category-major set: the last
     ``share`` of each category's instances (at least one) are held out."""
     held = max(1, round(instances * share)) if instances > 1 else 0
@@ -73,12 +81,28 @@ def split_holdout(labels: np.ndarray, instances: int,
 class ClassifierTrainer:
     """``ClassifierTrainer(images, labels, ...).fit()``: images (N, H, W, 3) uint8, labels (N,)."""
 
-    def __init__(self, images: np.ndarray, labels: np.ndarray, instances: int, *, arch: str,
-                 last_stride: int, stage4_stride: int, epochs: int, batch_size: int = 128,
-                 lr: float = 2e-3, weight_decay: float = 5e-4, label_smooth: float = 0.1,
-                 warmup_epochs: int = 1, pad: int = 4, seed: int = 0, device: str = "cpu",
-                 ckpt_path: str | Path | None = None, callbacks: Callbacks | None = None,
-                 progress: bool = True) -> None:
+    def __init__(
+        self,
+        images: np.ndarray,
+        labels: np.ndarray,
+        instances: int,
+        *,
+        arch: str,
+        last_stride: int,
+        stage4_stride: int,
+        epochs: int,
+        batch_size: int = 128,
+        lr: float = 2e-3,
+        weight_decay: float = 5e-4,
+        label_smooth: float = 0.1,
+        warmup_epochs: int = 1,
+        pad: int = 4,
+        seed: int = 0,
+        device: str = "cpu",
+        ckpt_path: str | Path | None = None,
+        callbacks: Callbacks | None = None,
+        progress: bool = True,
+    ) -> None:
         self.device = torch.device(device)
         self.data = torch.from_numpy(images).permute(0, 3, 1, 2).contiguous()  # (N, 3, H, W) uint8
         self.labels = torch.from_numpy(labels.astype(np.int64))
@@ -92,10 +116,13 @@ class ClassifierTrainer:
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=lr, weight_decay=weight_decay)
         self.batches = len(self.train_idx) // batch_size  # the remainder of each epoch is dropped
         if self.batches < 1:
-            raise FTNError(f"{len(self.train_idx)} training images do not fill one batch of "
-                           f"{batch_size}; use more categories or instances, or a smaller batch")
+            raise FTNError(
+                f"{len(self.train_idx)} training images do not fill one batch of "
+                f"{batch_size}; use more categories or instances, or a smaller batch"
+            )
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, lr_factor(warmup_epochs, (), self.batches, "cosine", epochs))
+            self.optimizer, lr_factor(warmup_epochs, (), self.batches, "cosine", epochs)
+        )
         self.start_epoch = 0
         self.history: list[dict[str, float]] = []
 
@@ -107,16 +134,22 @@ class ClassifierTrainer:
         self.model.train()
         order = np.random.default_rng([self.seed, 5, epoch]).permutation(self.train_idx)
         loss_sum, correct, seen, start = 0.0, 0, 0, time.perf_counter()
-        bar = tqdm(total=self.batches, desc=f"epoch {epoch + 1}/{self.epochs}", leave=False,
-                   disable=not self.progress or None, dynamic_ncols=True)
+        bar = tqdm(
+            total=self.batches,
+            desc=f"epoch {epoch + 1}/{self.epochs}",
+            leave=False,
+            disable=not self.progress or None,
+            dynamic_ncols=True,
+        )
         for i in range(self.batches):
-            img, y = self._batch(order[i * self.batch_size:(i + 1) * self.batch_size])
+            img, y = self._batch(order[i * self.batch_size : (i + 1) * self.batch_size])
             img = augment(img.cpu(), self.pad, (self.seed, epoch, i)).to(self.device)
             logits = self.model(img)
             loss = nn.functional.cross_entropy(logits, y, label_smoothing=self.label_smooth)
             if not torch.isfinite(loss.detach()):
-                raise NonFiniteLoss(f"non-finite loss at epoch {epoch + 1}, batch {i + 1}; "
-                                    f"lower --lr")
+                raise NonFiniteLoss(
+                    f"non-finite loss at epoch {epoch + 1}, batch {i + 1}; lower --lr"
+                )
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             self.optimizer.step()
@@ -128,9 +161,13 @@ class ClassifierTrainer:
             bar.update()
         bar.close()
         elapsed = time.perf_counter() - start
-        return {"train/loss": loss_sum / seen, "train/acc": 100.0 * correct / seen,
-                "train/lr": self.optimizer.param_groups[0]["lr"], "train/img_per_s": seen / elapsed,
-                "train/epoch_seconds": elapsed}
+        return {
+            "train/loss": loss_sum / seen,
+            "train/acc": 100.0 * correct / seen,
+            "train/lr": self.optimizer.param_groups[0]["lr"],
+            "train/img_per_s": seen / elapsed,
+            "train/epoch_seconds": elapsed,
+        }
 
     @torch.no_grad()
     def evaluate(self) -> dict[str, float]:
@@ -138,7 +175,7 @@ class ClassifierTrainer:
         self.model.eval()
         correct, loss_sum = 0, 0.0
         for i in range(0, len(self.val_idx), 512):
-            img, y = self._batch(self.val_idx[i:i + 512])
+            img, y = self._batch(self.val_idx[i : i + 512])
             logits = self.model(img)
             loss_sum += float(nn.functional.cross_entropy(logits, y, reduction="sum"))
             correct += int((logits.argmax(1) == y).sum())
@@ -146,9 +183,13 @@ class ClassifierTrainer:
         return {"val/acc": 100.0 * correct / n, "val/loss": loss_sum / n}
 
     def state_dict(self, epoch: int) -> dict[str, Any]:
-        return {"epoch": epoch, "model": self.model.state_dict(),
-                "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
-                "history": self.history}
+        return {
+            "epoch": epoch,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "history": self.history,
+        }
 
     def resume(self) -> bool:
         if self.ckpt_path is None or not self.ckpt_path.exists():
@@ -179,8 +220,10 @@ class ClassifierTrainer:
                     if self.callbacks is not None:
                         self.callbacks.on_eval(epoch + 1, stats)
         except KeyboardInterrupt:
-            raise Interrupted(f"interrupted during epoch {done + 1}; checkpoint of epoch {done} "
-                              f"kept at {self.ckpt_path}") from None
+            raise Interrupted(
+                f"interrupted during epoch {done + 1}; checkpoint of epoch {done} "
+                f"kept at {self.ckpt_path}"
+            ) from None
         return self.history
 
     def backbone(self) -> dict[str, Tensor]:

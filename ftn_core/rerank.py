@@ -24,15 +24,15 @@ from scipy import sparse
 
 def k_reciprocal(rank: np.ndarray, i: int, k: int) -> np.ndarray:
     """R(i, k): the items among i's k nearest (itself included) that have i among theirs."""
-    forward = rank[i, :k + 1]
-    backward = rank[forward, :k + 1]
+    forward = rank[i, : k + 1]
+    backward = rank[forward, : k + 1]
     return forward[(backward == i).any(axis=1)]
 
 
 def all_k_reciprocal(rank: np.ndarray, k: int) -> list[np.ndarray]:
     """R(i, k) for every i at once: (N, k+1, k+1) comparisons instead of a loop."""
-    forward = rank[:, :k + 1]  # (N, k+1)
-    keep = (rank[forward, :k + 1] == np.arange(len(rank))[:, None, None]).any(axis=2)  # (N, k+1)
+    forward = rank[:, : k + 1]  # (N, k+1)
+    keep = (rank[forward, : k + 1] == np.arange(len(rank))[:, None, None]).any(axis=2)  # (N, k+1)
     return [f[m] for f, m in zip(forward, keep)]
 
 
@@ -75,10 +75,14 @@ def _jaccard(v: sparse.csr_matrix, n_q: int, rows_per_chunk: int = 256) -> np.nd
         block = v[start:stop].tocoo()
         counts = col_nnz[block.col]
         ends = np.cumsum(counts)
-        at = np.repeat(gallery.indptr[block.col] - (ends - counts), counts) + np.arange(ends[-1] if len(ends) else 0)
+        at = np.repeat(gallery.indptr[block.col] - (ends - counts), counts) + np.arange(
+            ends[-1] if len(ends) else 0
+        )
         mins = np.minimum(np.repeat(block.data, counts), gallery.data[at])
         key = np.repeat(block.row.astype(np.int64) * n_g, counts) + gallery.indices[at]
-        shared = np.bincount(key, weights=mins, minlength=(stop - start) * n_g).reshape(stop - start, n_g)
+        shared = np.bincount(key, weights=mins, minlength=(stop - start) * n_g).reshape(
+            stop - start, n_g
+        )
         out[start:stop] = 1 - shared / (2 - shared)
     return out
 
@@ -91,14 +95,15 @@ def squared_distances(feats: torch.Tensor, block: int = 1024) -> torch.Tensor:
     n = feats.shape[0]
     gram = torch.empty(n, n, dtype=feats.dtype)
     for i in range(0, n, block):
-        gram[i:i + block, i:].copy_(feats[i:i + block] @ feats[i:].T)
-        gram[i + block:, i:i + block].copy_(gram[i:i + block, i + block:].T)
+        gram[i : i + block, i:].copy_(feats[i : i + block] @ feats[i:].T)
+        gram[i + block :, i : i + block].copy_(gram[i : i + block, i + block :].T)
     sq = gram.diagonal().clone()
     return gram.mul_(-2).add_(sq[:, None]).add_(sq[None]).clamp_min_(0)
 
 
-def rerank(q_feat: torch.Tensor, g_feat: torch.Tensor, k1: int = 20, k2: int = 6,
-           lam: float = 0.3) -> np.ndarray:
+def rerank(
+    q_feat: torch.Tensor, g_feat: torch.Tensor, k1: int = 20, k2: int = 6, lam: float = 0.3
+) -> np.ndarray:
     """(Q, G) re-ranked distances; smaller = more similar."""
     feats = torch.cat([q_feat, g_feat]).float()
     n_q, n = q_feat.shape[0], feats.shape[0]
@@ -111,10 +116,16 @@ def rerank(q_feat: torch.Tensor, g_feat: torch.Tensor, k1: int = 20, k2: int = 6
     dist = dist.cpu().numpy()
     v = _encode(dist, rank, k1)
     if k2 > 1:  # local query expansion: each row becomes the mean of its k2 nearest rows
-        nearest = rank[:, :min(k2, k)]
+        nearest = rank[:, : min(k2, k)]
         width = nearest.shape[1]
-        mean = sparse.csr_matrix((np.full(nearest.size, 1 / width, dtype=np.float32),
-                                  nearest.ravel(), np.arange(0, nearest.size + 1, width)), shape=(n, n))
+        mean = sparse.csr_matrix(
+            (
+                np.full(nearest.size, 1 / width, dtype=np.float32),
+                nearest.ravel(),
+                np.arange(0, nearest.size + 1, width),
+            ),
+            shape=(n, n),
+        )
         v = (mean @ v).tocsr()
     jaccard = _jaccard(v, n_q)
     return (1 - lam) * jaccard + lam * dist[:n_q, n_q:]

@@ -37,21 +37,43 @@ import pandas as pd  # noqa: E402
 from mlflow import MlflowClient  # noqa: E402
 from mlflow.exceptions import MlflowException  # noqa: E402
 
-from ftn_core.errors import FTNError, OneLineParser, check_writable_dir, cli_main  # noqa: E402
-from ablations.study import Study, load as load_study  # noqa: E402
 from ablations import ranklists  # noqa: E402
 from ablations.store import EFFICIENCY, REPO, connect, study_experiments  # noqa: E402
-from reports import claims, diagnostics_table, efficiency, figures, sweep, tables, visual  # noqa: E402
-from reports import evidence  # noqa: E402
+from ablations.study import Study  # noqa: E402
+from ablations.study import load as load_study
+from ftn_core.errors import FTNError, OneLineParser, check_writable_dir, cli_main  # noqa: E402
+from reports import (  # noqa: E402
+    claims,
+    diagnostics_table,
+    efficiency,
+    evidence,  # noqa: E402
+    figures,
+    sweep,
+    tables,
+    visual,
+)
 from reports.index import experiment_readme, in_repository, table_index  # noqa: E402
+from reports.load import (  # noqa: E402
+    LOSS_KEYS,
+    TableRuns,
+    artifact_json,
+    find_experiments,
+    load_runs,
+    metric_history,
+    per_query_results,
+)
 from reports.report import Report  # noqa: E402
 from reports.source import Source  # noqa: E402
-from reports.load import (LOSS_KEYS, TableRuns, artifact_json,  # noqa: E402
-                          find_experiments, load_runs, metric_history, per_query_results)
 
 
-def build_experiment(client: Source, tr: TableRuns, folder: Path, visuals: bool = True,
-                     cost: bool = True, log: bool = True) -> Report:
+def build_experiment(
+    client: Source,
+    tr: TableRuns,
+    folder: Path,
+    visuals: bool = True,
+    cost: bool = True,
+    log: bool = True,
+) -> Report:
     """Write every file of one experiment's report into ``folder`` (emptied first), from the
     store (``evidence.FromStore``) or from a report's evidence (``evidence.FromEvidence``)."""
     t0 = time.perf_counter()
@@ -59,8 +81,9 @@ def build_experiment(client: Source, tr: TableRuns, folder: Path, visuals: bool 
         shutil.rmtree(folder)
     folder.mkdir(parents=True)
     rep = Report(tr, folder, client.tracking_uri)
-    rep.in_repository = (client.in_repository if client.in_repository is not None
-                         else in_repository(folder))
+    rep.in_repository = (
+        client.in_repository if client.in_repository is not None else in_repository(folder)
+    )
     figures.set_style()
     order = tr.order
     rep.per_query = per_query_results(client, tr.runs)
@@ -71,18 +94,29 @@ def build_experiment(client: Source, tr: TableRuns, folder: Path, visuals: bool 
     if rep.per_query:
         rep.summary = tables.add_uncertainty(rep.summary, tr, rep.per_query)
     else:
-        rep.notes.append("no per_query.npz in these runs (trained before per-query results existed): "
-                         "no confidence intervals, and no claim can be judged; "
-                         "`python ablations/per_query.py` adds them")
-    caption = (f"Table {tr.table} on {tr.dataset} ({tr.preset} preset): ours vs the paper" if tr.study.is_paper
-               else f"Study {tr.study.name} on {tr.dataset} ({tr.preset} preset): Δ against {tr.study.reference}")
+        rep.notes.append(
+            "no per_query.npz in these runs (trained before per-query results existed): "
+            "no confidence intervals, and no claim can be judged; "
+            "`python ablations/per_query.py` adds them"
+        )
+    caption = (
+        f"Table {tr.table} on {tr.dataset} ({tr.preset} preset): ours vs the paper"
+        if tr.study.is_paper
+        else f"Study {tr.study.name} on {tr.dataset} ({tr.preset} preset): Δ against {tr.study.reference}"
+    )
     tables.write_tables(rep.summary, folder, caption)
     note = paper_note(tr.dataset)
-    rep.figures["delta_ci"] = figures.delta_intervals(rep.summary, tr.table, note,
-                                                      folder / "delta_ci")
+    rep.figures["delta_ci"] = figures.delta_intervals(
+        rep.summary, tr.table, note, folder / "delta_ci"
+    )
     rep.figures["delta"] = figures.delta_scatter(rep.summary, tr.table, note, folder / "delta")
-    rep.figures["cmc"] = figures.cmc_curves(cmc_frame(client, tr, rep.notes), order, tr.table,
-                                            folder / "cmc", reference=tr.study.reference)
+    rep.figures["cmc"] = figures.cmc_curves(
+        cmc_frame(client, tr, rep.notes),
+        order,
+        tr.table,
+        folder / "cmc",
+        reference=tr.study.reference,
+    )
     hist = metric_history(client, tr.runs, LOSS_KEYS + ("val/mAP",))
     if hist.empty:
         rep.notes.append("no train/loss_* or val/mAP history logged: no training curves")
@@ -90,12 +124,17 @@ def build_experiment(client: Source, tr: TableRuns, folder: Path, visuals: bool 
     if visuals:  # drawn from figure data and images not shipped: a rebuild keeps them as they are
         client.as_is(rep, "visuals", lambda: draw_visuals(client, tr, rep))
     per_run = diagnostics_table.run_values(
-        tr.runs, metric_history(client, tr.runs, (diagnostics_table.RATIO_KEY,)))
+        tr.runs, metric_history(client, tr.runs, (diagnostics_table.RATIO_KEY,))
+    )
     rep.diagnostics = diagnostics_table.summarize(tr, per_run)
-    diagnostics_table.write_tables(rep.diagnostics, folder, f"Table {tr.table} on {tr.dataset} "
-                                   f"({tr.preset} preset): foreground diagnostics")
-    rep.figures["diagnostics"] = diagnostics_table.figure(per_run, order, tr.table,
-                                                          folder / "diagnostics")
+    diagnostics_table.write_tables(
+        rep.diagnostics,
+        folder,
+        f"Table {tr.table} on {tr.dataset} ({tr.preset} preset): foreground diagnostics",
+    )
+    rep.figures["diagnostics"] = diagnostics_table.figure(
+        per_run, order, tr.table, folder / "diagnostics"
+    )
     if cost:
         efficiency_section(client, tr, rep)
     rep.claims = claims.claims(tr, rep.summary, rep.per_query, cost, rep.attention_costs)
@@ -154,12 +193,19 @@ def draw_visuals(client: MlflowClient, tr: TableRuns, rep: Report) -> None:
     label = {key: str(run.variant_label) for key, run in runs.items()}
     jobs = []
     if full in data:
-        jobs.append(("stage3_vs_cfa", lambda: visual.figure_stage3_vs_cfa(
-            data[full], label[full], rep.folder / "stage3_vs_cfa")))
+        jobs.append(
+            (
+                "stage3_vs_cfa",
+                lambda: visual.figure_stage3_vs_cfa(
+                    data[full], label[full], rep.folder / "stage3_vs_cfa"
+                ),
+            )
+        )
     pair = {visual.SHORT.get(k, k): data[k] for k in ("base", full) if k in data}
     if pair:
-        jobs.append(("global_local", lambda: visual.figure_global_local(
-            pair, rep.folder / "global_local")))
+        jobs.append(
+            ("global_local", lambda: visual.figure_global_local(pair, rep.folder / "global_local"))
+        )
     if any("rec_output" in d for d in data.values()):
         jobs.append(("recon", lambda: visual.figure_reconstructions(data, rep.folder / "recon")))
     ranked = {k: rep.per_query.get((k, int(runs[k].seed))) for k in ("base", full) if k in runs}
@@ -172,12 +218,25 @@ def draw_visuals(client: MlflowClient, tr: TableRuns, rep: Report) -> None:
             ranked = {}
     if ranked:
         ref = next(iter(ranked))
-        picks = [(f"{visual.SHORT.get(ref, ref)}'s {group}", q)
-                 for group, q in ranklists.pick(ranked[ref])]
+        picks = [
+            (f"{visual.SHORT.get(ref, ref)}'s {group}", q)
+            for group, q in ranklists.pick(ranked[ref])
+        ]
     for key, arrays in ranked.items():
-        jobs.append((f"ranklist_{key}", lambda key=key, arrays=arrays: [ranklists.draw(
-            arrays, splits, rep.folder / f"ranklist_{key}.png",
-            f"{label[key]} (seed {int(runs[key].seed)})", picks=picks)]))
+        jobs.append(
+            (
+                f"ranklist_{key}",
+                lambda key=key, arrays=arrays: [
+                    ranklists.draw(
+                        arrays,
+                        splits,
+                        rep.folder / f"ranklist_{key}.png",
+                        f"{label[key]} (seed {int(runs[key].seed)})",
+                        picks=picks,
+                    )
+                ],
+            )
+        )
     for name, job in jobs:
         try:
             rep.figures[name] = job()
@@ -192,8 +251,10 @@ def efficiency_section(client: MlflowClient, tr: TableRuns, rep: Report) -> None
     for key, run in _seed_runs(tr).items():
         d = artifact_json(client, run, EFFICIENCY)
         if d is None:
-            rep.notes.append(f"efficiency: {run.name}: no {EFFICIENCY} (trained before runs "
-                             f"measured their cost): `python ablations/per_query.py` adds it")
+            rep.notes.append(
+                f"efficiency: {run.name}: no {EFFICIENCY} (trained before runs "
+                f"measured their cost): `python ablations/per_query.py` adds it"
+            )
             continue
         measured[key] = (str(run.variant_label), d)
     if not measured:
@@ -213,8 +274,9 @@ def log_report(client: MlflowClient, rep: Report) -> None:
         client.log_artifacts(rep.tr.parent_run_id, str(rep.folder), artifact_path="report")
     except (MlflowException, OSError) as err:
         rep.logged = False
-        rep.notes.append(f"could not log the report to run {rep.tr.parent_run_id}: "
-                         f"{str(err).splitlines()[0]}")
+        rep.notes.append(
+            f"could not log the report to run {rep.tr.parent_run_id}: {str(err).splitlines()[0]}"
+        )
         (rep.folder / "README.md").write_text(experiment_readme(rep), encoding="utf-8")
 
 
@@ -230,34 +292,63 @@ def add_sweep_figure(rep: Report) -> None:
     """The sweep figure of a study with a ``[sweep]``, added to the experiment's README."""
     if rep.tr.study.sweep is None or rep.summary is None:
         return
-    rep.figures["sweep"] = sweep.figure(rep.summary, rep.tr.runs, rep.tr.study, rep.folder / "sweep")
+    rep.figures["sweep"] = sweep.figure(
+        rep.summary, rep.tr.runs, rep.tr.study, rep.folder / "sweep"
+    )
     (rep.folder / "README.md").write_text(experiment_readme(rep), encoding="utf-8")
 
 
 @cli_main
 def main(argv: list[str] | None = None) -> int:
-    parser = OneLineParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter,
-                                     epilog="\n\n".join(__doc__.split("\n\n")[1:]))
-    parser.add_argument("--table", type=int, choices=[1, 2, 3],
-                        help="only this table's experiments (default: every table in the store)")
-    parser.add_argument("--study", metavar="FILE", help="the experiments of this study file "
-                        "(ablations/run.py --study FILE), instead of the paper's tables")
+    parser = OneLineParser(
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="\n\n".join(__doc__.split("\n\n")[1:]),
+    )
+    parser.add_argument(
+        "--table",
+        type=int,
+        choices=[1, 2, 3],
+        help="only this table's experiments (default: every table in the store)",
+    )
+    parser.add_argument(
+        "--study",
+        metavar="FILE",
+        help="the experiments of this study file "
+        "(ablations/run.py --study FILE), instead of the paper's tables",
+    )
     parser.add_argument("--experiment", help="only this experiment, e.g. table2-synthetic-cpu")
-    parser.add_argument("--tracking-uri", default=None,
-                        help="MLflow store (default sqlite:///<repo>/mlruns/mlflow.db) or server URL")
-    parser.add_argument("--out", type=Path, default=REPO / "reports",
-                        help="output folder (default: the repository's reports/)")
-    parser.add_argument("--no-visual", action="store_true",
-                        help="skip the figures drawn from saved weights")
+    parser.add_argument(
+        "--tracking-uri",
+        default=None,
+        help="MLflow store (default sqlite:///<repo>/mlruns/mlflow.db) or server URL",
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=REPO / "reports",
+        help="output folder (default: the repository's reports/)",
+    )
+    parser.add_argument(
+        "--no-visual", action="store_true", help="skip the figures drawn from saved weights"
+    )
     parser.add_argument("--no-efficiency", action="store_true", help="skip the cost table")
-    parser.add_argument("--no-log", action="store_true",
-                        help="do not log the report to the parent run (leave the store untouched)")
-    parser.add_argument("--from-evidence", nargs="?", const=REPO / "reports", type=Path,
-                        metavar="REPORTS", help="rebuild the report folders from the evidence they "
-                        "ship (<folder>/evidence/), without the store, byte for byte as they were "
-                        "built: those under REPORTS (default: the repository's reports/), only "
-                        "the --table, --study or --experiment given; written to --out")
+    parser.add_argument(
+        "--no-log",
+        action="store_true",
+        help="do not log the report to the parent run (leave the store untouched)",
+    )
+    parser.add_argument(
+        "--from-evidence",
+        nargs="?",
+        const=REPO / "reports",
+        type=Path,
+        metavar="REPORTS",
+        help="rebuild the report folders from the evidence they "
+        "ship (<folder>/evidence/), without the store, byte for byte as they were "
+        "built: those under REPORTS (default: the repository's reports/), only "
+        "the --table, --study or --experiment given; written to --out",
+    )
     args = parser.parse_args(argv)
     study = load_study(args.study) if args.study else None
     if study is not None and (args.table or args.experiment):
@@ -265,7 +356,9 @@ def main(argv: list[str] | None = None) -> int:
     check_writable_dir(args.out, "--out", "cannot write the report there")
     built = from_store(args, study) if args.from_evidence is None else from_evidence(args, study)
     for table in sorted({r.tr.study for r in built}, key=lambda s: s.name):
-        index = table_index(args.out / study_folder(table), table.table if table.is_paper else table)
+        index = table_index(
+            args.out / study_folder(table), table.table if table.is_paper else table
+        )
         print(f"index: {_rel(index)}")
     return 0
 
@@ -274,17 +367,22 @@ def from_store(args: argparse.Namespace, study: Study | None) -> list[Report]:
     """Each experiment's report from the store, with its evidence (``evidence/``)."""
     client, _ = connect(args.tracking_uri)
     built: list[Report] = []
-    exps = study_experiments(client, study) if study else find_experiments(client, args.table, args.experiment)
+    exps = (
+        study_experiments(client, study)
+        if study
+        else find_experiments(client, args.table, args.experiment)
+    )
     for exp in exps:
-        source = evidence.FromStore(client, exp, study, not args.no_visual, not args.no_efficiency,
-                                    not args.no_log)
+        source = evidence.FromStore(
+            client, exp, study, not args.no_visual, not args.no_efficiency, not args.no_log
+        )
         tr = load_runs(source, exp, study)
         if tr.runs.empty:
             why = "; ".join(tr.left_out) or "no child runs"
             print(f"skipped {exp.name}: no usable (FINISHED) child runs ({why})", file=sys.stderr)
             continue
 
-        def logged(rep: Report) -> None:
+        def logged(rep: Report, source: evidence.FromStore = source) -> None:
             source.write(rep)  # before the logging, so that the parent run's copy holds it
             notes = len(rep.notes)
             log_report(client, rep)
@@ -301,36 +399,56 @@ def from_evidence(args: argparse.Namespace, study: Study | None) -> list[Report]
     """Each report folder under ``args.from_evidence`` (of the table, study or experiment
     asked for) again from its evidence, into ``args.out``; no store is read."""
     root = args.from_evidence
-    given = [o for o, v in (("--tracking-uri", args.tracking_uri), ("--no-visual", args.no_visual),
-                            ("--no-efficiency", args.no_efficiency)) if v]
+    given = [
+        o
+        for o, v in (
+            ("--tracking-uri", args.tracking_uri),
+            ("--no-visual", args.no_visual),
+            ("--no-efficiency", args.no_efficiency),
+        )
+        if v
+    ]
     if given:
-        raise FTNError(f"--from-evidence reads no store and rebuilds each report as it was built: "
-                       f"give it without {', '.join(given)}")
+        raise FTNError(
+            f"--from-evidence reads no store and rebuilds each report as it was built: "
+            f"give it without {', '.join(given)}"
+        )
     if not root.is_dir():
         raise FTNError(f"--from-evidence {root}: no such folder")
-    groups = ([root / study_folder(study)] if study else [root / f"table{args.table}"] if args.table
-              else sorted(root.glob("table*")) + sorted(root.glob("study-*")))
+    groups = (
+        [root / study_folder(study)]
+        if study
+        else [root / f"table{args.table}"]
+        if args.table
+        else sorted(root.glob("table*")) + sorted(root.glob("study-*"))
+    )
     built: list[Report] = []
-    for folder in sorted(p.parent for g in groups for p in g.glob("*/README.md")
-                         if not p.parent.name.startswith(".")):
+    for folder in sorted(
+        p.parent for g in groups for p in g.glob("*/README.md") if not p.parent.name.startswith(".")
+    ):
         if not (folder / evidence.FOLDER / evidence.MANIFEST).is_file():
-            print(f"skipped {_rel(folder)}: no evidence/ (built before reports shipped their "
-                  f"evidence): build it from its store once", file=sys.stderr)
+            print(
+                f"skipped {_rel(folder)}: no evidence/ (built before reports shipped their "
+                f"evidence): build it from its store once",
+                file=sys.stderr,
+            )
             continue
         source = evidence.FromEvidence(folder)
         if args.experiment and source.experiment.name != args.experiment:
             continue
         tr = load_runs(source, source.experiment, source.study(study))
 
-        def replayed(rep: Report) -> None:
+        def replayed(rep: Report, source: evidence.FromEvidence = source) -> None:
             source.finish(rep)
             (rep.folder / "README.md").write_text(experiment_readme(rep), encoding="utf-8")
 
         built.append(_write_report(source, tr, args.out, source.build, replayed))
     if not built:
-        raise FTNError(f"no report folder under {root} that was asked for has evidence/ to rebuild "
-                       f"from: build it from its store (python reports/build.py without "
-                       f"--from-evidence)")
+        raise FTNError(
+            f"no report folder under {root} that was asked for has evidence/ to rebuild "
+            f"from: build it from its store (python reports/build.py without "
+            f"--from-evidence)"
+        )
     return built
 
 
@@ -347,9 +465,11 @@ def _write_report(source: Source, tr: TableRuns, out: Path, how: dict, finish) -
         rep.folder = final
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    print(f"{tr.experiment}: {len(tr.runs)} runs, {len(tr.left_out)} reason(s) to leave runs out, "
-          f"{rep.missing} run(s) missing from a paired Δ → {_rel(rep.folder)} "
-          f"({rep.seconds:.1f} s)")
+    print(
+        f"{tr.experiment}: {len(tr.runs)} runs, {len(tr.left_out)} reason(s) to leave runs out, "
+        f"{rep.missing} run(s) missing from a paired Δ → {_rel(rep.folder)} "
+        f"({rep.seconds:.1f} s)"
+    )
     unpaired = rep.seed_gaps + rep.data_gaps
     for line in [f"left out: {r}" for r in tr.left_out] + [f"unpaired: {g}" for g in unpaired]:
         print(f"  {line}")

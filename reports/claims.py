@@ -32,9 +32,13 @@ NO_EVIDENCE = "no evidence"
 INCOMPLETE = "incomplete"
 
 
-def ordering_verdict(per_query: dict, pairs: list[tuple[str, str]], metric: str = "rank1",
-                     n_resamples: int = stats.N_RESAMPLES,
-                     unjudged: dict[tuple[str, str], list[str]] | None = None) -> tuple[str, str]:
+def ordering_verdict(
+    per_query: dict,
+    pairs: list[tuple[str, str]],
+    metric: str = "rank1",
+    n_resamples: int = stats.N_RESAMPLES,
+    unjudged: dict[tuple[str, str], list[str]] | None = None,
+) -> tuple[str, str]:
     """(verdict, evidence) for "A > B" for every (A, B) in ``pairs``; ``unjudged``: the pairs
     that cannot be compared, with why (``["y not run"]``). Holds, fails or inconclusive only on
     every pair; else "no evidence (why)" or "incomplete (why)"."""
@@ -51,7 +55,9 @@ def ordering_verdict(per_query: dict, pairs: list[tuple[str, str]], metric: str 
             continue
         marks.append(d.mark)
         seeds = f" ({d.seeds} seed{'s' if d.seeds > 1 else ''})" if len(pairs) == 1 else ""
-        parts.append(f"{a}−{b} {tables.signed(d.delta)} [{tables.signed(d.lo)}, {tables.signed(d.hi)}]{seeds}")
+        parts.append(
+            f"{a}−{b} {tables.signed(d.delta)} [{tables.signed(d.lo)}, {tables.signed(d.hi)}]{seeds}"
+        )
     if reasons:
         verdict = f"{INCOMPLETE if marks else NO_EVIDENCE} ({_said(reasons)})"
     elif "worse" in marks:
@@ -74,8 +80,9 @@ def _said(reasons: list[str]) -> str:
     return "; ".join(reasons)
 
 
-def _unjudged(tr: TableRuns, per_query: dict, pairs: tuple[tuple[str, str], ...]
-              ) -> dict[tuple[str, str], list[str]]:
+def _unjudged(
+    tr: TableRuns, per_query: dict, pairs: tuple[tuple[str, str], ...]
+) -> dict[tuple[str, str], list[str]]:
     """Why each pair of ``pairs`` that cannot be compared cannot: a row without runs (a control
     not asked for, a row whose runs are of another setting than the file's), rows on different
     data, or no per-query results at all."""
@@ -101,13 +108,17 @@ def _unjudged(tr: TableRuns, per_query: dict, pairs: tuple[tuple[str, str], ...]
     return out
 
 
-def kendall(tr: TableRuns, per_query: dict, dataset: str, metric: str = "rank1",
-            n_resamples: int = 2000) -> tuple[float, float, float, int]:
+def kendall(
+    tr: TableRuns, per_query: dict, dataset: str, metric: str = "rank1", n_resamples: int = 2000
+) -> tuple[float, float, float, int]:
     """Kendall τ between our per-variant means and the paper's (paper rows only), with a
     95 % bootstrap interval (queries and seeds resampled, as for Δ). Returns (τ, lo, hi, n)."""
     paper = {r["row"]: r[metric] for r in paper_results(tr.study) if r["dataset"] == dataset}
-    keys = [k for k in tr.order if k in paper and any(v == k for v, _ in per_query)
-            and tr.same_data(k, tr.study.reference)]
+    keys = [
+        k
+        for k in tr.order
+        if k in paper and any(v == k for v, _ in per_query) and tr.same_data(k, tr.study.reference)
+    ]
     if len(keys) < 3:
         return math.nan, math.nan, math.nan, len(keys)
     seeds = sorted(set.intersection(*({s for v, s in per_query if v == k} for k in keys)))
@@ -115,8 +126,9 @@ def kendall(tr: TableRuns, per_query: dict, dataset: str, metric: str = "rank1",
         return math.nan, math.nan, math.nan, len(keys)
     values = {(k, s): stats.query_metric(per_query[(k, s)], metric) for k in keys for s in seeds}
     queries = sorted(set.intersection(*(set(v) for v in values.values())))
-    x = np.array([[[values[(k, s)][q] for q in queries] for s in seeds]
-                  for k in keys])  # (variants, seeds, queries)
+    x = np.array(
+        [[[values[(k, s)][q] for q in queries] for s in seeds] for k in keys]
+    )  # (variants, seeds, queries)
     ref = [paper[k] for k in keys]
     tau = float(kendalltau(x.mean(axis=(1, 2)), ref).statistic)
     rng = np.random.default_rng(stats.SEED)
@@ -134,15 +146,25 @@ def cfa_cost(attention: dict) -> tuple[str, str]:
     (``efficiency.json``'s ``attention_costs``: parameters and GMAC of CFA and PAM-CAM)."""
     cfa, pam = attention["CFA"], attention["PAM-CAM"]
     saving = 100 * (1 - cfa["gmac"] / pam["gmac"])
-    close = (abs(cfa["params"] / 1e6 - PAPER_CFA["params_M"]) <= 0.1
-             and abs(cfa["gmac"] - PAPER_CFA["gmac"]) <= 0.01)
+    close = (
+        abs(cfa["params"] / 1e6 - PAPER_CFA["params_M"]) <= 0.1
+        and abs(cfa["gmac"] - PAPER_CFA["gmac"]) <= 0.01
+    )
     verdict = "holds" if close and abs(saving - PAPER_CFA["saving_pct"]) <= 5 else "fails"
-    return verdict, (f"CFA {cfa['params'] / 1e6:.3f} M params, {cfa['gmac']:.3f} GMAC (paper 1.3 M, "
-                     f"0.168 G); {saving:.1f} % fewer MACs than our PAM-CAM (paper 83.4 %)")
+    return verdict, (
+        f"CFA {cfa['params'] / 1e6:.3f} M params, {cfa['gmac']:.3f} GMAC (paper 1.3 M, "
+        f"0.168 G); {saving:.1f} % fewer MACs than our PAM-CAM (paper 83.4 %)"
+    )
 
 
-def claims(tr: TableRuns, summary: pd.DataFrame, per_query: dict, cost: bool = True,
-           attention: dict | None = None, n_resamples: int = stats.N_RESAMPLES) -> pd.DataFrame:
+def claims(
+    tr: TableRuns,
+    summary: pd.DataFrame,
+    per_query: dict,
+    cost: bool = True,
+    attention: dict | None = None,
+    n_resamples: int = stats.N_RESAMPLES,
+) -> pd.DataFrame:
     """Every claim of the study with its verdict: claim, source, evidence, verdict. The orderings
     are the study's ``[[claim]]`` entries, each judged on all of its comparisons (or saying which
     are missing); the paper's Tables 1–2 add the cost, focus and rank agreement claims."""
@@ -152,23 +174,33 @@ def claims(tr: TableRuns, summary: pd.DataFrame, per_query: dict, cost: bool = T
         if attention:
             rows.append((*cost_claim, *reversed(cfa_cost(attention))))
         else:
-            rows.append((*cost_claim, "CFA's and PAM-CAM's cost: none measured",
-                         f"{NO_EVIDENCE} (no run has efficiency.json: `python ablations/per_query.py` "
-                         f"adds it)"))
+            rows.append(
+                (
+                    *cost_claim,
+                    "CFA's and PAM-CAM's cost: none measured",
+                    f"{NO_EVIDENCE} (no run has efficiency.json: `python ablations/per_query.py` "
+                    f"adds it)",
+                )
+            )
     present = set(tr.order)
     for claim in tr.study.claims:
         unjudged = _unjudged(tr, per_query, claim.pairs)
-        verdict, evidence = ordering_verdict(per_query, list(claim.pairs), claim.metric,
-                                             n_resamples, unjudged)
+        verdict, evidence = ordering_verdict(
+            per_query, list(claim.pairs), claim.metric, n_resamples, unjudged
+        )
         title = tables.METRICS[claim.metric]
         rows.append((claim.text, claim.source, f"{title} Δ with 95 % CI: {evidence}", verdict))
     focus_claim = ("FTN's attention sits on the person (Figs. 4–5)", "Figs. 4–5")
     if tr.table == 2 and "g" not in present:
-        rows.append((*focus_claim, "normalised focus of A′ for (g): none",
-                     f"{NO_EVIDENCE} (g not run)"))
+        rows.append(
+            (*focus_claim, "normalised focus of A′ for (g): none", f"{NO_EVIDENCE} (g not run)")
+        )
     if tr.table == 2 and "g" in present:
-        focus = tr.runs.loc[tr.runs["variant"] == "g", "metrics.val/fg_focus_norm_attn"] \
-            if "metrics.val/fg_focus_norm_attn" in tr.runs else pd.Series(dtype=float)
+        focus = (
+            tr.runs.loc[tr.runs["variant"] == "g", "metrics.val/fg_focus_norm_attn"]
+            if "metrics.val/fg_focus_norm_attn" in tr.runs
+            else pd.Series(dtype=float)
+        )
         lo, hi = stats.seed_interval(focus.to_numpy(float))
         mean = focus.mean()
         if focus.isna().all():
@@ -179,18 +211,35 @@ def claims(tr: TableRuns, summary: pd.DataFrame, per_query: dict, cost: bool = T
         else:
             interval = f"95 % CI [{lo:.1f}, {hi:.1f}] over seeds".replace("-", "−")
             verdict = "holds" if lo > 0 else ("fails" if hi < 0 else "inconclusive")
-        rows.append((*focus_claim, f"normalised focus of A′ for (g): {mean:.1f} ({interval}; "
-                     "0 = uniform, 100 = ideal)", verdict))
+        rows.append(
+            (
+                *focus_claim,
+                f"normalised focus of A′ for (g): {mean:.1f} ({interval}; "
+                "0 = uniform, 100 = ideal)",
+                verdict,
+            )
+        )
     if tr.study.table is not None:
         tau, lo, hi, n = kendall(tr, per_query, tables.paper_dataset(tr.dataset))
         if math.isnan(tau):
-            why = (f"{n} of the paper's rows with per-query results; an ordering needs 3" if n < 3
-                   else "no seed that all of its rows have complete, or no ordering among their scores")
+            why = (
+                f"{n} of the paper's rows with per-query results; an ordering needs 3"
+                if n < 3
+                else "no seed that all of its rows have complete, or no ordering among their scores"
+            )
             verdict, evidence = f"{NO_EVIDENCE} ({why})", f"Kendall τ on R-1: none ({n} rows)"
         else:
             verdict = "inconclusive" if lo <= 0 <= hi else "holds" if lo > 0 else "fails"
-            evidence = (f"Kendall τ on R-1 = {tables.signed(tau, 2)} (95 % CI "
-                        f"[{tables.signed(lo, 2)}, {tables.signed(hi, 2)}], {n} rows)")
-        rows.append((f"our ordering of the Table {tr.study.table} rows follows the paper's",
-                     f"Table {tr.study.table}", evidence, verdict))
+            evidence = (
+                f"Kendall τ on R-1 = {tables.signed(tau, 2)} (95 % CI "
+                f"[{tables.signed(lo, 2)}, {tables.signed(hi, 2)}], {n} rows)"
+            )
+        rows.append(
+            (
+                f"our ordering of the Table {tr.study.table} rows follows the paper's",
+                f"Table {tr.study.table}",
+                evidence,
+                verdict,
+            )
+        )
     return pd.DataFrame(rows, columns=["claim", "source", "evidence", "verdict"])

@@ -40,11 +40,16 @@ AUC = {"gm": "Gm", "pam": "PAm", "cam": "CAm", "gm_pam_cam": "Gm·PAm·CAm"}
 """Soft masks of the AUC columns (``val/mask_auc_<key>``) → title."""
 RATIO = "recon_grad_ratio"
 RATIO_KEY = f"train/{RATIO}"
-SOURCES = {**{f"focus_{k}": f"metrics.val/fg_focus_norm_{k}" for k in FOCUS},
-           **{f"auc_{k}": f"metrics.val/mask_auc_{k}" for k in AUC}}
+SOURCES = {
+    **{f"focus_{k}": f"metrics.val/fg_focus_norm_{k}" for k in FOCUS},
+    **{f"auc_{k}": f"metrics.val/mask_auc_{k}" for k in AUC},
+}
 """Column → the ``mlflow.search_runs`` column holding its last value."""
-TITLES = {**{f"focus_{k}": f"focus {v}" for k, v in FOCUS.items()},
-          **{f"auc_{k}": f"AUC {v}" for k, v in AUC.items()}, RATIO: "recon / Re-ID grad"}
+TITLES = {
+    **{f"focus_{k}": f"focus {v}" for k, v in FOCUS.items()},
+    **{f"auc_{k}": f"AUC {v}" for k, v in AUC.items()},
+    RATIO: "recon / Re-ID grad",
+}
 """Column → its title in the Markdown / LaTeX table, in table order."""
 
 
@@ -123,8 +128,10 @@ def display(summary: pd.DataFrame, latex: bool = False) -> pd.DataFrame:
     rows = []
     fixed = {} if latex else constant(summary)  # the LaTeX table keeps every column
     for rec in summary.to_dict("records"):
-        row = {"Variant": latex_escape(rec["variant_label"]) if latex else rec["variant_label"],
-               "seeds": rec["n"]}
+        row = {
+            "Variant": latex_escape(rec["variant_label"]) if latex else rec["variant_label"],
+            "seeds": rec["n"],
+        }
         for col in (c for c in present(summary) if c not in fixed):
             title = TITLES[col]
             if latex:
@@ -139,8 +146,11 @@ def markdown(summary: pd.DataFrame) -> str:
     text = markdown_cells(display(summary))
     fixed = constant(summary)
     if fixed:
-        text += "\n\nThe same in every run that logs it, so not a column: " + "; ".join(
-            f"{TITLES[c]} {v:.1f}" for c, v in fixed.items()) + "."
+        text += (
+            "\n\nThe same in every run that logs it, so not a column: "
+            + "; ".join(f"{TITLES[c]} {v:.1f}" for c, v in fixed.items())
+            + "."
+        )
     return text
 
 
@@ -152,28 +162,57 @@ def write_tables(summary: pd.DataFrame, out_dir: Path, caption: str) -> list[Pat
     summary.to_csv(paths[0], index=False, float_format="%.6g")
     paths[1].write_text(markdown(summary) + "\n", encoding="utf-8")
     tex = display(summary, latex=True)
-    paths[2].write_text(tex.style.hide(axis="index").to_latex(
-        hrules=True, column_format="l" + "r" * (tex.shape[1] - 1),
-        caption=latex_escape(caption), position="t"), encoding="utf-8")
+    paths[2].write_text(
+        tex.style.hide(axis="index").to_latex(
+            hrules=True,
+            column_format="l" + "r" * (tex.shape[1] - 1),
+            caption=latex_escape(caption),
+            position="t",
+        ),
+        encoding="utf-8",
+    )
     return paths
 
 
 def _long(per_run: pd.DataFrame, titles: dict[str, str], name: str) -> pd.DataFrame:
     cols = {c: t for c, t in titles.items() if c in per_run}
-    return per_run[["variant", "seed", *cols]].rename(columns=cols).melt(
-        id_vars=["variant", "seed"], var_name=name, value_name="value").dropna()
+    return (
+        per_run[["variant", "seed", *cols]]
+        .rename(columns=cols)
+        .melt(id_vars=["variant", "seed"], var_name=name, value_name="value")
+        .dropna()
+    )
 
 
 def _grouped(ax: plt.Axes, df: pd.DataFrame, order: list[str], hue: str) -> None:
     """Bars = mean over seeds per variant and ``hue``; error bars = std over seeds; a variant
     without values says "not logged"."""
     hue_order = list(dict.fromkeys(df[hue]))  # the column order of the table
-    sns.barplot(data=df, x="variant", y="value", hue=hue, order=order, hue_order=hue_order,
-                errorbar="sd", capsize=0.1, palette="muted", ax=ax)
+    sns.barplot(
+        data=df,
+        x="variant",
+        y="value",
+        hue=hue,
+        order=order,
+        hue_order=hue_order,
+        errorbar="sd",
+        capsize=0.1,
+        palette="muted",
+        ax=ax,
+    )
     for i, key in enumerate(order):
         if key not in set(df["variant"]):
-            ax.text(i, 0.5, "not logged", transform=ax.get_xaxis_transform(), ha="center",
-                    va="center", rotation=90, fontsize=8, color="0.45")
+            ax.text(
+                i,
+                0.5,
+                "not logged",
+                transform=ax.get_xaxis_transform(),
+                ha="center",
+                va="center",
+                rotation=90,
+                fontsize=8,
+                color="0.45",
+            )
 
 
 def decades(values: np.ndarray, reference: float = 1.0) -> tuple[float, float]:
@@ -181,46 +220,89 @@ def decades(values: np.ndarray, reference: float = 1.0) -> tuple[float, float]:
     the markers (a log axis that covers its data)."""
     v = np.asarray(values, dtype=float)
     v = np.append(v[np.isfinite(v) & (v > 0)], reference)
-    return 10.0 ** math.floor(math.log10(v.min() / 1.5)), 10.0 ** math.ceil(math.log10(v.max() * 1.5))
+    return 10.0 ** math.floor(math.log10(v.min() / 1.5)), 10.0 ** math.ceil(
+        math.log10(v.max() * 1.5)
+    )
 
 
 def _focus_panel(ax: plt.Axes, focus: pd.DataFrame, order: list[str], legend: dict) -> None:
     _grouped(ax, focus, order, "map")
     ax.axhline(0, color="0.2", ls="--", lw=1, label="uniform map (0)")
-    ax.set(title="Normalised foreground focus per map", xlabel="",
-           ylabel="focus (0 = uniform,\n100 = best possible)")
+    ax.set(
+        title="Normalised foreground focus per map",
+        xlabel="",
+        ylabel="focus (0 = uniform,\n100 = best possible)",
+    )
     ax.legend(title="map", **legend)
 
 
 def _auc_panel(ax: plt.Axes, auc: pd.DataFrame, order: list[str], legend: dict) -> None:
     _grouped(ax, auc, order, "mask")
     ax.axhline(50, color="0.2", ls="--", lw=1, label="chance (50)")
-    ax.set(title="Pixel ROC AUC of the soft masks (TF-Dec's targets) against the person mask", xlabel="",
-           ylabel="AUC × 100", ylim=(0, 100))
+    ax.set(
+        title="Pixel ROC AUC of the soft masks (TF-Dec's targets) against the person mask",
+        xlabel="",
+        ylabel="AUC × 100",
+        ylim=(0, 100),
+    )
     ax.legend(title="mask", **legend)
 
 
-def _ratio_panel(ax: plt.Axes, ratio: pd.DataFrame, order: list[str], table: int,
-                 legend: dict) -> None:
+def _ratio_panel(
+    ax: plt.Axes, ratio: pd.DataFrame, order: list[str], table: int, legend: dict
+) -> None:
     """Seeds as dots and their mean as a diamond on a log axis (bars have no base on a log
     axis), limits at the decades around every value and 1; variants in the columns of the
     panels above, "no TF-Dec" where nothing was logged."""
     logged = [k for k in order if k in set(ratio["variant"])]
-    sns.stripplot(data=ratio, x="variant", y=RATIO, order=order, hue="variant",
-                  hue_order=logged, palette=palette(table), size=4, jitter=False, legend=False,
-                  ax=ax)  # no random jitter: a rebuild gives the same bytes
-    sns.pointplot(data=ratio, x="variant", y=RATIO, order=order, estimator="mean",
-                  errorbar=None, linestyle="none", markers="D", color="0.15", markersize=5,
-                  ax=ax, label="mean over seeds")
+    sns.stripplot(
+        data=ratio,
+        x="variant",
+        y=RATIO,
+        order=order,
+        hue="variant",
+        hue_order=logged,
+        palette=palette(table),
+        size=4,
+        jitter=False,
+        legend=False,
+        ax=ax,
+    )  # no random jitter: a rebuild gives the same bytes
+    sns.pointplot(
+        data=ratio,
+        x="variant",
+        y=RATIO,
+        order=order,
+        estimator="mean",
+        errorbar=None,
+        linestyle="none",
+        markers="D",
+        color="0.15",
+        markersize=5,
+        ax=ax,
+        label="mean over seeds",
+    )
     for i, key in enumerate(order):
         if key not in logged:
-            ax.text(i, 0.5, "no TF-Dec", transform=ax.get_xaxis_transform(), ha="center",
-                    va="center", rotation=90, fontsize=8, color="0.45")
+            ax.text(
+                i,
+                0.5,
+                "no TF-Dec",
+                transform=ax.get_xaxis_transform(),
+                ha="center",
+                va="center",
+                rotation=90,
+                fontsize=8,
+                color="0.45",
+            )
     ax.axhline(1, color="0.2", ls="--", lw=1, label="as strong as a Re-ID batch")
     ax.set_yscale("log")
     ax.set_ylim(*decades(ratio[RATIO].to_numpy()))
-    ax.set(title="Encoder gradient: reconstruction batch / Re-ID batch", xlabel="variant",
-           ylabel="ratio (log axis)")
+    ax.set(
+        title="Encoder gradient: reconstruction batch / Re-ID batch",
+        xlabel="variant",
+        ylabel="ratio (log axis)",
+    )
     ax.legend(**legend)
 
 
@@ -238,21 +320,29 @@ def draw(per_run: pd.DataFrame, order: list[str], table: int) -> plt.Figure | No
     auc = _long(per_run, {f"auc_{k}": v for k, v in AUC.items()}, "mask")
     ratio = per_run[["variant", "seed", RATIO]].dropna()
     legend = {"fontsize": 8, "loc": "upper left", "bbox_to_anchor": (1.01, 1.0)}
-    panels = [(lambda ax: _focus_panel(ax, focus, order, legend)) if len(focus) else None,
-              (lambda ax: _auc_panel(ax, auc, order, legend)) if len(auc) else None,
-              (lambda ax: _ratio_panel(ax, ratio, order, table, legend)) if len(ratio) else None]
+    panels = [
+        (lambda ax: _focus_panel(ax, focus, order, legend)) if len(focus) else None,
+        (lambda ax: _auc_panel(ax, auc, order, legend)) if len(auc) else None,
+        (lambda ax: _ratio_panel(ax, ratio, order, table, legend)) if len(ratio) else None,
+    ]
     panels = [p for p in panels if p is not None]
     if not panels:
         return None
-    fig, axes = plt.subplots(len(panels), 1, squeeze=False,
-                             figsize=(max(7.0, 0.9 * len(order) + 3.0), 0.4 + 2.9 * len(panels)))
+    fig, axes = plt.subplots(
+        len(panels),
+        1,
+        squeeze=False,
+        figsize=(max(7.0, 0.9 * len(order) + 3.0), 0.4 + 2.9 * len(panels)),
+    )
     for letter, ax, draw_panel in zip("abc", axes[:, 0], panels):
         draw_panel(ax)
         ax.set_title(f"({letter}) {ax.get_title()}")
         if len(order) > 6:
             ax.tick_params(axis="x", labelrotation=20)
     ratio_note = "; log panel: dots = seeds, diamonds = mean" if len(ratio) else ""
-    fig.suptitle(f"Diagnostics per variant (bars = mean over seeds, error bars = std{ratio_note})",
-                 fontsize=9)
+    fig.suptitle(
+        f"Diagnostics per variant (bars = mean over seeds, error bars = std{ratio_note})",
+        fontsize=9,
+    )
     fig.tight_layout()
     return fig

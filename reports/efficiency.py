@@ -22,8 +22,15 @@ def efficiency_table(measured: dict[str, tuple[str, dict[str, Any]]]) -> pd.Data
     rows = []
     for key, (label, d) in measured.items():
         height, width = d["input"]
-        rows.append({"variant": key, "variant_label": label, "backbone": d["backbone"],
-                     "input": f"{height}×{width}", **{c: d[c] for c in COLUMNS}})
+        rows.append(
+            {
+                "variant": key,
+                "variant_label": label,
+                "backbone": d["backbone"],
+                "input": f"{height}×{width}",
+                **{c: d[c] for c in COLUMNS},
+            }
+        )
     df = pd.DataFrame(rows)
     if len(df) and "base" in set(df["variant"]):
         base = df.loc[df["variant"] == "base", "latency_ms"].iloc[0]
@@ -35,14 +42,18 @@ def write_efficiency(df: pd.DataFrame, out_dir: Path) -> list[Path]:
     """``efficiency.csv`` (numbers) and ``efficiency.md``."""
     csv_path, md_path = out_dir / "efficiency.csv", out_dir / "efficiency.md"
     df.to_csv(csv_path, index=False, float_format="%.5g")
-    shown = pd.DataFrame({
-        "Variant": df["variant_label"], "backbone": df["backbone"], "input": df["input"],
-        "params inference (M)": (df["params_inference"] / 1e6).map("{:.3f}".format),
-        "params training (M)": (df["params_training"] / 1e6).map("{:.3f}".format),
-        "GMAC (conv+fc)": df["gmac"].map("{:.3f}".format),
-        "GFLOPs (full)": df["gflops"].map("{:.3f}".format),
-        "CPU ms / image": df["latency_ms"].map("{:.2f}".format),
-    })
+    shown = pd.DataFrame(
+        {
+            "Variant": df["variant_label"],
+            "backbone": df["backbone"],
+            "input": df["input"],
+            "params inference (M)": (df["params_inference"] / 1e6).map("{:.3f}".format),
+            "params training (M)": (df["params_training"] / 1e6).map("{:.3f}".format),
+            "GMAC (conv+fc)": df["gmac"].map("{:.3f}".format),
+            "GFLOPs (full)": df["gflops"].map("{:.3f}".format),
+            "CPU ms / image": df["latency_ms"].map("{:.2f}".format),
+        }
+    )
     if "latency_vs_base" in df:
         shown["× Baseline"] = df["latency_vs_base"].map("{:.2f}".format)
     md_path.write_text(shown.to_markdown(index=False) + "\n", encoding="utf-8")
@@ -54,6 +65,8 @@ def latency_note(measured: dict[str, tuple[str, dict[str, Any]]]) -> str:
     first = next(iter(measured.values()))[1]
     machines = sorted({d.get("machine", "an unrecorded machine") for _, d in measured.values()})
     where = machines[0] if len(machines) == 1 else "; ".join(machines)
-    return (f"CPU latency: eval mode, batch {first['latency_batch']}, median of "
-            f"{first['latency_runs']} passes, per image, timed by each run when it finished, with "
-            f"whatever else ran on its machine ({where}); `make bench` times quietly.")
+    return (
+        f"CPU latency: eval mode, batch {first['latency_batch']}, median of "
+        f"{first['latency_runs']} passes, per image, timed by each run when it finished, with "
+        f"whatever else ran on its machine ({where}); `make bench` times quietly."
+    )

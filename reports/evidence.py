@@ -64,8 +64,15 @@ def sha256(path: Path) -> str:
 class FromStore(Source):
     """The MLflow store, read for one experiment's report; every answer is kept for ``write``."""
 
-    def __init__(self, client: MlflowClient, exp: Experiment, study: Study | None,
-                 visuals: bool, cost: bool, log: bool):
+    def __init__(
+        self,
+        client: MlflowClient,
+        exp: Experiment,
+        study: Study | None,
+        visuals: bool,
+        cost: bool,
+        log: bool,
+    ):
         self.client, self.exp, self.study = client, exp, study
         self.tracking_uri = client.tracking_uri
         self.build = {"visuals": visuals, "efficiency": cost, "log": log}
@@ -103,9 +110,11 @@ class FromStore(Source):
         draw()
         new = sorted(set(os.listdir(rep.folder)) - files)
         rep.as_is[part] = new
-        kept = {"files": {name: sha256(rep.folder / name) for name in new},
-                "notes": rep.notes[notes:],
-                "figures": {k: [p.name for p in v] for k, v in rep.figures.items() if k not in figures}}
+        kept = {
+            "files": {name: sha256(rep.folder / name) for name in new},
+            "notes": rep.notes[notes:],
+            "figures": {k: [p.name for p in v] for k, v in rep.figures.items() if k not in figures},
+        }
         self.kept[part] = kept
 
     def write(self, rep: Any, log_notes: list[str] | tuple[str, ...] = ()) -> Path:
@@ -116,14 +125,19 @@ class FromStore(Source):
         out.mkdir()
         searches = {}
         for i, (filter_string, df) in enumerate(self.searches.items()):
-            kind = filter_string.split("'")[1] if filter_string.startswith("tags.kind = '") else str(i)
+            kind = (
+                filter_string.split("'")[1] if filter_string.startswith("tags.kind = '") else str(i)
+            )
             searches[filter_string] = f"runs-{kind}.parquet"
             df.to_parquet(out / searches[filter_string], index=False, **_COMPRESSION)
-        rows = [(run_id, key, m.step, m.value, m.timestamp)
-                for (run_id, key), history in self.histories.items() for m in history]
+        rows = [
+            (run_id, key, m.step, m.value, m.timestamp)
+            for (run_id, key), history in self.histories.items()
+            for m in history
+        ]
         pd.DataFrame(rows, columns=["run_id", "key", "step", "value", "timestamp"]).astype(
-            {"step": "int64", "value": "float64", "timestamp": "int64"}).to_parquet(
-            out / "histories.parquet", index=False, **_COMPRESSION)
+            {"step": "int64", "value": "float64", "timestamp": "int64"}
+        ).to_parquet(out / "histories.parquet", index=False, **_COMPRESSION)
         read: dict[str, list[str]] = {}
         for run_id, key in self.histories:
             read.setdefault(key, []).append(run_id)
@@ -132,28 +146,37 @@ class FromStore(Source):
         dtypes, frames = {}, []
         for run_id, arrays in self.queries.items():
             kept = {k: np.asarray(arrays[k]) for k in PER_QUERY_ARRAYS if arrays and k in arrays}
-            dtypes[run_id] = {k: str(a.dtype) for k, a in kept.items()} if arrays is not None else None
+            dtypes[run_id] = (
+                {k: str(a.dtype) for k, a in kept.items()} if arrays is not None else None
+            )
             if kept:
                 frames.append(pd.DataFrame({"run_id": run_id, **kept}))
         columns = ["run_id", *PER_QUERY_ARRAYS]
         pq = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=columns)
-        pq.reindex(columns=columns).to_parquet(out / "per_query.parquet", index=False, **_COMPRESSION)
+        pq.reindex(columns=columns).to_parquet(
+            out / "per_query.parquet", index=False, **_COMPRESSION
+        )
         exp = self.exp
         manifest = {
             "format": FORMAT,
             "about": "What `python reports/build.py` read of the MLflow store to build this folder; "
-                     "`python reports/build.py --from-evidence` rebuilds the folder from it "
-                     "(docs/tracking-and-reports.md).",
-            "experiment": {"experiment_id": exp.experiment_id, "name": exp.name,
-                           "artifact_location": exp.artifact_location,
-                           "lifecycle_stage": exp.lifecycle_stage, "tags": dict(exp.tags or {}),
-                           "creation_time": exp.creation_time,
-                           "last_update_time": exp.last_update_time},
+            "`python reports/build.py --from-evidence` rebuilds the folder from it "
+            "(docs/tracking-and-reports.md).",
+            "experiment": {
+                "experiment_id": exp.experiment_id,
+                "name": exp.name,
+                "artifact_location": exp.artifact_location,
+                "lifecycle_stage": exp.lifecycle_stage,
+                "tags": dict(exp.tags or {}),
+                "creation_time": exp.creation_time,
+                "last_update_time": exp.last_update_time,
+            },
             "tracking_uri": self.tracking_uri,
             "default_store": self.tracking_uri == store.DEFAULT_TRACKING_URI,
             "in_repository": rep.in_repository,
-            "study": None if self.study is None else {"name": self.study.name, "path": self.study.path,
-                                                      "digest": self.study.digest},
+            "study": None
+            if self.study is None
+            else {"name": self.study.name, "path": self.study.path, "digest": self.study.digest},
             "code": git_commit(),
             "build": {**self.build, "logged": rep.logged, "log_notes": list(log_notes)},
             "searches": searches,
@@ -162,8 +185,9 @@ class FromStore(Source):
             "as_is": self.kept,
         }
         manifest["files"] = {p.name: sha256(p) for p in sorted(out.iterdir())}
-        (out / MANIFEST).write_text(json.dumps(manifest, indent=1, ensure_ascii=False) + "\n",
-                                    encoding="utf-8")
+        (out / MANIFEST).write_text(
+            json.dumps(manifest, indent=1, ensure_ascii=False) + "\n", encoding="utf-8"
+        )
         return out
 
 
@@ -176,39 +200,55 @@ class FromEvidence(Source):
         try:
             m = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
         except (OSError, ValueError) as err:
-            raise FTNError(f"{folder / MANIFEST}: cannot read it ({err}): rebuild the report from "
-                           f"its store") from None
+            raise FTNError(
+                f"{folder / MANIFEST}: cannot read it ({err}): rebuild the report from its store"
+            ) from None
         if m.get("format") != FORMAT:
-            raise FTNError(f"{folder / MANIFEST}: evidence format {m.get('format')}, this code "
-                           f"reads {FORMAT}: rebuild the report from its store")
+            raise FTNError(
+                f"{folder / MANIFEST}: evidence format {m.get('format')}, this code "
+                f"reads {FORMAT}: rebuild the report from its store"
+            )
         for name, digest in m["files"].items():
             if not (folder / name).is_file() or sha256(folder / name) != digest:
-                raise FTNError(f"{folder / name} is missing or is not the file the manifest lists "
-                               f"(sha256): restore it (git checkout) or rebuild from the store")
+                raise FTNError(
+                    f"{folder / name} is missing or is not the file the manifest lists "
+                    f"(sha256): restore it (git checkout) or rebuild from the store"
+                )
         self.manifest = m
         e = m["experiment"]
-        self.experiment = Experiment(e["experiment_id"], e["name"], e["artifact_location"],
-                                     e["lifecycle_stage"],
-                                     [ExperimentTag(k, v) for k, v in e["tags"].items()],
-                                     e["creation_time"], e["last_update_time"])
+        self.experiment = Experiment(
+            e["experiment_id"],
+            e["name"],
+            e["artifact_location"],
+            e["lifecycle_stage"],
+            [ExperimentTag(k, v) for k, v in e["tags"].items()],
+            e["creation_time"],
+            e["last_update_time"],
+        )
         self.tracking_uri = store.DEFAULT_TRACKING_URI if m["default_store"] else m["tracking_uri"]
         self.in_repository = m["in_repository"]
         self.build = m["build"]
         self.searches = {f: pd.read_parquet(folder / name) for f, name in m["searches"].items()}
         self.histories: dict[tuple[str, str], list[Metric]] = {
-            (run_id, key): [] for key, runs in m["histories"].items() for run_id in runs}
+            (run_id, key): [] for key, runs in m["histories"].items() for run_id in runs
+        }
         for r in pd.read_parquet(folder / "histories.parquet").itertuples(index=False):
             self.histories[(r.run_id, r.key)].append(Metric(r.key, r.value, r.timestamp, r.step))
         self.artifacts = json.loads(gzip.decompress((folder / "artifacts.json.gz").read_bytes()))
         pq = pd.read_parquet(folder / "per_query.parquet")
         rows = {run_id: g for run_id, g in pq.groupby("run_id", sort=False)}
-        self.queries = {run_id: None if dtypes is None else
-                        {k: rows[run_id][k].to_numpy(dtype=t) for k, t in dtypes.items()}
-                        for run_id, dtypes in m["per_query"].items()}
+        self.queries = {
+            run_id: None
+            if dtypes is None
+            else {k: rows[run_id][k].to_numpy(dtype=t) for k, t in dtypes.items()}
+            for run_id, dtypes in m["per_query"].items()
+        }
 
     def _lacks(self, what: str) -> FTNError:
-        return FTNError(f"{self.report / FOLDER} does not hold {what}, which this code reads: "
-                        f"the evidence was written by other code; rebuild the report from its store")
+        return FTNError(
+            f"{self.report / FOLDER} does not hold {what}, which this code reads: "
+            f"the evidence was written by other code; rebuild the report from its store"
+        )
 
     def search(self, exp: Experiment, filter_string: str) -> pd.DataFrame:
         if filter_string not in self.searches:
@@ -242,9 +282,11 @@ class FromEvidence(Source):
         for name, digest in kept["files"].items():
             src = self.report / name
             if not src.is_file() or sha256(src) != digest:
-                raise FTNError(f"{src} is missing or is not the file its evidence lists (sha256): "
-                               f"it cannot be drawn again without the runs' figure data; restore it "
-                               f"(git checkout) or rebuild the report from its store")
+                raise FTNError(
+                    f"{src} is missing or is not the file its evidence lists (sha256): "
+                    f"it cannot be drawn again without the runs' figure data; restore it "
+                    f"(git checkout) or rebuild the report from its store"
+                )
             shutil.copyfile(src, rep.folder / name)
         rep.as_is[part] = list(kept["files"])
         rep.notes += kept["notes"]
@@ -266,9 +308,12 @@ class FromEvidence(Source):
             found = path if path.is_file() else store.REPO / path
             study = dataclasses.replace(load_study(found), path=was["path"])
         if study.digest != was["digest"]:
-            print(f"{self.report}: the study file {was['path']} has changed since the evidence was "
-                  f"written (digest {was['digest']}, now {study.digest}): the report follows the "
-                  f"file as it is now", file=sys.stderr)
+            print(
+                f"{self.report}: the study file {was['path']} has changed since the evidence was "
+                f"written (digest {was['digest']}, now {study.digest}): the report follows the "
+                f"file as it is now",
+                file=sys.stderr,
+            )
         return study
 
     def finish(self, rep: Any) -> None:

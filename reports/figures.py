@@ -22,8 +22,15 @@ from PIL import Image  # noqa: E402
 from ablations.variants import variants  # noqa: E402
 from reports import stats  # noqa: E402
 from reports.load import LOSS_KEYS  # noqa: E402
-from reports.tables import (BASELINE, DELTA_METRICS, METRICS, has_paper_numbers, rank_agreement,  # noqa: E402
-                            reference_label, signed)
+from reports.tables import (  # noqa: E402
+    BASELINE,
+    DELTA_METRICS,
+    METRICS,
+    has_paper_numbers,
+    rank_agreement,
+    reference_label,
+    signed,
+)
 
 DPI = 110
 MARKERS = ("o", "s", "D", "^", "v", "<", ">", "p", "h", "8")
@@ -65,8 +72,9 @@ def save(fig: plt.Figure, stem: Path, palette: bool = True) -> list[Path]:
     if palette:
         rgb = rgb.quantize(256, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE)
     rgb.save(png, optimize=True)
-    fig.savefig(pdf, bbox_inches="tight", metadata={"CreationDate": None, "Creator": None,
-                                                   "Producer": None})
+    fig.savefig(
+        pdf, bbox_inches="tight", metadata={"CreationDate": None, "Creator": None, "Producer": None}
+    )
     plt.close(fig)
     return [png, pdf]
 
@@ -81,8 +89,11 @@ def _xerr(values: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray | No
 def compared(summary: pd.DataFrame) -> pd.DataFrame:
     """The rows with a Δ: all but the reference row (``is_reference`` where the summary has it,
     else the Baseline)."""
-    ref = summary["is_reference"].astype(bool) if "is_reference" in summary else \
-        summary["variant"] == BASELINE
+    ref = (
+        summary["is_reference"].astype(bool)
+        if "is_reference" in summary
+        else summary["variant"] == BASELINE
+    )
     return summary[~ref]
 
 
@@ -104,34 +115,76 @@ def draw_delta_intervals(summary: pd.DataFrame, table: int, dataset_note: str) -
     colours = palette(table)
     own = reference_label(summary)
     y = np.arange(len(df))
-    fig, axes = plt.subplots(1, len(DELTA_METRICS), sharey=True,
-                             figsize=(8.0, 1.4 + 0.5 * len(df)), squeeze=False)
+    fig, axes = plt.subplots(
+        1, len(DELTA_METRICS), sharey=True, figsize=(8.0, 1.4 + 0.5 * len(df)), squeeze=False
+    )
     with_ci = False
     for ax, m in zip(axes[0], DELTA_METRICS):
         d = df[f"d_{m}"].to_numpy(float)
         lo, hi = _intervals(df, m)
         with_ci |= not np.isnan(lo).all()
         for i, key in enumerate(df["variant"]):
-            err = _xerr(d[i:i + 1], lo[i:i + 1], hi[i:i + 1])
-            ax.errorbar(d[i], y[i], xerr=err, fmt="o", ms=6, capsize=4, lw=1.6,
-                        color=colours.get(key, "0.3"), gid=f"ours:{key}")
-        ax.scatter(df[f"paper_d_{m}"], y, marker="D", s=36, facecolors="none",
-                   edgecolors="0.15", linewidths=1.2, zorder=3, gid="paper")
+            err = _xerr(d[i : i + 1], lo[i : i + 1], hi[i : i + 1])
+            ax.errorbar(
+                d[i],
+                y[i],
+                xerr=err,
+                fmt="o",
+                ms=6,
+                capsize=4,
+                lw=1.6,
+                color=colours.get(key, "0.3"),
+                gid=f"ours:{key}",
+            )
+        ax.scatter(
+            df[f"paper_d_{m}"],
+            y,
+            marker="D",
+            s=36,
+            facecolors="none",
+            edgecolors="0.15",
+            linewidths=1.2,
+            zorder=3,
+            gid="paper",
+        )
         ax.axvline(0, color="0.3", lw=0.9, ls="--")
-        ax.set(title=f"Δ {METRICS[m]} against the {'reference row' if own else 'Baseline'}", xlabel="Δ, points")
+        ax.set(
+            title=f"Δ {METRICS[m]} against the {'reference row' if own else 'Baseline'}",
+            xlabel="Δ, points",
+        )
         ax.margins(x=0.12)
     axes[0, 0].set_yticks(y, [wrap(label) for label in df["variant_label"]])
     axes[0, 0].set_ylim(len(df) - 0.5, -0.5)  # table order, top to bottom
-    ours = "ours: mean over paired seeds, bar = 95 % CI (paired by seed)" if with_ci else \
-        "ours: mean over paired seeds (no per-query results: no interval)"
+    ours = (
+        "ours: mean over paired seeds, bar = 95 % CI (paired by seed)"
+        if with_ci
+        else "ours: mean over paired seeds (no per-query results: no interval)"
+    )
     handles = [plt.Line2D([], [], color="0.3", marker="o", lw=1.6, label=ours)]
     if own:
-        handles.append(plt.Line2D([], [], color="0.3", lw=0.9, ls="--", label=f"0 = the reference row: {own}"))
+        handles.append(
+            plt.Line2D([], [], color="0.3", lw=0.9, ls="--", label=f"0 = the reference row: {own}")
+        )
     if has_paper_numbers(df):
-        handles.append(plt.Line2D([], [], color="0.15", marker="D", mfc="none", ls="none",
-                                  label=f"paper's Δ ({dataset_note})"))
-    fig.legend(handles=handles, loc="lower center", ncol=len(handles), fontsize=8, frameon=False,
-               bbox_to_anchor=(0.5, -0.01))
+        handles.append(
+            plt.Line2D(
+                [],
+                [],
+                color="0.15",
+                marker="D",
+                mfc="none",
+                ls="none",
+                label=f"paper's Δ ({dataset_note})",
+            )
+        )
+    fig.legend(
+        handles=handles,
+        loc="lower center",
+        ncol=len(handles),
+        fontsize=8,
+        frameon=False,
+        bbox_to_anchor=(0.5, -0.01),
+    )
     fig.tight_layout(rect=(0, 0.07, 1, 1))
     return fig
 
@@ -156,29 +209,57 @@ def draw_delta_scatter(summary: pd.DataFrame, table: int, dataset_note: str) -> 
         lo, hi = _intervals(sub, m)
         d = sub[f"d_{m}"].to_numpy(float)
         for i, r in enumerate(sub.itertuples(index=False)):
-            ax.errorbar(getattr(r, f"paper_d_{m}"), d[i], yerr=_xerr(d[i:i + 1], lo[i:i + 1], hi[i:i + 1]),
-                        fmt=marks.get(r.variant, "o"), ms=6, capsize=4, lw=1.4,
-                        color=colours.get(r.variant, "0.3"), gid=f"ours:{r.variant}")
+            ax.errorbar(
+                getattr(r, f"paper_d_{m}"),
+                d[i],
+                yerr=_xerr(d[i : i + 1], lo[i : i + 1], hi[i : i + 1]),
+                fmt=marks.get(r.variant, "o"),
+                ms=6,
+                capsize=4,
+                lw=1.4,
+                color=colours.get(r.variant, "0.3"),
+                gid=f"ours:{r.variant}",
+            )
             shown[r.variant] = r.variant_label
         ax.axhline(0, color="0.4", lw=0.8, ls="--")
         ax.axvline(0, color="0.4", lw=0.8, ls="--")
         rho, n = rank_agreement(summary, m)
-        text = f"Spearman ρ = {signed(rho, 2)} (n = {n})" if not math.isnan(rho) else \
-            f"Spearman ρ: n/a (n = {n})"
+        text = (
+            f"Spearman ρ = {signed(rho, 2)} (n = {n})"
+            if not math.isnan(rho)
+            else f"Spearman ρ: n/a (n = {n})"
+        )
         known = ~np.isnan(lo) & ~np.isnan(hi)
         if known.any():
             clear = int(((lo[known] > 0) | (hi[known] < 0)).sum())
             text += f"\n{clear} of {int(known.sum())} intervals exclude 0"
         # Under the axis, not in a box inside it, where it could hide the end of a bar.
-        ax.set(title=f"Δ {METRICS[m]} against the Baseline",
-               xlabel="paper's Δ, points\n" + text,
-               ylabel="our Δ, points (bar = 95 % CI)")
+        ax.set(
+            title=f"Δ {METRICS[m]} against the Baseline",
+            xlabel="paper's Δ, points\n" + text,
+            ylabel="our Δ, points (bar = 95 % CI)",
+        )
         ax.margins(0.15)
     fig.suptitle(f"Our change against the Baseline vs the paper's ({dataset_note})", fontsize=9)
-    handles = [plt.Line2D([], [], color=colours.get(k, "0.3"), marker=marks.get(k, "o"), ls="none",
-                          label=wrap(label, 40)) for k, label in shown.items()]
-    fig.legend(handles=handles, loc="lower center", ncol=min(3, max(1, len(handles))), fontsize=8,
-               frameon=False, bbox_to_anchor=(0.5, -0.02))
+    handles = [
+        plt.Line2D(
+            [],
+            [],
+            color=colours.get(k, "0.3"),
+            marker=marks.get(k, "o"),
+            ls="none",
+            label=wrap(label, 40),
+        )
+        for k, label in shown.items()
+    ]
+    fig.legend(
+        handles=handles,
+        loc="lower center",
+        ncol=min(3, max(1, len(handles))),
+        fontsize=8,
+        frameon=False,
+        bbox_to_anchor=(0.5, -0.02),
+    )
     rows = math.ceil(len(handles) / 3)
     fig.tight_layout(rect=(0, 0.06 + 0.055 * rows, 1, 1))
     return fig
@@ -203,8 +284,9 @@ def paired_cmc(cmc: pd.DataFrame, reference: str = BASELINE) -> pd.DataFrame:
     return both.assign(value=both["value"] - both["value_ref"]).drop(columns="value_ref")
 
 
-def draw_cmc(cmc: pd.DataFrame, order: list[str], table: int, max_rank: int = 20,
-             reference: str = BASELINE) -> plt.Figure:
+def draw_cmc(
+    cmc: pd.DataFrame, order: list[str], table: int, max_rank: int = 20, reference: str = BASELINE
+) -> plt.Figure:
     """(a) CMC (percent) per variant, mean over seeds (±std band with up to 3 variants); then,
     where the reference row (the Baseline, or a study's own) exists, one small panel per
     variant: its CMC minus the reference's, paired by seed, with the 95 % t-interval over seeds
@@ -216,32 +298,59 @@ def draw_cmc(cmc: pd.DataFrame, order: list[str], table: int, max_rank: int = 20
     ncols = min(4, len(keys)) if keys else 1
     nrows = math.ceil(len(keys) / ncols) if keys else 0
     fig = plt.figure(figsize=(max(6.0, 2.6 * ncols), 3.4 + 2.1 * nrows), layout="constrained")
-    top, bottom = fig.subfigures(2, 1, height_ratios=[3.4, max(2.1 * nrows, 1e-3)]) if keys else (fig, None)
+    top, bottom = (
+        fig.subfigures(2, 1, height_ratios=[3.4, max(2.1 * nrows, 1e-3)]) if keys else (fig, None)
+    )
     colours, marks = palette(table), markers(table)
     ax = top.subplots()
     bands = len(present) <= 3
-    sns.lineplot(data=sub, x="rank", y="value", hue="variant", style="variant", hue_order=present,
-                 style_order=present, palette=colours, markers=marks, dashes=False, markersize=5,
-                 errorbar="sd" if bands else None, ax=ax)
-    ax.set(title="(a) CMC, mean over seeds" + (" (band = std)" if bands else ""), xlabel="rank",
-           ylabel="matching rate, %")
+    sns.lineplot(
+        data=sub,
+        x="rank",
+        y="value",
+        hue="variant",
+        style="variant",
+        hue_order=present,
+        style_order=present,
+        palette=colours,
+        markers=marks,
+        dashes=False,
+        markersize=5,
+        errorbar="sd" if bands else None,
+        ax=ax,
+    )
+    ax.set(
+        title="(a) CMC, mean over seeds" + (" (band = std)" if bands else ""),
+        xlabel="rank",
+        ylabel="matching rate, %",
+    )
     ax.legend(title="variant", fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     axes = [ax]
     if keys:
         small = bottom.subplots(nrows, ncols, sharex=True, sharey=True, squeeze=False)
         for sax, key in zip(small.flat, keys):
-            sns.lineplot(data=diff[diff["variant"] == key], x="rank", y="value",
-                         color=colours.get(key, "0.3"), marker=marks.get(key, "o"), markersize=4,
-                         errorbar=_seed_ci, ax=sax)
+            sns.lineplot(
+                data=diff[diff["variant"] == key],
+                x="rank",
+                y="value",
+                color=colours.get(key, "0.3"),
+                marker=marks.get(key, "o"),
+                markersize=4,
+                errorbar=_seed_ci,
+                ax=sax,
+            )
             sax.axhline(0, color="0.3", lw=0.9, ls="--")
             sax.set_title(key, fontsize=8)
             sax.set(xlabel="rank", ylabel="Δ, points")
-        for sax in small.flat[len(keys):]:
+        for sax in small.flat[len(keys) :]:
             sax.remove()
         whose = "the Baseline's" if reference == BASELINE else f"{reference}'s (the reference row)"
-        bottom.suptitle(f"(b) CMC minus {whose}, paired by seed (band = 95 % CI over seeds)",
-                        fontsize=9, fontweight="bold")
-        axes += list(small.flat[:len(keys)])
+        bottom.suptitle(
+            f"(b) CMC minus {whose}, paired by seed (band = 95 % CI over seeds)",
+            fontsize=9,
+            fontweight="bold",
+        )
+        axes += list(small.flat[: len(keys)])
     last = int(sub["rank"].max())
     ticks = [1] + list(range(5, last + 1, 5)) if last >= 5 else list(range(1, last + 1))
     for a in axes:
@@ -251,8 +360,14 @@ def draw_cmc(cmc: pd.DataFrame, order: list[str], table: int, max_rank: int = 20
     return fig
 
 
-def cmc_curves(cmc: pd.DataFrame, order: list[str], table: int, stem: Path,
-               max_rank: int = 20, reference: str = BASELINE) -> list[Path]:
+def cmc_curves(
+    cmc: pd.DataFrame,
+    order: list[str],
+    table: int,
+    stem: Path,
+    max_rank: int = 20,
+    reference: str = BASELINE,
+) -> list[Path]:
     """``draw_cmc`` as PNG and PDF (nothing when no run has a CMC)."""
     if cmc.empty:
         return []
@@ -271,10 +386,24 @@ def training_curves(hist: pd.DataFrame, order: list[str], table: int, stem: Path
     hist = hist.assign(term=hist["key"].str.replace("train/loss_", "loss ", regex=False))
     present = set(hist["key"])
     terms = [k.replace("train/loss_", "loss ") for k in (*LOSS_KEYS, "val/mAP") if k in present]
-    g = sns.relplot(data=hist, kind="line", x="step", y="value", hue="variant", hue_order=order,
-                    palette=palette(table), col="term", col_order=terms,
-                    col_wrap=min(3, len(terms)), errorbar="sd", height=2.2, aspect=1.35,
-                    marker="o", markersize=3, facet_kws={"sharey": False, "sharex": True})
+    g = sns.relplot(
+        data=hist,
+        kind="line",
+        x="step",
+        y="value",
+        hue="variant",
+        hue_order=order,
+        palette=palette(table),
+        col="term",
+        col_order=terms,
+        col_wrap=min(3, len(terms)),
+        errorbar="sd",
+        height=2.2,
+        aspect=1.35,
+        marker="o",
+        markersize=3,
+        facet_kws={"sharey": False, "sharex": True},
+    )
     g.set_titles("{col_name}").set_axis_labels("epoch", "")
     for ax in g.axes.flat:
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))

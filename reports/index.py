@@ -17,37 +17,76 @@ from reports import diagnostics_table, tables
 from reports.load import run_overrides
 from reports.report import Report
 
-PAPER_NAMES = {"market1501": "Market-1501", "cuhk03_labeled": "CUHK03 (labeled)",
-               "cuhk03_detected": "CUHK03 (detected)", "msmt17": "MSMT17",
-               "dukemtmcreid": "DukeMTMC-reID"}
+PAPER_NAMES = {
+    "market1501": "Market-1501",
+    "cuhk03_labeled": "CUHK03 (labeled)",
+    "cuhk03_detected": "CUHK03 (detected)",
+    "msmt17": "MSMT17",
+    "dukemtmcreid": "DukeMTMC-reID",
+}
 FIGURES = [
-    ("delta_ci", "Change against {the_ref}", "Each variant's Δ R-1 and Δ mAP against {our_ref} "
-     "(dot: mean over paired seeds; bar: 95 % paired interval over queries "
-     "and seeds){paper_beside}. A bar that crosses 0 is within noise."),
-    ("delta", "Our Δ vs the paper's Δ", "Each point is a variant's change against its own "
-     "Baseline, ours with its 95 % interval; ρ = Spearman rank correlation of the two "
-     "orderings, beside how many of our intervals exclude 0 (a ρ over changes within noise "
-     "says little)."),
-    ("cmc", "CMC curves", "(a) Matching rate at rank k (mean over seeds, band = std); (b) each "
-     "variant's CMC minus {refs} CMC, paired by seed (band = 95 % t-interval over seeds)."),
-    ("curves", "Training curves", "Each loss term per epoch (mean over seeds, band = std), "
-     "and val/mAP at the evaluation epochs; a term logged at one epoch only is not a curve "
-     "and is left out."),
-    ("stage3_vs_cfa", "Stage 3 vs CFA (paper Fig. 4)", "Activation maps of S-Enc stage 3 and "
-     "of the CFA output for three pedestrians; fg = share of the map inside the person mask "
-     "(outlined), uniform = the fg of a flat map (the mask's area)."),
-    ("global_local", "Global and local branches (paper Fig. 5)", "One identity in different "
-     "cameras (backgrounds): Baseline beside the full model."),
-    ("recon", "TF-Dec reconstructions", "Per variant with a decoder: input, masked target "
-     "(the variant's mask strategy), decoder output."),
-    ("ranklist_base", "Rank lists: Baseline", "The Baseline's best, median and worst queries by "
-     "AP, each with its top 10 (green = true match, red = another identity, grey = junk: same "
-     "identity and camera, left out by the protocol)."),
+    (
+        "delta_ci",
+        "Change against {the_ref}",
+        "Each variant's Δ R-1 and Δ mAP against {our_ref} "
+        "(dot: mean over paired seeds; bar: 95 % paired interval over queries "
+        "and seeds){paper_beside}. A bar that crosses 0 is within noise.",
+    ),
+    (
+        "delta",
+        "Our Δ vs the paper's Δ",
+        "Each point is a variant's change against its own "
+        "Baseline, ours with its 95 % interval; ρ = Spearman rank correlation of the two "
+        "orderings, beside how many of our intervals exclude 0 (a ρ over changes within noise "
+        "says little).",
+    ),
+    (
+        "cmc",
+        "CMC curves",
+        "(a) Matching rate at rank k (mean over seeds, band = std); (b) each "
+        "variant's CMC minus {refs} CMC, paired by seed (band = 95 % t-interval over seeds).",
+    ),
+    (
+        "curves",
+        "Training curves",
+        "Each loss term per epoch (mean over seeds, band = std), "
+        "and val/mAP at the evaluation epochs; a term logged at one epoch only is not a curve "
+        "and is left out.",
+    ),
+    (
+        "stage3_vs_cfa",
+        "Stage 3 vs CFA (paper Fig. 4)",
+        "Activation maps of S-Enc stage 3 and "
+        "of the CFA output for three pedestrians; fg = share of the map inside the person mask "
+        "(outlined), uniform = the fg of a flat map (the mask's area).",
+    ),
+    (
+        "global_local",
+        "Global and local branches (paper Fig. 5)",
+        "One identity in different cameras (backgrounds): Baseline beside the full model.",
+    ),
+    (
+        "recon",
+        "TF-Dec reconstructions",
+        "Per variant with a decoder: input, masked target "
+        "(the variant's mask strategy), decoder output.",
+    ),
+    (
+        "ranklist_base",
+        "Rank lists: Baseline",
+        "The Baseline's best, median and worst queries by "
+        "AP, each with its top 10 (green = true match, red = another identity, grey = junk: same "
+        "identity and camera, left out by the protocol).",
+    ),
     ("ranklist_g", "Rank lists: FTN (g)", "The same queries for the full model, with its own AP."),
     ("ranklist_cfa", "Rank lists: Base. + CFA", "The same queries for CFA, with its own AP."),
     ("ranklist_ftn", "Rank lists: FTN", "The same queries for FTN, with its own AP."),
-    ("sweep", "The sweep", "R-1 and mAP against the swept value: mean over seeds, bars = its 95 % "
-     "interval (t over seeds), dots = single seeds; a log axis when the values span decades."),
+    (
+        "sweep",
+        "The sweep",
+        "R-1 and mAP against the swept value: mean over seeds, bars = its 95 % "
+        "interval (t over seeds), dots = single seeds; a log axis when the values span decades.",
+    ),
 ]
 
 
@@ -55,8 +94,14 @@ def _ui_line(uri: str, exp_id: str) -> str:
     store = "sqlite:///mlruns/mlflow.db" if uri == DEFAULT_TRACKING_URI else uri
     if store.startswith("http"):
         return f"Runs in the MLflow UI: {store.rstrip('/')}/#/experiments/{exp_id}/runs"
-    start = "`make ui`" if uri == DEFAULT_TRACKING_URI else f"`python -m ablations.ui --tracking-uri {store}`"
-    return f"Runs in the MLflow UI: {start}, then <http://127.0.0.1:5000/#/experiments/{exp_id}/runs>."
+    start = (
+        "`make ui`"
+        if uri == DEFAULT_TRACKING_URI
+        else f"`python -m ablations.ui --tracking-uri {store}`"
+    )
+    return (
+        f"Runs in the MLflow UI: {start}, then <http://127.0.0.1:5000/#/experiments/{exp_id}/runs>."
+    )
 
 
 def _n(count: int, noun: str) -> str:
@@ -84,7 +129,9 @@ def wording(study) -> Wording:
     the paper's is explained."""
     words = {}
     if not (study.is_paper or study.reference == tables.BASELINE):
-        words.update(our_ref="the reference row", the_ref="the reference row", refs="the reference's")
+        words.update(
+            our_ref="the reference row", the_ref="the reference row", refs="the reference's"
+        )
     if study.table is None:
         words.update(paper_key="", paper_beside="")
     return Wording(**words)
@@ -92,8 +139,10 @@ def wording(study) -> Wording:
 
 def _agreement(rho: float, n: int, metric: str) -> str:
     if math.isnan(rho):
-        return (f"{metric}: rank correlation not defined ({n} variant{'s' if n != 1 else ''} "
-                "besides the Baseline; needs ≥ 3 with different values)")
+        return (
+            f"{metric}: rank correlation not defined ({n} variant{'s' if n != 1 else ''} "
+            "besides the Baseline; needs ≥ 3 with different values)"
+        )
     if rho >= 0.5:
         word = "broadly agrees with"
     elif rho > -0.5:
@@ -105,26 +154,47 @@ def _agreement(rho: float, n: int, metric: str) -> str:
 
 def _provenance(tr) -> str:
     """Which code, machines and commands made the runs: figures are tied to all three."""
+
     def counted(column: str, shorten=lambda v: v) -> str:
-        values = (tr.runs[column].fillna("not recorded") if column in tr.runs
-                  else pd.Series("not recorded", index=tr.runs.index)).astype(str).map(shorten)
+        values = (
+            (
+                tr.runs[column].fillna("not recorded")
+                if column in tr.runs
+                else pd.Series("not recorded", index=tr.runs.index)
+            )
+            .astype(str)
+            .map(shorten)
+        )
         return ", ".join(f"{v} ({_n(n, 'run')})" for v, n in values.value_counts().items())
 
     def commit(value: str) -> str:
-        return value if value in ("not recorded", "unknown") else f"`{value[:7]}{'-dirty' if value.endswith('-dirty') else ''}`"
+        return (
+            value
+            if value in ("not recorded", "unknown")
+            else f"`{value[:7]}{'-dirty' if value.endswith('-dirty') else ''}`"
+        )
 
     text = f"Code: {counted('tags.git_commit', commit)}. Machine: {counted('tags.machine')}."
     shown = "; ".join(f"`{c}`" for c in retrain_commands(tr))
-    return (text + f" To train them again: {shown} (where the store, data and checkpoints live "
-                   f"is left out).")
+    return (
+        text + f" To train them again: {shown} (where the store, data and checkpoints live "
+        f"is left out)."
+    )
 
 
 def retrain_commands(tr) -> list[str]:
     """The commands that train exactly the page's runs: one per seed set and ``--set`` items,
     naming the rows (``--variants``) unless they are all the study's rows (with ``--controls``
     when its controls are among them)."""
-    tags = (tr.runs["tags.overrides"] if "tags.overrides" in tr.runs
-            else pd.Series("", index=tr.runs.index)).fillna("").astype(str)
+    tags = (
+        (
+            tr.runs["tags.overrides"]
+            if "tags.overrides" in tr.runs
+            else pd.Series("", index=tr.runs.index)
+        )
+        .fillna("")
+        .astype(str)
+    )
     seeds: dict[tuple[str, tuple[str, ...]], list[int]] = {}
     for variant, seed, tag in zip(tr.runs["variant"], tr.runs["seed"], tags):
         seeds.setdefault((variant, run_overrides(tag, tr.preset)), []).append(int(seed))
@@ -133,15 +203,24 @@ def retrain_commands(tr) -> list[str]:
         groups.setdefault((tuple(sorted(set(row_seeds))), sets), []).append(variant)
     study = tr.study
     plain = {v.key for v in study.rows if not v.control}
-    head = f"python ablations/run.py {study.command}" + (
-        f" --dataset {tr.dataset}" if tr.dataset != "synthetic" else "") + f" --preset {tr.preset}"
+    head = (
+        f"python ablations/run.py {study.command}"
+        + (f" --dataset {tr.dataset}" if tr.dataset != "synthetic" else "")
+        + f" --preset {tr.preset}"
+    )
     out = []
     for (row_seeds, sets), rows in groups.items():
-        which = ("" if set(rows) == plain else
-                 " --controls" if set(rows) == {v.key for v in study.rows}
-                 else f" --variants {' '.join(rows)}")
-        out.append(f"{head}{which} --seeds {' '.join(map(str, row_seeds))}"
-                   + "".join(f" --set {shlex.quote(item)}" for item in sets))
+        which = (
+            ""
+            if set(rows) == plain
+            else " --controls"
+            if set(rows) == {v.key for v in study.rows}
+            else f" --variants {' '.join(rows)}"
+        )
+        out.append(
+            f"{head}{which} --seeds {' '.join(map(str, row_seeds))}"
+            + "".join(f" --set {shlex.quote(item)}" for item in sets)
+        )
     return out
 
 
@@ -154,17 +233,30 @@ def experiment_readme(rep: Report) -> str:
     title = f"Table {tr.table}" if study.is_paper else f"Study {study.name}"
     out = [f"# {title} — {tr.dataset}, preset `{tr.preset}`", ""]
     if not study.is_paper:
-        out += [f"{study.description or study.name} (study file `{study.path}`, hash `{study.digest}`). "
-                f"Every Δ below is taken against the reference row `{study.reference}` (the tables' "
-                "\"Baseline\" column headings mean it).", ""]
+        out += [
+            f"{study.description or study.name} (study file `{study.path}`, hash `{study.digest}`). "
+            f"Every Δ below is taken against the reference row `{study.reference}` (the tables' "
+            '"Baseline" column headings mean it).',
+            "",
+        ]
     per_row = tr.runs.groupby("variant")["seed"].nunique()
-    shape = (f"{_n(len(tr.order), 'variant')} × {_n(len(seeds), 'seed')}" if per_row.min() == per_row.max()
-             else f"{_n(len(tr.order), 'variant')}, {per_row.min()} to {per_row.max()} seeds each, from seeds")
-    out += [f"Experiment `{tr.experiment}` (id {tr.experiment_id}): {_n(len(tr.runs), 'FINISHED child run')}"
-            f", {shape} ({' '.join(map(str, seeds))}). "
-            "Reports use FINISHED runs only, the newest one per (variant, seed)."
-            + (f" Every run was trained with {' '.join(f'`--set {i}`' for i in tr.settings)} on top of "
-               f"the `{tr.preset}` preset." if tr.settings else ""), ""]
+    shape = (
+        f"{_n(len(tr.order), 'variant')} × {_n(len(seeds), 'seed')}"
+        if per_row.min() == per_row.max()
+        else f"{_n(len(tr.order), 'variant')}, {per_row.min()} to {per_row.max()} seeds each, from seeds"
+    )
+    out += [
+        f"Experiment `{tr.experiment}` (id {tr.experiment_id}): {_n(len(tr.runs), 'FINISHED child run')}"
+        f", {shape} ({' '.join(map(str, seeds))}). "
+        "Reports use FINISHED runs only, the newest one per (variant, seed)."
+        + (
+            f" Every run was trained with {' '.join(f'`--set {i}`' for i in tr.settings)} on top of "
+            f"the `{tr.preset}` preset."
+            if tr.settings
+            else ""
+        ),
+        "",
+    ]
     out += [_provenance(tr), ""]
     out += tables.seed_rule_note(tr, s)
     if tr.left_out:
@@ -176,17 +268,28 @@ def experiment_readme(rep: Report) -> str:
         if v in tr.row_digests:
             digests.setdefault(tr.row_digests[v], []).append(v)
     if len(digests) > 1:
-        said = [f"`{d or 'not recorded'}` ({'row' if len(rows) == 1 else 'rows'} {', '.join(rows)})"
-                for d, rows in digests.items()]
-        out += ["Data digests: " + ", ".join(said) + ": the study's rows are on different data "
-                "(`rows_on_different_data = true`), and rows on different data are never paired.", ""]
+        said = [
+            f"`{d or 'not recorded'}` ({'row' if len(rows) == 1 else 'rows'} {', '.join(rows)})"
+            for d, rows in digests.items()
+        ]
+        out += [
+            "Data digests: " + ", ".join(said) + ": the study's rows are on different data "
+            "(`rows_on_different_data = true`), and rows on different data are never paired.",
+            "",
+        ]
     elif tr.data_digest:
         out += [f"Data digest `{tr.data_digest}` (every run here saw the same data).", ""]
     else:
-        out += ["These runs predate data digests: that they all saw the same data is not checked.", ""]
+        out += [
+            "These runs predate data digests: that they all saw the same data is not checked.",
+            "",
+        ]
     if rep.seed_gaps:
-        out += ["**Seeds left out of a Δ** (every Δ, interval, mark and claim pairs runs by seed and uses "
-                "only the seeds both sides have complete):", ""]
+        out += [
+            "**Seeds left out of a Δ** (every Δ, interval, mark and claim pairs runs by seed and uses "
+            "only the seeds both sides have complete):",
+            "",
+        ]
         out += [f"- {g}" for g in rep.seed_gaps] + [""]
     if rep.data_gaps:
         out += ["**Rows on different data** (never paired):", ""]
@@ -194,29 +297,45 @@ def experiment_readme(rep: Report) -> str:
     if study.table is None:
         out += ["The paper has no numbers for these rows: its columns stay empty (—).", ""]
     elif paper != tr.dataset:
-        out += [f"The paper has no numbers for `{tr.dataset}`; its {paper_name} numbers are "
-                "shown instead, so compare the *direction* of changes (Δ), not the levels.", ""]
+        out += [
+            f"The paper has no numbers for `{tr.dataset}`; its {paper_name} numbers are "
+            "shown instead, so compare the *direction* of changes (Δ), not the levels.",
+            "",
+        ]
     else:
         out += [f"Paper numbers: {paper_name}.", ""]
     ui = _ui_line(rep.uri, tr.experiment_id)
     shipped = rep.in_repository if rep.in_repository is not None else in_repository(rep.folder)
     if rep.uri.startswith("sqlite:") and shipped:
-        ui += (" A clone of the repository does not hold these runs (the store is not tracked)"
-               + ": the commands above train them again.")
+        ui += (
+            " A clone of the repository does not hold these runs (the store is not tracked)"
+            + ": the commands above train them again."
+        )
     out += [ui, ""]
     if rep.logged:
-        out += [f"These files are also artifacts (`report/`) of the parent run "
-                f"`{tr.parent_run_id}`.", ""]
+        out += [
+            f"These files are also artifacts (`report/`) of the parent run `{tr.parent_run_id}`.",
+            "",
+        ]
     own = wording(study)
-    out += ["## Results", "", tables.markdown_cells(tables.answer(s)), "",
-            own("Our numbers are the last evaluation of each run, in percent; ± = sample std over "
+    out += [
+        "## Results",
+        "",
+        tables.markdown_cells(tables.answer(s)),
+        "",
+        own(
+            "Our numbers are the last evaluation of each run, in percent; ± = sample std over "
             "seeds; Δ = change against {our_ref} in points with its 95 % interval (paired "
             "by seed, over queries and seeds), {paper_key}verdict = *better* / *worse* when the "
             "whole interval is above / below 0, "
             "else *within noise*. The full table (seeds, R-5, mINP, foreground focus, each "
             "variant's own interval, p-values, the paper's absolute numbers): "
-            "[Markdown](table.md), [CSV](table.csv), [LaTeX](table.tex)."), "",
-            "### What the numbers say", ""]
+            "[Markdown](table.md), [CSV](table.csv), [LaTeX](table.tex)."
+        ),
+        "",
+        "### What the numbers say",
+        "",
+    ]
     out += [f"- {line}" for line in tables.verdicts(s)]
     if study.table is not None:  # a study of one's own has no paper ordering to agree with
         for m, title in (("rank1", "R-1"), ("mAP", "mAP")):
@@ -233,20 +352,34 @@ def experiment_readme(rep: Report) -> str:
             continue
         pdf = next((f for f in files if f.suffix == ".pdf"), None)
         title = own(title)
-        out += [f"## {title}", "", f"![{title}]({png.name})", "",
-                own(caption) + (f" ([PDF]({pdf.name}))" if pdf is not None else ""), ""]
+        out += [
+            f"## {title}",
+            "",
+            f"![{title}]({png.name})",
+            "",
+            own(caption) + (f" ([PDF]({pdf.name}))" if pdf is not None else ""),
+            "",
+        ]
     out += _claims_section(rep)
     out += _uncertainty_section(rep, own)
     out += _diagnostics_section(rep)
     if rep.efficiency is not None:
-        out += ["## Efficiency", "", (rep.folder / "efficiency.md").read_text(encoding="utf-8"),
-                rep.efficiency_note + " MACs count convolutions and "
-                "linear layers (the paper's convention); TF-Dec is not run at inference. "
-                "[CSV](efficiency.csv)", ""]
+        out += [
+            "## Efficiency",
+            "",
+            (rep.folder / "efficiency.md").read_text(encoding="utf-8"),
+            rep.efficiency_note + " MACs count convolutions and "
+            "linear layers (the paper's convention); TF-Dec is not run at inference. "
+            "[CSV](efficiency.csv)",
+            "",
+        ]
     if rep.notes:
         out += ["## Not shown", ""] + [f"- {n}" for n in rep.notes] + [""]
-    out += ["---", "Generated by `python reports/build.py` from the MLflow store; do not edit. "
-            + _evidence_line(rep)]
+    out += [
+        "---",
+        "Generated by `python reports/build.py` from the MLflow store; do not edit. "
+        + _evidence_line(rep),
+    ]
     return "\n".join(out) + "\n"
 
 
@@ -260,14 +393,23 @@ AS_IS = {"visuals": "the figures drawn from the runs' figure data and the datase
 
 def _evidence_line(rep: Report) -> str:
     """The footer's word on ``evidence/``, and on the parts a rebuild from it keeps as built."""
-    text = ("What it read of the store is in `evidence/`, from which `python reports/build.py "
-            "--from-evidence` rebuilds this folder byte for byte without the store")
-    kept = [f"{AS_IS.get(part, part)} ({', '.join(f'`{f}`' for f in files)})"
-            for part, files in rep.as_is.items() if files]
+    text = (
+        "What it read of the store is in `evidence/`, from which `python reports/build.py "
+        "--from-evidence` rebuilds this folder byte for byte without the store"
+    )
+    kept = [
+        f"{AS_IS.get(part, part)} ({', '.join(f'`{f}`' for f in files)})"
+        for part, files in rep.as_is.items()
+        if files
+    ]
     if not kept:
         return text + "."
-    return (text + "; kept as they were built (their sha256 in `evidence/manifest.json`): "
-            + "; ".join(kept) + ".")
+    return (
+        text
+        + "; kept as they were built (their sha256 in `evidence/manifest.json`): "
+        + "; ".join(kept)
+        + "."
+    )
 
 
 def _uncertainty_section(rep, own: Wording) -> list[str]:
@@ -277,23 +419,35 @@ def _uncertainty_section(rep, own: Wording) -> list[str]:
         return []
     rows = s[s["variant"] != rep.tr.study.reference]
     seeds = int(s["n"].max())
-    covers = "query sampling and training seed" if seeds > 1 else "query sampling only: with one seed, " \
-        "run-to-run (training) noise is not covered"
-    out = ["## Uncertainty", "",
-           f"95 % CI of a variant = Student-t over its seeds. Δ 95 % CI and p = Student-t of the Δ "
-           f"against {own.the_ref} from the stored per-query results, runs paired by seed: its "
-           f"variance is the spread of the per-seed Δs / S plus the query sampling every seed "
-           f"shares, its degrees of freedom S − 1 when the seed spread is all the noise, more as "
-           f"the shared query part grows (`reports/stats.py`; 94–96.5 % coverage at 3–8 seeds in "
-           f"simulation). It covers **{covers}**. A Δ is marked *better* / *worse* "
-           f"when its whole interval is above / below 0, else *within noise*.", ""]
+    covers = (
+        "query sampling and training seed"
+        if seeds > 1
+        else "query sampling only: with one seed, run-to-run (training) noise is not covered"
+    )
+    out = [
+        "## Uncertainty",
+        "",
+        f"95 % CI of a variant = Student-t over its seeds. Δ 95 % CI and p = Student-t of the Δ "
+        f"against {own.the_ref} from the stored per-query results, runs paired by seed: its "
+        f"variance is the spread of the per-seed Δs / S plus the query sampling every seed "
+        f"shares, its degrees of freedom S − 1 when the seed spread is all the noise, more as "
+        f"the shared query part grows (`reports/stats.py`; 94–96.5 % coverage at 3–8 seeds in "
+        f"simulation). It covers **{covers}**. A Δ is marked *better* / *worse* "
+        f"when its whole interval is above / below 0, else *within noise*.",
+        "",
+    ]
     marks = rows["d_rank1_mark"].value_counts()
-    out.append(f"R-1 against {own.the_ref}: " + ", ".join(f"{marks.get(k, 0)} {k}" for k in
-                                                        ("better", "worse", "within noise")) + ".")
+    out.append(
+        f"R-1 against {own.the_ref}: "
+        + ", ".join(f"{marks.get(k, 0)} {k}" for k in ("better", "worse", "within noise"))
+        + "."
+    )
     det = rows["d_rank1_detectable"].dropna()
     if len(det):
-        out.append(f"With {_paired(rows, seeds)} seed(s), the smallest R-1 Δ these runs detect at 80 % power is "
-                   f"{det.median():.1f} points (median over rows; {det.min():.1f}–{det.max():.1f}).")
+        out.append(
+            f"With {_paired(rows, seeds)} seed(s), the smallest R-1 Δ these runs detect at 80 % power is "
+            f"{det.median():.1f} points (median over rows; {det.min():.1f}–{det.max():.1f})."
+        )
     gaps = _seeds_for_gaps(rep)
     if gaps:
         out.append(gaps)
@@ -305,21 +459,31 @@ def _chaos_section(s) -> list[str]:
     """Each row's seed SD of R-1 beside its chaos floor (``stats.ChaosFloor``)."""
     if "rank1_floor" not in s or s["rank1_floor"].isna().all():
         return []
-    out = ["### Seed spread against the chaos floor", "",
-           "| variant | seeds | R-1 seed SD | chaos floor | × floor |", "|---|---:|---:|---:|---:|"]
+    out = [
+        "### Seed spread against the chaos floor",
+        "",
+        "| variant | seeds | R-1 seed SD | chaos floor | × floor |",
+        "|---|---:|---:|---:|---:|",
+    ]
     for _, r in s[s["rank1_floor"].notna()].iterrows():
         ratio = r["rank1_seed_sd"] / r["rank1_floor"] if r["rank1_floor"] > 0 else math.nan
-        out.append(f"| {r['variant_label']} | {int(r['rank1_floor_seeds'])} | "
-                   f"{r['rank1_seed_sd']:.2f} | {r['rank1_floor']:.2f} | "
-                   f"{'—' if math.isnan(ratio) else f'{ratio:.1f}'} |")
-    return out + ["", "Chaos floor = the seed SD of R-1 (points) that runs would show if they "
-                  "differed only in *which* queries they get right, each query right at its own "
-                  "rate p_q over the row's seeds and independently from run to run: "
-                  "100 · √(Σ_q p_q (1 − p_q)) / Q, with p_q (1 − p_q) scaled by S / (S − 1) to be "
-                  "unbiased on S seeds. Near the floor, the runs are equally good and more test "
-                  "queries would narrow the spread; far above it, runs of different seeds differ "
-                  "in quality over the whole test set, and better-converged training would help "
-                  "where more queries cannot.", ""]
+        out.append(
+            f"| {r['variant_label']} | {int(r['rank1_floor_seeds'])} | "
+            f"{r['rank1_seed_sd']:.2f} | {r['rank1_floor']:.2f} | "
+            f"{'—' if math.isnan(ratio) else f'{ratio:.1f}'} |"
+        )
+    return out + [
+        "",
+        "Chaos floor = the seed SD of R-1 (points) that runs would show if they "
+        "differed only in *which* queries they get right, each query right at its own "
+        "rate p_q over the row's seeds and independently from run to run: "
+        "100 · √(Σ_q p_q (1 − p_q)) / Q, with p_q (1 − p_q) scaled by S / (S − 1) to be "
+        "unbiased on S seeds. Near the floor, the runs are equally good and more test "
+        "queries would narrow the spread; far above it, runs of different seeds differ "
+        "in quality over the whole test set, and better-converged training would help "
+        "where more queries cannot.",
+        "",
+    ]
 
 
 def _paired(rows, seeds: int) -> str:
@@ -346,29 +510,42 @@ def _noise_section(rows, seeds: int, queries: int) -> list[str]:
     def n(v: float) -> str:
         return "—" if math.isnan(v) else f"{int(v):,}"
 
-    out = ["### Where the noise comes from", "",
-           "| variant | Δ R-1 | seeds | ± (95 %) | seed % | query % | seed×query % | seeds for ±1 | for ±0.5 "
-           "| queries for ±1 | for ±0.5 |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    out = [
+        "### Where the noise comes from",
+        "",
+        "| variant | Δ R-1 | seeds | ± (95 %) | seed % | query % | seed×query % | seeds for ±1 | for ±0.5 "
+        "| queries for ±1 | for ±0.5 |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
     for _, r in rows.iterrows():
         if math.isnan(r["d_rank1_half"]):
             continue
         shares = [r[f"d_rank1_{p}_share"] for p in ("seed", "query", "interaction")]
         paired = r.get("n_paired", math.nan)
-        out.append(f"| {r['variant_label']} | {tables._delta(r['d_rank1'])} | "
-                   f"{'—' if math.isnan(paired) else int(paired)} | {r['d_rank1_half']:.1f} | "
-                   + " | ".join("—" if math.isnan(v) else f"{v:.0f}" for v in shares) + " | "
-                   + " | ".join(n(r[f"d_rank1_{k}"]) for k in ("seeds_1", "seeds_05", "queries_1", "queries_05"))
-                   + " |")
+        out.append(
+            f"| {r['variant_label']} | {tables._delta(r['d_rank1'])} | "
+            f"{'—' if math.isnan(paired) else int(paired)} | {r['d_rank1_half']:.1f} | "
+            + " | ".join("—" if math.isnan(v) else f"{v:.0f}" for v in shares)
+            + " | "
+            + " | ".join(
+                n(r[f"d_rank1_{k}"]) for k in ("seeds_1", "seeds_05", "queries_1", "queries_05")
+            )
+            + " |"
+        )
     half = rows["d_rank1_half"].dropna()
-    out += ["", f"The smallest R-1 Δ this study resolves is about ±{half.median():.1f} points (median "
-            f"half-width over {len(half)} rows; {half.min():.1f}–{half.max():.1f}). Each Δ's variance "
-            f"is split into its seed part (how a training run falls), query part (which people the "
-            f"test set holds) and their interaction, from the paired per-query results: "
-            f"Var = σ²_seed / S + σ²_query / Q + σ²_seed×query / (S·Q) with S = the row's paired seeds "
-            f"and Q = {queries:,} queries. *Seeds for ±1*: on this test set; *queries for ±1*: with these seeds "
-            f"(the synthetic test split grows with `--set data.synthetic_test_ids=N`; a real "
-            f"dataset's queries are fixed, so there only seeds can help). — = out of reach that "
-            f"way, or unknown with one seed.", ""]
+    out += [
+        "",
+        f"The smallest R-1 Δ this study resolves is about ±{half.median():.1f} points (median "
+        f"half-width over {len(half)} rows; {half.min():.1f}–{half.max():.1f}). Each Δ's variance "
+        f"is split into its seed part (how a training run falls), query part (which people the "
+        f"test set holds) and their interaction, from the paired per-query results: "
+        f"Var = σ²_seed / S + σ²_query / Q + σ²_seed×query / (S·Q) with S = the row's paired seeds "
+        f"and Q = {queries:,} queries. *Seeds for ±1*: on this test set; *queries for ±1*: with these seeds "
+        f"(the synthetic test split grows with `--set data.synthetic_test_ids=N`; a real "
+        f"dataset's queries are fixed, so there only seeds can help). — = out of reach that "
+        f"way, or unknown with one seed.",
+        "",
+    ]
     return out
 
 
@@ -376,15 +553,24 @@ def _claims_section(rep) -> list[str]:
     if rep.claims is None or not len(rep.claims):
         return []
     seeds = int(rep.summary["n"].max())
-    noise = ("query sampling and training seed" if seeds > 1 else
-             "query sampling only (one seed: run-to-run noise is not covered; add seeds with --seeds)")
+    noise = (
+        "query sampling and training seed"
+        if seeds > 1
+        else "query sampling only (one seed: run-to-run noise is not covered; add seeds with --seeds)"
+    )
     title = "Claims of the paper" if rep.tr.study.is_paper else "Claims"
-    return [f"## {title}", "", tables.markdown_cells(rep.claims.rename(columns=str.capitalize)), "",
-            "Verdicts: *holds* (the 95 % interval agrees with the claim), *fails* (it contradicts "
-            "it), *inconclusive* (it contains 0), each on every comparison of the claim; "
-            "*incomplete* (some of its comparisons cannot be made yet, and why) and *no evidence* "
-            f"(none can, and why). The intervals cover {noise}, over the seeds both sides have. "
-            "[CSV](claims.csv)", ""]
+    return [
+        f"## {title}",
+        "",
+        tables.markdown_cells(rep.claims.rename(columns=str.capitalize)),
+        "",
+        "Verdicts: *holds* (the 95 % interval agrees with the claim), *fails* (it contradicts "
+        "it), *inconclusive* (it contains 0), each on every comparison of the claim; "
+        "*incomplete* (some of its comparisons cannot be made yet, and why) and *no evidence* "
+        f"(none can, and why). The intervals cover {noise}, over the seeds both sides have. "
+        "[CSV](claims.csv)",
+        "",
+    ]
 
 
 def _seeds_for_gaps(rep) -> str:
@@ -395,19 +581,25 @@ def _seeds_for_gaps(rep) -> str:
         return ""
     d = tables.compare(rep.per_query, "g", tables.BASELINE, "rank1", 2000)
     if math.isnan(d.sd_seed):
-        return ("With one seed the seed-to-seed spread is unknown, so the seeds needed for the "
-                "paper's gaps cannot be estimated; run more seeds (`run.py --seeds 0 1 2`: finished "
-                "runs are reused).")
+        return (
+            "With one seed the seed-to-seed spread is unknown, so the seeds needed for the "
+            "paper's gaps cannot be estimated; run more seeds (`run.py --seeds 0 1 2`: finished "
+            "runs are reused)."
+        )
     parts = []
     for gap in (0.1, 0.5, 1.4):
         n = stats.seeds_needed(d, gap)
         parts.append(f"{gap} → {n} seeds" if n else f"{gap} → no number of seeds")
     floor = stats.detectable(d, 10**6)
-    return ("Seeds needed to resolve the paper's Table 2 gaps (0.1–1.4 points) at 80 % power, from (g) "
-            f"vs Baseline (seed SD {d.sd_seed:.1f}, query SE {d.se_query:.1f}): " + "; ".join(parts) + ". "
-            f"Query sampling alone sets a floor of {floor:.1f} points on this test set, which more seeds "
-            "cannot lower; a larger test split can (`--set data.synthetic_test_ids=N` on the synthetic "
-            "data, training unchanged).")
+    return (
+        "Seeds needed to resolve the paper's Table 2 gaps (0.1–1.4 points) at 80 % power, from (g) "
+        f"vs Baseline (seed SD {d.sd_seed:.1f}, query SE {d.se_query:.1f}): "
+        + "; ".join(parts)
+        + ". "
+        f"Query sampling alone sets a floor of {floor:.1f} points on this test set, which more seeds "
+        "cannot lower; a larger test split can (`--set data.synthetic_test_ids=N` on the synthetic "
+        "data, training unchanged)."
+    )
 
 
 DIAGNOSTICS_NOTES = [
@@ -432,19 +624,30 @@ DIAGNOSTICS_NOTES = [
 def _diagnostics_section(rep: Report) -> list[str]:
     out = ["## Diagnostics", ""]
     if rep.diagnostics is None or not diagnostics_table.present(rep.diagnostics):
-        return out + ["No run logged the foreground diagnostics (`val/fg_focus_norm_*`, "
-                      "`val/mask_auc_*`) or `train/recon_grad_ratio`: the runs predate them.", ""]
+        return out + [
+            "No run logged the foreground diagnostics (`val/fg_focus_norm_*`, "
+            "`val/mask_auc_*`) or `train/recon_grad_ratio`: the runs predate them.",
+            "",
+        ]
     out += [diagnostics_table.markdown(rep.diagnostics), ""]
     out += [f"- {line}" for line in DIAGNOSTICS_NOTES]
-    out += ["", "Mean ± std over seeds. Files: [CSV](diagnostics.csv), [LaTeX](diagnostics.tex), "
-            "[Markdown](diagnostics.md).", ""]
+    out += [
+        "",
+        "Mean ± std over seeds. Files: [CSV](diagnostics.csv), [LaTeX](diagnostics.tex), "
+        "[Markdown](diagnostics.md).",
+        "",
+    ]
     png = next((f for f in rep.figures.get("diagnostics") or [] if f.suffix == ".png"), None)
     if png is not None:
-        out += [f"![Diagnostics]({png.name})", "",
-                "Normalised focus per map (0 = uniform map, 100 = best possible at the map's "
-                "resolution), mask AUC (50 = chance) and the recon / Re-ID gradient ratio (log "
-                "axis; dots = seeds, diamond = mean), one panel for each the runs logged. "
-                f"([PDF]({png.with_suffix('.pdf').name}))", ""]
+        out += [
+            f"![Diagnostics]({png.name})",
+            "",
+            "Normalised focus per map (0 = uniform map, 100 = best possible at the map's "
+            "resolution), mask AUC (50 = chance) and the recon / Re-ID gradient ratio (log "
+            "axis; dots = seeds, diamond = mean), one panel for each the runs logged. "
+            f"([PDF]({png.with_suffix('.pdf').name}))",
+            "",
+        ]
     return out
 
 
@@ -472,16 +675,26 @@ def table_index(table_dir: Path, table) -> Path:
     if isinstance(table, int):
         head, how = f"Table {table}: our ablation runs beside the paper", f"--table {table}"
     else:
-        head, how = f"Study {table.name}: {table.description or 'our ablation runs'}", f"--study {table.path}"
-    out = [f"# {head}", "", f"Written by `python reports/build.py {how}` from the runs in an MLflow store (no "
-           "training; on a clone, first train them with `python ablations/run.py " + how + "`). "
-           "One experiment per dataset and preset; each page has the intervals, the claims with "
-           "their verdicts, the diagnostics and the figures.", ""]
+        head, how = (
+            f"Study {table.name}: {table.description or 'our ablation runs'}",
+            f"--study {table.path}",
+        )
+    out = [
+        f"# {head}",
+        "",
+        f"Written by `python reports/build.py {how}` from the runs in an MLflow store (no "
+        "training; on a clone, first train them with `python ablations/run.py " + how + "`). "
+        "One experiment per dataset and preset; each page has the intervals, the claims with "
+        "their verdicts, the diagnostics and the figures.",
+        "",
+    ]
     for p in parts:
         runs, results = _summary((p / "README.md").read_text(encoding="utf-8"))
-        results = _LINK.sub(lambda m: f"]({p.name}/{m.group(1)})", results)
+        results = _LINK.sub(lambda m, p=p: f"]({p.name}/{m.group(1)})", results)
         out += [f"## [{p.name}]({p.name}/README.md)", ""]
-        out += [x for line in (runs, results) if line for x in (line, "")]  # a table never runs into a paragraph
+        out += [
+            x for line in (runs, results) if line for x in (line, "")
+        ]  # a table never runs into a paragraph
         out += [f"The full page: [{p.name}/README.md]({p.name}/README.md).", ""]
     index = table_dir / "README.md"
     tmp = index.with_name(f".{index.name}.{os.getpid()}")  # replaced whole, never half-written

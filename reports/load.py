@@ -24,12 +24,26 @@ from mlflow.exceptions import MlflowException
 from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
 from mlflow.store.artifact.local_artifact_repo import LocalArtifactRepository
 
-from ablations.store import (CHILD_RUNS, CONFIG_JSON, PARENT_RUNS, PER_QUERY, ExperimentName,
-                             parse_experiment)
+from ablations.store import (
+    CHILD_RUNS,
+    CONFIG_JSON,
+    PARENT_RUNS,
+    PER_QUERY,
+    ExperimentName,
+    parse_experiment,
+)
 from ablations.study import PAPER_TABLE_NUMBERS, Study, as_study, data_choice, planned_config
 from ablations.variants import variants
-from ftn_core.config import (ADDED_FIELDS, Config, config_hash, flatten, from_dict, legacy_config_hash,
-                             override, setting_hash)
+from ftn_core.config import (
+    ADDED_FIELDS,
+    Config,
+    config_hash,
+    flatten,
+    from_dict,
+    legacy_config_hash,
+    override,
+    setting_hash,
+)
 from ftn_core.errors import FTNError
 from ftn_core.presets import preset_config
 from reports.source import Source
@@ -45,8 +59,13 @@ FG_NORM_KEYS = tuple(f"fg_focus_norm_{m}" for m in FOCUS_MAPS)
 """Normalised focus: 0 = uniform map, 100 = best map at the map's resolution."""
 MASK_AUC_KEYS = tuple(f"mask_auc_{m}" for m in SOFT_MASKS)
 """Pixel ROC AUC × 100 of each soft mask against the person mask; 50 = chance."""
-LOSS_KEYS = ("train/loss_ce", "train/loss_triplet", "train/loss_grad", "train/loss_l1",
-             "train/loss_total")
+LOSS_KEYS = (
+    "train/loss_ce",
+    "train/loss_triplet",
+    "train/loss_grad",
+    "train/loss_l1",
+    "train/loss_total",
+)
 GRAD_KEYS = ("train/recon_grad_ratio", "train/grad_norm_reid", "train/grad_norm_recon")
 """Per epoch, TF-Dec variants only (after any frozen warm-up): encoder gradient norms."""
 
@@ -99,37 +118,47 @@ class TableRuns:
         return [v.key for v in variants(self.table, controls=True) if v.key in present]
 
 
-def find_experiments(client: MlflowClient, table: int | None = None,
-                     name: str | None = None) -> list[Experiment]:
+def find_experiments(
+    client: MlflowClient, table: int | None = None, name: str | None = None
+) -> list[Experiment]:
     """Experiments named ``table{N}-…`` (all tables, or one), or the one named ``name``."""
     exps = client.search_experiments(max_results=1000)
     if name is not None:
         match = [e for e in exps if e.name == name]
         if not match:
             known = ", ".join(sorted(e.name for e in exps if _table_of(e) is not None)) or "none"
-            raise FTNError(f"--experiment {name}: not found in the store (ablation experiments: "
-                           f"{known})")
+            raise FTNError(
+                f"--experiment {name}: not found in the store (ablation experiments: {known})"
+            )
         parts = parse_experiment(name)
         if parts is not None and parts.study is not None:
-            raise FTNError(f"--experiment {name} is an experiment of study {parts.study}: build "
-                           f"its report with `python reports/build.py --study FILE`, FILE being "
-                           f"that study's file")
+            raise FTNError(
+                f"--experiment {name} is an experiment of study {parts.study}: build "
+                f"its report with `python reports/build.py --study FILE`, FILE being "
+                f"that study's file"
+            )
         if parts is None:
-            raise FTNError(f"--experiment {name}: not an ablation experiment (those are named "
-                           f"table<N>-<dataset>-<preset>, or study-<name>-<dataset>-<preset>: use "
-                           f"--study FILE)")
+            raise FTNError(
+                f"--experiment {name}: not an ablation experiment (those are named "
+                f"table<N>-<dataset>-<preset>, or study-<name>-<dataset>-<preset>: use "
+                f"--study FILE)"
+            )
         if table is not None and _table_of(match[0]) != table:
             raise FTNError(f"--experiment {name} is not a Table {table} experiment")
         return match
     found = [e for e in exps if _table_of(e) is not None]
     if not found:
-        raise FTNError("the store holds no ablation runs (experiments named like "
-                       "table2-synthetic-cpu): run `python ablations/run.py --table 2` first")
+        raise FTNError(
+            "the store holds no ablation runs (experiments named like "
+            "table2-synthetic-cpu): run `python ablations/run.py --table 2` first"
+        )
     if table is not None:
         found = [e for e in found if _table_of(e) == table]
         if not found:
-            raise FTNError(f"no Table {table} experiment in the store: run "
-                           f"`python ablations/run.py --table {table}` first")
+            raise FTNError(
+                f"no Table {table} experiment in the store: run "
+                f"`python ablations/run.py --table {table}` first"
+            )
     return sorted(found, key=lambda e: e.name)
 
 
@@ -142,10 +171,15 @@ def load_runs(client: MlflowClient, exp: Experiment, study: Study | None = None)
     """FINISHED child runs, newest per (variant, seed); the rest counted in ``left_out``.
     ``study``: the study the experiment belongs to (default: the paper table its name says)."""
     parts = parse_experiment(exp.name) or ExperimentName(None, None, "?", "?")
-    table, dataset, preset = ((parts.table, parts.dataset, parts.preset) if parts.table is not None
-                              else (0, "?", "?"))
+    table, dataset, preset = (
+        (parts.table, parts.dataset, parts.preset) if parts.table is not None else (0, "?", "?")
+    )
     if study is not None:
-        table, dataset, preset = (study.table if study.is_paper else study), parts.dataset, parts.preset
+        table, dataset, preset = (
+            (study.table if study.is_paper else study),
+            parts.dataset,
+            parts.preset,
+        )
     df = _search(client, exp, CHILD_RUNS)
     parents = _search(client, exp, PARENT_RUNS)
     parent_id = None
@@ -154,7 +188,13 @@ def load_runs(client: MlflowClient, exp: Experiment, study: Study | None = None)
     if not len(df):
         return TableRuns(exp.name, exp.experiment_id, table, dataset, preset, df, [], parent_id)
     df = df.copy()
-    for col in ("tags.variant", "tags.seed", "tags.variant_label", "tags.mlflow.runName", "tags.data_digest"):
+    for col in (
+        "tags.variant",
+        "tags.seed",
+        "tags.variant_label",
+        "tags.mlflow.runName",
+        "tags.data_digest",
+    ):
         if col not in df:
             df[col] = None
     # The tags are the truth; the experiment name is the fallback.
@@ -163,8 +203,11 @@ def load_runs(client: MlflowClient, exp: Experiment, study: Study | None = None)
     df["variant"] = df["tags.variant"]
     df["seed"] = pd.to_numeric(df["tags.seed"], errors="coerce")
     df["name"] = df["tags.mlflow.runName"].fillna(df["run_id"].str[:8])
-    known = ({v.key: v.label for v in variants(table, controls=True)}
-             if isinstance(table, Study) or table in PAPER_TABLE_NUMBERS else {})
+    known = (
+        {v.key: v.label for v in variants(table, controls=True)}
+        if isinstance(table, Study) or table in PAPER_TABLE_NUMBERS
+        else {}
+    )
     df["variant_label"] = df["tags.variant_label"].fillna(df["variant"].map(known))
     left_out: list[str] = []
 
@@ -178,20 +221,29 @@ def load_runs(client: MlflowClient, exp: Experiment, study: Study | None = None)
 
     for status in ("FAILED", "KILLED", "RUNNING", "SCHEDULED"):
         # A run whose process died (a machine or session that went away) stays RUNNING in the store.
-        still = ": training now, or stopped unmarked, which `run.py` resumes" if status == "RUNNING" else ""
+        still = (
+            ": training now, or stopped unmarked, which `run.py` resumes"
+            if status == "RUNNING"
+            else ""
+        )
         drop(df["status"] == status, f"{status} run(s){still}")
     drop(df["status"] != "FINISHED", "run(s) with another status")
     drop(df["variant"].isna() | df["seed"].isna(), "run(s) without variant/seed tags")
-    drop(~df["variant"].isin(list(known)), f"run(s) of variants not in "
-                                           f"{'study' if isinstance(table, Study) else 'Table'} {table}")
+    drop(
+        ~df["variant"].isin(list(known)),
+        f"run(s) of variants not in {'study' if isinstance(table, Study) else 'Table'} {table}",
+    )
     df = df.sort_values("start_time", ascending=False)
     # Only runs of each row's configuration as the study file gives it now.
     paper = table in PAPER_TABLE_NUMBERS
     study_now = as_study(table) if isinstance(table, Study) or paper else None
     stale: list[str] = []
     if study_now is not None and len(df):
-        why = pd.Series([_not_current(client, study_now, run, preset, dataset)
-                         for _, run in df.iterrows()], index=df.index, dtype=object)
+        why = pd.Series(
+            [_not_current(client, study_now, run, preset, dataset) for _, run in df.iterrows()],
+            index=df.index,
+            dtype=object,
+        )
         for reason in dict.fromkeys(w for w in why if w):
             mask = why.loc[df.index] == reason  # (one reason per row: its keys and values)
             stale += list(dict.fromkeys(df.loc[mask, "variant"]))
@@ -200,8 +252,11 @@ def load_runs(client: MlflowClient, exp: Experiment, study: Study | None = None)
     digest = str(df["data_digest"].iloc[0]) if len(df) else ""
     # Never pair runs that saw different data: per choice of data (one, unless the study's rows
     # choose different data), the newest run's data wins.
-    choice = ({v.key: data_choice(v) for v in study_now.rows}
-              if study_now is not None and study_now.rows_on_different_data else {})
+    choice = (
+        {v.key: data_choice(v) for v in study_now.rows}
+        if study_now is not None and study_now.rows_on_different_data
+        else {}
+    )
     group = df["variant"].map(lambda v: choice.get(v, ()))
     row_digests: dict[str, str] = {}
     for g in dict.fromkeys(group):
@@ -211,59 +266,96 @@ def load_runs(client: MlflowClient, exp: Experiment, study: Study | None = None)
         other = rows & (df["data_digest"] != newest)
         if other.any():
             seen = ", ".join(sorted({d or "not recorded" for d in df.loc[other, "data_digest"]}))
-            drop(other, f"run(s) on other data than the newest run's (data digest {seen}, newest "
-                        f"{newest or 'not recorded'}: the dataset changed between them; train them "
-                        f"again to include them)")
+            drop(
+                other,
+                f"run(s) on other data than the newest run's (data digest {seen}, newest "
+                f"{newest or 'not recorded'}: the dataset changed between them; train them "
+                f"again to include them)",
+            )
             group = group[df.index]
     # Never pair runs computed in another precision (bf16 where the CPU or GPU has it, else fp32:
     # `train.amp` decides by machine) or started from other weights (`model.init`): the newest
     # run's wins. A run without the tag (older code) is kept.
-    for tag, what in (("precision", "computed in another precision"),
-                      ("init_digest", "started from other backbone weights")):
-        col = df[f"tags.{tag}"].fillna("").astype(str) if f"tags.{tag}" in df else pd.Series("", index=df.index)
+    for tag, what in (
+        ("precision", "computed in another precision"),
+        ("init_digest", "started from other backbone weights"),
+    ):
+        col = (
+            df[f"tags.{tag}"].fillna("").astype(str)
+            if f"tags.{tag}" in df
+            else pd.Series("", index=df.index)
+        )
         known_values = col[col != ""] if tag == "precision" else col
         if len(known_values):
             newest_value = str(known_values.iloc[0])
             other = (col != newest_value) & ((col != "") | (tag != "precision"))
             if other.any():
                 seen = ", ".join(sorted({v or "scratch" for v in col[other]}))
-                drop(other, f"run(s) {what} than the newest run ({tag} {seen}, newest "
-                            f"{newest_value or 'scratch'}): train them again alike to include them")
+                drop(
+                    other,
+                    f"run(s) {what} than the newest run ({tag} {seen}, newest "
+                    f"{newest_value or 'scratch'}): train them again alike to include them",
+                )
     # A row's seeds are pooled only if they were trained alike: runs from before its study file
     # or its --set changed are another setting, whatever their variant tag says.
     df["setting"] = [_setting(client, run) or None for _, run in df.iterrows()]  # None: unknown
     newest = df.groupby("variant")["setting"].transform("first")  # the newest known one
     other = df["setting"].notna() & newest.notna() & (df["setting"] != newest)
-    older_code = other & df["setting"].map(lambda x: isinstance(x, str) and x.startswith(OLDER_CODE))
-    drop(older_code, "run(s) trained by older code that computes something else for the same "
-                     "configuration (train them again to include them)")
-    drop(other & ~older_code, "run(s) trained with another setting of their row than its newest run (the "
-                              "study file or --set changed since: train them again to include them)")
-    drop(df.duplicated(["variant", "seed"], keep="first"),
-         "older duplicate(s) of a newer FINISHED run")
+    older_code = other & df["setting"].map(
+        lambda x: isinstance(x, str) and x.startswith(OLDER_CODE)
+    )
+    drop(
+        older_code,
+        "run(s) trained by older code that computes something else for the same "
+        "configuration (train them again to include them)",
+    )
+    drop(
+        other & ~older_code,
+        "run(s) trained with another setting of their row than its newest run (the "
+        "study file or --set changed since: train them again to include them)",
+    )
+    drop(
+        df.duplicated(["variant", "seed"], keep="first"),
+        "older duplicate(s) of a newer FINISHED run",
+    )
     df = df.assign(seed=df["seed"].astype(int))
     # Stores written before a metric existed lack its column: NaN ("—"), never a KeyError.
     for key in (*VAL_METRICS, *FG_KEYS, *FG_NORM_KEYS, *MASK_AUC_KEYS):
         if f"metrics.val/{key}" not in df:
             df[f"metrics.val/{key}"] = float("nan")
     rank = {k: i for i, k in enumerate(known)}
-    df = df.sort_values(["variant", "seed"], key=lambda s: s.map(rank) if s.name == "variant" else s)
+    df = df.sort_values(
+        ["variant", "seed"], key=lambda s: s.map(rank) if s.name == "variant" else s
+    )
     # A row run with --set is labelled as modified, never as the paper's; what every run shares
     # is said once, beside the table, rather than in every label.
     tag = df["tags.overrides"] if "tags.overrides" in df else pd.Series("", index=df.index)
     items = [run_overrides(t, preset) for t in tag.fillna("").astype(str)]
     common = tuple(i for i in items[0] if all(i in other for other in items)) if items else ()
     rest = [", ".join(i for i in own if i not in common) for own in items]
-    df["variant_label"] = [label + (f" [{r}]" if r else "") for label, r in zip(df["variant_label"], rest)]
+    df["variant_label"] = [
+        label + (f" [{r}]" if r else "") for label, r in zip(df["variant_label"], rest)
+    ]
     commands: tuple[str, ...] = ()
     if len(parents) and "tags.command" in parents and "tags.mlflow.parentRunId" in df:
         used = parents[parents["run_id"].isin(set(df["tags.mlflow.parentRunId"].dropna()))]
         used = used.sort_values("start_time")["tags.command"].dropna().astype(str)
         commands = tuple(dict.fromkeys(_command(c) for c in used))
-    return TableRuns(exp.name, exp.experiment_id, table, dataset, preset,
-                     df.reset_index(drop=True), left_out, parent_id, digest, common, commands,
-                     {v: d for v, d in row_digests.items() if v in set(df["variant"])},
-                     tuple(v for v in stale if v not in set(df["variant"])))
+    return TableRuns(
+        exp.name,
+        exp.experiment_id,
+        table,
+        dataset,
+        preset,
+        df.reset_index(drop=True),
+        left_out,
+        parent_id,
+        digest,
+        common,
+        commands,
+        {v: d for v, d in row_digests.items() if v in set(df["variant"])},
+        tuple(v for v in stale if v not in set(df["variant"])),
+    )
 
 
 def _not_current(client: MlflowClient, study: Study, run: Any, preset: str, dataset: str) -> str:
@@ -296,20 +388,27 @@ def _not_current(client: MlflowClient, study: Study, run: Any, preset: str, data
     elif setting_hash(now) == setting_hash(cfg):
         keys = []
     else:
-        keys = [k for k in want if want[k] != was[k]
-                and setting_hash(override(cfg, {k: want[k]})) != setting_hash(cfg)] or \
-               [k for k in want if want[k] != was[k]]
+        keys = [
+            k
+            for k in want
+            if want[k] != was[k] and setting_hash(override(cfg, {k: want[k]})) != setting_hash(cfg)
+        ] or [k for k in want if want[k] != was[k]]
     if not keys:
         return ""
-    diffs = "; ".join(f"{k} {_shown(was[k])}, now {_shown(want[k])}" for k in keys[:3]) + \
-        ("; …" if len(keys) > 3 else "")
+    diffs = "; ".join(f"{k} {_shown(was[k])}, now {_shown(want[k])}" for k in keys[:3]) + (
+        "; …" if len(keys) > 3 else ""
+    )
     rerun = f"rerun `python ablations/run.py {study.command}` with the options it was run with"
     if all(k in own for k in keys):
-        return (f"run(s) of row {variant.key} trained with other settings than the study file gives "
-                f"it now ({diffs}): {rerun}, to train the row as the file has it")
-    return (f"run(s) of row {variant.key} trained with another configuration than the row has now "
-            f"({diffs}; the study file, the `{preset}` preset or the code's defaults changed since): "
-            f"{rerun}, to train it as it is now")
+        return (
+            f"run(s) of row {variant.key} trained with other settings than the study file gives "
+            f"it now ({diffs}): {rerun}, to train the row as the file has it"
+        )
+    return (
+        f"run(s) of row {variant.key} trained with another configuration than the row has now "
+        f"({diffs}; the study file, the `{preset}` preset or the code's defaults changed since): "
+        f"{rerun}, to train it as it is now"
+    )
 
 
 def _shown(value: Any) -> str:
@@ -367,7 +466,11 @@ def _setting(client: MlflowClient, run: Any) -> str:
     except (FTNError, TypeError, ValueError):
         return ""
     tagged = run.get("tags.config_hash")
-    if isinstance(tagged, str) and tagged and tagged not in (config_hash(cfg), legacy_config_hash(cfg)):
+    if (
+        isinstance(tagged, str)
+        and tagged
+        and tagged not in (config_hash(cfg), legacy_config_hash(cfg))
+    ):
         return f"{OLDER_CODE}{setting_hash(cfg)}"  # the same for each seed, never a current run's
     return setting_hash(cfg)
 
@@ -411,8 +514,12 @@ def _search(client: MlflowClient, exp: Experiment, filter_string: str) -> pd.Dat
     previous = mlflow.get_tracking_uri()
     mlflow.set_tracking_uri(client.tracking_uri)
     try:
-        return mlflow.search_runs(experiment_ids=[exp.experiment_id], filter_string=filter_string,
-                                  output_format="pandas", max_results=50000)
+        return mlflow.search_runs(
+            experiment_ids=[exp.experiment_id],
+            filter_string=filter_string,
+            output_format="pandas",
+            max_results=50000,
+        )
     except MlflowException as err:
         raise FTNError(f"cannot search runs of {exp.name}: {str(err).splitlines()[0]}") from None
     finally:

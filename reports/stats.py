@@ -35,8 +35,17 @@ from scipy import stats
 # The interval itself lives beside the runner, which reads it for --until-halfwidth and never
 # imports reports/; re-exported here unchanged.
 from ablations.intervals import (  # noqa: F401
-    CONFIDENCE, Delta, NoiseParts, _parts, delta_interval, mean_squares, noise_parts,
-    paired_matrix, query_metric, t_design)
+    CONFIDENCE,
+    Delta,
+    NoiseParts,
+    _parts,
+    delta_interval,
+    mean_squares,
+    noise_parts,
+    paired_matrix,
+    query_metric,
+    t_design,
+)
 
 N_RESAMPLES = 10_000
 """Resamples of the bootstraps that remain (Kendall τ's interval in ``reports.claims``)."""
@@ -54,12 +63,15 @@ def seed_interval(values: np.ndarray, confidence: float = CONFIDENCE) -> tuple[f
         return math.nan, math.nan
     if np.ptp(values) == 0:
         return float(values[0]), float(values[0])
-    lo, hi = stats.t.interval(confidence, len(values) - 1, loc=values.mean(), scale=stats.sem(values))
+    lo, hi = stats.t.interval(
+        confidence, len(values) - 1, loc=values.mean(), scale=stats.sem(values)
+    )
     return float(lo), float(hi)
 
 
-def detectable(delta: Delta, seeds: int | None = None, power: float = POWER,
-               confidence: float = CONFIDENCE) -> float:
+def detectable(
+    delta: Delta, seeds: int | None = None, power: float = POWER, confidence: float = CONFIDENCE
+) -> float:
     """The smallest |Δ| found at ``power`` with ``seeds`` paired seeds (default: as measured):
     (t₁₋α/₂ + t_power) · SE with the interval's ν — as measured, or for ``seeds`` what the
     noise parts give on the same test set (its query part does not shrink with seeds). With one

@@ -32,7 +32,9 @@ def points(summary: pd.DataFrame, runs: pd.DataFrame, study: Study) -> pd.DataFr
             row[f"{m}_lo"] = r.get(f"{m}_ci_lo", math.nan)
             row[f"{m}_hi"] = r.get(f"{m}_ci_hi", math.nan)
             col = f"metrics.val/{m}"
-            row[f"{m}_seeds"] = runs.loc[runs["variant"] == key, col].astype(float).tolist() if col in runs else []
+            row[f"{m}_seeds"] = (
+                runs.loc[runs["variant"] == key, col].astype(float).tolist() if col in runs else []
+            )
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -57,15 +59,35 @@ def figure(summary: pd.DataFrame, runs: pd.DataFrame, study: Study, stem: Path) 
         has_ci = ~np.isnan(lo) & ~np.isnan(hi)
         ax.plot(x, df[m], marker="o", color="C0", zorder=3, label="mean over seeds")
         if has_ci.any():
-            ax.errorbar(x[has_ci], df[m][has_ci], yerr=[lo[has_ci], hi[has_ci]], fmt="none", ecolor="C0",
-                        capsize=4, elinewidth=1.2, zorder=2, label="95 % interval (seeds)")
+            ax.errorbar(
+                x[has_ci],
+                df[m][has_ci],
+                yerr=[lo[has_ci], hi[has_ci]],
+                fmt="none",
+                ecolor="C0",
+                capsize=4,
+                elinewidth=1.2,
+                zorder=2,
+                label="95 % interval (seeds)",
+            )
         for xi, seeds in zip(x, df[f"{m}_seeds"]):
-            ax.scatter([xi] * len(seeds), seeds, s=10, color="0.35", zorder=4,
-                       label="seeds" if xi == x[0] else None)
+            ax.scatter(
+                [xi] * len(seeds),
+                seeds,
+                s=10,
+                color="0.35",
+                zorder=4,
+                label="seeds" if xi == x[0] else None,
+            )
         ref = study.reference
         if ref not in swept and ref in s.index and not math.isnan(s.loc[ref, f"{m}_mean"]):
-            ax.axhline(s.loc[ref, f"{m}_mean"], ls="--", color="C3", lw=1,
-                       label=f"reference: {s.loc[ref, 'variant_label']}")
+            ax.axhline(
+                s.loc[ref, f"{m}_mean"],
+                ls="--",
+                color="C3",
+                lw=1,
+                label=f"reference: {s.loc[ref, 'variant_label']}",
+            )
         if log:
             ax.set_xscale("log")
             ax.set_xticks(x)
@@ -76,14 +98,27 @@ def figure(summary: pd.DataFrame, runs: pd.DataFrame, study: Study, stem: Path) 
             ax.set_xticklabels([str(v) for v in values])
         bottom, top = ax.get_ylim()  # a score lies in [0, 100]: a t-interval over few seeds may not
         ax.set_ylim(max(bottom, 0.0), min(top, 100.0))
-        ax.set(xlabel=study.sweep.field + (" (log scale)" if log else ""), ylabel=f"{METRICS[m]} (%)",
-               title=METRICS[m])
+        ax.set(
+            xlabel=study.sweep.field + (" (log scale)" if log else ""),
+            ylabel=f"{METRICS[m]} (%)",
+            title=METRICS[m],
+        )
         ax.grid(alpha=0.3)
     handles, labels = np.atleast_1d(axes)[0].get_legend_handles_labels()
-    fig.legend(handles, labels, fontsize=8, loc="lower center", ncol=len(handles), frameon=False,
-               bbox_to_anchor=(0.5, -0.08))  # below the panels: never over a point or a bar
+    fig.legend(
+        handles,
+        labels,
+        fontsize=8,
+        loc="lower center",
+        ncol=len(handles),
+        frameon=False,
+        bbox_to_anchor=(0.5, -0.08),
+    )  # below the panels: never over a point or a bar
     seeds = sorted({int(n) for n in df["n"]})
-    fig.suptitle(f"{study.name}: R-1 and mAP against {study.sweep.field} "
-                 f"({'/'.join(map(str, seeds))} seed{'s' if max(seeds) > 1 else ''} per value)", y=1.02)
+    fig.suptitle(
+        f"{study.name}: R-1 and mAP against {study.sweep.field} "
+        f"({'/'.join(map(str, seeds))} seed{'s' if max(seeds) > 1 else ''} per value)",
+        y=1.02,
+    )
     fig.tight_layout()
     return save(fig, stem)

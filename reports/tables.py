@@ -43,7 +43,9 @@ def paper_dataset(dataset: str) -> str:
     return "market1501" if dataset.startswith("synthetic") else dataset
 
 
-def complete_runs(tr: TableRuns, per_query: dict[tuple[str, int], dict] | None = None) -> set[tuple[str, int]]:
+def complete_runs(
+    tr: TableRuns, per_query: dict[tuple[str, int], dict] | None = None
+) -> set[tuple[str, int]]:
     """The (variant, seed) runs a Δ can use: every kept run, or, once any run has per-query
     results, only those that have them (a Δ and its interval must rest on the same seeds)."""
     runs = {(str(v), int(s)) for v, s in zip(tr.runs["variant"], tr.runs["seed"])}
@@ -87,19 +89,25 @@ def reference_name(summary: pd.DataFrame) -> str:
     return "our Baseline" if label is None else f"the reference ({label})"
 
 
-def paired_delta(tr: TableRuns, complete: set[tuple[str, int]], a: str, b: str, metric: str) -> tuple[float, int]:
+def paired_delta(
+    tr: TableRuns, complete: set[tuple[str, int]], a: str, b: str, metric: str
+) -> tuple[float, int]:
     """(mean over the paired seeds of ``a`` − ``b`` in ``val/<metric>``, number of seeds);
     NaN without a paired seed."""
     col = f"metrics.val/{metric}"
     seeds = paired_seeds(complete, a, b)
     if col not in tr.runs or not seeds or not tr.same_data(a, b):
         return math.nan, 0
-    value = {(v, int(sd)): float(x) for v, sd, x in zip(tr.runs["variant"], tr.runs["seed"], tr.runs[col])}
+    value = {
+        (v, int(sd)): float(x)
+        for v, sd, x in zip(tr.runs["variant"], tr.runs["seed"], tr.runs[col])
+    }
     return float(np.mean([value[(a, sd)] - value[(b, sd)] for sd in seeds])), len(seeds)
 
 
-def missing_runs(tr: TableRuns, per_query: dict[tuple[str, int], dict] | None = None
-                 ) -> dict[tuple[str, int], list[str]]:
+def missing_runs(
+    tr: TableRuns, per_query: dict[tuple[str, int], dict] | None = None
+) -> dict[tuple[str, int], list[str]]:
     """``{(row, seed): the Δs that lack it}`` for every run a Δ misses: a seed the other side has
     (a reference row with no runs at all misses every seed of the rows against it)."""
     complete = complete_runs(tr, per_query)
@@ -122,8 +130,9 @@ def seed_gaps(tr: TableRuns, per_query: dict[tuple[str, int], dict] | None = Non
     kept = complete_runs(tr)
     rank = {v.key: i for i, v in enumerate(tr.study.rows)}
     grouped: dict[tuple[str, str, str], list[int]] = {}  # a row short of several seeds: one line
-    for (side, sd), deltas in sorted(missing_runs(tr, per_query).items(),
-                                     key=lambda x: (rank.get(x[0][0], len(rank)), x[0][1])):
+    for (side, sd), deltas in sorted(
+        missing_runs(tr, per_query).items(), key=lambda x: (rank.get(x[0][0], len(rank)), x[0][1])
+    ):
         why = "has no per_query.npz" if (side, sd) in kept else "has no FINISHED run"
         grouped.setdefault((side, why, ", ".join(deltas)), []).append(sd)
     lines = []
@@ -131,7 +140,9 @@ def seed_gaps(tr: TableRuns, per_query: dict[tuple[str, int], dict] | None = Non
         if len(sds) == 1:
             lines.append(f"{side}-s{sds[0]} {why}: seed {sds[0]} is left out of {deltas}")
         else:
-            lines.append(f"{side} {why} at seeds {' '.join(map(str, sds))}: they are left out of {deltas}")
+            lines.append(
+                f"{side} {why} at seeds {' '.join(map(str, sds))}: they are left out of {deltas}"
+            )
     return lines
 
 
@@ -146,12 +157,15 @@ def seed_rule_note(tr: TableRuns, summary: pd.DataFrame) -> list[str]:
     if rule is None:
         return []
     ref = tr.study.reference
-    lines = [f"Seeds chosen by `--until-halfwidth {rule.target:g} --max-seeds {rule.max_seeds}`: "
-             f"every row's first seeds, then one seed at a time to the row whose Δ R-1 interval "
-             f"against `{ref}` was widest (and `{ref}` at that seed too), until its half-width was "
-             f"at most {rule.target:g} points or it had {rule.max_seeds} seeds. The rule reads the "
-             f"interval's width only, never its sign or p-value, so where a row stopped favours no "
-             f"verdict.", ""]
+    lines = [
+        f"Seeds chosen by `--until-halfwidth {rule.target:g} --max-seeds {rule.max_seeds}`: "
+        f"every row's first seeds, then one seed at a time to the row whose Δ R-1 interval "
+        f"against `{ref}` was widest (and `{ref}` at that seed too), until its half-width was "
+        f"at most {rule.target:g} points or it had {rule.max_seeds} seeds. The rule reads the "
+        f"interval's width only, never its sign or p-value, so where a row stopped favours no "
+        f"verdict.",
+        "",
+    ]
     for r in summary.itertuples():
         if r.variant == ref:
             lines.append(f"- {r.variant_label} (the reference): seeds {r.seeds}")
@@ -168,11 +182,17 @@ def data_gaps(tr: TableRuns) -> list[str]:
     pairs += [pair for claim in tr.study.claims for pair in claim.pairs]
     lines, seen = [], set()
     for a, b in pairs:
-        if a in tr.row_digests and b in tr.row_digests and not tr.same_data(a, b) \
-                and frozenset((a, b)) not in seen:
+        if (
+            a in tr.row_digests
+            and b in tr.row_digests
+            and not tr.same_data(a, b)
+            and frozenset((a, b)) not in seen
+        ):
             seen.add(frozenset((a, b)))
-            lines.append(f"{a} and {b} are on different data (data digests {tr.row_digests[a]}, "
-                         f"{tr.row_digests[b]}): never paired, so there is no Δ between them")
+            lines.append(
+                f"{a} and {b} are on different data (data digests {tr.row_digests[a]}, "
+                f"{tr.row_digests[b]}): never paired, so there is no Δ between them"
+            )
     return lines
 
 
@@ -186,15 +206,23 @@ def summarize(tr: TableRuns, per_query: dict[tuple[str, int], dict] | None = Non
     study = tr.study
     base = study.reference
     controls = {v.key for v in study.rows if v.control}
-    paper = {r["row"]: r for r in paper_results(study)
-             if r["dataset"] == paper_dataset(tr.dataset) and r["row"] not in controls}
+    paper = {
+        r["row"]: r
+        for r in paper_results(study)
+        if r["dataset"] == paper_dataset(tr.dataset) and r["row"] not in controls
+    }
     rows = []
     for key in tr.order:
         sub = runs[runs["variant"] == key]
-        row: dict = {"variant": key, "variant_label": sub["variant_label"].iloc[0],
-                     "control": key in controls, "is_reference": key == base,
-                     "reference": reference_of(tr, key), "n": len(sub),
-                     "seeds": " ".join(str(s) for s in sorted(sub["seed"]))}
+        row: dict = {
+            "variant": key,
+            "variant_label": sub["variant_label"].iloc[0],
+            "control": key in controls,
+            "is_reference": key == base,
+            "reference": reference_of(tr, key),
+            "n": len(sub),
+            "seeds": " ".join(str(s) for s in sorted(sub["seed"])),
+        }
         for m in (*METRICS, "fg_focus"):
             col = f"metrics.val/{m}"
             values = sub[col].astype(float) if col in sub else pd.Series(dtype=float)
@@ -214,17 +242,30 @@ def summarize(tr: TableRuns, per_query: dict[tuple[str, int], dict] | None = Non
     return df
 
 
-def _paired_means(row: dict, tr: TableRuns, complete: set[tuple[str, int]], key: str, base: str) -> None:
+def _paired_means(
+    row: dict, tr: TableRuns, complete: set[tuple[str, int]], key: str, base: str
+) -> None:
     """The seeds the row's Δ pairs (``paired_seeds``: the reference row's own complete ones)
     and, over them, the row's mean ± std (``<m>_pmean`` / ``<m>_pstd``) and the reference's mean
     (``ref_<m>_pmean``), so that an opening table's row mean − reference mean is its Δ."""
-    seeds = (sorted(s for v, s in complete if v == key) if key == base
-             else paired_seeds(complete, key, base) if tr.same_data(key, base) else [])
+    seeds = (
+        sorted(s for v, s in complete if v == key)
+        if key == base
+        else paired_seeds(complete, key, base)
+        if tr.same_data(key, base)
+        else []
+    )
     row["paired_seeds"] = " ".join(map(str, seeds))
     for m in DELTA_METRICS:
         col = f"metrics.val/{m}"
-        vals = {(v, int(sd)): float(x) for v, sd, x in zip(tr.runs["variant"], tr.runs["seed"],
-                                                           tr.runs[col])} if col in tr.runs else {}
+        vals = (
+            {
+                (v, int(sd)): float(x)
+                for v, sd, x in zip(tr.runs["variant"], tr.runs["seed"], tr.runs[col])
+            }
+            if col in tr.runs
+            else {}
+        )
         own = [vals[(key, sd)] for sd in seeds if (key, sd) in vals]
         ref = [vals[(base, sd)] for sd in seeds if (base, sd) in vals]
         row[f"{m}_pmean"] = float(np.mean(own)) if own else math.nan
@@ -243,16 +284,29 @@ def seed_list(seeds: str) -> str:
     return ", ".join(f"{r[0]}–{r[-1]}" if len(r) > 2 else ", ".join(map(str, r)) for r in runs)
 
 
-def by_seed(per_query: dict[tuple[str, int], dict], variant: str, metric: str) -> dict[int, dict[int, float]]:
+def by_seed(
+    per_query: dict[tuple[str, int], dict], variant: str, metric: str
+) -> dict[int, dict[int, float]]:
     """``{seed: {query: value}}`` of one variant's runs that have per-query results."""
-    return {seed: stats.query_metric(arrays, metric) for (v, seed), arrays in per_query.items() if v == variant}
+    return {
+        seed: stats.query_metric(arrays, metric)
+        for (v, seed), arrays in per_query.items()
+        if v == variant
+    }
 
 
-def compare(per_query: dict[tuple[str, int], dict], variant: str, reference: str, metric: str,
-            n_resamples: int | None = None) -> stats.Delta:
+def compare(
+    per_query: dict[tuple[str, int], dict],
+    variant: str,
+    reference: str,
+    metric: str,
+    n_resamples: int | None = None,
+) -> stats.Delta:
     """The paired Δ (``variant`` − ``reference``) over queries and seeds with its t interval
     (``stats.delta_interval``; ``n_resamples`` is unused: the interval needs no resampling)."""
-    d = stats.paired_matrix(by_seed(per_query, variant, metric), by_seed(per_query, reference, metric))
+    d = stats.paired_matrix(
+        by_seed(per_query, variant, metric), by_seed(per_query, reference, metric)
+    )
     return stats.delta_interval(d)
 
 
@@ -264,8 +318,9 @@ def _count(n: int | None) -> float:
     return float(n) if n is not None else math.nan
 
 
-def add_uncertainty(summary: pd.DataFrame, tr: TableRuns, per_query: dict[tuple[str, int], dict]
-                    ) -> pd.DataFrame:
+def add_uncertainty(
+    summary: pd.DataFrame, tr: TableRuns, per_query: dict[tuple[str, int], dict]
+) -> pd.DataFrame:
     """``summary`` with, for R-1 and mAP: the 95 % t-interval of the mean over seeds
     (``<m>_ci_lo/hi``) and the paired Δ's 95 % interval against the Baseline
     (``stats.delta_interval``: ``d_<m>_lo/hi``, ``d_<m>_p``, ``d_<m>_mark``,
@@ -280,11 +335,21 @@ def add_uncertainty(summary: pd.DataFrame, tr: TableRuns, per_query: dict[tuple[
     df = summary.copy()
     base = tr.study.reference
     for m in DELTA_METRICS:
-        cis = [stats.seed_interval(tr.runs.loc[tr.runs["variant"] == v, f"metrics.val/{m}"].to_numpy(float))
-               if f"metrics.val/{m}" in tr.runs else (math.nan, math.nan) for v in df["variant"]]
+        cis = [
+            stats.seed_interval(
+                tr.runs.loc[tr.runs["variant"] == v, f"metrics.val/{m}"].to_numpy(float)
+            )
+            if f"metrics.val/{m}" in tr.runs
+            else (math.nan, math.nan)
+            for v in df["variant"]
+        ]
         df[f"{m}_ci_lo"], df[f"{m}_ci_hi"] = [c[0] for c in cis], [c[1] for c in cis]
-        mats = [stats.paired_matrix(by_seed(per_query, v, m), by_seed(per_query, base, m))
-                if v != base and tr.same_data(v, base) else None for v in df["variant"]]
+        mats = [
+            stats.paired_matrix(by_seed(per_query, v, m), by_seed(per_query, base, m))
+            if v != base and tr.same_data(v, base)
+            else None
+            for v in df["variant"]
+        ]
         deltas = [stats.delta_interval(d) if d is not None else None for d in mats]
         parts = [stats.noise_parts(d) if d is not None else None for d in mats]
         df[f"d_{m}_half"] = [(d.hi - d.lo) / 2 if d else math.nan for d in deltas]
@@ -292,12 +357,16 @@ def add_uncertainty(summary: pd.DataFrame, tr: TableRuns, per_query: dict[tuple[
             df[f"d_{m}_{name}_share"] = [p.shares()[i] if p else math.nan for p in parts]
         for half, tag in NOISE_TARGETS:
             df[f"d_{m}_seeds_{tag}"] = [_count(p.seeds_for(half)) if p else math.nan for p in parts]
-            df[f"d_{m}_queries_{tag}"] = [_count(p.queries_for(half)) if p else math.nan for p in parts]
+            df[f"d_{m}_queries_{tag}"] = [
+                _count(p.queries_for(half)) if p else math.nan for p in parts
+            ]
         df[f"d_{m}_lo"] = [d.lo if d else math.nan for d in deltas]
         df[f"d_{m}_hi"] = [d.hi if d else math.nan for d in deltas]
         df[f"d_{m}_p"] = [d.p if d else math.nan for d in deltas]
         df[f"d_{m}_mark"] = [d.mark if d and not math.isnan(d.lo) else "" for d in deltas]
-        df[f"d_{m}_detectable"] = [stats.detectable(d) if d and not math.isnan(d.lo) else math.nan for d in deltas]
+        df[f"d_{m}_detectable"] = [
+            stats.detectable(d) if d and not math.isnan(d.lo) else math.nan for d in deltas
+        ]
         if m == DELTA_METRICS[0]:
             df["covers"] = [d.covers if d and d.seeds else "" for d in deltas]
     floors = [stats.chaos_floor(by_seed(per_query, v, "rank1")) for v in df["variant"]]
@@ -311,7 +380,9 @@ def missing_metrics(tr: TableRuns) -> list[str]:
     out = []
     for m in METRICS:
         col = f"metrics.val/{m}"
-        lacking = tr.runs["name"] if col not in tr.runs else tr.runs.loc[tr.runs[col].isna(), "name"]
+        lacking = (
+            tr.runs["name"] if col not in tr.runs else tr.runs.loc[tr.runs[col].isna(), "name"]
+        )
         if len(lacking):
             out.append(f"val/{m}: missing in {', '.join(map(str, lacking))}")
     return out
@@ -387,7 +458,10 @@ def display(summary: pd.DataFrame, latex: bool = False) -> pd.DataFrame:
     rows = []
     for r in summary.itertuples():
         paired = getattr(r, "n_paired", r.n)
-        row = {"Variant": r.variant_label, "seeds": f"{r.n} ({paired} paired)" if paired < r.n else str(r.n)}
+        row = {
+            "Variant": r.variant_label,
+            "seeds": f"{r.n} ({paired} paired)" if paired < r.n else str(r.n),
+        }
         for m, title in METRICS.items():
             row[title] = pm(getattr(r, f"{m}_mean"), getattr(r, f"{m}_std"), latex)
         if has_fg:
@@ -396,18 +470,26 @@ def display(summary: pd.DataFrame, latex: bool = False) -> pd.DataFrame:
         row["paper mAP"] = _num(r.paper_mAP, latex)
         is_base = _is_ref(r)
         for m in DELTA_METRICS:
-            ours, theirs = (math.nan, math.nan) if is_base else (getattr(r, f"d_{m}"),
-                                                                 getattr(r, f"paper_d_{m}"))
+            ours, theirs = (
+                (math.nan, math.nan)
+                if is_base
+                else (getattr(r, f"d_{m}"), getattr(r, f"paper_d_{m}"))
+            )
             d = "$\\Delta$ " if latex else "Δ"
             if with_ci:
-                row[f"{METRICS[m]} 95% CI"] = _interval(getattr(r, f"{m}_ci_lo"), getattr(r, f"{m}_ci_hi"), latex,
-                                                         signed=False)
+                row[f"{METRICS[m]} 95% CI"] = _interval(
+                    getattr(r, f"{m}_ci_lo"), getattr(r, f"{m}_ci_hi"), latex, signed=False
+                )
             row[f"{d}{METRICS[m]}"] = _delta(ours, latex)
             if with_ci:
-                row[f"{d}{METRICS[m]} 95% CI"] = _interval(getattr(r, f"d_{m}_lo"), getattr(r, f"d_{m}_hi"), latex)
+                row[f"{d}{METRICS[m]} 95% CI"] = _interval(
+                    getattr(r, f"d_{m}_lo"), getattr(r, f"d_{m}_hi"), latex
+                )
                 row[f"p ({METRICS[m]})"] = _p(getattr(r, f"d_{m}_p"), latex)
                 vs = "Base." if _reference(summary) == BASELINE else "ref."
-                row[f"{d}{METRICS[m]} vs {vs}"] = getattr(r, f"d_{m}_mark") or ("--" if latex else "—")
+                row[f"{d}{METRICS[m]} vs {vs}"] = getattr(r, f"d_{m}_mark") or (
+                    "--" if latex else "—"
+                )
             row[f"paper {d}{METRICS[m]}"] = _delta(theirs, latex)
         rows.append(row)
     return pd.DataFrame(rows)
@@ -423,8 +505,14 @@ def answer(summary: pd.DataFrame) -> pd.DataFrame:
     row's R-1 minus that column is its Δ. Everything else stays in ``display``."""
     with_ci = "d_rank1_lo" in summary
     paired = "paired_seeds" in summary
-    ref_seeds = summary.loc[[_is_ref(r) for r in summary.itertuples()], "paired_seeds"].tolist() if paired else []
-    uneven = paired and any(s != ref_seeds[0] for s in summary["paired_seeds"]) if ref_seeds else False
+    ref_seeds = (
+        summary.loc[[_is_ref(r) for r in summary.itertuples()], "paired_seeds"].tolist()
+        if paired
+        else []
+    )
+    uneven = (
+        paired and any(s != ref_seeds[0] for s in summary["paired_seeds"]) if ref_seeds else False
+    )
     rows = []
     for r in summary.itertuples():
         is_base = _is_ref(r)
@@ -445,13 +533,19 @@ def answer(summary: pd.DataFrame) -> pd.DataFrame:
             row[f"Δ {METRICS[m]} [95 % CI]"] = cell
         for m in DELTA_METRICS:
             row[f"paper Δ {METRICS[m]}"] = "—" if is_base else _delta(getattr(r, f"paper_d_{m}"))
-        marks = [getattr(r, f"d_{m}_mark", "") or "" for m in DELTA_METRICS] if with_ci else ["", ""]
+        marks = (
+            [getattr(r, f"d_{m}_mark", "") or "" for m in DELTA_METRICS] if with_ci else ["", ""]
+        )
         if is_base:
             row["verdict"] = "reference"
         elif not any(marks):
             row["verdict"] = "—"
         else:
-            row["verdict"] = marks[0] if marks[0] == marks[1] else f"R-1 {marks[0] or '—'}, mAP {marks[1] or '—'}"
+            row["verdict"] = (
+                marks[0]
+                if marks[0] == marks[1]
+                else f"R-1 {marks[0] or '—'}, mAP {marks[1] or '—'}"
+            )
         rows.append(row)
     table = pd.DataFrame(rows)
     if not has_paper_numbers(summary):  # a study of one's own: no paper columns
@@ -478,8 +572,16 @@ def markdown_cells(shown: pd.DataFrame) -> str:
 
 
 def latex_escape(text: str) -> str:
-    for a, b in (("\\", r"\textbackslash{}"), ("&", r"\&"), ("%", r"\%"), ("_", r"\_"),
-                 ("#", r"\#"), ("$", r"\$"), ("{", r"\{"), ("}", r"\}")):
+    for a, b in (
+        ("\\", r"\textbackslash{}"),
+        ("&", r"\&"),
+        ("%", r"\%"),
+        ("_", r"\_"),
+        ("#", r"\#"),
+        ("$", r"\$"),
+        ("{", r"\{"),
+        ("}", r"\}"),
+    ):
         text = text.replace(a, b)
     return text
 
@@ -489,14 +591,21 @@ def write_tables(summary: pd.DataFrame, out_dir: Path, caption: str) -> list[Pat
     ``table.tex`` in ``out_dir``."""
     csv_path, md_path, tex_path = out_dir / "table.csv", out_dir / "table.md", out_dir / "table.tex"
     summary.to_csv(csv_path, index=False, float_format="%.4f")
-    md_path.write_text(markdown_cells(answer(summary)) + "\n\nEvery column (seeds, R-5, mINP, foreground "
-                       "focus, each row's own interval, p-values, the paper's absolute numbers):\n\n"
-                       + markdown(summary) + "\n", encoding="utf-8")
+    md_path.write_text(
+        markdown_cells(answer(summary)) + "\n\nEvery column (seeds, R-5, mINP, foreground "
+        "focus, each row's own interval, p-values, the paper's absolute numbers):\n\n"
+        + markdown(summary)
+        + "\n",
+        encoding="utf-8",
+    )
     tex = display(summary, latex=True)
     tex["Variant"] = tex["Variant"].map(latex_escape)
     body = tex.style.hide(axis="index").to_latex(
-        hrules=True, column_format="l" + "r" * (tex.shape[1] - 1),
-        caption=latex_escape(caption), position="t")
+        hrules=True,
+        column_format="l" + "r" * (tex.shape[1] - 1),
+        caption=latex_escape(caption),
+        position="t",
+    )
     tex_path.write_text(body, encoding="utf-8")
     return [csv_path, md_path, tex_path]
 
@@ -509,8 +618,10 @@ def verdicts(summary: pd.DataFrame) -> list[str]:
     if base not in set(summary["variant"]):
         if base == BASELINE:
             return ["There are no Baseline runs, so no variant can be compared with the Baseline."]
-        return [f"There are no runs of the reference row ({base}), so no row can be compared with it: run "
-                f"it (`run.py` with `--controls` when it is a control row)."]
+        return [
+            f"There are no runs of the reference row ({base}), so no row can be compared with it: run "
+            f"it (`run.py` with `--controls` when it is a control row)."
+        ]
     control = _is_control(summary)
     lines = []
     for r in summary[(summary["variant"] != base) & ~control].itertuples():
@@ -520,21 +631,28 @@ def verdicts(summary: pd.DataFrame) -> list[str]:
         if math.isnan(d1) and math.isnan(dm):
             lines.append(f"**{r.variant_label}**: no R-1 / mAP logged, so it cannot be compared.")
             continue
-        better = [METRICS[m] for m, d in (("rank1", d1), ("mAP", dm)) if not math.isnan(d) and d > 0]
-        worse = [METRICS[m] for m, d in (("rank1", d1), ("mAP", dm)) if not math.isnan(d) and d <= 0]
+        better = [
+            METRICS[m] for m, d in (("rank1", d1), ("mAP", dm)) if not math.isnan(d) and d > 0
+        ]
+        worse = [
+            METRICS[m] for m, d in (("rank1", d1), ("mAP", dm)) if not math.isnan(d) and d <= 0
+        ]
         nums = f"Δ R-1 {_delta(d1)}, Δ mAP {_delta(dm)}{paper}"
         marks = {METRICS[m]: getattr(r, f"d_{m}_mark", "") or "" for m in DELTA_METRICS}
         if any(marks.values()):  # the paired intervals decide the words, not the signs
             covers = getattr(r, "covers", "") or ""
-            lines.append(f"**{r.variant_label}** {_by_marks(marks, ours_name)} ({_with_ci(r)}{paper}; "
-                         "paired 95 % CI"
-                         f"{', ' + covers if covers.startswith('query sampling only') else ''}).")
+            lines.append(
+                f"**{r.variant_label}** {_by_marks(marks, ours_name)} ({_with_ci(r)}{paper}; "
+                "paired 95 % CI"
+                f"{', ' + covers if covers.startswith('query sampling only') else ''})."
+            )
             continue
         if not better:
             verdict = f"does **not** beat {ours_name}"
         elif worse:
-            verdict = (f"beats {ours_name} on {' and '.join(better)} but **not** on "
-                       f"{' and '.join(worse)}")
+            verdict = (
+                f"beats {ours_name} on {' and '.join(better)} but **not** on {' and '.join(worse)}"
+            )
         else:
             verdict = f"beats {ours_name} on R-1 and mAP"
         noise = _within_noise(summary, r, base)
@@ -544,9 +662,12 @@ def verdicts(summary: pd.DataFrame) -> list[str]:
 
 
 def _by_marks(marks: dict[str, str], ours: str) -> str:
-    """"beats our Baseline on mAP and is within noise of it on R-1": each metric by its mark."""
-    said = {"better": f"beats {ours} on", "worse": f"falls below {ours} on",
-            "within noise": f"is within noise of {ours} on"}
+    """ "beats our Baseline on mAP and is within noise of it on R-1": each metric by its mark."""
+    said = {
+        "better": f"beats {ours} on",
+        "worse": f"falls below {ours} on",
+        "within noise": f"is within noise of {ours} on",
+    }
     groups = {mark: [m for m, x in marks.items() if x == mark] for mark in said}
     parts = [f"{said[mark]} {' and '.join(ms)}" for mark, ms in groups.items() if ms]
     for i in range(1, len(parts)):  # name the reference once
@@ -556,11 +677,13 @@ def _by_marks(marks: dict[str, str], ours: str) -> str:
 
 
 def _with_ci(r) -> str:
-    """"Δ R-1 +1.5 [−0.3, +3.4], Δ mAP +1.3 [+0.2, +2.7]" (the interval where there is one)."""
+    """ "Δ R-1 +1.5 [−0.3, +3.4], Δ mAP +1.3 [+0.2, +2.7]" (the interval where there is one)."""
     out = []
     for m in DELTA_METRICS:
         d, lo, hi = (getattr(r, f"d_{m}{x}", math.nan) for x in ("", "_lo", "_hi"))
-        out.append(f"Δ {METRICS[m]} {_delta(d)}" + ("" if math.isnan(lo) else f" {_interval(lo, hi)}"))
+        out.append(
+            f"Δ {METRICS[m]} {_delta(d)}" + ("" if math.isnan(lo) else f" {_interval(lo, hi)}")
+        )
     return ", ".join(out)
 
 
@@ -584,14 +707,21 @@ def _control_verdict(summary: pd.DataFrame, r) -> str:
     found = summary[summary["variant"] == ref]
     d = {m: getattr(r, f"d_{m}_vs_ref", math.nan) for m in DELTA_METRICS}
     if not len(found) or all(math.isnan(v) for v in d.values()):
-        return (f"{head} scores {_deltas(ours)} against {reference_name(summary)}; there are no ({ref}) "
-                f"runs at its seeds to compare it with.")
+        return (
+            f"{head} scores {_deltas(ours)} against {reference_name(summary)}; there are no ({ref}) "
+            f"runs at its seeds to compare it with."
+        )
     noise = _within_noise(summary, r, ref, d)
     gain = any(not math.isnan(v) and v > 0 for v in d.values())
-    meaning = (f"the headroom a better foreground target could give ({ref})" if gain else
-               f"a better foreground target would not help ({ref})")
-    return (f"{head} scores {_deltas(d)} against ({ref}) ({_deltas(ours)} against "
-            f"{reference_name(summary)}): {meaning}{noise}.")
+    meaning = (
+        f"the headroom a better foreground target could give ({ref})"
+        if gain
+        else f"a better foreground target would not help ({ref})"
+    )
+    return (
+        f"{head} scores {_deltas(d)} against ({ref}) ({_deltas(ours)} against "
+        f"{reference_name(summary)}): {meaning}{noise}."
+    )
 
 
 def _explained(summary: pd.DataFrame, control: dict[str, float]) -> str:
@@ -606,28 +736,39 @@ def _explained(summary: pd.DataFrame, control: dict[str, float]) -> str:
         if math.isnan(dg) or math.isnan(dc):
             continue
         if dg >= 0:
-            parts.append(f"({FULL}) does not lose {name} against the Baseline ({_delta(dg)}), "
-                         f"so there is no {name} loss to explain")
+            parts.append(
+                f"({FULL}) does not lose {name} against the Baseline ({_delta(dg)}), "
+                f"so there is no {name} loss to explain"
+            )
         elif dc >= 0:
-            parts.append(f"fewer Re-ID updates cost no {name} ({_delta(dc)}), so they explain "
-                         f"none of ({FULL})'s {name} loss ({_delta(dg)})")
+            parts.append(
+                f"fewer Re-ID updates cost no {name} ({_delta(dc)}), so they explain "
+                f"none of ({FULL})'s {name} loss ({_delta(dg)})"
+            )
         else:
-            parts.append(f"fewer Re-ID updates explain {100 * dc / dg:.0f} % of ({FULL})'s {name} "
-                         f"loss ({_delta(dc)} of {_delta(dg)})")
+            parts.append(
+                f"fewer Re-ID updates explain {100 * dc / dg:.0f} % of ({FULL})'s {name} "
+                f"loss ({_delta(dc)} of {_delta(dg)})"
+            )
     return "; ".join(parts)
 
 
-def _within_noise(summary: pd.DataFrame, r, ref: str = BASELINE,
-                  deltas: dict[str, float] | None = None) -> str:
+def _within_noise(
+    summary: pd.DataFrame, r, ref: str = BASELINE, deltas: dict[str, float] | None = None
+) -> str:
     """Flag a change smaller than the seed spread of the two rows compared (√(σ₁² + σ₂²));
     ``deltas``: the changes against ``ref`` (default: ``d_<m>``, against the Baseline)."""
     base = summary[summary["variant"] == ref].iloc[0]
-    marks = ([getattr(r, f"d_{m}_mark", "") for m in DELTA_METRICS]
-             if ref == _reference(summary) and deltas is None else [])
+    marks = (
+        [getattr(r, f"d_{m}_mark", "") for m in DELTA_METRICS]
+        if ref == _reference(summary) and deltas is None
+        else []
+    )
     if any(marks):  # per-query results: the paired interval decides
         scope = "" if r.n > 1 and base["n"] > 1 else ", query sampling only (one seed)"
-        return (f"; paired 95 % CI{scope}: "
-                + ", ".join(f"{METRICS[m]} {mark}" for m, mark in zip(DELTA_METRICS, marks) if mark))
+        return f"; paired 95 % CI{scope}: " + ", ".join(
+            f"{METRICS[m]} {mark}" for m, mark in zip(DELTA_METRICS, marks) if mark
+        )
     if r.n < 2 or base["n"] < 2:
         return "; one seed only, so the change may be noise"
     flagged = []

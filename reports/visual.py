@@ -60,8 +60,10 @@ def figure_data(client: MlflowClient, run: Any) -> dict[str, np.ndarray]:
     """The arrays of the run's ``figure_data.npz``."""
     path = artifact_path(client, run, FIGURE_DATA)
     if path is None:
-        raise Skip(f"{run.name}: no {FIGURE_DATA} (trained before runs logged it): "
-                   f"`python ablations/per_query.py` adds it")
+        raise Skip(
+            f"{run.name}: no {FIGURE_DATA} (trained before runs logged it): "
+            f"`python ablations/per_query.py` adds it"
+        )
     try:
         with np.load(path) as npz:
             return {k: npz[k] for k in npz.files}
@@ -87,8 +89,13 @@ CMAP = "jet"
 MAP_ALPHA = 0.45
 
 
-def _overlay(ax: plt.Axes, img: np.ndarray, act: np.ndarray | None, title: str,
-             mask: np.ndarray | None = None) -> None:
+def _overlay(
+    ax: plt.Axes,
+    img: np.ndarray,
+    act: np.ndarray | None,
+    title: str,
+    mask: np.ndarray | None = None,
+) -> None:
     """img (H, W, 3) uint8; act (h, w) drawn bilinearly over it, min-max scaled; mask (H, W)
     outlined in white."""
     h, w = img.shape[:2]
@@ -96,8 +103,15 @@ def _overlay(ax: plt.Axes, img: np.ndarray, act: np.ndarray | None, title: str,
     if act is not None:
         act = act.astype(np.float64)
         span = max(float(act.max() - act.min()), 1e-12)
-        ax.imshow((act - act.min()) / span, cmap=CMAP, vmin=0, vmax=1, alpha=MAP_ALPHA,
-                  interpolation="bilinear", extent=(-0.5, w - 0.5, h - 0.5, -0.5))
+        ax.imshow(
+            (act - act.min()) / span,
+            cmap=CMAP,
+            vmin=0,
+            vmax=1,
+            alpha=MAP_ALPHA,
+            interpolation="bilinear",
+            extent=(-0.5, w - 0.5, h - 0.5, -0.5),
+        )
     if mask is not None:
         ax.contour(mask, levels=[0.5], colors="white", linewidths=0.8)
     ax.set_xlim(-0.5, w - 0.5)
@@ -108,8 +122,15 @@ def _overlay(ax: plt.Axes, img: np.ndarray, act: np.ndarray | None, title: str,
 
 def _colour_bar(fig: plt.Figure, axes) -> None:
     """The one colour bar of the overlays (each map min-max scaled over its image)."""
-    bar = fig.colorbar(ScalarMappable(Normalize(0, 1), CMAP), ax=axes, location="bottom",
-                       shrink=0.8, aspect=30, pad=0.02, alpha=MAP_ALPHA)
+    bar = fig.colorbar(
+        ScalarMappable(Normalize(0, 1), CMAP),
+        ax=axes,
+        location="bottom",
+        shrink=0.8,
+        aspect=30,
+        pad=0.02,
+        alpha=MAP_ALPHA,
+    )
     bar.set_label("activation, min–max scaled per image", fontsize=7)
     bar.set_ticks([0, 0.5, 1], labels=["min", "", "max"])
     bar.ax.tick_params(labelsize=7)
@@ -130,8 +151,9 @@ def _focus_title(name: str, data: dict[str, np.ndarray], key: str, i: int) -> st
     return name if fg is None else f"{name}\nfg {float(fg[i]):.0f} %"
 
 
-MASK_NOTE = ("fg = share of the map's mass inside the person mask (white outline); "
-             "uniform = a flat map's fg")
+MASK_NOTE = (
+    "fg = share of the map's mass inside the person mask (white outline); uniform = a flat map's fg"
+)
 
 
 def figure_stage3_vs_cfa(data: dict[str, np.ndarray], label: str, stem: Path) -> list[Path]:
@@ -139,15 +161,26 @@ def figure_stage3_vs_cfa(data: dict[str, np.ndarray], label: str, stem: Path) ->
     if "ped_attn" not in data:
         raise Skip(f"{label} has no attention module")
     img, mask = data["ped_img"], data.get("ped_mask")
-    fig, axes = plt.subplots(len(img), 3, figsize=(3.8, 2.3 * len(img) + 0.9), squeeze=False,
-                             layout="constrained")
+    fig, axes = plt.subplots(
+        len(img), 3, figsize=(3.8, 2.3 * len(img) + 0.9), squeeze=False, layout="constrained"
+    )
     for i in range(len(img)):
         m = mask[i] if mask is not None else None
         _overlay(axes[i, 0], img[i], None, _input_title("input", mask, i), m)
-        _overlay(axes[i, 1], img[i], data["ped_stage3"][i],
-                 _focus_title("stage 3", data, "ped_fg_stage3", i), m)
-        _overlay(axes[i, 2], img[i], data["ped_attn"][i],
-                 _focus_title("CFA (A′)", data, "ped_fg_attn", i), m)
+        _overlay(
+            axes[i, 1],
+            img[i],
+            data["ped_stage3"][i],
+            _focus_title("stage 3", data, "ped_fg_stage3", i),
+            m,
+        )
+        _overlay(
+            axes[i, 2],
+            img[i],
+            data["ped_attn"][i],
+            _focus_title("CFA (A′)", data, "ped_fg_attn", i),
+            m,
+        )
     _colour_bar(fig, axes)
     note = f"\n{wrap(MASK_NOTE, 50)}" if mask is not None else ""
     fig.suptitle(f"Stage 3 vs CFA — {wrap(label, 50)}{note}", fontsize=7)
@@ -163,20 +196,35 @@ def figure_global_local(models: dict[str, dict[str, np.ndarray]], stem: Path) ->
     first = next(iter(models.values()))
     img, mask, cams = first["id_img"], first.get("id_mask"), first["id_camid"]
     cols = ["input"] + [f"{name} {b}" for name in models for b in ("global", "local")]
-    fig, axes = plt.subplots(len(img), len(cols), squeeze=False, layout="constrained",
-                             figsize=(1.25 * len(cols), 2.3 * len(img) + 0.9))
+    fig, axes = plt.subplots(
+        len(img),
+        len(cols),
+        squeeze=False,
+        layout="constrained",
+        figsize=(1.25 * len(cols), 2.3 * len(img) + 0.9),
+    )
     for j, (name, d) in enumerate(models.items()):
         for i in range(len(img)):
             m = mask[i] if mask is not None else None
             if j == 0:
-                _overlay(axes[i, 0], img[i], None, _input_title(f"cam {int(cams[i]) + 1}", mask, i), m)
+                _overlay(
+                    axes[i, 0], img[i], None, _input_title(f"cam {int(cams[i]) + 1}", mask, i), m
+                )
             for k, b in enumerate(("global", "local")):
-                _overlay(axes[i, 1 + 2 * j + k], img[i], d[f"id_{b}"][i],
-                         _focus_title(f"{name}\n{b}", d, f"id_fg_{b}", i), m)
+                _overlay(
+                    axes[i, 1 + 2 * j + k],
+                    img[i],
+                    d[f"id_{b}"][i],
+                    _focus_title(f"{name}\n{b}", d, f"id_fg_{b}", i),
+                    m,
+                )
     _colour_bar(fig, axes)
     note = f"\n{MASK_NOTE}" if mask is not None else ""
-    fig.suptitle(f"Global and local branches, identity {int(first['id_pid'][0])} in "
-                 f"{len(img)} cameras{note}", fontsize=7)
+    fig.suptitle(
+        f"Global and local branches, identity {int(first['id_pid'][0])} in "
+        f"{len(img)} cameras{note}",
+        fontsize=7,
+    )
     return save(fig, stem, palette=False)  # photos under heat maps: full colour
 
 
@@ -187,15 +235,24 @@ def figure_reconstructions(models: dict[str, dict[str, np.ndarray]], stem: Path)
     if not models:
         raise Skip("no variant has a TF-Dec decoder")
     n = len(next(iter(models.values()))["rec_img"])
-    fig, axes = plt.subplots(len(models), 3 * n, figsize=(0.95 * 3 * n, 1.9 * len(models)),
-                             squeeze=False)
+    fig, axes = plt.subplots(
+        len(models), 3 * n, figsize=(0.95 * 3 * n, 1.9 * len(models)), squeeze=False
+    )
     for r, (name, d) in enumerate(models.items()):
         for i in range(n):
             for c, title in enumerate(("input", "target", "output")):
                 x = d[f"rec_{'img' if title == 'input' else title}"][i]
                 _overlay(axes[r, 3 * i + c], x, None, title if r == 0 else "")
-        axes[r, 0].text(-0.15, 0.5, name, transform=axes[r, 0].transAxes, rotation=90,
-                        va="center", ha="right", fontsize=8)
+        axes[r, 0].text(
+            -0.15,
+            0.5,
+            name,
+            transform=axes[r, 0].transAxes,
+            rotation=90,
+            va="center",
+            ha="right",
+            fontsize=8,
+        )
     fig.suptitle("TF-Dec reconstructions (input, masked target, output)", fontsize=8)
     fig.tight_layout()
     return save(fig, stem, palette=False)  # photos under heat maps: full colour

@@ -74,17 +74,28 @@ def migrated_once(tmp_path_factory) -> Iterator[None]:
     patch.undo()
 
 
-LIGHT_RUNS = {"test_data_identity", "test_init", "test_pretrain", "test_reliability", "test_run_ownership",
-              "test_runner", "test_study", "test_verdict_integrity"}
+LIGHT_RUNS = {
+    "test_data_identity",
+    "test_init",
+    "test_pretrain",
+    "test_reliability",
+    "test_run_ownership",
+    "test_runner",
+    "test_study",
+    "test_verdict_integrity",
+}
 """Modules whose training runs leave out the extras (``FTN_LOG_EXTRAS=0``: system metrics,
 ``cmc.png``, ``ranklist.png``, the LoggedModel; seconds a run), but in tests marked
 ``full_logging``. Module-scoped fixtures set up before it, with the extras."""
 
 
 def pytest_configure(config) -> None:
-    config.addinivalue_line("markers", "full_logging: training runs log their extras (system "
-                            "metrics, cmc.png, ranklist.png, the LoggedModel) in a module of "
-                            "LIGHT_RUNS")
+    config.addinivalue_line(
+        "markers",
+        "full_logging: training runs log their extras (system "
+        "metrics, cmc.png, ranklist.png, the LoggedModel) in a module of "
+        "LIGHT_RUNS",
+    )
 
 
 @pytest.fixture(autouse=True)

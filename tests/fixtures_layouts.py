@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Sequence
 
 import numpy as np
 from PIL import Image
@@ -36,7 +36,7 @@ def corrupt_file(path: str | Path, how: str = "garbage") -> None:
     elif how == "corrupt_data":
         data = bytearray(path.read_bytes())
         middle = len(data) // 2
-        data[middle:middle + max(8, len(data) // 8)] = b"\xff" * max(8, len(data) // 8)
+        data[middle : middle + max(8, len(data) // 8)] = b"\xff" * max(8, len(data) // 8)
         path.write_bytes(bytes(data))
     else:
         raise ValueError(how)
@@ -54,8 +54,9 @@ def cuhk03np_name(pid: int, cam: int, idx: int) -> str:
     return f"{pid:04d}_c{cam}_{idx}.png"
 
 
-def write_split(folder: str | Path, entries: Sequence[Entry],
-                namer: Callable[[int, int, int], str]) -> list[Path]:
+def write_split(
+    folder: str | Path, entries: Sequence[Entry], namer: Callable[[int, int, int], str]
+) -> list[Path]:
     """One image per entry in ``folder`` (created even if ``entries`` is empty)."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -67,9 +68,13 @@ def write_split(folder: str | Path, entries: Sequence[Entry],
     return paths
 
 
-def write_market_layout(dataset_dir: str | Path, train: Sequence[Entry], query: Sequence[Entry],
-                        gallery: Sequence[Entry],
-                        namer: Callable[[int, int, int], str] = market_name) -> Path:
+def write_market_layout(
+    dataset_dir: str | Path,
+    train: Sequence[Entry],
+    query: Sequence[Entry],
+    gallery: Sequence[Entry],
+    namer: Callable[[int, int, int], str] = market_name,
+) -> Path:
     """``dataset_dir/{bounding_box_train,query,bounding_box_test}`` (Market/Duke/CUHK03-NP)."""
     dataset_dir = Path(dataset_dir)
     write_split(dataset_dir / "bounding_box_train", train, namer)
@@ -89,16 +94,24 @@ def msmt_name(pid: int, cam: int, idx: int) -> str:
     return f"{pid:04d}/{pid:04d}_{idx:03d}_{cam:02d}_0303morning_{idx:04d}_0.jpg"
 
 
-def write_msmt(dataset_dir: str | Path, version: int, train: Sequence[Entry],
-               val: Sequence[Entry], query: Sequence[Entry], gallery: Sequence[Entry]) -> Path:
+def write_msmt(
+    dataset_dir: str | Path,
+    version: int,
+    train: Sequence[Entry],
+    val: Sequence[Entry],
+    query: Sequence[Entry],
+    gallery: Sequence[Entry],
+) -> Path:
     """MSMT17_V1 (train/, test/) or MSMT17_V2 (mask_train_v2/, mask_test_v2/) with list files."""
     dataset_dir = Path(dataset_dir)
     train_dir, test_dir = ("train", "test") if version == 1 else ("mask_train_v2", "mask_test_v2")
     offset = 0
-    for list_name, image_dir, entries in (("list_train.txt", train_dir, train),
-                                          ("list_val.txt", train_dir, val),
-                                          ("list_query.txt", test_dir, query),
-                                          ("list_gallery.txt", test_dir, gallery)):
+    for list_name, image_dir, entries in (
+        ("list_train.txt", train_dir, train),
+        ("list_val.txt", train_dir, val),
+        ("list_query.txt", test_dir, query),
+        ("list_gallery.txt", test_dir, gallery),
+    ):
         lines = []
         for idx, (pid, cam) in enumerate(entries, start=offset):
             rel = msmt_name(pid, cam, idx)
@@ -108,4 +121,3 @@ def write_msmt(dataset_dir: str | Path, version: int, train: Sequence[Entry],
         dataset_dir.mkdir(parents=True, exist_ok=True)
         (dataset_dir / list_name).write_text("\n".join(lines) + "\n")
     return dataset_dir
-

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from fake_store import new_store
 
 from ablations import ui
-from fake_store import new_store
 from ftn_core import cost
 from ftn_core.data import synthetic as S
 
@@ -82,8 +82,9 @@ def test_ui_print_url_does_not_need_the_port_free(store_uri, capsys):
 
 
 def test_ui_that_stops_with_an_error_is_an_error(store_uri, capfd, monkeypatch):
-    monkeypatch.setattr(ui, "mlflow_command",
-                        lambda uri, port: [sys.executable, "-c", "raise SystemExit(3)"])
+    monkeypatch.setattr(
+        ui, "mlflow_command", lambda uri, port: [sys.executable, "-c", "raise SystemExit(3)"]
+    )
     port = _free_port()
     assert ui.main(["--tracking-uri", store_uri, "--port", str(port)]) == 2
     out, err = capfd.readouterr()
@@ -95,17 +96,25 @@ def test_ui_ctrl_c_stops_it_with_one_line_and_exit_0(store_uri, tmp_path):
     """Ctrl-C in a terminal: SIGINT to the whole process group. The stand-in server ignores it
     (as a server finishing its requests may); the command stops it and says so."""
     started = tmp_path / "server.pid"
-    server = ("import os, pathlib, signal, sys, time; "
-              "signal.signal(signal.SIGINT, signal.SIG_IGN); "
-              "pathlib.Path(sys.argv[1]).write_text(str(os.getpid())); time.sleep(60)")
+    server = (
+        "import os, pathlib, signal, sys, time; "
+        "signal.signal(signal.SIGINT, signal.SIG_IGN); "
+        "pathlib.Path(sys.argv[1]).write_text(str(os.getpid())); time.sleep(60)"
+    )
     script = textwrap.dedent(f"""
         import sys
         from ablations import ui
         ui.mlflow_command = lambda uri, port: [sys.executable, "-c", {server!r}, {str(started)!r}]
         raise SystemExit(ui.main(["--tracking-uri", {store_uri!r}, "--port", "{_free_port()}"]))
     """)
-    proc = subprocess.Popen([sys.executable, "-c", script], cwd=REPO, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", script],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
     try:
         deadline = time.monotonic() + 30
         while not (started.is_file() and started.read_text()) and time.monotonic() < deadline:
@@ -135,11 +144,14 @@ def test_synthetic_grid_into_new_folders(data_root, tmp_path, capsys):
     assert f"grid: {grid}" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("grid,message", [
-    ("blocker/sub/sample.png", "cannot write the sample picture there"),  # under a file
-    ("sample.jpg", "the sample picture is a PNG; give a name ending in .png"),
-    ("folder.png", "is a folder; give a file name such as"),
-])
+@pytest.mark.parametrize(
+    "grid,message",
+    [
+        ("blocker/sub/sample.png", "cannot write the sample picture there"),  # under a file
+        ("sample.jpg", "the sample picture is a PNG; give a name ending in .png"),
+        ("folder.png", "is a folder; give a file name such as"),
+    ],
+)
 def test_synthetic_bad_grid_refused_before_generating(tmp_path, capsys, monkeypatch, grid, message):
     (tmp_path / "blocker").write_text("")
     (tmp_path / "folder.png").mkdir()

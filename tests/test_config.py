@@ -7,15 +7,33 @@ from pathlib import Path
 import pytest
 
 from ablations.variants import TABLES, paper_results, variants
-from ftn_core.config import Config, config_hash, flatten, legacy_config_hash, from_dict, override, parse_sets, to_dict
+from ftn_core.config import (
+    Config,
+    config_hash,
+    flatten,
+    from_dict,
+    legacy_config_hash,
+    override,
+    parse_sets,
+    to_dict,
+)
 from ftn_core.errors import FTNError
 from ftn_core.presets import preset_config
 
 
 def test_override_coerces_types_from_strings():
-    cfg = override(Config(), parse_sets(["loss.w_grad=0", "train.milestones=10,20",
-                                         "model.use_pa=false", "model.backbone=resnet18",
-                                         "train.lr=1e-3"]))
+    cfg = override(
+        Config(),
+        parse_sets(
+            [
+                "loss.w_grad=0",
+                "train.milestones=10,20",
+                "model.use_pa=false",
+                "model.backbone=resnet18",
+                "train.lr=1e-3",
+            ]
+        ),
+    )
     assert cfg.loss.w_grad == 0.0 and isinstance(cfg.loss.w_grad, float)
     assert cfg.train.milestones == (10, 20)
     assert cfg.model.use_pa is False and cfg.model.backbone == "resnet18"
@@ -23,14 +41,17 @@ def test_override_coerces_types_from_strings():
     assert Config().loss.w_grad == 1.0  # the original is untouched (frozen)
 
 
-@pytest.mark.parametrize("item,match", [
-    ("loss.nope=1", "unknown key 'nope'"),
-    ("model=1", "'model' is a group"),
-    ("model.backbone=vgg", "must be one of resnet10, resnet18, resnet34, resnet50"),
-    ("train.epochs=ten", "expected int"),
-    ("model.use_pa=maybe", "expected true or false"),
-    ("train.epochs", "expected key=value"),
-])
+@pytest.mark.parametrize(
+    "item,match",
+    [
+        ("loss.nope=1", "unknown key 'nope'"),
+        ("model=1", "'model' is a group"),
+        ("model.backbone=vgg", "must be one of resnet10, resnet18, resnet34, resnet50"),
+        ("train.epochs=ten", "expected int"),
+        ("model.use_pa=maybe", "expected true or false"),
+        ("train.epochs", "expected key=value"),
+    ],
+)
 def test_bad_overrides_fail_with_one_line(item, match):
     with pytest.raises(FTNError, match=match):
         override(Config(), parse_sets([item]))
@@ -50,7 +71,14 @@ def test_flatten_round_trip_and_hash():
 
 def test_registry_matches_the_paper_tables():
     assert [v.key for v in variants(2)] == ["base", "a", "b", "c", "d", "e", "f", "g"]
-    assert [v.key for v in variants(1)] == ["base", "pamcam", "cfa_no_pa", "cfa_no_ca", "cfa_no_cmp", "cfa"]
+    assert [v.key for v in variants(1)] == [
+        "base",
+        "pamcam",
+        "cfa_no_pa",
+        "cfa_no_ca",
+        "cfa_no_cmp",
+        "cfa",
+    ]
     assert [v.key for v in variants(2, ["g", "base"])] == ["base", "g"]
     assert [v.key for v in variants(2, controls=True)][-2:] == ["base_matched", "oracle"]
     assert [v.key for v in variants(2, ["oracle", "base"])] == ["base", "oracle"]
@@ -79,8 +107,13 @@ def test_table2_flags_match_the_paper_columns():
     for v in variants(2):
         m = v.model_config(ModelConfig())
         masks = STRATEGY_MASKS[m.mask] if m.decoder else ()
-        got = {"cfa": int(m.attention == "cfa"), "gm": int("gm" in masks), "pam": int("pam" in masks),
-               "cam": int("cam" in masks), "gradient_loss": int(m.decoder and m.gradient_loss)}
+        got = {
+            "cfa": int(m.attention == "cfa"),
+            "gm": int("gm" in masks),
+            "pam": int("pam" in masks),
+            "cam": int("cam" in masks),
+            "gradient_loss": int(m.decoder and m.gradient_loss),
+        }
         want = {k: int(rows[v.key][k]) for k in got}
         assert got == want, v.key
 
@@ -111,8 +144,11 @@ def test_readme_preset_table_states_what_the_presets_do():
         cfg = preset_config(name)
         row = next(line for line in text.splitlines() if line.startswith(f"| `{name}` |"))
         milestones = "/".join(map(str, cfg.train.milestones))
-        decay = (f"×0.1 at {milestones} of {cfg.train.epochs} epochs" if cfg.train.lr_decay == "step" else
-                 f"Adam {cfg.train.lr:g}, cosine to 0 over {cfg.train.epochs} epochs")
+        decay = (
+            f"×0.1 at {milestones} of {cfg.train.epochs} epochs"
+            if cfg.train.lr_decay == "step"
+            else f"Adam {cfg.train.lr:g}, cosine to 0 over {cfg.train.epochs} epochs"
+        )
         assert decay in row, name
         if cfg.loss.label_smooth:
             assert f"label smoothing {cfg.loss.label_smooth:g}" in row, name
@@ -122,7 +158,9 @@ def test_readme_preset_table_states_what_the_presets_do():
         assert f"{cfg.data.height}×{cfg.data.width} →" in row, name
 
 
-def test_the_hash_ignores_fields_added_later_at_their_old_value_and_marks_what_the_code_computes(monkeypatch):
+def test_the_hash_ignores_fields_added_later_at_their_old_value_and_marks_what_the_code_computes(
+    monkeypatch,
+):
     from ftn_core import config as config_module
 
     cfg = preset_config("paper")

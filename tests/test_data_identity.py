@@ -18,7 +18,6 @@ from ftn_core.data import digest, readers
 from ftn_core.data.loading import load_dataset
 
 
-
 def _settle(folder: Path) -> None:
     """Date every file an hour back, as data that sits on disk (fresh files are never cached)."""
     old = time.time() - 3600
@@ -33,7 +32,9 @@ def test_the_digest_follows_what_was_read_not_where(tmp_path):
     moved = tmp_path / "b" / "mine"
     shutil.copytree(d, moved)
     assert load_dataset("folder", str(moved)).digest == first  # same images elsewhere
-    gallery = sorted(p for p in (moved / "bounding_box_test").iterdir() if not p.name.startswith("-1"))
+    gallery = sorted(
+        p for p in (moved / "bounding_box_test").iterdir() if not p.name.startswith("-1")
+    )
     gallery[0].unlink()  # an image removed
     removed = load_dataset("folder", str(moved)).digest
     assert removed != first
@@ -95,12 +96,18 @@ def _own_dataset(kind: str, data_root: Path, tmp_path: Path) -> tuple[str, calla
     for sub in ("bounding_box_train", "query", "bounding_box_test"):
         shutil.copytree(src / sub, mine / sub)
     if kind == "folder":
+
         def edit():
             for path in sorted((mine / "bounding_box_test").iterdir())[::4]:
                 path.unlink()
+
         return str(mine), edit
     rows = []
-    for split, sub in (("train", "bounding_box_train"), ("query", "query"), ("gallery", "bounding_box_test")):
+    for split, sub in (
+        ("train", "bounding_box_train"),
+        ("query", "query"),
+        ("gallery", "bounding_box_test"),
+    ):
         for path in sorted((mine / sub).iterdir()):
             pid, cam = path.name.split("_")[:2]
             rows.append(f"{sub}/{path.name},{int(pid)},{int(cam[1]) - 1},{split}")
@@ -110,21 +117,40 @@ def _own_dataset(kind: str, data_root: Path, tmp_path: Path) -> tuple[str, calla
     def edit():
         lines = index.read_text().splitlines()
         gallery = [i for i, line in enumerate(lines) if line.endswith(",gallery")]
-        index.write_text("\n".join(line for i, line in enumerate(lines) if i not in gallery[::4]) + "\n")
+        index.write_text(
+            "\n".join(line for i, line in enumerate(lines) if i not in gallery[::4]) + "\n"
+        )
+
     return str(index), edit
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("kind", ["csv", "folder"])
-def test_edited_data_is_a_new_run_and_the_old_one_is_refused_or_left_out(kind, data_root, tmp_path, capsys):
+def test_edited_data_is_a_new_run_and_the_old_one_is_refused_or_left_out(
+    kind, data_root, tmp_path, capsys
+):
     from ablations import evaluate
     from ablations import run as run_cli
     from reports import build
 
     root, edit = _own_dataset(kind, data_root, tmp_path)
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    train = ["--table", "3", "--dataset", kind, "--root", root, "--variants", "base", "--preset", "tiny",
-             "--tracking-uri", uri, "--work-dir", str(tmp_path / "ckpt")]
+    train = [
+        "--table",
+        "3",
+        "--dataset",
+        kind,
+        "--root",
+        root,
+        "--variants",
+        "base",
+        "--preset",
+        "tiny",
+        "--tracking-uri",
+        uri,
+        "--work-dir",
+        str(tmp_path / "ckpt"),
+    ]
 
     def run(*extra: str) -> str:
         capsys.readouterr()
@@ -142,8 +168,10 @@ def test_edited_data_is_a_new_run_and_the_old_one_is_refused_or_left_out(kind, d
     assert "[1/1] table3-csv-tiny base-s0 (training" in run()
     client = MlflowClient(uri)
     exp = client.get_experiment_by_name("table3-csv-tiny")
-    old, new = sorted(client.search_runs([exp.experiment_id], "tags.kind = 'child'"),
-                      key=lambda r: r.info.start_time)
+    old, new = sorted(
+        client.search_runs([exp.experiment_id], "tags.kind = 'child'"),
+        key=lambda r: r.info.start_time,
+    )
     assert old.info.status == new.info.status == "FINISHED"
     assert old.data.tags["config_hash"] == new.data.tags["config_hash"]
     assert old.data.tags["data_digest"] != new.data.tags["data_digest"]
@@ -152,9 +180,16 @@ def test_edited_data_is_a_new_run_and_the_old_one_is_refused_or_left_out(kind, d
     # The old run's results belong to data that is gone: refused, and left out of the report.
     assert evaluate.main(["--run", old.info.run_id, "--tracking-uri", uri, "--device", "cpu"]) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "data that is gone" in err and old.data.tags["data_digest"] in err
+    assert (
+        err.count("\n") == 1 and "data that is gone" in err and old.data.tags["data_digest"] in err
+    )
     out = tmp_path / "out"
-    assert build.main(["--tracking-uri", uri, "--out", str(out), "--no-visual", "--no-efficiency", "--no-log"]) == 0
+    assert (
+        build.main(
+            ["--tracking-uri", uri, "--out", str(out), "--no-visual", "--no-efficiency", "--no-log"]
+        )
+        == 0
+    )
     assert "left out: 1 run(s) on other data" in capsys.readouterr().out
     table = pd.read_csv(out / "table3" / "csv-tiny" / "table.csv")
     assert list(table["n"]) == [1]
@@ -166,7 +201,16 @@ def test_a_new_store_is_untouched_by_a_dry_run_and_a_refused_root(tmp_path, caps
     from ablations import run as run_cli
 
     uri = f"sqlite:///{tmp_path / 'store' / 'mlflow.db'}"
-    common = ["--table", "2", "--preset", "tiny", "--tracking-uri", uri, "--work-dir", str(tmp_path / "ckpt")]
+    common = [
+        "--table",
+        "2",
+        "--preset",
+        "tiny",
+        "--tracking-uri",
+        uri,
+        "--work-dir",
+        str(tmp_path / "ckpt"),
+    ]
     assert run_cli.main([*common, "--root", str(tmp_path / "data"), "--dry-run"]) == 0
     assert run_cli.main([*common, "--dataset", "folder", "--root", str(tmp_path / "absent")]) == 2
     assert "not a folder" in capsys.readouterr().err
@@ -181,8 +225,15 @@ def _pq(hits: list[int], ap: list[float]) -> tuple[dict[str, np.ndarray], dict[s
     """Per-query arrays of 10 queries (first match at rank 1 where ``hits``) and the run's
     rank-1 / mAP, which are exactly their means."""
     first = np.array([1 if h else 3 for h in hits])
-    arrays = {"index": np.arange(10), "pid": np.arange(10), "camid": np.zeros(10, int), "ap": np.array(ap),
-              "first_rank": first, "inp": np.array(ap), "top10": np.zeros((10, 10), int)}
+    arrays = {
+        "index": np.arange(10),
+        "pid": np.arange(10),
+        "camid": np.zeros(10, int),
+        "ap": np.array(ap),
+        "first_rank": first,
+        "inp": np.array(ap),
+        "top10": np.zeros((10, 10), int),
+    }
     return arrays, {"rank1": 100.0 * float(np.mean(first == 1)), "mAP": 100.0 * float(np.mean(ap))}
 
 
@@ -191,24 +242,46 @@ def _probe_runs(with_incomplete: bool) -> list[FakeRun]:
     base0, m_base0 = _pq([1, 1, 1, 0, 0, 0, 0, 0, 0, 0], [0.4] * 10)
     g0, m_g0 = _pq([1, 1, 1, 1, 1, 0, 0, 0, 0, 0], [0.5] * 5 + [0.4] * 5)
     g1, m_g1 = _pq([1, 1, 1, 1, 1, 0, 0, 0, 0, 0], [0.45] * 10)
-    runs = [FakeRun("base", 0, m_base0, per_query=base0), FakeRun("g", 0, m_g0, per_query=g0),
-            FakeRun("g", 1, m_g1, per_query=g1)]
+    runs = [
+        FakeRun("base", 0, m_base0, per_query=base0),
+        FakeRun("g", 0, m_g0, per_query=g0),
+        FakeRun("g", 1, m_g1, per_query=g1),
+    ]
     if with_incomplete:  # R-1 60, mAP 70 with both seeds the table's Δ used to mix in
         runs.append(FakeRun("base", 1, {"rank1": 60.0, "mAP": 70.0}, per_query=None, model=False))
     return runs
 
 
-def _report(tmp_path: Path, runs: list[FakeRun], capsys) -> tuple[pd.DataFrame, pd.DataFrame, str, str]:
+def _report(
+    tmp_path: Path, runs: list[FakeRun], capsys
+) -> tuple[pd.DataFrame, pd.DataFrame, str, str]:
     from reports import build
 
     uri = new_store(tmp_path / "store")
     log_experiment(uri, tmp_path / "store", runs)
     capsys.readouterr()
-    assert build.main(["--tracking-uri", uri, "--out", str(tmp_path / "out"), "--no-visual", "--no-efficiency",
-                       "--no-log"]) == 0
+    assert (
+        build.main(
+            [
+                "--tracking-uri",
+                uri,
+                "--out",
+                str(tmp_path / "out"),
+                "--no-visual",
+                "--no-efficiency",
+                "--no-log",
+            ]
+        )
+        == 0
+    )
     folder = tmp_path / "out" / "table2" / "synthetic-tiny"
     table = pd.read_csv(folder / "table.csv").set_index("variant")
-    return table, pd.read_csv(folder / "claims.csv"), (folder / "README.md").read_text(), capsys.readouterr().out
+    return (
+        table,
+        pd.read_csv(folder / "claims.csv"),
+        (folder / "README.md").read_text(),
+        capsys.readouterr().out,
+    )
 
 
 def test_a_seed_missing_on_one_side_is_named_and_left_out_of_every_delta(tmp_path, capsys):
@@ -219,10 +292,23 @@ def test_a_seed_missing_on_one_side_is_named_and_left_out_of_every_delta(tmp_pat
     assert table.loc["g", "n"] == 2 and table.loc["g", "n_paired"] == 1
     full = (tmp_path / "probe" / "out" / "table2" / "synthetic-tiny" / "table.md").read_text()
     assert "2 (1 paired)" in full  # the full table's seeds column; the README links it
-    assert table.loc["base", "rank1_mean"] == pytest.approx(45.0)  # the row itself keeps both of its runs
+    assert table.loc["base", "rank1_mean"] == pytest.approx(
+        45.0
+    )  # the row itself keeps both of its runs
     # Seed 0 alone: g−base R-1 = 50 − 30 = +20, mAP = 45 − 40 = +5, whatever base-s1 scored.
-    assert table.loc["g", "d_rank1"] == pytest.approx(20.0) and table.loc["g", "d_mAP"] == pytest.approx(5.0)
-    for col in ("d_rank1", "d_rank1_lo", "d_rank1_hi", "d_rank1_mark", "d_mAP", "d_mAP_lo", "d_mAP_hi", "d_mAP_mark"):
+    assert table.loc["g", "d_rank1"] == pytest.approx(20.0) and table.loc[
+        "g", "d_mAP"
+    ] == pytest.approx(5.0)
+    for col in (
+        "d_rank1",
+        "d_rank1_lo",
+        "d_rank1_hi",
+        "d_rank1_mark",
+        "d_mAP",
+        "d_mAP_lo",
+        "d_mAP_hi",
+        "d_mAP_mark",
+    ):
         assert table.loc["g", col] == complete.loc["g", col], col
     assert table.loc["g", "d_rank1_lo"] <= table.loc["g", "d_rank1"] <= table.loc["g", "d_rank1_hi"]
     pd.testing.assert_frame_equal(claims, complete_claims)
@@ -230,28 +316,39 @@ def test_a_seed_missing_on_one_side_is_named_and_left_out_of_every_delta(tmp_pat
     assert "g−base +20.0" in cited
     # The sentence follows the marks, not the signs: both Δ are positive, only mAP's interval clears 0
     # (R-1 rests on 2 of 10 queries, mAP on 5).
-    assert (complete.loc["g", "d_rank1_mark"], complete.loc["g", "d_mAP_mark"]) == ("within noise", "better")
+    assert (complete.loc["g", "d_rank1_mark"], complete.loc["g", "d_mAP_mark"]) == (
+        "within noise",
+        "better",
+    )
     lo, hi = complete.loc["g", "d_rank1_lo"], complete.loc["g", "d_rank1_hi"]
     interval = f"[{lo:+.1f}, {hi:+.1f}]".replace("-", "−")
-    assert f"beats our Baseline on mAP and is within noise of it on R-1 (Δ R-1 +20.0 {interval}" in readme
+    assert (
+        f"beats our Baseline on mAP and is within noise of it on R-1 (Δ R-1 +20.0 {interval}"
+        in readme
+    )
     assert "paired 95 % CI, query sampling only (one seed))." in readme
 
 
 def test_a_claim_without_a_complete_pair_is_no_evidence(tmp_path, capsys):
     g1, m_g1 = _pq([1] * 5 + [0] * 5, [0.5] * 10)
-    only_g_has_results = [FakeRun("base", 0, {"rank1": 30.0, "mAP": 40.0}, model=False),
-                          FakeRun("g", 1, m_g1, per_query=g1)]
+    only_g_has_results = [
+        FakeRun("base", 0, {"rank1": 30.0, "mAP": 40.0}, model=False),
+        FakeRun("g", 1, m_g1, per_query=g1),
+    ]
     table, claims, readme, console = _report(tmp_path, only_g_has_results, capsys)
     verdicts = dict(zip(claims["claim"], claims["verdict"]))
     assert verdicts["every reconstruction strategy (a)–(g) beats the Baseline"] == (
-        "no evidence (a, b, c, d, e, f not run; no seed with complete runs of both g and base)")
+        "no evidence (a, b, c, d, e, f not run; no seed with complete runs of both g and base)"
+    )
     assert np.isnan(table.loc["g", "d_rank1"]) and table.loc["g", "n_paired"] == 0
     assert "base-s1 has no FINISHED run: seed 1 is left out of g − base" in console
 
 
 def test_a_row_short_of_several_seeds_is_one_line(tmp_path, capsys):
     g0, m_g0 = _pq([1] * 5 + [0] * 5, [0.5] * 10)
-    runs = [FakeRun("base", s, m_g0, per_query=g0) for s in (0, 1, 2)] + [FakeRun("g", 0, m_g0, per_query=g0)]
+    runs = [FakeRun("base", s, m_g0, per_query=g0) for s in (0, 1, 2)] + [
+        FakeRun("g", 0, m_g0, per_query=g0)
+    ]
     _, _, readme, console = _report(tmp_path, runs, capsys)
     line = "g has no FINISHED run at seeds 1 2: they are left out of g − base"
     assert line in console and line in readme and "g-s1" not in readme
@@ -265,5 +362,9 @@ def test_per_query_names_every_run_it_skips_and_fails(tmp_path, capsys):
     capsys.readouterr()
     assert per_query.main(["--tracking-uri", uri]) == 1
     err = capsys.readouterr().err
-    assert "skipped table2-synthetic-tiny base-s1" in err and "no model.pt among its artifacts" in err
-    assert err.strip().splitlines()[-1].startswith("error: 1 run(s) could not be given per_query.npz")
+    assert (
+        "skipped table2-synthetic-tiny base-s1" in err and "no model.pt among its artifacts" in err
+    )
+    assert (
+        err.strip().splitlines()[-1].startswith("error: 1 run(s) could not be given per_query.npz")
+    )

@@ -7,10 +7,10 @@ import math
 import pytest
 import torch
 
+from ftn_core.config import ModelConfig
 from ftn_core.diagnostics import best_focus, foreground_scores, mask_auc, normalised_focus
 from ftn_core.evaluation import foreground_focus
 from ftn_core.model import build_model
-from ftn_core.config import ModelConfig
 
 
 def _person(h: int = 16, w: int = 8) -> torch.Tensor:
@@ -64,9 +64,17 @@ def test_mask_auc_known_cases():
 
 def test_foreground_scores_names_and_ranges():
     torch.manual_seed(0)
-    model = build_model(ModelConfig(backbone="resnet18", decoder_width=4, embed_dim=8,
-                                    stage4_stride=1, last_stride=2, cfa_placement="series"),
-                        num_classes=3).eval()
+    model = build_model(
+        ModelConfig(
+            backbone="resnet18",
+            decoder_width=4,
+            embed_dim=8,
+            stage4_stride=1,
+            last_stride=2,
+            cfa_placement="series",
+        ),
+        num_classes=3,
+    ).eval()
     img = torch.rand(2, 3, 64, 32)
     masks = torch.zeros(2, 1, 64, 32)
     masks[..., 16:48, 8:24] = 1
@@ -77,9 +85,13 @@ def test_foreground_scores_names_and_ranges():
     assert all(v.shape == (2,) for v in scores.values())
     # The Gaussian mask is centred: it finds a centred person better than chance.
     assert (scores["mask_auc_gm"] > 50).all() and (scores["mask_auc_gm"] <= 100).all()
-    assert all(((scores[f"fg_focus_{m}"] >= 0) & (scores[f"fg_focus_{m}"] <= 100)).all() for m in maps)
-    base = build_model(ModelConfig(backbone="resnet18", attention="none", decoder=False, embed_dim=8),
-                       num_classes=3).eval()
+    assert all(
+        ((scores[f"fg_focus_{m}"] >= 0) & (scores[f"fg_focus_{m}"] <= 100)).all() for m in maps
+    )
+    base = build_model(
+        ModelConfig(backbone="resnet18", attention="none", decoder=False, embed_dim=8),
+        num_classes=3,
+    ).eval()
     assert "mask_auc_pam" not in foreground_scores(base, img, masks)
 
 
@@ -88,16 +100,24 @@ def test_a_column_with_one_value_in_every_run_is_stated_once_not_repeated():
 
     from reports import diagnostics_table
 
-    summary = pd.DataFrame({"variant": ["base", "c", "g"], "variant_label": ["Base.", "(c) Gm", "(g) FTN"],
-                            "n": [3, 3, 3], "auc_gm_mean": [float("nan"), 92.9, 92.9],
-                            "auc_gm_std": [float("nan"), 0.0, 0.0],
-                            "auc_pam_mean": [float("nan"), 60.0, 64.0],
-                            "auc_pam_std": [float("nan"), 1.0, 2.0]})
+    summary = pd.DataFrame(
+        {
+            "variant": ["base", "c", "g"],
+            "variant_label": ["Base.", "(c) Gm", "(g) FTN"],
+            "n": [3, 3, 3],
+            "auc_gm_mean": [float("nan"), 92.9, 92.9],
+            "auc_gm_std": [float("nan"), 0.0, 0.0],
+            "auc_pam_mean": [float("nan"), 60.0, 64.0],
+            "auc_pam_std": [float("nan"), 1.0, 2.0],
+        }
+    )
     assert diagnostics_table.constant(summary) == {"auc_gm": 92.9}
     text = diagnostics_table.markdown(summary)
     assert "AUC PAm" in text.splitlines()[0] and "AUC Gm" not in text.splitlines()[0]
     assert text.endswith("The same in every run that logs it, so not a column: AUC Gm 92.9.")
-    assert "AUC Gm" in diagnostics_table.display(summary, latex=True).columns  # LaTeX keeps the full table
+    assert (
+        "AUC Gm" in diagnostics_table.display(summary, latex=True).columns
+    )  # LaTeX keeps the full table
     # One seed's std is NaN, not 0: equal means then say nothing about the runs.
     summary.loc[2, "auc_gm_std"] = float("nan")
     assert diagnostics_table.constant(summary) == {}

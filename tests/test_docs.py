@@ -15,8 +15,10 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 DOCS = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
 LINK = re.compile(r"(?<!!)\[[^\]]*\]\(([^)\s]+)\)|!\[[^\]]*\]\(([^)\s]+)\)")
-NAMED_FILE = re.compile(r"`((?:ablations|ftn_core|reports|tests|benchmarks|docs|\.ci)/[\w./-]+"
-                        r"\.(?:py|md|csv|toml|sh|png|txt|yml))`")
+NAMED_FILE = re.compile(
+    r"`((?:ablations|ftn_core|reports|tests|benchmarks|docs|\.ci)/[\w./-]+"
+    r"\.(?:py|md|csv|toml|sh|png|txt|yml))`"
+)
 
 
 def slug(heading: str) -> str:
@@ -43,8 +45,10 @@ def links(path: Path) -> list[str]:
 
 
 def test_slug_follows_the_code_hosts_rule():
-    assert slug(" Departures, and the measurements that decided them") == \
-        "departures-and-the-measurements-that-decided-them"
+    assert (
+        slug(" Departures, and the measurements that decided them")
+        == "departures-and-the-measurements-that-decided-them"
+    )
     assert slug("Efficiency (paper §4.2)") == "efficiency-paper-42"
     assert slug("On a GPU") == "on-a-gpu"
 
@@ -78,11 +82,15 @@ SKIP = {".venv", ".git", "data", "out", "mlruns"}
 
 def tracked_text_files() -> list[Path]:
     try:
-        names = subprocess.run(["git", "ls-files"], cwd=REPO, capture_output=True, text=True,
-                               check=True).stdout.split()
+        names = subprocess.run(
+            ["git", "ls-files"], cwd=REPO, capture_output=True, text=True, check=True
+        ).stdout.split()
     except (OSError, subprocess.CalledProcessError):  # not a git checkout: every file but the venv
-        names = [str(p.relative_to(REPO)) for p in REPO.rglob("*") if p.is_file()
-                 and not SKIP & set(p.relative_to(REPO).parts)]
+        names = [
+            str(p.relative_to(REPO))
+            for p in REPO.rglob("*")
+            if p.is_file() and not SKIP & set(p.relative_to(REPO).parts)
+        ]
     keep = {".py", ".md", ".toml", ".cff", ".yml", ".yaml", ".sh", ".txt", ".cfg", ""}
     return [REPO / n for n in names if Path(n).suffix in keep and (REPO / n).is_file()]
 
@@ -156,8 +164,13 @@ def test_the_front_pages_commands_parse():
     assert len(python) >= 4 and {"demo", "test"} <= set(make), commands
     targets = set(re.findall(r"^([\w-]+):", (REPO / "Makefile").read_text(), flags=re.M))
     assert set(make) <= targets, f"not in the Makefile: {set(make) - targets}"
-    proc = subprocess.run([sys.executable, "-c", DRIVER, json.dumps(python)], cwd=REPO,
-                          capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [sys.executable, "-c", DRIVER, json.dumps(python)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     results = json.loads(proc.stdout.strip().splitlines()[-1])
     bad = [f"{' '.join(argv)}: {what}" for argv, what in results if what != "ok"]
@@ -166,9 +179,18 @@ def test_the_front_pages_commands_parse():
 
 def test_the_driver_catches_a_bad_command(tmp_path):
     # The same driver refuses an option the command does not have (so the test above can fail).
-    proc = subprocess.run([sys.executable, "-c", DRIVER,
-                           json.dumps([["ablations/run.py", "--table", "2", "--no-such-option"]])],
-                          cwd=REPO, capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            DRIVER,
+            json.dumps([["ablations/run.py", "--table", "2", "--no-such-option"]]),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     results = json.loads(proc.stdout.strip().splitlines()[-1])
     assert results[0][1] == "exit 2", results
 
@@ -179,11 +201,20 @@ def test_the_demo_writes_only_where_git_ignores():
     makefile = (REPO / "Makefile").read_text()
     recipe = re.search(r"^demo:.*?\n((?:\t.*\n)+)", makefile, flags=re.M).group(1)
     out = re.search(r"reports/build\.py .*--out (\S+)", recipe).group(1)
-    written = ["mlruns/mlflow.db", "mlruns/artifacts/1/x/model.pt", "mlruns/checkpoints/x.pt",
-               "data/synthetic_default_s0/query/x.jpg", f"{out}/table2/README.md"]
+    written = [
+        "mlruns/mlflow.db",
+        "mlruns/artifacts/1/x/model.pt",
+        "mlruns/checkpoints/x.pt",
+        "data/synthetic_default_s0/query/x.jpg",
+        f"{out}/table2/README.md",
+    ]
     try:
-        proc = subprocess.run(["git", "check-ignore", "--no-index", *written], cwd=REPO,
-                              capture_output=True, text=True)
+        proc = subprocess.run(
+            ["git", "check-ignore", "--no-index", *written],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+        )
     except OSError:
         pytest.skip("git is not installed")
     if proc.returncode == 128:

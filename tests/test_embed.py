@@ -59,8 +59,9 @@ def test_embeddings_are_the_evaluations_features_normalised(trained, embedder):
     data = build_data(cfg.data, seed=0)
     paths = [s.path for s in data.splits.query]
     for flip in (False, True):
-        feats, *_ = extract_features(embedder.model, data.query_loader, torch.device("cpu"),
-                                     flip=flip)
+        feats, *_ = extract_features(
+            embedder.model, data.query_loader, torch.device("cpu"), flip=flip
+        )
         got = embedder.embed(paths, flip=flip)
         assert np.array_equal(got.vectors, F.normalize(feats, dim=1).numpy())
         assert got.names == paths
@@ -90,7 +91,8 @@ def test_every_reference_gives_the_same_model(trained, embedder, data_root, tmp_
 
 
 def test_a_run_still_training_loads_its_checkpoint_with_the_config_of_its_params(
-        trained, embedder, data_root):
+    trained, embedder, data_root
+):
     """No model.pt, config.json or LoggedModel yet: the resumable checkpoint in the store's
     checkpoint folder, with the config read back from the run's params."""
     from ablations import store as mlstore
@@ -100,7 +102,7 @@ def test_a_run_still_training_loads_its_checkpoint_with_the_config_of_its_params
     running = client.create_run(run.info.experiment_id, run_name="g-s0", tags={"kind": "child"})
     params = list(run.data.params.items())
     for i in range(0, len(params), 100):
-        client.log_batch(running.info.run_id, params=[Param(k, v) for k, v in params[i:i + 100]])
+        client.log_batch(running.info.run_id, params=[Param(k, v) for k, v in params[i : i + 100]])
     (ckpt,) = (tmp / "ckpt").rglob(f"*-{run.info.run_id}.pt")
     exp = client.get_experiment(run.info.experiment_id).name
     folder = mlstore.checkpoint_dir(uri) / exp
@@ -111,8 +113,11 @@ def test_a_run_still_training_loads_its_checkpoint_with_the_config_of_its_params
     assert loaded.config == embedder.config
     assert np.array_equal(loaded.embed(images).vectors, embedder.embed(images).vectors)
     (folder / f"g-s0-{running.info.run_id}.pt").unlink()
-    with pytest.raises(FTNError, match=r"has no saved model: no model.pt, no LoggedModel and no "
-                                       r"checkpoint"):
+    with pytest.raises(
+        FTNError,
+        match=r"has no saved model: no model.pt, no LoggedModel and no "
+        r"checkpoint",
+    ):
         load_embedder(running.info.run_id, uri)
 
 
@@ -131,8 +136,13 @@ def test_the_pytorch_flavour_of_earlier_runs_still_loads(trained, embedder, data
     client.log_artifact(old.info.run_id, config)
     code = str(Path(evaluate.__file__).parents[1] / "ftn_core")
     with mlflow.start_run(run_id=old.info.run_id):
-        info = mlflow.pytorch.log_model(embedder.model, name="model", code_paths=[code],
-                                        serialization_format="pickle", pip_requirements=["torch"])
+        info = mlflow.pytorch.log_model(
+            embedder.model,
+            name="model",
+            code_paths=[code],
+            serialization_format="pickle",
+            pip_requirements=["torch"],
+        )
     images = sorted((data_root / "synthetic_tiny_s0" / "query").glob("*.jpg"))[:4]
     for ref in (old.info.run_id, info.model_id):
         loaded = load_embedder(ref, uri, device="cpu")
@@ -146,9 +156,12 @@ def test_images_in_every_form(embedder, data_root, tmp_path):
     by_path = embedder.embed(paths)
     assert by_path.names == [str(p) for p in paths]
     arrays = [np.array(Image.open(p).convert("RGB")) for p in paths]
-    forms = {"bytes": [p.read_bytes() for p in paths], "array": arrays,
-             "tensor": [torch.from_numpy(a).permute(2, 0, 1) for a in arrays],
-             "pil": [Image.open(p) for p in paths]}
+    forms = {
+        "bytes": [p.read_bytes() for p in paths],
+        "array": arrays,
+        "tensor": [torch.from_numpy(a).permute(2, 0, 1) for a in arrays],
+        "pil": [Image.open(p) for p in paths],
+    }
     for form, images in forms.items():
         got = embedder.embed(images, names=["a", "b", "c"])
         # PIL decodes a JPEG a little differently from torchvision's decoder: a few ulps.
@@ -191,14 +204,16 @@ def test_bad_images_are_one_line_naming_the_image(embedder, tmp_path):
     corrupt_file(broken, "truncated")
     tiny = tmp_path / "tiny.png"
     write_image(tiny, size=(MIN_SIDE - 1, 40))
-    cases = [([good, text], "image " + str(text) + ": not a JPEG, PNG"),
-             ([good, broken], f"image {broken}: a truncated JPEG"),
-             ([tiny], f"is {MIN_SIDE - 1}×40 pixels; it needs at least {MIN_SIDE}"),
-             ([tmp_path / "gone.jpg"], "gone.jpg: no such file"),
-             ([np.zeros((40, 20), np.uint8)], "must be uint8 (H, W, 3)"),
-             ([np.zeros((40, 20, 3), np.float32)], "float32"),
-             ([42], "a int is not an image"),
-             ([], "no images given")]
+    cases = [
+        ([good, text], "image " + str(text) + ": not a JPEG, PNG"),
+        ([good, broken], f"image {broken}: a truncated JPEG"),
+        ([tiny], f"is {MIN_SIDE - 1}×40 pixels; it needs at least {MIN_SIDE}"),
+        ([tmp_path / "gone.jpg"], "gone.jpg: no such file"),
+        ([np.zeros((40, 20), np.uint8)], "must be uint8 (H, W, 3)"),
+        ([np.zeros((40, 20, 3), np.float32)], "float32"),
+        ([42], "a int is not an image"),
+        ([], "no images given"),
+    ]
     for images, message in cases:
         with pytest.raises(FTNError) as err:
             embedder.embed(images)
@@ -215,8 +230,11 @@ def test_a_model_of_another_kind_is_one_line(trained, tmp_path, data_root):
     weights = Path(client.download_artifacts(run.info.run_id, "model.pt", str(folder)))
     cfg = _config(trained)
     base = override(cfg, {"model.attention": "none", "model.decoder": False})
-    with pytest.raises(FTNError, match=r"the weights do not fit the config's model "
-                                       r".*attention=none.*unexpected \(e\.g\. attention\."):
+    with pytest.raises(
+        FTNError,
+        match=r"the weights do not fit the config's model "
+        r".*attention=none.*unexpected \(e\.g\. attention\.",
+    ):
         Embedder.from_checkpoint(weights, base)
     with pytest.raises(FTNError, match="no config.json beside it"):
         alone = tmp_path / "alone" / "model.pt"
@@ -227,8 +245,10 @@ def test_a_model_of_another_kind_is_one_line(trained, tmp_path, data_root):
     torch.save({"conv1.weight": torch.zeros(1)}, backbone)
     text = tmp_path / "config.json"
     text.write_text("{}")
-    for path, message in ((backbone, "not the weights of an FTN model"),
-                          (text, "not a torch checkpoint")):
+    for path, message in (
+        (backbone, "not the weights of an FTN model"),
+        (text, "not a torch checkpoint"),
+    ):
         with pytest.raises(FTNError, match=message):
             Embedder.from_checkpoint(path, cfg)
     (tmp_path / "bad").mkdir()
@@ -236,8 +256,11 @@ def test_a_model_of_another_kind_is_one_line(trained, tmp_path, data_root):
     shutil.copy(weights, tmp_path / "bad" / "model.pt")
     with pytest.raises(FTNError, match="not a config of this suite"):
         Embedder.from_checkpoint(tmp_path / "bad" / "model.pt")
-    for ref, message in (("0" * 32, "no such run"), ("m-" + "0" * 32, "no such model"),
-                         ("not-a-run", "no such file, and not an MLflow run id")):
+    for ref, message in (
+        ("0" * 32, "no such run"),
+        ("m-" + "0" * 32, "no such model"),
+        ("not-a-run", "no such file, and not an MLflow run id"),
+    ):
         with pytest.raises(FTNError, match=message):
             load_embedder(ref, uri)
     parent = client.search_runs([run.info.experiment_id], "tags.kind = 'parent'")[0]
@@ -246,44 +269,74 @@ def test_a_model_of_another_kind_is_one_line(trained, tmp_path, data_root):
 
 
 @pytest.mark.parametrize("suffix", [".parquet", ".npz", ".npy"])
-def test_the_command_writes_what_embed_returns(trained, embedder, data_root, tmp_path, capsys,
-                                               suffix):
+def test_the_command_writes_what_embed_returns(
+    trained, embedder, data_root, tmp_path, capsys, suffix
+):
     uri, run, _ = trained
     query = data_root / "synthetic_tiny_s0" / "query"
     out = tmp_path / "sub" / f"emb{suffix}"
-    assert embed_cli.main([run.info.run_id, str(query), "--out", str(out), "--tracking-uri", uri,
-                           "--device", "cpu"]) == 0
+    assert (
+        embed_cli.main(
+            [
+                run.info.run_id,
+                str(query),
+                "--out",
+                str(out),
+                "--tracking-uri",
+                uri,
+                "--device",
+                "cpu",
+            ]
+        )
+        == 0
+    )
     assert "20 images embedded (48-d, L2-normalised; 32×16 input)" in capsys.readouterr().out
     written = embed_cli.read(out)
     expected = embedder.embed(query)
     assert written.names == expected.names and np.array_equal(written.vectors, expected.vectors)
     assert sorted(p.name for p in out.parent.iterdir()) == sorted(
-        [out.name] + ([out.name + ".names.txt"] if suffix == ".npy" else []))
+        [out.name] + ([out.name + ".names.txt"] if suffix == ".npy" else [])
+    )
 
 
-def test_the_command_refuses_bad_input_in_one_line_writing_nothing(trained, data_root, tmp_path,
-                                                                   capsys):
+def test_the_command_refuses_bad_input_in_one_line_writing_nothing(
+    trained, data_root, tmp_path, capsys
+):
     uri, run, _ = trained
     folder = tmp_path / "imgs"
     shutil.copytree(data_root / "synthetic_tiny_s0" / "query", folder)
     corrupt_file(sorted(folder.glob("*.jpg"))[4], "garbage")
     out = tmp_path / "emb.parquet"
-    cases = [([run.info.run_id, str(folder)], "not a JPEG, PNG"),
-             (["f" * 32, str(folder)], "no such run"),
-             ([run.info.run_id, str(tmp_path / "none")], "no such file or folder"),
-             ([run.info.run_id, str(folder), str(folder)], "give one folder or CSV alone")]
+    cases = [
+        ([run.info.run_id, str(folder)], "not a JPEG, PNG"),
+        (["f" * 32, str(folder)], "no such run"),
+        ([run.info.run_id, str(tmp_path / "none")], "no such file or folder"),
+        ([run.info.run_id, str(folder), str(folder)], "give one folder or CSV alone"),
+    ]
     for argv, message in cases:
         argv += ["--out", str(out), "--tracking-uri", uri, "--device", "cpu"]
         assert embed_cli.main(argv) == 2
         assert message in _one_line(capsys.readouterr().err)
         assert not out.exists() and not list(tmp_path.glob(".emb*"))
-    assert embed_cli.main([run.info.run_id, str(folder), "--out", str(tmp_path / "emb.csv"),
-                           "--tracking-uri", uri]) == 2
+    assert (
+        embed_cli.main(
+            [
+                run.info.run_id,
+                str(folder),
+                "--out",
+                str(tmp_path / "emb.csv"),
+                "--tracking-uri",
+                uri,
+            ]
+        )
+        == 2
+    )
     assert "unknown format" in _one_line(capsys.readouterr().err)
 
 
-def test_search_ranks_by_cosine_and_draws_the_rank_list(trained, embedder, data_root, tmp_path,
-                                                        capsys):
+def test_search_ranks_by_cosine_and_draws_the_rank_list(
+    trained, embedder, data_root, tmp_path, capsys
+):
     uri, run, _ = trained
     root = data_root / "synthetic_tiny_s0"
     queries = sorted((root / "query").glob("*.jpg"))[:2]
@@ -293,9 +346,21 @@ def test_search_ranks_by_cosine_and_draws_the_rank_list(trained, embedder, data_
     assert np.array_equal(order, np.argsort(dist, axis=1, kind="stable")[:, :5])
     assert np.allclose(shown, np.sort(dist, axis=1)[:, :5], atol=1e-6)
     out = tmp_path / "ranks.png"
-    argv = [run.info.run_id, "--query", *map(str, queries), "--gallery",
-            str(root / "bounding_box_test"), "--top", "5", "--out", str(out), "--tracking-uri", uri,
-            "--device", "cpu"]
+    argv = [
+        run.info.run_id,
+        "--query",
+        *map(str, queries),
+        "--gallery",
+        str(root / "bounding_box_test"),
+        "--top",
+        "5",
+        "--out",
+        str(out),
+        "--tracking-uri",
+        uri,
+        "--device",
+        "cpu",
+    ]
     assert search_cli.main(argv) == 0
     printed = capsys.readouterr().out
     assert f"    1. {shown[0, 0]:.4f}  {g.names[order[0, 0]]}" in printed
@@ -316,8 +381,16 @@ def test_a_run_trained_on_a_real_layout(data_root, tmp_path):
     its own query images, at its own input size."""
     root = tmp_path / "data"
     shutil.copytree(data_root / "synthetic_tiny_s0", root / "Market-1501-v15.09.15")
-    uri, run = train_tiny(tmp_path, root, "base", "--set", "train.epochs=1", "--set",
-                          "data.height=48", dataset="market1501")
+    uri, run = train_tiny(
+        tmp_path,
+        root,
+        "base",
+        "--set",
+        "train.epochs=1",
+        "--set",
+        "data.height=48",
+        dataset="market1501",
+    )
     emb = load_embedder(run.info.run_id, uri, device="cpu")
     assert emb.config.data.dataset == "market1501" and (emb.height, emb.width) == (48, 16)
     got = emb.embed(root / "Market-1501-v15.09.15" / "query")

@@ -49,18 +49,24 @@ def test_alternating_schedule_and_warmup(tiny_cfg):
     assert joint._batch_kind(1, 2) == "joint"
     no_grad = Trainer(override(cfg, {"model.gradient_loss": False}), data, progress=False)
     assert no_grad._weights("recon") == {"grad": 0.0, "l1": 1.0}
-    base = Trainer(override(cfg, {"model.decoder": False, "model.attention": "none"}), data, progress=False)
+    base = Trainer(
+        override(cfg, {"model.decoder": False, "model.attention": "none"}), data, progress=False
+    )
     assert base._batch_kind(1, 2) == "reid"  # no decoder: every batch trains Re-ID
     # Warm-up freezes the backbone: its weights do not move during epoch 1, the heads do.
     before = {k: v.clone() for k, v in trainer.model.state_dict().items()}
     trainer.train_epoch(0)
     after = {k: v.clone() for k, v in trainer.model.state_dict().items()}
     assert torch.equal(before["senc.stage2.0.conv1.weight"], after["senc.stage2.0.conv1.weight"])
-    assert not torch.equal(before["heads.global.embed.0.weight"], after["heads.global.embed.0.weight"])
+    assert not torch.equal(
+        before["heads.global.embed.0.weight"], after["heads.global.embed.0.weight"]
+    )
     assert torch.equal(before["decoder.head.weight"], after["decoder.head.weight"])
     trainer.train_epoch(1)
     after2 = trainer.model.state_dict()
-    assert not torch.equal(after["senc.stage2.0.conv1.weight"], after2["senc.stage2.0.conv1.weight"])
+    assert not torch.equal(
+        after["senc.stage2.0.conv1.weight"], after2["senc.stage2.0.conv1.weight"]
+    )
     assert not torch.equal(after["decoder.head.weight"], after2["decoder.head.weight"])
 
 
@@ -71,9 +77,21 @@ def test_same_seed_same_metrics_and_logged_names(tiny_cfg):
     assert first.metrics == second.metrics and first.cmc == second.cmc
     assert [s for s, _ in rec.logged] == [1, 2] and rec.evals == [1, 2]
     names = set(rec.logged[-1][1])
-    assert {"train/loss_ce", "train/loss_triplet", "train/loss_grad", "train/loss_l1", "train/loss_total",
-            "train/lr", "train/img_per_s", "val/rank1", "val/rank5", "val/rank10", "val/mAP", "val/mINP",
-            "val/fg_focus"} <= names
+    assert {
+        "train/loss_ce",
+        "train/loss_triplet",
+        "train/loss_grad",
+        "train/loss_l1",
+        "train/loss_total",
+        "train/lr",
+        "train/img_per_s",
+        "val/rank1",
+        "val/rank5",
+        "val/rank10",
+        "val/mAP",
+        "val/mINP",
+        "val/fg_focus",
+    } <= names
     m = first.metrics
     assert 0 <= m["val/mAP"] <= 100 and 0 <= m["val/fg_focus"] <= 100 and len(first.cmc) == 50
     _, other = _fit(override(tiny_cfg, {"train.seed": 1}))
@@ -98,7 +116,9 @@ def test_diagnostics_are_the_queries_and_can_be_skipped(tiny_cfg, monkeypatch):
     metrics, _ = engine.evaluate(model, data, torch.device("cpu"))
     assert sum(seen) == len(data.splits.query) and len(data.splits.gallery) > 0
     seen.clear()
-    feats, _, _, focus = engine.extract_features(model, data.query_loader, torch.device("cpu"), diagnostics=False)
+    feats, _, _, focus = engine.extract_features(
+        model, data.query_loader, torch.device("cpu"), diagnostics=False
+    )
     assert seen == [] and focus == {} and feats.shape[0] == len(data.splits.query)
     _, _, _, focus = engine.extract_features(model, data.query_loader, torch.device("cpu"))
     assert metrics["val/fg_focus"] == focus["fg_focus_global"]
@@ -108,8 +128,15 @@ def test_diagnostics_are_the_queries_and_can_be_skipped(tiny_cfg, monkeypatch):
 def test_interrupted_run_resumes_to_the_same_result(tiny_cfg, tmp_path, monkeypatch, workers):
     # Enough images per epoch that RandomPatch's pool (100 patches) fills during epoch 2:
     # its state must be in the checkpoint too (it lives in the main process, whatever the workers).
-    cfg = override(tiny_cfg, {"train.epochs": 3, "train.max_batches": 8, "data.random_patch": 1.0,
-                              "data.workers": workers})
+    cfg = override(
+        tiny_cfg,
+        {
+            "train.epochs": 3,
+            "train.max_batches": 8,
+            "data.random_patch": 1.0,
+            "data.workers": workers,
+        },
+    )
     _, reference = _fit(cfg, tmp_path / "ref.pt")
     ckpt = tmp_path / "run.pt"
     original = Trainer.train_epoch
@@ -137,7 +164,9 @@ def test_interrupted_run_resumes_to_the_same_result(tiny_cfg, tmp_path, monkeypa
 
 def test_non_finite_loss_stops_with_a_clear_message(tiny_cfg):
     cfg = override(tiny_cfg, {"loss.margin": float("nan")})
-    with pytest.raises(NonFiniteLoss, match=r"non-finite loss at epoch 1, batch 1 \(.*triplet/global=nan"):
+    with pytest.raises(
+        NonFiniteLoss, match=r"non-finite loss at epoch 1, batch 1 \(.*triplet/global=nan"
+    ):
         _fit(cfg)
 
 
@@ -157,8 +186,12 @@ def _ddp_worker(rank: int, world: int, port: int, cfg, out: dict) -> None:
         trainer = Trainer(cfg, data, None, None, rank=rank, world_size=world, progress=False)
         trainer.fit()
         flat = torch.cat([p.detach().flatten() for p in trainer.model.parameters()])
-        out[rank] = (flat.sum().item(), flat.abs().sum().item(), len(data.train_loader),
-                     type(trainer.net).__name__)
+        out[rank] = (
+            flat.sum().item(),
+            flat.abs().sum().item(),
+            len(data.train_loader),
+            type(trainer.net).__name__,
+        )
     finally:
         dist.destroy_process_group()
 
@@ -167,7 +200,9 @@ def _ddp_nan_worker(rank: int, world: int, port: int, cfg, out: dict) -> None:
     """Rank 1 alone gets a NaN loss (its triplet margin); both ranks must stop with a reason."""
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     torch.set_num_threads(1)
-    dist.init_process_group("gloo", rank=rank, world_size=world, timeout=datetime.timedelta(seconds=60))
+    dist.init_process_group(
+        "gloo", rank=rank, world_size=world, timeout=datetime.timedelta(seconds=60)
+    )
     try:
         if rank == 1:
             cfg = override(cfg, {"loss.margin": float("nan")})
@@ -191,7 +226,10 @@ def test_ddp_a_nan_on_one_rank_stops_every_rank_with_its_reason(tiny_cfg):
         out = manager.dict()
         mp.spawn(_ddp_nan_worker, args=(2, _free_port(), cfg, out), nprocs=2, join=True)
         results = dict(out)
-    assert results[1].startswith("non-finite loss at epoch 1, batch 1 (") and "triplet/global=nan" in results[1]
+    assert (
+        results[1].startswith("non-finite loss at epoch 1, batch 1 (")
+        and "triplet/global=nan" in results[1]
+    )
     assert results[0].startswith("non-finite loss on another rank at epoch 1, batches 1–1")
 
 
@@ -200,8 +238,16 @@ def test_ddp_a_nan_on_one_rank_stops_every_rank_with_its_reason(tiny_cfg):
 def test_ddp_two_cpu_processes_agree(tiny_cfg, compile_mode):
     """Also compiled: DDP's bucketed all-reduce inside the compiled graphs, and the recompile
     when the backbone unfreezes after the warm-up."""
-    cfg = override(tiny_cfg, {"train.epochs": 2, "train.warmup_epochs": 1, "train.max_batches": 3,
-                              "train.eval_every": 0, "train.compile": compile_mode})
+    cfg = override(
+        tiny_cfg,
+        {
+            "train.epochs": 2,
+            "train.warmup_epochs": 1,
+            "train.max_batches": 3,
+            "train.eval_every": 0,
+            "train.compile": compile_mode,
+        },
+    )
     cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, epochs=2))
     with mp.Manager() as manager:
         out = manager.dict()
@@ -209,7 +255,9 @@ def test_ddp_two_cpu_processes_agree(tiny_cfg, compile_mode):
         results = dict(out)
     assert set(results) == {0, 1}
     assert results[0] == results[1]  # identical weights on both ranks after warm-up and alternation
-    assert results[0][3] == ("OptimizedModule" if compile_mode != "off" else "DistributedDataParallel")
+    assert results[0][3] == (
+        "OptimizedModule" if compile_mode != "off" else "DistributedDataParallel"
+    )
 
 
 def test_recon_grad_ratio_is_logged_finite_and_positive(tiny_cfg):
@@ -231,8 +279,15 @@ def test_recon_grad_ratio_is_logged_finite_and_positive(tiny_cfg):
 
 
 def test_base_matched_skips_the_reconstruction_slot(tiny_cfg):
-    cfg = override(tiny_cfg, {"model.decoder": False, "model.attention": "none", "train.max_batches": 6,
-                              "train.matched_updates": True})
+    cfg = override(
+        tiny_cfg,
+        {
+            "model.decoder": False,
+            "model.attention": "none",
+            "train.max_batches": 6,
+            "train.matched_updates": True,
+        },
+    )
     data = build_data(cfg.data)
     trainer = Trainer(cfg, data, progress=False)
     assert [trainer._batch_kind(0, i) for i in range(6)] == ["reid"] * 6  # warm-up: all Re-ID
@@ -337,10 +392,16 @@ def test_non_finite_loss_is_located_between_sync_points(tiny_cfg):
 
 def test_epoch_means_are_the_per_batch_means_of_the_summed_branches(tiny_cfg):
     per_batch = []
-    trainer, _ = _watched(override(tiny_cfg, {"train.max_batches": 0}), 6, 4,
-                          lambda terms, call: per_batch.append({k: float(v.detach()) for k, v in terms.items()}))
+    trainer, _ = _watched(
+        override(tiny_cfg, {"train.max_batches": 0}),
+        6,
+        4,
+        lambda terms, call: per_batch.append({k: float(v.detach()) for k, v in terms.items()}),
+    )
     stats = trainer.train_epoch(1)  # after the warm-up: reid, reid, recon, reid, reid, recon
-    ce = [sum(v for k, v in b.items() if k.startswith("ce/")) for b in per_batch if "ce/global" in b]
+    ce = [
+        sum(v for k, v in b.items() if k.startswith("ce/")) for b in per_batch if "ce/global" in b
+    ]
     grad = [b["grad"] for b in per_batch if "grad" in b]
     assert len(ce) == 4 and len(grad) == 2
     assert stats["train/loss_ce"] == pytest.approx(sum(ce) / 4, rel=1e-12)
@@ -407,7 +468,9 @@ def test_bf16_training_on_a_cpu_keeps_fp32_weights_and_fp32_losses(tiny_cfg, mon
     monkeypatch.setattr(trainer.model, "forward", spy)
     terms = []
     real_losses = trainer.model.losses
-    monkeypatch.setattr(trainer.model, "losses", lambda *a, **k: terms.append(real_losses(*a, **k)) or terms[-1])
+    monkeypatch.setattr(
+        trainer.model, "losses", lambda *a, **k: terms.append(real_losses(*a, **k)) or terms[-1]
+    )
     stats = trainer.train_epoch(0)
     assert seen["feat"] == torch.bfloat16
     assert all(v.dtype == torch.float32 for t in terms for v in t.values())

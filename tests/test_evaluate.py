@@ -21,8 +21,25 @@ REPO = Path(__file__).resolve().parents[1]
 def finished(tmp_path_factory, data_root):
     tmp = tmp_path_factory.mktemp("eval")
     uri = f"sqlite:///{tmp / 'mlflow.db'}"
-    assert run_cli.main(["--table", "2", "--preset", "tiny", "--variants", "g", "--tracking-uri", uri,
-                         "--work-dir", str(tmp / "ckpt"), "--root", str(data_root)]) == 0
+    assert (
+        run_cli.main(
+            [
+                "--table",
+                "2",
+                "--preset",
+                "tiny",
+                "--variants",
+                "g",
+                "--tracking-uri",
+                uri,
+                "--work-dir",
+                str(tmp / "ckpt"),
+                "--root",
+                str(data_root),
+            ]
+        )
+        == 0
+    )
     client = MlflowClient(uri)
     exp = client.get_experiment_by_name("table2-synthetic-tiny")
     (run,) = client.search_runs([exp.experiment_id], "tags.kind = 'child'")
@@ -38,11 +55,17 @@ def _evaluations(uri, run):
 def test_own_split_reproduces_the_logged_metrics_exactly(finished, capsys):
     uri, run, _ = finished
     assert evaluate.main(["--run", run.info.run_id, "--tracking-uri", uri]) == 0
-    assert "g-s0-eval-synthetic (its own test split, paper protocol): rank-1" in capsys.readouterr().out
+    assert (
+        "g-s0-eval-synthetic (its own test split, paper protocol): rank-1"
+        in capsys.readouterr().out
+    )
     (ev,) = [r for r in _evaluations(uri, run) if r.data.tags["protocol"] == "paper"]
     for key in ("val/rank1", "val/rank5", "val/mAP", "val/mINP"):
         assert ev.data.metrics[key] == run.data.metrics[key], key
-    assert ev.data.tags["mlflow.parentRunId"] == run.info.run_id and ev.data.tags["cross_domain"] == "false"
+    assert (
+        ev.data.tags["mlflow.parentRunId"] == run.info.run_id
+        and ev.data.tags["cross_domain"] == "false"
+    )
     files = {f.path for f in MlflowClient(uri).list_artifacts(ev.info.run_id)}
     assert files == {"per_query.npz", "ranklist.png"}
     # Reports read training runs only: the evaluation is not a row of the table.
@@ -54,8 +77,22 @@ def test_own_split_reproduces_the_logged_metrics_exactly(finished, capsys):
 def test_cross_domain_and_flip_are_separate_runs(finished, capsys):
     uri, run, tmp = finished
     other = write_market_layout(tmp / "other", TRAIN, QUERY, GALLERY)
-    assert evaluate.main(["--run", run.info.run_id, "--tracking-uri", uri, "--dataset", "folder",
-                          "--root", str(other), "--flip"]) == 0
+    assert (
+        evaluate.main(
+            [
+                "--run",
+                run.info.run_id,
+                "--tracking-uri",
+                uri,
+                "--dataset",
+                "folder",
+                "--root",
+                str(other),
+                "--flip",
+            ]
+        )
+        == 0
+    )
     assert "(folder (cross-domain), flip protocol)" in capsys.readouterr().out
     (ev,) = [r for r in _evaluations(uri, run) if r.data.tags["dataset"] == "folder"]
     assert ev.data.tags["cross_domain"] == "true" and ev.data.tags["protocol"] == "flip"
@@ -69,11 +106,16 @@ def test_an_unknown_run_is_one_line(tmp_path, capsys):
     assert err.startswith("error: --run 0000") and "no such run" in err and err.count("\n") == 1
 
 
-@pytest.mark.parametrize("device,message", [
-    ("cuda", "error: --device=cuda but CUDA is not available; use --device=cpu\n"),
-    ("gpu0", "error: --device=gpu0: not a device; use auto, cpu, cuda or cuda:N\n"),
-])
-def test_a_bad_device_is_one_line_before_the_store_is_opened(tmp_path, capsys, monkeypatch, device, message):
+@pytest.mark.parametrize(
+    "device,message",
+    [
+        ("cuda", "error: --device=cuda but CUDA is not available; use --device=cpu\n"),
+        ("gpu0", "error: --device=gpu0: not a device; use auto, cpu, cuda or cuda:N\n"),
+    ],
+)
+def test_a_bad_device_is_one_line_before_the_store_is_opened(
+    tmp_path, capsys, monkeypatch, device, message
+):
     import torch
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
@@ -115,7 +157,9 @@ def test_the_logged_model_gives_the_checkpoint_embeddings(finished, tmp_path, mo
     x = torch.rand(3, 3, cfg.data.height, cfg.data.width)
     with torch.no_grad():
         assert torch.equal(logged(x), reference(x))
-    (model,) = mlflow.search_logged_models(experiment_ids=[run.info.experiment_id], output_format="list")
+    (model,) = mlflow.search_logged_models(
+        experiment_ids=[run.info.experiment_id], output_format="list"
+    )
     assert model.source_run_id == run.info.run_id
     assert float(model.params["val/mAP"]) == pytest.approx(run.data.metrics["val/mAP"], abs=1e-4)
     assert model.params["dataset"] == "synthetic_tiny"
@@ -132,17 +176,38 @@ def _clone(finished, dst: Path) -> tuple[str, str, Path]:
     shutil.copytree(tmp / "artifacts", dst / "artifacts")
     old, new = (tmp / "artifacts").as_uri(), (dst / "artifacts").as_uri()
     con = sqlite3.connect(dst / "mlflow.db")
-    for table, col in (("experiments", "artifact_location"), ("runs", "artifact_uri"),
-                       ("logged_models", "artifact_location")):
+    for table, col in (
+        ("experiments", "artifact_location"),
+        ("runs", "artifact_uri"),
+        ("logged_models", "artifact_location"),
+    ):
         con.execute(f"UPDATE {table} SET {col} = replace({col}, ?, ?)", (old, new))
     con.commit()
     con.close()
-    return f"sqlite:///{dst / 'mlflow.db'}", run.info.run_id, dst / "artifacts" / "table2-synthetic-tiny"
+    return (
+        f"sqlite:///{dst / 'mlflow.db'}",
+        run.info.run_id,
+        dst / "artifacts" / "table2-synthetic-tiny",
+    )
 
 
 def _evaluate(uri: str, run_id: str, cwd: Path, timeout: float = 600):
-    return subprocess.run([sys.executable, str(REPO / "ablations" / "evaluate.py"), "--run", run_id, "--tracking-uri",
-                           uri, "--device", "cpu"], capture_output=True, text=True, cwd=cwd, timeout=timeout)
+    return subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "ablations" / "evaluate.py"),
+            "--run",
+            run_id,
+            "--tracking-uri",
+            uri,
+            "--device",
+            "cpu",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        timeout=timeout,
+    )
 
 
 @pytest.mark.slow
@@ -163,19 +228,36 @@ def test_model_files_and_ctrl_c_at_any_moment(finished, tmp_path):
     whole = time.perf_counter() - t0
     assert done.returncode == 0 and "rank-1" in done.stdout, done.stderr
     assert done.stderr == "note: the run's LoggedModel could not be loaded; used its model.pt\n"
-    cmd = [sys.executable, str(REPO / "ablations" / "evaluate.py"), "--run", run_id, "--tracking-uri", uri,
-           "--device", "cpu"]
+    cmd = [
+        sys.executable,
+        str(REPO / "ablations" / "evaluate.py"),
+        "--run",
+        run_id,
+        "--tracking-uri",
+        uri,
+        "--device",
+        "cpu",
+    ]
     for share in (0.07, 0.3, 0.6, 0.9):  # about 1, 3, 6 and 9 s into a 10–15 s command
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path)
+        proc = subprocess.Popen(
+            cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path
+        )
         time.sleep(share * whole)
         proc.send_signal(signal.SIGINT)
         out, err = proc.communicate(timeout=120)
-        lines = [line for line in err.splitlines() if not line.startswith("note: the run's LoggedModel")]
+        lines = [
+            line for line in err.splitlines() if not line.startswith("note: the run's LoggedModel")
+        ]
         if proc.returncode == 0:
             assert "rank-1" in out and lines == [], (share, err)
         else:  # one line, after the note if the note came first
-            assert proc.returncode == 130 and len(lines) == 1 and "interrupted" in lines[0], (share, err)
-    runs = MlflowClient(uri).search_runs([finished[1].info.experiment_id], "tags.kind = 'evaluation'")
+            assert proc.returncode == 130 and len(lines) == 1 and "interrupted" in lines[0], (
+                share,
+                err,
+            )
+    runs = MlflowClient(uri).search_runs(
+        [finished[1].info.experiment_id], "tags.kind = 'evaluation'"
+    )
     assert runs and {r.info.status for r in runs} <= {"FINISHED", "KILLED"}
     (artifacts / run_id / "artifacts" / "model.pt").unlink()
     refused = _evaluate(uri, run_id, tmp_path)
@@ -193,6 +275,7 @@ def test_the_logged_model_alone_is_enough(finished, tmp_path, capsys):
 
 
 # --------------------------------------------------------------------------- re-ranking
+
 
 def _line(points: dict[str, float]):
     import torch
@@ -228,10 +311,14 @@ def test_rerank_puts_the_mutual_neighbour_first_and_lambda_1_is_the_original_dis
     assert names[1:][int(np.argmin(plain))] == "a"  # the original ranking
     d = rerank(q, g, k1=2, k2=1, lam=0.3)[0]
     assert [names[1:][j] for j in np.argsort(d)][:3] == ["b", "b2", "a"]
-    assert d[names.index("a3") - 1] == pytest.approx(1.0)  # nothing shared, farthest: 0.7 · 1 + 0.3 · 1
+    assert d[names.index("a3") - 1] == pytest.approx(
+        1.0
+    )  # nothing shared, farthest: 0.7 · 1 + 0.3 · 1
     feats = torch.cat([q, g])
     full = torch.cdist(feats, feats).pow(2)
-    expected = (full / full.max(dim=0).values).T[0, 1:].numpy()  # column-normalised, as the paper's code
+    expected = (
+        (full / full.max(dim=0).values).T[0, 1:].numpy()
+    )  # column-normalised, as the paper's code
     np.testing.assert_allclose(rerank(q, g, k1=2, k2=1, lam=1.0)[0], expected, rtol=1e-6)
 
 
@@ -273,7 +360,9 @@ def test_sparse_rerank_equals_the_dense_definition(k1, k2, lam):
     ids = torch.randint(0, 12, (90,), generator=gen)
     feats = torch.randn(12, 8, generator=gen)[ids] + 0.7 * torch.randn(90, 8, generator=gen)
     got = rerank(feats[:20], feats[20:], k1=k1, k2=k2, lam=lam)
-    np.testing.assert_allclose(got, _rerank_by_definition(feats[:20], feats[20:], k1, k2, lam), atol=2e-5)
+    np.testing.assert_allclose(
+        got, _rerank_by_definition(feats[:20], feats[20:], k1, k2, lam), atol=2e-5
+    )
     assert got.shape == (20, 70) and got.min() >= 0 and not np.allclose(got, got[:, :1])
 
 
@@ -283,7 +372,9 @@ def test_rerank_is_a_separate_protocol_row(finished, capsys):
     assert evaluate.main(["--run", run.info.run_id, "--tracking-uri", uri, "--rerank"]) == 0
     assert "rerank protocol" in capsys.readouterr().out
     (ev,) = [r for r in _evaluations(uri, run) if r.data.tags["protocol"] == "rerank"]
-    assert ev.info.run_name == "g-s0-eval-synthetic-rerank" and 0 <= ev.data.metrics["val/mAP"] <= 100
+    assert (
+        ev.info.run_name == "g-s0-eval-synthetic-rerank" and 0 <= ev.data.metrics["val/mAP"] <= 100
+    )
 
 
 def test_a_finished_run_logs_what_reports_read_of_its_model(finished, tmp_path):
@@ -302,7 +393,11 @@ def test_a_finished_run_logs_what_reports_read_of_its_model(finished, tmp_path):
     client = MlflowClient(uri)
     files = {f.path for f in client.list_artifacts(run.info.run_id)}
     assert {"efficiency.json", "figure_data.npz"} <= files
-    eff = json.loads(Path(client.download_artifacts(run.info.run_id, "efficiency.json", str(tmp_path))).read_text())
+    eff = json.loads(
+        Path(
+            client.download_artifacts(run.info.run_id, "efficiency.json", str(tmp_path))
+        ).read_text()
+    )
     import mlflow
 
     mlflow.set_tracking_uri(uri)
@@ -310,10 +405,13 @@ def test_a_finished_run_logs_what_reports_read_of_its_model(finished, tmp_path):
     model = run_model(cfg, run_weights(run.info.run_id, str(tmp_path))).eval()
     assert eff["params_training"] == count_params(model)
     assert eff["params_inference"] == count_params(model) - count_params(model.decoder) - sum(
-        count_params(h.classifier) for h in model.heads.values())
+        count_params(h.classifier) for h in model.heads.values()
+    )
     assert eff["input"] == [cfg.data.height, cfg.data.width] and eff["latency_ms"] > 0
     assert eff["attention_costs"]["CFA"]["params"] < eff["attention_costs"]["PAM-CAM"]["params"]
-    with np.load(client.download_artifacts(run.info.run_id, "figure_data.npz", str(tmp_path))) as npz:
+    with np.load(
+        client.download_artifacts(run.info.run_id, "figure_data.npz", str(tmp_path))
+    ) as npz:
         logged = {k: npz[k] for k in npz.files}
     again = figure_arrays(model, cfg, load_splits(cfg.data))
     assert sorted(logged) == sorted(again)

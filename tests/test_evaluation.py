@@ -61,7 +61,9 @@ DIST = [
 
 @pytest.mark.parametrize("fn", ["evaluate_rank", "evaluate_rank_reference"])
 def test_hand_computed_case(fn, path: str) -> None:
-    res = globals()[fn](np.array(DIST, dtype=np.float32), Q_PIDS, G_PIDS, Q_CAMS, G_CAMS, max_rank=8)
+    res = globals()[fn](
+        np.array(DIST, dtype=np.float32), Q_PIDS, G_PIDS, Q_CAMS, G_CAMS, max_rank=8
+    )
     assert isinstance(res, RankResult)
     assert res.num_valid_queries == 3
     assert res.mAP == pytest.approx(41 / 90, abs=1e-9)
@@ -72,8 +74,14 @@ def test_hand_computed_case(fn, path: str) -> None:
 
 
 def test_torch_inputs_give_the_same_result() -> None:
-    res = evaluate_rank(torch.tensor(DIST), torch.tensor(Q_PIDS), torch.tensor(G_PIDS),
-                        torch.tensor(Q_CAMS), torch.tensor(G_CAMS), max_rank=8)
+    res = evaluate_rank(
+        torch.tensor(DIST),
+        torch.tensor(Q_PIDS),
+        torch.tensor(G_PIDS),
+        torch.tensor(Q_CAMS),
+        torch.tensor(G_CAMS),
+        max_rank=8,
+    )
     assert res.mAP == pytest.approx(41 / 90, abs=1e-7)
     assert res.num_valid_queries == 3
 
@@ -112,8 +120,12 @@ def test_fast_path_equals_literal_loop(kind: str, seed: int, path: str) -> None:
     # Per query: the valid queries, whose AP / first-match rank / INP average to the totals.
     pq = fast.per_query
     assert len(pq.index) == ref.num_valid_queries and np.all(np.diff(pq.index) > 0)
-    assert pq.ap.mean() == pytest.approx(ref.mAP, abs=1e-6) and pq.inp.mean() == pytest.approx(ref.mINP, abs=1e-6)
-    np.testing.assert_allclose([(pq.first_rank <= k).mean() for k in range(1, 21)], ref.cmc, atol=1e-6)
+    assert pq.ap.mean() == pytest.approx(ref.mAP, abs=1e-6) and pq.inp.mean() == pytest.approx(
+        ref.mINP, abs=1e-6
+    )
+    np.testing.assert_allclose(
+        [(pq.first_rank <= k).mean() for k in range(1, 21)], ref.cmc, atol=1e-6
+    )
     rows = np.asarray(dist, np.float32)[pq.index]
     expected = np.argsort(rows, axis=1, kind="stable")[:, :10]  # nearest first, ties by index
     np.testing.assert_array_equal(pq.top, expected)
@@ -185,8 +197,9 @@ def test_known_euclidean_and_cosine_distances() -> None:
 def test_chunked_distmat_equals_cdist() -> None:
     gen = torch.Generator().manual_seed(0)
     q, g = torch.randn(10, 7, generator=gen), torch.randn(13, 7, generator=gen)
-    torch.testing.assert_close(compute_distmat(q, g, chunk=3), torch.cdist(q, g),
-                               atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(
+        compute_distmat(q, g, chunk=3), torch.cdist(q, g), atol=1e-5, rtol=1e-5
+    )
     assert compute_distmat(q, g, chunk=3).shape == (10, 13)
 
 
@@ -204,14 +217,22 @@ def _features(seed: int, integer: bool):
     q = centres[q_pids] + rng.normal(size=(40, 6))
     if integer:  # exact float32 distances whatever the blocking, and many ties
         g, q = np.round(g), np.round(q)
-    return (torch.tensor(q, dtype=torch.float32), torch.tensor(g, dtype=torch.float32),
-            q_pids, g_pids, q_cams, g_cams)
+    return (
+        torch.tensor(q, dtype=torch.float32),
+        torch.tensor(g, dtype=torch.float32),
+        q_pids,
+        g_pids,
+        q_cams,
+        g_cams,
+    )
 
 
-@pytest.mark.parametrize("metric,integer", [("euclidean", True), ("euclidean", False),
-                                            ("cosine", False)])
-def test_evaluate_features_equals_reference_on_the_full_matrix(metric: str, integer: bool,
-                                                               path: str) -> None:
+@pytest.mark.parametrize(
+    "metric,integer", [("euclidean", True), ("euclidean", False), ("cosine", False)]
+)
+def test_evaluate_features_equals_reference_on_the_full_matrix(
+    metric: str, integer: bool, path: str
+) -> None:
     q, g, *labels = _features(1, integer)
     streamed = evaluate_features(q, g, *labels, metric=metric, max_rank=10)
     ref = evaluate_rank_reference(compute_distmat(q, g, metric), *labels, max_rank=10)

@@ -32,8 +32,14 @@ def _same_result(a, b) -> None:
         np.testing.assert_array_equal(x, y, err_msg=name)
 
 
-@pytest.mark.parametrize("variant", [{}, {"model.attention": "none", "model.decoder": False},
-                                     {"model.attention": "pamcam", "model.decoder": False}])
+@pytest.mark.parametrize(
+    "variant",
+    [
+        {},
+        {"model.attention": "none", "model.decoder": False},
+        {"model.attention": "pamcam", "model.decoder": False},
+    ],
+)
 def test_a_trained_run_scores_what_the_straightforward_path_scores(tiny_cfg, variant):
     """A tiny run's final metrics, CMC and per-query results (AP, first-match rank, INP, top 10)
     equal those of ``evaluate_reference``: a loader decoding every image, ``model(img)`` and a
@@ -61,13 +67,27 @@ def test_a_trained_run_scores_what_the_straightforward_path_scores(tiny_cfg, var
     assert all(not m._forward_hooks and not m._forward_pre_hooks for m in trainer.model.modules())
 
 
-@pytest.mark.parametrize("attention,placement", [("cfa", "series"), ("cfa", "residual"),
-                                                 ("cfa", "parallel"), ("pamcam", "parallel"),
-                                                 ("none", "parallel")])
+@pytest.mark.parametrize(
+    "attention,placement",
+    [
+        ("cfa", "series"),
+        ("cfa", "residual"),
+        ("cfa", "parallel"),
+        ("pamcam", "parallel"),
+        ("none", "parallel"),
+    ],
+)
 def test_one_pass_gives_the_embedding_and_the_activation_maps(attention, placement):
     torch.manual_seed(0)
-    cfg = ModelConfig(backbone="resnet18", attention=attention, decoder=False, embed_dim=8,
-                      stage4_stride=1, last_stride=2, cfa_placement=placement)
+    cfg = ModelConfig(
+        backbone="resnet18",
+        attention=attention,
+        decoder=False,
+        embed_dim=8,
+        stage4_stride=1,
+        last_stride=2,
+        cfa_placement=placement,
+    )
     model = build_model(cfg, num_classes=3, init_seed=0).eval()
     img = torch.rand(3, 3, 64, 32)
     with torch.no_grad():
@@ -90,15 +110,17 @@ def test_one_pass_gives_the_embedding_and_the_activation_maps(attention, placeme
 
 
 def test_channels_last_pooling_changes_no_bit_and_leaves_no_hook():
-    model = build_model(ModelConfig(backbone="resnet10", decoder=False, embed_dim=8), num_classes=3,
-                        init_seed=0).eval()
+    model = build_model(
+        ModelConfig(backbone="resnet10", decoder=False, embed_dim=8), num_classes=3, init_seed=0
+    ).eval()
     img = torch.rand(4, 3, 64, 32)
     with torch.no_grad():
         plain = model(img)
         pool = model.senc.stage1[3]
         seen = []
-        handle = pool.register_forward_hook(lambda m, a, out: seen.append(a[0].is_contiguous(
-            memory_format=torch.channels_last)))
+        handle = pool.register_forward_hook(
+            lambda m, a, out: seen.append(a[0].is_contiguous(memory_format=torch.channels_last))
+        )
         with engine.channels_last_pooling(model):
             fast = model(img)
         handle.remove()
@@ -115,8 +137,9 @@ def test_a_split_is_decoded_once_per_process_and_again_when_a_file_changes(tiny_
     loading._DECODED.clear()
     reads = []
     original = dataset_module.read_image
-    monkeypatch.setattr(dataset_module, "read_image",
-                        lambda path, *a: reads.append(path) or original(path, *a))
+    monkeypatch.setattr(
+        dataset_module, "read_image", lambda path, *a: reads.append(path) or original(path, *a)
+    )
     first, second = build_data(tiny_cfg.data, seed=0), build_data(tiny_cfg.data, seed=3)
     query = first.query_loader.dataset
     assert isinstance(query, DecodedImages) and second.query_loader.dataset is query

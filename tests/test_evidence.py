@@ -23,9 +23,15 @@ QUERIES, GALLERY = 20, 51  # the tiny synthetic benchmark's test split (seed 0)
 def _per_query(seed: int) -> dict[str, np.ndarray]:
     rng = np.random.default_rng(seed)
     ap = rng.random(QUERIES)
-    return {"index": np.arange(QUERIES), "pid": np.arange(QUERIES), "camid": np.zeros(QUERIES, int),
-            "ap": ap, "first_rank": rng.integers(1, 5, QUERIES), "inp": ap / 2,
-            "top10": rng.integers(0, GALLERY, (QUERIES, 10))}
+    return {
+        "index": np.arange(QUERIES),
+        "pid": np.arange(QUERIES),
+        "camid": np.zeros(QUERIES, int),
+        "ap": ap,
+        "first_rank": rng.integers(1, 5, QUERIES),
+        "inp": ap / 2,
+        "top10": rng.integers(0, GALLERY, (QUERIES, 10)),
+    }
 
 
 RUNS = {("base", 0): 50.0, ("base", 1): 54.0, ("cfa", 0): 53.0, ("cfa", 1): 55.0}
@@ -40,8 +46,10 @@ def built(tmp_path_factory, data_root):
     store.mkdir()
     (store / "data").symlink_to(data_root)  # the runs' data.root: the visual figures draw from it
     uri = new_store(store)
-    runs = [FakeRun(v, s, {"rank1": r1, "mAP": r1 - 10}, per_query=_per_query(10 * s + (v == "cfa")))
-            for (v, s), r1 in RUNS.items()]
+    runs = [
+        FakeRun(v, s, {"rank1": r1, "mAP": r1 - 10}, per_query=_per_query(10 * s + (v == "cfa")))
+        for (v, s), r1 in RUNS.items()
+    ]
     runs.append(FakeRun("cfa", 2, {"rank1": 1.0, "mAP": 1.0}, status="FAILED"))
     log_experiment(uri, store, runs, table=1)
     out = folder / "from-store"
@@ -51,7 +59,9 @@ def built(tmp_path_factory, data_root):
 
 
 def _files(root: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()
+    }
 
 
 def _same(a: Path, b: Path) -> list[str]:
@@ -78,11 +88,18 @@ def test_the_evidence_holds_what_the_report_read(built):
     hist = pd.read_parquet(ev / "histories.parquet")
     ce = hist[(hist["key"] == "train/loss_ce") & (hist["run_id"].map(name) == "cfa-s1")]
     assert ce["value"].tolist() == [2.0 + 0.1, 1.0 + 0.1]  # 2 / epoch + 0.1 · seed, 2 epochs
-    assert manifest["build"] == {"visuals": True, "efficiency": True, "log": True, "logged": True,
-                                 "log_notes": []}
+    assert manifest["build"] == {
+        "visuals": True,
+        "efficiency": True,
+        "log": True,
+        "logged": True,
+        "log_notes": [],
+    }
     kept = manifest["as_is"]
     assert set(kept) == {"visuals"}  # the efficiency table is drawn again, from efficiency.json
-    assert {"stage3_vs_cfa.png", "global_local.pdf", "ranklist_cfa.png"} <= set(kept["visuals"]["files"])
+    assert {"stage3_vs_cfa.png", "global_local.pdf", "ranklist_cfa.png"} <= set(
+        kept["visuals"]["files"]
+    )
     shipped = json.loads(gzip.decompress((ev / "artifacts.json.gz").read_bytes()))
     measured = {name[r]: d["efficiency.json"] for r, d in shipped.items() if "efficiency.json" in d}
     assert sorted(measured) == ["base-s0", "cfa-s0"]  # the runs its table reads: the first seed
@@ -95,8 +112,9 @@ def test_the_evidence_holds_what_the_report_read(built):
     assert "`stage3_vs_cfa.png`" in footer and "`efficiency.md`" not in footer
 
 
-def test_a_report_rebuilt_from_its_evidence_is_the_same_bytes_without_the_store(built, tmp_path, capsys,
-                                                                               monkeypatch):
+def test_a_report_rebuilt_from_its_evidence_is_the_same_bytes_without_the_store(
+    built, tmp_path, capsys, monkeypatch
+):
     from reports import index
 
     # Elsewhere than it was built: written into what counts as the repository's reports/. The
@@ -124,10 +142,13 @@ def test_the_numbers_come_from_the_evidence(built, tmp_path):
     runs.to_parquet(ev / "runs-child.parquet", index=False)
     manifest = json.loads((ev / "manifest.json").read_text())
     manifest["files"]["runs-child.parquet"] = hashlib.sha256(
-        (ev / "runs-child.parquet").read_bytes()).hexdigest()
+        (ev / "runs-child.parquet").read_bytes()
+    ).hexdigest()
     (ev / "manifest.json").write_text(json.dumps(manifest))
     assert build.main(["--from-evidence", str(src), "--out", str(tmp_path / "out")]) == 0
-    table = pd.read_csv(tmp_path / "out" / "table1" / "synthetic-tiny" / "table.csv").set_index("variant")
+    table = pd.read_csv(tmp_path / "out" / "table1" / "synthetic-tiny" / "table.csv").set_index(
+        "variant"
+    )
     assert table.loc["cfa", "rank1_mean"] == pytest.approx((53 + 65) / 2)
     assert table.loc["base", "rank1_mean"] == pytest.approx((50 + 54) / 2)
 
@@ -147,7 +168,10 @@ def test_a_changed_file_is_refused_and_the_report_left_whole(built, tmp_path, ca
     with open(folder / "evidence" / "per_query.parquet", "ab") as fh:
         fh.write(b"\0")
     assert build.main(["--from-evidence", str(src), "--out", str(tmp_path / "out")]) == 2
-    assert "per_query.parquet is missing or is not the file the manifest lists" in capsys.readouterr().err
+    assert (
+        "per_query.parquet is missing or is not the file the manifest lists"
+        in capsys.readouterr().err
+    )
 
 
 def test_options_that_need_a_store_and_folders_without_evidence(built, tmp_path, capsys):
@@ -165,27 +189,43 @@ def test_options_that_need_a_store_and_folders_without_evidence(built, tmp_path,
 
 
 def _committed() -> list[Path]:
-    return sorted(p.parent for pattern in ("table*/*/README.md", "study-*/*/README.md")
-                  for p in (REPO / "reports").glob(pattern))
+    return sorted(
+        p.parent
+        for pattern in ("table*/*/README.md", "study-*/*/README.md")
+        for p in (REPO / "reports").glob(pattern)
+    )
 
 
 @pytest.mark.xfail(strict=False, reason="committed reports are rebuilt with evidence by the lead")
 def test_every_committed_report_ships_its_evidence():
-    lacking = [str(f.relative_to(REPO)) for f in _committed()
-               if not (f / "evidence" / "manifest.json").is_file()]
+    lacking = [
+        str(f.relative_to(REPO))
+        for f in _committed()
+        if not (f / "evidence" / "manifest.json").is_file()
+    ]
     assert _committed() and not lacking, (
         f"committed report folders without evidence/ (cannot be rebuilt without their store; "
-        f"build them again from it with `python reports/build.py`): {', '.join(lacking)}")
+        f"build them again from it with `python reports/build.py`): {', '.join(lacking)}"
+    )
 
 
-@pytest.mark.parametrize("folder", [f for f in _committed() if (f / "evidence" / "manifest.json").is_file()],
-                         ids=lambda f: f"{f.parent.name}/{f.name}")
+@pytest.mark.parametrize(
+    "folder",
+    [f for f in _committed() if (f / "evidence" / "manifest.json").is_file()],
+    ids=lambda f: f"{f.parent.name}/{f.name}",
+)
 def test_a_committed_report_rebuilds_from_its_evidence(folder, tmp_path):
     name = json.loads((folder / "evidence" / "manifest.json").read_text())["experiment"]["name"]
-    assert build.main(["--from-evidence", str(REPO / "reports"), "--experiment", name,
-                       "--out", str(tmp_path)]) == 0
+    assert (
+        build.main(
+            ["--from-evidence", str(REPO / "reports"), "--experiment", name, "--out", str(tmp_path)]
+        )
+        == 0
+    )
     again = tmp_path / folder.parent.name / folder.name
     differ = _same(folder, again)
-    assert differ == [], (f"{folder.relative_to(REPO)}: rebuilt from its evidence, these files differ "
-                          f"from the committed ones (the code or the study changed since it was built; "
-                          f"rebuild it): {differ}")
+    assert differ == [], (
+        f"{folder.relative_to(REPO)}: rebuilt from its evidence, these files differ "
+        f"from the committed ones (the code or the study changed since it was built; "
+        f"rebuild it): {differ}"
+    )

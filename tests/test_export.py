@@ -26,8 +26,10 @@ def test_export_is_checked_and_carries_its_preprocessing(trained, data_root, tmp
     assert export_cli.main([rid, "--onnx", str(out), "--tracking-uri", uri]) == 0
     printed = capsys.readouterr().out
     assert "ONNX against PyTorch on 71 images" in printed  # 20 queries + 51 gallery images
-    assert ("top-10 of the gallery identical for 20/20 queries: passed (synthetic_tiny test split)"
-            in printed)
+    assert (
+        "top-10 of the gallery identical for 20/20 queries: passed (synthetic_tiny test split)"
+        in printed
+    )
     model = onnx.load(str(out))
     meta = {p.key: p.value for p in model.metadata_props}
     keys = ("height", "width", "dim", "flip_averaged")
@@ -81,11 +83,14 @@ def test_a_failed_check_writes_nothing(trained, tmp_path, capsys, monkeypatch):
     assert list(tmp_path.iterdir()) == []
 
 
-@pytest.mark.parametrize("argv,message", [
-    (["{rid}", "--onnx", "model.txt"], "end the file name in .onnx"),
-    (["0" * 32, "--onnx", "m.onnx"], "no such run"),
-    (["{tmp}/none.pt", "--onnx", "m.onnx"], "no such file, and not an MLflow run id"),
-])
+@pytest.mark.parametrize(
+    "argv,message",
+    [
+        (["{rid}", "--onnx", "model.txt"], "end the file name in .onnx"),
+        (["0" * 32, "--onnx", "m.onnx"], "no such run"),
+        (["{tmp}/none.pt", "--onnx", "m.onnx"], "no such file, and not an MLflow run id"),
+    ],
+)
 def test_bad_input_is_one_line(trained, tmp_path, capsys, argv, message):
     uri, rid = trained
     argv = [a.format(rid=rid, tmp=tmp_path) for a in argv]

@@ -18,13 +18,20 @@ from reports import diagnostics_table, figures
 
 # A Table 2 summary as ``tables.add_uncertainty`` leaves it: Δ against the Baseline with its
 # paired bootstrap interval (a: within noise, g: below 0), and the paper's Δ.
-SUMMARY = pd.DataFrame({
-    "variant": ["base", "a", "g"],
-    "variant_label": ["Base.", "(a) Base. + TF-Dec with Gm", "(g) Gm·PAm·CAm (FTN)"],
-    "d_rank1": [0.0, 1.5, -4.0], "d_rank1_lo": [math.nan, -2.0, -7.5], "d_rank1_hi": [math.nan, 5.0, -0.5],
-    "d_mAP": [0.0, 0.5, -3.0], "d_mAP_lo": [math.nan, -1.0, -6.0], "d_mAP_hi": [math.nan, 2.5, -1.0],
-    "paper_d_rank1": [0.0, 1.2, 2.0], "paper_d_mAP": [0.0, 1.3, 3.3],
-})
+SUMMARY = pd.DataFrame(
+    {
+        "variant": ["base", "a", "g"],
+        "variant_label": ["Base.", "(a) Base. + TF-Dec with Gm", "(g) Gm·PAm·CAm (FTN)"],
+        "d_rank1": [0.0, 1.5, -4.0],
+        "d_rank1_lo": [math.nan, -2.0, -7.5],
+        "d_rank1_hi": [math.nan, 5.0, -0.5],
+        "d_mAP": [0.0, 0.5, -3.0],
+        "d_mAP_lo": [math.nan, -1.0, -6.0],
+        "d_mAP_hi": [math.nan, 2.5, -1.0],
+        "paper_d_rank1": [0.0, 1.2, 2.0],
+        "paper_d_mAP": [0.0, 1.3, 3.3],
+    }
+)
 
 
 def _bars(ax: plt.Axes, vertical: bool) -> list[tuple[float, float]]:
@@ -42,7 +49,9 @@ def test_delta_figure_bars_are_the_bootstrap_intervals():
     axes = fig.axes[:2]
     for ax, m in zip(axes, ("rank1", "mAP")):
         assert _bars(ax, vertical=False) == [
-            pytest.approx((SUMMARY.loc[i, f"d_{m}_lo"], SUMMARY.loc[i, f"d_{m}_hi"])) for i in (1, 2)]
+            pytest.approx((SUMMARY.loc[i, f"d_{m}_lo"], SUMMARY.loc[i, f"d_{m}_hi"]))
+            for i in (1, 2)
+        ]
         dots = [c.lines[0].get_xdata()[0] for c in ax.containers]
         assert dots == list(SUMMARY[f"d_{m}"].iloc[1:])
         paper = next(c for c in ax.collections if c.get_gid() == "paper").get_offsets()[:, 0]
@@ -60,13 +69,17 @@ def test_delta_figures_leave_out_the_reference_row_the_summary_names():
     assert list(figures.compared(marked)["variant"]) == ["base", "g"]
     assert list(figures.compared(SUMMARY)["variant"]) == ["a", "g"]  # unmarked: the Baseline
     fig = figures.draw_delta_intervals(marked, 2, "x")
-    assert [t.get_text() for t in fig.axes[0].get_yticklabels()] == ["Base.", "(g) Gm·PAm·CAm (FTN)"]
+    assert [t.get_text() for t in fig.axes[0].get_yticklabels()] == [
+        "Base.",
+        "(g) Gm·PAm·CAm (FTN)",
+    ]
     plt.close(fig)
 
 
 def test_delta_figure_without_per_query_results_draws_no_bars():
-    fig = figures.draw_delta_intervals(SUMMARY.drop(columns=["d_rank1_lo", "d_rank1_hi",
-                                                             "d_mAP_lo", "d_mAP_hi"]), 2, "x")
+    fig = figures.draw_delta_intervals(
+        SUMMARY.drop(columns=["d_rank1_lo", "d_rank1_hi", "d_mAP_lo", "d_mAP_hi"]), 2, "x"
+    )
     assert all(c.has_xerr is False for ax in fig.axes[:2] for c in ax.containers)
     assert "no interval" in fig.legends[0].get_texts()[0].get_text()
     plt.close(fig)
@@ -79,15 +92,23 @@ def test_delta_scatter_has_vertical_intervals_and_counts_those_that_exclude_zero
     assert _bars(ax, vertical=True) == [pytest.approx((-2.0, 5.0)), pytest.approx((-7.5, -0.5))]
     assert [c.lines[0].get_xdata()[0] for c in ax.containers] == [1.2, 2.0]  # x = paper's Δ
     # The statistics sit under the axis, where they cannot hide the end of a bar.
-    assert "Spearman" in ax.get_xlabel() and "1 of 2 intervals exclude 0" in ax.get_xlabel() and not ax.texts
+    assert (
+        "Spearman" in ax.get_xlabel()
+        and "1 of 2 intervals exclude 0" in ax.get_xlabel()
+        and not ax.texts
+    )
     # Variants are named once, in a legend, not by labels beside the points that could collide.
-    assert [t.get_text() for t in fig.legends[0].get_texts()] == list(SUMMARY["variant_label"].iloc[1:])
+    assert [t.get_text() for t in fig.legends[0].get_texts()] == list(
+        SUMMARY["variant_label"].iloc[1:]
+    )
     plt.close(fig)
 
 
 def _cmc(values: dict[tuple[str, int], float], ranks: int = 30) -> pd.DataFrame:
     """A CMC per (variant, seed) rising from ``values`` by one point per rank."""
-    rows = [(v, s, k, start + k - 1) for (v, s), start in values.items() for k in range(1, ranks + 1)]
+    rows = [
+        (v, s, k, start + k - 1) for (v, s), start in values.items() for k in range(1, ranks + 1)
+    ]
     return pd.DataFrame(rows, columns=["variant", "seed", "rank", "value"])
 
 
@@ -151,11 +172,22 @@ def test_rank_lists_of_two_models_show_the_same_queries(tmp_path, monkeypatch):
 
     from ftn_core.data.loading import load_dataset
 
-    ds = load_dataset("market1501", str(write_market_layout(tmp_path / "market1501", TRAIN, QUERY, GALLERY).parent))
+    ds = load_dataset(
+        "market1501",
+        str(write_market_layout(tmp_path / "market1501", TRAIN, QUERY, GALLERY).parent),
+    )
     # The Baseline ranks query 0 best; the other model stores its queries in another order and
     # ranks query 1 best, so left to itself it would draw other queries first.
-    base = {"index": np.array([0, 1]), "ap": np.array([1.0, 0.2]), "top10": np.array([[2, 0, 1], [1, 2, 0]])}
-    other = {"index": np.array([1, 0]), "ap": np.array([0.9, 0.4]), "top10": np.array([[1, 0, 2], [0, 1, 2]])}
+    base = {
+        "index": np.array([0, 1]),
+        "ap": np.array([1.0, 0.2]),
+        "top10": np.array([[2, 0, 1], [1, 2, 0]]),
+    }
+    other = {
+        "index": np.array([1, 0]),
+        "ap": np.array([0.9, 0.4]),
+        "top10": np.array([[1, 0, 2], [0, 1, 2]]),
+    }
     read: list[str] = []
     real = ranklists.read_image
     monkeypatch.setattr(ranklists, "read_image", lambda p: read.append(str(p)) or real(p))
@@ -179,8 +211,12 @@ def test_heat_map_figures_keep_full_colour_and_charts_a_palette(tmp_path):
 
     def gradient():
         fig, ax = plt.subplots(figsize=(3, 3))
-        ax.imshow(np.linspace(0, 1, 300 * 300).reshape(300, 300), cmap="jet", alpha=0.45,
-                  interpolation="none")
+        ax.imshow(
+            np.linspace(0, 1, 300 * 300).reshape(300, 300),
+            cmap="jet",
+            alpha=0.45,
+            interpolation="none",
+        )
         return fig
 
     chart = figures.save(gradient(), tmp_path / "chart")[0]

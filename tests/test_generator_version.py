@@ -39,7 +39,8 @@ def test_the_benchmarks_pixels_are_pinned_to_its_version(data_root):
     got = (S.GENERATOR_VERSION, pixel_hash(folder, (S.TRAIN, S.QUERY, S.GALLERY)))
     assert got == (1, "48c9d38f5abb78d5"), (
         "the synthetic benchmark draws other pixels: bump GENERATOR_VERSION in "
-        "ftn_core/data/synthetic.py and pin the new hash here")
+        "ftn_core/data/synthetic.py and pin the new hash here"
+    )
 
 
 def test_the_people_populations_pixels_are_pinned_to_its_version(tmp_path):
@@ -48,7 +49,8 @@ def test_the_people_populations_pixels_are_pinned_to_its_version(tmp_path):
     splits = tuple(d.name for d in sorted(folder.iterdir()) if d.is_dir() and d.name != "masks")
     assert (P.VERSION, pixel_hash(folder, splits)) == (1, "4c555e5018c95287"), (
         "the people population draws other pixels: bump VERSION in ftn_core/data/people.py and "
-        "pin the new hash here")
+        "pin the new hash here"
+    )
 
 
 def test_the_fractal_images_are_pinned_to_their_version():
@@ -56,7 +58,8 @@ def test_the_fractal_images_are_pinned_to_their_version():
     got = hashlib.sha256(images.tobytes() + labels.tobytes()).hexdigest()[:16]
     assert (F.VERSION, got) == (1, "f3845c8d7535cf00"), (
         "the fractal set renders other pixels: bump VERSION in ftn_core/data/fractal.py and pin "
-        "the new hash here")
+        "the new hash here"
+    )
 
 
 def test_data_digests_depend_on_the_version_and_settings_only():

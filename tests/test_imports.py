@@ -32,10 +32,11 @@ def imported(name: str, path: Path) -> set[str]:
         if isinstance(node, ast.Import):
             out.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom):
-            base = package[:len(package) - node.level + 1] if node.level else []
+            base = package[: len(package) - node.level + 1] if node.level else []
             source = ".".join(base + ([node.module] if node.module else []))
-            out.update(source if alias.name == "*" else f"{source}.{alias.name}"
-                       for alias in node.names)
+            out.update(
+                source if alias.name == "*" else f"{source}.{alias.name}" for alias in node.names
+            )
     return out
 
 
@@ -76,7 +77,7 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
         path.append(node)
         for nxt in sorted(graph.get(node, ())):
             if state.get(nxt) == 1:
-                return path[path.index(nxt):] + [nxt]
+                return path[path.index(nxt) :] + [nxt]
             if nxt not in state and (cycle := visit(nxt)):
                 return cycle
         path.pop()
@@ -111,10 +112,13 @@ def test_reports_only_read_no_report_module_loads_torch():
 
     found = forbidden(REPO, "reports", {"torch", "torchvision"})
     assert not found, _listing(found)
-    code = ("import sys; import reports.build, reports.index, reports.visual; "
-            "print(sorted(m for m in ('torch', 'torchvision') if m in sys.modules))")
-    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True,
-                         check=True).stdout
+    code = (
+        "import sys; import reports.build, reports.index, reports.visual; "
+        "print(sorted(m for m in ('torch', 'torchvision') if m in sys.modules))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True
+    ).stdout
     assert out.strip() == "[]"
 
 
@@ -142,29 +146,46 @@ def _write(root: Path, files: dict[str, str]) -> None:
 def test_the_checks_catch_planted_violations(tmp_path):
     """A tree with one violation of each kind, each hidden where a top-of-file check misses it:
     MLflow in a function, reports under TYPE_CHECKING, a loop through a relative import."""
-    _write(tmp_path, {
-        "ftn_core/__init__.py": "",
-        "ftn_core/core.py": "import os\n\ndef f():\n    import mlflow.pytorch\n",
-        "ftn_core/clean.py": "from ftn_core import core\n",
-        "ablations/__init__.py": "",
-        "ablations/run.py": ("from typing import TYPE_CHECKING\nfrom ftn_core.core import f\n"
-                             "if TYPE_CHECKING:\n    from reports.page import Page\n"),
-        "reports/__init__.py": "",
-        "reports/page.py": "from . import table\nfrom ablations import run\n",
-        "reports/table.py": "def g():\n    from .page import Page\n",
-    })
+    _write(
+        tmp_path,
+        {
+            "ftn_core/__init__.py": "",
+            "ftn_core/core.py": "import os\n\ndef f():\n    import mlflow.pytorch\n",
+            "ftn_core/clean.py": "from ftn_core import core\n",
+            "ablations/__init__.py": "",
+            "ablations/run.py": (
+                "from typing import TYPE_CHECKING\nfrom ftn_core.core import f\n"
+                "if TYPE_CHECKING:\n    from reports.page import Page\n"
+            ),
+            "reports/__init__.py": "",
+            "reports/page.py": "from . import table\nfrom ablations import run\n",
+            "reports/table.py": "def g():\n    from .page import Page\n",
+        },
+    )
     assert forbidden(tmp_path, "ftn_core", {"mlflow", "optuna", "ablations", "reports"}) == {
-        "ftn_core.core": {"mlflow"}}
+        "ftn_core.core": {"mlflow"}
+    }
     assert forbidden(tmp_path, "ablations", {"reports"}) == {"ablations.run": {"reports"}}
     graph = import_graph(tmp_path)
-    assert graph == {"ftn_core": set(), "ftn_core.core": set(), "ftn_core.clean": {"ftn_core.core"},
-                     "ablations": set(), "ablations.run": {"ftn_core.core", "reports.page"},
-                     "reports": set(), "reports.page": {"reports.table", "ablations.run"},
-                     "reports.table": {"reports.page"}}
+    assert graph == {
+        "ftn_core": set(),
+        "ftn_core.core": set(),
+        "ftn_core.clean": {"ftn_core.core"},
+        "ablations": set(),
+        "ablations.run": {"ftn_core.core", "reports.page"},
+        "reports": set(),
+        "reports.page": {"reports.table", "ablations.run"},
+        "reports.table": {"reports.page"},
+    }
     assert find_cycle(graph) == ["ablations.run", "reports.page", "ablations.run"]
 
-    _write(tmp_path, {"ablations/run.py": "from ftn_core.core import f\n",
-                      "reports/table.py": "def g():\n    pass\n"})
+    _write(
+        tmp_path,
+        {
+            "ablations/run.py": "from ftn_core.core import f\n",
+            "reports/table.py": "def g():\n    pass\n",
+        },
+    )
     assert forbidden(tmp_path, "ablations", {"reports"}) == {}
     assert find_cycle(import_graph(tmp_path)) is None
 
@@ -176,8 +197,11 @@ def path_edits(root: Path, folders: tuple[str, ...]) -> list[str]:
         for path in sorted((root / folder).rglob("*.py")):
             for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), str(path))):
                 func = node.func if isinstance(node, ast.Call) else None
-                if (isinstance(func, ast.Attribute) and func.attr in ("insert", "append")
-                        and ast.unparse(func.value) == "sys.path"):
+                if (
+                    isinstance(func, ast.Attribute)
+                    and func.attr in ("insert", "append")
+                    and ast.unparse(func.value) == "sys.path"
+                ):
                     found.append(f"{path.relative_to(root)}:{node.lineno}")
     return found
 
@@ -190,6 +214,11 @@ def test_no_script_edits_sys_path():
 
 
 def test_path_edits_are_found(tmp_path):
-    _write(tmp_path, {"ablations/x.py": "import sys\n\ndef f():\n    sys.path.insert(0, '.')\n",
-                      "ablations/y.py": "import sys\npath = list(sys.path)\nsys.path[:] = path\n"})
+    _write(
+        tmp_path,
+        {
+            "ablations/x.py": "import sys\n\ndef f():\n    sys.path.insert(0, '.')\n",
+            "ablations/y.py": "import sys\npath = list(sys.path)\nsys.path[:] = path\n",
+        },
+    )
     assert path_edits(tmp_path, ("ablations",)) == ["ablations/x.py:4"]

@@ -18,8 +18,9 @@ from ftn_core.model import build_model
 from ftn_core.presets import preset_config
 
 # The cpu preset's backbone (ResNet-10, stage 4 at stride 1, stage 5 at stride 2), small heads.
-CPU = ModelConfig(backbone="resnet10", stage4_stride=1, last_stride=2, embed_dim=16,
-                  decoder_width=4)
+CPU = ModelConfig(
+    backbone="resnet10", stage4_stride=1, last_stride=2, embed_dim=16, decoder_width=4
+)
 
 
 def _weights(tmp_path, seed: int = 7, local_block: bool = False, half: bool = False, name="w.pt"):
@@ -106,14 +107,17 @@ def test_wrong_shapes_keys_and_files_are_one_line_each(tmp_path):
         build_model(cfg, 5)
 
 
-@pytest.mark.parametrize("spec, match", [
-    ("missing/weights.pt", "no such file"),
-    ("weights.pt", "no such file"),
-    ("nosuchname", r"shipped backbone \(shipped: none\)"),
-    ("runs:/" + "a" * 32, "an MLflow run's weights, not fetched yet"),
-    ("b" * 32, "an MLflow run's weights, not fetched yet"),
-    ("", "model.init is empty"),
-])
+@pytest.mark.parametrize(
+    "spec, match",
+    [
+        ("missing/weights.pt", "no such file"),
+        ("weights.pt", "no such file"),
+        ("nosuchname", r"shipped backbone \(shipped: none\)"),
+        ("runs:/" + "a" * 32, "an MLflow run's weights, not fetched yet"),
+        ("b" * 32, "an MLflow run's weights, not fetched yet"),
+        ("", "model.init is empty"),
+    ],
+)
 def test_unusable_inits_are_one_line(spec, match, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(finit, "SHIPPED", tmp_path / "shipped")
@@ -143,8 +147,10 @@ def test_shipped_names_run_ids_and_the_older_fields(tmp_path, monkeypatch):
 def test_imagenet_reads_torchs_cache_and_downloads_nothing(tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
     small = ModelConfig(backbone="resnet18", embed_dim=8, decoder_width=4)
-    for cfg in (dataclasses.replace(small, init="imagenet"),
-                dataclasses.replace(small, pretrained=True)):
+    for cfg in (
+        dataclasses.replace(small, init="imagenet"),
+        dataclasses.replace(small, pretrained=True),
+    ):
         with pytest.raises(FTNError) as err:
             build_model(cfg, 3)
         msg = str(err.value)
@@ -207,9 +213,25 @@ def _tiny_weights(path, seed: int):
 def _run(store, data_root, *extra):
     from ablations import run as run_cli
 
-    return run_cli.main(["--table", "1", "--variants", "base", "--preset", "tiny",
-                         "--tracking-uri", store["uri"], "--work-dir", store["work"],
-                         "--root", str(data_root), "--set", "train.epochs=1", *extra])
+    return run_cli.main(
+        [
+            "--table",
+            "1",
+            "--variants",
+            "base",
+            "--preset",
+            "tiny",
+            "--tracking-uri",
+            store["uri"],
+            "--work-dir",
+            store["work"],
+            "--root",
+            str(data_root),
+            "--set",
+            "train.epochs=1",
+            *extra,
+        ]
+    )
 
 
 def _children(uri):
@@ -217,13 +239,17 @@ def _children(uri):
 
     client = MlflowClient(uri)
     exp = client.get_experiment_by_name("table1-synthetic-tiny")
-    return client.search_runs([exp.experiment_id], filter_string="tags.kind = 'child'",
-                              order_by=["attributes.start_time ASC"])
+    return client.search_runs(
+        [exp.experiment_id],
+        filter_string="tags.kind = 'child'",
+        order_by=["attributes.start_time ASC"],
+    )
 
 
 @pytest.mark.slow
 def test_a_run_starts_from_the_file_carries_its_digest_and_a_changed_file_is_a_new_run(
-        store, data_root, tmp_path, monkeypatch, capsys):
+    store, data_root, tmp_path, monkeypatch, capsys
+):
     from ablations import runner
 
     built = []
@@ -262,16 +288,19 @@ def test_a_run_starts_from_the_file_carries_its_digest_and_a_changed_file_is_a_n
     assert runs[0].data.tags["config_hash"] == runs[1].data.tags["config_hash"]
 
 
-def test_an_unusable_init_stops_the_runner_before_any_store_exists(store, data_root, tmp_path,
-                                                                  capsys):
-    db = store["uri"][len("sqlite:///"):]
+def test_an_unusable_init_stops_the_runner_before_any_store_exists(
+    store, data_root, tmp_path, capsys
+):
+    db = store["uri"][len("sqlite:///") :]
     bad = tmp_path / "bad.pt"
     state = _tiny_weights(bad, 1)
     state["layer3.0.conv1.weight"] = torch.zeros(256, 128, 1, 1)
     torch.save(state, bad)
-    cases = [(f"model.init={tmp_path / 'missing.pt'}", "no such file"),
-             (f"model.init={bad}", "layer3.0.conv1.weight has shape (256, 128, 1, 1)"),
-             ("model.init=runs:/" + "c" * 32, "does not exist")]
+    cases = [
+        (f"model.init={tmp_path / 'missing.pt'}", "no such file"),
+        (f"model.init={bad}", "layer3.0.conv1.weight has shape (256, 128, 1, 1)"),
+        ("model.init=runs:/" + "c" * 32, "does not exist"),
+    ]
     for item, match in cases:
         capsys.readouterr()
         assert _run(store, data_root, "--set", item) == 2

@@ -80,9 +80,16 @@ def test_l1_and_ce_and_combine():
     # with smoothing ε = 0.2 over 2 classes: 0.9·(−log 3/4) + 0.1·(−log 1/4)
     smoothed = cross_entropy(logits, torch.tensor([1]), label_smooth=0.2).item()
     assert smoothed == pytest.approx(-0.9 * math.log(0.75) - 0.1 * math.log(0.25))
-    terms = {"ce/global": torch.tensor(2.0), "ce/local": torch.tensor(1.0),
-             "triplet/global": torch.tensor(4.0), "grad": torch.tensor(8.0), "l1": torch.tensor(16.0)}
-    assert combine(terms, {"ce": 1, "triplet": 0.1, "grad": 0, "l1": 0}).item() == pytest.approx(3.4)
+    terms = {
+        "ce/global": torch.tensor(2.0),
+        "ce/local": torch.tensor(1.0),
+        "triplet/global": torch.tensor(4.0),
+        "grad": torch.tensor(8.0),
+        "l1": torch.tensor(16.0),
+    }
+    assert combine(terms, {"ce": 1, "triplet": 0.1, "grad": 0, "l1": 0}).item() == pytest.approx(
+        3.4
+    )
     assert combine(terms, {"ce": 0, "triplet": 0, "grad": 1, "l1": 1}).item() == pytest.approx(24.0)
     with pytest.raises(ValueError, match="no loss term"):
         combine({"grad": torch.tensor(1.0)}, {"ce": 1})

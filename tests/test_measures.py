@@ -26,19 +26,27 @@ def test_figure_arrays_are_the_models_maps_on_the_picked_images(data_root):
     peds, ident = pick_pedestrians(splits), pick_identity(splits)
     assert len({s.pid for s in peds}) == 3 and list(data["ped_pid"]) == [s.pid for s in peds]
     assert len({s.camid for s in ident}) == len(ident) and len({s.pid for s in ident}) == 1
-    assert data["ped_img"].dtype == np.uint8 and data["ped_img"].shape == (3, cfg.data.height, cfg.data.width, 3)
+    assert data["ped_img"].dtype == np.uint8 and data["ped_img"].shape == (
+        3,
+        cfg.data.height,
+        cfg.data.width,
+        3,
+    )
     # The stage-3 maps: channel means of the squared response on the images as logged.
     img = torch.from_numpy(data["ped_img"]).permute(0, 3, 1, 2).float() / 255
     with torch.no_grad():
         feats = model.activation_maps(img)
-    np.testing.assert_allclose(data["ped_stage3"], activation_map(feats["stage3"]).numpy(), rtol=1e-3, atol=1e-4)
+    np.testing.assert_allclose(
+        data["ped_stage3"], activation_map(feats["stage3"]).numpy(), rtol=1e-3, atol=1e-4
+    )
     mask = torch.from_numpy(data["ped_mask"]).float()[:, None]
     focus = 100 * foreground_focus(torch.from_numpy(data["ped_stage3"]), mask).numpy()
     np.testing.assert_allclose(data["ped_fg_stage3"], focus, rtol=1e-5)
     assert 0 <= data["ped_fg_attn"].min() and data["ped_fg_attn"].max() <= 100
     # A Baseline has no attention map and no decoder: nothing for Fig. 4's A′ or TF-Dec.
-    base = figure_arrays(build_model(run_config("tiny", 2, "base", 0, data_root).model, NUM_CLASSES),
-                         cfg, splits)
+    base = figure_arrays(
+        build_model(run_config("tiny", 2, "base", 0, data_root).model, NUM_CLASSES), cfg, splits
+    )
     assert "ped_attn" not in base and "rec_output" not in base and "id_global" in base
 
 
@@ -57,14 +65,25 @@ def unmeasured(tmp_path, data_root):
     and per_query.npz, but no efficiency.json or figure_data.npz."""
     (tmp_path / "data").symlink_to(data_root)
     uri = new_store(tmp_path)
-    arrays = {"index": np.arange(4), "pid": np.arange(4), "camid": np.zeros(4, int),
-              "ap": np.full(4, 0.5), "first_rank": np.ones(4, int), "inp": np.full(4, 0.2),
-              "top10": np.zeros((4, 10), int)}
-    log_experiment(uri, tmp_path, [FakeRun("g", 0, {"rank1": 50.0, "mAP": 40.0}, per_query=arrays,
-                                           measured=False)])
+    arrays = {
+        "index": np.arange(4),
+        "pid": np.arange(4),
+        "camid": np.zeros(4, int),
+        "ap": np.full(4, 0.5),
+        "first_rank": np.ones(4, int),
+        "inp": np.full(4, 0.2),
+        "top10": np.zeros((4, 10), int),
+    }
+    log_experiment(
+        uri,
+        tmp_path,
+        [FakeRun("g", 0, {"rank1": 50.0, "mAP": 40.0}, per_query=arrays, measured=False)],
+    )
     client = MlflowClient(uri)
-    (run,) = client.search_runs([client.get_experiment_by_name("table2-synthetic-tiny").experiment_id],
-                                "tags.kind = 'child'")
+    (run,) = client.search_runs(
+        [client.get_experiment_by_name("table2-synthetic-tiny").experiment_id],
+        "tags.kind = 'child'",
+    )
     return uri, client, run
 
 

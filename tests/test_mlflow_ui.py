@@ -19,15 +19,23 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-
 from fake_store import FakeRun, log_experiment, new_store
 
 pytestmark = pytest.mark.slow
 
 CHROMIUM = next((p for p in (shutil.which(n) for n in ("chromium", "chromium-browser")) if p), None)
-CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                  "--disable-background-networking", "--disable-component-update",
-                  "--disable-sync", "--virtual-time-budget=15000", "--window-size=1400,900"]
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--virtual-time-budget=15000",
+    "--window-size=1400,900",
+]
 # Final val/mAP: g-s0 above base-s0, so sorting by it puts g-s0 first.
 RUNS = {("base", 0): (50.0, 40.5), ("g", 0): (70.0, 61.25)}
 
@@ -53,15 +61,38 @@ def server(tmp_path_factory):
     _need_chromium()
     folder = tmp_path_factory.mktemp("ui")
     uri = new_store(folder)
-    exp_id = log_experiment(uri, folder, [FakeRun(v, s, {"rank1": r1, "mAP": m}, artifacts=False)
-                                          for (v, s), (r1, m) in RUNS.items()])
+    exp_id = log_experiment(
+        uri,
+        folder,
+        [
+            FakeRun(v, s, {"rank1": r1, "mAP": m}, artifacts=False)
+            for (v, s), (r1, m) in RUNS.items()
+        ],
+    )
     port = _free_port()
     log = open(folder / "server.log", "w")
     env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
-    proc = subprocess.Popen([sys.executable, "-m", "mlflow", "server", "--backend-store-uri", uri,
-                             "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
-                            stdout=log, stderr=subprocess.STDOUT, env=env, cwd=folder,
-                            start_new_session=True)  # its own group: the uvicorn child goes too
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "mlflow",
+            "server",
+            "--backend-store-uri",
+            uri,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env=env,
+        cwd=folder,
+        start_new_session=True,
+    )  # its own group: the uvicorn child goes too
     try:
         _wait_healthy(proc, f"http://127.0.0.1:{port}/health", folder / "server.log")
         yield f"http://127.0.0.1:{port}", exp_id, uri, folder
@@ -87,7 +118,9 @@ def _wait_healthy(proc: subprocess.Popen, url: str, log: Path, timeout: float = 
         except (urllib.error.URLError, ConnectionError, TimeoutError):
             pass
         time.sleep(0.5)
-    pytest.fail(f"mlflow server did not answer {url} within {timeout:.0f} s:\n{log.read_text()[-2000:]}")
+    pytest.fail(
+        f"mlflow server did not answer {url} within {timeout:.0f} s:\n{log.read_text()[-2000:]}"
+    )
 
 
 def _chromium(url: str, profile: Path, screenshot: Path | None = None) -> str:
@@ -123,8 +156,10 @@ def test_the_link_make_ui_prints_opens_the_child_runs_with_r1_and_map(server, tm
 
     base, exp_id, uri, _ = server
     url = ui.runs_url(MlflowClient(uri), "127.0.0.1", int(base.rsplit(":", 1)[1]))
-    assert url == (f"{base}/#/experiments/{exp_id}/runs?workflowType=machine_learning"
-                   f"&viewStateShareKey={ui.VIEW_KEY}")
+    assert url == (
+        f"{base}/#/experiments/{exp_id}/runs?workflowType=machine_learning"
+        f"&viewStateShareKey={ui.VIEW_KEY}"
+    )
     shot = tmp_path / "link.png"
     dom = _chromium(url, tmp_path / "profile", shot)
     assert "viewing a shared view" in dom, dom[-3000:]  # found (an unknown key: an error)
@@ -150,16 +185,25 @@ def test_the_link_without_its_stored_view_still_filters_and_sorts(capsys):
 
     class Refusing:
         def search_experiments(self):
-            return [SimpleNamespace(experiment_id="7", name="table2-synthetic-tiny", tags={},
-                                    last_update_time=2, creation_time=1)]
+            return [
+                SimpleNamespace(
+                    experiment_id="7",
+                    name="table2-synthetic-tiny",
+                    tags={},
+                    last_update_time=2,
+                    creation_time=1,
+                )
+            ]
 
         def set_experiment_tag(self, *args):
             raise RuntimeError("database is locked")
 
     url = ui.runs_url(Refusing(), "127.0.0.1", 5000)
-    assert url == ("http://127.0.0.1:5000/#/experiments/7/runs?workflowType=machine_learning"
-                   "&searchFilter=tags.kind%20%3D%20%27child%27"
-                   "&orderByKey=metrics.%60val%2Frank1%60&orderByAsc=false")
+    assert url == (
+        "http://127.0.0.1:5000/#/experiments/7/runs?workflowType=machine_learning"
+        "&searchFilter=tags.kind%20%3D%20%27child%27"
+        "&orderByKey=metrics.%60val%2Frank1%60&orderByAsc=false"
+    )
     assert "database is locked" in capsys.readouterr().err
 
 
@@ -169,8 +213,9 @@ def test_run_page_shows_its_metrics(server, tmp_path):
 
     run = MlflowClient(uri).search_runs([exp_id], "attributes.run_name = 'g-s0'")[0]
     shot = tmp_path / "run.png"
-    dom = _chromium(f"{base}/#/experiments/{exp_id}/runs/{run.info.run_id}", tmp_path / "profile",
-                    shot)
+    dom = _chromium(
+        f"{base}/#/experiments/{exp_id}/runs/{run.info.run_id}", tmp_path / "profile", shot
+    )
     assert "g-s0" in dom and "val/mAP" in dom and "61.25" in dom and "val/rank1" in dom
     assert shot.stat().st_size > 10_000
 
@@ -183,8 +228,12 @@ def test_report_reads_a_tracking_server(server, tmp_path):
     from reports import build
 
     base, exp_id, uri, _ = server
-    assert build.main(["--tracking-uri", base, "--out", str(tmp_path), "--no-visual",
-                       "--no-efficiency"]) == 0
+    assert (
+        build.main(
+            ["--tracking-uri", base, "--out", str(tmp_path), "--no-visual", "--no-efficiency"]
+        )
+        == 0
+    )
     table = pd.read_csv(tmp_path / "table2" / "synthetic-tiny" / "table.csv").set_index("variant")
     assert table.loc["g", "rank1_mean"] == 70 and table.loc["g", "d_mAP"] == 61.25 - 40.5
     parent = MlflowClient(uri).search_runs([exp_id], "tags.kind = 'parent'")[0]
@@ -203,12 +252,25 @@ def test_the_link_opens_the_newest_experiment_of_a_study_too():
         tags: list = []
 
         def search_experiments(self):
-            return [SimpleNamespace(experiment_id="0", name="Default", tags={}, last_update_time=9,
-                                    creation_time=0),
-                    SimpleNamespace(experiment_id="3", name="table2-synthetic-cpu", tags={},
-                                    last_update_time=5, creation_time=1),
-                    SimpleNamespace(experiment_id="4", name="lambda3-synthetic-cpu", tags={},
-                                    last_update_time=7, creation_time=2)]
+            return [
+                SimpleNamespace(
+                    experiment_id="0", name="Default", tags={}, last_update_time=9, creation_time=0
+                ),
+                SimpleNamespace(
+                    experiment_id="3",
+                    name="table2-synthetic-cpu",
+                    tags={},
+                    last_update_time=5,
+                    creation_time=1,
+                ),
+                SimpleNamespace(
+                    experiment_id="4",
+                    name="lambda3-synthetic-cpu",
+                    tags={},
+                    last_update_time=7,
+                    creation_time=2,
+                ),
+            ]
 
         def set_experiment_tag(self, *args):
             self.tags.append(args)

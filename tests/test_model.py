@@ -24,7 +24,9 @@ ALL_VARIANTS = [(t, v) for t, rows in TABLES.items() for v in rows]
 
 
 @pytest.mark.parametrize("size", [(256, 128), (128, 64)])
-@pytest.mark.parametrize("table,variant", ALL_VARIANTS, ids=[f"t{t}-{v.key}" for t, v in ALL_VARIANTS])
+@pytest.mark.parametrize(
+    "table,variant", ALL_VARIANTS, ids=[f"t{t}-{v.key}" for t, v in ALL_VARIANTS]
+)
 def test_every_variant_shapes(table, variant, size):
     torch.manual_seed(0)
     cfg = variant.model_config(SMALL)
@@ -107,7 +109,9 @@ def test_cfa_without_pa_drops_only_the_pa_term():
     a = torch.randn(2, 16, 4, 2)
     out_full, out_no = full(a), no_pa(a)
     assert out_no.pa is None and torch.allclose(out_no.ca, out_full.ca)
-    assert torch.allclose(_recover_input(no_pa, a), channel_max_pool(a) + 0.7 * out_full.ca, atol=1e-6)
+    assert torch.allclose(
+        _recover_input(no_pa, a), channel_max_pool(a) + 0.7 * out_full.ca, atol=1e-6
+    )
     with torch.no_grad():
         full.phi.zero_()
     assert torch.allclose(full(a).out, out_no.out, atol=1e-6)
@@ -118,7 +122,9 @@ def test_cfa_without_ca_drops_only_the_ca_term():
     a = torch.randn(2, 16, 4, 2)
     out_full, out_no = full(a), no_ca(a)
     assert out_no.ca is None and torch.allclose(out_no.pa, out_full.pa)
-    assert torch.allclose(_recover_input(no_ca, a), channel_max_pool(a) - 1.3 * out_full.pa, atol=1e-6)
+    assert torch.allclose(
+        _recover_input(no_ca, a), channel_max_pool(a) - 1.3 * out_full.pa, atol=1e-6
+    )
     with torch.no_grad():
         full.gamma.zero_()
     assert torch.allclose(full(a).out, out_no.out, atol=1e-6)
@@ -156,8 +162,14 @@ def test_cfa_macs_match_paper():
 
 def test_pamcam_parameter_count_matches_formula():
     c, mid = 64, 32
-    formula = (9 * c * mid + 2 * mid) + 2 * (mid * mid // 8 + mid // 8) + (mid * mid + mid) + 1 + 1 \
+    formula = (
+        (9 * c * mid + 2 * mid)
+        + 2 * (mid * mid // 8 + mid // 8)
+        + (mid * mid + mid)
+        + 1
+        + 1
         + (9 * mid * c + c)
+    )
     assert count_params(PAMCAM(c)) == formula
     assert PAMCAM(c)(torch.randn(2, c, 4, 2)).out.shape == (2, c, 4, 2)
 
@@ -171,8 +183,10 @@ def test_decoder_width_and_shapes():
         assert block.msrb.fuse.in_channels == 256 and block.msrb.fuse.out_channels == 64
     msrb = MSRB(4)
     n = 4
-    assert count_params(msrb) == (9 + 25) * (n * n + 0) + 2 * n + (9 + 25) * (4 * n * n) + 2 * 2 * n \
-        + 4 * n * n + n
+    assert (
+        count_params(msrb)
+        == (9 + 25) * (n * n + 0) + 2 * n + (9 + 25) * (4 * n * n) + 2 * 2 * n + 4 * n * n + n
+    )
     assert TFDec(32, width=8)(torch.randn(2, 32, 16, 8)).shape == (2, 3, 256, 128)
 
 
@@ -234,7 +248,9 @@ def test_every_parameter_gets_a_finite_gradient_in_joint_training():
         model.attention.phi.fill_(0.5)
     out = model(torch.rand(4, 3, 64, 32), reid=True, recon=True)
     terms = model.losses(out, torch.tensor([0, 0, 1, 1]))
-    assert set(terms) == {f"{t}/{b}" for t in ("ce", "triplet") for b in ("global", "local", "attn")} | {"grad", "l1"}
+    assert set(terms) == {
+        f"{t}/{b}" for t in ("ce", "triplet") for b in ("global", "local", "attn")
+    } | {"grad", "l1"}
     sum(terms.values()).backward()
     for name, p in model.named_parameters():
         assert p.grad is not None, name
@@ -254,14 +270,17 @@ def test_inference_runs_no_decoder_module():
     assert calls  # the hooks do fire when the decoder runs
 
 
-@pytest.mark.parametrize("changes,match", [
-    ({"attention": "none", "mask": "gm_pam"}, "needs the CFA's PA map"),
-    ({"use_ca": False, "mask": "gm_cam"}, "needs the CFA's CA map"),
-    ({"attention": "pamcam"}, "needs the CFA's PA map"),
-    ({"mask": "nope"}, "model.mask=nope: unknown"),
-    ({"use_pa": False, "use_ca": False, "decoder": False}, "CFA needs at least one"),
-    ({"backbone": "vgg16"}, "model.backbone=vgg16: unknown"),
-])
+@pytest.mark.parametrize(
+    "changes,match",
+    [
+        ({"attention": "none", "mask": "gm_pam"}, "needs the CFA's PA map"),
+        ({"use_ca": False, "mask": "gm_cam"}, "needs the CFA's CA map"),
+        ({"attention": "pamcam"}, "needs the CFA's PA map"),
+        ({"mask": "nope"}, "model.mask=nope: unknown"),
+        ({"use_pa": False, "use_ca": False, "decoder": False}, "CFA needs at least one"),
+        ({"backbone": "vgg16"}, "model.backbone=vgg16: unknown"),
+    ],
+)
 def test_invalid_configs_fail_with_one_line(changes, match):
     with pytest.raises(FTNError, match=match) as err:
         build_model(dataclasses.replace(SMALL, **changes), num_classes=3)

@@ -43,8 +43,14 @@ def test_two_variants_of_one_seed_start_identical_in_every_shared_tensor(tiny_cf
             assert len(shared) >= 40, (key, other)
             assert all(torch.equal(state[n], ref[n]) for n in shared), (key, other)
     other_seed = build_model(_variant(tiny_cfg, "g").model, num_classes=7, init_seed=4).state_dict()
-    changed = [n for n, v in other_seed.items() if v.is_floating_point() and not torch.equal(v, models["g"][n])]
-    assert any(n.startswith("senc.") for n in changed) and any(n.startswith("heads.") for n in changed)
+    changed = [
+        n
+        for n, v in other_seed.items()
+        if v.is_floating_point() and not torch.equal(v, models["g"][n])
+    ]
+    assert any(n.startswith("senc.") for n in changed) and any(
+        n.startswith("heads.") for n in changed
+    )
 
 
 class _Seen(nn.Module):
@@ -70,12 +76,17 @@ def _images_seen(cfg, key: str, workers: int) -> list[torch.Tensor]:
 
 def test_an_image_gets_the_same_augmented_pixels_in_two_variants_and_with_any_workers(tiny_cfg):
     # Every augmentation on, random patch pasting from the first image on: all of it is keyed.
-    cfg = override(tiny_cfg, {"train.max_batches": 4, "data.random_patch": 1.0, "data.random_erasing": 1.0})
+    cfg = override(
+        tiny_cfg, {"train.max_batches": 4, "data.random_patch": 1.0, "data.random_erasing": 1.0}
+    )
     base = _images_seen(cfg, "base", workers=0)
     assert len(base) == 8
     for key, workers in (("g", 0), ("cfa", 2)):
         other = _images_seen(cfg, key, workers)
-        assert len(other) == len(base) and all(torch.equal(a, b) for a, b in zip(base, other)), (key, workers)
+        assert len(other) == len(base) and all(torch.equal(a, b) for a, b in zip(base, other)), (
+            key,
+            workers,
+        )
     # The keys are the seed's: another seed augments otherwise.
     reseeded = _images_seen(override(cfg, {"train.seed": 1}), "base", workers=0)
     assert not torch.equal(reseeded[0], base[0])
@@ -87,4 +98,6 @@ def test_random_patch_pool_lives_in_the_main_process(tiny_cfg):
     trainer.train_epoch(0)
     batch = cfg.data.num_ids * cfg.data.num_instances
     (patch,) = trainer._stateful_transforms()
-    assert len(patch.pool) == 3 * batch  # every image of every batch, though two workers loaded them
+    assert (
+        len(patch.pool) == 3 * batch
+    )  # every image of every batch, though two workers loaded them

@@ -26,8 +26,14 @@ SMALL = F.FractalSpec(categories=6, instances=8, height=32, width=16, seed=0)
 
 def _system(theta, phi, s1, s2, d, b) -> dict:
     arr = lambda v: np.asarray(v, float)[None]  # noqa: E731 - one system
-    return {"theta": arr(theta), "phi": arr(phi), "s1": arr(s1), "s2": arr(s2), "d": arr(d),
-            "b": np.asarray(b, float)[None]}
+    return {
+        "theta": arr(theta),
+        "phi": arr(phi),
+        "s1": arr(s1),
+        "s2": arr(s2),
+        "d": arr(d),
+        "b": np.asarray(b, float)[None],
+    }
 
 
 def test_maps_are_rotation_scale_rotation_and_the_sierpinski_triangle_comes_out():
@@ -162,8 +168,18 @@ def _args(store, *extra):
     return ["--preset", "tiny", "--tracking-uri", store["uri"], "--work-dir", store["work"], *extra]
 
 
-FRACTAL = ("--source", "fractal", "--categories", "6", "--instances", "10", "--epochs", "2",
-           "--batch-size", "16")
+FRACTAL = (
+    "--source",
+    "fractal",
+    "--categories",
+    "6",
+    "--instances",
+    "10",
+    "--epochs",
+    "2",
+    "--batch-size",
+    "16",
+)
 
 
 def _runs(uri, experiment):
@@ -173,8 +189,9 @@ def _runs(uri, experiment):
 
 
 @pytest.mark.slow
-def test_fractal_pretraining_end_to_end_and_a_run_fine_tuned_from_it(store, data_root, tmp_path,
-                                                                      capsys, monkeypatch):
+def test_fractal_pretraining_end_to_end_and_a_run_fine_tuned_from_it(
+    store, data_root, tmp_path, capsys, monkeypatch
+):
     out = tmp_path / "w" / "fractal.pt"
     assert pretrain.main(_args(store, *FRACTAL, "--out", str(out))) == 0
     client, runs = _runs(store["uri"], "pretrain-fractal")
@@ -188,8 +205,12 @@ def test_fractal_pretraining_end_to_end_and_a_run_fine_tuned_from_it(store, data
         assert [m.step for m in client.get_metric_history(run.info.run_id, key)] == [1, 2], key
     import mlflow
 
-    art = mlflow.artifacts.download_artifacts(run_id=run.info.run_id, artifact_path="backbone.pt",
-                                              dst_path=str(tmp_path), tracking_uri=store["uri"])
+    art = mlflow.artifacts.download_artifacts(
+        run_id=run.info.run_id,
+        artifact_path="backbone.pt",
+        dst_path=str(tmp_path),
+        tracking_uri=store["uri"],
+    )
     assert open(art, "rb").read() == out.read_bytes()
     state = torch.load(out, weights_only=True)
     assert state["conv1.weight"].dtype == torch.float16
@@ -216,10 +237,27 @@ def test_fractal_pretraining_end_to_end_and_a_run_fine_tuned_from_it(store, data
             built.append(backbone_state(self.model.senc, local_block=False))
 
     monkeypatch.setattr(runner, "Trainer", Recording)
-    assert run_cli.main(["--table", "1", "--variants", "base", "--preset", "tiny",
-                         "--tracking-uri", store["uri"], "--work-dir", store["work"],
-                         "--root", str(data_root),
-                         "--set", f"model.init=runs:/{run.info.run_id}"]) == 0
+    assert (
+        run_cli.main(
+            [
+                "--table",
+                "1",
+                "--variants",
+                "base",
+                "--preset",
+                "tiny",
+                "--tracking-uri",
+                store["uri"],
+                "--work-dir",
+                store["work"],
+                "--root",
+                str(data_root),
+                "--set",
+                f"model.init=runs:/{run.info.run_id}",
+            ]
+        )
+        == 0
+    )
     for key, value in state.items():  # fp16 in the file, upcast exactly
         want = value.float() if value.is_floating_point() else value
         assert torch.equal(built[0][key], want), key
@@ -230,7 +268,8 @@ def test_fractal_pretraining_end_to_end_and_a_run_fine_tuned_from_it(store, data
 
 @pytest.mark.slow
 def test_an_interrupted_pretraining_resumes_in_its_run_and_ends_as_an_uninterrupted_one(
-        store, tmp_path, capsys, monkeypatch):
+    store, tmp_path, capsys, monkeypatch
+):
     from ftn_core.pretrain import ClassifierTrainer
 
     other = {"uri": f"sqlite:///{tmp_path / 'other.db'}", "work": str(tmp_path / "other")}
@@ -259,9 +298,26 @@ def test_an_interrupted_pretraining_resumes_in_its_run_and_ends_as_an_uninterrup
 @pytest.mark.slow
 def test_people_pretraining_end_to_end(store, tmp_path):
     out = tmp_path / "people.pt"
-    assert pretrain.main(_args(store, "--source", "people", "--ids", "12", "--test-ids", "3",
-                               "--epochs", "2", "--root", str(tmp_path / "data"),
-                               "--out", str(out))) == 0
+    assert (
+        pretrain.main(
+            _args(
+                store,
+                "--source",
+                "people",
+                "--ids",
+                "12",
+                "--test-ids",
+                "3",
+                "--epochs",
+                "2",
+                "--root",
+                str(tmp_path / "data"),
+                "--out",
+                str(out),
+            )
+        )
+        == 0
+    )
     client, (run,) = _runs(store["uri"], "pretrain-people")
     assert run.info.status == "FINISHED" and run.data.tags["backbone_digest"] == file_digest(out)
     assert run.data.tags["data_digest"] == P.settings_digest(P.PeopleSpec(12, 3, seed=0))
@@ -271,13 +327,16 @@ def test_people_pretraining_end_to_end(store, tmp_path):
     assert any(k.startswith("local_block.") for k in state)  # the local branch trained too
 
 
-@pytest.mark.parametrize("extra, match", [
-    (("--source", "people", "--height", "32"), "--height/--width"),
-    (("--source", "people", "--batch-size", "5"), "a multiple of 2"),
-    (("--source", "fractal", "--epochs", "0"), "0 is below 1"),
-    (("--source", "leaves"), "invalid choice"),
-    (("--source", "fractal", "--device", "abacus"), "not a device"),
-])
+@pytest.mark.parametrize(
+    "extra, match",
+    [
+        (("--source", "people", "--height", "32"), "--height/--width"),
+        (("--source", "people", "--batch-size", "5"), "a multiple of 2"),
+        (("--source", "fractal", "--epochs", "0"), "0 is below 1"),
+        (("--source", "leaves"), "invalid choice"),
+        (("--source", "fractal", "--device", "abacus"), "not a device"),
+    ],
+)
 def test_bad_input_is_one_line_and_creates_nothing(extra, match, store, tmp_path, capsys):
     code = pretrain.main(_args(store, *extra))
     err = capsys.readouterr().err.strip()

@@ -7,9 +7,19 @@ import re
 from collections import Counter
 
 import pytest
-from fixtures_layouts import (GALLERY, QUERY, TRAIN, corrupt_file, cuhk03np_name, duke_name,
-                              market_name, write_image, write_market_layout, write_msmt,
-                              write_split)
+from fixtures_layouts import (
+    GALLERY,
+    QUERY,
+    TRAIN,
+    corrupt_file,
+    cuhk03np_name,
+    duke_name,
+    market_name,
+    write_image,
+    write_market_layout,
+    write_msmt,
+    write_split,
+)
 
 from ftn_core.data.loading import load_dataset
 from ftn_core.data.readers import KNOWN_DATASETS, check_image, read_market_layout
@@ -21,8 +31,9 @@ def pid_cams(samples):
 
 
 def test_market_counts_pids_camids_relabel(tmp_path):
-    d = write_market_layout(tmp_path / "market1501" / "Market-1501-v15.09.15", TRAIN, QUERY,
-                            GALLERY)
+    d = write_market_layout(
+        tmp_path / "market1501" / "Market-1501-v15.09.15", TRAIN, QUERY, GALLERY
+    )
     (d / "bounding_box_train" / "Thumbs.db").write_bytes(b"ignored")  # ships with Market-1501
     ds = load_dataset("market1501", str(tmp_path))
     assert ds.root == str(d)
@@ -40,8 +51,9 @@ def test_market_counts_pids_camids_relabel(tmp_path):
     assert by_name == {"0002": 0, "0005": 1, "0007": 2}
 
 
-@pytest.mark.parametrize("nesting", ["market1501/Market-1501-v15.09.15", "Market-1501-v15.09.15",
-                                     "market1501", ""])
+@pytest.mark.parametrize(
+    "nesting", ["market1501/Market-1501-v15.09.15", "Market-1501-v15.09.15", "market1501", ""]
+)
 def test_market_nestings(tmp_path, nesting):
     d = write_market_layout(tmp_path / nesting, TRAIN, QUERY, GALLERY)
     ds = load_dataset("market1501", str(tmp_path), verify_images=False)
@@ -51,8 +63,13 @@ def test_market_nestings(tmp_path, nesting):
 
 def test_duke(tmp_path):
     train = [(5, 2), (5, 8), (1, 1), (9, 3)]
-    write_market_layout(tmp_path / "dukemtmc-reid" / "DukeMTMC-reID", train, [(5, 7)],
-                        [(5, 1), (9, 8)], namer=duke_name)
+    write_market_layout(
+        tmp_path / "dukemtmc-reid" / "DukeMTMC-reID",
+        train,
+        [(5, 7)],
+        [(5, 1), (9, 8)],
+        namer=duke_name,
+    )
     ds = load_dataset("dukemtmcreid", str(tmp_path))
     assert pid_cams(ds.train) == [(0, 0), (1, 1), (1, 7), (2, 2)]
     assert pid_cams(ds.query) == [(5, 6)]
@@ -62,10 +79,16 @@ def test_duke(tmp_path):
 
 def test_cuhk03np_labeled_and_detected(tmp_path):
     base = tmp_path / "cuhk03-np"
-    write_market_layout(base / "labeled", [(1, 1), (1, 2), (3, 1)], [(10, 1)], [(10, 2), (11, 2)],
-                        namer=cuhk03np_name)
-    write_market_layout(base / "detected", [(1, 1), (4, 2)], [(12, 2)], [(12, 1)],
-                        namer=cuhk03np_name)
+    write_market_layout(
+        base / "labeled",
+        [(1, 1), (1, 2), (3, 1)],
+        [(10, 1)],
+        [(10, 2), (11, 2)],
+        namer=cuhk03np_name,
+    )
+    write_market_layout(
+        base / "detected", [(1, 1), (4, 2)], [(12, 2)], [(12, 1)], namer=cuhk03np_name
+    )
     lab = load_dataset("cuhk03_labeled", str(tmp_path))
     det = load_dataset("cuhk03_detected", str(tmp_path))
     assert pid_cams(lab.train) == [(0, 0), (0, 1), (1, 0)]
@@ -159,14 +182,20 @@ def test_split_folder_empty(tmp_path):
 def test_bad_file_name_is_named(tmp_path):
     d = write_market_layout(tmp_path / "market1501", TRAIN, QUERY, GALLERY)
     write_image(d / "query" / "person7.jpg")
-    with pytest.raises(FTNError, match=r"cannot parse file name .*query/person7\.jpg: expected "
-                                       r"names like 0002_c1s1_000451_03\.jpg"):
+    with pytest.raises(
+        FTNError,
+        match=r"cannot parse file name .*query/person7\.jpg: expected "
+        r"names like 0002_c1s1_000451_03\.jpg",
+    ):
         load_dataset("market1501", str(tmp_path))
     # a Duke name is not a Market name
     write_market_layout(tmp_path / "x" / "DukeMTMC-reID", TRAIN, QUERY, [(3, 1)])
-    with pytest.raises(FTNError, match=r"cannot parse file name .*bounding_box_train/"
-                                       r"0002_c1s1_000001_00\.jpg: expected names like "
-                                       r"0005_c2_f0046985\.jpg"):
+    with pytest.raises(
+        FTNError,
+        match=r"cannot parse file name .*bounding_box_train/"
+        r"0002_c1s1_000001_00\.jpg: expected names like "
+        r"0005_c2_f0046985\.jpg",
+    ):
         load_dataset("dukemtmcreid", str(tmp_path / "x"))
 
 
@@ -228,8 +257,9 @@ def test_msmt_errors(tmp_path):
 
 def test_msmt_list_with_bom_and_crlf(tmp_path):
     """A list file re-saved by a Windows editor (byte-order mark, CRLF) gives the same samples."""
-    d = write_msmt(tmp_path / "MSMT17_V1", 1, [(0, 1), (1, 2)], [(0, 2)], [(0, 3), (1, 1)],
-                   [(0, 4), (1, 2)])
+    d = write_msmt(
+        tmp_path / "MSMT17_V1", 1, [(0, 1), (1, 2)], [(0, 2)], [(0, 3), (1, 1)], [(0, 4), (1, 2)]
+    )
     plain = load_dataset("msmt17", str(tmp_path))
     for name in ("list_train.txt", "list_query.txt"):
         text = (d / name).read_text()
@@ -243,8 +273,11 @@ def test_msmt_list_with_bom_and_crlf(tmp_path):
 def test_msmt_image_folder_missing(tmp_path):
     d = write_msmt(tmp_path / "MSMT17_V2", 2, [(0, 1)], [(0, 2)], [(0, 3)], [(0, 4)])
     os.rename(d / "mask_test_v2", d / "elsewhere")
-    with pytest.raises(FTNError, match=r"image folder missing \(expected one of test/, "
-                                       r"mask_test_v2/"):
+    with pytest.raises(
+        FTNError,
+        match=r"image folder missing \(expected one of test/, "
+        r"mask_test_v2/",
+    ):
         load_dataset("msmt17", str(tmp_path))
 
 
@@ -288,6 +321,7 @@ def test_split_with_only_junk(tmp_path):
 
 # --------------------------------------------------------------------------- your own data
 
+
 @pytest.mark.parametrize("names", ["market", "short"])
 def test_folder_dataset_in_either_folder_naming(tmp_path, names):
     d = write_market_layout(tmp_path / "mine", TRAIN, QUERY, GALLERY)
@@ -296,7 +330,11 @@ def test_folder_dataset_in_either_folder_naming(tmp_path, names):
         (d / "bounding_box_test").rename(d / "gallery")
     ds = load_dataset("folder", str(d))
     assert ds.name == "folder" and ds.num_train_pids == 3
-    assert pid_cams(ds.query) == [(2, 0), (7, 1)] and pid_cams(ds.gallery) == [(0, 3), (2, 2), (7, 0)]
+    assert pid_cams(ds.query) == [(2, 0), (7, 1)] and pid_cams(ds.gallery) == [
+        (0, 3),
+        (2, 2),
+        (7, 0),
+    ]
 
 
 def test_folder_dataset_errors_are_one_line(tmp_path):
@@ -307,8 +345,9 @@ def test_folder_dataset_errors_are_one_line(tmp_path):
         load_dataset("folder", str(tmp_path / "x"))
 
 
-def _csv_tree(tmp_path, rows: list[str], header: str = "path,pid,camid,split",
-              encoding: str = "utf-8") -> str:
+def _csv_tree(
+    tmp_path, rows: list[str], header: str = "path,pid,camid,split", encoding: str = "utf-8"
+) -> str:
     for i in range(6):
         write_image(tmp_path / "img" / f"{i}.jpg", size=(16, 32), seed=i)
     path = tmp_path / "data.csv"
@@ -316,34 +355,62 @@ def _csv_tree(tmp_path, rows: list[str], header: str = "path,pid,camid,split",
     return str(path)
 
 
-GOOD_ROWS = ["img/0.jpg,1,0,train", "img/1.jpg,1,1,train", "img/2.jpg,4,0,train",
-             "img/3.jpg,1,0,query", "img/4.jpg,1,1,gallery", "img/5.jpg,-1,1,gallery"]
+GOOD_ROWS = [
+    "img/0.jpg,1,0,train",
+    "img/1.jpg,1,1,train",
+    "img/2.jpg,4,0,train",
+    "img/3.jpg,1,0,query",
+    "img/4.jpg,1,1,gallery",
+    "img/5.jpg,-1,1,gallery",
+]
 
 
 def test_csv_dataset_reads_paths_pids_cameras_and_splits(tmp_path):
     ds = load_dataset("csv", _csv_tree(tmp_path, GOOD_ROWS))
     assert [os.path.basename(s.path) for s in ds.train] == ["0.jpg", "1.jpg", "2.jpg"]
     assert pid_cams(ds.train) == [(0, 0), (0, 1), (1, 0)]  # pids relabelled, cameras as given
-    assert pid_cams(ds.query) == [(1, 0)] and pid_cams(ds.gallery) == [(1, 1)]  # pid -1: junk, dropped
+    assert pid_cams(ds.query) == [(1, 0)] and pid_cams(ds.gallery) == [
+        (1, 1)
+    ]  # pid -1: junk, dropped
 
 
-@pytest.mark.parametrize("rows,header,message", [
-    (GOOD_ROWS, "path,pid,split", r"missing column\(s\) camid"),
-    (GOOD_ROWS + ["img/0.jpg,1,0,val"], None, r"line 8: split 'val' is not one of train, query, gallery"),
-    (GOOD_ROWS + ["img/9.jpg,1,0,train"], None, r"line 8: image .*img/9.jpg does not exist"),
-    (GOOD_ROWS + ["img/0.jpg,abc,0,train"], None, r"line 8: pid 'abc' is not an integer"),
-    (GOOD_ROWS[:3], None, r"no query rows"),
-    (GOOD_ROWS + [",1,0,train"], None, r"line 8: the path is empty"),
-    # The same image twice is an error, whatever its pid, camera or split, however spelt.
-    (GOOD_ROWS + ["img/1.jpg,1,1,train"], None,
-     r"data.csv line 8: image img/1\.jpg is already listed on line 3; list each image once$"),
-    (GOOD_ROWS + ["img/./0.jpg,7,2,gallery"], None,
-     r"line 8: image img/\./0\.jpg is already listed on line 2;"),
-    (GOOD_ROWS + ["img/5.jpg,3,0,query"], None, r"line 8: image img/5\.jpg is already listed on line 7;"),
-    # A blank line is still a line of the file.
-    (GOOD_ROWS[:3] + ["", "img/2.jpg,4,0,query"], None,
-     r"line 6: image img/2\.jpg is already listed on line 4;"),
-])
+@pytest.mark.parametrize(
+    "rows,header,message",
+    [
+        (GOOD_ROWS, "path,pid,split", r"missing column\(s\) camid"),
+        (
+            GOOD_ROWS + ["img/0.jpg,1,0,val"],
+            None,
+            r"line 8: split 'val' is not one of train, query, gallery",
+        ),
+        (GOOD_ROWS + ["img/9.jpg,1,0,train"], None, r"line 8: image .*img/9.jpg does not exist"),
+        (GOOD_ROWS + ["img/0.jpg,abc,0,train"], None, r"line 8: pid 'abc' is not an integer"),
+        (GOOD_ROWS[:3], None, r"no query rows"),
+        (GOOD_ROWS + [",1,0,train"], None, r"line 8: the path is empty"),
+        # The same image twice is an error, whatever its pid, camera or split, however spelt.
+        (
+            GOOD_ROWS + ["img/1.jpg,1,1,train"],
+            None,
+            r"data.csv line 8: image img/1\.jpg is already listed on line 3; list each image once$",
+        ),
+        (
+            GOOD_ROWS + ["img/./0.jpg,7,2,gallery"],
+            None,
+            r"line 8: image img/\./0\.jpg is already listed on line 2;",
+        ),
+        (
+            GOOD_ROWS + ["img/5.jpg,3,0,query"],
+            None,
+            r"line 8: image img/5\.jpg is already listed on line 7;",
+        ),
+        # A blank line is still a line of the file.
+        (
+            GOOD_ROWS[:3] + ["", "img/2.jpg,4,0,query"],
+            None,
+            r"line 6: image img/2\.jpg is already listed on line 4;",
+        ),
+    ],
+)
 def test_csv_dataset_errors_name_the_row(tmp_path, rows, header, message):
     path = _csv_tree(tmp_path, rows, header or "path,pid,camid,split")
     with pytest.raises(FTNError, match=message):
@@ -366,8 +433,11 @@ def test_csv_dataset_saved_with_a_byte_order_mark(tmp_path):
 def test_csv_dataset_root_is_a_folder(tmp_path):
     _csv_tree(tmp_path, GOOD_ROWS)
     example = re.escape(f"(e.g. --root {tmp_path / 'data.csv'})")
-    with pytest.raises(FTNError, match=rf"--root .*: is a folder; --dataset csv needs the CSV file "
-                                       rf"itself {example}$"):
+    with pytest.raises(
+        FTNError,
+        match=rf"--root .*: is a folder; --dataset csv needs the CSV file "
+        rf"itself {example}$",
+    ):
         load_dataset("csv", str(tmp_path))
     with pytest.raises(FTNError, match=r"is a folder; --dataset csv needs the CSV file itself$"):
         load_dataset("csv", str(tmp_path / "img"))  # no CSV in it: no example

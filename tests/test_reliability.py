@@ -44,16 +44,26 @@ def _runs(db: Path) -> list[tuple[str, str]]:
 
 # --------------------------------------------------------------------------- the store
 
+
 @pytest.mark.slow
 def test_processes_starting_together_on_a_new_store_all_succeed(tmp_path):
     uri = f"sqlite:///{tmp_path / 'new' / 'mlflow.db'}"
-    procs = [subprocess.Popen([sys.executable, "-c", OPEN.format(repo=str(REPO), uri=uri)],
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(3)]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", OPEN.format(repo=str(REPO), uri=uri)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(3)
+    ]
     results = [p.communicate(timeout=180) for p in procs]
     assert [p.returncode for p in procs] == [0, 0, 0], [err for _, err in results]
     assert mlstore.sqlite_state(tmp_path / "new" / "mlflow.db") == ("current", 0)
     assert MlflowClient(uri).get_experiment("0").name == "Default"
-    assert sorted(p.name for p in (tmp_path / "new").iterdir()) == ["mlflow.db"]  # no lock file left
+    assert sorted(p.name for p in (tmp_path / "new").iterdir()) == [
+        "mlflow.db"
+    ]  # no lock file left
 
 
 def test_the_store_lock_excludes_and_is_gone_once_released(tmp_path):
@@ -110,11 +120,28 @@ def test_sigint_while_the_store_is_created_leaves_nothing_broken(tmp_path):
     db = folder / "mlflow.db"
     uri = f"sqlite:///{db}"
     held = tmp_path / "held"
-    argv = [str(REPO / "ablations" / "run.py"), "--table", "2", "--preset", "tiny", "--variants",
-            "base", "--tracking-uri", uri, "--work-dir", str(tmp_path / "w"), "--root",
-            str(tmp_path / "data")]
-    proc = subprocess.Popen([sys.executable, "-c", SLOW_CREATION, str(held), *argv], cwd=REPO,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    argv = [
+        str(REPO / "ablations" / "run.py"),
+        "--table",
+        "2",
+        "--preset",
+        "tiny",
+        "--variants",
+        "base",
+        "--tracking-uri",
+        uri,
+        "--work-dir",
+        str(tmp_path / "w"),
+        "--root",
+        str(tmp_path / "data"),
+    ]
+    proc = subprocess.Popen(
+        [sys.executable, "-c", SLOW_CREATION, str(held), *argv],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     t0 = time.time()
     while proc.poll() is None and not held.exists() and time.time() - t0 < 120:
         time.sleep(0.005)
@@ -171,13 +198,29 @@ def test_store_problems_are_one_line(tmp_path, capsys, case):
         pytest.importorskip("sqlalchemy")
         try:
             import pg8000  # noqa: F401
+
             pytest.skip("pg8000 is installed")
         except ImportError:
             pass
-        uri, message = "postgresql+pg8000://user@127.0.0.1:1/db", "driver is not installed (No module named 'pg8000')"
+        uri, message = (
+            "postgresql+pg8000://user@127.0.0.1:1/db",
+            "driver is not installed (No module named 'pg8000')",
+        )
     t0 = time.perf_counter()
-    code = run_cli.main(["--table", "2", "--preset", "tiny", "--tracking-uri", uri, "--work-dir",
-                         str(tmp_path / "w"), "--root", str(tmp_path / "data")])
+    code = run_cli.main(
+        [
+            "--table",
+            "2",
+            "--preset",
+            "tiny",
+            "--tracking-uri",
+            uri,
+            "--work-dir",
+            str(tmp_path / "w"),
+            "--root",
+            str(tmp_path / "data"),
+        ]
+    )
     assert code == 2 and time.perf_counter() - t0 < 20
     line = _one_line(capsys.readouterr().err)
     assert message in line and line.endswith(("--tracking-uri", "postgresql+psycopg2://"))
@@ -190,13 +233,28 @@ def test_store_problems_are_one_line(tmp_path, capsys, case):
 def test_ctrl_c_while_run_py_starts_is_one_line(tmp_path, form):
     """SIGINT while the command still imports torch and MLflow (``python ablations/run.py``, or the
     installed ``ftn-run``): one line, exit 130, nothing made."""
-    start = ([sys.executable, str(REPO / "ablations" / "run.py")] if form == "script"
-             else [str(Path(sys.executable).with_name("ftn-run"))])
-    cmd = [*start, "--table", "2", "--preset", "tiny",
-           "--tracking-uri", f"sqlite:///{tmp_path / 'store' / 'mlflow.db'}", "--root", str(tmp_path / "data"),
-           "--work-dir", str(tmp_path / "ckpt")]
+    start = (
+        [sys.executable, str(REPO / "ablations" / "run.py")]
+        if form == "script"
+        else [str(Path(sys.executable).with_name("ftn-run"))]
+    )
+    cmd = [
+        *start,
+        "--table",
+        "2",
+        "--preset",
+        "tiny",
+        "--tracking-uri",
+        f"sqlite:///{tmp_path / 'store' / 'mlflow.db'}",
+        "--root",
+        str(tmp_path / "data"),
+        "--work-dir",
+        str(tmp_path / "ckpt"),
+    ]
     for delay in (0.5, 2.0):
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path)
+        proc = subprocess.Popen(
+            cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path
+        )
         time.sleep(delay)
         proc.send_signal(signal.SIGINT)
         _, err = proc.communicate(timeout=120)
@@ -207,21 +265,48 @@ def test_ctrl_c_while_run_py_starts_is_one_line(tmp_path, form):
 
 # --------------------------------------------------------------------------- the plan
 
-@pytest.mark.parametrize("extra,message", [
-    (["--seeds", "-1"], None),  # argparse: "argument --seeds: -1 is below 0"
-    (["--set", "train.epochs=0"], "train.epochs=0: must be an integer ≥ 1"),
-    (["--set", "train.lr=nan"], "train.lr=nan: must be a finite number > 0"),
-    (["--set", "data.num_instances=1"], "data.num_instances=1: must be at least 2"),
-    (["--set", "train.milestones=5,3"], "train.milestones=(5, 3): must be increasing"),
-    (["--set", "train.device=gpu0"], "train.device=gpu0: must be auto, cpu, mps, cuda or cuda:N"),
-    (["--variants", "a", "--set", "model.mask=gm_pam"], "--set model.mask=gm_pam: Table 2's rows set model.mask"),
-    (["--variants", "d", "--set", "model.attention=pamcam"], "--set model.attention=pamcam: Table 2's rows set"),
-    (["--work-dir", "/proc/ftn-ckpt"], "--work-dir /proc/ftn-ckpt: cannot write checkpoints there"),
-])
+
+@pytest.mark.parametrize(
+    "extra,message",
+    [
+        (["--seeds", "-1"], None),  # argparse: "argument --seeds: -1 is below 0"
+        (["--set", "train.epochs=0"], "train.epochs=0: must be an integer ≥ 1"),
+        (["--set", "train.lr=nan"], "train.lr=nan: must be a finite number > 0"),
+        (["--set", "data.num_instances=1"], "data.num_instances=1: must be at least 2"),
+        (["--set", "train.milestones=5,3"], "train.milestones=(5, 3): must be increasing"),
+        (
+            ["--set", "train.device=gpu0"],
+            "train.device=gpu0: must be auto, cpu, mps, cuda or cuda:N",
+        ),
+        (
+            ["--variants", "a", "--set", "model.mask=gm_pam"],
+            "--set model.mask=gm_pam: Table 2's rows set model.mask",
+        ),
+        (
+            ["--variants", "d", "--set", "model.attention=pamcam"],
+            "--set model.attention=pamcam: Table 2's rows set",
+        ),
+        (
+            ["--work-dir", "/proc/ftn-ckpt"],
+            "--work-dir /proc/ftn-ckpt: cannot write checkpoints there",
+        ),
+    ],
+)
 def test_bad_plans_are_refused_before_anything_exists(tmp_path, capsys, extra, message):
     db = tmp_path / "mlruns" / "mlflow.db"
-    argv = ["--table", "2", "--preset", "tiny", "--tracking-uri", f"sqlite:///{db}",
-            "--work-dir", str(tmp_path / "w"), "--root", str(tmp_path / "data"), *extra]
+    argv = [
+        "--table",
+        "2",
+        "--preset",
+        "tiny",
+        "--tracking-uri",
+        f"sqlite:///{db}",
+        "--work-dir",
+        str(tmp_path / "w"),
+        "--root",
+        str(tmp_path / "data"),
+        *extra,
+    ]
     try:
         code = run_cli.main(argv)
     except SystemExit as exit_:
@@ -232,26 +317,43 @@ def test_bad_plans_are_refused_before_anything_exists(tmp_path, capsys, extra, m
         assert "argument --seeds: -1 is below 0" in err
     else:
         assert message in _one_line(err)
-    assert not db.parent.exists() and not (tmp_path / "w").exists() and not (tmp_path / "data").exists()
+    assert (
+        not db.parent.exists()
+        and not (tmp_path / "w").exists()
+        and not (tmp_path / "data").exists()
+    )
 
 
 def test_repeated_seeds_and_datasets_train_once(tmp_path):
-    plan = build_plan(2, ["base", "g"], [0, 1, 0], ["synthetic", "synthetic"], str(tmp_path), "tiny", {})
-    assert [p.name for p in plan] == ["base-s0", "g-s0", "base-s1", "g-s1"]  # seed-major: whole seeds first
+    plan = build_plan(
+        2, ["base", "g"], [0, 1, 0], ["synthetic", "synthetic"], str(tmp_path), "tiny", {}
+    )
+    assert [p.name for p in plan] == [
+        "base-s0",
+        "g-s0",
+        "base-s1",
+        "g-s1",
+    ]  # seed-major: whole seeds first
 
 
 def test_a_set_outside_the_table_axis_applies_to_every_row(tmp_path):
-    plan = build_plan(2, ["a", "g"], [0], ["synthetic"], str(tmp_path), "tiny", {"loss.w_grad": "0.5"})
+    plan = build_plan(
+        2, ["a", "g"], [0], ["synthetic"], str(tmp_path), "tiny", {"loss.w_grad": "0.5"}
+    )
     assert [p.cfg.loss.w_grad for p in plan] == [0.5, 0.5]
     assert [p.cfg.model.mask for p in plan] == ["gm", "gm_pam_cam"]
-    assert {p.overrides for p in plan} == {"loss.w_grad=0.5"}  # tagged on the runs, shown in reports
+    assert {p.overrides for p in plan} == {
+        "loss.w_grad=0.5"
+    }  # tagged on the runs, shown in reports
 
 
 # --------------------------------------------------------------------------- Ctrl-C in a checkpoint write
 
+
 @pytest.mark.slow
-def test_sigint_during_a_checkpoint_write_is_killed_and_each_epoch_logged_once(store, data_root, monkeypatch,
-                                                                              capsys):
+def test_sigint_during_a_checkpoint_write_is_killed_and_each_epoch_logged_once(
+    store, data_root, monkeypatch, capsys
+):
     original = ckpt.save_atomic
     calls = []
 
@@ -263,9 +365,24 @@ def test_sigint_during_a_checkpoint_write_is_killed_and_each_epoch_logged_once(s
         original(obj, path)
 
     monkeypatch.setattr(ckpt, "save_atomic", save_with_sigint)
-    argv = ["--table", "2", "--preset", "tiny", "--variants", "c", "--tracking-uri", store["uri"],
-            "--work-dir", store["work"], "--root", str(data_root), "--set", "train.epochs=3",
-            "--set", "train.eval_every=3"]
+    argv = [
+        "--table",
+        "2",
+        "--preset",
+        "tiny",
+        "--variants",
+        "c",
+        "--tracking-uri",
+        store["uri"],
+        "--work-dir",
+        store["work"],
+        "--root",
+        str(data_root),
+        "--set",
+        "train.epochs=3",
+        "--set",
+        "train.eval_every=3",
+    ]
     assert run_cli.main(argv) == 130
     err = capsys.readouterr().err
     assert "interrupted during epoch 2; checkpoint of the last finished epoch (epoch 1)" in err
@@ -290,8 +407,22 @@ def test_sigint_during_a_checkpoint_write_is_killed_and_each_epoch_logged_once(s
 
 @pytest.mark.slow
 def test_keep_checkpoints_and_dry_run_disk(store, data_root, capsys):
-    argv = ["--table", "2", "--preset", "tiny", "--variants", "base", "--tracking-uri", store["uri"],
-            "--work-dir", store["work"], "--root", str(data_root), "--set", "train.epochs=1"]
+    argv = [
+        "--table",
+        "2",
+        "--preset",
+        "tiny",
+        "--variants",
+        "base",
+        "--tracking-uri",
+        store["uri"],
+        "--work-dir",
+        store["work"],
+        "--root",
+        str(data_root),
+        "--set",
+        "train.epochs=1",
+    ]
     assert run_cli.main([*argv, "--keep-checkpoints"]) == 0
     (kept,) = (Path(store["work"]) / "table2-synthetic-tiny").glob("base-s0-*.pt")
     capsys.readouterr()
@@ -304,31 +435,67 @@ def test_keep_checkpoints_and_dry_run_disk(store, data_root, capsys):
 
 # --------------------------------------------------------------------------- other commands
 
+
 # Each command once as a process (reports/build.py: test_reports.py's test_cli_help_and_no_traceback);
 # the other bad values through its main(argv), as the script calls it.
-@pytest.mark.parametrize("module,argv,message,process", [
-    ("ablations/tune.py", ["--variant", "g", "--trials", "1", "--timeout", "-5"], "argument --timeout: -5 is outside",
-     True),
-    ("ablations/tune.py", ["--variant", "g", "--trials", "0"], "argument --trials: 0 is below 1", False),
-    ("ablations/tune.py", ["--variant", "g", "--trials", "1", "--storage", "{tmp}"], "is a folder; give a journal file",
-     False),
-    ("-m ftn_core.data.synthetic", ["--seed", "-5", "--root", "{tmp}/data"], "argument --seed: -5 is below 0", True),
-    ("-m ftn_core.cost", ["--height", "0"], "argument --height: 0 is below 32", True),
-    ("reports/build.py", ["--out", "/proc/ftn-report"], "--out /proc/ftn-report: cannot write the report there",
-     False),
-])
-def test_other_commands_refuse_bad_values_in_one_line(tmp_path, capsys, module, argv, message, process):
+@pytest.mark.parametrize(
+    "module,argv,message,process",
+    [
+        (
+            "ablations/tune.py",
+            ["--variant", "g", "--trials", "1", "--timeout", "-5"],
+            "argument --timeout: -5 is outside",
+            True,
+        ),
+        (
+            "ablations/tune.py",
+            ["--variant", "g", "--trials", "0"],
+            "argument --trials: 0 is below 1",
+            False,
+        ),
+        (
+            "ablations/tune.py",
+            ["--variant", "g", "--trials", "1", "--storage", "{tmp}"],
+            "is a folder; give a journal file",
+            False,
+        ),
+        (
+            "-m ftn_core.data.synthetic",
+            ["--seed", "-5", "--root", "{tmp}/data"],
+            "argument --seed: -5 is below 0",
+            True,
+        ),
+        ("-m ftn_core.cost", ["--height", "0"], "argument --height: 0 is below 32", True),
+        (
+            "reports/build.py",
+            ["--out", "/proc/ftn-report"],
+            "--out /proc/ftn-report: cannot write the report there",
+            False,
+        ),
+    ],
+)
+def test_other_commands_refuse_bad_values_in_one_line(
+    tmp_path, capsys, module, argv, message, process
+):
     import importlib
 
     argv = [a.replace("{tmp}", str(tmp_path)) for a in argv]
     if "tune" in module:
         argv += ["--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}", "--preset", "tiny"]
     if process:
-        cmd = [sys.executable, *module.split(), *argv] if module.startswith("-m") else [sys.executable, module, *argv]
+        cmd = (
+            [sys.executable, *module.split(), *argv]
+            if module.startswith("-m")
+            else [sys.executable, module, *argv]
+        )
         proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=180)
         code, err = proc.returncode, proc.stderr
     else:
-        name = module.split()[-1] if module.startswith("-m") else module.removesuffix(".py").replace("/", ".")
+        name = (
+            module.split()[-1]
+            if module.startswith("-m")
+            else module.removesuffix(".py").replace("/", ".")
+        )
         code, err = importlib.import_module(name).main(argv), capsys.readouterr().err
     assert code == 2, err
     assert message in err and "Traceback" not in err
@@ -347,9 +514,24 @@ def test_skip_bad_images_says_and_logs_which(store, data_root, tmp_path, capsys)
     shutil.copytree(data_root / "synthetic_tiny_s0", root / "Market-1501-v15.09.15")
     bad = sorted((root / "Market-1501-v15.09.15" / "bounding_box_test").glob("*.jpg"))[3]
     corrupt_file(bad, "corrupt_data")
-    argv = ["--table", "2", "--preset", "tiny", "--variants", "base", "--tracking-uri", store["uri"],
-            "--work-dir", store["work"], "--root", str(root), "--dataset", "market1501",
-            "--set", "train.epochs=1"]
+    argv = [
+        "--table",
+        "2",
+        "--preset",
+        "tiny",
+        "--variants",
+        "base",
+        "--tracking-uri",
+        store["uri"],
+        "--work-dir",
+        store["work"],
+        "--root",
+        str(root),
+        "--dataset",
+        "market1501",
+        "--set",
+        "train.epochs=1",
+    ]
     assert run_cli.main(argv) == 2
     assert f"cannot read image {bad}" in _one_line(capsys.readouterr().err)
     assert run_cli.main([*argv, "--skip-bad-images"]) == 0

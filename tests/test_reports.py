@@ -13,10 +13,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from fake_store import NUM_CLASSES, FakeRun, log_experiment, new_store
 from mlflow import MlflowClient
 
 from ablations.store import connect
-from fake_store import NUM_CLASSES, FakeRun, log_experiment, new_store
 from ftn_core.errors import FTNError
 from reports import build, diagnostics_table, tables
 from reports.load import find_experiments, load_runs, metric_history
@@ -25,9 +25,17 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def _val(rank1: float, mAP: float, attn: bool = False) -> dict[str, float]:
-    out = {"rank1": rank1, "rank5": rank1 + 10, "rank10": rank1 + 15, "mAP": mAP,
-           "mINP": mAP - 10, "fg_focus": 40.0, "fg_focus_stage3": 30.0,
-           "fg_focus_global": 40.0, "fg_focus_local": 45.0}
+    out = {
+        "rank1": rank1,
+        "rank5": rank1 + 10,
+        "rank10": rank1 + 15,
+        "mAP": mAP,
+        "mINP": mAP - 10,
+        "fg_focus": 40.0,
+        "fg_focus_stage3": 30.0,
+        "fg_focus_global": 40.0,
+        "fg_focus_local": 45.0,
+    }
     if attn:
         out["fg_focus_attn"] = 55.0
     return out
@@ -35,29 +43,54 @@ def _val(rank1: float, mAP: float, attn: bool = False) -> dict[str, float]:
 
 # (variant, seed) → (R-1, mAP). Baseline 55 ± 7.07 / 42; a +1 / +4; c −6 / −3 (worse); g +16 / +19.
 # Controls: base_matched −2 / −1 against the Baseline; oracle +4 / +3 against g.
-RESULTS = {("base", 0): (50, 40), ("base", 1): (60, 44), ("a", 0): (55, 45), ("a", 1): (57, 47),
-           ("c", 0): (48, 38), ("c", 1): (50, 40), ("g", 0): (70, 60), ("g", 1): (72, 62),
-           ("base_matched", 0): (52, 41), ("base_matched", 1): (54, 41),
-           ("oracle", 0): (74, 63), ("oracle", 1): (76, 65)}
+RESULTS = {
+    ("base", 0): (50, 40),
+    ("base", 1): (60, 44),
+    ("a", 0): (55, 45),
+    ("a", 1): (57, 47),
+    ("c", 0): (48, 38),
+    ("c", 1): (50, 40),
+    ("g", 0): (70, 60),
+    ("g", 1): (72, 62),
+    ("base_matched", 0): (52, 41),
+    ("base_matched", 1): (54, 41),
+    ("oracle", 0): (74, 63),
+    ("oracle", 1): (76, 65),
+}
 ORDER = ["base", "a", "c", "g", "base_matched", "oracle"]
 # Diagnostics: base and a are runs from before them (nothing logged); base_matched has no CFA
 # (no attn, PAm, CAm) and no TF-Dec (no gradient ratio). Seed 1 = seed 0 + 4, so every mean is
 # seed 0's value + 2 and every std is √8 = 2.83.
 OFFSET = {"c": 0.0, "g": 10.0, "base_matched": 20.0, "oracle": 30.0}
 # train/recon_grad_ratio per logged epoch; oracle has 3 epochs, the first a frozen warm-up.
-GRAD = {("c", 0): (2e-3, 4e-3), ("c", 1): (4e-3, 6e-3), ("g", 0): (1e-2, 3e-2),
-        ("g", 1): (3e-2, 5e-2), ("oracle", 0): (0.1, 0.3), ("oracle", 1): (0.2, 0.4)}
+GRAD = {
+    ("c", 0): (2e-3, 4e-3),
+    ("c", 1): (4e-3, 6e-3),
+    ("g", 0): (1e-2, 3e-2),
+    ("g", 1): (3e-2, 5e-2),
+    ("oracle", 0): (0.1, 0.3),
+    ("oracle", 1): (0.2, 0.4),
+}
 
 
 def _diag(variant: str, seed: int) -> dict[str, float]:
     if variant not in OFFSET:
         return {}
     x = OFFSET[variant] + 4 * seed
-    out = {"fg_focus_norm_stage3": 10 + x, "fg_focus_norm_stage4": -5 + x,
-           "fg_focus_norm_global": 40 + x, "fg_focus_norm_local": 99.0, "mask_auc_gm": 50 + x}
+    out = {
+        "fg_focus_norm_stage3": 10 + x,
+        "fg_focus_norm_stage4": -5 + x,
+        "fg_focus_norm_global": 40 + x,
+        "fg_focus_norm_local": 99.0,
+        "mask_auc_gm": 50 + x,
+    }
     if variant != "base_matched":
-        out |= {"fg_focus_norm_attn": 30 + x, "mask_auc_pam": 60 + x, "mask_auc_cam": 45 + x,
-                "mask_auc_gm_pam_cam": 55 + x}
+        out |= {
+            "fg_focus_norm_attn": 30 + x,
+            "mask_auc_pam": 60 + x,
+            "mask_auc_cam": 45 + x,
+            "mask_auc_gm_pam_cam": 55 + x,
+        }
     return out
 
 
@@ -66,15 +99,24 @@ def store(tmp_path_factory):
     folder = tmp_path_factory.mktemp("store")
     uri = new_store(folder)
     runs = [FakeRun("base", 1, _val(10, 10))]  # older duplicate of base-s1: must be left out
-    runs += [FakeRun(v, s, _val(r1, m, attn=v in ("c", "g", "oracle")) | _diag(v, s),
-                     epochs=3 if v == "oracle" else 2, grad_ratio=GRAD.get((v, s), ()))
-             for (v, s), (r1, m) in RESULTS.items()]
+    runs += [
+        FakeRun(
+            v,
+            s,
+            _val(r1, m, attn=v in ("c", "g", "oracle")) | _diag(v, s),
+            epochs=3 if v == "oracle" else 2,
+            grad_ratio=GRAD.get((v, s), ()),
+        )
+        for (v, s), (r1, m) in RESULTS.items()
+    ]
     runs.append(FakeRun("g", 0, _val(99, 99, True), status="FAILED"))
     runs.append(FakeRun("b", 0, _val(99, 99, True), status="RUNNING"))
     log_experiment(uri, folder, runs, table=2)
     # Table 1: missing metrics and artifacts, one seed each.
-    t1 = [FakeRun("base", 0, {"rank1": 40.0, "mAP": 30.0}, artifacts=False),
-          FakeRun("cfa", 0, {"rank1": 45.0, "mAP": 31.0, "mINP": 20.0}, artifacts=False)]
+    t1 = [
+        FakeRun("base", 0, {"rank1": 40.0, "mAP": 30.0}, artifacts=False),
+        FakeRun("cfa", 0, {"rank1": 45.0, "mAP": 31.0, "mINP": 20.0}, artifacts=False),
+    ]
     log_experiment(uri, folder, t1, table=1)
     return uri, folder
 
@@ -96,9 +138,11 @@ def test_load_keeps_finished_newest_per_variant_seed(store):
     assert tr.order == ORDER  # the paper's row order, controls last
     base1 = tr.runs[(tr.runs["variant"] == "base") & (tr.runs["seed"] == 1)]
     assert base1["metrics.val/rank1"].item() == 60  # the newer of the two FINISHED base-s1
-    assert tr.left_out == ["1 FAILED run(s) (g-s0)", "1 RUNNING run(s): training now, or stopped unmarked, which "
-                           "`run.py` resumes (b-s0)",
-                           "1 older duplicate(s) of a newer FINISHED run (base-s1)"]
+    assert tr.left_out == [
+        "1 FAILED run(s) (g-s0)",
+        "1 RUNNING run(s): training now, or stopped unmarked, which `run.py` resumes (b-s0)",
+        "1 older duplicate(s) of a newer FINISHED run (base-s1)",
+    ]
     assert tr.parent_run_id is not None
 
 
@@ -106,16 +150,29 @@ def test_runs_of_a_row_trained_another_way_are_never_pooled(tmp_path):
     """Seeds 0 and 1 of `cfa` with 2 epochs, then seed 0 again and seed 2 with 3: the row's
     newest setting (3 epochs) is reported, and its 2-epoch seed 1 is left out, not pooled."""
     uri = new_store(tmp_path)
-    log_experiment(uri, tmp_path, [FakeRun("cfa", 0, _val(10, 10)), FakeRun("cfa", 1, _val(20, 20)),
-                                   FakeRun("base", 0, _val(30, 30)),
-                                   FakeRun("cfa", 0, _val(40, 40), sets={"train.epochs": 3}),
-                                   FakeRun("cfa", 2, _val(50, 50), sets={"train.epochs": 3})], table=1)
+    log_experiment(
+        uri,
+        tmp_path,
+        [
+            FakeRun("cfa", 0, _val(10, 10)),
+            FakeRun("cfa", 1, _val(20, 20)),
+            FakeRun("base", 0, _val(30, 30)),
+            FakeRun("cfa", 0, _val(40, 40), sets={"train.epochs": 3}),
+            FakeRun("cfa", 2, _val(50, 50), sets={"train.epochs": 3}),
+        ],
+        table=1,
+    )
     client, _ = connect(uri)
     tr = load_runs(client, find_experiments(client, table=1)[0])
     assert sorted(zip(tr.runs["variant"], tr.runs["seed"], tr.runs["metrics.val/rank1"])) == [
-        ("base", 0, 30), ("cfa", 0, 40), ("cfa", 2, 50)]
-    assert tr.left_out == ["2 run(s) trained with another setting of their row than its newest run (the study "
-                           "file or --set changed since: train them again to include them) (cfa-s1, cfa-s0)"]
+        ("base", 0, 30),
+        ("cfa", 0, 40),
+        ("cfa", 2, 50),
+    ]
+    assert tr.left_out == [
+        "2 run(s) trained with another setting of their row than its newest run (the study "
+        "file or --set changed since: train them again to include them) (cfa-s1, cfa-s0)"
+    ]
 
 
 def test_runs_of_another_precision_or_init_are_never_pooled(tmp_path):
@@ -123,27 +180,49 @@ def test_runs_of_another_precision_or_init_are_never_pooled(tmp_path):
     from two weights files: only those alike with the newest run are reported."""
     uri = new_store(tmp_path)
     fp32, bf16 = {"precision": "fp32"}, {"precision": "bf16"}
-    log_experiment(uri, tmp_path, [FakeRun("base", 0, _val(10, 10), extra_tags=fp32),
-                                   FakeRun("cfa", 0, _val(20, 20), extra_tags=fp32),
-                                   FakeRun("base", 1, _val(30, 30)),  # older code: no tag, kept
-                                   FakeRun("base", 2, _val(40, 40), extra_tags=bf16),
-                                   FakeRun("cfa", 2, _val(50, 50), extra_tags=bf16)], table=1)
+    log_experiment(
+        uri,
+        tmp_path,
+        [
+            FakeRun("base", 0, _val(10, 10), extra_tags=fp32),
+            FakeRun("cfa", 0, _val(20, 20), extra_tags=fp32),
+            FakeRun("base", 1, _val(30, 30)),  # older code: no tag, kept
+            FakeRun("base", 2, _val(40, 40), extra_tags=bf16),
+            FakeRun("cfa", 2, _val(50, 50), extra_tags=bf16),
+        ],
+        table=1,
+    )
     client, _ = connect(uri)
     tr = load_runs(client, find_experiments(client, table=1)[0])
-    assert sorted(zip(tr.runs["variant"], tr.runs["seed"])) == [("base", 1), ("base", 2), ("cfa", 2)]
-    assert tr.left_out == ["2 run(s) computed in another precision than the newest run (precision fp32, "
-                           "newest bf16): train them again alike to include them (cfa-s0, base-s0)"]
+    assert sorted(zip(tr.runs["variant"], tr.runs["seed"])) == [
+        ("base", 1),
+        ("base", 2),
+        ("cfa", 2),
+    ]
+    assert tr.left_out == [
+        "2 run(s) computed in another precision than the newest run (precision fp32, "
+        "newest bf16): train them again alike to include them (cfa-s0, base-s0)"
+    ]
     other = tmp_path / "other"
     other.mkdir()
     uri = new_store(other)
-    log_experiment(uri, other, [FakeRun("base", 0, _val(10, 10), extra_tags={"init_digest": "aaaa"}),
-                                FakeRun("base", 1, _val(20, 20)),
-                                FakeRun("cfa", 1, _val(30, 30), extra_tags={"init_digest": "bbbb"})], table=1)
+    log_experiment(
+        uri,
+        other,
+        [
+            FakeRun("base", 0, _val(10, 10), extra_tags={"init_digest": "aaaa"}),
+            FakeRun("base", 1, _val(20, 20)),
+            FakeRun("cfa", 1, _val(30, 30), extra_tags={"init_digest": "bbbb"}),
+        ],
+        table=1,
+    )
     client, _ = connect(uri)
     tr = load_runs(client, find_experiments(client, table=1)[0])
     assert list(tr.runs["variant"]) == ["cfa"]
-    assert "started from other backbone weights than the newest run (init_digest aaaa, scratch, newest bbbb)" \
+    assert (
+        "started from other backbone weights than the newest run (init_digest aaaa, scratch, newest bbbb)"
         in tr.left_out[0]
+    )
 
 
 def test_runs_of_older_code_pool_among_themselves_but_never_with_current_ones(tmp_path):
@@ -152,43 +231,86 @@ def test_runs_of_older_code_pool_among_themselves_but_never_with_current_ones(tm
     `cfa`, all older, keeps both its seeds. How often a run evaluated on the way is not a setting."""
     uri = new_store(tmp_path)
     old = {"config_hash": "0123456789ab"}
-    log_experiment(uri, tmp_path, [FakeRun("base", 0, _val(10, 10), extra_tags=old),
-                                   FakeRun("base", 1, _val(20, 20), extra_tags=old),
-                                   FakeRun("cfa", 0, _val(30, 30), extra_tags=old),
-                                   FakeRun("cfa", 1, _val(40, 40), extra_tags=old),
-                                   FakeRun("base", 2, _val(50, 50), sets={"train.eval_every": 0})], table=1)
+    log_experiment(
+        uri,
+        tmp_path,
+        [
+            FakeRun("base", 0, _val(10, 10), extra_tags=old),
+            FakeRun("base", 1, _val(20, 20), extra_tags=old),
+            FakeRun("cfa", 0, _val(30, 30), extra_tags=old),
+            FakeRun("cfa", 1, _val(40, 40), extra_tags=old),
+            FakeRun("base", 2, _val(50, 50), sets={"train.eval_every": 0}),
+        ],
+        table=1,
+    )
     client, _ = connect(uri)
     tr = load_runs(client, find_experiments(client, table=1)[0])
     assert sorted(zip(tr.runs["variant"], tr.runs["seed"])) == [("base", 2), ("cfa", 0), ("cfa", 1)]
-    assert tr.left_out == ["2 run(s) trained by older code that computes something else for the same "
-                           "configuration (train them again to include them) (base-s1, base-s0)"]
-    log_experiment(uri, tmp_path, [FakeRun("base", 3, _val(60, 60))], table=1)  # eval_every as the preset has it
+    assert tr.left_out == [
+        "2 run(s) trained by older code that computes something else for the same "
+        "configuration (train them again to include them) (base-s1, base-s0)"
+    ]
+    log_experiment(
+        uri, tmp_path, [FakeRun("base", 3, _val(60, 60))], table=1
+    )  # eval_every as the preset has it
     tr = load_runs(client, find_experiments(client, table=1)[0])
     assert sorted(tr.runs.loc[tr.runs["variant"] == "base", "seed"]) == [2, 3]
 
 
-def test_a_report_in_the_repositorys_reports_folder_says_its_runs_are_not_shipped(tmp_path, monkeypatch):
+def test_a_report_in_the_repositorys_reports_folder_says_its_runs_are_not_shipped(
+    tmp_path, monkeypatch
+):
     """The committed reports' runs live in a store the repository does not ship: their page says
     so beside the UI link, so a reader of a clone is not sent to `make ui` for runs that are not
     there; a report written anywhere else does not."""
     from reports import index
 
     uri = new_store(tmp_path / "store")
-    log_experiment(uri, tmp_path / "store", [FakeRun("base", 0, _val(50, 40)), FakeRun("cfa", 0, _val(52, 41)),
-                                             FakeRun("base", 1, _val(51, 40))], table=1)
+    log_experiment(
+        uri,
+        tmp_path / "store",
+        [
+            FakeRun("base", 0, _val(50, 40)),
+            FakeRun("cfa", 0, _val(52, 41)),
+            FakeRun("base", 1, _val(51, 40)),
+        ],
+        table=1,
+    )
     monkeypatch.setattr(index, "REPO", tmp_path)
     pages = {}
     for out in ("reports", "elsewhere"):
-        assert build.main(["--tracking-uri", uri, "--out", str(tmp_path / out), "--table", "1", "--no-visual",
-                           "--no-efficiency", "--no-log"]) == 0
+        assert (
+            build.main(
+                [
+                    "--tracking-uri",
+                    uri,
+                    "--out",
+                    str(tmp_path / out),
+                    "--table",
+                    "1",
+                    "--no-visual",
+                    "--no-efficiency",
+                    "--no-log",
+                ]
+            )
+            == 0
+        )
         pages[out] = (tmp_path / out / "table1" / "synthetic-tiny" / "README.md").read_text()
     ui = "Runs in the MLflow UI: `python -m ablations.ui --tracking-uri"
-    assert ui in pages["reports"] and "A clone of the repository does not hold these runs" in pages["reports"]
+    assert (
+        ui in pages["reports"]
+        and "A clone of the repository does not hold these runs" in pages["reports"]
+    )
     assert ui in pages["elsewhere"] and "A clone of the repository" not in pages["elsewhere"]
     # Rows with different numbers of seeds are not described as a full grid.
-    assert "3 FINISHED child runs, 2 variants, 1 to 2 seeds each, from seeds (0 1)." in pages["reports"]
+    assert (
+        "3 FINISHED child runs, 2 variants, 1 to 2 seeds each, from seeds (0 1)."
+        in pages["reports"]
+    )
     index = (tmp_path / "reports" / "table1" / "README.md").read_text()
-    assert "Written by `python reports/build.py --table 1` from the runs in an MLflow store" in index
+    assert (
+        "Written by `python reports/build.py --table 1` from the runs in an MLflow store" in index
+    )
 
 
 def test_summary_means_std_and_deltas_by_hand(store):
@@ -220,7 +342,9 @@ def test_table_files(report):
     assert csv.loc["c", "d_rank1"] == -6 and csv.loc["g", "n"] == 2
     md = (folder / "table.md").read_text()
     assert "| Base." in md and "55.0 ± 7.1" in md and "+16.0" in md and "−6.0" in md
-    first = md.split("\n\n")[0].splitlines()[0]  # it opens with the compact table, every column after
+    first = md.split("\n\n")[0].splitlines()[
+        0
+    ]  # it opens with the compact table, every column after
     assert first.count("|") - 1 <= 10 and "verdict" in first and "\nEvery column" in md
     tex = (folder / "table.tex").read_text()
     assert "\\begin{tabular}" in tex and "$55.0 \\pm 7.1$" in tex and "$-6.0$" in tex
@@ -251,13 +375,17 @@ def test_controls_have_no_paper_numbers_and_stay_out_of_rho(store):
     # oracle, c, a, g, bm; d = (−1, −3, 0, 0, 4), ρ = 1 − 6·26 / (5·24) = −0.3.
     assert tables.rank_agreement(faked.assign(control=False), "rank1") == (pytest.approx(-0.3), 5)
     from reports import index
-    assert index._agreement(-0.72, 7, "R-1") == ("R-1: Spearman ρ = −0.72 over 7 variants — our ordering "
-                                                 "is reversed against the paper's")  # a true minus
+
+    assert index._agreement(-0.72, 7, "R-1") == (
+        "R-1: Spearman ρ = −0.72 over 7 variants — our ordering is reversed against the paper's"
+    )  # a true minus
 
 
 def test_paper_numbers_are_there_only_when_some_row_has_a_paper_delta(store):
     client, _ = connect(store[0])
-    s = tables.summarize(load_runs(client, find_experiments(client, name="table2-synthetic-tiny")[0]))
+    s = tables.summarize(
+        load_runs(client, find_experiments(client, name="table2-synthetic-tiny")[0])
+    )
     assert tables.has_paper_numbers(s)
     own = s.assign(paper_d_rank1=float("nan"), paper_d_mAP=float("nan"))  # a study of one's own
     assert not tables.has_paper_numbers(own)
@@ -296,15 +424,19 @@ def test_control_verdicts(report, store):
     text = (folder / "README.md").read_text()
     # base_matched: R-1 (52, 54) vs (50, 60): −2, spread √(50 + 2) = 7.2; mAP (41, 41) vs
     # (40, 44): −1, spread √8 = 2.8. (g) gains, so there is nothing to explain.
-    assert ("**Base. with TF-Dec's Re-ID updates (control)** scores Δ R-1 −2.0, Δ mAP −1.0 "
-            "against our Baseline; within the seed spread (R-1 ±7.2, mAP ±2.8). (g) does not "
-            "lose R-1 against the Baseline (+16.0), so there is no R-1 loss to explain; (g) does "
-            "not lose mAP against the Baseline (+19.0), so there is no mAP loss to "
-            "explain.") in text
+    assert (
+        "**Base. with TF-Dec's Re-ID updates (control)** scores Δ R-1 −2.0, Δ mAP −1.0 "
+        "against our Baseline; within the seed spread (R-1 ±7.2, mAP ±2.8). (g) does not "
+        "lose R-1 against the Baseline (+16.0), so there is no R-1 loss to explain; (g) does "
+        "not lose mAP against the Baseline (+19.0), so there is no mAP loss to "
+        "explain."
+    ) in text
     # oracle vs g: 75 − 71 = +4, 64 − 61 = +3, both above the spread √(2 + 2) = 2.0.
-    assert ("**(g) with the true person mask as target (control)** scores Δ R-1 +4.0, Δ mAP +3.0 "
-            "against (g) (Δ R-1 +20.0, Δ mAP +22.0 against our Baseline): the headroom a better "
-            "foreground target could give (g).") in text
+    assert (
+        "**(g) with the true person mask as target (control)** scores Δ R-1 +4.0, Δ mAP +3.0 "
+        "against (g) (Δ R-1 +20.0, Δ mAP +22.0 against our Baseline): the headroom a better "
+        "foreground target could give (g)."
+    ) in text
     assert "(control)** does **not** beat" not in text and "(control)** beats" not in text
     assert "Spearman ρ = +1.00 over 3 variants" in text  # controls not counted
     # Where (g) loses: base_matched's −2 of (g)'s −6 R-1 is 33 %; a control that gains mAP
@@ -315,9 +447,11 @@ def test_control_verdicts(report, store):
     s.loc[s["variant"] == "g", ["d_rank1", "d_mAP"]] = [-6.0, -2.0]
     s.loc[s["variant"] == "base_matched", "d_mAP"] = 1.0
     line = next(v for v in tables.verdicts(s) if v.startswith("**Base. with"))
-    assert line.endswith(". Fewer Re-ID updates explain 33 % of (g)'s R-1 loss (−2.0 of −6.0); "
-                         "fewer Re-ID updates cost no mAP (+1.0), so they explain none of (g)'s "
-                         "mAP loss (−2.0).")
+    assert line.endswith(
+        ". Fewer Re-ID updates explain 33 % of (g)'s R-1 loss (−2.0 of −6.0); "
+        "fewer Re-ID updates cost no mAP (+1.0), so they explain none of (g)'s "
+        "mAP loss (−2.0)."
+    )
 
 
 def test_diagnostics_table_by_hand(report, store):
@@ -325,9 +459,17 @@ def test_diagnostics_table_by_hand(report, store):
     csv = pd.read_csv(folder / "diagnostics.csv").set_index("variant")
     assert list(csv.index) == ORDER
     means = [c for c in csv.columns if c.endswith("_mean")]
-    assert means == ["focus_stage3_mean", "focus_stage4_mean", "focus_attn_mean",
-                     "focus_global_mean", "auc_gm_mean", "auc_pam_mean", "auc_cam_mean",
-                     "auc_gm_pam_cam_mean", "recon_grad_ratio_mean"]  # no "local": not a column
+    assert means == [
+        "focus_stage3_mean",
+        "focus_stage4_mean",
+        "focus_attn_mean",
+        "focus_global_mean",
+        "auc_gm_mean",
+        "auc_pam_mean",
+        "auc_cam_mean",
+        "auc_gm_pam_cam_mean",
+        "recon_grad_ratio_mean",
+    ]  # no "local": not a column
     # Mean = seed 0's value + 2, std = √8 (see _diag).
     assert csv.loc["c", "focus_stage3_mean"] == pytest.approx(12)
     assert csv.loc["g", "focus_stage4_mean"] == pytest.approx(7)
@@ -336,8 +478,14 @@ def test_diagnostics_table_by_hand(report, store):
     assert csv.loc["g", "auc_gm_pam_cam_mean"] == pytest.approx(67)
     assert csv.loc["c", "focus_global_std"] == pytest.approx(math.sqrt(8), abs=1e-4)
     assert csv.loc[["base", "a"]].drop(columns=["variant_label", "n"]).isna().all().all()
-    assert csv.loc["base_matched", ["focus_attn_mean", "auc_pam_mean", "auc_cam_mean",
-                                    "recon_grad_ratio_mean"]].isna().all()
+    assert (
+        csv.loc[
+            "base_matched",
+            ["focus_attn_mean", "auc_pam_mean", "auc_cam_mean", "recon_grad_ratio_mean"],
+        ]
+        .isna()
+        .all()
+    )
     # Gradient ratio: per run the mean over its logged epochs, then over seeds.
     assert csv.loc["c", "recon_grad_ratio_mean"] == pytest.approx(4e-3)  # (3e-3 + 5e-3) / 2
     assert csv.loc["g", "recon_grad_ratio_mean"] == pytest.approx(3e-2)
@@ -355,8 +503,10 @@ def test_diagnostics_table_by_hand(report, store):
     assert cells["(c) Gm"]["focus stage 3"] == "12.0 ± 2.8"
     assert cells["(c) Gm"]["focus stage 4"] == "−3.0 ± 2.8"  # below 0: prefers the background
     assert cells["(c) Gm"]["recon / Re-ID grad"] == "0.0040 ± 0.0014"
-    assert cells["(g) with the true person mask as target (control)"]["recon / Re-ID grad"] == \
-        "0.25 ± 0.071"
+    assert (
+        cells["(g) with the true person mask as target (control)"]["recon / Re-ID grad"]
+        == "0.25 ± 0.071"
+    )
     assert cells["Base."]["focus A′"] == "—" and cells["Base."]["recon / Re-ID grad"] == "—"
     assert cells["Base. with TF-Dec's Re-ID updates (control)"]["AUC Gm"] == "72.0 ± 2.8"
     assert cells["Base. with TF-Dec's Re-ID updates (control)"]["AUC Gm·PAm·CAm"] == "—"
@@ -385,11 +535,18 @@ def test_readme_is_honest_and_complete(report):
     # It opens with the compact table: eight columns, the Baseline as the reference.
     head = next(line for line in text.splitlines() if line.startswith("| Variant"))
     assert [c.strip() for c in head.strip("|").split("|")] == [
-        "Variant", "seeds", "R-1", "mAP", "Δ R-1 [95 % CI]", "Δ mAP [95 % CI]", "paper Δ R-1",
-        "paper Δ mAP", "verdict"]
+        "Variant",
+        "seeds",
+        "R-1",
+        "mAP",
+        "Δ R-1 [95 % CI]",
+        "Δ mAP [95 % CI]",
+        "paper Δ R-1",
+        "paper Δ mAP",
+        "verdict",
+    ]
     assert "| reference |" in text and text.index(head) < text.index("### What the numbers say")
-    for stem in ("delta_ci", "delta", "cmc", "curves", "stage3_vs_cfa", "global_local",
-                 "recon"):
+    for stem in ("delta_ci", "delta", "cmc", "curves", "stage3_vs_cfa", "global_local", "recon"):
         assert f"]({stem}.png)" in text, stem
         png, pdf = folder / f"{stem}.png", folder / f"{stem}.pdf"
         assert png.read_bytes()[:4] == b"\x89PNG" and pdf.read_bytes()[:4] == b"%PDF"
@@ -400,9 +557,11 @@ def test_readme_is_honest_and_complete(report):
     assert "## [synthetic-tiny](synthetic-tiny/README.md)" in index
     assert "Experiment `table2-synthetic-tiny`" in index
     results = page.split("## Results", 1)[1].lstrip("\n").splitlines()
-    opening = results[:next(i for i, line in enumerate(results) if not line.startswith("|"))]
+    opening = results[: next(i for i, line in enumerate(results) if not line.startswith("|"))]
     assert opening[0] in index and opening[-1] in index
-    sections = [line for line in page.splitlines() if line.startswith("## ") and line != "## Results"]
+    sections = [
+        line for line in page.splitlines() if line.startswith("## ") and line != "## Results"
+    ]
     assert sections and not any(s in index for s in sections) and len(index) < len(page) / 2
 
 
@@ -422,14 +581,34 @@ def test_report_logged_to_newest_parent_run(report):
     client, _ = connect(uri)
     tr = load_runs(client, find_experiments(client, name="table2-synthetic-tiny")[0])
     names = {Path(a.path).name for a in client.list_artifacts(tr.parent_run_id, "report")}
-    assert {"README.md", "table.md", "table.csv", "table.tex", "delta_ci.png", "recon.png",
-            "diagnostics.md", "diagnostics.png"} <= names
+    assert {
+        "README.md",
+        "table.md",
+        "table.csv",
+        "table.tex",
+        "delta_ci.png",
+        "recon.png",
+        "diagnostics.md",
+        "diagnostics.png",
+    } <= names
 
 
 def test_rebuild_is_idempotent(report, tmp_path):
     uri, folder = report
-    assert build.main(["--tracking-uri", uri, "--out", str(tmp_path), "--experiment",
-                       "table2-synthetic-tiny", "--no-log"]) == 0
+    assert (
+        build.main(
+            [
+                "--tracking-uri",
+                uri,
+                "--out",
+                str(tmp_path),
+                "--experiment",
+                "table2-synthetic-tiny",
+                "--no-log",
+            ]
+        )
+        == 0
+    )
     again = tmp_path / "table2" / "synthetic-tiny"
     assert {p.name for p in folder.iterdir()} == {p.name for p in again.iterdir()}
     # Every file the same, the efficiency table too (it reads what the runs measured); the
@@ -440,11 +619,26 @@ def test_rebuild_is_idempotent(report, tmp_path):
 
 def test_missing_metrics_and_artifacts_are_reported(store, tmp_path):
     uri, _ = store
-    assert build.main(["--tracking-uri", uri, "--out", str(tmp_path), "--table", "1",
-                       "--no-log", "--no-efficiency"]) == 0
+    assert (
+        build.main(
+            [
+                "--tracking-uri",
+                uri,
+                "--out",
+                str(tmp_path),
+                "--table",
+                "1",
+                "--no-log",
+                "--no-efficiency",
+            ]
+        )
+        == 0
+    )
     folder = tmp_path / "table1" / "synthetic-tiny"
     text = (folder / "README.md").read_text()
-    assert "val/mINP: missing in base-s0" in text and "val/rank5: missing in base-s0, cfa-s0" in text
+    assert (
+        "val/mINP: missing in base-s0" in text and "val/rank5: missing in base-s0, cfa-s0" in text
+    )
     assert "no CMC in metrics.json of base-s0, cfa-s0" in text
     assert "base-s0: no figure_data.npz (trained before runs logged it)" in text
     md = (folder / "table.md").read_text()
@@ -457,15 +651,32 @@ def test_missing_metrics_and_artifacts_are_reported(store, tmp_path):
 def test_real_dataset_uses_its_own_paper_numbers(tmp_path):
     folder = tmp_path / "store"
     uri = new_store(folder)
-    runs = [FakeRun("base", 0, _val(60, 50)),
-            FakeRun("ftn", 0, _val(58, 51, attn=True), grad_ratio=(0.01, 0.03))]
+    runs = [
+        FakeRun("base", 0, _val(60, 50)),
+        FakeRun("ftn", 0, _val(58, 51, attn=True), grad_ratio=(0.01, 0.03)),
+    ]
     log_experiment(uri, folder, runs, table=3, dataset="cuhk03_labeled", preset="cpu")
-    assert build.main(["--tracking-uri", uri, "--out", str(tmp_path), "--table", "3",
-                       "--no-log", "--no-efficiency"]) == 0
+    assert (
+        build.main(
+            [
+                "--tracking-uri",
+                uri,
+                "--out",
+                str(tmp_path),
+                "--table",
+                "3",
+                "--no-log",
+                "--no-efficiency",
+            ]
+        )
+        == 0
+    )
     out = tmp_path / "table3" / "cuhk03_labeled-cpu"
     table = pd.read_csv(out / "table.csv").set_index("variant")
     # Paper Table 3, CUHK03 labeled: Baseline 67.6 / 66.0, FTN 80.9 / 78.5.
-    assert table.loc["ftn", "paper_rank1"] == 80.9 and table.loc["ftn", "paper_d_mAP"] == 78.5 - 66.0
+    assert (
+        table.loc["ftn", "paper_rank1"] == 80.9 and table.loc["ftn", "paper_d_mAP"] == 78.5 - 66.0
+    )
     text = (out / "README.md").read_text()
     assert "Paper numbers: CUHK03 (labeled)." in text
     assert "**FTN** beats our Baseline on mAP but **not** on R-1" in text
@@ -487,7 +698,10 @@ def test_errors_are_one_line(store, tmp_path, capsys):
     uri, _ = store
     cases = [
         (["--tracking-uri", f"sqlite:///{tmp_path}/none.db"], "no tracking store at"),
-        (["--tracking-uri", uri, "--experiment", "table9-x-y"], "--experiment table9-x-y: not found"),
+        (
+            ["--tracking-uri", uri, "--experiment", "table9-x-y"],
+            "--experiment table9-x-y: not found",
+        ),
         (["--tracking-uri", uri, "--table", "3"], "no Table 3 experiment in the store"),
         (["--tracking-uri", "nonsense"], "--tracking-uri nonsense: expected"),
     ]
@@ -503,8 +717,11 @@ def test_empty_store_and_only_failed_runs(tmp_path, capsys):
     with pytest.raises(FTNError, match="the store holds no ablation runs"):
         client, _ = connect(uri)
         find_experiments(client)
-    log_experiment(uri, tmp_path / "empty",
-                   [FakeRun("base", 0, {"rank1": 1.0}, status="FAILED", artifacts=False)])
+    log_experiment(
+        uri,
+        tmp_path / "empty",
+        [FakeRun("base", 0, {"rank1": 1.0}, status="FAILED", artifacts=False)],
+    )
     assert build.main(["--tracking-uri", uri, "--out", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err
     assert "skipped table2-synthetic-tiny: no usable (FINISHED) child runs (1 FAILED run(s)" in err
@@ -517,8 +734,13 @@ def test_cli_help_and_no_traceback(tmp_path, capsys):
     assert "--tracking-uri" in out and "--experiment" in out
     script = str(REPO / "reports" / "build.py")
     uri = new_store(tmp_path / "s")
-    bad = subprocess.run([sys.executable, script, "--tracking-uri", uri], capture_output=True,
-                         text=True, cwd=tmp_path, timeout=120)
+    bad = subprocess.run(
+        [sys.executable, script, "--tracking-uri", uri],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=120,
+    )
     assert bad.returncode == 2 and "Traceback" not in bad.stderr
     assert bad.stderr.strip().splitlines()[-1].startswith("error: the store holds no ablation runs")
     assert MlflowClient(uri).search_experiments()[0].name == "Default"  # store left as it was
@@ -529,10 +751,31 @@ def test_end_to_end_runner_then_report(tmp_path):
     """The real runner (tiny preset) writes the store; the report reads it back."""
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     run = subprocess.run(
-        [sys.executable, str(REPO / "ablations" / "run.py"), "--table", "2", "--preset", "tiny",
-         "--variants", "base", "g", "--seeds", "0", "1", "--tracking-uri", uri,
-         "--root", str(tmp_path / "data"), "--work-dir", str(tmp_path / "ckpt")],
-        capture_output=True, text=True, cwd=tmp_path, timeout=900)
+        [
+            sys.executable,
+            str(REPO / "ablations" / "run.py"),
+            "--table",
+            "2",
+            "--preset",
+            "tiny",
+            "--variants",
+            "base",
+            "g",
+            "--seeds",
+            "0",
+            "1",
+            "--tracking-uri",
+            uri,
+            "--root",
+            str(tmp_path / "data"),
+            "--work-dir",
+            str(tmp_path / "ckpt"),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=900,
+    )
     assert run.returncode == 0, run.stderr[-2000:]
     assert build.main(["--tracking-uri", uri, "--out", str(tmp_path / "out")]) == 0
     folder = tmp_path / "out" / "table2" / "synthetic-tiny"
@@ -542,9 +785,11 @@ def test_end_to_end_runner_then_report(tmp_path):
     exp = client.get_experiment_by_name("table2-synthetic-tiny")
     runs = client.search_runs([exp.experiment_id], "tags.kind = 'child' and tags.variant = 'g'")
     assert table.loc["g", "mAP_mean"] == pytest.approx(
-        sum(r.data.metrics["val/mAP"] for r in runs) / 2, abs=1e-3)
+        sum(r.data.metrics["val/mAP"] for r in runs) / 2, abs=1e-3
+    )
     assert table.loc["g", "d_mAP"] == pytest.approx(
-        table.loc["g", "mAP_mean"] - table.loc["base", "mAP_mean"], abs=1e-3)
+        table.loc["g", "mAP_mean"] - table.loc["base", "mAP_mean"], abs=1e-3
+    )
     text = (folder / "README.md").read_text()
     for stem in ("delta_ci", "cmc", "curves", "stage3_vs_cfa", "global_local", "recon"):
         assert f"]({stem}.png)" in text and (folder / f"{stem}.png").stat().st_size < 200_000
@@ -554,7 +799,11 @@ def test_end_to_end_runner_then_report(tmp_path):
     assert {"README.md", "table.csv", "recon.png", "efficiency.md", "claims.csv"} <= logged
     # Uncertainty from the stored per-query results: Δ's interval holds Δ, a mark per row.
     g = table.loc["g"]
-    assert g["d_mAP_lo"] <= g["d_mAP"] <= g["d_mAP_hi"] and g["d_mAP_mark"] in ("better", "worse", "within noise")
+    assert g["d_mAP_lo"] <= g["d_mAP"] <= g["d_mAP_hi"] and g["d_mAP_mark"] in (
+        "better",
+        "worse",
+        "within noise",
+    )
     assert g["mAP_ci_lo"] <= g["mAP_mean"] <= g["mAP_ci_hi"]
     assert "## Uncertainty" in text and "query sampling and training seed" in text
     # Where its noise comes from: shares that add up to 100, a row in the README's table.
@@ -571,15 +820,16 @@ def test_end_to_end_runner_then_report(tmp_path):
     # every run the runner wrote is its row's current configuration.
     verdicts = dict(zip(claims["claim"], claims["verdict"]))
     assert {k: verdicts[k] for k in list(verdicts)[1:5]} == {
-        "every reconstruction strategy (a)–(g) beats the Baseline":
-            "incomplete (a, b, c, d, e, f not run)",
+        "every reconstruction strategy (a)–(g) beats the Baseline": "incomplete (a, b, c, d, e, f not run)",
         "(g) is the best strategy": "no evidence (a, b, c, d, e, f not run)",
         "the gradient loss helps: (f) < (g)": "no evidence (f not run)",
-        "CAm guides better than PAm: (e) > (d)": "no evidence (e, d not run)"}
+        "CAm guides better than PAm: (e) > (d)": "no evidence (e, d not run)",
+    }
     assert "No runs were left out." in text
     kendall = claims.loc[claims["claim"].str.startswith("our ordering"), "verdict"]
     assert list(kendall) == [  # two rows give no ordering to compare
-        "no evidence (2 of the paper's rows with per-query results; an ordering needs 3)"]
+        "no evidence (2 of the paper's rows with per-query results; an ordering needs 3)"
+    ]
     assert claims["claim"].str.startswith("CFA costs 1.3 M params").any()
     assert (claims.loc[claims["claim"].str.startswith("CFA costs"), "verdict"] == "holds").all()
 
@@ -593,18 +843,33 @@ def test_end_to_end_runner_then_report(tmp_path):
     stored.unlink()
     assert per_query.main(["--tracking-uri", uri, "--table", "2"]) == 0
     again = dict(np.load(stored))
-    assert set(again) == set(original) and all(np.array_equal(again[k], original[k]) for k in original)
+    assert set(again) == set(original) and all(
+        np.array_equal(again[k], original[k]) for k in original
+    )
 
 
 def test_a_row_run_with_overrides_is_labelled_as_modified(tmp_path):
     uri = new_store(tmp_path)
-    log_experiment(uri, tmp_path, [FakeRun("base", 0, {"rank1": 40.0, "mAP": 30.0}, artifacts=False),
-                                   FakeRun("cfa", 0, {"rank1": 45.0, "mAP": 31.0}, artifacts=False,
-                                           sets={"loss.margin": 0.5},
-                                           extra_tags={"overrides": "loss.margin=0.5"})], table=1)
+    log_experiment(
+        uri,
+        tmp_path,
+        [
+            FakeRun("base", 0, {"rank1": 40.0, "mAP": 30.0}, artifacts=False),
+            FakeRun(
+                "cfa",
+                0,
+                {"rank1": 45.0, "mAP": 31.0},
+                artifacts=False,
+                sets={"loss.margin": 0.5},
+                extra_tags={"overrides": "loss.margin=0.5"},
+            ),
+        ],
+        table=1,
+    )
     client, _ = connect(uri)
-    labels = load_runs(client, find_experiments(client, name="table1-synthetic-tiny")[0]).runs.set_index(
-        "variant")["variant_label"]
+    labels = load_runs(
+        client, find_experiments(client, name="table1-synthetic-tiny")[0]
+    ).runs.set_index("variant")["variant_label"]
     assert labels["cfa"] == "Base. + CFA [loss.margin=0.5]" and labels["base"] == "Base."
 
 
@@ -612,23 +877,48 @@ def test_the_page_says_which_code_machines_and_commands_made_the_runs(tmp_path):
     from reports.index import _provenance
 
     uri = new_store(tmp_path)
-    log_experiment(uri, tmp_path, [
-        FakeRun("base", 0, {"rank1": 40.0, "mAP": 30.0}, artifacts=False,
-                extra_tags={"machine": "CPU X (2 cores, AVX2), 1 torch thread"}),
-        FakeRun("base", 1, {"rank1": 41.0, "mAP": 30.0}, artifacts=False,
-                extra_tags={"machine": "CPU X (2 cores, AVX2), 1 torch thread", "git_commit": "ab" * 20 + "-dirty"}),
-        FakeRun("cfa", 0, {"rank1": 45.0, "mAP": 31.0}, artifacts=False)], table=1)
+    log_experiment(
+        uri,
+        tmp_path,
+        [
+            FakeRun(
+                "base",
+                0,
+                {"rank1": 40.0, "mAP": 30.0},
+                artifacts=False,
+                extra_tags={"machine": "CPU X (2 cores, AVX2), 1 torch thread"},
+            ),
+            FakeRun(
+                "base",
+                1,
+                {"rank1": 41.0, "mAP": 30.0},
+                artifacts=False,
+                extra_tags={
+                    "machine": "CPU X (2 cores, AVX2), 1 torch thread",
+                    "git_commit": "ab" * 20 + "-dirty",
+                },
+            ),
+            FakeRun("cfa", 0, {"rank1": 45.0, "mAP": 31.0}, artifacts=False),
+        ],
+        table=1,
+    )
     client, _ = connect(uri)
     exp = find_experiments(client, name="table1-synthetic-tiny")[0]
     (parent,) = client.search_runs([exp.experiment_id], "tags.kind = 'parent'")
-    client.set_tag(parent.info.run_id, "command", "ablations/run.py --table 1 --root /d --shard 1/2 "
-                                                  "--tracking-uri=sqlite:////x/m.db --work-dir /w")
+    client.set_tag(
+        parent.info.run_id,
+        "command",
+        "ablations/run.py --table 1 --root /d --shard 1/2 "
+        "--tracking-uri=sqlite:////x/m.db --work-dir /w",
+    )
     text = _provenance(load_runs(client, exp))
-    assert text == ("Code: `0000000` (2 runs), `abababa-dirty` (1 run). Machine: CPU X (2 cores, AVX2), "
-                    "1 torch thread (2 runs), not recorded (1 run). To train them again: "
-                    "`python ablations/run.py --table 1 --preset tiny --variants base --seeds 0 1`; "
-                    "`python ablations/run.py --table 1 --preset tiny --variants cfa --seeds 0` "
-                    "(where the store, data and checkpoints live is left out).")
+    assert text == (
+        "Code: `0000000` (2 runs), `abababa-dirty` (1 run). Machine: CPU X (2 cores, AVX2), "
+        "1 torch thread (2 runs), not recorded (1 run). To train them again: "
+        "`python ablations/run.py --table 1 --preset tiny --variants base --seeds 0 1`; "
+        "`python ablations/run.py --table 1 --preset tiny --variants cfa --seeds 0` "
+        "(where the store, data and checkpoints live is left out)."
+    )
 
 
 def test_settings_every_run_shares_are_stated_once_and_adopted_ones_dropped(tmp_path):
@@ -637,19 +927,39 @@ def test_settings_every_run_shares_are_stated_once_and_adopted_ones_dropped(tmp_
     from reports.load import run_overrides
 
     assert run_overrides("data.random_patch=0, data.random_erasing=0.0, train.epochs=3", "cpu") == (
-        "train.epochs=3",)
-    assert run_overrides("data.random_patch=0", "tiny") == ("data.random_patch=0",)  # tiny keeps it on
+        "train.epochs=3",
+    )
+    assert run_overrides("data.random_patch=0", "tiny") == (
+        "data.random_patch=0",
+    )  # tiny keeps it on
     assert run_overrides("a.b=1, c.d=x, y", "no-such-preset") == ("a.b=1", "c.d=x, y")
     uri = new_store(tmp_path)
     shared = "data.synthetic_test_ids=50, train.eval_every=0"
     sets = {"data.synthetic_test_ids": 50, "train.eval_every": 0}  # the tags' values, as trained
-    log_experiment(uri, tmp_path, [
-        FakeRun("base", 0, {"rank1": 40.0, "mAP": 30.0}, artifacts=False,
+    log_experiment(
+        uri,
+        tmp_path,
+        [
+            FakeRun(
+                "base",
+                0,
+                {"rank1": 40.0, "mAP": 30.0},
+                artifacts=False,
                 sets=sets | {"data.random_patch": 0.0, "data.random_erasing": 0.0},
-                extra_tags={"overrides": shared + ", data.random_patch=0, data.random_erasing=0"}),
-        FakeRun("cfa", 0, {"rank1": 45.0, "mAP": 31.0}, artifacts=False,
+                extra_tags={"overrides": shared + ", data.random_patch=0, data.random_erasing=0"},
+            ),
+            FakeRun(
+                "cfa",
+                0,
+                {"rank1": 45.0, "mAP": 31.0},
+                artifacts=False,
                 sets=sets | {"loss.margin": 0.5},
-                extra_tags={"overrides": shared + ", loss.margin=0.5"})], table=1, preset="cpu")
+                extra_tags={"overrides": shared + ", loss.margin=0.5"},
+            ),
+        ],
+        table=1,
+        preset="cpu",
+    )
     client, _ = connect(uri)
     tr = load_runs(client, find_experiments(client, name="table1-synthetic-cpu")[0])
     labels = tr.runs.set_index("variant")["variant_label"]
@@ -660,14 +970,28 @@ def test_settings_every_run_shares_are_stated_once_and_adopted_ones_dropped(tmp_
 def test_rank_list_picks_best_median_worst_and_frames_each_panel(tmp_path):
     from fixtures_layouts import GALLERY, QUERY, TRAIN, write_market_layout
 
-    from ftn_core.data.loading import load_dataset
     from ablations import ranklists
+    from ftn_core.data.loading import load_dataset
 
     assert ranklists.choose_queries(np.array([0.5, 1.0, 0.1, 0.7, 0.3]), 1) == [
-        ("best", 1), ("median", 0), ("worst", 2)]
-    assert [ranklists.kind(2, 0, g, c) for g, c in ((2, 1), (2, 0), (5, 1))] == ["match", "junk", "other"]
-    ds = load_dataset("market1501", str(write_market_layout(tmp_path / "market1501", TRAIN, QUERY, GALLERY).parent))
-    pq = {"index": np.array([0, 1]), "ap": np.array([1.0, 0.2]), "top10": np.array([[2, 0, 1], [1, 2, 0]])}
+        ("best", 1),
+        ("median", 0),
+        ("worst", 2),
+    ]
+    assert [ranklists.kind(2, 0, g, c) for g, c in ((2, 1), (2, 0), (5, 1))] == [
+        "match",
+        "junk",
+        "other",
+    ]
+    ds = load_dataset(
+        "market1501",
+        str(write_market_layout(tmp_path / "market1501", TRAIN, QUERY, GALLERY).parent),
+    )
+    pq = {
+        "index": np.array([0, 1]),
+        "ap": np.array([1.0, 0.2]),
+        "top10": np.array([[2, 0, 1], [1, 2, 0]]),
+    }
     out = ranklists.draw(pq, ds, tmp_path / "rl.png", "test", per_group=1)
     assert out.stat().st_size > 0
     import matplotlib.image
@@ -690,7 +1014,7 @@ def test_artifacts_of_a_remote_store_land_in_one_scratch_folder(tmp_path, monkey
     class Remote:
         def download_artifacts(self, name, dst_path=None):
             dst = Path(dst_path or tempfile.mkdtemp())
-            (dst / name).write_text("{\"x\": 1}")
+            (dst / name).write_text('{"x": 1}')
             return str(dst / name)
 
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
@@ -709,8 +1033,9 @@ def test_artifacts_of_a_remote_store_land_in_one_scratch_folder(tmp_path, monkey
     stored = tmp_path / "store" / "metrics.json"
     stored.parent.mkdir()
     stored.write_text("{}")
-    monkeypatch.setattr(load, "get_artifact_repository",
-                        lambda *a, **k: LocalArtifactRepository(str(stored.parent)))
+    monkeypatch.setattr(
+        load, "get_artifact_repository", lambda *a, **k: LocalArtifactRepository(str(stored.parent))
+    )
     assert load.artifact_path(client, run, "metrics.json") == stored  # no copy
 
 
@@ -751,9 +1076,15 @@ def _hits(first: list[int]) -> tuple[dict[str, np.ndarray], dict[str, float]]:
     """Per-query results of 10 queries with rank-1 hits on the queries in ``first``, and the
     run's R-1 and mAP (their means)."""
     hit = np.isin(np.arange(10), first)
-    arrays = {"index": np.arange(10), "pid": np.arange(10), "camid": np.zeros(10, int),
-              "ap": np.where(hit, 0.8, 0.3), "first_rank": np.where(hit, 1, 4),
-              "inp": np.full(10, 0.2), "top10": np.zeros((10, 10), int)}
+    arrays = {
+        "index": np.arange(10),
+        "pid": np.arange(10),
+        "camid": np.zeros(10, int),
+        "ap": np.where(hit, 0.8, 0.3),
+        "first_rank": np.where(hit, 1, 4),
+        "inp": np.full(10, 0.2),
+        "top10": np.zeros((10, 10), int),
+    }
     return arrays, {"rank1": 10.0 * len(first), "mAP": 100 * float(arrays["ap"].mean())}
 
 
@@ -761,16 +1092,34 @@ def test_the_report_sets_each_rows_seed_spread_beside_its_chaos_floor(tmp_path):
     # base hits queries 0-2, 0-3, 0-1 (R-1 30, 40, 20: SD 10); queries 2 and 3 are hit by 2 and
     # 1 of 3 seeds: floor = 100 · √(2 · (1/3 · 2/3) · 3/2) / 10 = 8.16, 1.2 × below the SD.
     # g hits 0-4, 0-4, 0-5 (50, 50, 60: SD 5.77); query 5 alone varies: floor = 5.77, 1.0 ×.
-    hits = {("base", 0): [0, 1, 2], ("base", 1): [0, 1, 2, 3], ("base", 2): [0, 1],
-            ("g", 0): [0, 1, 2, 3, 4], ("g", 1): [0, 1, 2, 3, 4], ("g", 2): [0, 1, 2, 3, 4, 5]}
+    hits = {
+        ("base", 0): [0, 1, 2],
+        ("base", 1): [0, 1, 2, 3],
+        ("base", 2): [0, 1],
+        ("g", 0): [0, 1, 2, 3, 4],
+        ("g", 1): [0, 1, 2, 3, 4],
+        ("g", 2): [0, 1, 2, 3, 4, 5],
+    }
     runs = []
     for (variant, seed), first in hits.items():
         arrays, final = _hits(first)
         runs.append(FakeRun(variant, seed, final, per_query=arrays))
     uri = new_store(tmp_path / "store")
     log_experiment(uri, tmp_path / "store", runs)
-    assert build.main(["--tracking-uri", uri, "--out", str(tmp_path / "out"), "--no-visual",
-                       "--no-efficiency", "--no-log"]) == 0
+    assert (
+        build.main(
+            [
+                "--tracking-uri",
+                uri,
+                "--out",
+                str(tmp_path / "out"),
+                "--no-visual",
+                "--no-efficiency",
+                "--no-log",
+            ]
+        )
+        == 0
+    )
     folder = tmp_path / "out" / "table2" / "synthetic-tiny"
     table = pd.read_csv(folder / "table.csv").set_index("variant")
     floor = 100 * math.sqrt(2 * 2 / 9 * 1.5) / 10
@@ -787,8 +1136,17 @@ def test_the_report_sets_each_rows_seed_spread_beside_its_chaos_floor(tmp_path):
 
 def test_an_interrupted_rebuild_leaves_the_previous_report_whole(report, tmp_path, monkeypatch):
     uri, _ = report
-    argv = ["--tracking-uri", uri, "--out", str(tmp_path), "--experiment", "table2-synthetic-tiny",
-            "--no-log", "--no-efficiency", "--no-visual"]
+    argv = [
+        "--tracking-uri",
+        uri,
+        "--out",
+        str(tmp_path),
+        "--experiment",
+        "table2-synthetic-tiny",
+        "--no-log",
+        "--no-efficiency",
+        "--no-visual",
+    ]
     assert build.main(argv) == 0
     folder = tmp_path / "table2" / "synthetic-tiny"
     before = {p.relative_to(folder): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
@@ -798,8 +1156,13 @@ def test_an_interrupted_rebuild_leaves_the_previous_report_whole(report, tmp_pat
 
     monkeypatch.setattr(build.diagnostics_table, "write_tables", interrupted)
     assert build.main(argv) == 130
-    assert {p.relative_to(folder): p.read_bytes() for p in folder.rglob("*") if p.is_file()} == before
-    assert sorted(p.name for p in folder.parent.iterdir()) == ["README.md", "synthetic-tiny"]  # no half folder
+    assert {
+        p.relative_to(folder): p.read_bytes() for p in folder.rglob("*") if p.is_file()
+    } == before
+    assert sorted(p.name for p in folder.parent.iterdir()) == [
+        "README.md",
+        "synthetic-tiny",
+    ]  # no half folder
 
 
 def test_efficiency_leaves_out_a_run_that_measured_nothing(tmp_path):
@@ -809,15 +1172,21 @@ def test_efficiency_leaves_out_a_run_that_measured_nothing(tmp_path):
     from reports.report import Report
 
     uri = new_store(tmp_path)
-    log_experiment(uri, tmp_path, [FakeRun("base", 0, _val(50, 40), model=False),
-                                   FakeRun("cfa", 0, _val(55, 45, attn=True))], table=1)
+    log_experiment(
+        uri,
+        tmp_path,
+        [FakeRun("base", 0, _val(50, 40), model=False), FakeRun("cfa", 0, _val(55, 45, attn=True))],
+        table=1,
+    )
     client, _ = connect(uri)
     tr = load_runs(client, find_experiments(client, name="table1-synthetic-tiny")[0])
     rep = Report(tr, tmp_path, uri)
     build.efficiency_section(client, tr, rep)
     assert list(rep.efficiency["variant"]) == ["cfa"]
-    assert rep.notes == ["efficiency: base-s0: no efficiency.json (trained before runs measured "
-                         "their cost): `python ablations/per_query.py` adds it"]
+    assert rep.notes == [
+        "efficiency: base-s0: no efficiency.json (trained before runs measured "
+        "their cost): `python ablations/per_query.py` adds it"
+    ]
     assert "timed by each run when it finished" in rep.efficiency_note
     assert "a test machine" in rep.efficiency_note
     assert set(rep.attention_costs) == {"CFA", "PAM-CAM"}
@@ -837,10 +1206,18 @@ def test_the_header_commands_train_exactly_the_pages_runs(tmp_path):
     shared = "data.synthetic_test_ids=50, train.eval_every=0"
     sets = {"data.synthetic_test_ids": 50, "train.eval_every": 0}
     eight = ("base", "cfa")
-    runs = [FakeRun(v, s, {"rank1": 40.0, "mAP": 30.0}, artifacts=False, sets=sets,
-                    extra_tags={"overrides": shared})
-            for v in ("base", "pamcam", "cfa_no_pa", "cfa_no_ca", "cfa_no_cmp", "cfa")
-            for s in range(8 if v in eight else 5)]
+    runs = [
+        FakeRun(
+            v,
+            s,
+            {"rank1": 40.0, "mAP": 30.0},
+            artifacts=False,
+            sets=sets,
+            extra_tags={"overrides": shared},
+        )
+        for v in ("base", "pamcam", "cfa_no_pa", "cfa_no_ca", "cfa_no_cmp", "cfa")
+        for s in range(8 if v in eight else 5)
+    ]
     uri = new_store(tmp_path)
     log_experiment(uri, tmp_path, runs, table=1)
     client, _ = connect(uri)
@@ -851,15 +1228,26 @@ def test_the_header_commands_train_exactly_the_pages_runs(tmp_path):
         "python ablations/run.py --table 1 --preset tiny --variants base cfa --seeds 0 1 2 3 4 5 6 7"
         + tail,
         "python ablations/run.py --table 1 --preset tiny --variants pamcam cfa_no_pa cfa_no_ca "
-        "cfa_no_cmp --seeds 0 1 2 3 4" + tail]
+        "cfa_no_cmp --seeds 0 1 2 3 4" + tail,
+    ]
     planned = []
     for command in commands:
         args = run_cli.parse_args(shlex.split(command)[2:])
-        planned += [(p.variant.key, p.seed, p.overrides) for p in build_plan(
-            args.table, args.variants, args.seeds, args.dataset, "data", args.preset,
-            parse_sets(args.sets))]
+        planned += [
+            (p.variant.key, p.seed, p.overrides)
+            for p in build_plan(
+                args.table,
+                args.variants,
+                args.seeds,
+                args.dataset,
+                "data",
+                args.preset,
+                parse_sets(args.sets),
+            )
+        ]
     assert sorted(planned) == sorted((r.variant, r.seed, shared) for r in runs)
     # The same rows with one seed set: one command, the rows not named.
     same = tr.runs[tr.runs["seed"] < 5]
     assert retrain_commands(replace(tr, runs=same)) == [
-        "python ablations/run.py --table 1 --preset tiny --seeds 0 1 2 3 4" + tail]
+        "python ablations/run.py --table 1 --preset tiny --seeds 0 1 2 3 4" + tail
+    ]

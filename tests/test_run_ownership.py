@@ -23,8 +23,21 @@ from ftn_core.presets import preset_config
 
 
 def _args(store, data_root, *extra):
-    return ["--table", "2", "--preset", "tiny", "--tracking-uri", store["uri"], "--work-dir", store["work"],
-            "--root", str(data_root), "--variants", "base", *extra]
+    return [
+        "--table",
+        "2",
+        "--preset",
+        "tiny",
+        "--tracking-uri",
+        store["uri"],
+        "--work-dir",
+        store["work"],
+        "--root",
+        str(data_root),
+        "--variants",
+        "base",
+        *extra,
+    ]
 
 
 def _one_line_error(capsys) -> str:
@@ -40,10 +53,16 @@ def _no_store(store) -> bool:
 # ------------------------------------------------------------------ the seed comes from --seeds
 
 
-@pytest.mark.parametrize("extra,message", [
-    (["--set", "train.seed=5", "--seeds", "3"], "--set train.seed=5: a run's seed comes only from --seeds"),
-    (["--seeds", "99999999999999999999"], "seeds must be integers from 0 to 4294967295"),
-])
+@pytest.mark.parametrize(
+    "extra,message",
+    [
+        (
+            ["--set", "train.seed=5", "--seeds", "3"],
+            "--set train.seed=5: a run's seed comes only from --seeds",
+        ),
+        (["--seeds", "99999999999999999999"], "seeds must be integers from 0 to 4294967295"),
+    ],
+)
 def test_seed_only_from_seeds_and_in_range(store, data_root, capsys, monkeypatch, extra, message):
     monkeypatch.setattr("ablations.runner.execute", lambda *a, **k: pytest.fail("trained"))
     assert run_cli.main(_args(store, data_root, *extra)) == 2
@@ -58,11 +77,20 @@ def test_params_file_cannot_set_the_seed(store, data_root, tmp_path, capsys):
     assert "train.seed=7: a run's seed comes only from --seeds" in _one_line_error(capsys)
 
 
-@pytest.mark.parametrize("env,message", [
-    ({"SLURM_ARRAY_TASK_ID": "x", "SLURM_ARRAY_TASK_COUNT": "2"}, "SLURM_ARRAY_TASK_ID=x"),
-    ({"SLURM_ARRAY_TASK_ID": "0", "SLURM_ARRAY_TASK_COUNT": "2", "SLURM_ARRAY_TASK_STEP": "0"},
-     "SLURM_ARRAY_TASK_STEP=0"),
-])
+@pytest.mark.parametrize(
+    "env,message",
+    [
+        ({"SLURM_ARRAY_TASK_ID": "x", "SLURM_ARRAY_TASK_COUNT": "2"}, "SLURM_ARRAY_TASK_ID=x"),
+        (
+            {
+                "SLURM_ARRAY_TASK_ID": "0",
+                "SLURM_ARRAY_TASK_COUNT": "2",
+                "SLURM_ARRAY_TASK_STEP": "0",
+            },
+            "SLURM_ARRAY_TASK_STEP=0",
+        ),
+    ],
+)
 def test_unusable_slurm_array_is_one_line(store, data_root, capsys, monkeypatch, env, message):
     for key, value in env.items():
         monkeypatch.setenv(key, value)
@@ -82,9 +110,15 @@ def test_data_beyond_what_the_data_has_is_refused_before_the_store(store, data_r
 
 def test_identity_leaves_out_where_the_data_lives_and_the_sign_of_zero(data_root):
     cfg = preset_config("tiny", {"data.root": str(data_root)})
-    spellings = [str(data_root) + "/", os.path.relpath(data_root), str(data_root / ".." / data_root.name)]
+    spellings = [
+        str(data_root) + "/",
+        os.path.relpath(data_root),
+        str(data_root / ".." / data_root.name),
+    ]
     assert {config_hash(override(cfg, {"data.root": r})) for r in spellings} == {config_hash(cfg)}
-    assert config_hash(override(cfg, {"loss.w_grad": "-0"})) == config_hash(override(cfg, {"loss.w_grad": "0"}))
+    assert config_hash(override(cfg, {"loss.w_grad": "-0"})) == config_hash(
+        override(cfg, {"loss.w_grad": "0"})
+    )
     assert config_hash(override(cfg, {"loss.w_grad": "0.5"})) != config_hash(cfg)
     # Runs tagged by older code (the folder in the hash) are still found through the legacy hash.
     assert legacy_config_hash(cfg) != legacy_config_hash(override(cfg, {"data.root": "/elsewhere"}))
@@ -92,8 +126,9 @@ def test_identity_leaves_out_where_the_data_lives_and_the_sign_of_zero(data_root
 
 
 @pytest.mark.slow
-def test_a_finished_run_is_found_whatever_the_folder_is_called(store, data_root, tmp_path, capsys,
-                                                              monkeypatch):
+def test_a_finished_run_is_found_whatever_the_folder_is_called(
+    store, data_root, tmp_path, capsys, monkeypatch
+):
     one_epoch = ("--set", "train.epochs=1")
     assert run_cli.main(_args(store, data_root, *one_epoch)) == 0
     capsys.readouterr()
@@ -112,9 +147,17 @@ def test_old_runs_are_found_by_their_legacy_hash(store, data_root):
     p = plan[0]
     client = mlstore.open_store(store["uri"])
     exp_id = mlstore.get_or_create_experiment(client, p.experiment)
-    run = client.create_run(exp_id, run_name=p.name, tags={
-        "kind": "child", "variant": "base", "seed": "0", "config_hash": p.legacy_hash,
-        "data_digest": p.data_digest})
+    run = client.create_run(
+        exp_id,
+        run_name=p.name,
+        tags={
+            "kind": "child",
+            "variant": "base",
+            "seed": "0",
+            "config_hash": p.legacy_hash,
+            "data_digest": p.data_digest,
+        },
+    )
     client.set_terminated(run.info.run_id, "FINISHED")
     runner.mark_existing(plan, client)
     assert (p.status, p.run_id) == ("done", run.info.run_id)
@@ -148,7 +191,9 @@ def test_old_copies_get_their_files_digest_at_first_read(tmp_path):
     load_synthetic(str(tmp_path), "tiny", 0)
     assert json.loads(marker.read_text())["files"] == recorded
     mask = next((folder / "masks" / "query").iterdir())
-    mask.write_bytes(mask.read_bytes() + b"\0")  # a mask edited: the oracle and diagnostics read them
+    mask.write_bytes(
+        mask.read_bytes() + b"\0"
+    )  # a mask edited: the oracle and diagnostics read them
     with pytest.raises(FTNError, match="changed after it was generated"):
         load_synthetic(str(tmp_path), "tiny", 0)
 
@@ -171,7 +216,9 @@ def test_a_deleted_experiment_is_not_restored(store, data_root, capsys, monkeypa
 
 
 def test_a_run_held_by_a_live_process_is_left_to_it(store, data_root, capsys, monkeypatch):
-    monkeypatch.setattr("ablations.runner._train_one", lambda *a, **k: pytest.fail("trained a held run"))
+    monkeypatch.setattr(
+        "ablations.runner._train_one", lambda *a, **k: pytest.fail("trained a held run")
+    )
     plan = runner.build_plan(2, ["base"], [0], ["synthetic"], str(data_root), "tiny", {})
     runner.read_data(plan, generate=False)
     leases = mlstore.lease_dir(store["uri"], Path(store["work"]))
@@ -231,7 +278,9 @@ def test_checkpoints_are_named_by_their_run_and_kept_per_store(data_root, tmp_pa
 
 
 @pytest.mark.slow
-def test_a_second_store_never_starts_from_the_firsts_checkpoint(store, data_root, tmp_path, monkeypatch):
+def test_a_second_store_never_starts_from_the_firsts_checkpoint(
+    store, data_root, tmp_path, monkeypatch
+):
     """The same plan on two stores with one --work-dir: the second trains from scratch, and the
     first store's unfinished run keeps its own checkpoint."""
     seen = []
@@ -248,9 +297,15 @@ def test_a_second_store_never_starts_from_the_firsts_checkpoint(store, data_root
     assert run_cli.main(_args(store, data_root, *argv)) == 0
     assert run_cli.main(_args({"uri": other, "work": store["work"]}, data_root, *argv)) == 0
     assert len(seen) == 2 and seen[0] != seen[1] and all(p.exists() for p in seen)
-    ids = [MlflowClient(u).search_runs(
-        [MlflowClient(u).get_experiment_by_name("table2-synthetic-tiny").experiment_id],
-        "tags.kind = 'child'")[0].info.run_id for u in (store["uri"], other)]
+    ids = [
+        MlflowClient(u)
+        .search_runs(
+            [MlflowClient(u).get_experiment_by_name("table2-synthetic-tiny").experiment_id],
+            "tags.kind = 'child'",
+        )[0]
+        .info.run_id
+        for u in (store["uri"], other)
+    ]
     assert [p.stem.rsplit("-", 1)[1] for p in seen] == ids
     mlflow.set_tracking_uri(store["uri"])
 
@@ -261,21 +316,49 @@ def test_a_second_store_never_starts_from_the_firsts_checkpoint(store, data_root
 def test_tune_refuses_a_holdout_that_cannot_feed_a_batch_before_any_run(store, data_root, capsys):
     from ablations import tune
 
-    argv = ["--variant", "g", "--trials", "1", "--preset", "tiny", "--tracking-uri", store["uri"],
-            "--root", str(data_root), "--holdout", "0.99"]
+    argv = [
+        "--variant",
+        "g",
+        "--trials",
+        "1",
+        "--preset",
+        "tiny",
+        "--tracking-uri",
+        store["uri"],
+        "--root",
+        str(data_root),
+        "--holdout",
+        "0.99",
+    ]
     assert tune.main(argv) == 2
     assert "lower data.num_ids" in _one_line_error(capsys)
     client = MlflowClient(store["uri"])
-    running = [r for e in client.search_experiments() for r in client.search_runs([e.experiment_id])
-               if r.info.status == "RUNNING"]
+    running = [
+        r
+        for e in client.search_experiments()
+        for r in client.search_runs([e.experiment_id])
+        if r.info.status == "RUNNING"
+    ]
     assert running == []  # no parent left RUNNING for ever
 
 
 def test_tune_names_its_own_flag_for_a_row_setting(store, data_root, capsys):
     from ablations import tune
 
-    argv = ["--variant", "g", "--trials", "1", "--preset", "tiny", "--tracking-uri", store["uri"],
-            "--root", str(data_root), "--set", "model.attention=cfa"]
+    argv = [
+        "--variant",
+        "g",
+        "--trials",
+        "1",
+        "--preset",
+        "tiny",
+        "--tracking-uri",
+        store["uri"],
+        "--root",
+        str(data_root),
+        "--set",
+        "model.attention=cfa",
+    ]
     assert tune.main(argv) == 2
     err = _one_line_error(capsys)
     assert "choose rows with --variant instead" in err and "--variants" not in err
@@ -284,7 +367,9 @@ def test_tune_names_its_own_flag_for_a_row_setting(store, data_root, capsys):
 def test_tune_takes_its_training_seed_from_set(data_root):
     from ablations import optuna_study
 
-    opts = optuna_study.TuneOptions("g", 1, preset="tiny", root=str(data_root), sets={"train.seed": "4"})
+    opts = optuna_study.TuneOptions(
+        "g", 1, preset="tiny", root=str(data_root), sets={"train.seed": "4"}
+    )
     assert optuna_study.plan_for(opts, {}).seed == 4
 
 
@@ -293,8 +378,14 @@ def test_the_runs_view_of_a_tuning_experiment_lists_its_trials():
 
     from ablations import ui
 
-    assert ui.facets(SimpleNamespace(name="tune-g-synthetic-tiny"))["searchFilter"] == "tags.kind = 'trial'"
-    assert ui.facets(SimpleNamespace(name="table2-synthetic-tiny"))["searchFilter"] == "tags.kind = 'child'"
+    assert (
+        ui.facets(SimpleNamespace(name="tune-g-synthetic-tiny"))["searchFilter"]
+        == "tags.kind = 'trial'"
+    )
+    assert (
+        ui.facets(SimpleNamespace(name="table2-synthetic-tiny"))["searchFilter"]
+        == "tags.kind = 'child'"
+    )
 
 
 def test_evaluate_never_generates_data_where_a_moved_run_read_it(tmp_path):
@@ -316,7 +407,12 @@ def test_evaluate_never_generates_data_where_a_moved_run_read_it(tmp_path):
 
 
 def test_without_jobs_drops_only_the_jobs_flag():
-    assert run_cli.without_jobs(["--table", "2", "--jobs", "3", "--seeds", "0"]) == ["--table", "2", "--seeds", "0"]
+    assert run_cli.without_jobs(["--table", "2", "--jobs", "3", "--seeds", "0"]) == [
+        "--table",
+        "2",
+        "--seeds",
+        "0",
+    ]
     assert run_cli.without_jobs(["--jobs=2", "--variants", "base"]) == ["--variants", "base"]
 
 
@@ -330,9 +426,19 @@ def test_jobs_share_the_plan_and_stop_together(store, data_root, tmp_path):
     import time
 
     repo = Path(__file__).resolve().parents[1]
-    argv = [sys.executable, str(repo / "ablations" / "run.py"), *_args(store, data_root, "--seeds", "0", "1"),
-            "--set", "train.epochs=20", "--set", "train.max_batches=1", "--set", "train.eval_every=0",
-            "--jobs", "2"]
+    argv = [
+        sys.executable,
+        str(repo / "ablations" / "run.py"),
+        *_args(store, data_root, "--seeds", "0", "1"),
+        "--set",
+        "train.epochs=20",
+        "--set",
+        "train.max_batches=1",
+        "--set",
+        "train.eval_every=0",
+        "--jobs",
+        "2",
+    ]
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     seen, deadline = [], time.time() + 240
     for line in proc.stdout:  # wait until both jobs have trained an epoch (of 20: neither is done)
@@ -349,18 +455,34 @@ def test_jobs_share_the_plan_and_stop_together(store, data_root, tmp_path):
     runs = client.search_runs([exp.experiment_id], "tags.kind = 'child'")
     assert sorted(r.info.run_name for r in runs) == ["base-s0", "base-s1"]
     assert {r.info.status for r in runs} == {"KILLED"}
-    again = subprocess.run([*argv[:-2]], capture_output=True, text=True, timeout=600)  # resumes, no --jobs
+    again = subprocess.run(
+        [*argv[:-2]], capture_output=True, text=True, timeout=600
+    )  # resumes, no --jobs
     runs = client.search_runs([exp.experiment_id], "tags.kind = 'child'")
     assert again.returncode == 0, again.stdout + again.stderr
-    assert sorted((r.info.run_name, r.info.status) for r in runs) == [("base-s0", "FINISHED"),
-                                                                       ("base-s1", "FINISHED")]
+    assert sorted((r.info.run_name, r.info.status) for r in runs) == [
+        ("base-s0", "FINISHED"),
+        ("base-s1", "FINISHED"),
+    ]
 
 
 def test_tune_refuses_a_missing_init_file_before_any_run(store, data_root, tmp_path, capsys):
     from ablations import tune
 
-    argv = ["--variant", "g", "--trials", "1", "--preset", "tiny", "--tracking-uri", store["uri"],
-            "--root", str(data_root), "--set", f"model.init={tmp_path / 'nope.pt'}"]
+    argv = [
+        "--variant",
+        "g",
+        "--trials",
+        "1",
+        "--preset",
+        "tiny",
+        "--tracking-uri",
+        store["uri"],
+        "--root",
+        str(data_root),
+        "--set",
+        f"model.init={tmp_path / 'nope.pt'}",
+    ]
     assert tune.main(argv) == 2
     assert "nope.pt" in _one_line_error(capsys)
     assert _no_store(store)

@@ -23,8 +23,19 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def _args(store, data_root, *extra):
-    return ["--table", "2", "--preset", "tiny", "--tracking-uri", store["uri"], "--work-dir", store["work"],
-            "--root", str(data_root), *extra]
+    return [
+        "--table",
+        "2",
+        "--preset",
+        "tiny",
+        "--tracking-uri",
+        store["uri"],
+        "--work-dir",
+        store["work"],
+        "--root",
+        str(data_root),
+        *extra,
+    ]
 
 
 def _children(uri: str, experiment: str = "table2-synthetic-tiny"):
@@ -45,12 +56,24 @@ def test_runner_records_everything_and_never_trains_twice(store, data_root, caps
     g = runs["g-s0"]
     assert g.info.status == "FINISHED"
     tags = g.data.tags
-    assert tags["variant"] == "g" and tags["seed"] == "0" and tags["table"] == "2" and tags["preset"] == "tiny"
+    assert (
+        tags["variant"] == "g"
+        and tags["seed"] == "0"
+        and tags["table"] == "2"
+        and tags["preset"] == "tiny"
+    )
     assert tags["dataset"] == "synthetic" and len(tags["config_hash"]) == 12 and tags["git_commit"]
     from ftn_core.config import from_dict, setting_hash
 
-    cfg = from_dict(json.loads(Path(mlflow.artifacts.download_artifacts(
-        run_id=g.info.run_id, artifact_path="config.json", tracking_uri=store["uri"])).read_text()))
+    cfg = from_dict(
+        json.loads(
+            Path(
+                mlflow.artifacts.download_artifacts(
+                    run_id=g.info.run_id, artifact_path="config.json", tracking_uri=store["uri"]
+                )
+            ).read_text()
+        )
+    )
     assert tags["setting_hash"] == setting_hash(cfg) != runs["base-s0"].data.tags["setting_hash"]
     assert f"({os.cpu_count()} cores, " in tags["machine"] and "torch thread" in tags["machine"]
     parent = client.get_run(tags["mlflow.parentRunId"])
@@ -60,17 +83,37 @@ def test_runner_records_everything_and_never_trains_twice(store, data_root, caps
     assert runs["base-s0"].data.params["model.attention"] == "none"
     history = client.get_metric_history(g.info.run_id, "val/mAP")
     assert [m.step for m in history] == [1, 2]
-    for name in ("train/loss_ce", "train/loss_grad", "train/lr", "train/img_per_s", "val/rank1", "val/fg_focus"):
+    for name in (
+        "train/loss_ce",
+        "train/loss_grad",
+        "train/lr",
+        "train/img_per_s",
+        "val/rank1",
+        "val/fg_focus",
+    ):
         assert name in g.data.metrics, name
     assert "train/loss_grad" not in runs["base-s0"].data.metrics
     assert any(k.startswith("system/") for k in g.data.metrics)  # system metrics on
     assert g.inputs.dataset_inputs and g.inputs.dataset_inputs[0].dataset.name == "synthetic_tiny"
     from ftn_core.data.synthetic import settings_digest
 
-    assert tags["data_digest"] == g.inputs.dataset_inputs[0].dataset.digest == settings_digest("tiny", 0)
+    assert (
+        tags["data_digest"]
+        == g.inputs.dataset_inputs[0].dataset.digest
+        == settings_digest("tiny", 0)
+    )
     files = {f.path for f in client.list_artifacts(g.info.run_id)}
-    assert {"config.json", "metrics.json", "cmc.png", "model.pt", "per_query.npz", "ranklist.png"} <= files
-    local = Path(mlflow.artifacts.download_artifacts(run_id=g.info.run_id, tracking_uri=store["uri"]))
+    assert {
+        "config.json",
+        "metrics.json",
+        "cmc.png",
+        "model.pt",
+        "per_query.npz",
+        "ranklist.png",
+    } <= files
+    local = Path(
+        mlflow.artifacts.download_artifacts(run_id=g.info.run_id, tracking_uri=store["uri"])
+    )
     saved = json.loads((local / "metrics.json").read_text())
     assert saved["metrics"]["val/mAP"] == pytest.approx(g.data.metrics["val/mAP"])
     assert len(saved["cmc"]) == 50
@@ -79,11 +122,24 @@ def test_runner_records_everything_and_never_trains_twice(store, data_root, caps
     with np.load(local / "per_query.npz") as pq:  # per query: the logged mAP and R-1 again
         assert 100 * pq["ap"].mean() == pytest.approx(g.data.metrics["val/mAP"])
         assert 100 * (pq["first_rank"] == 1).mean() == pytest.approx(g.data.metrics["val/rank1"])
-        assert set(pq.files) == {"index", "pid", "camid", "ap", "first_rank", "inp", "top10"} and len(pq["pid"]) == len(pq["ap"])
+        assert set(pq.files) == {
+            "index",
+            "pid",
+            "camid",
+            "ap",
+            "first_rank",
+            "inp",
+            "top10",
+        } and len(pq["pid"]) == len(pq["ap"])
     state = torch.load(local / "model.pt", weights_only=True)
     assert "decoder.head.weight" in state and "attention.gamma" in state
-    assert exp.artifact_location.startswith("file://") and "/artifacts/table2-synthetic-tiny" in exp.artifact_location
-    assert not list(Path(store["work"]).rglob("*.pt"))  # FINISHED: checkpoints deleted, model.pt kept above
+    assert (
+        exp.artifact_location.startswith("file://")
+        and "/artifacts/table2-synthetic-tiny" in exp.artifact_location
+    )
+    assert not list(
+        Path(store["work"]).rglob("*.pt")
+    )  # FINISHED: checkpoints deleted, model.pt kept above
 
     capsys.readouterr()
     assert run_cli.main(_args(store, data_root, "--variants", "base", "g")) == 0
@@ -94,13 +150,30 @@ def test_runner_records_everything_and_never_trains_twice(store, data_root, caps
     assert "2 runs, 2 already done, 0 to run" in out
 
 
-def test_dry_run_time_estimate_follows_the_epochs_asked_for(store, tmp_path, capsys,
-                                                           monkeypatch):
+def test_dry_run_time_estimate_follows_the_epochs_asked_for(store, tmp_path, capsys, monkeypatch):
     from ftn_core.presets import RUN_SECONDS
 
     monkeypatch.setitem(RUN_SECONDS, "cpu", 100.0)  # a cpu run (9 epochs) takes 100 s
-    base = ["--table", "2", "--preset", "cpu", "--variants", "base", "g", "--seeds", "0", "1", "2",
-            "--tracking-uri", store["uri"], "--work-dir", store["work"], "--root", str(tmp_path), "--dry-run"]
+    base = [
+        "--table",
+        "2",
+        "--preset",
+        "cpu",
+        "--variants",
+        "base",
+        "g",
+        "--seeds",
+        "0",
+        "1",
+        "2",
+        "--tracking-uri",
+        store["uri"],
+        "--work-dir",
+        store["work"],
+        "--root",
+        str(tmp_path),
+        "--dry-run",
+    ]
     # 6 runs × 100 s = 10 min; at 27 epochs instead of the preset's 9, 3 × that = 30 min.
     for sets, minutes in (([], 10), (["--set", "train.epochs=27"], 30)):
         assert run_cli.main(base + sets) == 0
@@ -120,39 +193,69 @@ def test_time_estimate_at_the_pace_of_the_stores_own_runs(tmp_path, monkeypatch)
     for p in plan:
         p.data_digest = "d1"
 
-    def run(seconds, epochs=9, status="FINISHED", digest="d1", preset="cpu", last_epoch=None, **extra):
-        tags = {"kind": "child", "variant": "base", "seed": str(len(runs)), "config_hash": "h",
-                "data_digest": digest, "preset": preset, **extra}
-        return SimpleNamespace(info=SimpleNamespace(status=status, start_time=0, end_time=int(seconds * 1000),
-                                                    run_id=str(len(runs))),
-                               data=SimpleNamespace(tags=tags, params={"train.epochs": str(epochs)},
-                                                    metrics={} if last_epoch is None else
-                                                    {"train/epoch_seconds": last_epoch}))
+    def run(
+        seconds, epochs=9, status="FINISHED", digest="d1", preset="cpu", last_epoch=None, **extra
+    ):
+        tags = {
+            "kind": "child",
+            "variant": "base",
+            "seed": str(len(runs)),
+            "config_hash": "h",
+            "data_digest": digest,
+            "preset": preset,
+            **extra,
+        }
+        return SimpleNamespace(
+            info=SimpleNamespace(
+                status=status, start_time=0, end_time=int(seconds * 1000), run_id=str(len(runs))
+            ),
+            data=SimpleNamespace(
+                tags=tags,
+                params={"train.epochs": str(epochs)},
+                metrics={} if last_epoch is None else {"train/epoch_seconds": last_epoch},
+            ),
+        )
 
     runs = []
     # 900 s over 9 epochs of 90 s each counts (evaluation adds its part); 9 epochs of 40 s that
     # took 9000 s (resumed the next day) do not.
-    for args, kw in (((900,), {"last_epoch": 90.0}), ((450,), {"epochs": 3}), ((1800,), {}),
-                     ((9000,), {"last_epoch": 40.0}), ((10,), {"status": "RUNNING"}),
-                     ((1,), {"reused_from": "x"}), ((2,), {"digest": "d0"}), ((3,), {"preset": "tiny"})):
+    for args, kw in (
+        ((900,), {"last_epoch": 90.0}),
+        ((450,), {"epochs": 3}),
+        ((1800,), {}),
+        ((9000,), {"last_epoch": 40.0}),
+        ((10,), {"status": "RUNNING"}),
+        ((1,), {"reused_from": "x"}),
+        ((2,), {"digest": "d0"}),
+        ((3,), {"preset": "tiny"}),
+    ):
         runs.append(run(*args, **kw))
     other = [run(2700)]  # 300 s per epoch, in another experiment of the store
-    plan_exp, other_exp = (SimpleNamespace(experiment_id=i, name=n) for i, n in
-                           (("1", plan[0].experiment), ("2", "study-x-synthetic-cpu")))
-    client = SimpleNamespace(get_experiment_by_name=lambda name: plan_exp,
-                             search_experiments=lambda **k: [plan_exp, other_exp],
-                             search_runs=lambda ids, **k: list(runs if ids == ["1"] else other))
+    plan_exp, other_exp = (
+        SimpleNamespace(experiment_id=i, name=n)
+        for i, n in (("1", plan[0].experiment), ("2", "study-x-synthetic-cpu"))
+    )
+    client = SimpleNamespace(
+        get_experiment_by_name=lambda name: plan_exp,
+        search_experiments=lambda **k: [plan_exp, other_exp],
+        search_runs=lambda ids, **k: list(runs if ids == ["1"] else other),
+    )
     pace = runner.measured_pace(plan, client)
     assert pace == (150.0, 3)  # per epoch: 100, 150, 200; the other experiment is not needed
     line = runner.describe_start(plan, pace)
-    assert f"train 4 run(s); about {round(4 * 9 * 150 / 60)} min at the pace of this store's 3 FINISHED runs" in line
+    assert (
+        f"train 4 run(s); about {round(4 * 9 * 150 / 60)} min at the pace of this store's 3 FINISHED runs"
+        in line
+    )
     del runs[1]
     assert runner.measured_pace(plan, client) == (200.0, 3)  # 100, 200 and the other's 300
     other.clear()
     assert runner.measured_pace(plan, client) is None  # two runs are too few to call a pace
     assert "on a quiet 2-core CPU with AVX-512 BF16" in runner.describe_start(plan, None)
     monkeypatch.setattr(runner, "native_bf16_cpu", lambda: False)
-    assert "(this CPU lacks AVX-512 BF16: expect about twice that)" in runner.describe_start(plan, None)
+    assert "(this CPU lacks AVX-512 BF16: expect about twice that)" in runner.describe_start(
+        plan, None
+    )
     monkeypatch.setattr(runner, "native_bf16_cpu", lambda: True)
     assert "expect about twice" not in runner.describe_start(plan, None)
 
@@ -161,8 +264,10 @@ def test_time_estimate_at_the_pace_of_the_stores_own_runs(tmp_path, monkeypatch)
 def test_nan_run_fails_and_the_others_go_on(store, data_root, capsys, monkeypatch):
     # A NaN L1 term (a NaN weight is refused before any run exists): only variants with a
     # reconstruction batch fail.
-    monkeypatch.setattr("ftn_core.losses.l1_loss", lambda recon, target, reduction="paper":
-                        (recon - target).abs().sum() * float("nan"))
+    monkeypatch.setattr(
+        "ftn_core.losses.l1_loss",
+        lambda recon, target, reduction="paper": (recon - target).abs().sum() * float("nan"),
+    )
     code = run_cli.main(_args(store, data_root, "--variants", "base", "g"))
     assert code == 1
     err = capsys.readouterr().err
@@ -197,13 +302,19 @@ def uninterrupted(tmp_path_factory, data_root) -> dict[str, float]:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
-def test_signal_mid_epoch_kills_then_resumes_to_the_same_result(store, data_root, sig, uninterrupted):
+def test_signal_mid_epoch_kills_then_resumes_to_the_same_result(
+    store, data_root, sig, uninterrupted
+):
     sets = SIGNAL_SETS
     from ablations.store import open_store
 
-    open_store(store["uri"])  # the schema made here (its creation in a process: test_reliability.py)
+    open_store(
+        store["uri"]
+    )  # the schema made here (its creation in a process: test_reliability.py)
     cmd = [sys.executable, str(REPO / "ablations" / "run.py"), *_args(store, data_root, *sets)]
-    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     ckpts = Path(store["work"]) / "table2-synthetic-tiny"
     _wait_for(ckpts)
     ckpt = next(iter(ckpts.glob("c-s0-*.pt")), None)
@@ -226,19 +337,34 @@ def test_signal_mid_epoch_kills_then_resumes_to_the_same_result(store, data_root
     assert final == uninterrupted
 
 
-@pytest.mark.parametrize("argv,message", [
-    (["--table", "7"], "--table 7: unknown"),
-    (["--table", "2", "--variants", "z"], "--variants z: not in Table 2"),
-    (["--table", "2", "--set", "model.nope=1"], "--set model.nope: unknown key 'nope'"),
-    (["--table", "2", "--set", "train.epochs"], "expected key=value"),
-    (["--table", "2", "--dataset", "imagenet"], "--dataset imagenet: unknown"),
-    (["--table", "2", "--shard", "3/2"], "--shard 3/2: need 0 <= K < N"),
-    (["--table", "2", "--tracking-uri", "sqlite:////proc/nope/mlflow.db"], "cannot write the tracking store"),
-    (["--table", "2", "--tracking-uri", "./mlruns"], "a path is not a store (MLflow 3 no longer keeps runs"),
-    (["--table", "2", "--tracking-uri", "x.db"], "use sqlite:///"),
-    (["--table", "2", "--tracking-uri", "sqlit:///x.db"], "unknown scheme 'sqlit'; did you mean sqlite:///x.db?"),
-    (["--table", "2", "--tracking-uri", "htp://localhost:5000"], "did you mean http://localhost:5000?"),
-])
+@pytest.mark.parametrize(
+    "argv,message",
+    [
+        (["--table", "7"], "--table 7: unknown"),
+        (["--table", "2", "--variants", "z"], "--variants z: not in Table 2"),
+        (["--table", "2", "--set", "model.nope=1"], "--set model.nope: unknown key 'nope'"),
+        (["--table", "2", "--set", "train.epochs"], "expected key=value"),
+        (["--table", "2", "--dataset", "imagenet"], "--dataset imagenet: unknown"),
+        (["--table", "2", "--shard", "3/2"], "--shard 3/2: need 0 <= K < N"),
+        (
+            ["--table", "2", "--tracking-uri", "sqlite:////proc/nope/mlflow.db"],
+            "cannot write the tracking store",
+        ),
+        (
+            ["--table", "2", "--tracking-uri", "./mlruns"],
+            "a path is not a store (MLflow 3 no longer keeps runs",
+        ),
+        (["--table", "2", "--tracking-uri", "x.db"], "use sqlite:///"),
+        (
+            ["--table", "2", "--tracking-uri", "sqlit:///x.db"],
+            "unknown scheme 'sqlit'; did you mean sqlite:///x.db?",
+        ),
+        (
+            ["--table", "2", "--tracking-uri", "htp://localhost:5000"],
+            "did you mean http://localhost:5000?",
+        ),
+    ],
+)
 def test_bad_arguments_fail_before_training(argv, message, capsys, monkeypatch, tmp_path):
     monkeypatch.setattr("ablations.runner.execute", lambda *a, **k: pytest.fail("trained"))
     if "--tracking-uri" not in argv:  # never the repository's own store
@@ -248,13 +374,29 @@ def test_bad_arguments_fail_before_training(argv, message, capsys, monkeypatch, 
     assert err.startswith("error: ") and message in err and err.count("\n") == 1
 
 
-@pytest.mark.parametrize("make_root,message", [(False, "does not exist"), (True, "Market-1501-v15.09.15")])
+@pytest.mark.parametrize(
+    "make_root,message", [(False, "does not exist"), (True, "Market-1501-v15.09.15")]
+)
 def test_missing_dataset_is_one_line(store, tmp_path, capsys, make_root, message):
     root = tmp_path / "datasets"
     if make_root:
         root.mkdir()
-    code = run_cli.main(["--table", "3", "--preset", "tiny", "--dataset", "market1501", "--root",
-                         str(root), "--tracking-uri", store["uri"], "--work-dir", store["work"]])
+    code = run_cli.main(
+        [
+            "--table",
+            "3",
+            "--preset",
+            "tiny",
+            "--dataset",
+            "market1501",
+            "--root",
+            str(root),
+            "--tracking-uri",
+            store["uri"],
+            "--work-dir",
+            store["work"],
+        ]
+    )
     assert code == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and message in err and err.count("\n") == 1
@@ -266,14 +408,16 @@ def test_preset_choice_is_explained(monkeypatch):
     preset, why = choose_preset(None, ["market1501"])
     assert preset == "cpu" and "no CUDA" in why
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    assert choose_preset(None, ["market1501"]) == ("paper", "CUDA is available and a real dataset (market1501) was given")
+    assert choose_preset(None, ["market1501"]) == (
+        "paper",
+        "CUDA is available and a real dataset (market1501) was given",
+    )
     assert choose_preset(None, ["synthetic"])[0] == "gpu"  # a GPU run is never called "-cpu"
     assert choose_preset("tiny", ["market1501"]) == ("tiny", "asked for with --preset")
 
 
 # `python ablations/run.py --help` from another folder: test_install.py's
 # test_the_commands_are_installed_and_run_from_any_folder (one process for both checks).
-
 
 
 def test_skip_bad_images_flag_sets_the_config(store, data_root, monkeypatch):
@@ -294,11 +438,16 @@ def test_controls_join_the_plan_only_when_asked(store, data_root):
     from ablations.runner import build_plan
 
     sets = {"data.root": str(data_root)}
-    keys = [p.variant.key for p in build_plan(2, None, [0], ["synthetic"], str(data_root), "tiny", sets)]
+    keys = [
+        p.variant.key for p in build_plan(2, None, [0], ["synthetic"], str(data_root), "tiny", sets)
+    ]
     assert keys == ["base", "a", "b", "c", "d", "e", "f", "g"]
     plan = build_plan(2, None, [0, 1], ["synthetic"], str(data_root), "tiny", sets, controls=True)
     names = [p.name for p in plan]
-    assert names[8:10] == ["base_matched-s0", "oracle-s0"] and names[-2:] == ["base_matched-s1", "oracle-s1"]
+    assert names[8:10] == ["base_matched-s0", "oracle-s0"] and names[-2:] == [
+        "base_matched-s1",
+        "oracle-s1",
+    ]
     # Seed-major: every row of seed 0 comes before any of seed 1, so a study stopped part-way
     # leaves whole seeds for the reports to pair.
     assert [p.seed for p in plan] == [0] * 10 + [1] * 10

@@ -127,8 +127,11 @@ def test_works_as_dataloader_batch_sampler():
 
 
 def test_too_few_identities():
-    with pytest.raises(FTNError, match=r"needs at least P=8 training identities but the data "
-                                       r"has 3; lower data.num_ids"):
+    with pytest.raises(
+        FTNError,
+        match=r"needs at least P=8 training identities but the data "
+        r"has 3; lower data.num_ids",
+    ):
         PKSampler([0, 1, 2, 2], num_ids=8, num_instances=4)
     with pytest.raises(FTNError, match=r"P ≥ 1 and K ≥ 1"):
         PKSampler([0, 1], num_ids=2, num_instances=0)

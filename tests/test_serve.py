@@ -55,8 +55,9 @@ def test_the_logged_model_is_a_pyfunc_with_signature_and_example(trained):
     flipped = model.predict(first, params={"flip": True})
     assert np.array_equal(flipped, reference.embed(images[:1], flip=True).vectors)
     with pytest.raises(mlflow.exceptions.MlflowException, match="row 1: give exactly one of"):
-        model.predict(pd.DataFrame({"image": [images[0].read_bytes(), None],
-                                    "pixels": [None, None]}))
+        model.predict(
+            pd.DataFrame({"image": [images[0].read_bytes(), None], "pixels": [None, None]})
+        )
 
 
 def _free_port() -> int:
@@ -66,9 +67,11 @@ def _free_port() -> int:
 
 
 def _post(port: int, body: dict) -> tuple[int, dict]:
-    req = urllib.request.Request(f"http://127.0.0.1:{port}/invocations",
-                                 data=json.dumps(body).encode(),
-                                 headers={"Content-Type": "application/json"})
+    req = urllib.request.Request(
+        f"http://127.0.0.1:{port}/invocations",
+        data=json.dumps(body).encode(),
+        headers={"Content-Type": "application/json"},
+    )
     try:
         with urllib.request.urlopen(req, timeout=120) as resp:
             return resp.status, json.load(resp)
@@ -81,13 +84,34 @@ def test_mlflow_models_serve_answers_with_the_embeddings(trained, tmp_path):
     uri, rid, images = trained
     bin_dir = Path(sys.executable).parent  # mlflow and uvicorn of this environment
     port = _free_port()
-    env = {**os.environ, "MLFLOW_TRACKING_URI": uri,
-           "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
-           "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"}
-    command = [str(bin_dir / "mlflow"), "models", "serve", "-m", f"runs:/{rid}/model",
-               "--env-manager", "local", "--host", "127.0.0.1", "--port", str(port)]
-    server = subprocess.Popen(command, env=env, cwd=tmp_path, stdout=subprocess.PIPE,
-                              stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    env = {
+        **os.environ,
+        "MLFLOW_TRACKING_URI": uri,
+        "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
+        "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
+    }
+    command = [
+        str(bin_dir / "mlflow"),
+        "models",
+        "serve",
+        "-m",
+        f"runs:/{rid}/model",
+        "--env-manager",
+        "local",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+    ]
+    server = subprocess.Popen(
+        command,
+        env=env,
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
     try:
         deadline = time.monotonic() + 180
         while True:

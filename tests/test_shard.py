@@ -12,13 +12,19 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from ablations import run as run_cli, scheduling
+from ablations import run as run_cli
+from ablations import scheduling
 from ablations.runner import build_plan
 from ftn_core.errors import FTNError
 
 REPO = Path(__file__).resolve().parents[1]
-SLURM = ("SLURM_ARRAY_TASK_ID", "SLURM_ARRAY_TASK_COUNT", "SLURM_ARRAY_TASK_MIN", "SLURM_ARRAY_TASK_MAX",
-         "SLURM_ARRAY_TASK_STEP")
+SLURM = (
+    "SLURM_ARRAY_TASK_ID",
+    "SLURM_ARRAY_TASK_COUNT",
+    "SLURM_ARRAY_TASK_MIN",
+    "SLURM_ARRAY_TASK_MAX",
+    "SLURM_ARRAY_TASK_STEP",
+)
 
 
 @pytest.fixture
@@ -28,18 +34,49 @@ def no_slurm(monkeypatch):
     return monkeypatch
 
 
-@pytest.mark.parametrize("env,shard", [
-    ({}, (0, 1)),  # not under SLURM: everything
-    ({"SLURM_ARRAY_TASK_ID": "2", "SLURM_ARRAY_TASK_COUNT": "4", "SLURM_ARRAY_TASK_MIN": "0"}, (2, 4)),
-    # --array=1-4: ids start at the minimum, so task 4 is the last of four shards.
-    ({"SLURM_ARRAY_TASK_ID": "4", "SLURM_ARRAY_TASK_COUNT": "4", "SLURM_ARRAY_TASK_MIN": "1"}, (3, 4)),
-    ({"SLURM_ARRAY_TASK_ID": "1", "SLURM_ARRAY_TASK_COUNT": "4", "SLURM_ARRAY_TASK_MIN": "1"}, (0, 4)),
-    # --array=0-6:2 → ids 0, 2, 4, 6 (count 4, step 2): id 6 is shard 3.
-    ({"SLURM_ARRAY_TASK_ID": "6", "SLURM_ARRAY_TASK_COUNT": "4", "SLURM_ARRAY_TASK_MIN": "0",
-      "SLURM_ARRAY_TASK_STEP": "2"}, (3, 4)),
-    # A job that is not an array (no count): everything.
-    ({"SLURM_ARRAY_TASK_ID": "3"}, (0, 1)),
-])
+@pytest.mark.parametrize(
+    "env,shard",
+    [
+        ({}, (0, 1)),  # not under SLURM: everything
+        (
+            {
+                "SLURM_ARRAY_TASK_ID": "2",
+                "SLURM_ARRAY_TASK_COUNT": "4",
+                "SLURM_ARRAY_TASK_MIN": "0",
+            },
+            (2, 4),
+        ),
+        # --array=1-4: ids start at the minimum, so task 4 is the last of four shards.
+        (
+            {
+                "SLURM_ARRAY_TASK_ID": "4",
+                "SLURM_ARRAY_TASK_COUNT": "4",
+                "SLURM_ARRAY_TASK_MIN": "1",
+            },
+            (3, 4),
+        ),
+        (
+            {
+                "SLURM_ARRAY_TASK_ID": "1",
+                "SLURM_ARRAY_TASK_COUNT": "4",
+                "SLURM_ARRAY_TASK_MIN": "1",
+            },
+            (0, 4),
+        ),
+        # --array=0-6:2 → ids 0, 2, 4, 6 (count 4, step 2): id 6 is shard 3.
+        (
+            {
+                "SLURM_ARRAY_TASK_ID": "6",
+                "SLURM_ARRAY_TASK_COUNT": "4",
+                "SLURM_ARRAY_TASK_MIN": "0",
+                "SLURM_ARRAY_TASK_STEP": "2",
+            },
+            (3, 4),
+        ),
+        # A job that is not an array (no count): everything.
+        ({"SLURM_ARRAY_TASK_ID": "3"}, (0, 1)),
+    ],
+)
 def test_parse_shard_reads_slurm_arrays(no_slurm, env, shard):
     for key, value in env.items():
         no_slurm.setenv(key, value)
@@ -52,14 +89,24 @@ def test_explicit_shard_wins_over_slurm(no_slurm):
     assert run_cli.parse_shard("1/3") == (1, 3)
 
 
-@pytest.mark.parametrize("text,env,message", [
-    ("1-2", {}, "--shard 1-2: expected K/N, e.g. --shard 0/4"),
-    ("2/2", {}, "--shard 2/2: need 0 <= K < N"),
-    ("0/0", {}, "--shard 0/0: need 0 <= K < N"),
-    # --array=1,3,5,7 has no step: task 7 would be shard 6 of 4; say so, and what to do.
-    (None, {"SLURM_ARRAY_TASK_ID": "7", "SLURM_ARRAY_TASK_COUNT": "4", "SLURM_ARRAY_TASK_MIN": "1"},
-     "SLURM array task 7 (shard 6/4; use --array=0-3 or pass --shard): need 0 <= K < N"),
-])
+@pytest.mark.parametrize(
+    "text,env,message",
+    [
+        ("1-2", {}, "--shard 1-2: expected K/N, e.g. --shard 0/4"),
+        ("2/2", {}, "--shard 2/2: need 0 <= K < N"),
+        ("0/0", {}, "--shard 0/0: need 0 <= K < N"),
+        # --array=1,3,5,7 has no step: task 7 would be shard 6 of 4; say so, and what to do.
+        (
+            None,
+            {
+                "SLURM_ARRAY_TASK_ID": "7",
+                "SLURM_ARRAY_TASK_COUNT": "4",
+                "SLURM_ARRAY_TASK_MIN": "1",
+            },
+            "SLURM array task 7 (shard 6/4; use --array=0-3 or pass --shard): need 0 <= K < N",
+        ),
+    ],
+)
 def test_bad_shards_are_one_line_errors(no_slurm, text, env, message):
     for key, value in env.items():
         no_slurm.setenv(key, value)
@@ -106,17 +153,28 @@ def test_expected_seconds_per_row_from_the_store_else_by_step_cost(tmp_path):
     epochs = plan[0].cfg.train.epochs
 
     def run(variant, per_epoch, seed):
-        tags = {"kind": "child", "variant": variant, "seed": str(seed), "config_hash": variant,
-                "data_digest": "d1", "preset": "tiny"}
-        info = SimpleNamespace(status="FINISHED", start_time=0, run_id=f"{variant}{seed}",
-                               end_time=int(per_epoch * epochs * 1000))
+        tags = {
+            "kind": "child",
+            "variant": variant,
+            "seed": str(seed),
+            "config_hash": variant,
+            "data_digest": "d1",
+            "preset": "tiny",
+        }
+        info = SimpleNamespace(
+            status="FINISHED",
+            start_time=0,
+            run_id=f"{variant}{seed}",
+            end_time=int(per_epoch * epochs * 1000),
+        )
         data = SimpleNamespace(tags=tags, params={"train.epochs": str(epochs)}, metrics={})
         return SimpleNamespace(info=info, data=data)
 
     runs = [run("base", 90, 0), run("base", 110, 1), run("cfa", 120, 0)]
     exp = SimpleNamespace(experiment_id="1", name=plan[0].experiment, lifecycle_stage="active")
-    client = SimpleNamespace(get_experiment_by_name=lambda name: exp,
-                             search_runs=lambda ids, **k: runs)
+    client = SimpleNamespace(
+        get_experiment_by_name=lambda name: exp, search_runs=lambda ids, **k: runs
+    )
     seconds = scheduling.expected_seconds(plan, client)
     # base: median 100 s per epoch; cfa: 120 (step cost 1.2: 100 per Baseline epoch); pamcam
     # (attention, no decoder: step cost 1.2) has no run: 1.2 × 100.
@@ -150,7 +208,9 @@ def test_a_dataset_logged_by_two_shards_at_once_is_linked_on_retry(store, data_r
     def flaky(s):
         calls.append(s.name)
         if len(calls) == 1:
-            raise mlflow.exceptions.MlflowException("UNIQUE constraint failed: datasets.experiment_id")
+            raise mlflow.exceptions.MlflowException(
+                "UNIQUE constraint failed: datasets.experiment_id"
+            )
         real(s)
 
     real = tracking.log_dataset
@@ -158,7 +218,9 @@ def test_a_dataset_logged_by_two_shards_at_once_is_linked_on_retry(store, data_r
     run_id = runner._start_child(p, client, parent_id="", splits=splits)
     mlflow.end_run()
     assert calls == ["synthetic_tiny", "synthetic_tiny"]
-    assert [d.dataset.name for d in client.get_run(run_id).inputs.dataset_inputs] == ["synthetic_tiny"]
+    assert [d.dataset.name for d in client.get_run(run_id).inputs.dataset_inputs] == [
+        "synthetic_tiny"
+    ]
 
 
 def _children(uri: str):
@@ -170,15 +232,44 @@ def _children(uri: str):
 @pytest.mark.slow
 def test_two_shards_one_store_a_killed_workers_run_is_finished_once(store, data_root, no_slurm):
     # No store yet: the two workers start together on a new one (the README's shard example).
-    cmd = [sys.executable, str(REPO / "ablations" / "run.py"), "--table", "2", "--preset", "tiny",
-           "--variants", "base", "a", "b", "g", "--seeds", "0", "--set", "train.epochs=6",
-           "--root", str(data_root), "--tracking-uri", store["uri"], "--work-dir", store["work"]]
+    cmd = [
+        sys.executable,
+        str(REPO / "ablations" / "run.py"),
+        "--table",
+        "2",
+        "--preset",
+        "tiny",
+        "--variants",
+        "base",
+        "a",
+        "b",
+        "g",
+        "--seeds",
+        "0",
+        "--set",
+        "train.epochs=6",
+        "--root",
+        str(data_root),
+        "--tracking-uri",
+        store["uri"],
+        "--work-dir",
+        store["work"],
+    ]
     # One thread per worker: two 2-thread workers on two cores thrash (measured: ~5x slower).
     env = {**{k: v for k, v in os.environ.items() if k not in SLURM}, "OMP_NUM_THREADS": "1"}
     # Packed by step cost (base 1, a 1.5, b and g 1.7 Baseline epochs per epoch): shard 0/2 gets
     # b and a (3.2), shard 1/2 base and g (2.7), each in plan order.
-    procs = [subprocess.Popen([*cmd, "--shard", f"{k}/2"], cwd=REPO, env=env, stdout=subprocess.PIPE,
-                              stderr=subprocess.STDOUT, text=True) for k in range(2)]
+    procs = [
+        subprocess.Popen(
+            [*cmd, "--shard", f"{k}/2"],
+            cwd=REPO,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for k in range(2)
+    ]
     ckpts = Path(store["work"]) / "table2-synthetic-tiny"
     t0 = time.time()
     while not list(ckpts.glob("g-s0-*.pt")):  # shard 1 finished 'base' and is inside 'g'
@@ -195,8 +286,9 @@ def test_two_shards_one_store_a_killed_workers_run_is_finished_once(store, data_
     assert "shard 0/2: its own runs are done" in out0 and "base-s0: finished meanwhile" in out0
     _, runs = _children(store["uri"])
     g_id = next(r.info.run_id for r in runs if r.info.run_name == "g-s0")
-    rerun = subprocess.run([*cmd, "--shard", "1/2"], cwd=REPO, env=env, capture_output=True, text=True,
-                           timeout=600)
+    rerun = subprocess.run(
+        [*cmd, "--shard", "1/2"], cwd=REPO, env=env, capture_output=True, text=True, timeout=600
+    )
     assert rerun.returncode == 0, rerun.stdout[-3000:] + rerun.stderr[-3000:]
     resumed = [out for out in (out0, rerun.stdout) if "g-s0 (resuming" in out]
     assert len(resumed) == 1  # g resumed once, by one of them
@@ -209,6 +301,7 @@ def test_two_shards_one_store_a_killed_workers_run_is_finished_once(store, data_
     assert g.info.run_id == g_id  # resumed in the same MLflow run
     assert {m.step for m in client.get_metric_history(g_id, "val/mAP")} == set(range(1, 7))
     # And a third run of either shard trains nothing.
-    again = subprocess.run([*cmd, "--shard", "0/2"], cwd=REPO, env=env, capture_output=True, text=True,
-                           timeout=300)
+    again = subprocess.run(
+        [*cmd, "--shard", "0/2"], cwd=REPO, env=env, capture_output=True, text=True, timeout=300
+    )
     assert again.returncode == 0 and "already FINISHED" in again.stdout

@@ -33,8 +33,10 @@ def test_query_metric_and_paired_matrix_by_hand():
     pq = _per_query(np.array([0.5, 1.0]), np.array([2, 1]), np.array([3, 7]))
     assert stats.query_metric(pq, "rank1") == {3: 0.0, 7: 100.0}
     assert stats.query_metric(pq, "mAP") == {3: 50.0, 7: 100.0}
-    d = stats.paired_matrix({0: {1: 10.0, 2: 20.0}, 1: {1: 0.0, 2: 5.0}, 5: {1: 1.0}},
-                            {0: {1: 4.0, 2: 20.0, 9: 1.0}, 1: {1: 1.0, 2: 1.0}})
+    d = stats.paired_matrix(
+        {0: {1: 10.0, 2: 20.0}, 1: {1: 0.0, 2: 5.0}, 5: {1: 1.0}},
+        {0: {1: 4.0, 2: 20.0, 9: 1.0}, 1: {1: 1.0, 2: 1.0}},
+    )
     assert d.tolist() == [[6.0, 0.0], [-1.0, 4.0]]  # seeds 0 and 1, queries 1 and 2
 
 
@@ -48,7 +50,7 @@ def test_seed_interval_is_the_student_t_interval():
 def test_a_zero_delta_is_within_noise_in_at_least_95_percent_of_repetitions():
     rng = np.random.default_rng(0)
     marks = []
-    for rep in range(200):
+    for _ in range(200):
         pq = _runs(rng, 0.0)
         marks.append(tables.compare(pq, "v", "base", "mAP", n_resamples=500).mark)
     assert marks.count("within noise") / len(marks) >= 0.95
@@ -75,11 +77,11 @@ def test_power_shrinks_with_seeds_down_to_the_query_floor():
     a, b = np.array([-2.0, 0.0, 2.0]), np.array([-3.0, 3.0] * 150)
     d = stats.delta_interval(1.0 + a[:, None] + b[None, :])
     v_seed, v_query = 4.0 / 3, b.var(ddof=1) / 300  # 4/3 and 0.030100…
-    nu = 1 / (v_seed / (v_seed + v_query) / 2 + v_query ** 2 / 299 / (v_seed + v_query) ** 2)
+    nu = 1 / (v_seed / (v_seed + v_query) / 2 + v_query**2 / 299 / (v_seed + v_query) ** 2)
     t = student_t.ppf(0.975, nu) + student_t.ppf(0.8, nu)
     assert stats.detectable(d) == pytest.approx(t * math.sqrt(v_seed + v_query))
     v4 = 4.0 / 4 + v_query  # four seeds: the seed part shrinks, the query part does not
-    nu4 = 1 / (1.0 / v4 / 3 + v_query ** 2 / 299 / v4 ** 2)
+    nu4 = 1 / (1.0 / v4 / 3 + v_query**2 / 299 / v4**2)
     t4 = student_t.ppf(0.975, nu4) + student_t.ppf(0.8, nu4)
     assert stats.detectable(d, 4) == pytest.approx(t4 * math.sqrt(v4))
     assert stats.detectable(d, 10) < stats.detectable(d, 4) < stats.detectable(d, 3)
@@ -113,14 +115,16 @@ def test_noise_parts_of_an_additive_matrix_by_hand():
     assert p.variance() == pytest.approx(var)
     # t with 1/ν = share / (S − 1) + v_query² / (Q − 1) / var²: ν = 4.150 (no interaction)
     v_query = b.var(ddof=1) / 100
-    nu = 1 / ((var - v_query) / var / 3 + v_query ** 2 / 99 / var ** 2)
+    nu = 1 / ((var - v_query) / var / 3 + v_query**2 / 99 / var**2)
     assert p.df() == pytest.approx(nu) and nu == pytest.approx(4.150, abs=1e-3)
     assert p.half_width() == pytest.approx(student_t.ppf(0.975, nu) * math.sqrt(var))
     interval = stats.delta_interval(d)
     assert p.half_width() == pytest.approx(interval.hi - interval.delta)  # the interval's own
     assert p.half_width(1) == math.inf  # one seed: no interval over training noise
     seed_share, query_share, inter = p.shares()
-    assert seed_share == pytest.approx(100 * a.var(ddof=1) / 4 / var) and inter == pytest.approx(0, abs=1e-9)
+    assert seed_share == pytest.approx(100 * a.var(ddof=1) / 4 / var) and inter == pytest.approx(
+        0, abs=1e-9
+    )
     # ±1: the fewest seeds on these 100 queries, and the fewest queries with these 4 seeds.
     s = p.seeds_for(1.0)
     assert p.half_width(s) <= 1.0 < p.half_width(s - 1)
@@ -135,11 +139,15 @@ def test_noise_parts_of_an_additive_matrix_by_hand():
 def test_noise_parts_recovers_known_variances_and_one_seed_leaves_the_seed_part_unknown():
     rng = np.random.default_rng(0)
     s_sd, q_sd, e_sd = 2.0, 10.0, 20.0
-    d = (rng.normal(0, s_sd, (40, 1)) + rng.normal(0, q_sd, (1, 2000)) + rng.normal(0, e_sd, (40, 2000)))
+    d = (
+        rng.normal(0, s_sd, (40, 1))
+        + rng.normal(0, q_sd, (1, 2000))
+        + rng.normal(0, e_sd, (40, 2000))
+    )
     p = stats.noise_parts(d)
-    assert p.interaction == pytest.approx(e_sd ** 2, rel=0.02)
-    assert p.query == pytest.approx(q_sd ** 2, rel=0.1)
-    assert p.seed == pytest.approx(s_sd ** 2, rel=0.5)
+    assert p.interaction == pytest.approx(e_sd**2, rel=0.02)
+    assert p.query == pytest.approx(q_sd**2, rel=0.1)
+    assert p.seed == pytest.approx(s_sd**2, rel=0.5)
     one = stats.noise_parts(d[:1])
     assert math.isnan(one.seed) and one.seeds_for(1.0) is None and one.queries_for(1.0) is None
 
@@ -186,8 +194,11 @@ def _binary_rank1(rng, seeds: int, queries: int, sd_seed: float) -> np.ndarray:
     Φ(θ_q + c_q + α_s) in each arm (θ_q ~ N(−0.3, 2.2²) shared, so R-1 ≈ 45 %; an arm's own
     query effect c_q ~ N(0, 0.3²); its seed effect α_s gives the Δ a seed SD of ``sd_seed``)."""
     omega = sd_seed / (100 * math.sqrt(2) * 0.1626)  # 0.1626: d(mean hit rate)/dα for these θ, c
-    latent = (rng.normal(-0.3, 2.2, queries) + rng.normal(0, 0.3, (2, 1, queries))
-              + rng.normal(0, omega, (2, seeds, 1)))  # (arm, S, Q)
+    latent = (
+        rng.normal(-0.3, 2.2, queries)
+        + rng.normal(0, 0.3, (2, 1, queries))
+        + rng.normal(0, omega, (2, seeds, 1))
+    )  # (arm, S, Q)
     hits = rng.random(latent.shape) < ndtr(latent)  # Φ
     return 100.0 * (hits[1].astype(float) - hits[0])
 
@@ -196,8 +207,11 @@ def _gauss(rng, seeds: int, queries: int, sd_seed: float) -> np.ndarray:
     """D = a_s + b_q + e_sq, true Δ 0; one seed's query SE 0.7 points, a third of its variance
     shared by all seeds (b)."""
     var_q = 0.49 * queries
-    return (rng.normal(0, sd_seed, (seeds, 1)) + rng.normal(0, math.sqrt(var_q / 3), (1, queries))
-            + rng.normal(0, math.sqrt(2 * var_q / 3), (seeds, queries)))
+    return (
+        rng.normal(0, sd_seed, (seeds, 1))
+        + rng.normal(0, math.sqrt(var_q / 3), (1, queries))
+        + rng.normal(0, math.sqrt(2 * var_q / 3), (seeds, queries))
+    )
 
 
 @pytest.mark.parametrize("model", [_gauss, _binary_rank1])
@@ -223,8 +237,11 @@ def test_the_delta_interval_covers_95_percent_at_3_5_and_8_seeds(model):
 
 def test_chaos_floor_by_hand():
     # Three seeds, four queries: q0 hit by 2 seeds of 3, q1 by 1, q2 by all, q3 by none.
-    hits = {0: {0: 100.0, 1: 0.0, 2: 100.0, 3: 0.0}, 1: {0: 100.0, 1: 100.0, 2: 100.0, 3: 0.0},
-            2: {0: 0.0, 1: 0.0, 2: 100.0, 3: 0.0, 9: 100.0}}  # query 9: one seed only, left out
+    hits = {
+        0: {0: 100.0, 1: 0.0, 2: 100.0, 3: 0.0},
+        1: {0: 100.0, 1: 100.0, 2: 100.0, 3: 0.0},
+        2: {0: 0.0, 1: 0.0, 2: 100.0, 3: 0.0, 9: 100.0},
+    }  # query 9: one seed only, left out
     f = stats.chaos_floor(hits)
     # p = 2/3, 1/3, 1, 0: Σ p(1 − p) = 4/9, × S/(S − 1) = 2/3; floor = 100 · √(2/3) / 4 = 20.41.
     assert (f.seeds, f.queries) == (3, 4) and f.floor == pytest.approx(100 * math.sqrt(2 / 3) / 4)
@@ -242,6 +259,8 @@ def test_runs_that_differ_only_in_which_queries_they_hit_sit_at_the_floor():
     assert 0.8 < f.ratio < 1.2  # SD of 40 seeds: ±11 %
     # A seed effect on every query (runs of unequal quality) lifts the spread far above it.
     shift = rng.normal(0, 0.1, 40)
-    hits = {s: dict(enumerate(100.0 * (rng.random(2000) < np.clip(p + shift[s], 0, 1))))
-            for s in range(40)}
+    hits = {
+        s: dict(enumerate(100.0 * (rng.random(2000) < np.clip(p + shift[s], 0, 1))))
+        for s in range(40)
+    }
     assert stats.chaos_floor(hits).ratio > 3

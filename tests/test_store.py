@@ -26,12 +26,25 @@ set = { "model.gauss_sy" = 0.25 }
 """
 
 
-@pytest.mark.parametrize("study, dataset, preset, parts", [
-    (2, "synthetic", "cpu", ExperimentName(2, None, "synthetic", "cpu")),
-    (1, "market-1501", "paper", ExperimentName(1, None, "market-1501", "paper")),  # dashed dataset
-    ("mask-width", "synthetic", "tiny", ExperimentName(None, "mask-width", "synthetic", "tiny")),
-    ("my-table1", "msmt17", "gpu", ExperimentName(None, "my-table1", "msmt17", "gpu")),
-])
+@pytest.mark.parametrize(
+    "study, dataset, preset, parts",
+    [
+        (2, "synthetic", "cpu", ExperimentName(2, None, "synthetic", "cpu")),
+        (
+            1,
+            "market-1501",
+            "paper",
+            ExperimentName(1, None, "market-1501", "paper"),
+        ),  # dashed dataset
+        (
+            "mask-width",
+            "synthetic",
+            "tiny",
+            ExperimentName(None, "mask-width", "synthetic", "tiny"),
+        ),
+        ("my-table1", "msmt17", "gpu", ExperimentName(None, "my-table1", "msmt17", "gpu")),
+    ],
+)
 def test_experiment_names_read_back(study, dataset, preset, parts):
     name = experiment_name(study, dataset, preset)
     assert name == f"{'table' if isinstance(study, int) else 'study-'}{study}-{dataset}-{preset}"
@@ -39,8 +52,14 @@ def test_experiment_names_read_back(study, dataset, preset, parts):
 
 
 def test_names_that_are_no_experiment_and_a_studys_dashed_dataset():
-    for name in ("Default", "table2-synthetic", "tableX-synthetic-cpu", "table2-synthetic-",
-                 "study-mask-cpu", "pretrain-fractal"):
+    for name in (
+        "Default",
+        "table2-synthetic",
+        "tableX-synthetic-cpu",
+        "table2-synthetic-",
+        "study-mask-cpu",
+        "pretrain-fractal",
+    ):
         assert parse_experiment(name) is None, name
     # A study's name takes the dashes: a dataset with one does not read back (as ever).
     assert parse_experiment(experiment_name("s", "a-b", "cpu")) == (None, "s-a", "b", "cpu")
@@ -52,9 +71,16 @@ def test_a_study_names_its_experiments_through_the_store():
 
 
 def test_study_experiments_are_those_its_name_writes():
-    names = ["table2-synthetic-cpu", "table2-market-1501-cpu", "table22-synthetic-cpu",
-             "table02-synthetic-cpu", "study-mask-width-synthetic-tiny",
-             "study-mask-synthetic-tiny", "study-mask-width-x-synthetic-tiny", "Default"]
+    names = [
+        "table2-synthetic-cpu",
+        "table2-market-1501-cpu",
+        "table22-synthetic-cpu",
+        "table02-synthetic-cpu",
+        "study-mask-width-synthetic-tiny",
+        "study-mask-synthetic-tiny",
+        "study-mask-width-x-synthetic-tiny",
+        "Default",
+    ]
     exps = [SimpleNamespace(name=n) for n in names]
     client = SimpleNamespace(search_experiments=lambda max_results: exps)
     assert [e.name for e in study_experiments(client, as_study(2))] == ["table2-synthetic-cpu"]
@@ -74,10 +100,15 @@ def test_reports_use_the_stores_location_and_names():
     own = []
     for path in sorted((REPO / "reports").glob("*.py")):
         for node in ast.parse(path.read_text(encoding="utf-8")).body:
-            targets = (node.targets if isinstance(node, ast.Assign)
-                       else [getattr(node, "target", None)])
-            own += [f"{path.name}: {t.id}" for t in targets if isinstance(t, ast.Name)
-                    and t.id in ("REPO", "MLRUNS", "DEFAULT_TRACKING_URI", "NAME_RE", "STUDY_RE")]
+            targets = (
+                node.targets if isinstance(node, ast.Assign) else [getattr(node, "target", None)]
+            )
+            own += [
+                f"{path.name}: {t.id}"
+                for t in targets
+                if isinstance(t, ast.Name)
+                and t.id in ("REPO", "MLRUNS", "DEFAULT_TRACKING_URI", "NAME_RE", "STUDY_RE")
+            ]
     assert not own, own
 
 

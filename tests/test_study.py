@@ -28,19 +28,31 @@ REPO = Path(__file__).resolve().parents[1]
 _NO_DEC = {"decoder": False}
 _BASE = {"attention": "none", "decoder": False}
 OLD_TABLES = {
-    1: [("base", "Base.", _BASE, False), ("pamcam", "Base. + PAM-CAM", {"attention": "pamcam", **_NO_DEC}, False),
+    1: [
+        ("base", "Base.", _BASE, False),
+        ("pamcam", "Base. + PAM-CAM", {"attention": "pamcam", **_NO_DEC}, False),
         ("cfa_no_pa", "Base. + CFA w/o PA", {"use_pa": False, **_NO_DEC}, False),
         ("cfa_no_ca", "Base. + CFA w/o CA", {"use_ca": False, **_NO_DEC}, False),
         ("cfa_no_cmp", "Base. + CFA w/o CMP", {"use_cmp": False, **_NO_DEC}, False),
-        ("cfa", "Base. + CFA", _NO_DEC, False)],
-    2: [("base", "Base.", _BASE, False), ("a", "(a) Gm without CFA", {"attention": "none", "mask": "gm"}, False),
-        ("b", "(b) input", {"mask": "input"}, False), ("c", "(c) Gm", {"mask": "gm"}, False),
-        ("d", "(d) Gm·PAm", {"mask": "gm_pam"}, False), ("e", "(e) Gm·CAm", {"mask": "gm_cam"}, False),
+        ("cfa", "Base. + CFA", _NO_DEC, False),
+    ],
+    2: [
+        ("base", "Base.", _BASE, False),
+        ("a", "(a) Gm without CFA", {"attention": "none", "mask": "gm"}, False),
+        ("b", "(b) input", {"mask": "input"}, False),
+        ("c", "(c) Gm", {"mask": "gm"}, False),
+        ("d", "(d) Gm·PAm", {"mask": "gm_pam"}, False),
+        ("e", "(e) Gm·CAm", {"mask": "gm_cam"}, False),
         ("f", "(f) Gm·PAm·CAm without gradient loss", {"gradient_loss": False}, False),
         ("g", "(g) Gm·PAm·CAm (FTN)", {}, False),
-        ("base_matched", "Base. with TF-Dec's Re-ID updates (control)",
-         {**_BASE, "train.matched_updates": True}, True),
-        ("oracle", "(g) with the true person mask as target (control)", {"mask": "oracle"}, True)],
+        (
+            "base_matched",
+            "Base. with TF-Dec's Re-ID updates (control)",
+            {**_BASE, "train.matched_updates": True},
+            True,
+        ),
+        ("oracle", "(g) with the true person mask as target (control)", {"mask": "oracle"}, True),
+    ],
     3: [("base", "Baseline", _BASE, False), ("ftn", "FTN", {}, False)],
 }
 
@@ -49,19 +61,33 @@ OLD_TABLES = {
 # 04de3eeba5b7, 038b2140fd6f, f673806689df and 667001692bc1). The data's folder has left the hash
 # since: these are now the runs' legacy hashes (their runs are still found), and NOW pins the
 # hashes of the same runs as the runner tags them today.
-PINNED = {"table1-synthetic-cpu/cfa-s1": "5fc5589e55c4", "table2-synthetic-cpu/base-s0": "ad73957a3413",
-          "table2-synthetic-cpu/g-s0": "4922dbd8efd1", "table2-synthetic-cpu/oracle-s0": "6732d42f1e9a",
-          "table2-synthetic-cpu/base_matched-s0": "1fd9866d86b8", "table2-synthetic-tiny/g-s0": "64e2fd7631db",
-          "table2-synthetic-tiny/base-s0": "129163fcbc64", "table3-market1501-paper/ftn-s0": "153fac6a0a20"}
-NOW = {"table1-synthetic-cpu/cfa-s1": "b0da938cc435", "table2-synthetic-cpu/base-s0": "6c481dfa9561",
-       "table2-synthetic-cpu/g-s0": "ecc3f9924245", "table2-synthetic-cpu/oracle-s0": "d418f28c5234",
-       "table2-synthetic-cpu/base_matched-s0": "395cd59a8c9d", "table2-synthetic-tiny/g-s0": "6914c0973b07",
-       "table2-synthetic-tiny/base-s0": "44b51350a0dc", "table3-market1501-paper/ftn-s0": "85d1c15e4762"}
+PINNED = {
+    "table1-synthetic-cpu/cfa-s1": "5fc5589e55c4",
+    "table2-synthetic-cpu/base-s0": "ad73957a3413",
+    "table2-synthetic-cpu/g-s0": "4922dbd8efd1",
+    "table2-synthetic-cpu/oracle-s0": "6732d42f1e9a",
+    "table2-synthetic-cpu/base_matched-s0": "1fd9866d86b8",
+    "table2-synthetic-tiny/g-s0": "64e2fd7631db",
+    "table2-synthetic-tiny/base-s0": "129163fcbc64",
+    "table3-market1501-paper/ftn-s0": "153fac6a0a20",
+}
+NOW = {
+    "table1-synthetic-cpu/cfa-s1": "b0da938cc435",
+    "table2-synthetic-cpu/base-s0": "6c481dfa9561",
+    "table2-synthetic-cpu/g-s0": "ecc3f9924245",
+    "table2-synthetic-cpu/oracle-s0": "d418f28c5234",
+    "table2-synthetic-cpu/base_matched-s0": "395cd59a8c9d",
+    "table2-synthetic-tiny/g-s0": "6914c0973b07",
+    "table2-synthetic-tiny/base-s0": "44b51350a0dc",
+    "table3-market1501-paper/ftn-s0": "85d1c15e4762",
+}
 
 
 def _old_apply(changes: dict, cfg: Config) -> Config:
     model = dataclasses.replace(cfg.model, **{k: v for k, v in changes.items() if "." not in k})
-    return override(dataclasses.replace(cfg, model=model), {k: v for k, v in changes.items() if "." in k})
+    return override(
+        dataclasses.replace(cfg, model=model), {k: v for k, v in changes.items() if "." in k}
+    )
 
 
 @pytest.mark.parametrize("table", [1, 2, 3])
@@ -70,7 +96,9 @@ def test_paper_tables_from_files_plan_the_same_runs(table):
     rows = {key: changes for key, _, changes, _ in OLD_TABLES[table]}
     for preset in sorted(PRESETS):
         plan = runner.build_plan(table, None, [0, 1], datasets, "/data", preset, {}, controls=True)
-        assert [p.variant.key for p in plan if p.dataset == "synthetic" and p.seed == 0] == list(rows)
+        assert [p.variant.key for p in plan if p.dataset == "synthetic" and p.seed == 0] == list(
+            rows
+        )
         for p in plan:
             sets = {"data.dataset": p.dataset, "data.root": "/data"}
             if p.dataset != "synthetic" and preset == "cpu":
@@ -92,8 +120,11 @@ def test_every_pinned_hash_is_checked():
         exp, run = name.split("/")
         table, dataset, preset = int(exp[5]), exp.split("-")[1], exp.split("-")[2]
         plan = runner.build_plan(table, None, [0, 1], [dataset], "/data", preset, {}, controls=True)
-        seen |= {f"{p.experiment}/{p.name}" for p in plan
-                 if p.legacy_hash == PINNED[name] and p.hash == NOW[name]}
+        seen |= {
+            f"{p.experiment}/{p.name}"
+            for p in plan
+            if p.legacy_hash == PINNED[name] and p.hash == NOW[name]
+        }
     assert seen == set(PINNED)
 
 
@@ -103,7 +134,10 @@ def test_paper_claims_and_controls_come_from_the_files():
     assert t2.reference_of("oracle") == "g" and t2.reference_of("base_matched") == "base"
     assert [c.text for c in t2.claims][2] == "the gradient loss helps: (f) < (g)"
     assert t2.claims[0].pairs == tuple((k, "base") for k in "abcdefg")
-    assert len(load(STUDIES / "table1.toml").claims) == 5 and load(STUDIES / "table3.toml").claims == ()
+    assert (
+        len(load(STUDIES / "table1.toml").claims) == 5
+        and load(STUDIES / "table3.toml").claims == ()
+    )
 
 
 # ------------------------------------------------------------------ the format
@@ -136,37 +170,71 @@ metric = "mAP"
 
 def test_the_issue_example_parses():
     s = parse(MASK_WIDTH, "mask.toml")
-    assert (s.name, s.reference, s.base, s.table, s.is_paper) == ("mask-width", "paper", "g", None, False)
+    assert (s.name, s.reference, s.base, s.table, s.is_paper) == (
+        "mask-width",
+        "paper",
+        "g",
+        None,
+        False,
+    )
     assert s.experiment("synthetic", "tiny") == "study-mask-width-synthetic-tiny"
     narrow = s.row("narrow").apply(Config())
-    assert (narrow.model.gauss_sy, narrow.model.gauss_sx, narrow.model.mask) == (0.25, 0.18, "gm_pam_cam")
+    assert (narrow.model.gauss_sy, narrow.model.gauss_sx, narrow.model.mask) == (
+        0.25,
+        0.18,
+        "gm_pam_cam",
+    )
     assert s.row("paper").apply(Config()) == Config()  # (g) is the full FTN
-    assert [(c.pairs, c.metric) for c in s.claims] == [((("narrow", "paper"),), "rank1"),
-                                                       ((("narrow", "paper"),), "mAP")]
+    assert [(c.pairs, c.metric) for c in s.claims] == [
+        ((("narrow", "paper"),), "rank1"),
+        ((("narrow", "paper"),), "mAP"),
+    ]
 
 
 def test_a_sweep_expands_to_one_row_per_value():
-    s = parse('name = "lambda3"\nbase = "f"\n[sweep]\nfield = "loss.w_grad"\nvalues = [0.01, 0.1, 1]\n', "l.toml")
+    s = parse(
+        'name = "lambda3"\nbase = "f"\n[sweep]\nfield = "loss.w_grad"\nvalues = [0.01, 0.1, 1]\n',
+        "l.toml",
+    )
     assert [v.key for v in s.rows] == ["w_grad=0.01", "w_grad=0.1", "w_grad=1"]
     assert s.reference == "w_grad=0.01"  # the first row unless reference names one
     cfg = s.row("w_grad=1").apply(Config())
-    assert cfg.loss.w_grad == 1.0 and isinstance(cfg.loss.w_grad, float) and not cfg.model.gradient_loss
+    assert (
+        cfg.loss.w_grad == 1.0
+        and isinstance(cfg.loss.w_grad, float)
+        and not cfg.model.gradient_loss
+    )
     assert s.sweep_values == (("w_grad=0.01", 0.01), ("w_grad=0.1", 0.1), ("w_grad=1", 1.0))
-    assert spans_decades([0.01, 0.1, 1]) and not spans_decades([0.5, 1.0, 2.0]) and not spans_decades(["a", "b"])
+    assert (
+        spans_decades([0.01, 0.1, 1])
+        and not spans_decades([0.5, 1.0, 2.0])
+        and not spans_decades(["a", "b"])
+    )
 
 
 def test_a_study_wide_set_reaches_every_row_unless_the_row_sets_it():
-    s = parse('name = "x"\nbase = "g"\nset = { "loss.w_l1" = 0.03, "train.epochs" = 4 }\n'
-              '[[row]]\nkey = "own"\nset = { "loss.w_l1" = 1.0 }\n'
-              '[sweep]\nfield = "loss.w_grad"\nvalues = [0.1, 1.0]\n', "x.toml")
+    s = parse(
+        'name = "x"\nbase = "g"\nset = { "loss.w_l1" = 0.03, "train.epochs" = 4 }\n'
+        '[[row]]\nkey = "own"\nset = { "loss.w_l1" = 1.0 }\n'
+        '[sweep]\nfield = "loss.w_grad"\nvalues = [0.1, 1.0]\n',
+        "x.toml",
+    )
     cfgs = {v.key: v.apply(Config()) for v in s.rows}
     assert {k: (c.loss.w_l1, c.loss.w_grad, c.train.epochs) for k, c in cfgs.items()} == {
-        "own": (1.0, 1.0, 4), "w_grad=0.1": (0.03, 0.1, 4), "w_grad=1.0": (0.03, 1.0, 4)}
+        "own": (1.0, 1.0, 4),
+        "w_grad=0.1": (0.03, 0.1, 4),
+        "w_grad=1.0": (0.03, 1.0, 4),
+    }
 
 
 def test_the_shipped_example_studies_parse():
     lam = load(STUDIES / "lambda3.toml")
-    assert [v for _, v in lam.sweep_values] == [0.01, 0.03, 0.1, 1.0] and lam.reference == "no_tfdec"
+    assert [v for _, v in lam.sweep_values] == [
+        0.01,
+        0.03,
+        0.1,
+        1.0,
+    ] and lam.reference == "no_tfdec"
     assert all(dict(v.changes)["loss.w_l1"] == 0.03 for v in lam.rows if v.key != "no_tfdec")
     # its reference is Table 1's `cfa` to the hash, so that row's finished runs are reused
     cfa = next(v for v in load(STUDIES / "table1.toml").rows if v.key == "cfa")
@@ -176,9 +244,25 @@ def test_the_shipped_example_studies_parse():
 
 def test_dry_run_of_the_lambda3_study_creates_nothing(tmp_path, capsys):
     db = tmp_path / "store" / "mlflow.db"
-    code = run_cli.main(["--study", str(STUDIES / "lambda3.toml"), "--preset", "cpu", "--seeds", "0", "1", "2",
-                         "--dry-run", "--tracking-uri", f"sqlite:///{db}", "--work-dir", str(tmp_path / "ckpt"),
-                         "--root", str(tmp_path / "data")])
+    code = run_cli.main(
+        [
+            "--study",
+            str(STUDIES / "lambda3.toml"),
+            "--preset",
+            "cpu",
+            "--seeds",
+            "0",
+            "1",
+            "2",
+            "--dry-run",
+            "--tracking-uri",
+            f"sqlite:///{db}",
+            "--work-dir",
+            str(tmp_path / "ckpt"),
+            "--root",
+            str(tmp_path / "data"),
+        ]
+    )
     out = capsys.readouterr().out
     assert code == 0 and "15 runs, 0 already done, 15 to run" in out
     assert "study-lambda3-synthetic-cpu  w_grad=0.03-s1" in out and "loss.w_grad=0.03" in out
@@ -186,12 +270,27 @@ def test_dry_run_of_the_lambda3_study_creates_nothing(tmp_path, capsys):
 
 
 def test_a_set_of_a_key_the_study_gives_every_row_is_refused(tmp_path, capsys):
-    code = run_cli.main(["--study", str(STUDIES / "lambda3.toml"), "--set", "loss.w_l1=0.1", "--dry-run",
-                         "--tracking-uri", f"sqlite:///{tmp_path / 'store' / 'mlflow.db'}",
-                         "--work-dir", str(tmp_path / "ckpt"), "--root", str(tmp_path / "data")])
+    code = run_cli.main(
+        [
+            "--study",
+            str(STUDIES / "lambda3.toml"),
+            "--set",
+            "loss.w_l1=0.1",
+            "--dry-run",
+            "--tracking-uri",
+            f"sqlite:///{tmp_path / 'store' / 'mlflow.db'}",
+            "--work-dir",
+            str(tmp_path / "ckpt"),
+            "--root",
+            str(tmp_path / "data"),
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1
-    assert "study lambda3 sets loss.w_l1 for every row in its file (its `set`); edit the study file" in err
+    assert (
+        "study lambda3 sets loss.w_l1 for every row in its file (its `set`); edit the study file"
+        in err
+    )
 
 
 # ------------------------------------------------------------------ bad files
@@ -199,38 +298,98 @@ def test_a_set_of_a_key_the_study_gives_every_row_is_refused(tmp_path, capsys):
 ROW_A = '[[row]]\nkey = "a"\n'
 BAD = {
     "syntax": ('name = "x"\n[[row]\nkey = "a"\n', "not valid TOML", "line 2"),
-    "unknown_key": (ROW_A + 'set = { "model.nope" = 1 }\n', "row 'a'", "model.nope: unknown key 'nope'"),
-    "wrong_type": (ROW_A + 'set = { "model.decoder" = "yes" }\n', "row 'a'", "model.decoder = 'yes': expected true or false"),
-    "wrong_choice": (ROW_A + 'set = { "model.mask" = "full" }\n', "row 'a'", "model.mask=full: must be one of"),
-    "out_of_range": (ROW_A + 'set = { "loss.w_grad" = -1.0 }\n', "row 'a'", "loss.w_grad=-1.0: must be a finite number ≥ 0"),
-    "same_key": (ROW_A + ROW_A + 'set = { "loss.w_grad" = 0.5 }\n', "row 'a'", "two rows have this key"),
-    "same_config": (ROW_A + '[[row]]\nkey = "b"\nset = { "model.mask" = "gm_pam_cam" }\n', "row 'b'",
-                    "the same configuration as row 'a'"),
-    "claim_row": (ROW_A + '[[row]]\nkey = "b"\nset = { "loss.w_grad" = 0.5 }\n[[claim]]\ntext = "b wins"\n'
-                  'holds_if = "b > z"\n', "claim 'b wins'", "'z' is not a row"),
-    "claim_metric": (ROW_A + '[[row]]\nkey = "b"\nset = { "loss.w_grad" = 0.5 }\n[[claim]]\ntext = "b wins"\n'
-                     'holds_if = "b > a"\nmetric = "R-5"\n', "claim 'b wins'", "metric = 'R-5': unknown"),
-    "empty_sweep": ('[sweep]\nfield = "loss.w_grad"\nvalues = []\n', "[sweep] loss.w_grad", "`values` is empty"),
-    "sweep_field_set_by_a_row": (ROW_A + 'set = { "loss.w_grad" = 0.5 }\n[sweep]\nfield = "loss.w_grad"\n'
-                                 'values = [0.1, 1.0]\n', "row 'a'", "sets the swept field too"),
-    "bad_shared_set": ('set = { "loss.w_l1" = -1.0 }\n' + ROW_A, "set: loss.w_l1=-1.0", "must be a finite number"),
-    "sweep_field_in_shared_set": ('set = { "loss.w_grad" = 0.5 }\n[sweep]\nfield = "loss.w_grad"\nvalues = [0.1]\n',
-                                  "[sweep] loss.w_grad", "the study's `set` sets the swept field too"),
+    "unknown_key": (
+        ROW_A + 'set = { "model.nope" = 1 }\n',
+        "row 'a'",
+        "model.nope: unknown key 'nope'",
+    ),
+    "wrong_type": (
+        ROW_A + 'set = { "model.decoder" = "yes" }\n',
+        "row 'a'",
+        "model.decoder = 'yes': expected true or false",
+    ),
+    "wrong_choice": (
+        ROW_A + 'set = { "model.mask" = "full" }\n',
+        "row 'a'",
+        "model.mask=full: must be one of",
+    ),
+    "out_of_range": (
+        ROW_A + 'set = { "loss.w_grad" = -1.0 }\n',
+        "row 'a'",
+        "loss.w_grad=-1.0: must be a finite number ≥ 0",
+    ),
+    "same_key": (
+        ROW_A + ROW_A + 'set = { "loss.w_grad" = 0.5 }\n',
+        "row 'a'",
+        "two rows have this key",
+    ),
+    "same_config": (
+        ROW_A + '[[row]]\nkey = "b"\nset = { "model.mask" = "gm_pam_cam" }\n',
+        "row 'b'",
+        "the same configuration as row 'a'",
+    ),
+    "claim_row": (
+        ROW_A + '[[row]]\nkey = "b"\nset = { "loss.w_grad" = 0.5 }\n[[claim]]\ntext = "b wins"\n'
+        'holds_if = "b > z"\n',
+        "claim 'b wins'",
+        "'z' is not a row",
+    ),
+    "claim_metric": (
+        ROW_A + '[[row]]\nkey = "b"\nset = { "loss.w_grad" = 0.5 }\n[[claim]]\ntext = "b wins"\n'
+        'holds_if = "b > a"\nmetric = "R-5"\n',
+        "claim 'b wins'",
+        "metric = 'R-5': unknown",
+    ),
+    "empty_sweep": (
+        '[sweep]\nfield = "loss.w_grad"\nvalues = []\n',
+        "[sweep] loss.w_grad",
+        "`values` is empty",
+    ),
+    "sweep_field_set_by_a_row": (
+        ROW_A + 'set = { "loss.w_grad" = 0.5 }\n[sweep]\nfield = "loss.w_grad"\n'
+        "values = [0.1, 1.0]\n",
+        "row 'a'",
+        "sets the swept field too",
+    ),
+    "bad_shared_set": (
+        'set = { "loss.w_l1" = -1.0 }\n' + ROW_A,
+        "set: loss.w_l1=-1.0",
+        "must be a finite number",
+    ),
+    "sweep_field_in_shared_set": (
+        'set = { "loss.w_grad" = 0.5 }\n[sweep]\nfield = "loss.w_grad"\nvalues = [0.1]\n',
+        "[sweep] loss.w_grad",
+        "the study's `set` sets the swept field too",
+    ),
     "unknown_base": ('base = "zz"\n' + ROW_A, "base = 'zz'", "not a row of the paper's tables"),
     "unknown_reference": ('reference = "zz"\n' + ROW_A, "reference = 'zz'", "not a row"),
 }
 
 
 @pytest.mark.parametrize("case", sorted(BAD))
-def test_a_bad_study_file_is_refused_before_anything_is_created(case, tmp_path, capsys, monkeypatch):
+def test_a_bad_study_file_is_refused_before_anything_is_created(
+    case, tmp_path, capsys, monkeypatch
+):
     body, *parts = BAD[case]
     text = body if case == "syntax" else f'name = "bad"\n{body}'
     path = tmp_path / f"{case}.toml"
     path.write_text(textwrap.dedent(text))
     monkeypatch.setattr("ablations.runner.execute", lambda *a, **k: pytest.fail("trained"))
     store, work = tmp_path / "store", tmp_path / "ckpt"
-    code = run_cli.main(["--study", str(path), "--preset", "tiny", "--tracking-uri", f"sqlite:///{store / 'mlflow.db'}",
-                         "--work-dir", str(work), "--root", str(tmp_path / "data")])
+    code = run_cli.main(
+        [
+            "--study",
+            str(path),
+            "--preset",
+            "tiny",
+            "--tracking-uri",
+            f"sqlite:///{store / 'mlflow.db'}",
+            "--work-dir",
+            str(work),
+            "--root",
+            str(tmp_path / "data"),
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 2 and err.startswith(f"error: {path}: ") and err.count("\n") == 1, err
     for part in parts:
@@ -244,7 +403,19 @@ def test_report_of_a_bad_study_file_is_one_line(tmp_path, capsys):
     path = tmp_path / "bad.toml"
     path.write_text('name = "bad"\n' + BAD["claim_row"][0])
     out = tmp_path / "out"
-    assert build.main(["--study", str(path), "--out", str(out), "--tracking-uri", f"sqlite:///{tmp_path / 'x.db'}"]) == 2
+    assert (
+        build.main(
+            [
+                "--study",
+                str(path),
+                "--out",
+                str(out),
+                "--tracking-uri",
+                f"sqlite:///{tmp_path / 'x.db'}",
+            ]
+        )
+        == 2
+    )
     err = capsys.readouterr().err
     assert err.startswith(f"error: {path}: claim 'b wins'") and err.count("\n") == 1
     assert not out.exists() and not (tmp_path / "x.db").exists()
@@ -260,7 +431,11 @@ def test_per_query_backfill_takes_a_study_file(tmp_path, capsys):
     db = tmp_path / "x.db"
     assert per_query.main(["--study", str(path), "--tracking-uri", f"sqlite:///{db}"]) == 2
     err = capsys.readouterr().err
-    assert err.startswith(f"error: {path}: claim 'b wins'") and err.count("\n") == 1 and not db.exists()
+    assert (
+        err.startswith(f"error: {path}: claim 'b wins'")
+        and err.count("\n") == 1
+        and not db.exists()
+    )
     lam = str(STUDIES / "lambda3.toml")
     assert per_query.main(["--study", lam, "--table", "2"]) == 2
     assert "--study: give it alone" in capsys.readouterr().err
@@ -315,8 +490,21 @@ metric = "mAP"
 def test_a_study_runs_and_reports_end_to_end(store, data_root, tmp_path, capsys):
     from reports import build
 
-    common = ["--preset", "tiny", "--seeds", "0", "1", "--tracking-uri", store["uri"], "--work-dir", store["work"],
-              "--root", str(data_root), "--set", "train.epochs=1"]
+    common = [
+        "--preset",
+        "tiny",
+        "--seeds",
+        "0",
+        "1",
+        "--tracking-uri",
+        store["uri"],
+        "--work-dir",
+        store["work"],
+        "--root",
+        str(data_root),
+        "--set",
+        "train.epochs=1",
+    ]
     files = {}
     for name, text in (("two", TWO_ROWS), ("sweep", SWEEP)):
         files[name] = tmp_path / f"{name}.toml"
@@ -325,29 +513,56 @@ def test_a_study_runs_and_reports_end_to_end(store, data_root, tmp_path, capsys)
     assert run_cli.main(["--study", str(files["sweep"]), *common]) == 0
     out = capsys.readouterr().out
     # w_grad=1.0 is the two-row study's "paper" row (the same config): copied, not trained.
-    assert "[reuse 1/2] study-lambda3-synthetic-tiny w_grad=1.0-s0" in out and "[4/4]" in out and "[5/" not in out
-    assert out.strip().splitlines()[-1].endswith(f"python reports/build.py --study {files['sweep']} "
-                                                 f"--tracking-uri {store['uri']}")
+    assert (
+        "[reuse 1/2] study-lambda3-synthetic-tiny w_grad=1.0-s0" in out
+        and "[4/4]" in out
+        and "[5/" not in out
+    )
+    assert (
+        out.strip()
+        .splitlines()[-1]
+        .endswith(f"python reports/build.py --study {files['sweep']} --tracking-uri {store['uri']}")
+    )
 
     client = MlflowClient(store["uri"])
     exp = client.get_experiment_by_name("study-lambda3-synthetic-tiny")
     runs = {r.info.run_name: r for r in client.search_runs([exp.experiment_id])}
     parent = next(r for r in runs.values() if r.data.tags["kind"] == "parent")
     assert parent.data.tags["study"] == "lambda3" and len(parent.data.tags["study_hash"]) == 12
-    local = Path(mlflow.artifacts.download_artifacts(run_id=parent.info.run_id, artifact_path="study.toml",
-                                                     tracking_uri=store["uri"]))
+    local = Path(
+        mlflow.artifacts.download_artifacts(
+            run_id=parent.info.run_id, artifact_path="study.toml", tracking_uri=store["uri"]
+        )
+    )
     assert local.read_text() == SWEEP
     copied = runs["w_grad=1.0-s0"]
     source = client.get_run(copied.data.tags["reused_from"])
     assert source.info.run_name == "paper-s0" and copied.info.status == "FINISHED"
     assert copied.data.tags["config_hash"] == source.data.tags["config_hash"]
     assert copied.data.metrics["val/rank1"] == source.data.metrics["val/rank1"]
-    assert {f.path for f in client.list_artifacts(copied.info.run_id)} >= {"per_query.npz", "metrics.json"}
+    assert {f.path for f in client.list_artifacts(copied.info.run_id)} >= {
+        "per_query.npz",
+        "metrics.json",
+    }
 
     reports = tmp_path / "reports"
     for name in ("two", "sweep"):
-        assert build.main(["--study", str(files[name]), "--tracking-uri", store["uri"], "--out", str(reports),
-                           "--no-visual", "--no-efficiency", "--no-log"]) == 0
+        assert (
+            build.main(
+                [
+                    "--study",
+                    str(files[name]),
+                    "--tracking-uri",
+                    store["uri"],
+                    "--out",
+                    str(reports),
+                    "--no-visual",
+                    "--no-efficiency",
+                    "--no-log",
+                ]
+            )
+            == 0
+        )
     two = reports / "study-mask-width" / "synthetic-tiny"
     table = pd.read_csv(two / "table.csv").set_index("variant")
     assert list(table.index) == ["narrow", "paper"] and table.loc["paper", "is_reference"]
@@ -357,24 +572,41 @@ def test_a_study_runs_and_reports_end_to_end(store, data_root, tmp_path, capsys)
     assert claims["verdict"].iloc[0] in ("holds", "fails", "inconclusive")
     assert claims["evidence"].iloc[0].startswith("R-1 Δ with 95 % CI: narrow−paper")
     readme = (two / "README.md").read_text()
-    assert "# Study mask-width" in readme and "## Claims" in readme and "95% CI" in (two / "table.md").read_text()
+    assert (
+        "# Study mask-width" in readme
+        and "## Claims" in readme
+        and "95% CI" in (two / "table.md").read_text()
+    )
     # No paper numbers: no plot against them, no ordering to agree with, and the reference row
     # is named as such rather than as a Baseline the study does not have.
-    assert not (two / "delta.png").exists() and "rank correlation" not in readme and "Spearman" not in readme
+    assert (
+        not (two / "delta.png").exists()
+        and "rank correlation" not in readme
+        and "Spearman" not in readme
+    )
     assert "## Change against the reference row" in readme and "against our Baseline" not in readme
     assert "R-1 against the reference row: " in readme and "against the Baseline" not in readme
     head = next(line for line in readme.splitlines() if line.startswith("| Variant"))
-    assert "paper Δ" not in head and head.count("|") == 8 and "open diamond" not in readme  # 7 columns
+    assert (
+        "paper Δ" not in head and head.count("|") == 8 and "open diamond" not in readme
+    )  # 7 columns
     assert "**Gm σ 0.25 × 0.18** " in readme and "; paper —" not in readme
 
     sweep = reports / "study-lambda3" / "synthetic-tiny"
     claims = pd.read_csv(sweep / "claims.csv")
     assert claims["evidence"].iloc[0].startswith("mAP Δ with 95 % CI: w_grad=1.0−w_grad=0.01")
-    assert (sweep / "sweep.png").stat().st_size > 5000 and "![The sweep](sweep.png)" in (sweep / "README.md").read_text()
-    assert "Written by `python reports/build.py --study" in (reports / "study-lambda3" / "README.md").read_text()
+    assert (sweep / "sweep.png").stat().st_size > 5000 and "![The sweep](sweep.png)" in (
+        sweep / "README.md"
+    ).read_text()
+    assert (
+        "Written by `python reports/build.py --study"
+        in (reports / "study-lambda3" / "README.md").read_text()
+    )
 
 
-def test_a_finished_run_of_the_same_config_in_another_experiment_is_copied_not_trained(store, tmp_path):
+def test_a_finished_run_of_the_same_config_in_another_experiment_is_copied_not_trained(
+    store, tmp_path
+):
     from ablations import store as mlstore
 
     study = parse(TWO_ROWS, "two.toml")
@@ -383,9 +615,19 @@ def test_a_finished_run_of_the_same_config_in_another_experiment_is_copied_not_t
         p.data_digest = "d" * 16
     client = mlstore.open_store(store["uri"])
     other = mlstore.get_or_create_experiment(client, "table2-synthetic-tiny")
-    src = client.create_run(other, run_name="g-s0", tags={"kind": "child", "variant": "g", "seed": "0",
-                                                         "config_hash": plan[0].hash, "data_digest": "d" * 16,
-                                                         "git_commit": "c" * 40, "machine": "CPU Y, 1 torch thread"})
+    src = client.create_run(
+        other,
+        run_name="g-s0",
+        tags={
+            "kind": "child",
+            "variant": "g",
+            "seed": "0",
+            "config_hash": plan[0].hash,
+            "data_digest": "d" * 16,
+            "git_commit": "c" * 40,
+            "machine": "CPU Y, 1 torch thread",
+        },
+    )
     for step, value in ((1, 10.0), (2, 20.0)):
         client.log_metric(src.info.run_id, "val/rank1", value, step=step)
     client.log_param(src.info.run_id, "loss.w_grad", "1.0")
@@ -394,7 +636,9 @@ def test_a_finished_run_of_the_same_config_in_another_experiment_is_copied_not_t
 
     runner.mark_existing(plan, client)
     assert plan[0].status == "reuse" and plan[0].source.info.run_id == src.info.run_id
-    assert "copied from g-s0" in runner.format_plan(plan, tmp_path) and "1 to copy" in runner.format_plan(plan, tmp_path)
+    assert "copied from g-s0" in runner.format_plan(
+        plan, tmp_path
+    ) and "1 to copy" in runner.format_plan(plan, tmp_path)
     parents = runner.start_parents(plan, client, ["run.py"])
     runner.reuse_runs(plan, client, parents)
     assert plan[0].status == "done"
@@ -403,8 +647,14 @@ def test_a_finished_run_of_the_same_config_in_another_experiment_is_copied_not_t
     assert copy.data.tags["reused_from"] == src.info.run_id and copy.data.tags["variant"] == "paper"
     assert copy.data.tags["study"] == "mask-width" and copy.data.params == {"loss.w_grad": "1.0"}
     # Provenance is the training's: the source's code and machine, not the copier's.
-    assert copy.data.tags["git_commit"] == "c" * 40 and copy.data.tags["machine"] == "CPU Y, 1 torch thread"
-    assert [m.value for m in client.get_metric_history(copy.info.run_id, "val/rank1")] == [10.0, 20.0]
+    assert (
+        copy.data.tags["git_commit"] == "c" * 40
+        and copy.data.tags["machine"] == "CPU Y, 1 torch thread"
+    )
+    assert [m.value for m in client.get_metric_history(copy.info.run_id, "val/rank1")] == [
+        10.0,
+        20.0,
+    ]
     assert [f.path for f in client.list_artifacts(copy.info.run_id)] == ["metrics.json"]
     parent = client.get_run(parents[plan[0].experiment])
     assert parent.data.tags["study_hash"] == study.digest

@@ -71,8 +71,9 @@ def test_layout_and_counts(tiny):
         assert set(q_cams[p]) == set(g_cams[p])
         assert TINY.test_cams[0] <= len(q_cams[p]) <= TINY.test_cams[1]
         assert all(n == TINY.query_per_cam for n in q_cams[p].values())
-        assert all(TINY.gallery_per_cam[0] <= n <= TINY.gallery_per_cam[1]
-                   for n in g_cams[p].values())
+        assert all(
+            TINY.gallery_per_cam[0] <= n <= TINY.gallery_per_cam[1] for n in g_cams[p].values()
+        )
     assert set(train_ids).isdisjoint(q_cams)
     cams = {c for s in SPLITS for _, c in items[s]}
     assert cams <= set(range(1, TINY.num_cams + 1))
@@ -177,8 +178,13 @@ def test_bias_knob_changes_train_correlation():
     # bias 0: what a uniform draw of the same per-identity counts gives (simulated)
     rng = np.random.default_rng(0)
     n_per_id = Counter(s.pid for s in shots0 if s.split == S.TRAIN).values()
-    uniform = np.mean([np.sort(np.bincount(rng.integers(6, size=n), minlength=6))[-2:].sum() / n
-                       for n in n_per_id for _ in range(20)])
+    uniform = np.mean(
+        [
+            np.sort(np.bincount(rng.integers(6, size=n), minlength=6))[-2:].sum() / n
+            for n in n_per_id
+            for _ in range(20)
+        ]
+    )
     assert abs(s0["cam_top_share"] - uniform) < 0.03
     assert s0["cam_top_share"] < s5["cam_top_share"] - 0.1 < s1["cam_top_share"] - 0.2
     assert s0["obj_top_share"] < 0.5 < s5["obj_top_share"] < 0.9
@@ -265,10 +271,19 @@ def test_disk_error_is_one_line(tmp_path, monkeypatch):
 
 def test_concurrent_generations_agree(tmp_path):
     """Two processes (e.g. DDP ranks) generating at once: one copy, no temp folders left."""
-    code = ("import sys; from ftn_core.data.synthetic import generate; "
-            "print(generate(sys.argv[1], 'tiny', progress=False))")
-    procs = [subprocess.Popen([sys.executable, "-c", code, str(tmp_path)], stdout=subprocess.PIPE,
-                              text=True, cwd=Path(__file__).resolve().parents[1]) for _ in range(2)]
+    code = (
+        "import sys; from ftn_core.data.synthetic import generate; "
+        "print(generate(sys.argv[1], 'tiny', progress=False))"
+    )
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", code, str(tmp_path)],
+            stdout=subprocess.PIPE,
+            text=True,
+            cwd=Path(__file__).resolve().parents[1],
+        )
+        for _ in range(2)
+    ]
     outs = [p.communicate(timeout=60)[0].strip() for p in procs]
     assert [p.returncode for p in procs] == [0, 0]
     assert outs[0] == outs[1] == str(tmp_path / "synthetic_tiny_s0")
@@ -288,7 +303,9 @@ def test_a_grown_test_split_leaves_training_byte_identical(tiny, tmp_path):
     ids = _by_split(grown)
     test_pids = {p for p, _ in ids[S.QUERY]}
     assert len(test_pids) == 3 * TINY.test_ids
-    assert min(test_pids - {p for p, _ in _by_split(tiny)[S.QUERY]}) > TINY.train_ids + TINY.test_ids
+    assert (
+        min(test_pids - {p for p, _ in _by_split(tiny)[S.QUERY]}) > TINY.train_ids + TINY.test_ids
+    )
     gallery = defaultdict(set)
     for pid, cam in ids[S.GALLERY]:
         gallery[pid].add(cam)
@@ -296,7 +313,9 @@ def test_a_grown_test_split_leaves_training_byte_identical(tiny, tmp_path):
     assert Counter(p for p, _ in ids[S.GALLERY])[0] == 3 * TINY.distractors  # in proportion
     # The added test images stand at the size's shared test scenes as often as its own do.
     rows = [r for r in S.read_scenes(grown) if r["split"] != S.TRAIN and r["pid"] != 0]
-    shared = Counter((r["cam"], r["spot"] // 5) for r in rows if r["pid"] <= TINY.train_ids + TINY.test_ids)
+    shared = Counter(
+        (r["cam"], r["spot"] // 5) for r in rows if r["pid"] <= TINY.train_ids + TINY.test_ids
+    )
     top = {key for key, _ in shared.most_common(TINY.num_cams * TINY.test_scenes)}
     added = [r for r in rows if r["pid"] > TINY.train_ids + TINY.test_ids]
     assert sum((r["cam"], r["spot"] // 5) in top for r in added) / len(added) > 0.5

@@ -10,8 +10,14 @@ from torchvision import tv_tensors
 from torchvision.transforms.v2 import functional as F
 
 from ftn_core.data.dataset import ReIDDataset
-from ftn_core.data.transforms import (IMAGENET_MEAN, IMAGENET_STD, BatchAugment, RandomPatch, build_transforms,
-                                      resize_transform)
+from ftn_core.data.transforms import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    BatchAugment,
+    RandomPatch,
+    build_transforms,
+    resize_transform,
+)
 from ftn_core.data.types import Sample
 from ftn_core.errors import FTNError
 
@@ -180,10 +186,17 @@ def test_keyed_items_repeat_their_augmentation_and_the_cache_changes_nothing(tmp
     assert set(cached.cache) == {1} and plain.cache is None
     # Resizing as a cached first step gives what the one-piece test pipeline gives.
     whole = ReIDDataset(samples, build_transforms(32, 16, train=False), with_mask=True)
-    split = ReIDDataset(samples, build_transforms(32, 16, train=False, resize=False), with_mask=True,
-                        prepare=resize_transform(32, 16), cache=True)
+    split = ReIDDataset(
+        samples,
+        build_transforms(32, 16, train=False, resize=False),
+        with_mask=True,
+        prepare=resize_transform(32, 16),
+        cache=True,
+    )
     for _ in range(2):  # decoded, then from the cache
-        assert torch.equal(whole[2]["img"], split[2]["img"]) and torch.equal(whole[2]["mask"], split[2]["mask"])
+        assert torch.equal(whole[2]["img"], split[2]["img"]) and torch.equal(
+            whole[2]["mask"], split[2]["mask"]
+        )
 
 
 def test_dataset_batches_through_dataloader(tmp_path):

@@ -43,8 +43,9 @@ def narrow(seed: int) -> dict[int, float]:
     return hits(10, tuple(range(10, 11 + seed % 2)))
 
 
-def group(rows: dict[str, dict[int, dict[int, float]]], reference: str = "base", **pending
-          ) -> Group:
+def group(
+    rows: dict[str, dict[int, dict[int, float]]], reference: str = "base", **pending
+) -> Group:
     out = Group("exp", reference, {k: Row(k, dict(v)) for k, v in rows.items()})
     for field, seeds in pending.items():  # e.g. busy={"a": {3}}
         for key, values in seeds.items():
@@ -60,7 +61,8 @@ def test_first_seeds_come_first_in_seed_order():
     rule = SeedRule(1.0, 24)
     g = group({"base": {}, "a": {}, "b": {}})
     assert [(p.row, p.seed) for p in required(g, rule)] == [
-        (r, s) for s in (0, 1, 2) for r in ("base", "a", "b")]
+        (r, s) for s in (0, 1, 2) for r in ("base", "a", "b")
+    ]
     assert next_pick([g], rule)[1:3] == ("base", 0)
 
 
@@ -71,8 +73,11 @@ def test_then_the_widest_row_gets_the_next_seed_and_the_reference_its_pair():
     # By hand: b's per-seed Δ are −25, +25, 0 (SD 25): t · 25 / √3 with t above 2 at 3 seeds;
     # a's are +5, +10, +5 (SD 2.9).
     assert half_b > 2 * 25 / math.sqrt(3) > 20 > half_a > 1.0
-    assert half_b == pytest.approx((lambda d: (d.hi - d.lo) / 2)(delta_interval(paired_matrix(
-        three(wide), three(lambda s: REF)))))
+    assert half_b == pytest.approx(
+        (lambda d: (d.hi - d.lo) / 2)(
+            delta_interval(paired_matrix(three(wide), three(lambda s: REF)))
+        )
+    )
     pick = next_pick([g], rule)
     assert (pick.row, pick.seed) == ("b", 3) and "widest" in pick.why
     g.rows["b"].finished[3] = wide(3)  # b-s3 done: the reference's s3 is due before any other pick
@@ -82,7 +87,9 @@ def test_then_the_widest_row_gets_the_next_seed_and_the_reference_its_pair():
 
 def test_it_stops_at_the_target_or_at_max_seeds():
     four = range(4)
-    g = group({"base": three(lambda s: REF, four), "a": three(narrow, four), "b": three(wide, four)})
+    g = group(
+        {"base": three(lambda s: REF, four), "a": three(narrow, four), "b": three(wide, four)}
+    )
     assert next_pick([g], SeedRule(1.0, 4)) is None  # both at 4 seeds
     assert (next_pick([g], SeedRule(1.0, 5)) or ())[1:3] == ("b", 4)
     half_a = width(g.rows["a"], g.rows["base"])[0]
@@ -107,7 +114,8 @@ def test_the_sign_of_the_delta_plays_no_part():
     assert d_mirror.delta == pytest.approx(-d_plain.delta) != 0  # the sign flips …
     for key in ("a", "b"):  # … the widths do not
         assert width(mirrored.rows[key], mirrored.rows["base"])[0] == pytest.approx(
-            width(plain.rows[key], plain.rows["base"])[0])
+            width(plain.rows[key], plain.rows["base"])[0]
+        )
     rule = SeedRule(1.0, 24)
     assert next_pick([mirrored], rule)[1:3] == next_pick([plain], rule)[1:3] == ("b", 3)
 
@@ -138,11 +146,19 @@ def test_the_rule_is_tagged_and_read_back():
 
 # ----------------------------------------------------------------- the loop on a store, no training
 
+
 def _pq(values: dict[int, float]) -> dict[str, np.ndarray]:
     q = np.arange(Q)
     first = np.array([1 if values[i] else 3 for i in q])
-    return {"index": q, "pid": q, "camid": np.zeros(Q, int), "ap": first == 1, "first_rank": first,
-            "inp": np.ones(Q), "top10": np.zeros((Q, 10), int)}
+    return {
+        "index": q,
+        "pid": q,
+        "camid": np.zeros(Q, int),
+        "ap": first == 1,
+        "first_rank": first,
+        "inp": np.ones(Q),
+        "top10": np.zeros((Q, 10), int),
+    }
 
 
 RESULTS = {"base": lambda s: REF, "cfa": narrow, "pamcam": wide}
@@ -160,8 +176,11 @@ def fake_training(monkeypatch):
         run_id = client.create_run(exp_id, run_name=p.name, tags=tags).info.run_id
         values = RESULTS[p.variant.key](p.seed)
         r1, now = float(np.mean(list(values.values()))), int(time.time() * 1000)
-        client.log_batch(run_id, metrics=[Metric(f"val/{m}", r1, now, 1) for m in ("rank1", "mAP")],
-                         params=[Param(k, str(v)) for k, v in flatten(p.cfg).items()])
+        client.log_batch(
+            run_id,
+            metrics=[Metric(f"val/{m}", r1, now, 1) for m in ("rank1", "mAP")],
+            params=[Param(k, str(v)) for k, v in flatten(p.cfg).items()],
+        )
         client.log_dict(run_id, to_dict(p.cfg), "config.json")
         with tempfile.TemporaryDirectory() as tmp:
             np.savez_compressed(Path(tmp) / "per_query.npz", **_pq(values))
@@ -176,22 +195,25 @@ def fake_training(monkeypatch):
 
 
 def _plan(rule: SeedRule, root: Path):
-    plan = runner.build_plan(1, ["base", "pamcam", "cfa"], rule.seeds(), ["synthetic"], str(root),
-                             "tiny", {})
+    plan = runner.build_plan(
+        1, ["base", "pamcam", "cfa"], rule.seeds(), ["synthetic"], str(root), "tiny", {}
+    )
     runner.read_data(plan, generate=False)  # the data digest follows from the settings
     for p in plan:
         p.seed_rule = rule.tag
     return plan
 
 
-def test_the_loop_runs_three_seeds_then_the_widest_row_to_max_seeds(store, tmp_path, fake_training,
-                                                                    capsys):
+def test_the_loop_runs_three_seeds_then_the_widest_row_to_max_seeds(
+    store, tmp_path, fake_training, capsys
+):
     rule = SeedRule(0.01, 4)
     client = mlstore.open_store(store["uri"])
     plan = _plan(rule, tmp_path)
     parents = runner.start_parents(plan, client, ["ablations/run.py", "--table", "1"])
-    failed = scheduling.run_until_halfwidth(plan, rule, client, Path(store["work"]), parents, {},
-                                            leases=tmp_path / "leases")
+    failed = scheduling.run_until_halfwidth(
+        plan, rule, client, Path(store["work"]), parents, {}, leases=tmp_path / "leases"
+    )
     assert failed == []
     first = [f"{r}-s{s}" for s in (0, 1, 2) for r in ("base", "pamcam", "cfa")]
     # pamcam swings ±25 with the seed: widest; then cfa (base-s3 exists by then); then both at 4.
@@ -204,8 +226,22 @@ def test_the_loop_runs_three_seeds_then_the_widest_row_to_max_seeds(store, tmp_p
     # The report names the rule, each row's seeds and why it stopped.
     from reports import build
 
-    assert build.main(["--table", "1", "--tracking-uri", store["uri"], "--out",
-                       str(tmp_path / "out"), "--no-visual", "--no-efficiency", "--no-log"]) == 0
+    assert (
+        build.main(
+            [
+                "--table",
+                "1",
+                "--tracking-uri",
+                store["uri"],
+                "--out",
+                str(tmp_path / "out"),
+                "--no-visual",
+                "--no-efficiency",
+                "--no-log",
+            ]
+        )
+        == 0
+    )
     readme = (tmp_path / "out" / "table1" / "synthetic-tiny" / "README.md").read_text()
     assert "Seeds chosen by `--until-halfwidth 0.01 --max-seeds 4`" in readme
     assert "never its sign or p-value" in readme
@@ -213,8 +249,13 @@ def test_the_loop_runs_three_seeds_then_the_widest_row_to_max_seeds(store, tmp_p
     assert "- Base. + PAM-CAM: seeds 0 1 2 3, max seeds (4; ±" in readme
     # Run again: nothing left to give.
     fake_training.clear()
-    assert scheduling.run_until_halfwidth(plan, rule, client, Path(store["work"]), {}, {},
-                                          leases=tmp_path / "leases") == [] and fake_training == []
+    assert (
+        scheduling.run_until_halfwidth(
+            plan, rule, client, Path(store["work"]), {}, {}, leases=tmp_path / "leases"
+        )
+        == []
+        and fake_training == []
+    )
 
 
 def test_workers_share_the_rule_through_leases(store, tmp_path, fake_training, capsys):
@@ -226,8 +267,9 @@ def test_workers_share_the_rule_through_leases(store, tmp_path, fake_training, c
     held = next(p for p in plan if p.name == "pamcam-s3")
     with mlstore.run_lease(tmp_path / "leases", runner.lease_key(held)) as holder:
         assert holder is None
-        scheduling.run_until_halfwidth(plan, rule, client, Path(store["work"]), {}, {},
-                                       leases=tmp_path / "leases")
+        scheduling.run_until_halfwidth(
+            plan, rule, client, Path(store["work"]), {}, {}, leases=tmp_path / "leases"
+        )
     assert "pamcam-s3" not in fake_training
     assert fake_training.index("base-s3") < fake_training.index("pamcam-s4")
     assert {"pamcam-s4", "base-s4", "cfa-s3", "cfa-s4"} <= set(fake_training)
@@ -236,15 +278,36 @@ def test_workers_share_the_rule_through_leases(store, tmp_path, fake_training, c
 
 # ------------------------------------------------------------------ end to end on the tiny preset
 
+
 @pytest.mark.slow
-def test_until_halfwidth_end_to_end_and_the_report_says_why_each_row_stopped(store, data_root,
-                                                                             tmp_path):
+def test_until_halfwidth_end_to_end_and_the_report_says_why_each_row_stopped(
+    store, data_root, tmp_path
+):
     from reports import build
 
-    cmd = [sys.executable, str(REPO / "ablations" / "run.py"), "--table", "1", "--preset", "tiny",
-           "--variants", "cfa", "--seeds", "0", "1", "--until-halfwidth", "0.01",
-           "--max-seeds", "3",
-           "--root", str(data_root), "--tracking-uri", store["uri"], "--work-dir", store["work"]]
+    cmd = [
+        sys.executable,
+        str(REPO / "ablations" / "run.py"),
+        "--table",
+        "1",
+        "--preset",
+        "tiny",
+        "--variants",
+        "cfa",
+        "--seeds",
+        "0",
+        "1",
+        "--until-halfwidth",
+        "0.01",
+        "--max-seeds",
+        "3",
+        "--root",
+        str(data_root),
+        "--tracking-uri",
+        store["uri"],
+        "--work-dir",
+        store["work"],
+    ]
     done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     client = MlflowClient(store["uri"])
@@ -257,8 +320,22 @@ def test_until_halfwidth_end_to_end_and_the_report_says_why_each_row_stopped(sto
     rule = "[until-halfwidth 0.01, max 3] table1-synthetic-tiny"
     assert f"{rule} cfa-s2: its Δ R-1 half-width" in done.stdout
     out = tmp_path / "out"
-    assert build.main(["--table", "1", "--tracking-uri", store["uri"], "--out", str(out),
-                       "--no-visual", "--no-efficiency", "--no-log"]) == 0
+    assert (
+        build.main(
+            [
+                "--table",
+                "1",
+                "--tracking-uri",
+                store["uri"],
+                "--out",
+                str(out),
+                "--no-visual",
+                "--no-efficiency",
+                "--no-log",
+            ]
+        )
+        == 0
+    )
     readme = (out / "table1" / "synthetic-tiny" / "README.md").read_text()
     assert "`--until-halfwidth 0.01 --max-seeds 3`" in readme
     assert "Base. + CFA: seeds 0 1 2, max seeds (3; ±" in readme

@@ -19,13 +19,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from fake_store import new_store
 from mlflow import MlflowClient
 from mlflow.entities import Metric, Param
 
 from ablations import run as run_cli
 from ablations import runner
 from ablations.study import STUDIES, Study, load, paper_study, parse, planned_config
-from fake_store import new_store
 from ftn_core.config import flatten, setting_hash, to_dict
 from ftn_core.errors import FTNError
 from reports import build
@@ -56,14 +56,21 @@ def test_a_row_that_beats_itself_is_refused():
     _refused(TWO + _claim("a wins", '["a > b", "b<b"]'), "claim 'a wins'", "'b<b'")
 
 
-@pytest.mark.parametrize("claims, named", [
-    (_claim("both", '["a > b", "b > a"]'), ("claim 'both'", "'b > a'", "'a > b'")),
-    (_claim("one", '"a > b"') + _claim("two", '"a < b"'),
-     ("claim 'two'", "'a < b'", "claim 'one'")),
-    # a cycle over three rows contradicts itself too, though no two of its orderings do
-    (_claim("one", '["a > b", "b > c"]') + _claim("two", '"c > a"'),
-     ("claim 'two'", "'c > a'", "'a > b'", "'b > c'")),
-])
+@pytest.mark.parametrize(
+    "claims, named",
+    [
+        (_claim("both", '["a > b", "b > a"]'), ("claim 'both'", "'b > a'", "'a > b'")),
+        (
+            _claim("one", '"a > b"') + _claim("two", '"a < b"'),
+            ("claim 'two'", "'a < b'", "claim 'one'"),
+        ),
+        # a cycle over three rows contradicts itself too, though no two of its orderings do
+        (
+            _claim("one", '["a > b", "b > c"]') + _claim("two", '"c > a"'),
+            ("claim 'two'", "'c > a'", "'a > b'", "'b > c'"),
+        ),
+    ],
+)
 def test_contradictory_claims_are_refused(claims, named):
     three = TWO + '[[row]]\nkey = "c"\nset = { "loss.w_grad" = 0.25 }\n'
     _refused(three + claims, *named, "contradicts")
@@ -71,14 +78,19 @@ def test_contradictory_claims_are_refused(claims, named):
 
 def test_orderings_on_different_metrics_do_not_contradict():
     s = parse(TWO + _claim("r1", '"a > b"') + _claim("map", '"b > a"', "mAP"), "s.toml")
-    assert [(c.pairs, c.metric) for c in s.claims] == [((("a", "b"),), "rank1"),
-                                                       ((("b", "a"),), "mAP")]
+    assert [(c.pairs, c.metric) for c in s.claims] == [
+        ((("a", "b"),), "rank1"),
+        ((("b", "a"),), "mAP"),
+    ]
 
 
 @pytest.mark.parametrize("value", ["my weights.pth", "w/x.pth", "a\\\\b.pth"])
 def test_a_sweep_whose_row_keys_would_hold_spaces_or_slashes_is_refused(value):
-    _refused(f'name = "x"\n[sweep]\nfield = "model.weights_path"\nvalues = ["{value}"]\n',
-             "[sweep] model.weights_path", "row key")
+    _refused(
+        f'name = "x"\n[sweep]\nfield = "model.weights_path"\nvalues = ["{value}"]\n',
+        "[sweep] model.weights_path",
+        "row key",
+    )
 
 
 def test_a_sweep_of_lists_gets_keys_without_spaces():
@@ -86,17 +98,22 @@ def test_a_sweep_of_lists_gets_keys_without_spaces():
     assert [v.key for v in s.rows] == ["milestones=2,3", "milestones=3"]
 
 
-@pytest.mark.parametrize("text, where", [
-    ('set = { "train.seed" = 3 }\n[[row]]\nkey = "a"\n', "set: train.seed"),
-    ('[[row]]\nkey = "a"\nset = { "train.seed" = 3 }\n', "row 'a'"),
-    ('[sweep]\nfield = "train.seed"\nvalues = [0, 1]\n', "[sweep] train.seed"),
-])
+@pytest.mark.parametrize(
+    "text, where",
+    [
+        ('set = { "train.seed" = 3 }\n[[row]]\nkey = "a"\n', "set: train.seed"),
+        ('[[row]]\nkey = "a"\nset = { "train.seed" = 3 }\n', "row 'a'"),
+        ('[sweep]\nfield = "train.seed"\nvalues = [0, 1]\n', "[sweep] train.seed"),
+    ],
+)
 def test_a_seed_in_the_study_file_is_refused(text, where):
     _refused('name = "x"\n' + text, where, "--seeds")
 
 
-@pytest.mark.parametrize("key, value, option", [("data.dataset", '"market1501"', "--dataset"),
-                                                ("data.root", '"/elsewhere"', "--root")])
+@pytest.mark.parametrize(
+    "key, value, option",
+    [("data.dataset", '"market1501"', "--dataset"), ("data.root", '"/elsewhere"', "--root")],
+)
 def test_where_the_data_comes_from_is_never_in_the_study_file(key, value, option):
     sets = f'set = {{ "{key}" = {value} }}\n'
     _refused(f'name = "x"\n[[row]]\nkey = "a"\n{sets}', "row 'a'", key, option)
@@ -119,22 +136,38 @@ FLAG = "rows_on_different_data = true"
 
 def test_rows_on_different_data_need_the_study_to_say_so():
     _refused(DATA_ROWS.format(flag=""), "row 'big'", "data.synthetic_test_ids", FLAG)
-    _refused('name = "x"\n[sweep]\nfield = "data.synthetic_seed"\nvalues = [0, 1]\n',
-             "data.synthetic_seed", FLAG)
+    _refused(
+        'name = "x"\n[sweep]\nfield = "data.synthetic_seed"\nvalues = [0, 1]\n',
+        "data.synthetic_seed",
+        FLAG,
+    )
     s = parse(DATA_ROWS.format(flag=FLAG), "s.toml")
     assert s.rows_on_different_data and [v.key for v in s.rows] == ["small", "big"]
     # the same data for every row is no difference, wherever the file sets it
     rows = TWO.split("\n", 1)[1]
     same = parse('name = "x"\nset = { "data.synthetic_test_ids" = 50 }\n' + rows, "s.toml")
     assert not same.rows_on_different_data
-    _refused('name = "x"\nrows_on_different_data = "yes"\n[[row]]\nkey = "a"\n',
-             "rows_on_different_data")
+    _refused(
+        'name = "x"\nrows_on_different_data = "yes"\n[[row]]\nkey = "a"\n', "rows_on_different_data"
+    )
 
 
 def _dry_run(path: Path, tmp_path: Path) -> int:
-    return run_cli.main(["--study", str(path), "--preset", "tiny", "--dry-run",
-                         "--root", str(tmp_path / "data"), "--work-dir", str(tmp_path / "w"),
-                         "--tracking-uri", f"sqlite:///{tmp_path / 'store' / 'mlflow.db'}"])
+    return run_cli.main(
+        [
+            "--study",
+            str(path),
+            "--preset",
+            "tiny",
+            "--dry-run",
+            "--root",
+            str(tmp_path / "data"),
+            "--work-dir",
+            str(tmp_path / "w"),
+            "--tracking-uri",
+            f"sqlite:///{tmp_path / 'store' / 'mlflow.db'}",
+        ]
+    )
 
 
 def test_a_copy_of_a_paper_table_must_have_a_name_of_its_own(tmp_path, capsys):
@@ -159,15 +192,27 @@ def test_a_copy_of_a_paper_table_must_have_a_name_of_its_own(tmp_path, capsys):
 def test_the_report_of_a_copy_keeping_a_paper_name_is_refused(tmp_path, capsys):
     copy = tmp_path / "t.toml"
     copy.write_text((STUDIES / "table3.toml").read_text().replace('"FTN"', '"FTN (mine)"'))
-    assert build.main(["--study", str(copy), "--out", str(tmp_path / "out"),
-                       "--tracking-uri", f"sqlite:///{tmp_path / 'x.db'}"]) == 2
+    assert (
+        build.main(
+            [
+                "--study",
+                str(copy),
+                "--out",
+                str(tmp_path / "out"),
+                "--tracking-uri",
+                f"sqlite:///{tmp_path / 'x.db'}",
+            ]
+        )
+        == 2
+    )
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "give the copy a name of its own" in err
     assert not (tmp_path / "out").exists()
 
 
-@pytest.mark.parametrize("preset, dataset", [("tiny", "synthetic"), ("cpu", "market1501"),
-                                             ("cpu", "synthetic")])
+@pytest.mark.parametrize(
+    "preset, dataset", [("tiny", "synthetic"), ("cpu", "market1501"), ("cpu", "synthetic")]
+)
 def test_the_planned_config_is_the_one_the_runner_trains(preset, dataset):
     study = load(STUDIES / "lambda3.toml")
     sets = {"train.epochs": "3", "data.synthetic_test_ids": "50"}
@@ -181,13 +226,16 @@ def test_setting_hash_of_a_planned_run_is_the_runners_tag():
     study = load(STUDIES / "mask_width.toml")
     (p,) = runner.build_plan(study, ["narrow"], [0], ["synthetic"], "/d", "tiny", {})
     assert runner._child_tags(p)["setting_hash"] == setting_hash(
-        planned_config(study.row("narrow"), "tiny", "synthetic", "/elsewhere", {}, seed=9))
+        planned_config(study.row("narrow"), "tiny", "synthetic", "/elsewhere", {}, seed=9)
+    )
 
 
 def test_an_all_control_study_says_to_add_controls(tmp_path, capsys):
     path = tmp_path / "ctl.toml"
-    path.write_text('name = "ctl"\n[[row]]\nkey = "m"\ncontrol = true\n'
-                    'set = { "train.matched_updates" = true, "model.decoder" = false }\n')
+    path.write_text(
+        'name = "ctl"\n[[row]]\nkey = "m"\ncontrol = true\n'
+        'set = { "train.matched_updates" = true, "model.decoder" = false }\n'
+    )
     code = _dry_run(path, tmp_path)
     captured = capsys.readouterr()
     assert code == 2 and "shard" not in captured.out + captured.err
@@ -201,27 +249,52 @@ def test_an_all_control_study_says_to_add_controls(tmp_path, capsys):
 def _pq(hits: int, ap: float) -> dict[str, np.ndarray]:
     """Per-query results of 10 queries: the first ``hits`` matched at rank 1; AP ``ap`` each."""
     first = np.array([1] * hits + [3] * (10 - hits))
-    return {"index": np.arange(10), "pid": np.arange(10), "camid": np.zeros(10, int),
-            "ap": np.full(10, ap), "first_rank": first, "inp": np.full(10, ap),
-            "top10": np.zeros((10, 10), int)}
+    return {
+        "index": np.arange(10),
+        "pid": np.arange(10),
+        "camid": np.zeros(10, int),
+        "ap": np.full(10, ap),
+        "first_rank": first,
+        "inp": np.full(10, ap),
+        "top10": np.zeros((10, 10), int),
+    }
 
 
-def log_study(uri: str, folder: Path, study: Study, results: dict[tuple[str, int], int],
-              digests: dict[str, str] | None = None, sets: dict[str, str] | None = None) -> None:
+def log_study(
+    uri: str,
+    folder: Path,
+    study: Study,
+    results: dict[tuple[str, int], int],
+    digests: dict[str, str] | None = None,
+    sets: dict[str, str] | None = None,
+) -> None:
     """FINISHED child runs of ``study`` as ``runner`` plans and tags them (tiny preset, synthetic
     data): ``results`` = {(row, seed): rank-1 hits out of 10}, mAP = the same in percent."""
     client = MlflowClient(uri)
     keys = list(dict.fromkeys(k for k, _ in results))
     seeds = sorted({s for _, s in results})
-    plan = runner.build_plan(study, keys, seeds, ["synthetic"], str(folder / "data"), "tiny",
-                             dict(sets or {}))
+    plan = runner.build_plan(
+        study, keys, seeds, ["synthetic"], str(folder / "data"), "tiny", dict(sets or {})
+    )
     name = study.experiment("synthetic", "tiny")
     exp = client.get_experiment_by_name(name)
-    exp_id = exp.experiment_id if exp else client.create_experiment(
-        name, artifact_location=(folder / "artifacts" / name).resolve().as_uri())
-    parent = client.create_run(exp_id, run_name=study.name, tags={
-        "kind": "parent", "study": study.name, "study_hash": study.digest,
-        "command": f"ablations/run.py --study {study.path} --preset tiny"})
+    exp_id = (
+        exp.experiment_id
+        if exp
+        else client.create_experiment(
+            name, artifact_location=(folder / "artifacts" / name).resolve().as_uri()
+        )
+    )
+    parent = client.create_run(
+        exp_id,
+        run_name=study.name,
+        tags={
+            "kind": "parent",
+            "study": study.name,
+            "study_hash": study.digest,
+            "command": f"ablations/run.py --study {study.path} --preset tiny",
+        },
+    )
     for p in plan:
         if (p.variant.key, p.seed) not in results:
             continue
@@ -230,9 +303,14 @@ def log_study(uri: str, folder: Path, study: Study, results: dict[tuple[str, int
         tags = runner._child_tags(p) | {"mlflow.parentRunId": parent.info.run_id}
         run_id = client.create_run(exp_id, run_name=p.name, tags=tags).info.run_id
         now = int(time.time() * 1000)
-        client.log_batch(run_id, metrics=[Metric("val/rank1", 10.0 * hits, now, 1),
-                                          Metric("val/mAP", 10.0 * hits, now, 1)],
-                         params=[Param(k, str(v)) for k, v in flatten(p.cfg).items()])
+        client.log_batch(
+            run_id,
+            metrics=[
+                Metric("val/rank1", 10.0 * hits, now, 1),
+                Metric("val/mAP", 10.0 * hits, now, 1),
+            ],
+            params=[Param(k, str(v)) for k, v in flatten(p.cfg).items()],
+        )
         client.log_dict(run_id, to_dict(p.cfg), "config.json")
         with tempfile.TemporaryDirectory() as tmp:
             np.savez_compressed(Path(tmp) / "per_query.npz", **_pq(hits, hits / 10))
@@ -245,8 +323,22 @@ def log_study(uri: str, folder: Path, study: Study, results: dict[tuple[str, int
 def _build(uri: str, path: Path, out: Path, capsys) -> tuple[pd.DataFrame, str, str]:
     """claims.csv, the README and the console of a report built from ``uri``."""
     capsys.readouterr()
-    assert build.main(["--study", str(path), "--tracking-uri", uri, "--out", str(out),
-                       "--no-visual", "--no-efficiency", "--no-log"]) == 0
+    assert (
+        build.main(
+            [
+                "--study",
+                str(path),
+                "--tracking-uri",
+                uri,
+                "--out",
+                str(out),
+                "--no-visual",
+                "--no-efficiency",
+                "--no-log",
+            ]
+        )
+        == 0
+    )
     folder = out / f"study-{load(path).name}" / "synthetic-tiny"
     claims = pd.read_csv(folder / "claims.csv")
     return claims, (folder / "README.md").read_text(), capsys.readouterr().out
@@ -286,12 +378,19 @@ def test_a_claim_is_judged_on_all_of_its_comparisons_or_says_what_is_missing(tmp
     path.write_text(PROBE)
     uri = new_store(tmp_path / "store")
     hits = {"a": (10, 9, 10), "z": (0, 1, 0)}
-    log_study(uri, tmp_path / "store", load(path),
-              {(k, s): h for k, row in hits.items() for s, h in enumerate(row)})
+    log_study(
+        uri,
+        tmp_path / "store",
+        load(path),
+        {(k, s): h for k, row in hits.items() for s, h in enumerate(row)},
+    )
     claims, readme, _ = _build(uri, path, tmp_path / "out", capsys)
     verdicts = dict(zip(claims["claim"], claims["verdict"]))
-    assert verdicts == {"a beats z and y": "incomplete (y not run)",
-                        "y beats z": "no evidence (y not run)", "a beats z": "holds"}
+    assert verdicts == {
+        "a beats z and y": "incomplete (y not run)",
+        "y beats z": "no evidence (y not run)",
+        "a beats z": "holds",
+    }
     evidence = dict(zip(claims["claim"], claims["evidence"]))["a beats z and y"]
     assert "a−z +93.3" in evidence and "a−y: y not run" in evidence
     for text, verdict in verdicts.items():
@@ -325,8 +424,9 @@ def test_a_claim_on_a_control_that_was_not_run_reads_no_evidence(tmp_path, capsy
     path = tmp_path / "ctl.toml"
     path.write_text(CONTROL_REFERENCE)
     uri = new_store(tmp_path / "store")
-    log_study(uri, tmp_path / "store", load(path),
-              {("a", 0): 6, ("a", 1): 7, ("b", 0): 5, ("b", 1): 4})
+    log_study(
+        uri, tmp_path / "store", load(path), {("a", 0): 6, ("a", 1): 7, ("b", 0): 5, ("b", 1): 4}
+    )
     claims, readme, console = _build(uri, path, tmp_path / "out", capsys)
     (verdict,) = claims["verdict"]
     assert verdict.startswith("no evidence (ctl not run") and "--controls" in verdict
@@ -353,14 +453,23 @@ holds_if = "narrow > paper"
 """
 
 
-@pytest.mark.parametrize("now", ['"model.gauss_sy" = 0.3, "model.gauss_sx" = 0.18',  # a value
-                                 '"model.gauss_sx" = 0.18'])  # a key no row sets any more
+@pytest.mark.parametrize(
+    "now",
+    [
+        '"model.gauss_sy" = 0.3, "model.gauss_sx" = 0.18',  # a value
+        '"model.gauss_sx" = 0.18',
+    ],
+)  # a key no row sets any more
 def test_runs_of_a_row_whose_settings_changed_in_the_file_are_left_out(tmp_path, capsys, now):
     path = tmp_path / "mask.toml"
     path.write_text(MASK.format(narrow='"model.gauss_sy" = 0.25, "model.gauss_sx" = 0.18'))
     uri = new_store(tmp_path / "store")
-    log_study(uri, tmp_path / "store", load(path),
-              {("narrow", 0): 9, ("narrow", 1): 8, ("paper", 0): 2, ("paper", 1): 3})
+    log_study(
+        uri,
+        tmp_path / "store",
+        load(path),
+        {("narrow", 0): 9, ("narrow", 1): 8, ("paper", 0): 2, ("paper", 1): 3},
+    )
     path.write_text(MASK.format(narrow=now))
     claims, readme, console = _build(uri, path, tmp_path / "out", capsys)
     assert "No runs were left out" not in readme
@@ -369,18 +478,21 @@ def test_runs_of_a_row_whose_settings_changed_in_the_file_are_left_out(tmp_path,
     assert f"`python ablations/run.py --study {path}`" in line and "(narrow-s1, narrow-s0)" in line
     assert "paper-s" not in console  # the row the file did not change keeps its runs
     assert claims["verdict"].tolist() == [
-        "no evidence (narrow not run as the study file has it now)"]
+        "no evidence (narrow not run as the study file has it now)"
+    ]
 
 
 def test_each_row_whose_settings_changed_is_named_with_its_own_change(tmp_path, capsys):
     path = tmp_path / "mask.toml"
     path.write_text(MASK.format(narrow='"model.gauss_sy" = 0.25'))
     uri = new_store(tmp_path / "store")
-    log_study(uri, tmp_path / "store", load(path),
-              {("narrow", 0): 9, ("paper", 0): 2, ("paper", 1): 3})
+    log_study(
+        uri, tmp_path / "store", load(path), {("narrow", 0): 9, ("paper", 0): 2, ("paper", 1): 3}
+    )
     changed = MASK.format(narrow='"model.gauss_sy" = 0.2')
-    path.write_text(changed.replace('key = "paper"\n',
-                                    'key = "paper"\nset = { "loss.w_l1" = 0.5 }\n'))
+    path.write_text(
+        changed.replace('key = "paper"\n', 'key = "paper"\nset = { "loss.w_l1" = 0.5 }\n')
+    )
     capsys.readouterr()
     out = tmp_path / "out"
     assert build.main(["--study", str(path), "--tracking-uri", uri, "--out", str(out)]) == 2
@@ -397,9 +509,13 @@ def test_a_row_whose_settings_did_not_change_keeps_its_runs_whatever_the_set(tmp
     path = tmp_path / "mask.toml"
     path.write_text(MASK.format(narrow='"model.gauss_sy" = 0.25'))
     uri = new_store(tmp_path / "store")
-    log_study(uri, tmp_path / "store", load(path),
-              {(k, s): h + s % 2 for k, h in (("narrow", 8), ("paper", 2)) for s in (0, 1, 2)},
-              sets={"train.epochs": "3", "data.synthetic_test_ids": "7"})
+    log_study(
+        uri,
+        tmp_path / "store",
+        load(path),
+        {(k, s): h + s % 2 for k, h in (("narrow", 8), ("paper", 2)) for s in (0, 1, 2)},
+        sets={"train.epochs": "3", "data.synthetic_test_ids": "7"},
+    )
     claims, readme, console = _build(uri, path, tmp_path / "out", capsys)
     assert "No runs were left out" in readme and "left out" not in console
     assert claims["verdict"].tolist() == ["holds"]
@@ -407,24 +523,33 @@ def test_a_row_whose_settings_did_not_change_keeps_its_runs_whatever_the_set(tmp
 
 def test_rows_on_different_data_are_never_paired(tmp_path, capsys):
     path = tmp_path / "size.toml"
-    path.write_text(DATA_ROWS.format(flag=FLAG) + '[[row]]\nkey = "mid"\n'
-                    'set = { "data.synthetic_test_ids" = 50, "loss.w_grad" = 0.5 }\n'
-                    + _claim("big beats small", '"big > small"')
-                    + _claim("mid beats small", '"mid > small"'))
+    path.write_text(
+        DATA_ROWS.format(flag=FLAG) + '[[row]]\nkey = "mid"\n'
+        'set = { "data.synthetic_test_ids" = 50, "loss.w_grad" = 0.5 }\n'
+        + _claim("big beats small", '"big > small"')
+        + _claim("mid beats small", '"mid > small"')
+    )
     uri = new_store(tmp_path / "store")
     hits = {"small": 2, "big": 9, "mid": 8}
-    log_study(uri, tmp_path / "store", load(path),
-              {(k, s): h + s % 2 for k, h in hits.items() for s in (0, 1, 2)},
-              digests={"small": "s" * 16, "big": "b" * 16, "mid": "s" * 16})
+    log_study(
+        uri,
+        tmp_path / "store",
+        load(path),
+        {(k, s): h + s % 2 for k, h in hits.items() for s in (0, 1, 2)},
+        digests={"small": "s" * 16, "big": "b" * 16, "mid": "s" * 16},
+    )
     claims, readme, console = _build(uri, path, tmp_path / "out", capsys)
     verdicts = dict(zip(claims["claim"], claims["verdict"]))
     assert verdicts["big beats small"] == (
-        "no evidence (big and small are on different data: never paired)")
+        "no evidence (big and small are on different data: never paired)"
+    )
     assert verdicts["mid beats small"] == "holds"  # the same data: paired
     # no run was set aside as stale (the header's "To train them again" is the reproduction line)
     assert "to include them" not in readme + console and "left out" not in console
-    assert "big and small are on different data (data digests bbbbbbbbbbbbbbbb, ssssssssssssssss)" \
+    assert (
+        "big and small are on different data (data digests bbbbbbbbbbbbbbbb, ssssssssssssssss)"
         in console
+    )
     table = pd.read_csv(tmp_path / "out" / "study-test-size" / "synthetic-tiny" / "table.csv")
     table = table.set_index("variant")
     assert np.isnan(table.loc["big", "d_rank1"]) and np.isnan(table.loc["big", "d_rank1_lo"])
@@ -437,8 +562,19 @@ def test_the_report_of_a_studys_experiment_by_name_points_to_the_study_file(tmp_
     uri = new_store(tmp_path / "store")
     log_study(uri, tmp_path / "store", load(path), {("narrow", 0): 9, ("paper", 0): 2})
     capsys.readouterr()
-    assert build.main(["--experiment", "study-mask-width-synthetic-tiny", "--tracking-uri", uri,
-                       "--out", str(tmp_path / "out")]) == 2
+    assert (
+        build.main(
+            [
+                "--experiment",
+                "study-mask-width-synthetic-tiny",
+                "--tracking-uri",
+                uri,
+                "--out",
+                str(tmp_path / "out"),
+            ]
+        )
+        == 2
+    )
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "Table 0" not in err and not (tmp_path / "out").exists()
     assert "study mask-width" in err and "--study FILE" in err
@@ -450,11 +586,29 @@ def test_every_claim_has_its_line_even_without_per_query_results(tmp_path, capsy
 
     uri = new_store(tmp_path / "store")
     values = {"rank1": 50.0, "mAP": 40.0, "fg_focus_norm_attn": 20.0}
-    log_experiment(uri, tmp_path / "store", [FakeRun(v, s, values, model=False)
-                                             for v in ("base", "g") for s in (0, 1)], table=2)
+    log_experiment(
+        uri,
+        tmp_path / "store",
+        [FakeRun(v, s, values, model=False) for v in ("base", "g") for s in (0, 1)],
+        table=2,
+    )
     capsys.readouterr()
-    assert build.main(["--table", "2", "--tracking-uri", uri, "--out", str(tmp_path / "out"),
-                       "--no-visual", "--no-efficiency", "--no-log"]) == 0
+    assert (
+        build.main(
+            [
+                "--table",
+                "2",
+                "--tracking-uri",
+                uri,
+                "--out",
+                str(tmp_path / "out"),
+                "--no-visual",
+                "--no-efficiency",
+                "--no-log",
+            ]
+        )
+        == 0
+    )
     folder = tmp_path / "out" / "table2" / "synthetic-tiny"
     claims = pd.read_csv(folder / "claims.csv")
     verdicts = dict(zip(claims["claim"], claims["verdict"]))
@@ -462,8 +616,11 @@ def test_every_claim_has_its_line_even_without_per_query_results(tmp_path, capsy
     assert [verdicts[c.text] for c in paper_study(2).claims] == [
         f"no evidence (a, b, c, d, e, f not run; {no_results})",
         "no evidence (a, b, c, d, e, f not run)",
-        "no evidence (f not run)", "no evidence (e, d not run)"]
+        "no evidence (f not run)",
+        "no evidence (e, d not run)",
+    ]
     assert verdicts["our ordering of the Table 2 rows follows the paper's"] == (
-        "no evidence (0 of the paper's rows with per-query results; an ordering needs 3)")
+        "no evidence (0 of the paper's rows with per-query results; an ordering needs 3)"
+    )
     readme = (folder / "README.md").read_text()
     assert all(f"| {c.text} " in readme for c in paper_study(2).claims)

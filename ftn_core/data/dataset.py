@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import warnings
-from typing import Any, Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import torch
 from torch.utils.data import DataLoader, Dataset
@@ -25,8 +26,10 @@ def read_image(path: str, mode: ImageReadMode = ImageReadMode.RGB) -> torch.Tens
             warnings.simplefilter("ignore", DeprecationWarning)
             return decode_image(path, mode=mode)
     except (RuntimeError, OSError, ValueError) as err:
-        raise FTNError(f"cannot decode image {path} ({str(err).splitlines()[0]}); fix or delete "
-                       f"it, or re-read the dataset with --skip-bad-images") from None
+        raise FTNError(
+            f"cannot decode image {path} ({str(err).splitlines()[0]}); fix or delete "
+            f"it, or re-read the dataset with --skip-bad-images"
+        ) from None
 
 
 class ReIDDataset(Dataset):
@@ -43,9 +46,14 @@ class ReIDDataset(Dataset):
     ``key`` (``ftn_core.seeding``), the same in any process and whatever was drawn before.
     """
 
-    def __init__(self, samples: list[Sample], transform: Callable[..., Any] | None,
-                 with_mask: bool = False, prepare: Callable[..., Any] | None = None,
-                 cache: bool = False) -> None:
+    def __init__(
+        self,
+        samples: list[Sample],
+        transform: Callable[..., Any] | None,
+        with_mask: bool = False,
+        prepare: Callable[..., Any] | None = None,
+        cache: bool = False,
+    ) -> None:
         self.samples = samples
         self.transform = transform
         self.with_mask = with_mask
@@ -81,8 +89,12 @@ class ReIDDataset(Dataset):
         if img.dtype == torch.uint8:
             img = img.float() / 255.0
         s = self.samples[index]
-        item = {"img": img.as_subclass(torch.Tensor), "pid": s.pid, "camid": s.camid,
-                "index": index}
+        item = {
+            "img": img.as_subclass(torch.Tensor),
+            "pid": s.pid,
+            "camid": s.camid,
+            "index": index,
+        }
         if mask is not None:
             item["mask"] = (mask.as_subclass(torch.Tensor) > 127).float()  # (1, H, W)
         return item
@@ -98,8 +110,14 @@ class DecodedImages(Dataset):
     items would, with no per-item work.
     """
 
-    def __init__(self, samples: list[Sample], prepare: Callable[..., Any], with_mask: bool,
-                 transform: Callable[..., Any] | None, workers: int = 0) -> None:
+    def __init__(
+        self,
+        samples: list[Sample],
+        prepare: Callable[..., Any],
+        with_mask: bool,
+        transform: Callable[..., Any] | None,
+        workers: int = 0,
+    ) -> None:
         self.samples, self.transform = samples, transform
         self._source = ReIDDataset(samples, None, with_mask, prepare)
         self._workers = workers
@@ -109,8 +127,12 @@ class DecodedImages(Dataset):
 
     def _decode(self) -> tuple[torch.Tensor, torch.Tensor | None]:
         if self._tensors is None:
-            loader = DataLoader(_Prepared(self._source), batch_size=256, num_workers=self._workers,
-                                collate_fn=_stack)
+            loader = DataLoader(
+                _Prepared(self._source),
+                batch_size=256,
+                num_workers=self._workers,
+                collate_fn=_stack,
+            )
             imgs, masks = [], []
             for img, mask in loader:
                 imgs.append(img)
@@ -136,8 +158,11 @@ class DecodedImages(Dataset):
             img = self.transform(tv_tensors.Image(img))
         if img.dtype == torch.uint8:
             img = img.float() / 255.0
-        out = {"img": img.as_subclass(torch.Tensor), "pid": self.pids[index],
-               "camid": self.camids[index]}
+        out = {
+            "img": img.as_subclass(torch.Tensor),
+            "pid": self.pids[index],
+            "camid": self.camids[index],
+        }
         if self.mask is not None:
             out["mask"] = self.mask[index].float()  # (…, 1, H, W) in {0, 1}
         return out
@@ -164,8 +189,10 @@ class _Prepared(Dataset):
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor | None]:
         img, mask = self.dataset._load(index)
-        return (img.as_subclass(torch.Tensor),
-                None if mask is None else mask.as_subclass(torch.Tensor) > 127)
+        return (
+            img.as_subclass(torch.Tensor),
+            None if mask is None else mask.as_subclass(torch.Tensor) > 127,
+        )
 
 
 def _stack(items: list[tuple[torch.Tensor, torch.Tensor | None]]):

@@ -24,9 +24,9 @@ import json
 import os
 import tempfile
 import time
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Iterator
 
 DIGEST_CHARS = 16
 CACHE_VERSION = 1
@@ -84,8 +84,13 @@ def _save_cache(root: str, files: dict[str, FileState]) -> None:
     if _READ_ONLY.get():
         return
     path = _cache_file(root)
-    payload = {"version": CACHE_VERSION, "root": os.path.abspath(root),
-               "files": {rel: [s.size, s.mtime_ns, s.blake2b, s.readable] for rel, s in sorted(files.items())}}
+    payload = {
+        "version": CACHE_VERSION,
+        "root": os.path.abspath(root),
+        "files": {
+            rel: [s.size, s.mtime_ns, s.blake2b, s.readable] for rel, s in sorted(files.items())
+        },
+    }
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
@@ -108,7 +113,9 @@ def _hash_file(path: str) -> str:
     return h.hexdigest()
 
 
-def scan(paths: Iterable[str], root: str, check: Callable[[str], bool] | None = None) -> dict[str, FileState]:
+def scan(
+    paths: Iterable[str], root: str, check: Callable[[str], bool] | None = None
+) -> dict[str, FileState]:
     """``{path: FileState}`` of every file in ``paths`` (a missing file is left out); with
     ``check`` (a decode test), each file's ``readable`` too. Unchanged files come from the cache
     and are neither hashed nor decoded again; the cache is updated when anything was new."""
@@ -122,7 +129,11 @@ def scan(paths: Iterable[str], root: str, check: Callable[[str], bool] | None = 
         except OSError:
             continue
         old = cached.get(rel)
-        state = old if old is not None and (old.size, old.mtime_ns) == (st.st_size, st.st_mtime_ns) else None
+        state = (
+            old
+            if old is not None and (old.size, old.mtime_ns) == (st.st_size, st.st_mtime_ns)
+            else None
+        )
         if state is None:
             try:
                 state = FileState(st.st_size, st.st_mtime_ns, _hash_file(path))
@@ -139,7 +150,9 @@ def scan(paths: Iterable[str], root: str, check: Callable[[str], bool] | None = 
     return out
 
 
-def dataset_digest(root: str, splits: Iterable[tuple[str, Iterable]], files: dict[str, FileState]) -> str:
+def dataset_digest(
+    root: str, splits: Iterable[tuple[str, Iterable]], files: dict[str, FileState]
+) -> str:
     """The digest of ``(split name, samples)`` pairs: every sample's path relative to ``root``,
     pid, camera and content (``files``, from :func:`scan`), in the order read."""
     h = hashlib.sha256()
@@ -147,15 +160,21 @@ def dataset_digest(root: str, splits: Iterable[tuple[str, Iterable]], files: dic
         for s in samples:
             state = files.get(s.path)
             content = f"{state.size}:{state.blake2b}" if state is not None else "missing"
-            h.update(f"{split}\t{os.path.relpath(s.path, root)}\t{s.pid}\t{s.camid}\t{content}\n".encode())
+            h.update(
+                f"{split}\t{os.path.relpath(s.path, root)}\t{s.pid}\t{s.camid}\t{content}\n".encode()
+            )
     return h.hexdigest()[:DIGEST_CHARS]
 
 
 def tree_digest(folder: str, subdirs: Iterable[str]) -> tuple[str, int]:
     """(digest, files) of every file under ``folder``'s ``subdirs``: each one's path relative to
     ``folder``, size and content hash, in sorted order (unchanged files come from the cache)."""
-    paths = sorted(os.path.join(dirpath, name) for sub in subdirs
-                   for dirpath, _, names in os.walk(os.path.join(folder, sub)) for name in names)
+    paths = sorted(
+        os.path.join(dirpath, name)
+        for sub in subdirs
+        for dirpath, _, names in os.walk(os.path.join(folder, sub))
+        for name in names
+    )
     files = scan(paths, folder)
     h = hashlib.sha256()
     for path in paths:

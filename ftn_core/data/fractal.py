@@ -120,8 +120,13 @@ def perturb(rng: np.random.Generator, system: dict, index: int, count: int) -> d
     return out
 
 
-def chaos_game(rng: np.random.Generator, params: dict, chains: int = CHAINS, burn: int = BURN,
-               steps: int = STEPS) -> tuple[np.ndarray, np.ndarray]:
+def chaos_game(
+    rng: np.random.Generator,
+    params: dict,
+    chains: int = CHAINS,
+    burn: int = BURN,
+    steps: int = STEPS,
+) -> tuple[np.ndarray, np.ndarray]:
     """Points on the attractors of B systems at once: (B, 2, steps·chains) as (x, y) rows, and
     the map that placed each point (B, steps·chains)."""
     A, b, p = _maps(*(params[k] for k in ("theta", "phi", "s1", "s2", "d", "b")))
@@ -179,7 +184,7 @@ def category_systems(spec: FractalSpec) -> dict:
         points, _ = chaos_game(rng, cand)
         good = np.flatnonzero(_ok(*shape_stats(points)))
         kept.append({k: v[good] for k, v in cand.items()})
-    out = {k: np.concatenate([c[k] for c in kept])[:spec.categories] for k in kept[0]}
+    out = {k: np.concatenate([c[k] for c in kept])[: spec.categories] for k in kept[0]}
     return out
 
 
@@ -203,8 +208,9 @@ def _upright(rng: np.random.Generator, points: np.ndarray, tilt: float) -> np.nd
     return np.stack([c * x - s * y, s * x + c * y], 1)
 
 
-def _render(rng: np.random.Generator, points: np.ndarray, which: np.ndarray, H: int,
-            W: int) -> np.ndarray:
+def _render(
+    rng: np.random.Generator, points: np.ndarray, which: np.ndarray, H: int, W: int
+) -> np.ndarray:
     """Draw B point clouds (B, 2, P) as (B, H, W, 3) uint8 images: each at its own scale and
     place, a colour per map, over a two-colour gradient background with a little noise."""
     B, N = len(points), int(which.max()) + 1
@@ -250,8 +256,11 @@ def render_category(spec: FractalSpec, systems: dict, index: int) -> np.ndarray:
         bad = np.flatnonzero(~_ok(*shape_stats(points)))
         if not bad.size:
             break
-        again = (perturb(rng, systems, index, len(bad)) if attempt < 4 else
-                 {k: np.repeat(systems[k][index:index + 1], len(bad), 0) for k in params})
+        again = (
+            perturb(rng, systems, index, len(bad))
+            if attempt < 4
+            else {k: np.repeat(systems[k][index : index + 1], len(bad), 0) for k in params}
+        )
         points[bad], which[bad] = chaos_game(rng, again)
     return _render(rng, points, which, spec.height, spec.width)
 
@@ -262,7 +271,7 @@ def generate(spec: FractalSpec, progress=None) -> tuple[np.ndarray, np.ndarray]:
     systems = category_systems(spec)
     images = np.empty((spec.categories * spec.instances, spec.height, spec.width, 3), np.uint8)
     for c in range(spec.categories):
-        images[c * spec.instances:(c + 1) * spec.instances] = render_category(spec, systems, c)
+        images[c * spec.instances : (c + 1) * spec.instances] = render_category(spec, systems, c)
         if progress is not None:
             progress(c + 1)
     labels = np.repeat(np.arange(spec.categories), spec.instances)

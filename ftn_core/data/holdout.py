@@ -16,8 +16,9 @@ from ftn_core.data.types import DatasetSplits, Sample
 from ftn_core.errors import FTNError
 
 
-def holdout_split(splits: DatasetSplits, fraction: float = 0.2, seed: int = 0,
-                  query_cams: int = 2) -> DatasetSplits:
+def holdout_split(
+    splits: DatasetSplits, fraction: float = 0.2, seed: int = 0, query_cams: int = 2
+) -> DatasetSplits:
     """Hold out ``fraction`` of the training identities as a query/gallery validation split.
 
     - train: the remaining identities, relabelled 0..n-1 in sorted order of their pids;
@@ -34,7 +35,9 @@ def holdout_split(splits: DatasetSplits, fraction: float = 0.2, seed: int = 0,
         raise FTNError(f"holdout fraction {fraction}: must be between 0 and 1 (e.g. 0.2)")
     pids = sorted({s.pid for s in splits.train})
     if len(pids) < 2:
-        raise FTNError(f"{splits.name}: {len(pids)} training identity; a held-out split needs at least 2")
+        raise FTNError(
+            f"{splits.name}: {len(pids)} training identity; a held-out split needs at least 2"
+        )
     n_hold = min(max(1, round(fraction * len(pids))), len(pids) - 1)
     rng = np.random.default_rng(seed)
     held = {int(p) for p in rng.choice(pids, size=n_hold, replace=False)}
@@ -52,14 +55,24 @@ def holdout_split(splits: DatasetSplits, fraction: float = 0.2, seed: int = 0,
     chosen = {s.path for s in query}
     gallery = [s for pid in sorted(by_pid) for s in by_pid[pid] if s.path not in chosen]
     if not query:
-        raise FTNError(f"{splits.name}: no held-out identity is seen by two cameras, so no "
-                       f"validation query has a match; hold out more identities (fraction {fraction})")
+        raise FTNError(
+            f"{splits.name}: no held-out identity is seen by two cameras, so no "
+            f"validation query has a match; hold out more identities (fraction {fraction})"
+        )
     digest = ""
     if splits.digest:
         text = f"holdout\t{splits.digest}\t{fraction!r}\t{seed}\t{query_cams}"
-        digest = hashlib.sha256(text.encode()).hexdigest()[:len(splits.digest)]
-    return DatasetSplits(f"{splits.name}-holdout", splits.root, train, query, gallery, splits.skipped,
-                         splits.skipped_paths, digest=digest)
+        digest = hashlib.sha256(text.encode()).hexdigest()[: len(splits.digest)]
+    return DatasetSplits(
+        f"{splits.name}-holdout",
+        splits.root,
+        train,
+        query,
+        gallery,
+        splits.skipped,
+        splits.skipped_paths,
+        digest=digest,
+    )
 
 
 def _pick_queries(samples: list[Sample], query_cams: int) -> list[Sample]:

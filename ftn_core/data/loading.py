@@ -10,12 +10,11 @@ from torch.utils.data import DataLoader
 
 from ftn_core.config import DataConfig
 from ftn_core.data.dataset import DecodedImages, ReIDDataset
-from ftn_core.data.splits import load_dataset, load_splits  # noqa: F401 - their home before
 from ftn_core.data.sampler import PKSampler
+from ftn_core.data.splits import load_dataset, load_splits  # noqa: F401 - their home before
 from ftn_core.data.transforms import BatchAugment, build_transforms, resize_transform
 from ftn_core.data.types import DatasetSplits
 from ftn_core.errors import FTNError
-
 
 CACHE_BYTES = 1 << 29
 """A split's images are kept decoded and resized in memory (per process) when they fit in
@@ -57,9 +56,15 @@ def loader_options(workers: int, persistent: bool = True) -> dict:
     return options
 
 
-def build_data(cfg: DataConfig, seed: int = 0, rank: int = 0, world_size: int = 1,
-               splits: DatasetSplits | None = None, eval_batch: int = EVAL_BATCH,
-               train_masks: bool = False) -> DataBundle:
+def build_data(
+    cfg: DataConfig,
+    seed: int = 0,
+    rank: int = 0,
+    world_size: int = 1,
+    splits: DatasetSplits | None = None,
+    eval_batch: int = EVAL_BATCH,
+    train_masks: bool = False,
+) -> DataBundle:
     """PK-sampled training loader (split over DDP ranks) and query / gallery loaders.
 
     ``train_masks``: training batches also carry the person masks (the ``oracle`` target);
@@ -68,45 +73,88 @@ def build_data(cfg: DataConfig, seed: int = 0, rank: int = 0, world_size: int = 
     """
     splits = splits if splits is not None else load_splits(cfg)
     if train_masks and not all(s.mask_path for s in splits.train):
-        raise FTNError(f"model.mask=oracle needs ground-truth person masks, which {cfg.dataset} "
-                       f"does not have; it runs on the synthetic data only")
+        raise FTNError(
+            f"model.mask=oracle needs ground-truth person masks, which {cfg.dataset} "
+            f"does not have; it runs on the synthetic data only"
+        )
     prepare = resize_transform(cfg.height, cfg.width)
-    train_tf = build_transforms(cfg.height, cfg.width, train=True, flip=cfg.flip, pad=cfg.pad, resize=False)
+    train_tf = build_transforms(
+        cfg.height, cfg.width, train=True, flip=cfg.flip, pad=cfg.pad, resize=False
+    )
     test_tf = build_transforms(cfg.height, cfg.width, train=False, resize=False)
+
     def fits(samples) -> bool:  # cache decoded, resized images in memory
         return len(samples) * 3 * cfg.height * cfg.width <= CACHE_BYTES
 
-    sampler = PKSampler([s.pid for s in splits.train], cfg.num_ids, cfg.num_instances, seed=seed,
-                        rank=rank, world_size=world_size)
-    train = DataLoader(ReIDDataset(splits.train, train_tf, train_masks, prepare, cache=fits(splits.train)),
-                       batch_sampler=KeyedBatches(sampler), **loader_options(cfg.workers))
+    sampler = PKSampler(
+        [s.pid for s in splits.train],
+        cfg.num_ids,
+        cfg.num_instances,
+        seed=seed,
+        rank=rank,
+        world_size=world_size,
+    )
+    train = DataLoader(
+        ReIDDataset(splits.train, train_tf, train_masks, prepare, cache=fits(splits.train)),
+        batch_sampler=KeyedBatches(sampler),
+        **loader_options(cfg.workers),
+    )
 
     def test_loader(samples, with_mask):
-        dataset = (decoded_split(samples, prepare, with_mask, test_tf, cfg, splits.digest)
-                   if fits(samples) else ReIDDataset(samples, test_tf, with_mask, prepare))
-        return DataLoader(dataset, batch_size=eval_batch, shuffle=False,
-                          **loader_options(cfg.workers, persistent=False))
+        dataset = (
+            decoded_split(samples, prepare, with_mask, test_tf, cfg, splits.digest)
+            if fits(samples)
+            else ReIDDataset(samples, test_tf, with_mask, prepare)
+        )
+        return DataLoader(
+            dataset,
+            batch_size=eval_batch,
+            shuffle=False,
+            **loader_options(cfg.workers, persistent=False),
+        )
 
     # Query masks (synthetic data) feed the foreground-focus score; the gallery needs none.
     query = test_loader(splits.query, with_mask=any(s.mask_path for s in splits.query))
-    return DataBundle(splits, train, sampler, query, test_loader(splits.gallery, with_mask=False),
-                      BatchAugment(cfg.random_patch, cfg.random_erasing))
+    return DataBundle(
+        splits,
+        train,
+        sampler,
+        query,
+        test_loader(splits.gallery, with_mask=False),
+        BatchAugment(cfg.random_patch, cfg.random_erasing),
+    )
 
 
-def decoded_split(samples, prepare, with_mask: bool, transform, cfg: DataConfig,
-                  digest: str = "") -> DecodedImages:
+def decoded_split(
+    samples, prepare, with_mask: bool, transform, cfg: DataConfig, digest: str = ""
+) -> DecodedImages:
     """``samples`` decoded and resized at ``cfg``'s input size once per process (at first use):
     the key is the data digest, the size, and each sample's path, mask, identity, camera, and
     file size and modification time (a file edited since is decoded again)."""
+
     def state(path: str | None) -> tuple[int, int]:
         if path is None:
             return (-1, -1)
         st = os.stat(path)
         return st.st_size, st.st_mtime_ns
 
-    key = (digest, cfg.height, cfg.width, with_mask,
-           tuple((s.path, s.mask_path, s.pid, s.camid, state(s.path),
-                  state(s.mask_path) if with_mask else None) for s in samples))
+    key = (
+        digest,
+        cfg.height,
+        cfg.width,
+        with_mask,
+        tuple(
+            (
+                s.path,
+                s.mask_path,
+                s.pid,
+                s.camid,
+                state(s.path),
+                state(s.mask_path) if with_mask else None,
+            )
+            for s in samples
+        ),
+    )
     nbytes = len(samples) * (3 + with_mask) * cfg.height * cfg.width
     decoded = _DECODED.pop(key, (None, 0))[0]
     if decoded is None:

@@ -139,8 +139,10 @@ def plan(spec: PeopleSpec) -> list[Shot]:
 
 def scenes(spec: PeopleSpec) -> list[np.ndarray]:
     """The cameras' backdrops: scenes ``CAM_OFFSET`` … of the drawing code at this seed."""
-    return [sd.camera_scene(CAM_OFFSET + c, spec.seed, spec.height, spec.width)
-            for c in range(spec.num_cams)]
+    return [
+        sd.camera_scene(CAM_OFFSET + c, spec.seed, spec.height, spec.width)
+        for c in range(spec.num_cams)
+    ]
 
 
 _V1_CODE = "667dbb2c4ad2429a"
@@ -149,8 +151,11 @@ copies and the pre-trainings that read them keep their digest; later versions by
 
 
 def params(spec: PeopleSpec) -> dict:
-    out = {"version": VERSION, "spec": dataclasses.asdict(spec),
-           "reference": [list(r) for r in REFERENCE]}
+    out = {
+        "version": VERSION,
+        "spec": dataclasses.asdict(spec),
+        "reference": [list(r) for r in REFERENCE],
+    }
     return {**out, "code": _V1_CODE} if VERSION == 1 else out
 
 
@@ -176,8 +181,10 @@ def generate(root: str, spec: PeopleSpec, progress: bool | None = None) -> str:
         tmp = final.parent / f".{final.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}"
         tmp.mkdir()
     except OSError as err:
-        raise FTNError(f"cannot write the people population under {root}: {err.strerror}; choose a "
-                       f"writable folder") from None
+        raise FTNError(
+            f"cannot write the people population under {root}: {err.strerror}; choose a "
+            f"writable folder"
+        ) from None
     try:
         for split in (TRAIN, QUERY, GALLERY):
             (tmp / split).mkdir()
@@ -191,8 +198,17 @@ def generate(root: str, spec: PeopleSpec, progress: bool | None = None) -> str:
         quiet = None if progress is None else not progress
         for shot in tqdm(shots, desc="people", unit="img", disable=quiet):
             rng = np.random.default_rng(key(spec, 4, shot.key))
-            photo, mask = sd.render_image(idents[shot.ident], backdrops[shot.cam], shot.spot, -1,
-                                          0.0, lights[shot.cam], rng, bench.occlusion, bench.blur)
+            photo, mask = sd.render_image(
+                idents[shot.ident],
+                backdrops[shot.cam],
+                shot.spot,
+                -1,
+                0.0,
+                lights[shot.cam],
+                rng,
+                bench.occlusion,
+                bench.blur,
+            )
             photo.save(tmp / shot.split / f"{shot.name}.jpg", quality=bench.jpeg_quality)
             mask.save(tmp / "masks" / shot.split / f"{shot.name}.png")
         counts = {s: sum(1 for x in shots if x.split == s) for s in (TRAIN, QUERY, GALLERY)}
@@ -200,8 +216,10 @@ def generate(root: str, spec: PeopleSpec, progress: bool | None = None) -> str:
             json.dump({"params": p, "counts": counts}, f, indent=1, sort_keys=True)
         syn._install(tmp, final, p, force=False)
     except OSError as err:
-        raise FTNError(f"writing the people population under {root} failed: {err.strerror} "
-                       f"({err.filename}); free some space or choose another folder") from None
+        raise FTNError(
+            f"writing the people population under {root} failed: {err.strerror} "
+            f"({err.filename}); free some space or choose another folder"
+        ) from None
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return str(final)
@@ -210,5 +228,10 @@ def generate(root: str, spec: PeopleSpec, progress: bool | None = None) -> str:
 def load_people(root: str, spec: PeopleSpec, progress: bool | None = None) -> DatasetSplits:
     """Generate the population if needed, then read it (with person masks)."""
     path = generate(root, spec, progress)
-    return read_market_layout(path, "people", MARKET_PATTERN, mask_root=os.path.join(path, "masks"),
-                              data_digest=settings_digest(spec))
+    return read_market_layout(
+        path,
+        "people",
+        MARKET_PATTERN,
+        mask_root=os.path.join(path, "masks"),
+        data_digest=settings_digest(spec),
+    )

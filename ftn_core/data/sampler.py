@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from typing import Any, Iterator, Sequence
+from collections.abc import Iterator, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -22,19 +23,27 @@ class PKSampler:
     ``len % world_size`` batches are dropped so all ranks run the same number of steps.
     """
 
-    def __init__(self, pids: Sequence[int], num_ids: int, num_instances: int, seed: int = 0,
-                 rank: int = 0, world_size: int = 1) -> None:
+    def __init__(
+        self,
+        pids: Sequence[int],
+        num_ids: int,
+        num_instances: int,
+        seed: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+    ) -> None:
         if num_ids < 1 or num_instances < 1:
-            raise FTNError(f"PK sampler needs P ≥ 1 and K ≥ 1 "
-                           f"(got P={num_ids}, K={num_instances})")
+            raise FTNError(f"PK sampler needs P ≥ 1 and K ≥ 1 (got P={num_ids}, K={num_instances})")
         if not 0 <= rank < world_size:
             raise ValueError(f"rank {rank} outside world of size {world_size}")
         by_pid: dict[int, list[int]] = defaultdict(list)
         for index, pid in enumerate(pids):
             by_pid[int(pid)].append(index)
         if len(by_pid) < num_ids:
-            raise FTNError(f"PK sampler needs at least P={num_ids} training identities but the "
-                           f"data has {len(by_pid)}; lower data.num_ids")
+            raise FTNError(
+                f"PK sampler needs at least P={num_ids} training identities but the "
+                f"data has {len(by_pid)}; lower data.num_ids"
+            )
         self.pid_indices = [np.asarray(by_pid[p], dtype=np.int64) for p in sorted(by_pid)]
         self.num_ids = num_ids
         self.num_instances = num_instances

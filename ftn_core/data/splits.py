@@ -14,13 +14,19 @@ def load_splits(cfg: DataConfig) -> DatasetSplits:
     if cfg.dataset == "synthetic":
         from ftn_core.data.synthetic import load_synthetic
 
-        return load_synthetic(cfg.root, cfg.synthetic_size, cfg.synthetic_seed, cfg.skip_bad_images,
-                              test_ids=cfg.synthetic_test_ids)
+        return load_synthetic(
+            cfg.root,
+            cfg.synthetic_size,
+            cfg.synthetic_seed,
+            cfg.skip_bad_images,
+            test_ids=cfg.synthetic_test_ids,
+        )
     return load_dataset(cfg.dataset, cfg.root, skip_bad_images=cfg.skip_bad_images)
 
 
-def load_dataset(name: str, root: str, skip_bad_images: bool = False,
-                 verify_images: bool = True) -> DatasetSplits:
+def load_dataset(
+    name: str, root: str, skip_bad_images: bool = False, verify_images: bool = True
+) -> DatasetSplits:
     """Read dataset ``name`` from ``root``: one of ``readers.KNOWN_DATASETS`` found under it, or
     your own images (``folder``: a folder, ``csv``: a CSV file; ``ftn_core.data.custom``). User
     errors raise ``FTNError``."""

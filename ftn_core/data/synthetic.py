@@ -80,14 +80,41 @@ class SyntheticSpec:
 
 
 SIZES: dict[str, SyntheticSpec] = {
-    "tiny": SyntheticSpec(64, 32, num_cams=4, train_ids=16, test_ids=8, train_images=(8, 12),
-                          test_cams=(2, 4), gallery_per_cam=(1, 3), distractors=8, test_scenes=2),
-    "default": SyntheticSpec(128, 64, num_cams=6, train_ids=150, test_ids=100,
-                             train_images=(12, 20), test_cams=(2, 5), gallery_per_cam=(2, 4),
-                             distractors=150),
-    "large": SyntheticSpec(256, 128, num_cams=6, train_ids=751, test_ids=750,
-                           train_images=(10, 24), test_cams=(2, 6), gallery_per_cam=(3, 6),
-                           distractors=2500, test_scenes=6),
+    "tiny": SyntheticSpec(
+        64,
+        32,
+        num_cams=4,
+        train_ids=16,
+        test_ids=8,
+        train_images=(8, 12),
+        test_cams=(2, 4),
+        gallery_per_cam=(1, 3),
+        distractors=8,
+        test_scenes=2,
+    ),
+    "default": SyntheticSpec(
+        128,
+        64,
+        num_cams=6,
+        train_ids=150,
+        test_ids=100,
+        train_images=(12, 20),
+        test_cams=(2, 5),
+        gallery_per_cam=(2, 4),
+        distractors=150,
+    ),
+    "large": SyntheticSpec(
+        256,
+        128,
+        num_cams=6,
+        train_ids=751,
+        test_ids=750,
+        train_images=(10, 24),
+        test_cams=(2, 6),
+        gallery_per_cam=(3, 6),
+        distractors=2500,
+        test_scenes=6,
+    ),
 }
 
 
@@ -140,21 +167,43 @@ class _Frames:
     """Names and nuisance keys of one split group's images: a frame counter per camera, Market
     style names (sequence ``seq0`` onwards, 5,000 frames per sequence), keys from ``key0``."""
 
-    def __init__(self, spec: SyntheticSpec, seq0: int, key0: int, counts: list[int] | None = None) -> None:
+    def __init__(
+        self, spec: SyntheticSpec, seq0: int, key0: int, counts: list[int] | None = None
+    ) -> None:
         self.cams, self.pw = spec.num_cams, spec.width * (sd.PANO - 1)
         self.seq0, self.key0 = seq0, key0
         self.counts = counts or [0] * spec.num_cams
         self.shots: list[Shot] = []
 
-    def add(self, rng: np.random.Generator, split: str, pid: int, ident: int, cam: int, spot: int,
-            obj: int, obj_x: float) -> None:
+    def add(
+        self,
+        rng: np.random.Generator,
+        split: str,
+        pid: int,
+        ident: int,
+        cam: int,
+        spot: int,
+        obj: int,
+        obj_x: float,
+    ) -> None:
         self.counts[cam] += 1
         f = self.counts[cam]
         name = f"{pid:04d}_c{cam + 1}s{self.seq0 + (f - 1) // 5000}_{25 * f + 10:06d}_01"
         spot = int(np.clip(spot + rng.integers(-2, 3), 0, self.pw))
         obj_x = round(float(obj_x + rng.uniform(-0.02, 0.02)), 3)
-        self.shots.append(Shot(split, name, int(pid), int(ident), int(cam), spot, int(obj), obj_x,
-                               self.key0 + f * self.cams + cam))
+        self.shots.append(
+            Shot(
+                split,
+                name,
+                int(pid),
+                int(ident),
+                int(cam),
+                spot,
+                int(obj),
+                obj_x,
+                self.key0 + f * self.cams + cam,
+            )
+        )
 
 
 def _obj_pos(rng: np.random.Generator) -> float:
@@ -171,34 +220,60 @@ def _test_scenes(spec: SyntheticSpec, seed: int) -> tuple[list, np.random.Genera
     stream, where ``plan`` goes on drawing its test images."""
     rng = np.random.default_rng([seed, 1, 2])
     pw = spec.width * (sd.PANO - 1)
-    return [[(int(rng.integers(pw + 1)),) + _random_obj(rng) for _ in range(spec.test_scenes)]
-            for _ in range(spec.num_cams)], rng
+    return [
+        [(int(rng.integers(pw + 1)),) + _random_obj(rng) for _ in range(spec.test_scenes)]
+        for _ in range(spec.num_cams)
+    ], rng
 
 
-def _test_scene(spec: SyntheticSpec, rng: np.random.Generator, scenes, cam: int) -> tuple[int, int, float]:
+def _test_scene(
+    spec: SyntheticSpec, rng: np.random.Generator, scenes, cam: int
+) -> tuple[int, int, float]:
     if rng.random() < spec.test_scene_share:
         return scenes[cam][int(rng.integers(spec.test_scenes))]
     return (int(rng.integers(spec.width * (sd.PANO - 1) + 1)),) + _random_obj(rng)
 
 
-def _test_identity(spec: SyntheticSpec, rng: np.random.Generator, frames: _Frames, scenes, pid: int,
-                   ident: int) -> None:
+def _test_identity(
+    spec: SyntheticSpec, rng: np.random.Generator, frames: _Frames, scenes, pid: int, ident: int
+) -> None:
     """A test identity's query (one per camera) and gallery images, in 2–5 cameras."""
     n_cams = int(rng.integers(spec.test_cams[0], spec.test_cams[1] + 1))
-    for cam in sorted(int(c) for c in rng.choice(spec.num_cams, size=min(n_cams, spec.num_cams), replace=False)):
+    for cam in sorted(
+        int(c) for c in rng.choice(spec.num_cams, size=min(n_cams, spec.num_cams), replace=False)
+    ):
         n_gal = int(rng.integers(spec.gallery_per_cam[0], spec.gallery_per_cam[1] + 1))
         for k in range(spec.query_per_cam + n_gal):
-            frames.add(rng, QUERY if k < spec.query_per_cam else GALLERY, pid, ident, cam,
-                       *_test_scene(spec, rng, scenes, cam))
+            frames.add(
+                rng,
+                QUERY if k < spec.query_per_cam else GALLERY,
+                pid,
+                ident,
+                cam,
+                *_test_scene(spec, rng, scenes, cam),
+            )
 
 
-def _distractors(spec: SyntheticSpec, rng: np.random.Generator, frames: _Frames, scenes, count: int,
-                 first_ident: int, n_persons: int) -> None:
+def _distractors(
+    spec: SyntheticSpec,
+    rng: np.random.Generator,
+    frames: _Frames,
+    scenes,
+    count: int,
+    first_ident: int,
+    n_persons: int,
+) -> None:
     """``count`` gallery images of pid 0 (badly cropped persons who are nobody's match)."""
     for _ in range(count):
         cam = int(rng.integers(spec.num_cams))
-        frames.add(rng, GALLERY, 0, first_ident + int(rng.integers(n_persons)), cam,
-                   *_test_scene(spec, rng, scenes, cam))
+        frames.add(
+            rng,
+            GALLERY,
+            0,
+            first_ident + int(rng.integers(n_persons)),
+            cam,
+            *_test_scene(spec, rng, scenes, cam),
+        )
 
 
 def plan(spec: SyntheticSpec, seed: int) -> tuple[list[Shot], list[sd.Identity]]:
@@ -213,7 +288,7 @@ def plan(spec: SyntheticSpec, seed: int) -> tuple[list[Shot], list[sd.Identity]]
     n_dis = min(spec.distractors, 64)
     idents = sd.sample_identities(rng, n_ids + n_dis)
     pids = rng.permutation(n_ids) + 1
-    train_pids, test_pids = np.sort(pids[:spec.train_ids]), np.sort(pids[spec.train_ids:])
+    train_pids, test_pids = np.sort(pids[: spec.train_ids]), np.sort(pids[spec.train_ids :])
 
     b = spec.bias
     rng = np.random.default_rng([seed, 1, 1])
@@ -224,7 +299,9 @@ def plan(spec: SyntheticSpec, seed: int) -> tuple[list[Shot], list[sd.Identity]]
         own_obj, own_x = int(rng.integers(sd.NUM_OBJECTS)), _obj_pos(rng)
         for _ in range(int(rng.integers(spec.train_images[0], spec.train_images[1] + 1))):
             cam = int(rng.choice(home)) if rng.random() < b else int(rng.integers(C))
-            spot = own_spot[cam] if cam in own_spot and rng.random() < b else int(rng.integers(PW + 1))
+            spot = (
+                own_spot[cam] if cam in own_spot and rng.random() < b else int(rng.integers(PW + 1))
+            )
             obj, obj_x = (own_obj, own_x) if rng.random() < b else _random_obj(rng)
             train.add(rng, TRAIN, pid, pid - 1, cam, spot, obj, obj_x)
 
@@ -236,8 +313,9 @@ def plan(spec: SyntheticSpec, seed: int) -> tuple[list[Shot], list[sd.Identity]]
     return train.shots + test.shots, idents
 
 
-def plan_more_test(spec: SyntheticSpec, seed: int, shots: list[Shot], idents: list[sd.Identity],
-                   test_ids: int) -> tuple[list[Shot], list[sd.Identity]]:
+def plan_more_test(
+    spec: SyntheticSpec, seed: int, shots: list[Shot], idents: list[sd.Identity], test_ids: int
+) -> tuple[list[Shot], list[sd.Identity]]:
     """``plan``'s benchmark with its test split grown to ``test_ids`` identities.
 
     Everything ``plan`` wrote stays as it was, so the training split (and the size's own test
@@ -261,12 +339,25 @@ def plan_more_test(spec: SyntheticSpec, seed: int, shots: list[Shot], idents: li
             new.append(cand)
             codes = np.vstack([codes, c])
     n_ids = spec.train_ids + spec.test_ids  # plan()'s pids are 1..n_ids
-    test = _Frames(spec, seq0=4, key0=10**8,
-                   counts=[sum(1 for s in shots if s.split != TRAIN and s.cam == c) for c in range(spec.num_cams)])
+    test = _Frames(
+        spec,
+        seq0=4,
+        key0=10**8,
+        counts=[
+            sum(1 for s in shots if s.split != TRAIN and s.cam == c) for c in range(spec.num_cams)
+        ],
+    )
     for k in range(extra):
         _test_identity(spec, rng, test, scenes, n_ids + 1 + k, len(idents) + k)
-    _distractors(spec, rng, test, scenes, round(spec.distractors * extra / spec.test_ids), n_ids,
-                 min(spec.distractors, 64))
+    _distractors(
+        spec,
+        rng,
+        test,
+        scenes,
+        round(spec.distractors * extra / spec.test_ids),
+        n_ids,
+        min(spec.distractors, 64),
+    )
     return shots + test.shots, idents + new
 
 
@@ -289,8 +380,17 @@ def _render(shot: Shot) -> None:
     spec, out = _CTX["spec"], _CTX["out"]
     rng = np.random.default_rng([_CTX["seed"], 2, shot.key])
     photo, mask = sd.render_image(
-        _CTX["idents"][shot.ident], _CTX["scenes"][shot.cam], shot.spot, shot.obj, shot.obj_x,
-        _CTX["lights"][shot.cam], rng, spec.occlusion, spec.blur, partial=shot.pid == 0)
+        _CTX["idents"][shot.ident],
+        _CTX["scenes"][shot.cam],
+        shot.spot,
+        shot.obj,
+        shot.obj_x,
+        _CTX["lights"][shot.cam],
+        rng,
+        spec.occlusion,
+        spec.blur,
+        partial=shot.pid == 0,
+    )
     photo.save(os.path.join(out, shot.split, shot.name + ".jpg"), quality=spec.jpeg_quality)
     mask.save(os.path.join(out, "masks", shot.split, shot.name + ".png"))
 
@@ -303,8 +403,12 @@ read them, keep their data digest. Later versions are keyed by the version alone
 
 def _params(size: str, seed: int, spec: SyntheticSpec, test_ids: int = 0) -> dict:
     grown = test_ids > spec.test_ids
-    params = {"generator_version": GENERATOR_VERSION, "size": size, "seed": seed,
-              "spec": dataclasses.asdict(spec)}
+    params = {
+        "generator_version": GENERATOR_VERSION,
+        "size": size,
+        "seed": seed,
+        "spec": dataclasses.asdict(spec),
+    }
     if GENERATOR_VERSION == 1:
         params["code"] = _V1_CODE[grown]
     return {**params, "test_ids": test_ids} if grown else params
@@ -314,8 +418,10 @@ def check_test_ids(size: str, test_ids: int) -> int:
     """``test_ids`` (0: the size's own), refused below the size's own: the split only grows."""
     own = get_spec(size).test_ids
     if test_ids and test_ids < own:
-        raise FTNError(f"data.synthetic_test_ids={test_ids}: the {size} benchmark has {own} test "
-                       f"identities and its test split only grows; give 0 or at least {own}")
+        raise FTNError(
+            f"data.synthetic_test_ids={test_ids}: the {size} benchmark has {own} test "
+            f"identities and its test split only grows; give 0 or at least {own}"
+        )
     return test_ids if test_ids > own else 0
 
 
@@ -341,16 +447,24 @@ def _clean_stale(root: Path, name: str) -> None:
     """Remove temp/old folders of ``name`` left by killed generations (their pid is gone)."""
     for p in root.glob(f".{name}.*-*"):
         try:
-            pid = int(p.name[len(name) + 1:].split("-")[1])
+            pid = int(p.name[len(name) + 1 :].split("-")[1])
         except (IndexError, ValueError):
             continue
         if not _pid_alive(pid):
             shutil.rmtree(p, ignore_errors=True)
 
 
-def generate(root: str, size: str = "default", seed: int = 0, force: bool = False, *,
-             bias: float | None = None, workers: int | None = None,
-             progress: bool | None = None, test_ids: int = 0) -> str:
+def generate(
+    root: str,
+    size: str = "default",
+    seed: int = 0,
+    force: bool = False,
+    *,
+    bias: float | None = None,
+    workers: int | None = None,
+    progress: bool | None = None,
+    test_ids: int = 0,
+) -> str:
     """Write the benchmark to ``<root>/synthetic_<size>_s<seed>/`` and return that folder.
 
     ``test_ids`` > the size's own grows the test split to that many identities
@@ -378,15 +492,21 @@ def generate(root: str, size: str = "default", seed: int = 0, force: bool = Fals
         tmp = rootp / f".{name}.tmp-{os.getpid()}-{secrets.token_hex(4)}"
         tmp.mkdir()  # (not mkdtemp: its 0700 mode would survive the rename)
     except OSError as err:
-        raise FTNError(f"cannot write the synthetic benchmark under --root {root}: "
-                       f"{err.strerror}; choose a writable folder") from None
+        raise FTNError(
+            f"cannot write the synthetic benchmark under --root {root}: "
+            f"{err.strerror}; choose a writable folder"
+        ) from None
     try:
         shots, idents = plan_more_test(spec, seed, *plan(spec, seed), test_ids)
         for split in (TRAIN, QUERY, GALLERY):
             (tmp / split).mkdir()
             (tmp / "masks" / split).mkdir(parents=True)
-        bar = tqdm(total=len(shots), desc=f"synthetic {size}", unit="img",
-                   disable=None if progress is None else not progress)
+        bar = tqdm(
+            total=len(shots),
+            desc=f"synthetic {size}",
+            unit="img",
+            disable=None if progress is None else not progress,
+        )
         if workers is None:
             workers = 1 if len(shots) < 10_000 else min(8, os.cpu_count() or 1)
         if workers > 1:  # spawn: safe even if the caller runs torch/CUDA threads
@@ -404,12 +524,16 @@ def generate(root: str, size: str = "default", seed: int = 0, force: bool = Fals
         counts = {s: sum(1 for x in shots if x.split == s) for s in (TRAIN, QUERY, GALLERY)}
         files = digest.tree_digest(str(tmp), FILE_DIRS)[0]
         with open(tmp / MARKER, "w", encoding="utf-8") as f:
-            json.dump({"params": params, "counts": counts, "files": files}, f, indent=1, sort_keys=True)
+            json.dump(
+                {"params": params, "counts": counts, "files": files}, f, indent=1, sort_keys=True
+            )
         _install(tmp, final, params, force)
     except OSError as err:
-        raise FTNError(f"writing the synthetic benchmark under --root {root} failed: "
-                       f"{err.strerror} ({err.filename}); free some space or choose another "
-                       f"folder") from None
+        raise FTNError(
+            f"writing the synthetic benchmark under --root {root} failed: "
+            f"{err.strerror} ({err.filename}); free some space or choose another "
+            f"folder"
+        ) from None
     finally:
         _CTX.clear()
         shutil.rmtree(tmp, ignore_errors=True)  # no-op after a successful rename
@@ -447,11 +571,14 @@ def read_scenes(dataset_dir: str) -> list[dict]:
         return [{k: conv.get(k, int)(v) for k, v in row.items()} for row in csv.DictReader(f)]
 
 
-def settings_digest(size: str = "default", seed: int = 0, bias: float | None = None,
-                    test_ids: int = 0) -> str:
+def settings_digest(
+    size: str = "default", seed: int = 0, bias: float | None = None, test_ids: int = 0
+) -> str:
     """The data digest of the benchmark these settings generate (its pixels depend on nothing
     else), known without generating it."""
-    return digest.settings_digest(_params(size, seed, get_spec(size, bias), check_test_ids(size, test_ids)))
+    return digest.settings_digest(
+        _params(size, seed, get_spec(size, bias), check_test_ids(size, test_ids))
+    )
 
 
 FILE_DIRS = (TRAIN, QUERY, GALLERY, "masks")
@@ -477,20 +604,34 @@ def verify_files(dataset_dir: str) -> None:
             tmp.unlink(missing_ok=True)
         return
     if now != expected:
-        raise FTNError(f"the synthetic benchmark in {dataset_dir} changed after it was generated (its "
-                       f"{count} files no longer match: deleted, edited or added images or masks); delete "
-                       f"that folder and it is generated again, identical, on the next run")
+        raise FTNError(
+            f"the synthetic benchmark in {dataset_dir} changed after it was generated (its "
+            f"{count} files no longer match: deleted, edited or added images or masks); delete "
+            f"that folder and it is generated again, identical, on the next run"
+        )
 
 
-def load_synthetic(root: str, size: str = "default", seed: int = 0,
-                   skip_bad_images: bool = False, *, bias: float | None = None,
-                   workers: int | None = None, test_ids: int = 0) -> DatasetSplits:
+def load_synthetic(
+    root: str,
+    size: str = "default",
+    seed: int = 0,
+    skip_bad_images: bool = False,
+    *,
+    bias: float | None = None,
+    workers: int | None = None,
+    test_ids: int = 0,
+) -> DatasetSplits:
     """Generate the benchmark if needed, then read it; every sample carries its ``mask_path``."""
     dataset_dir = generate(root, size, seed, bias=bias, workers=workers, test_ids=test_ids)
     verify_files(dataset_dir)
-    return read_market_layout(dataset_dir, f"synthetic_{size}", MARKET_PATTERN,
-                              mask_root=os.path.join(dataset_dir, "masks"), skip_bad_images=skip_bad_images,
-                              data_digest=settings_digest(size, seed, bias, test_ids))
+    return read_market_layout(
+        dataset_dir,
+        f"synthetic_{size}",
+        MARKET_PATTERN,
+        mask_root=os.path.join(dataset_dir, "masks"),
+        skip_bad_images=skip_bad_images,
+        data_digest=settings_digest(size, seed, bias, test_ids),
+    )
 
 
 # --------------------------------------------------------------------------- command line
@@ -500,22 +641,35 @@ def load_synthetic(root: str, size: str = "default", seed: int = 0,
 def main(argv: list[str] | None = None) -> int:
     parser = OneLineParser(
         description="Generate the synthetic background-confounded Re-ID benchmark "
-                    "(Market-1501 layout with person masks).",
+        "(Market-1501 layout with person masks).",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="examples:\n  python -m ftn_core.data.synthetic                      # data/synthetic_default_s0\n"
-               "  python -m ftn_core.data.synthetic --size tiny --seed 1 --grid sample.png\n"
-               "  python -m ftn_core.data.synthetic --test-ids 1000    # data/synthetic_default_s0_t1000")
+        "  python -m ftn_core.data.synthetic --size tiny --seed 1 --grid sample.png\n"
+        "  python -m ftn_core.data.synthetic --test-ids 1000    # data/synthetic_default_s0_t1000",
+    )
     parser.add_argument("--root", default="data", help="parent folder (default: data)")
     parser.add_argument("--size", default="default", choices=list(SIZES))
     parser.add_argument("--seed", type=int_at_least(0), default=0)
-    parser.add_argument("--bias", type=float_in(0, 1, low_open=False, high_open=False), default=None,
-                        help="train background/identity confounding 0..1 (default: the size's)")
-    parser.add_argument("--test-ids", type=int_at_least(0), default=0,
-                        help="grow the test split to this many identities; the training split "
-                             "stays byte-identical (default: the size's own, 100 for default)")
+    parser.add_argument(
+        "--bias",
+        type=float_in(0, 1, low_open=False, high_open=False),
+        default=None,
+        help="train background/identity confounding 0..1 (default: the size's)",
+    )
+    parser.add_argument(
+        "--test-ids",
+        type=int_at_least(0),
+        default=0,
+        help="grow the test split to this many identities; the training split "
+        "stays byte-identical (default: the size's own, 100 for default)",
+    )
     parser.add_argument("--force", action="store_true", help="regenerate even if it exists")
-    parser.add_argument("--workers", type=int_at_least(1), default=None,
-                        help="processes (default: 1, or up to 8 for the large size)")
+    parser.add_argument(
+        "--workers",
+        type=int_at_least(1),
+        default=None,
+        help="processes (default: 1, or up to 8 for the large size)",
+    )
     parser.add_argument("--grid", default=None, help="also save a sample picture (PNG) here")
     args = parser.parse_args(argv)
     from ftn_core.data import synthetic_checks as checks
@@ -523,24 +677,42 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.grid:  # checked before the data is generated, not after
         if not args.grid.lower().endswith(".png"):
-            raise FTNError(f"--grid {args.grid}: the sample picture is a PNG; give a name ending "
-                           f"in .png")
+            raise FTNError(
+                f"--grid {args.grid}: the sample picture is a PNG; give a name ending in .png"
+            )
         if os.path.isdir(args.grid):
-            raise FTNError(f"--grid {args.grid}: is a folder; give a file name such as "
-                           f"{os.path.join(args.grid, 'sample.png')}")
-        check_writable_dir(Path(args.grid).parent, "--grid",
-                           "cannot write the sample picture there")
+            raise FTNError(
+                f"--grid {args.grid}: is a folder; give a file name such as "
+                f"{os.path.join(args.grid, 'sample.png')}"
+            )
+        check_writable_dir(
+            Path(args.grid).parent, "--grid", "cannot write the sample picture there"
+        )
 
     t0 = time.perf_counter()
-    path = generate(args.root, args.size, args.seed, args.force, bias=args.bias,
-                    workers=args.workers, test_ids=args.test_ids)
-    splits = read_market_layout(path, f"synthetic_{args.size}", MARKET_PATTERN,
-                                mask_root=os.path.join(path, "masks"), verify_images=False)
+    path = generate(
+        args.root,
+        args.size,
+        args.seed,
+        args.force,
+        bias=args.bias,
+        workers=args.workers,
+        test_ids=args.test_ids,
+    )
+    splits = read_market_layout(
+        path,
+        f"synthetic_{args.size}",
+        MARKET_PATTERN,
+        mask_root=os.path.join(path, "masks"),
+        verify_images=False,
+    )
     print(splits.summary())
     stats = checks.bias_stats(read_scenes(path))
-    print(f"train bias: {stats['cam_top_share']:.2f} of an identity's images in its top-2 "
-          f"cameras (uniform {stats['cam_uniform']:.2f}), {stats['obj_top_share']:.2f} with "
-          f"its most frequent object")
+    print(
+        f"train bias: {stats['cam_top_share']:.2f} of an identity's images in its top-2 "
+        f"cameras (uniform {stats['cam_uniform']:.2f}), {stats['obj_top_share']:.2f} with "
+        f"its most frequent object"
+    )
     if args.grid:
         os.makedirs(os.path.dirname(args.grid) or ".", exist_ok=True)
         print(f"grid: {checks.save_grid(path, args.grid)}")

@@ -37,8 +37,11 @@ def bias_stats(rows: list[dict], top: int = 2) -> dict[str, float]:
         obj_counts = np.bincount([r["obj"] + 1 for r in items])
         cam_share.append(np.sort(cam_counts)[::-1][:top].sum() / len(items))
         obj_share.append(obj_counts.max() / len(items))
-    return {"cam_top_share": float(np.mean(cam_share)), "obj_top_share": float(np.mean(obj_share)),
-            "cam_uniform": top / len(cams)}
+    return {
+        "cam_top_share": float(np.mean(cam_share)),
+        "obj_top_share": float(np.mean(obj_share)),
+        "cam_uniform": top / len(cams),
+    }
 
 
 def _descriptor(path: str, mask_path: str, region: str, grid: tuple[int, int]) -> np.ndarray:
@@ -55,14 +58,16 @@ def _descriptor(path: str, mask_path: str, region: str, grid: tuple[int, int]) -
     return (desc - desc.mean()) / (desc.std() + 1e-6)
 
 
-def shortcut_rank1(splits: DatasetSplits, region: str = "background",
-                   grid: tuple[int, int] = (8, 4)) -> dict[str, float]:
+def shortcut_rank1(
+    splits: DatasetSplits, region: str = "background", grid: tuple[int, int] = (8, 4)
+) -> dict[str, float]:
     """Rank-1 of a model that sees only ``region`` pixels (a grid of mean colours, NN search).
 
     ``train``: leave-one-out among train images (what a classifier can fit); ``test``: query
     vs gallery with the Market protocol (same pid and camera removed). A strong background
     shortcut scores high on train and low on test.
     """
+
     def feats(samples):
         return np.stack([_descriptor(s.path, s.mask_path, region, grid) for s in samples])
 
@@ -87,7 +92,9 @@ def save_grid(dataset_dir: str, out: str, rows: int = 4, cols: int = 4) -> str:
         for name in sorted(os.listdir(os.path.join(dataset_dir, split))):
             m = MARKET_PATTERN.match(name)
             if m and int(m.group(1)) > 0:
-                by_pid.setdefault(int(m.group(1)), {}).setdefault(int(m.group(2)), f"{split}/{name}")
+                by_pid.setdefault(int(m.group(1)), {}).setdefault(
+                    int(m.group(2)), f"{split}/{name}"
+                )
     chosen = sorted(by_pid, key=lambda p: (-len(by_pid[p]), p))[:rows]
     if not chosen:
         raise FTNError(f"{dataset_dir} has no test images; regenerate it with --force")

@@ -23,10 +23,24 @@ BG, SKIN, HAIR, UPPER, LOWER, SHOES, BAG, HAT, PRINT = range(9)
 
 SKIN_TONES = ((236, 200, 170), (198, 148, 108), (118, 80, 56))
 HAIR_COLOURS = ((25, 20, 20), (95, 58, 30), (210, 175, 105), (160, 160, 160))
-UPPER_COLOURS = ((200, 40, 45), (35, 45, 110), (232, 232, 226), (35, 35, 38), (45, 130, 65),
-                 (226, 196, 55), (130, 130, 136), (120, 170, 222))
-LOWER_COLOURS = ((50, 70, 125), (30, 30, 35), (176, 156, 110), (122, 122, 128), (226, 226, 220),
-                 (100, 66, 40))
+UPPER_COLOURS = (
+    (200, 40, 45),
+    (35, 45, 110),
+    (232, 232, 226),
+    (35, 35, 38),
+    (45, 130, 65),
+    (226, 196, 55),
+    (130, 130, 136),
+    (120, 170, 222),
+)
+LOWER_COLOURS = (
+    (50, 70, 125),
+    (30, 30, 35),
+    (176, 156, 110),
+    (122, 122, 128),
+    (226, 226, 220),
+    (100, 66, 40),
+)
 SHOE_COLOURS = ((25, 25, 25), (236, 236, 236), (112, 72, 40), (190, 40, 40))
 BAG_COLOURS = ((30, 30, 30), (122, 82, 46), (180, 40, 40), (40, 70, 150))
 HAT_COLOURS = ((30, 30, 30), (200, 40, 45), (40, 70, 150))
@@ -69,17 +83,22 @@ def _draw_identity(rng: np.random.Generator) -> Identity:
     second = int(rng.choice([c for c in range(len(UPPER_COLOURS)) if c != upper]))
     bag = int(rng.choice(4, p=[0.4, 0.2, 0.2, 0.2]))
     return Identity(
-        skin=int(rng.integers(len(SKIN_TONES))), hair=int(rng.integers(len(HAIR_COLOURS))),
+        skin=int(rng.integers(len(SKIN_TONES))),
+        hair=int(rng.integers(len(HAIR_COLOURS))),
         long_hair=int(rng.random() < 0.35),
         hat=int(rng.integers(len(HAT_COLOURS))) if rng.random() < 0.25 else -1,
-        upper=upper, texture=texture, second=second if texture else -1,
+        upper=upper,
+        texture=texture,
+        second=second if texture else -1,
         long_sleeves=int(rng.random() < 0.5),
         logo=int(rng.integers(len(LOGO_SHAPES))) if texture == 3 else -1,
         lower=int(rng.integers(len(LOWER_COLOURS))),
         lower_style=int(rng.choice(3, p=[0.6, 0.2, 0.2])),
-        shoes=int(rng.integers(len(SHOE_COLOURS))), bag=bag,
+        shoes=int(rng.integers(len(SHOE_COLOURS))),
+        bag=bag,
         bag_colour=int(rng.integers(len(BAG_COLOURS))) if bag else -1,
-        build=float(rng.uniform(0.88, 1.12)))
+        build=float(rng.uniform(0.88, 1.12)),
+    )
 
 
 def sample_identities(rng: np.random.Generator, n: int, min_diff: int = 3) -> list[Identity]:
@@ -132,12 +151,21 @@ def camera_scene(cam: int, seed: int, height: int, width: int) -> np.ndarray:
         brick = col((150, 70, 50)) + 14 * var[..., None]
         img[:] = np.where(line[..., None], col((190, 180, 170)), brick)
         var, line, _, _ = grid(10 * u, 22 * u)
-        floor = np.where(line[..., None], col((100, 100, 98)), col((150, 150, 144)) + 6 * var[..., None])
+        floor = np.where(
+            line[..., None], col((100, 100, 98)), col((150, 150, 144)) + 6 * var[..., None]
+        )
     elif recipe == 1:  # shop fronts with windows
         panel = np.floor(xx / (40 * u)).astype(int) % 4
-        shades = np.stack([col(c, 25) for c in ((170, 60, 60), (60, 110, 150), (200, 180, 120), (90, 140, 90))])
+        shades = np.stack(
+            [col(c, 25) for c in ((170, 60, 60), (60, 110, 150), (200, 180, 120), (90, 140, 90))]
+        )
         img[:] = shades[panel]
-        win = ((xx % (40 * u)) > 8 * u) & ((xx % (40 * u)) < 32 * u) & (yy > 0.15 * H) & (yy < 0.45 * H)
+        win = (
+            ((xx % (40 * u)) > 8 * u)
+            & ((xx % (40 * u)) < 32 * u)
+            & (yy > 0.15 * H)
+            & (yy < 0.45 * H)
+        )
         img[win] = col((60, 70, 85))
         floor = col((186, 176, 150)) + 8 * rng.normal(0, 1, (H, PW, 1))
     elif recipe == 2:  # park: sky, trees, grass with a path
@@ -158,10 +186,14 @@ def camera_scene(cam: int, seed: int, height: int, width: int) -> np.ndarray:
         door = ((xx % (60 * u)) > 20 * u) & ((xx % (60 * u)) < 40 * u) & (yy > 0.12 * H)
         img[door] = col((120, 80, 50))
         _, _, row, colm = grid(12 * u, 12 * u)
-        floor = np.where(((row + colm) % 2 == 0)[..., None], col((225, 225, 220)), col((140, 140, 145)))
+        floor = np.where(
+            ((row + colm) % 2 == 0)[..., None], col((225, 225, 220)), col((140, 140, 145))
+        )
     else:  # glass facade, dark granite floor
         var, line, _, _ = grid(20 * u, 18 * u)
-        img[:] = np.where(line[..., None], col((40, 40, 45)), col((110, 140, 165)) + 18 * var[..., None])
+        img[:] = np.where(
+            line[..., None], col((40, 40, 45)), col((110, 140, 165)) + 18 * var[..., None]
+        )
         floor = col((62, 62, 68)) + 12 * rng.normal(0, 1, (H, PW, 1))
     img = np.where(wall[..., None], img, floor)
     if cam >= 6:
@@ -179,8 +211,10 @@ def camera_scene(cam: int, seed: int, height: int, width: int) -> np.ndarray:
             draw.rectangle((x, 0, x + 2 * u, horizon + 6 * u), fill=(45, 45, 50))
         elif recipe == 2:
             r = rng.uniform(12, 26) * u
-            draw.ellipse((x - r, horizon - 1.8 * r, x + r, horizon + 0.2 * r),
-                         fill=(int(rng.integers(20, 70)), int(rng.integers(90, 140)), 40))
+            draw.ellipse(
+                (x - r, horizon - 1.8 * r, x + r, horizon + 0.2 * r),
+                fill=(int(rng.integers(20, 70)), int(rng.integers(90, 140)), 40),
+            )
     return np.asarray(canvas)
 
 
@@ -195,15 +229,33 @@ def draw_object(draw: ImageDraw.ImageDraw, obj: int, x: float, floor: float, u: 
         draw.rectangle((x - 7 * u, floor - 26 * u, x + 7 * u, floor), fill=c)
         draw.rectangle((x - 8 * u, floor - 29 * u, x + 8 * u, floor - 25 * u), fill=dark)
     elif kind == "plant":
-        draw.polygon([(x - 7 * u, floor - 12 * u), (x + 7 * u, floor - 12 * u), (x + 5 * u, floor),
-                      (x - 5 * u, floor)], fill=c)
+        draw.polygon(
+            [
+                (x - 7 * u, floor - 12 * u),
+                (x + 7 * u, floor - 12 * u),
+                (x + 5 * u, floor),
+                (x - 5 * u, floor),
+            ],
+            fill=c,
+        )
         draw.ellipse((x - 12 * u, floor - 38 * u, x + 12 * u, floor - 10 * u), fill=(40, 110, 45))
     elif kind == "bike":
         for dx in (-10, 10):
-            draw.ellipse((x + (dx - 8) * u, floor - 16 * u, x + (dx + 8) * u, floor), outline=(30, 30, 30),
-                         width=max(1, int(2 * u)))
-        draw.line([(x - 10 * u, floor - 8 * u), (x, floor - 20 * u), (x + 10 * u, floor - 8 * u),
-                   (x - 10 * u, floor - 8 * u)], fill=c, width=max(1, int(3 * u)))
+            draw.ellipse(
+                (x + (dx - 8) * u, floor - 16 * u, x + (dx + 8) * u, floor),
+                outline=(30, 30, 30),
+                width=max(1, int(2 * u)),
+            )
+        draw.line(
+            [
+                (x - 10 * u, floor - 8 * u),
+                (x, floor - 20 * u),
+                (x + 10 * u, floor - 8 * u),
+                (x - 10 * u, floor - 8 * u),
+            ],
+            fill=c,
+            width=max(1, int(3 * u)),
+        )
     elif kind == "sign":
         draw.rectangle((x - u, floor - 50 * u, x + u, floor), fill=(90, 90, 95))
         draw.rectangle((x - 10 * u, floor - 62 * u, x + 10 * u, floor - 46 * u), fill=c)
@@ -227,8 +279,9 @@ def draw_object(draw: ImageDraw.ImageDraw, obj: int, x: float, floor: float, u: 
 # --------------------------------------------------------------------------- persons
 
 
-def draw_person(ident: Identity, rng: np.random.Generator, height: int, width: int,
-                partial: bool = False) -> tuple[np.ndarray, np.ndarray]:
+def draw_person(
+    ident: Identity, rng: np.random.Generator, height: int, width: int, partial: bool = False
+) -> tuple[np.ndarray, np.ndarray]:
     """Render one person in a random pose: premultiplied colour (H, W, 3) and alpha (H, W).
 
     Pose nuisance: view (front / back / side), scale, off-centre shift, stride and arm swing.
@@ -251,7 +304,9 @@ def draw_person(ident: Identity, rng: np.random.Generator, height: int, width: i
     d = ImageDraw.Draw(lab)
 
     def quad(xt, xb, wt, wb, yt, yb, fill):
-        d.polygon([(xt - wt / 2, yt), (xt + wt / 2, yt), (xb + wb / 2, yb), (xb - wb / 2, yb)], fill=fill)
+        d.polygon(
+            [(xt - wt / 2, yt), (xt + wt / 2, yt), (xb + wb / 2, yb), (xb - wb / 2, yb)], fill=fill
+        )
 
     # legs (x at the hip, x at the foot)
     if side:
@@ -263,21 +318,40 @@ def draw_person(ident: Identity, rng: np.random.Generator, height: int, width: i
     lw, aw = 0.085 * s * b, 0.06 * s
     bare = ident.lower_style != 0
     if ident.bag == 1 and side:  # backpack behind the back
-        d.rounded_rectangle(sorted_box(cx - face * 0.17 * s, ys + 0.02 * s, cx - face * 0.04 * s, ys + 0.27 * s),
-                            radius=0.03 * s, fill=BAG)
+        d.rounded_rectangle(
+            sorted_box(cx - face * 0.17 * s, ys + 0.02 * s, cx - face * 0.04 * s, ys + 0.27 * s),
+            radius=0.03 * s,
+            fill=BAG,
+        )
     for xt, xb in legs:
         quad(xt, xb, lw, aw, yh, yf, SKIN if bare else LOWER)
         if ident.lower_style == 1:  # shorts to the knee
             t = (yk - yh) / (yf - yh)
             quad(xt, xt + t * (xb - xt), lw * 1.1, lw * 1.05, yh, yk, LOWER)
         ex = face * 0.02 * s if side else 0.0
-        d.ellipse((xb + ex - 0.05 * s, yf - 0.01 * s, xb + ex + 0.05 * s, yf + 0.035 * s), fill=SHOES)
+        d.ellipse(
+            (xb + ex - 0.05 * s, yf - 0.01 * s, xb + ex + 0.05 * s, yf + 0.035 * s), fill=SHOES
+        )
     if ident.lower_style == 2:  # skirt
-        d.polygon([(cx - hw, yh - 0.02 * s), (cx + hw, yh - 0.02 * s), (cx + hw + 0.06 * s, yk + 0.02 * s),
-                   (cx - hw - 0.06 * s, yk + 0.02 * s)], fill=LOWER)
+        d.polygon(
+            [
+                (cx - hw, yh - 0.02 * s),
+                (cx + hw, yh - 0.02 * s),
+                (cx + hw + 0.06 * s, yk + 0.02 * s),
+                (cx - hw - 0.06 * s, yk + 0.02 * s),
+            ],
+            fill=LOWER,
+        )
     # torso and print
-    d.polygon([(cx - sw, ys), (cx + sw, ys), (cx + hw * 1.05, yh + 0.02 * s), (cx - hw * 1.05, yh + 0.02 * s)],
-              fill=UPPER)
+    d.polygon(
+        [
+            (cx - sw, ys),
+            (cx + sw, ys),
+            (cx + hw * 1.05, yh + 0.02 * s),
+            (cx - hw * 1.05, yh + 0.02 * s),
+        ],
+        fill=UPPER,
+    )
     if ident.logo >= 0 and view == "front":
         lc, lr = (cx, ys + 0.12 * s), 0.05 * s
         if ident.logo == 0:
@@ -288,7 +362,11 @@ def draw_person(ident: Identity, rng: np.random.Generator, height: int, width: i
             d.regular_polygon((lc[0], lc[1], lr * 1.3), 3, fill=PRINT)
     # arms: one visible arm in side view, two otherwise
     swing = rng.uniform(-0.1, 0.1) * s if side else rng.uniform(-0.02, 0.02) * s
-    arms = [(cx, swing)] if side else [(cx - sw + 0.025 * s, -0.02 * s + swing), (cx + sw - 0.025 * s, 0.02 * s + swing)]
+    arms = (
+        [(cx, swing)]
+        if side
+        else [(cx - sw + 0.025 * s, -0.02 * s + swing), (cx + sw - 0.025 * s, 0.02 * s + swing)]
+    )
     aw_px = max(1, int(0.055 * s))
     hands = []
     for ax, dx in arms:
@@ -297,20 +375,34 @@ def draw_person(ident: Identity, rng: np.random.Generator, height: int, width: i
         am = (a0[0] + cut * (a1[0] - a0[0]), a0[1] + cut * (a1[1] - a0[1]))
         d.line([a0, a1], fill=SKIN, width=aw_px)
         d.line([a0, am], fill=UPPER, width=aw_px)
-        d.ellipse((a0[0] - aw_px / 2, a0[1] - aw_px / 2, a0[0] + aw_px / 2, a0[1] + aw_px / 2), fill=UPPER)
-        d.ellipse((a1[0] - 0.028 * s, a1[1] - 0.02 * s, a1[0] + 0.028 * s, a1[1] + 0.035 * s), fill=SKIN)
+        d.ellipse(
+            (a0[0] - aw_px / 2, a0[1] - aw_px / 2, a0[0] + aw_px / 2, a0[1] + aw_px / 2), fill=UPPER
+        )
+        d.ellipse(
+            (a1[0] - 0.028 * s, a1[1] - 0.02 * s, a1[0] + 0.028 * s, a1[1] + 0.035 * s), fill=SKIN
+        )
         hands.append(a1)
     # bags in front of the body
     bag_side = 1 if rng.random() < 0.5 else -1
     if ident.bag == 1 and view == "front":
         for k in (-1, 1):
-            d.line([(cx + k * 0.07 * s, ys), (cx + k * 0.08 * s, ys + 0.2 * s)], fill=BAG, width=max(1, int(0.02 * s)))
+            d.line(
+                [(cx + k * 0.07 * s, ys), (cx + k * 0.08 * s, ys + 0.2 * s)],
+                fill=BAG,
+                width=max(1, int(0.02 * s)),
+            )
     elif ident.bag == 1 and view == "back":
-        d.rounded_rectangle((cx - 0.1 * s, ys + 0.03 * s, cx + 0.1 * s, ys + 0.27 * s), radius=0.03 * s, fill=BAG)
+        d.rounded_rectangle(
+            (cx - 0.1 * s, ys + 0.03 * s, cx + 0.1 * s, ys + 0.27 * s), radius=0.03 * s, fill=BAG
+        )
     elif ident.bag == 2:
         bx = cx + bag_side * (hw + 0.03 * s)
         if not side:
-            d.line([(cx - bag_side * sw * 0.7, ys), (bx, yh - 0.06 * s)], fill=BAG, width=max(1, int(0.018 * s)))
+            d.line(
+                [(cx - bag_side * sw * 0.7, ys), (bx, yh - 0.06 * s)],
+                fill=BAG,
+                width=max(1, int(0.018 * s)),
+            )
         d.rectangle(sorted_box(bx - 0.06 * s, yh - 0.1 * s, bx + 0.05 * s, yh), fill=BAG)
     elif ident.bag == 3:
         hx_, hy_ = hands[0] if bag_side < 0 or side else hands[-1]
@@ -325,11 +417,18 @@ def draw_person(ident: Identity, rng: np.random.Generator, height: int, width: i
     if view == "front":
         d.chord(hair_box, 180, 360, fill=HAIR)
     elif side:
-        d.chord(hair_box, 110 if face > 0 else 210, 330 if face > 0 else 70, fill=HAIR)  # top and back
+        d.chord(
+            hair_box, 110 if face > 0 else 210, 330 if face > 0 else 70, fill=HAIR
+        )  # top and back
     if ident.long_hair and view == "back":
         d.rectangle((hx - 1.0 * r, y0 + r, hx + 1.0 * r, ys + 0.1 * s), fill=HAIR)
     if ident.hat >= 0:
-        d.chord((head[0] - 0.1 * r, head[1] - 0.2 * r, head[2] + 0.1 * r, head[3] - 0.3 * r), 180, 360, fill=HAT)
+        d.chord(
+            (head[0] - 0.1 * r, head[1] - 0.2 * r, head[2] + 0.1 * r, head[3] - 0.3 * r),
+            180,
+            360,
+            fill=HAT,
+        )
         bx0 = head[0] - (0.5 * r if side and face < 0 else 0.1 * r)
         bx1 = head[2] + (0.5 * r if side and face > 0 else 0.1 * r)
         d.rectangle((bx0, y0 + 0.7 * r, bx1, y0 + 0.85 * r), fill=HAT)
@@ -341,7 +440,11 @@ def draw_person(ident: Identity, rng: np.random.Generator, height: int, width: i
     xx = np.arange(W, dtype=np.float32)[None, :]  # (1, W·SS)
     if ident.texture in (1, 2):  # stripes / checks on the upper garment
         p = 0.05 * s
-        pat = ((yy - ys) // p) % 2 == 1 if ident.texture == 1 else (((yy - ys) // p + (xx - cx) // p) % 2) == 1
+        pat = (
+            ((yy - ys) // p) % 2 == 1
+            if ident.texture == 1
+            else (((yy - ys) // p + (xx - cx) // p) % 2) == 1
+        )
         rgb[(L == UPPER) & pat] = lut[PRINT]
     shade = 1 - 0.35 * np.clip(((xx - cx) / (1.6 * sw)) ** 2, 0, 1)  # (1, W·SS): rounded body
     on = L > 0
@@ -373,9 +476,18 @@ def _palette(ident: Identity, rng: np.random.Generator) -> np.ndarray:
 # --------------------------------------------------------------------------- whole image
 
 
-def render_image(ident: Identity, scene: np.ndarray, spot: int, obj: int, obj_x: float,
-                 light: np.ndarray, rng: np.random.Generator, occlusion: float, blur: float,
-                 partial: bool = False) -> tuple[Image.Image, Image.Image]:
+def render_image(
+    ident: Identity,
+    scene: np.ndarray,
+    spot: int,
+    obj: int,
+    obj_x: float,
+    light: np.ndarray,
+    rng: np.random.Generator,
+    occlusion: float,
+    blur: float,
+    partial: bool = False,
+) -> tuple[Image.Image, Image.Image]:
     """One photo and its mask: scene window at ``spot``, object at ``obj_x`` (fraction of the
     width), person, occluder, lighting.
 
@@ -384,7 +496,7 @@ def render_image(ident: Identity, scene: np.ndarray, spot: int, obj: int, obj_x:
     """
     H, W = scene.shape[0], scene.shape[1] // PANO
     u = H / 128
-    bg = Image.fromarray(scene[:, spot:spot + W])
+    bg = Image.fromarray(scene[:, spot : spot + W])
     if obj >= 0:
         draw_object(ImageDraw.Draw(bg), obj, W * obj_x, H * rng.uniform(0.95, 0.98), u)
     prem, alpha = draw_person(ident, rng, H, W, partial)

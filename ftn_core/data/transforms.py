@@ -59,9 +59,15 @@ class RandomPatch(v2.Transform):
 
     _transformed_types = (tv_tensors.Image, _is_plain_tensor)
 
-    def __init__(self, p: float = 0.5, pool_size: int = 1000, min_pool: int = 100,
-                 area: tuple[float, float] = (0.01, 0.5), ratio: tuple[float, float] = (0.1, 10.0),
-                 flip: float = 0.5) -> None:
+    def __init__(
+        self,
+        p: float = 0.5,
+        pool_size: int = 1000,
+        min_pool: int = 100,
+        area: tuple[float, float] = (0.01, 0.5),
+        ratio: tuple[float, float] = (0.1, 10.0),
+        flip: float = 0.5,
+    ) -> None:
         super().__init__()
         if not 0.0 <= p <= 1.0:
             raise ValueError(f"p must be in [0, 1], got {p}")
@@ -128,8 +134,9 @@ def resize_transform(height: int, width: int) -> v2.Compose:
     return v2.Compose([v2.ToImage(), v2.Resize((height, width), antialias=True)])
 
 
-def build_transforms(height: int, width: int, train: bool, flip: float = 0.5, pad: int = 10,
-                     resize: bool = True) -> v2.Compose:
+def build_transforms(
+    height: int, width: int, train: bool, flip: float = 0.5, pad: int = 10, resize: bool = True
+) -> v2.Compose:
     """The per-image train or test pipeline: uint8/PIL (3, h, w) [+ Mask] → float (3, H, W)
     in [0, 1]; resize, then (train) flip and pad + random crop. ``resize=False``: the input is
     already ``resize_transform``'s output. Random patch and erasing are ``BatchAugment``'s.
@@ -157,8 +164,13 @@ class BatchAugment:
 
     def __init__(self, random_patch: float = 0.5, random_erasing: float = 0.5) -> None:
         self.random_patch = RandomPatch(p=random_patch) if random_patch > 0 else None
-        self.erasing = (_ImageErasing(p=random_erasing, scale=(0.02, 0.4), ratio=(0.3, 3.3),
-                                      value=list(IMAGENET_MEAN)) if random_erasing > 0 else None)
+        self.erasing = (
+            _ImageErasing(
+                p=random_erasing, scale=(0.02, 0.4), ratio=(0.3, 3.3), value=list(IMAGENET_MEAN)
+            )
+            if random_erasing > 0
+            else None
+        )
 
     def __call__(self, imgs: torch.Tensor, key: tuple) -> torch.Tensor:
         if self.random_patch is None and self.erasing is None:

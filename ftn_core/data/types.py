@@ -45,8 +45,15 @@ class DatasetSplits:
             return f"  {name:<8} {len({s.pid for s in items}):>6} ids {len(items):>8} images"
 
         return "\n".join(
-            [f"{self.name} ({self.root})", row("train", self.train), row("query", self.query),
-             row("gallery", self.gallery)]
-            + ([f"  skipped  {self.skipped} unreadable image(s), e.g. {self.skipped_paths[0]}"]
-               if self.skipped_paths else [])
+            [
+                f"{self.name} ({self.root})",
+                row("train", self.train),
+                row("query", self.query),
+                row("gallery", self.gallery),
+            ]
+            + (
+                [f"  skipped  {self.skipped} unreadable image(s), e.g. {self.skipped_paths[0]}"]
+                if self.skipped_paths
+                else []
+            )
         )
