@@ -327,7 +327,7 @@ def _own_run(p: PlannedRun, runs: dict) -> bool:
     if run is None:
         return False
     p.run_id = run.info.run_id
-    p.status = "done" if run.info.status == "FINISHED" else "resume"
+    p.status = "done" if store.completed(run) else "resume"
     return True
 
 
@@ -628,6 +628,7 @@ def execute(
     ``keep_checkpoints``. Raises ``Interrupted`` (after marking the run KILLED) on Ctrl-C or
     SIGTERM, wherever it lands.
     """
+    tracking.end_unfinished_runs_killed()
     failed: list[str] = []
     todo = [p for p in plan if p.status not in ("done", "reuse", "busy")]
     for i, p in enumerate(todo, 1):
@@ -751,7 +752,7 @@ def _train_one(
                     measures.log_measures(
                         client, run_id, trainer.model, p.cfg, data.splits, tracking.machine()
                     )
-                mlflow.end_run("FINISHED")
+                tracking.end_run("FINISHED")
                 finished = True
             if not keep_checkpoints:
                 checkpoint_path(work_dir, p).unlink(missing_ok=True)
@@ -765,8 +766,10 @@ def _train_one(
         return False
     except (Interrupted, KeyboardInterrupt) as err:
         if rank == 0 and not finished:
-            mlflow.set_tag("error", str(err) or "interrupted")
-            mlflow.end_run("KILLED")
+            try:
+                mlflow.set_tag("error", str(err) or "interrupted")
+            finally:
+                tracking.end_run("KILLED")
         raise (
             err if isinstance(err, Interrupted) else Interrupted(f"{p.name} interrupted")
         ) from None
@@ -776,12 +779,14 @@ def _train_one(
                 f"error: {p.name}: {err} (run FAILED; going on with the other runs)",
                 file=sys.stderr,
             )
-            mlflow.set_tag("error", str(err))
-            mlflow.end_run("FAILED")
+            try:
+                mlflow.set_tag("error", str(err))
+            finally:
+                tracking.end_run("FAILED")
         return True
     except BaseException:
         if rank == 0 and not finished:
-            mlflow.end_run("FAILED")
+            tracking.end_run("FAILED")
         raise
 
 

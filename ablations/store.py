@@ -517,6 +517,18 @@ def run_lease(folder: Path, key: str) -> Iterator[str | None]:
         fh.close()  # releases the lock; the file stays (removing it would race a waiting process)
 
 
+FINAL_METRIC = "val/rank1"
+"""Logged by every run's final evaluation: a FINISHED run without it never got there."""
+
+
+def completed(run: Run) -> bool:
+    """Whether a run is done: FINISHED with its final evaluation. A run interrupted while its
+    end was being written could be left FINISHED without it (MLflow's exit hook ends a run still
+    active as FINISHED; ``tracking.end_unfinished_runs_killed`` now prevents it): such a run is
+    resumed, never reported or copied."""
+    return run.info.status == "FINISHED" and FINAL_METRIC in run.data.metrics
+
+
 def child_runs(
     client: MlflowClient, experiment_id: str
 ) -> dict[tuple[str, int, str, str, str], Run]:
@@ -539,7 +551,7 @@ def child_runs(
             tags.get("data_digest", ""),
             tags.get("init_digest", ""),
         )
-        if key not in out or (run.info.status == "FINISHED" and out[key].info.status != "FINISHED"):
+        if key not in out or (completed(run) and not completed(out[key])):
             out[key] = run
     return out
 
@@ -564,7 +576,7 @@ def finished_by_config(client: MlflowClient) -> dict[tuple[str, str, str], Run]:
                 tags.get("data_digest", ""),
                 tags.get("init_digest", ""),
             )
-            if all(key[:2]) and "reused_from" not in tags and key not in out:
+            if all(key[:2]) and "reused_from" not in tags and key not in out and completed(run):
                 out[key] = run
     return out
 

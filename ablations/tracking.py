@@ -5,10 +5,14 @@ LoggedModel, and the machine and commit it ran on.
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import json
 import os
 import subprocess
+import sys
 import tempfile
+import time
 import warnings
 from pathlib import Path
 from typing import Any
@@ -208,3 +212,57 @@ def log_embedding_model(model: Any, metrics: dict[str, float], splits: Any) -> s
         }
     )
     return log_served_model(state, splits.query[0].path if splits.query else None, params)
+
+
+END_TRIES = 6
+"""How often a run's end status is written before giving up (another job may hold the SQLite
+store's write lock: 0.25 s, 0.5 s, … 8 s apart)."""
+
+
+def _terminate(run_id: str, status: str) -> None:
+    for i in range(END_TRIES):
+        try:
+            MlflowClient().set_terminated(run_id, status)
+            return
+        except Exception:  # noqa: BLE001 - "database is locked" comes as several types
+            if i == END_TRIES - 1:
+                raise
+            time.sleep(0.25 * 2**i)
+
+
+def end_run(status: str) -> None:
+    """End the active run as ``status``. MLflow pops its active run before it writes the status,
+    so a write that fails (the store locked by another job) is retried here; and a run never stays
+    active for MLflow's exit hook, which would end it FINISHED (``end_unfinished_runs_killed``)."""
+    run = mlflow.active_run()
+    if run is None:
+        return
+    try:
+        mlflow.end_run(status)
+    except Exception:  # noqa: BLE001 - written again below, whatever failed
+        while (
+            mlflow.active_run() is not None and mlflow.active_run().info.run_id == run.info.run_id
+        ):
+            mlflow.tracking.fluent._active_run_stack.get().pop()
+        _terminate(run.info.run_id, status)
+
+
+def _kill_active_runs() -> None:
+    """At exit: a run still active was not ended by the code that trains it (a second Ctrl-C, an
+    error while it was being ended): it is KILLED, never FINISHED."""
+    while (run := mlflow.active_run()) is not None:
+        with contextlib.suppress(Exception):
+            end_run("KILLED")
+        if mlflow.active_run() is run:  # could not be popped: stop trying
+            break
+
+
+def end_unfinished_runs_killed() -> None:
+    """Replace MLflow's exit hook, which ends a run still active as FINISHED (so an interrupted
+    run, with no final metrics, would read as done), by one that ends it KILLED."""
+    fluent = sys.modules.get("mlflow.tracking.fluent")
+    hook = getattr(fluent, "_safe_end_run", None)
+    if hook is not None:
+        atexit.unregister(hook)
+    atexit.unregister(_kill_active_runs)
+    atexit.register(_kill_active_runs)

@@ -27,6 +27,7 @@ from mlflow.store.artifact.local_artifact_repo import LocalArtifactRepository
 from ablations.store import (
     CHILD_RUNS,
     CONFIG_JSON,
+    FINAL_METRIC,
     PARENT_RUNS,
     PER_QUERY,
     ExperimentName,
@@ -228,6 +229,12 @@ def load_runs(client: MlflowClient, exp: Experiment, study: Study | None = None)
         )
         drop(df["status"] == status, f"{status} run(s){still}")
     drop(df["status"] != "FINISHED", "run(s) with another status")
+    final = f"metrics.{FINAL_METRIC}"
+    drop(
+        df[final].isna() if final in df else pd.Series(True, index=df.index),
+        "FINISHED run(s) without their final evaluation (interrupted as they ended): the same "
+        "`run.py` command resumes them",
+    )
     drop(df["variant"].isna() | df["seed"].isna(), "run(s) without variant/seed tags")
     drop(
         ~df["variant"].isin(list(known)),

@@ -189,8 +189,8 @@ def test_rank_lists_of_two_models_show_the_same_queries(tmp_path, monkeypatch):
         "top10": np.array([[1, 0, 2], [0, 1, 2]]),
     }
     read: list[str] = []
-    real = ranklists.read_image
-    monkeypatch.setattr(ranklists, "read_image", lambda p: read.append(str(p)) or real(p))
+    real = ranklists._image
+    monkeypatch.setattr(ranklists, "_image", lambda p: read.append(str(p)) or real(p))
     queries = {str(q.path): i for i, q in enumerate(ds.query)}
 
     def drawn(arrays, picks=None) -> list[int]:

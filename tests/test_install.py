@@ -123,7 +123,10 @@ def test_ci_installs_only_through_make_test():
     assert script[-1] == "make test"
     assert not [line for line in script if re.search(r"\bpip3?\b|python3? -m pip", line)], script
     make = (REPO / "Makefile").read_text(encoding="utf-8")
-    assert re.search(r"^test: venv$", make, flags=re.M)
+    # The tests, after the lint and format check of the code (`make lint`: ruff, installed
+    # with the dev extra through the constraints like everything else).
+    assert re.search(r"^test: venv lint$", make, flags=re.M)
+    assert re.search(r"^lint: venv\n\t\$\(BIN\)/ruff check \.\n\t\$\(BIN\)/ruff format --check \.$", make, flags=re.M)
 
 
 def make_tree(tmp_path: Path) -> Path:
