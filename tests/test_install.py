@@ -126,7 +126,11 @@ def test_ci_installs_only_through_make_test():
     # The tests, after the lint and format check of the code (`make lint`: ruff, installed
     # with the dev extra through the constraints like everything else).
     assert re.search(r"^test: venv lint$", make, flags=re.M)
-    assert re.search(r"^lint: venv\n\t\$\(BIN\)/ruff check \.\n\t\$\(BIN\)/ruff format --check \.$", make, flags=re.M)
+    assert re.search(
+        r"^lint: venv\n\t\$\(BIN\)/ruff check \.\n\t\$\(BIN\)/ruff format --check \.$",
+        make,
+        flags=re.M,
+    )
 
 
 def make_tree(tmp_path: Path) -> Path:
