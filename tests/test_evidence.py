@@ -196,7 +196,6 @@ def _committed() -> list[Path]:
     )
 
 
-@pytest.mark.xfail(strict=False, reason="committed reports are rebuilt with evidence by the lead")
 def test_every_committed_report_ships_its_evidence():
     lacking = [
         str(f.relative_to(REPO))
