@@ -54,6 +54,7 @@ from reports import (  # noqa: E402
 )
 from reports.index import experiment_readme, in_repository, table_index  # noqa: E402
 from reports.load import (  # noqa: E402
+    EPOCH_SECONDS,
     LOSS_KEYS,
     TableRuns,
     artifact_json,
@@ -121,6 +122,8 @@ def build_experiment(
     if hist.empty:
         rep.notes.append("no train/loss_* or val/mAP history logged: no training curves")
     rep.figures["curves"] = figures.training_curves(hist, order, tr.table, folder / "curves")
+    spent = metric_history(client, tr.runs, (EPOCH_SECONDS,))
+    rep.train_seconds = float(spent["value"].sum()) if len(spent) else None
     if visuals:  # drawn from figure data and images not shipped: a rebuild keeps them as they are
         client.as_is(rep, "visuals", lambda: draw_visuals(client, tr, rep))
     per_run = diagnostics_table.run_values(

@@ -152,6 +152,18 @@ def _agreement(rho: float, n: int, metric: str) -> str:
     return f"{metric}: Spearman ρ = {tables.signed(rho, 2)} over {n} variants — our ordering {word} the paper's"
 
 
+def _training_time(rep: Report) -> str:
+    """ " Training took 3.4 run-hours …": the sum of every epoch's logged wall time."""
+    if rep.train_seconds is None:
+        return ""
+    return (
+        f" Training took {rep.train_seconds / 3600:.1f} run-hours ({rep.train_seconds:.0f} s): the "
+        f"sum of the epochs' wall "
+        f"times the runs logged (`train/epoch_seconds`; start-up and the final evaluation left out, "
+        f"a copied run counted with its source's time, runs side by side each counted whole)."
+    )
+
+
 def _provenance(tr) -> str:
     """Which code, machines and commands made the runs: figures are tied to all three."""
 
@@ -257,7 +269,7 @@ def experiment_readme(rep: Report) -> str:
         ),
         "",
     ]
-    out += [_provenance(tr), ""]
+    out += [_provenance(tr) + _training_time(rep), ""]
     out += tables.seed_rule_note(tr, s)
     if tr.left_out:
         out += ["Runs left out: " + "; ".join(tr.left_out) + ".", ""]

@@ -60,6 +60,8 @@ FG_NORM_KEYS = tuple(f"fg_focus_norm_{m}" for m in FOCUS_MAPS)
 """Normalised focus: 0 = uniform map, 100 = best map at the map's resolution."""
 MASK_AUC_KEYS = tuple(f"mask_auc_{m}" for m in SOFT_MASKS)
 """Pixel ROC AUC × 100 of each soft mask against the person mask; 50 = chance."""
+EPOCH_SECONDS = "train/epoch_seconds"
+"""Each epoch's wall time, logged by the engine: a report sums them into run-hours."""
 LOSS_KEYS = (
     "train/loss_ce",
     "train/loss_triplet",

@@ -46,6 +46,9 @@ class Report:
     (``reports.evidence``)."""
     efficiency_note: str = ""
     """The line under the efficiency table (``efficiency.latency_note``)."""
+    train_seconds: float | None = None
+    """The kept runs' logged epoch wall times, summed (``train/epoch_seconds``); None when no
+    run logged them."""
     attention_costs: dict | None = None
     """CFA's and PAM-CAM's cost at the paper's setting, as a run measured them
     (``efficiency.json``'s ``attention_costs``); None without an efficiency table."""

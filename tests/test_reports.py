@@ -528,6 +528,9 @@ def test_readme_is_honest_and_complete(report):
     # c: ΔR-1 −6 vs √(7.07² + 1.41²) = 7.2; ΔmAP −3 vs √(2.83² + 1.41²) = 3.2.
     assert "within the seed spread (R-1 ±7.2, mAP ±3.2)." in text
     assert "**(g) Gm·PAm·CAm (FTN)** beats our Baseline on R-1 and mAP" in text
+    # Run-hours: each kept run logs train/epoch_seconds = 1 per epoch (oracle 3 epochs, others 2).
+    seconds = sum(3 if v == "oracle" else 2 for v, _ in RESULTS)
+    assert f"Training took 0.0 run-hours ({seconds} s): the sum of the epochs' wall times" in text
     assert "1 FAILED run(s) (g-s0)" in text and "older duplicate" in text
     assert "Market-1501 numbers are shown instead" in text
     assert "Spearman ρ = +1.00 over 3 variants" in text

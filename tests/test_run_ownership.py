@@ -158,6 +158,7 @@ def test_old_runs_are_found_by_their_legacy_hash(store, data_root):
             "data_digest": p.data_digest,
         },
     )
+    client.log_metric(run.info.run_id, "val/rank1", 50.0)  # a finished run's final evaluation
     client.set_terminated(run.info.run_id, "FINISHED")
     runner.mark_existing(plan, client)
     assert (p.status, p.run_id) == ("done", run.info.run_id)
@@ -254,6 +255,7 @@ def test_a_run_finished_meanwhile_is_not_trained_again(store, data_root, capsys,
     p = plan[0]
     exp_id = mlstore.get_or_create_experiment(client, p.experiment)
     done = client.create_run(exp_id, run_name=p.name, tags=runner._child_tags(p))
+    client.log_metric(done.info.run_id, "val/rank1", 50.0)  # its final evaluation
     client.set_terminated(done.info.run_id, "FINISHED")
     leases = mlstore.lease_dir(store["uri"], Path(store["work"]))
     assert runner.execute(plan, client, Path(store["work"]), {}, splits, leases=leases) == []
