@@ -369,6 +369,19 @@ def add_uncertainty(
         ]
         if m == DELTA_METRICS[0]:
             df["covers"] = [d.covers if d and d.seeds else "" for d in deltas]
+    for m in DELTA_METRICS:  # a control against the row it is for (``reference`` in the study)
+        vs = []
+        for v in df["variant"]:
+            ref = reference_of(tr, v)
+            d = None
+            if v != base and ref != base and tr.same_data(v, ref):
+                d = stats.delta_interval(
+                    stats.paired_matrix(by_seed(per_query, v, m), by_seed(per_query, ref, m))
+                )
+            vs.append(d if d is not None and not math.isnan(d.lo) else None)
+        df[f"d_{m}_vs_ref_lo"] = [d.lo if d else math.nan for d in vs]
+        df[f"d_{m}_vs_ref_hi"] = [d.hi if d else math.nan for d in vs]
+        df[f"d_{m}_vs_ref_mark"] = [d.mark if d else "" for d in vs]
     floors = [stats.chaos_floor(by_seed(per_query, v, "rank1")) for v in df["variant"]]
     df["rank1_seed_sd"], df["rank1_floor"] = [f.seed_sd for f in floors], [f.floor for f in floors]
     df["rank1_floor_seeds"] = [f.seeds for f in floors]
@@ -631,12 +644,6 @@ def verdicts(summary: pd.DataFrame) -> list[str]:
         if math.isnan(d1) and math.isnan(dm):
             lines.append(f"**{r.variant_label}**: no R-1 / mAP logged, so it cannot be compared.")
             continue
-        better = [
-            METRICS[m] for m, d in (("rank1", d1), ("mAP", dm)) if not math.isnan(d) and d > 0
-        ]
-        worse = [
-            METRICS[m] for m, d in (("rank1", d1), ("mAP", dm)) if not math.isnan(d) and d <= 0
-        ]
         nums = f"Δ R-1 {_delta(d1)}, Δ mAP {_delta(dm)}{paper}"
         marks = {METRICS[m]: getattr(r, f"d_{m}_mark", "") or "" for m in DELTA_METRICS}
         if any(marks.values()):  # the paired intervals decide the words, not the signs
@@ -647,18 +654,17 @@ def verdicts(summary: pd.DataFrame) -> list[str]:
                 f"{', ' + covers if covers.startswith('query sampling only') else ''})."
             )
             continue
-        if not better:
-            verdict = f"does **not** beat {ours_name}"
-        elif worse:
-            verdict = (
-                f"beats {ours_name} on {' and '.join(better)} but **not** on {' and '.join(worse)}"
-            )
-        else:
-            verdict = f"beats {ours_name} on R-1 and mAP"
-        noise = _within_noise(summary, r, base)
-        lines.append(f"**{r.variant_label}** {verdict} ({nums}){noise}.")
+        lines.append(f"**{r.variant_label}**: {nums}{NO_INTERVAL}.")
     lines += [_control_verdict(summary, r) for r in summary[control].itertuples()]
     return lines
+
+
+NO_INTERVAL = (
+    "; no per-query results, so no interval and no verdict (`python ablations/per_query.py` "
+    "adds them)"
+)
+"""What a comparison without paired per-query results says: the one verdict system is the paired
+interval (``stats.delta_interval``); a sign or a seed spread is never a verdict."""
 
 
 def _by_marks(marks: dict[str, str], ours: str) -> str:
@@ -712,16 +718,16 @@ def _control_verdict(summary: pd.DataFrame, r) -> str:
             f"runs at its seeds to compare it with."
         )
     noise = _within_noise(summary, r, ref, d)
-    gain = any(not math.isnan(v) and v > 0 for v in d.values())
+    said = f"{head} scores {_deltas(d)} against ({ref}) ({_deltas(ours)} against {reference_name(summary)})"
+    marks = [getattr(r, f"d_{m}_vs_ref_mark", "") or "" for m in DELTA_METRICS]
+    if not any(marks):
+        return f"{said}{noise}."
     meaning = (
         f"the headroom a better foreground target could give ({ref})"
-        if gain
+        if "better" in marks
         else f"a better foreground target would not help ({ref})"
     )
-    return (
-        f"{head} scores {_deltas(d)} against ({ref}) ({_deltas(ours)} against "
-        f"{reference_name(summary)}): {meaning}{noise}."
-    )
+    return f"{said}: {meaning}{noise}."
 
 
 def _explained(summary: pd.DataFrame, control: dict[str, float]) -> str:
@@ -756,27 +762,21 @@ def _explained(summary: pd.DataFrame, control: dict[str, float]) -> str:
 def _within_noise(
     summary: pd.DataFrame, r, ref: str = BASELINE, deltas: dict[str, float] | None = None
 ) -> str:
-    """Flag a change smaller than the seed spread of the two rows compared (√(σ₁² + σ₂²));
-    ``deltas``: the changes against ``ref`` (default: ``d_<m>``, against the Baseline)."""
+    """The paired 95 % interval's marks of a comparison: against the study's reference row
+    (``d_<m>_mark``) or, given ``deltas`` (the changes against the row ``ref`` a control is for),
+    against that row (``d_<m>_vs_ref_mark``); without per-query results, no verdict."""
     base = summary[summary["variant"] == ref].iloc[0]
-    marks = (
-        [getattr(r, f"d_{m}_mark", "") for m in DELTA_METRICS]
-        if ref == _reference(summary) and deltas is None
-        else []
-    )
-    if any(marks):  # per-query results: the paired interval decides
-        scope = "" if r.n > 1 and base["n"] > 1 else ", query sampling only (one seed)"
-        return f"; paired 95 % CI{scope}: " + ", ".join(
-            f"{METRICS[m]} {mark}" for m, mark in zip(DELTA_METRICS, marks) if mark
+    suffix = "_vs_ref" if deltas is not None else ""
+    marks = [getattr(r, f"d_{m}{suffix}_mark", "") or "" for m in DELTA_METRICS]
+    if not any(marks):
+        return NO_INTERVAL
+    scope = "" if r.n > 1 and base["n"] > 1 else ", query sampling only (one seed)"
+    shown = []
+    for m, mark in zip(DELTA_METRICS, marks):
+        if not mark:
+            continue
+        lo, hi = (getattr(r, f"d_{m}{suffix}_{x}", math.nan) for x in ("lo", "hi"))
+        shown.append(
+            f"{METRICS[m]} {_interval(lo, hi)} {mark}" if suffix else f"{METRICS[m]} {mark}"
         )
-    if r.n < 2 or base["n"] < 2:
-        return "; one seed only, so the change may be noise"
-    flagged = []
-    for m in DELTA_METRICS:
-        spread = float(np.sqrt(np.nansum([base[f"{m}_std"] ** 2, getattr(r, f"{m}_std") ** 2])))
-        d = deltas[m] if deltas is not None else getattr(r, f"d_{m}")
-        if not math.isnan(d) and abs(d) < spread:
-            flagged.append(f"{METRICS[m]} ±{spread:.1f}")
-    if flagged:
-        return f"; within the seed spread ({', '.join(flagged)})"
-    return ""
+    return f"; paired 95 % CI{scope}: " + ", ".join(shown)

@@ -422,21 +422,23 @@ def test_numbers_that_round_to_zero_print_without_a_minus():
 def test_control_verdicts(report, store):
     _, folder = report
     text = (folder / "README.md").read_text()
-    # base_matched: R-1 (52, 54) vs (50, 60): −2, spread √(50 + 2) = 7.2; mAP (41, 41) vs
-    # (40, 44): −1, spread √8 = 2.8. (g) gains, so there is nothing to explain.
+    # base_matched: R-1 (52, 54) vs (50, 60): −2; mAP (41, 41) vs (40, 44): −1. These runs have
+    # no per-query results: no interval, so no verdict, only the numbers. (g) gains, so there
+    # is nothing to explain.
+    no_verdict = tables.NO_INTERVAL
     assert (
         "**Base. with TF-Dec's Re-ID updates (control)** scores Δ R-1 −2.0, Δ mAP −1.0 "
-        "against our Baseline; within the seed spread (R-1 ±7.2, mAP ±2.8). (g) does not "
+        f"against our Baseline{no_verdict}. (g) does not "
         "lose R-1 against the Baseline (+16.0), so there is no R-1 loss to explain; (g) does "
         "not lose mAP against the Baseline (+19.0), so there is no mAP loss to "
         "explain."
     ) in text
-    # oracle vs g: 75 − 71 = +4, 64 − 61 = +3, both above the spread √(2 + 2) = 2.0.
+    # oracle vs g: 75 − 71 = +4, 64 − 61 = +3; no interval, so neither headroom nor its absence.
     assert (
         "**(g) with the true person mask as target (control)** scores Δ R-1 +4.0, Δ mAP +3.0 "
-        "against (g) (Δ R-1 +20.0, Δ mAP +22.0 against our Baseline): the headroom a better "
-        "foreground target could give (g)."
+        f"against (g) (Δ R-1 +20.0, Δ mAP +22.0 against our Baseline){no_verdict}."
     ) in text
+    assert "seed spread (" not in text and "headroom" not in text
     assert "(control)** does **not** beat" not in text and "(control)** beats" not in text
     assert "Spearman ρ = +1.00 over 3 variants" in text  # controls not counted
     # Where (g) loses: base_matched's −2 of (g)'s −6 R-1 is 33 %; a control that gains mAP
@@ -524,10 +526,11 @@ def test_diagnostics_table_by_hand(report, store):
 def test_readme_is_honest_and_complete(report):
     _, folder = report
     text = (folder / "README.md").read_text()
-    assert "**(c) Gm** does **not** beat our Baseline" in text
-    # c: ΔR-1 −6 vs √(7.07² + 1.41²) = 7.2; ΔmAP −3 vs √(2.83² + 1.41²) = 3.2.
-    assert "within the seed spread (R-1 ±7.2, mAP ±3.2)." in text
-    assert "**(g) Gm·PAm·CAm (FTN)** beats our Baseline on R-1 and mAP" in text
+    # No per-query results in this store: each row gives its numbers and says there is no
+    # verdict; no sign or seed spread stands in for the paired interval.
+    assert f"**(c) Gm**: Δ R-1 −6.0, Δ mAP −3.0; paper +1.0 / +2.4{tables.NO_INTERVAL}." in text
+    assert "**(g) Gm·PAm·CAm (FTN)**: Δ R-1 +16.0, Δ mAP +19.0" in text
+    assert "beats our Baseline" not in text and "seed spread (" not in text
     # Run-hours: each kept run logs train/epoch_seconds = 1 per epoch (oracle 3 epochs, others 2).
     seconds = sum(3 if v == "oracle" else 2 for v, _ in RESULTS)
     assert f"Training took 0.0 run-hours ({seconds} s): the sum of the epochs' wall times" in text
@@ -682,8 +685,7 @@ def test_real_dataset_uses_its_own_paper_numbers(tmp_path):
     )
     text = (out / "README.md").read_text()
     assert "Paper numbers: CUHK03 (labeled)." in text
-    assert "**FTN** beats our Baseline on mAP but **not** on R-1" in text
-    assert "one seed only, so the change may be noise" in text
+    assert f"**FTN**: Δ R-1 −2.0, Δ mAP +1.0; paper +13.3 / +12.5{tables.NO_INTERVAL}." in text
     assert "visual figures: base-s0: no figure_data.npz" in text  # its data was not there
     # No person masks on real data: only the gradient ratio (mean of 0.01 and 0.03) is left.
     diag = pd.read_csv(out / "diagnostics.csv").set_index("variant")
@@ -1254,3 +1256,51 @@ def test_the_header_commands_train_exactly_the_pages_runs(tmp_path):
     assert retrain_commands(replace(tr, runs=same)) == [
         "python ablations/run.py --table 1 --preset tiny --seeds 0 1 2 3 4" + tail
     ]
+
+
+def test_a_control_is_judged_against_its_own_row_by_the_paired_interval(tmp_path):
+    """oracle against (g), not against the Baseline: its own paired interval and mark decide
+    the sentence, as for every other comparison."""
+    hits = {
+        ("base", 0): [0],
+        ("base", 1): [0, 1],
+        ("base", 2): [0],
+        ("g", 0): [0, 1, 2],
+        ("g", 1): [0, 1, 2, 3],
+        ("g", 2): [0, 1],
+        ("oracle", 0): [0, 1, 2, 3, 4, 5],
+        ("oracle", 1): [0, 1, 2, 3, 4, 5, 6],
+        ("oracle", 2): [0, 1, 2, 3, 4, 5],
+    }
+    runs = []
+    for (variant, seed), first in hits.items():
+        arrays, final = _hits(first)
+        runs.append(FakeRun(variant, seed, final, per_query=arrays))
+    uri = new_store(tmp_path / "store")
+    log_experiment(uri, tmp_path / "store", runs)
+    assert (
+        build.main(
+            [
+                "--tracking-uri",
+                uri,
+                "--out",
+                str(tmp_path / "out"),
+                "--no-visual",
+                "--no-efficiency",
+                "--no-log",
+            ]
+        )
+        == 0
+    )
+    folder = tmp_path / "out" / "table2" / "synthetic-tiny"
+    table = pd.read_csv(folder / "table.csv").set_index("variant")
+    # oracle − g per seed: R-1 +30, +30, +40 (mean +33.3), every seed above 0.
+    assert (
+        table.loc["oracle", "d_rank1_vs_ref_lo"] > 0
+        and table.loc["oracle", "d_rank1_vs_ref_mark"] == "better"
+    )
+    text = (folder / "README.md").read_text()
+    line = next(x for x in text.splitlines() if x.startswith("- **(g) with the true person mask"))
+    assert "scores Δ R-1 +33.3" in line and "against (g)" in line
+    assert ": the headroom a better foreground target could give (g); paired 95 % CI: R-1 [" in line
+    assert "] better" in line
