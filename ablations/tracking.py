@@ -76,8 +76,9 @@ def git_commit() -> str:
 
 
 def log_extras() -> bool:
-    """Whether a training run logs its extras: ``cmc.png``, ``ranklist.png``, the LoggedModel
-    and MLflow's system metrics. On unless the environment sets ``FTN_LOG_EXTRAS=0`` (the test
+    """Whether a training run logs its extras: ``cmc.png``, ``ranklist.png``, the LoggedModel,
+    MLflow's system metrics, and what reports read of its model (``efficiency.json``,
+    ``figure_data.npz``: ``ablations.measures``; ``per_query.py`` adds them later). On unless the environment sets ``FTN_LOG_EXTRAS=0`` (the test
     suite does, outside the tests that check them: they take seconds a run)."""
     return os.environ.get("FTN_LOG_EXTRAS", "1") != "0"
 

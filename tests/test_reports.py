@@ -1093,6 +1093,20 @@ def _hits(first: list[int]) -> tuple[dict[str, np.ndarray], dict[str, float]]:
     return arrays, {"rank1": 10.0 * len(first), "mAP": 100 * float(arrays["ap"].mean())}
 
 
+def _hits_report(tmp_path: Path, hits: dict[tuple[str, int], list[int]]) -> Path:
+    """Table 2's report folder (no figures, no cost table) built from one run per (variant,
+    seed) of ``hits``, each with the per-query results of ``_hits``."""
+    runs = []
+    for (variant, seed), first in hits.items():
+        arrays, final = _hits(first)
+        runs.append(FakeRun(variant, seed, final, per_query=arrays))
+    uri = new_store(tmp_path / "store")
+    log_experiment(uri, tmp_path / "store", runs)
+    argv = ["--tracking-uri", uri, "--out", str(tmp_path / "out"), "--no-visual"]
+    assert build.main(argv + ["--no-efficiency", "--no-log"]) == 0
+    return tmp_path / "out" / "table2" / "synthetic-tiny"
+
+
 def test_the_report_sets_each_rows_seed_spread_beside_its_chaos_floor(tmp_path):
     # base hits queries 0-2, 0-3, 0-1 (R-1 30, 40, 20: SD 10); queries 2 and 3 are hit by 2 and
     # 1 of 3 seeds: floor = 100 · √(2 · (1/3 · 2/3) · 3/2) / 10 = 8.16, 1.2 × below the SD.
@@ -1105,27 +1119,7 @@ def test_the_report_sets_each_rows_seed_spread_beside_its_chaos_floor(tmp_path):
         ("g", 1): [0, 1, 2, 3, 4],
         ("g", 2): [0, 1, 2, 3, 4, 5],
     }
-    runs = []
-    for (variant, seed), first in hits.items():
-        arrays, final = _hits(first)
-        runs.append(FakeRun(variant, seed, final, per_query=arrays))
-    uri = new_store(tmp_path / "store")
-    log_experiment(uri, tmp_path / "store", runs)
-    assert (
-        build.main(
-            [
-                "--tracking-uri",
-                uri,
-                "--out",
-                str(tmp_path / "out"),
-                "--no-visual",
-                "--no-efficiency",
-                "--no-log",
-            ]
-        )
-        == 0
-    )
-    folder = tmp_path / "out" / "table2" / "synthetic-tiny"
+    folder = _hits_report(tmp_path, hits)
     table = pd.read_csv(folder / "table.csv").set_index("variant")
     floor = 100 * math.sqrt(2 * 2 / 9 * 1.5) / 10
     assert table.loc["base", "rank1_floor"] == pytest.approx(floor, abs=1e-3)
@@ -1272,27 +1266,7 @@ def test_a_control_is_judged_against_its_own_row_by_the_paired_interval(tmp_path
         ("oracle", 1): [0, 1, 2, 3, 4, 5, 6],
         ("oracle", 2): [0, 1, 2, 3, 4, 5],
     }
-    runs = []
-    for (variant, seed), first in hits.items():
-        arrays, final = _hits(first)
-        runs.append(FakeRun(variant, seed, final, per_query=arrays))
-    uri = new_store(tmp_path / "store")
-    log_experiment(uri, tmp_path / "store", runs)
-    assert (
-        build.main(
-            [
-                "--tracking-uri",
-                uri,
-                "--out",
-                str(tmp_path / "out"),
-                "--no-visual",
-                "--no-efficiency",
-                "--no-log",
-            ]
-        )
-        == 0
-    )
-    folder = tmp_path / "out" / "table2" / "synthetic-tiny"
+    folder = _hits_report(tmp_path, hits)
     table = pd.read_csv(folder / "table.csv").set_index("variant")
     # oracle − g per seed: R-1 +30, +30, +40 (mean +33.3), every seed above 0.
     assert (
