@@ -44,9 +44,19 @@ TOP_KEYS = {
     "row",
     "sweep",
     "claim",
+    "reference_name",
+    "full",
 }
-ROW_KEYS = {"key", "label", "set", "control", "reference"}
-CLAIM_KEYS = {"text", "holds_if", "metric", "source"}
+ROW_KEYS = {"key", "label", "set", "control", "reference", "short", "explains"}
+CLAIM_KEYS = {"text", "holds_if", "metric", "source", "check", "row"}
+CHECKS = {
+    "order": "the paired 95 % interval of every A − B in `holds_if` is above 0",
+    "cfa_cost": "CFA's parameters and MACs, and its saving against PAM-CAM, as the runs measured "
+    "them at the paper's setting, are the paper's",
+    "focus": "the normalised foreground focus of CFA's output A′ in the row `row` is above 0 "
+    "(95 % interval over seeds)",
+}
+"""What a ``[[claim]]`` can check (``check``; ``order`` when it is not given)."""
 SWEEP_KEYS = {"field", "values", "label"}
 NOT_IN_A_STUDY = {
     "train.seed": "a run's seed comes only from --seeds (run.py --seeds 0 1 2 trains every row at each)",
@@ -78,6 +88,11 @@ class Variant:
     """Not a row of the paper: a control that tells mechanisms apart (run with ``--controls``)."""
     reference: str | None = None
     """The row this row is compared with in its own sentence (a control's); None: the study's."""
+    short: str = ""
+    """The row's name in a figure's column heading (``key`` when empty)."""
+    explains: str | None = None
+    """A control against the study's reference: the row whose Δ its own Δ accounts for a share
+    of (Table 2's ``base_matched`` explains (g)'s loss); None: none."""
 
     def apply(self, cfg: Config) -> Config:
         """``cfg`` with this row's changes."""
@@ -92,12 +107,16 @@ class Variant:
 
 @dataclass(frozen=True)
 class Claim:
-    """ "A > B" for every (A, B) in ``pairs``, on ``metric``, judged by the paired 95 % interval."""
+    """What ``check`` (``CHECKS``) tests: "A > B" for every (A, B) in ``pairs``, on ``metric``,
+    judged by the paired 95 % interval (``order``); CFA's measured cost (``cfa_cost``); the
+    foreground focus of the row ``row`` (``focus``)."""
 
     text: str
     pairs: tuple[tuple[str, str], ...]
     metric: str = "rank1"
     source: str = ""
+    check: str = "order"
+    row: str = ""
 
 
 @dataclass(frozen=True)
@@ -129,6 +148,12 @@ class Study:
     """The keys the file's top-level ``set`` gives every row (``--set`` may not change them)."""
     rows_on_different_data: bool = False
     """The file says its rows choose different data (``DATA_KEYS``): reports never pair those."""
+    reference_name: str = ""
+    """What the reports call the reference row ("Baseline" in the paper's tables: "our
+    Baseline"); empty: "the reference row"."""
+    full: str | None = None
+    """The row the report's figures and rank lists set beside the reference (the paper's full
+    model: ``cfa`` in Table 1, ``g`` in Table 2); None: the reference alone."""
 
     def __str__(self) -> str:
         return self.name
@@ -309,6 +334,20 @@ def parse(text: str, where: str, shipped: bool = False) -> Study:
     for v in rows:
         if v.reference is not None and v.reference not in keys:
             fail(f"reference = {v.reference!r}: not a row", v.key)
+        if v.explains is not None and v.explains not in keys:
+            fail(f"explains = {v.explains!r}: not a row", v.key)
+        if v.explains is not None and (v.reference or reference) != reference:
+            fail(
+                f"explains = {v.explains!r}: only a row compared with the study's reference "
+                f"({reference!r}) can explain a share of another row's Δ against it",
+                v.key,
+            )
+    full = doc.get("full")
+    if full is not None and full not in keys:
+        fail(f"full = {full!r}: not a row (rows: {', '.join(v.key for v in rows)})")
+    reference_name = doc.get("reference_name", "")
+    if not isinstance(reference_name, str):
+        fail('`reference_name` must be a string, e.g. reference_name = "Baseline"')
     orderings: dict[str, list[tuple[str, str, str, str]]] = {}
     claims = tuple(
         _claim(entry, i, keys, name, orderings, fail)
@@ -328,6 +367,8 @@ def parse(text: str, where: str, shipped: bool = False) -> Study:
         text,
         tuple(shared),
         different_data,
+        reference_name,
+        full,
     )
 
 
@@ -383,8 +424,15 @@ def _row(entry: dict, i: int, base: dict[str, Any], fail) -> Variant:
     reference = entry.get("reference")
     if reference is not None and not isinstance(reference, str):
         where("`reference` must be a row key")
+    short = entry.get("short", "")
+    if not isinstance(short, str):
+        where("`short` must be a string")
+    explains = entry.get("explains")
+    if explains is not None and not isinstance(explains, str):
+        where("`explains` must be a row key")
     changes = {**base, **{k: _value(k, v, where) for k, v in sets.items()}}
-    return _checked(Variant(key, label, tuple(changes.items()), control, reference), where)
+    row = Variant(key, label, tuple(changes.items()), control, reference, short, explains)
+    return _checked(row, where)
 
 
 def _fail_row(fail, row: str, problem: str) -> typing.NoReturn:
@@ -537,6 +585,26 @@ def _claim(
     metric = entry.get("metric", "R-1")
     if metric not in METRICS:
         fail(f"{where}: metric = {metric!r}: unknown; one of R-1, mAP")
+    source = entry.get("source", study)
+    if not isinstance(source, str):
+        fail(f"{where}: `source` must be a string")
+    check = entry.get("check", "order")
+    if check not in CHECKS:
+        fail(f"{where}: check = {check!r}: unknown; one of {', '.join(map(repr, CHECKS))}")
+    row = entry.get("row", "")
+    if check != "order":
+        if "holds_if" in entry:
+            fail(f'{where}: check = {check!r} takes no `holds_if` (it is for check = "order")')
+        if check == "focus" and row not in keys:
+            fail(
+                f'{where}: check = "focus" needs `row`, the row whose focus is claimed '
+                f"(rows: {', '.join(sorted(keys))})"
+            )
+        if check != "focus" and row:
+            fail(f'{where}: `row` is for check = "focus" only')
+        return Claim(text, (), METRICS[metric], source, check, row)
+    if row:
+        fail(f'{where}: `row` is for check = "focus" only')
     holds = entry.get("holds_if")
     items = [holds] if isinstance(holds, str) else holds
     if not isinstance(items, list) or not items or not all(isinstance(x, str) for x in items):
@@ -567,9 +635,6 @@ def _claim(
             )
         known.append((*pair, item, text))
         pairs.append(pair)
-    source = entry.get("source", study)
-    if not isinstance(source, str):
-        fail(f"{where}: `source` must be a string")
     return Claim(text, tuple(pairs), METRICS[metric], source)
 
 

@@ -48,6 +48,8 @@ from reports import (  # noqa: E402
     efficiency,
     evidence,  # noqa: E402
     figures,
+    gaps,
+    summary,
     sweep,
     tables,
     visual,
@@ -65,6 +67,7 @@ from reports.load import (  # noqa: E402
 )
 from reports.report import Report  # noqa: E402
 from reports.source import Source  # noqa: E402
+from reports.wording import wording  # noqa: E402
 
 
 def build_experiment(
@@ -88,12 +91,13 @@ def build_experiment(
     figures.set_style()
     order = tr.order
     rep.per_query = per_query_results(client, tr.runs)
-    rep.summary = tables.summarize(tr, rep.per_query)
-    rep.seed_gaps = tables.seed_gaps(tr, rep.per_query)
-    rep.missing = len(tables.missing_runs(tr, rep.per_query))
-    rep.data_gaps = tables.data_gaps(tr)
+    words = wording(tr.study)
+    rep.summary = summary.summarize(tr, rep.per_query)
+    rep.seed_gaps = gaps.seed_gaps(tr, rep.per_query)
+    rep.missing = len(summary.missing_runs(tr, rep.per_query))
+    rep.data_gaps = gaps.data_gaps(tr)
     if rep.per_query:
-        rep.summary = tables.add_uncertainty(rep.summary, tr, rep.per_query)
+        rep.summary = summary.add_uncertainty(rep.summary, tr, rep.per_query)
     else:
         rep.notes.append(
             "no per_query.npz in these runs (trained before per-query results existed): "
@@ -105,10 +109,10 @@ def build_experiment(
         if tr.study.is_paper
         else f"Study {tr.study.name} on {tr.dataset} ({tr.preset} preset): Δ against {tr.study.reference}"
     )
-    tables.write_tables(rep.summary, folder, caption)
+    tables.write_tables(rep.summary, folder, caption, words)
     note = paper_note(tr.dataset)
     rep.figures["delta_ci"] = figures.delta_intervals(
-        rep.summary, tr.table, note, folder / "delta_ci"
+        rep.summary, tr.table, note, folder / "delta_ci", words
     )
     rep.figures["delta"] = figures.delta_scatter(rep.summary, tr.table, note, folder / "delta")
     rep.figures["cmc"] = figures.cmc_curves(
@@ -117,6 +121,7 @@ def build_experiment(
         tr.table,
         folder / "cmc",
         reference=tr.study.reference,
+        words=words,
     )
     hist = metric_history(client, tr.runs, LOSS_KEYS + ("val/mAP",))
     if hist.empty:
@@ -152,7 +157,7 @@ def build_experiment(
 
 
 def paper_note(dataset: str) -> str:
-    pd_name = tables.paper_dataset(dataset)
+    pd_name = summary.paper_dataset(dataset)
     return f"paper on {pd_name}" + (", our data synthetic" if pd_name != dataset else "")
 
 
@@ -184,9 +189,13 @@ def _seed_runs(tr: TableRuns) -> dict[str, object]:
 
 def draw_visuals(client: MlflowClient, tr: TableRuns, rep: Report) -> None:
     """Figures 4 and 5 and the TF-Dec reconstructions from each variant's ``figure_data.npz``,
-    and the rank lists of the Baseline and the full model from their per-query results."""
+    and the rank lists of the reference row and the study's full row (``Study.full``) from
+    their per-query results."""
     runs = _seed_runs(tr)
-    full = visual.FULL.get(tr.table)
+    study = tr.study
+    full = study.full
+    shown = [k for k in dict.fromkeys((study.reference, full)) if k is not None]
+    short = {v.key: v.short or v.key for v in study.rows}
     data: dict[str, dict] = {}
     for key, run in runs.items():
         try:
@@ -204,14 +213,14 @@ def draw_visuals(client: MlflowClient, tr: TableRuns, rep: Report) -> None:
                 ),
             )
         )
-    pair = {visual.SHORT.get(k, k): data[k] for k in ("base", full) if k in data}
+    pair = {short[k]: data[k] for k in shown if k in data}
     if pair:
         jobs.append(
             ("global_local", lambda: visual.figure_global_local(pair, rep.folder / "global_local"))
         )
     if any("rec_output" in d for d in data.values()):
         jobs.append(("recon", lambda: visual.figure_reconstructions(data, rep.folder / "recon")))
-    ranked = {k: rep.per_query.get((k, int(runs[k].seed))) for k in ("base", full) if k in runs}
+    ranked = {k: rep.per_query.get((k, int(runs[k].seed))) for k in shown if k in runs}
     ranked = {k: a for k, a in ranked.items() if a is not None and "top10" in a}
     if ranked:  # rank lists of the first seed's runs, on the queries the first one picks
         try:
@@ -221,10 +230,7 @@ def draw_visuals(client: MlflowClient, tr: TableRuns, rep: Report) -> None:
             ranked = {}
     if ranked:
         ref = next(iter(ranked))
-        picks = [
-            (f"{visual.SHORT.get(ref, ref)}'s {group}", q)
-            for group, q in ranklists.pick(ranked[ref])
-        ]
+        picks = [(f"{short[ref]}'s {group}", q) for group, q in ranklists.pick(ranked[ref])]
     for key, arrays in ranked.items():
         jobs.append(
             (
@@ -262,9 +268,9 @@ def efficiency_section(client: MlflowClient, tr: TableRuns, rep: Report) -> None
         measured[key] = (str(run.variant_label), d)
     if not measured:
         return
-    rep.efficiency = efficiency.efficiency_table(measured)
+    rep.efficiency = efficiency.efficiency_table(measured, tr.study.reference)
     rep.attention_costs = next(iter(measured.values()))[1].get("attention_costs")
-    efficiency.write_efficiency(rep.efficiency, rep.folder)
+    efficiency.write_efficiency(rep.efficiency, rep.folder, tr.study.reference_name)
     rep.efficiency_note = efficiency.latency_note(measured)
 
 

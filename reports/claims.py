@@ -21,9 +21,12 @@ import numpy as np
 import pandas as pd
 from scipy.stats import kendalltau
 
+from ablations.study import Claim
 from ablations.variants import paper_results
-from reports import stats, tables
+from reports import stats
+from reports.cells import signed
 from reports.load import TableRuns
+from reports.summary import METRICS, compare, paper_dataset
 
 PAPER_CFA = {"params_M": 1.3, "gmac": 0.168, "saving_pct": 83.4}
 
@@ -46,7 +49,7 @@ def ordering_verdict(
     for a, b in pairs:
         why = list((unjudged or {}).get((a, b), ()))
         if not why:
-            d = tables.compare(per_query, a, b, metric, n_resamples)
+            d = compare(per_query, a, b, metric, n_resamples)
             if d.seeds == 0 or math.isnan(d.lo):
                 why = [f"no seed with complete runs of both {a} and {b}"]
         if why:
@@ -55,9 +58,7 @@ def ordering_verdict(
             continue
         marks.append(d.mark)
         seeds = f" ({d.seeds} seed{'s' if d.seeds > 1 else ''})" if len(pairs) == 1 else ""
-        parts.append(
-            f"{a}−{b} {tables.signed(d.delta)} [{tables.signed(d.lo)}, {tables.signed(d.hi)}]{seeds}"
-        )
+        parts.append(f"{a}−{b} {signed(d.delta)} [{signed(d.lo)}, {signed(d.hi)}]{seeds}")
     if reasons:
         verdict = f"{INCOMPLETE if marks else NO_EVIDENCE} ({_said(reasons)})"
     elif "worse" in marks:
@@ -165,62 +166,25 @@ def claims(
     attention: dict | None = None,
     n_resamples: int = stats.N_RESAMPLES,
 ) -> pd.DataFrame:
-    """Every claim of the study with its verdict: claim, source, evidence, verdict. The orderings
-    are the study's ``[[claim]]`` entries, each judged on all of its comparisons (or saying which
-    are missing); the paper's Tables 1–2 add the cost, focus and rank agreement claims."""
+    """Every claim of the study with its verdict: claim, source, evidence, verdict, in the order
+    of its ``[[claim]]`` entries: orderings, each judged on all of its comparisons (or saying
+    which are missing); CFA's cost (not read without ``cost``); a row's foreground focus. A
+    paper table adds the rank agreement with the paper."""
     rows = []
-    if cost and tr.table in (1, 2):
-        cost_claim = ("CFA costs 1.3 M params and 0.168 GMAC, 83.4 % below PAM-CAM", "§4.2")
-        if attention:
-            rows.append((*cost_claim, *reversed(cfa_cost(attention))))
-        else:
-            rows.append(
-                (
-                    *cost_claim,
-                    "CFA's and PAM-CAM's cost: none measured",
-                    f"{NO_EVIDENCE} (no run has efficiency.json: `python ablations/per_query.py` "
-                    f"adds it)",
-                )
-            )
-    present = set(tr.order)
     for claim in tr.study.claims:
-        unjudged = _unjudged(tr, per_query, claim.pairs)
-        verdict, evidence = ordering_verdict(
-            per_query, list(claim.pairs), claim.metric, n_resamples, unjudged
-        )
-        title = tables.METRICS[claim.metric]
-        rows.append((claim.text, claim.source, f"{title} Δ with 95 % CI: {evidence}", verdict))
-    focus_claim = ("FTN's attention sits on the person (Figs. 4–5)", "Figs. 4–5")
-    if tr.table == 2 and "g" not in present:
-        rows.append(
-            (*focus_claim, "normalised focus of A′ for (g): none", f"{NO_EVIDENCE} (g not run)")
-        )
-    if tr.table == 2 and "g" in present:
-        focus = (
-            tr.runs.loc[tr.runs["variant"] == "g", "metrics.val/fg_focus_norm_attn"]
-            if "metrics.val/fg_focus_norm_attn" in tr.runs
-            else pd.Series(dtype=float)
-        )
-        lo, hi = stats.seed_interval(focus.to_numpy(float))
-        mean = focus.mean()
-        if focus.isna().all():
-            verdict, interval = f"{NO_EVIDENCE} (no focus logged for g)", "not logged"
-        elif math.isnan(lo):
-            verdict = "inconclusive"
-            interval = "one seed: no interval"
+        if claim.check == "cfa_cost":
+            rows.append(_cost_claim(claim, attention, cost))
+        elif claim.check == "focus":
+            rows.append(_focus_claim(tr, claim))
         else:
-            interval = f"95 % CI [{lo:.1f}, {hi:.1f}] over seeds".replace("-", "−")
-            verdict = "holds" if lo > 0 else ("fails" if hi < 0 else "inconclusive")
-        rows.append(
-            (
-                *focus_claim,
-                f"normalised focus of A′ for (g): {mean:.1f} ({interval}; "
-                "0 = uniform, 100 = ideal)",
-                verdict,
+            unjudged = _unjudged(tr, per_query, claim.pairs)
+            verdict, evidence = ordering_verdict(
+                per_query, list(claim.pairs), claim.metric, n_resamples, unjudged
             )
-        )
+            title = METRICS[claim.metric]
+            rows.append((claim.text, claim.source, f"{title} Δ with 95 % CI: {evidence}", verdict))
     if tr.study.table is not None:
-        tau, lo, hi, n = kendall(tr, per_query, tables.paper_dataset(tr.dataset))
+        tau, lo, hi, n = kendall(tr, per_query, paper_dataset(tr.dataset))
         if math.isnan(tau):
             why = (
                 f"{n} of the paper's rows with per-query results; an ordering needs 3"
@@ -231,8 +195,8 @@ def claims(
         else:
             verdict = "inconclusive" if lo <= 0 <= hi else "holds" if lo > 0 else "fails"
             evidence = (
-                f"Kendall τ on R-1 = {tables.signed(tau, 2)} (95 % CI "
-                f"[{tables.signed(lo, 2)}, {tables.signed(hi, 2)}], {n} rows)"
+                f"Kendall τ on R-1 = {signed(tau, 2)} (95 % CI "
+                f"[{signed(lo, 2)}, {signed(hi, 2)}], {n} rows)"
             )
         rows.append(
             (
@@ -243,3 +207,48 @@ def claims(
             )
         )
     return pd.DataFrame(rows, columns=["claim", "source", "evidence", "verdict"])
+
+
+def _cost_claim(claim: Claim, attention: dict | None, read: bool) -> tuple[str, str, str, str]:
+    """CFA's cost as the runs measured it (``efficiency.json``'s ``attention_costs``); ``read``
+    False: the report was built without reading it (``--no-efficiency``)."""
+    if not read:
+        return (
+            claim.text,
+            claim.source,
+            "CFA's and PAM-CAM's cost: not read",
+            f"{NO_EVIDENCE} (built with --no-efficiency)",
+        )
+    if attention:
+        verdict, evidence = cfa_cost(attention)
+        return claim.text, claim.source, evidence, verdict
+    return (
+        claim.text,
+        claim.source,
+        "CFA's and PAM-CAM's cost: none measured",
+        f"{NO_EVIDENCE} (no run has efficiency.json: `python ablations/per_query.py` adds it)",
+    )
+
+
+def _focus_claim(tr: TableRuns, claim: Claim) -> tuple[str, str, str, str]:
+    """The row ``claim.row``'s normalised foreground focus of A′ over seeds: holds when its
+    95 % interval is above 0 (0 = a uniform map, 100 = the ideal one)."""
+    key = claim.row
+    what = f"normalised focus of A′ for ({key})"
+    if key not in set(tr.order):
+        return claim.text, claim.source, f"{what}: none", f"{NO_EVIDENCE} ({key} not run)"
+    focus = (
+        tr.runs.loc[tr.runs["variant"] == key, "metrics.val/fg_focus_norm_attn"]
+        if "metrics.val/fg_focus_norm_attn" in tr.runs
+        else pd.Series(dtype=float)
+    )
+    lo, hi = stats.seed_interval(focus.to_numpy(float))
+    if focus.isna().all():
+        verdict, interval = f"{NO_EVIDENCE} (no focus logged for {key})", "not logged"
+    elif math.isnan(lo):
+        verdict, interval = "inconclusive", "one seed: no interval"
+    else:
+        interval = f"95 % CI [{lo:.1f}, {hi:.1f}] over seeds".replace("-", "−")
+        verdict = "holds" if lo > 0 else ("fails" if hi < 0 else "inconclusive")
+    evidence = f"{what}: {focus.mean():.1f} ({interval}; 0 = uniform, 100 = ideal)"
+    return claim.text, claim.source, evidence, verdict

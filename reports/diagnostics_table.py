@@ -30,9 +30,9 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
+from reports.cells import latex_escape, markdown_cells, pm  # noqa: E402
 from reports.figures import palette, save  # noqa: E402
 from reports.load import TableRuns  # noqa: E402
-from reports.tables import latex_escape, markdown_cells, pm  # noqa: E402
 
 FOCUS = {"stage3": "stage 3", "stage4": "stage 4", "attn": "A′", "global": "global"}
 """Maps of the normalised-focus columns (``val/fg_focus_norm_<key>``) → title."""

@@ -17,8 +17,11 @@ import pandas as pd
 COLUMNS = ("params_inference", "params_training", "gmac", "gflops", "latency_ms")
 
 
-def efficiency_table(measured: dict[str, tuple[str, dict[str, Any]]]) -> pd.DataFrame:
-    """``measured``: variant key → (label, the run's ``efficiency.json``), in table order."""
+def efficiency_table(
+    measured: dict[str, tuple[str, dict[str, Any]]], reference: str
+) -> pd.DataFrame:
+    """``measured``: variant key → (label, the run's ``efficiency.json``), in table order; each
+    latency also as a multiple of the ``reference`` row's (``latency_vs_reference``)."""
     rows = []
     for key, (label, d) in measured.items():
         height, width = d["input"]
@@ -32,14 +35,15 @@ def efficiency_table(measured: dict[str, tuple[str, dict[str, Any]]]) -> pd.Data
             }
         )
     df = pd.DataFrame(rows)
-    if len(df) and "base" in set(df["variant"]):
-        base = df.loc[df["variant"] == "base", "latency_ms"].iloc[0]
-        df["latency_vs_base"] = df["latency_ms"] / base
+    if len(df) and reference in set(df["variant"]):
+        ref = df.loc[df["variant"] == reference, "latency_ms"].iloc[0]
+        df["latency_vs_reference"] = df["latency_ms"] / ref
     return df
 
 
-def write_efficiency(df: pd.DataFrame, out_dir: Path) -> list[Path]:
-    """``efficiency.csv`` (numbers) and ``efficiency.md``."""
+def write_efficiency(df: pd.DataFrame, out_dir: Path, reference_name: str = "") -> list[Path]:
+    """``efficiency.csv`` (numbers) and ``efficiency.md``; ``reference_name``: what the latency
+    ratio's column calls the reference row ("Baseline"; "" → "reference")."""
     csv_path, md_path = out_dir / "efficiency.csv", out_dir / "efficiency.md"
     df.to_csv(csv_path, index=False, float_format="%.5g")
     shown = pd.DataFrame(
@@ -54,8 +58,10 @@ def write_efficiency(df: pd.DataFrame, out_dir: Path) -> list[Path]:
             "CPU ms / image": df["latency_ms"].map("{:.2f}".format),
         }
     )
-    if "latency_vs_base" in df:
-        shown["× Baseline"] = df["latency_vs_base"].map("{:.2f}".format)
+    if "latency_vs_reference" in df:
+        shown[f"× {reference_name or 'reference'}"] = df["latency_vs_reference"].map(
+            "{:.2f}".format
+        )
     md_path.write_text(shown.to_markdown(index=False) + "\n", encoding="utf-8")
     return [csv_path, md_path]
 

@@ -21,16 +21,11 @@ from PIL import Image  # noqa: E402
 
 from ablations.variants import variants  # noqa: E402
 from reports import stats  # noqa: E402
+from reports.cells import signed  # noqa: E402
 from reports.load import LOSS_KEYS  # noqa: E402
-from reports.tables import (  # noqa: E402
-    BASELINE,
-    DELTA_METRICS,
-    METRICS,
-    has_paper_numbers,
-    rank_agreement,
-    reference_label,
-    signed,
-)
+from reports.summary import DELTA_METRICS, METRICS, rank_agreement  # noqa: E402
+from reports.tables import has_paper_numbers  # noqa: E402
+from reports.wording import PAPER_WORDS, Wording  # noqa: E402
 
 DPI = 110
 MARKERS = ("o", "s", "D", "^", "v", "<", ">", "p", "h", "8")
@@ -87,14 +82,8 @@ def _xerr(values: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray | No
 
 
 def compared(summary: pd.DataFrame) -> pd.DataFrame:
-    """The rows with a Δ: all but the reference row (``is_reference`` where the summary has it,
-    else the Baseline)."""
-    ref = (
-        summary["is_reference"].astype(bool)
-        if "is_reference" in summary
-        else summary["variant"] == BASELINE
-    )
-    return summary[~ref]
+    """The rows with a Δ: all but the reference row (``is_reference``)."""
+    return summary[~summary["is_reference"].astype(bool)]
 
 
 def _intervals(df: pd.DataFrame, m: str) -> tuple[np.ndarray, np.ndarray]:
@@ -105,15 +94,17 @@ def _intervals(df: pd.DataFrame, m: str) -> tuple[np.ndarray, np.ndarray]:
     return lo, hi
 
 
-def draw_delta_intervals(summary: pd.DataFrame, table: int, dataset_note: str) -> plt.Figure | None:
-    """Each variant's Δ R-1 and Δ mAP against our Baseline (dot) with its 95 % paired
-    interval (bar; ``tables.add_uncertainty``) beside the paper's Δ (open diamond). None when
-    no Δ is known."""
+def draw_delta_intervals(
+    summary: pd.DataFrame, table: int, dataset_note: str, words: Wording = PAPER_WORDS
+) -> plt.Figure | None:
+    """Each variant's Δ R-1 and Δ mAP against the reference row (dot, named by ``words``) with
+    its 95 % paired interval (bar; ``summary.add_uncertainty``) beside the paper's Δ (open
+    diamond). None when no Δ is known."""
     df = compared(summary).reset_index(drop=True)
     if df.empty or df[[f"d_{m}" for m in DELTA_METRICS]].isna().all().all():
         return None
     colours = palette(table)
-    own = reference_label(summary)
+    own = words.unnamed_label
     y = np.arange(len(df))
     fig, axes = plt.subplots(
         1, len(DELTA_METRICS), sharey=True, figsize=(8.0, 1.4 + 0.5 * len(df)), squeeze=False
@@ -149,7 +140,7 @@ def draw_delta_intervals(summary: pd.DataFrame, table: int, dataset_note: str) -
         )
         ax.axvline(0, color="0.3", lw=0.9, ls="--")
         ax.set(
-            title=f"Δ {METRICS[m]} against the {'reference row' if own else 'Baseline'}",
+            title=f"Δ {METRICS[m]} against {words.the_ref}",
             xlabel="Δ, points",
         )
         ax.margins(x=0.12)
@@ -189,9 +180,15 @@ def draw_delta_intervals(summary: pd.DataFrame, table: int, dataset_note: str) -
     return fig
 
 
-def delta_intervals(summary: pd.DataFrame, table: int, dataset_note: str, stem: Path) -> list[Path]:
+def delta_intervals(
+    summary: pd.DataFrame,
+    table: int,
+    dataset_note: str,
+    stem: Path,
+    words: Wording = PAPER_WORDS,
+) -> list[Path]:
     """``draw_delta_intervals`` as PNG and PDF (nothing when no Δ is known)."""
-    fig = draw_delta_intervals(summary, table, dataset_note)
+    fig = draw_delta_intervals(summary, table, dataset_note, words)
     return save(fig, stem) if fig is not None else []
 
 
@@ -275,7 +272,7 @@ def _seed_ci(values: pd.Series) -> tuple[float, float]:
     return stats.seed_interval(np.asarray(values, dtype=float))
 
 
-def paired_cmc(cmc: pd.DataFrame, reference: str = BASELINE) -> pd.DataFrame:
+def paired_cmc(cmc: pd.DataFrame, reference: str) -> pd.DataFrame:
     """Per (variant, seed, rank): the variant's CMC minus the reference's at the same seed and
     rank, for the seeds both have (the reference itself left out)."""
     ref = cmc[cmc["variant"] == reference][["seed", "rank", "value"]]
@@ -285,7 +282,13 @@ def paired_cmc(cmc: pd.DataFrame, reference: str = BASELINE) -> pd.DataFrame:
 
 
 def draw_cmc(
-    cmc: pd.DataFrame, order: list[str], table: int, max_rank: int = 20, reference: str = BASELINE
+    cmc: pd.DataFrame,
+    order: list[str],
+    table: int,
+    max_rank: int = 20,
+    *,
+    reference: str,
+    words: Wording = PAPER_WORDS,
 ) -> plt.Figure:
     """(a) CMC (percent) per variant, mean over seeds (±std band with up to 3 variants); then,
     where the reference row (the Baseline, or a study's own) exists, one small panel per
@@ -344,7 +347,7 @@ def draw_cmc(
             sax.set(xlabel="rank", ylabel="Δ, points")
         for sax in small.flat[len(keys) :]:
             sax.remove()
-        whose = "the Baseline's" if reference == BASELINE else f"{reference}'s (the reference row)"
+        whose = words.refs if words.name else f"{reference}'s (the reference row)"
         bottom.suptitle(
             f"(b) CMC minus {whose}, paired by seed (band = 95 % CI over seeds)",
             fontsize=9,
@@ -366,12 +369,14 @@ def cmc_curves(
     table: int,
     stem: Path,
     max_rank: int = 20,
-    reference: str = BASELINE,
+    *,
+    reference: str,
+    words: Wording = PAPER_WORDS,
 ) -> list[Path]:
     """``draw_cmc`` as PNG and PDF (nothing when no run has a CMC)."""
     if cmc.empty:
         return []
-    return save(draw_cmc(cmc, order, table, max_rank, reference), stem)
+    return save(draw_cmc(cmc, order, table, max_rank, reference=reference, words=words), stem)
 
 
 def training_curves(hist: pd.DataFrame, order: list[str], table: int, stem: Path) -> list[Path]:

@@ -2,20 +2,19 @@
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import os
 import re
 import shlex
-from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 
 from ablations.store import DEFAULT_TRACKING_URI, REPO
-from reports import diagnostics_table, tables
+from reports import cells, diagnostics_table, gaps, summary, tables, verdicts
 from reports.load import run_overrides
 from reports.report import Report
+from reports.wording import Wording, wording
 
 PAPER_NAMES = {
     "market1501": "Market-1501",
@@ -108,35 +107,6 @@ def _n(count: int, noun: str) -> str:
     return f"{count} {noun}{'' if count == 1 else 's'}"
 
 
-@dataclass(frozen=True)
-class Wording:
-    """The words the page's templates take (``str.format``) for the row the Δs are taken
-    against, and for the paper's numbers where the study has them."""
-
-    our_ref: str = "our Baseline"
-    the_ref: str = "the Baseline"
-    refs: str = "the Baseline's"
-    paper_key: str = "paper Δ = the paper's change against its Baseline; "
-    paper_beside: str = " beside the paper's Δ against its Baseline (open diamond)"
-
-    def __call__(self, template: str) -> str:
-        return template.format(**dataclasses.asdict(self))
-
-
-def wording(study) -> Wording:
-    """The paper's tables and studies against the Baseline say "our Baseline"; a study of one's
-    own with another reference row says "the reference row"; without paper numbers nothing of
-    the paper's is explained."""
-    words = {}
-    if not (study.is_paper or study.reference == tables.BASELINE):
-        words.update(
-            our_ref="the reference row", the_ref="the reference row", refs="the reference's"
-        )
-    if study.table is None:
-        words.update(paper_key="", paper_beside="")
-    return Wording(**words)
-
-
 def _agreement(rho: float, n: int, metric: str) -> str:
     if math.isnan(rho):
         return (
@@ -149,7 +119,7 @@ def _agreement(rho: float, n: int, metric: str) -> str:
         word = "shows little agreement with"
     else:
         word = "is reversed against"
-    return f"{metric}: Spearman ρ = {tables.signed(rho, 2)} over {n} variants — our ordering {word} the paper's"
+    return f"{metric}: Spearman ρ = {cells.signed(rho, 2)} over {n} variants — our ordering {word} the paper's"
 
 
 def _training_time(rep: Report) -> str:
@@ -238,7 +208,7 @@ def retrain_commands(tr) -> list[str]:
 
 def experiment_readme(rep: Report) -> str:
     tr, s = rep.tr, rep.summary
-    paper = tables.paper_dataset(tr.dataset)
+    paper = summary.paper_dataset(tr.dataset)
     paper_name = PAPER_NAMES.get(paper, paper)
     seeds = sorted(set(tr.runs["seed"]))
     study = tr.study
@@ -270,7 +240,7 @@ def experiment_readme(rep: Report) -> str:
         "",
     ]
     out += [_provenance(tr) + _training_time(rep), ""]
-    out += tables.seed_rule_note(tr, s)
+    out += gaps.seed_rule_note(tr, s)
     if tr.left_out:
         out += ["Runs left out: " + "; ".join(tr.left_out) + ".", ""]
     else:
@@ -333,7 +303,7 @@ def experiment_readme(rep: Report) -> str:
     out += [
         "## Results",
         "",
-        tables.markdown_cells(tables.answer(s)),
+        cells.markdown_cells(tables.answer(s)),
         "",
         own(
             "Our numbers are the last evaluation of each run, in percent; ± = sample std over "
@@ -348,11 +318,11 @@ def experiment_readme(rep: Report) -> str:
         "### What the numbers say",
         "",
     ]
-    out += [f"- {line}" for line in tables.verdicts(s)]
+    out += [f"- {line}" for line in verdicts.verdicts(s, own)]
     if study.table is not None:  # a study of one's own has no paper ordering to agree with
         for m, title in (("rank1", "R-1"), ("mAP", "mAP")):
-            out.append(f"- {_agreement(*tables.rank_agreement(s, m), title)}.")
-    missing = tables.missing_metrics(tr)
+            out.append(f"- {_agreement(*summary.rank_agreement(s, m), title)}.")
+    missing = gaps.missing_metrics(tr)
     if missing:
         out += ["", "Missing metrics (shown as —): " + "; ".join(missing) + "."]
     out.append("")
@@ -460,7 +430,7 @@ def _uncertainty_section(rep, own: Wording) -> list[str]:
             f"With {_paired(rows, seeds)} seed(s), the smallest R-1 Δ these runs detect at 80 % power is "
             f"{det.median():.1f} points (median over rows; {det.min():.1f}–{det.max():.1f})."
         )
-    gaps = _seeds_for_gaps(rep)
+    gaps = _seeds_for_gaps(rep, own)
     if gaps:
         out.append(gaps)
     out.append("")
@@ -535,7 +505,7 @@ def _noise_section(rows, seeds: int, queries: int) -> list[str]:
         shares = [r[f"d_rank1_{p}_share"] for p in ("seed", "query", "interaction")]
         paired = r.get("n_paired", math.nan)
         out.append(
-            f"| {r['variant_label']} | {tables._delta(r['d_rank1'])} | "
+            f"| {r['variant_label']} | {cells.delta(r['d_rank1'])} | "
             f"{'—' if math.isnan(paired) else int(paired)} | {r['d_rank1_half']:.1f} | "
             + " | ".join("—" if math.isnan(v) else f"{v:.0f}" for v in shares)
             + " | "
@@ -574,7 +544,7 @@ def _claims_section(rep) -> list[str]:
     return [
         f"## {title}",
         "",
-        tables.markdown_cells(rep.claims.rename(columns=str.capitalize)),
+        cells.markdown_cells(rep.claims.rename(columns=str.capitalize)),
         "",
         "Verdicts: *holds* (the 95 % interval agrees with the claim), *fails* (it contradicts "
         "it), *inconclusive* (it contains 0), each on every comparison of the claim; "
@@ -585,29 +555,41 @@ def _claims_section(rep) -> list[str]:
     ]
 
 
-def _seeds_for_gaps(rep) -> str:
-    """How many seeds the paper's Table 2 gaps (0.1–1.4 points) would need here."""
+def _seeds_for_gaps(rep, own: Wording) -> str:
+    """How many seeds the paper's own gaps would need here: the smallest, median and largest
+    |Δ R-1| the paper gives its table's rows, at the seed SD and query SE of the study's full
+    row (``Study.full``) against its reference; "" without paper numbers or that row's runs."""
     from reports import stats
 
-    if rep.tr.table != 2 or "g" not in set(rep.tr.order):
+    study, s = rep.tr.study, rep.summary
+    full = study.full
+    if study.table is None or full is None or full not in set(rep.tr.order):
         return ""
-    d = tables.compare(rep.per_query, "g", tables.BASELINE, "rank1", 2000)
+    paper = (
+        s.loc[~s["is_reference"].astype(bool) & ~summary.is_control(s), "paper_d_rank1"]
+        .abs()
+        .dropna()
+    )
+    if paper.empty:
+        return ""
+    d = summary.compare(rep.per_query, full, study.reference, "rank1")
     if math.isnan(d.sd_seed):
         return (
             "With one seed the seed-to-seed spread is unknown, so the seeds needed for the "
             "paper's gaps cannot be estimated; run more seeds (`run.py --seeds 0 1 2`: finished "
             "runs are reused)."
         )
+    gaps = sorted({round(float(x), 1) for x in (paper.min(), paper.median(), paper.max())})
     parts = []
-    for gap in (0.1, 0.5, 1.4):
+    for gap in gaps:
         n = stats.seeds_needed(d, gap)
         parts.append(f"{gap} → {n} seeds" if n else f"{gap} → no number of seeds")
     floor = stats.detectable(d, 10**6)
     return (
-        "Seeds needed to resolve the paper's Table 2 gaps (0.1–1.4 points) at 80 % power, from (g) "
-        f"vs Baseline (seed SD {d.sd_seed:.1f}, query SE {d.se_query:.1f}): "
-        + "; ".join(parts)
-        + ". "
+        f"Seeds needed to resolve the paper's Table {study.table} gaps ({gaps[0]}–{gaps[-1]} "
+        f"points: the smallest, median and largest Δ R-1 of its rows against its {own.name or 'reference'}) at 80 % "
+        f"power, from ({full}) vs {own.the_ref} (seed SD {d.sd_seed:.1f}, query SE "
+        f"{d.se_query:.1f}): " + "; ".join(parts) + ". "
         f"Query sampling alone sets a floor of {floor:.1f} points on this test set, which more seeds "
         "cannot lower; a larger test split can (`--set data.synthetic_test_ids=N` on the synthetic "
         "data, training unchanged)."

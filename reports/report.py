@@ -27,11 +27,11 @@ class Report:
     """``(variant, seed)`` → per-query arrays (``reports.load.per_query_results``)."""
     claims: pd.DataFrame | None = None
     seed_gaps: list[str] = field(default_factory=list)
-    """Runs a Δ misses (``reports.tables.seed_gaps``): named on the console and in the README."""
+    """Runs a Δ misses (``reports.gaps.seed_gaps``): named on the console and in the README."""
     missing: int = 0
-    """How many runs the Δs miss (``reports.tables.missing_runs``)."""
+    """How many runs the Δs miss (``reports.summary.missing_runs``)."""
     data_gaps: list[str] = field(default_factory=list)
-    """Rows the report would compare that were run on different data (``tables.data_gaps``)."""
+    """Rows the report would compare that were run on different data (``reports.gaps.data_gaps``)."""
     notes: list[str] = field(default_factory=list)
     """What could not be drawn or logged, and why."""
     seconds: float = 0.0

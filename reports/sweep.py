@@ -14,7 +14,7 @@ import pandas as pd  # noqa: E402
 
 from ablations.study import Study, spans_decades  # noqa: E402
 from reports.figures import save  # noqa: E402
-from reports.tables import DELTA_METRICS, METRICS  # noqa: E402
+from reports.summary import DELTA_METRICS, METRICS  # noqa: E402
 
 
 def points(summary: pd.DataFrame, runs: pd.DataFrame, study: Study) -> pd.DataFrame:

@@ -35,11 +35,6 @@ from ftn_core.errors import FTNError  # noqa: E402
 from reports.figures import save, wrap  # noqa: E402
 from reports.load import artifact_json, artifact_path  # noqa: E402
 
-FULL = {1: "cfa", 2: "g", 3: "ftn"}
-"""The variant that is the paper's full model in each table."""
-SHORT = {"base": "Base", "cfa": "Base+CFA", "g": "FTN (g)", "ftn": "FTN"}
-"""Column names of the Fig. 5 panel."""
-
 
 class Skip(Exception):
     """A figure that cannot be drawn; the message says why (shown in the report)."""

@@ -15,6 +15,7 @@ import pytest
 
 from ablations import ranklists
 from reports import diagnostics_table, figures
+from reports.wording import Wording
 
 # A Table 2 summary as ``tables.add_uncertainty`` leaves it: Δ against the Baseline with its
 # paired bootstrap interval (a: within noise, g: below 0), and the paper's Δ.
@@ -22,6 +23,7 @@ SUMMARY = pd.DataFrame(
     {
         "variant": ["base", "a", "g"],
         "variant_label": ["Base.", "(a) Base. + TF-Dec with Gm", "(g) Gm·PAm·CAm (FTN)"],
+        "is_reference": [True, False, False],
         "d_rank1": [0.0, 1.5, -4.0],
         "d_rank1_lo": [math.nan, -2.0, -7.5],
         "d_rank1_hi": [math.nan, 5.0, -0.5],
@@ -60,6 +62,7 @@ def test_delta_figure_bars_are_the_bootstrap_intervals():
     labels = [t.get_text() for t in axes[0].get_yticklabels()]
     assert labels == ["(a) Base. + TF-Dec with Gm", "(g) Gm·PAm·CAm (FTN)"]
     assert axes[0].get_ylim()[0] > axes[0].get_ylim()[1]
+    assert axes[0].get_title() == "Δ R-1 against the Baseline"  # the paper's tables' words
     plt.close(fig)
 
 
@@ -67,12 +70,15 @@ def test_delta_figures_leave_out_the_reference_row_the_summary_names():
     """A summary that marks its reference row (``is_reference``) is compared with that row."""
     marked = SUMMARY.assign(is_reference=[False, True, False])
     assert list(figures.compared(marked)["variant"]) == ["base", "g"]
-    assert list(figures.compared(SUMMARY)["variant"]) == ["a", "g"]  # unmarked: the Baseline
-    fig = figures.draw_delta_intervals(marked, 2, "x")
+    assert list(figures.compared(SUMMARY)["variant"]) == ["a", "g"]
+    fig = figures.draw_delta_intervals(marked, 2, "x", Wording("", "(a) Base. + TF-Dec with Gm"))
     assert [t.get_text() for t in fig.axes[0].get_yticklabels()] == [
         "Base.",
         "(g) Gm·PAm·CAm (FTN)",
     ]
+    assert fig.axes[0].get_title() == "Δ R-1 against the reference row"
+    legend = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert "0 = the reference row: (a) Base. + TF-Dec with Gm" in legend
     plt.close(fig)
 
 
@@ -114,7 +120,7 @@ def _cmc(values: dict[tuple[str, int], float], ranks: int = 30) -> pd.DataFrame:
 
 def test_cmc_has_integer_rank_ticks_and_a_paired_difference_panel():
     cmc = _cmc({("base", 0): 50, ("base", 1): 54, ("a", 0): 52, ("a", 1): 57, ("a", 2): 90})
-    fig = figures.draw_cmc(cmc, ["base", "a"], 2)
+    fig = figures.draw_cmc(cmc, ["base", "a"], 2, reference="base")
     assert len(fig.axes) == 2
     for ax in fig.axes:
         ticks = ax.get_xticks()
@@ -123,13 +129,13 @@ def test_cmc_has_integer_rank_ticks_and_a_paired_difference_panel():
     # (b): a − base paired by seed: (2 + 3) / 2 at every rank; seed 2 has no Baseline pair.
     (line,) = [ln for ln in fig.axes[1].lines if len(ln.get_xdata()) == 20]
     assert np.allclose(line.get_ydata(), 2.5)
-    assert list(figures.paired_cmc(cmc).groupby("seed").size()) == [30, 30]
+    assert list(figures.paired_cmc(cmc, "base").groupby("seed").size()) == [30, 30]
     plt.close(fig)
-    alone = figures.draw_cmc(cmc[cmc["variant"] == "a"], ["base", "a"], 2)  # no Baseline
+    alone = figures.draw_cmc(cmc[cmc["variant"] == "a"], ["base", "a"], 2, reference="base")
     assert len(alone.axes) == 1
     plt.close(alone)
     # A study's own reference row takes the Baseline's place: base − a = −2.5 at every rank.
-    own = figures.draw_cmc(cmc, ["a", "base"], 2, reference="a")
+    own = figures.draw_cmc(cmc, ["a", "base"], 2, reference="a", words=Wording("", "a"))
     (line,) = [ln for ln in own.axes[1].lines if len(ln.get_xdata()) == 20]
     assert np.allclose(line.get_ydata(), -2.5) and own.axes[1].get_title() == "base"
     plt.close(own)

@@ -18,7 +18,7 @@ from mlflow import MlflowClient
 
 from ablations.store import connect
 from ftn_core.errors import FTNError
-from reports import build, diagnostics_table, tables
+from reports import build, cells, diagnostics_table, summary, tables, verdicts
 from reports.load import find_experiments, load_runs, metric_history
 
 REPO = Path(__file__).resolve().parents[1]
@@ -316,7 +316,7 @@ def test_a_report_in_the_repositorys_reports_folder_says_its_runs_are_not_shippe
 def test_summary_means_std_and_deltas_by_hand(store):
     client, _ = connect(store[0])
     tr = load_runs(client, find_experiments(client, name="table2-synthetic-tiny")[0])
-    s = tables.summarize(tr).set_index("variant")
+    s = summary.summarize(tr).set_index("variant")
     assert s.loc["base", "rank1_mean"] == 55 and s.loc["base", "mAP_mean"] == 42
     assert s.loc["base", "rank1_std"] == pytest.approx(math.sqrt(50))  # ddof = 1
     assert s.loc["base", "rank5_mean"] == 65 and s.loc["g", "mINP_mean"] == 51
@@ -329,10 +329,10 @@ def test_summary_means_std_and_deltas_by_hand(store):
     assert s.loc["c", "paper_d_mAP"] == pytest.approx(2.4)
     # Spearman by hand: R-1 orders agree (a, c, g → 2, 1, 3 both) → 1; mAP ours (2, 1, 3) vs
     # paper (1, 2, 3): d = (1, −1, 0), ρ = 1 − 6·2 / (3·8) = 0.5.
-    assert tables.rank_agreement(s.reset_index(), "rank1") == (pytest.approx(1.0), 3)
-    assert tables.rank_agreement(s.reset_index(), "mAP") == (pytest.approx(0.5), 3)
+    assert summary.rank_agreement(s.reset_index(), "rank1") == (pytest.approx(1.0), 3)
+    assert summary.rank_agreement(s.reset_index(), "mAP") == (pytest.approx(0.5), 3)
     two = s.reset_index()[s.reset_index()["variant"].isin(["base", "a", "g"])]
-    rho, n = tables.rank_agreement(two, "mAP")
+    rho, n = summary.rank_agreement(two, "mAP")
     assert math.isnan(rho) and n == 2
 
 
@@ -359,7 +359,7 @@ def _cells(md: str) -> dict[str, dict[str, str]]:
 def test_controls_have_no_paper_numbers_and_stay_out_of_rho(store):
     client, _ = connect(store[0])
     tr = load_runs(client, find_experiments(client, name="table2-synthetic-tiny")[0])
-    s = tables.summarize(tr)
+    s = summary.summarize(tr)
     shown = _cells(tables.markdown(s))
     control = shown["Base. with TF-Dec's Re-ID updates (control)"]
     paper_cols = ("paper R-1", "paper mAP", "paper ΔR-1", "paper ΔmAP")
@@ -370,10 +370,10 @@ def test_controls_have_no_paper_numbers_and_stay_out_of_rho(store):
     faked = s.copy()
     faked.loc[faked["variant"] == "base_matched", "paper_d_rank1"] = 50.0
     faked.loc[faked["variant"] == "oracle", "paper_d_rank1"] = -50.0
-    assert tables.rank_agreement(faked, "rank1") == (pytest.approx(1.0), 3)
+    assert summary.rank_agreement(faked, "rank1") == (pytest.approx(1.0), 3)
     # Without the control flag they would count: ours c, bm, a, g, oracle = ranks 1–5, paper
     # oracle, c, a, g, bm; d = (−1, −3, 0, 0, 4), ρ = 1 − 6·26 / (5·24) = −0.3.
-    assert tables.rank_agreement(faked.assign(control=False), "rank1") == (pytest.approx(-0.3), 5)
+    assert summary.rank_agreement(faked.assign(control=False), "rank1") == (pytest.approx(-0.3), 5)
     from reports import index
 
     assert index._agreement(-0.72, 7, "R-1") == (
@@ -383,7 +383,7 @@ def test_controls_have_no_paper_numbers_and_stay_out_of_rho(store):
 
 def test_paper_numbers_are_there_only_when_some_row_has_a_paper_delta(store):
     client, _ = connect(store[0])
-    s = tables.summarize(
+    s = summary.summarize(
         load_runs(client, find_experiments(client, name="table2-synthetic-tiny")[0])
     )
     assert tables.has_paper_numbers(s)
@@ -396,27 +396,27 @@ def test_paper_numbers_are_there_only_when_some_row_has_a_paper_delta(store):
 def test_the_opening_table_gives_each_row_its_paired_seeds_and_its_means_over_them(store):
     client, _ = connect(store[0])
     tr = load_runs(client, find_experiments(client, name="table2-synthetic-tiny")[0])
-    even = tables.answer(tables.summarize(tr))
+    even = tables.answer(summary.summarize(tr))
     assert set(even["seeds"]) == {"0, 1"} and "ref. R-1 on these seeds" not in even
     tr.runs = tr.runs[~((tr.runs["variant"] == "c") & (tr.runs["seed"] == 1))]
-    s = tables.summarize(tr)
+    s = summary.summarize(tr)
     shown = tables.answer(s).set_index("Variant")
     c = s[s["variant"] == "c"].iloc[0]
     assert shown.loc[c.variant_label, "seeds"] == "0" and shown.loc["Base.", "seeds"] == "0, 1"
     runs = tr.runs.set_index(["variant", "seed"])["metrics.val/rank1"]
     # c over its one paired seed, the reference over the same seed: their difference is the Δ
-    assert shown.loc[c.variant_label, "R-1"] == tables.pm(runs["c", 0], float("nan"))
+    assert shown.loc[c.variant_label, "R-1"] == cells.pm(runs["c", 0], float("nan"))
     ref_on_c = shown.loc[c.variant_label, "ref. R-1 on these seeds"]
     assert ref_on_c == f"{runs['base', 0]:.1f}"
     assert c.d_rank1 == pytest.approx(runs["c", 0] - runs["base", 0])
-    assert shown.loc["Base.", "R-1"] == tables.pm(runs["base"].mean(), runs["base"].std())
-    assert tables.seed_list("0 1 2 3 5 7 8") == "0–3, 5, 7, 8"
+    assert shown.loc["Base.", "R-1"] == cells.pm(runs["base"].mean(), runs["base"].std())
+    assert cells.seed_list("0 1 2 3 5 7 8") == "0–3, 5, 7, 8"
 
 
 def test_numbers_that_round_to_zero_print_without_a_minus():
-    assert tables._delta(-0.04) == "+0.0" and tables._delta(-0.06) == "−0.1"
-    assert tables._interval(-0.04, 0.7) == "[+0.0, +0.7]" and tables.pm(-0.04, 1.0) == "0.0 ± 1.0"
-    assert tables.pm(-2.84, 6.2) == "−2.8 ± 6.2"
+    assert cells.delta(-0.04) == "+0.0" and cells.delta(-0.06) == "−0.1"
+    assert cells.interval(-0.04, 0.7) == "[+0.0, +0.7]" and cells.pm(-0.04, 1.0) == "0.0 ± 1.0"
+    assert cells.pm(-2.84, 6.2) == "−2.8 ± 6.2"
 
 
 def test_control_verdicts(report, store):
@@ -425,7 +425,7 @@ def test_control_verdicts(report, store):
     # base_matched: R-1 (52, 54) vs (50, 60): −2; mAP (41, 41) vs (40, 44): −1. These runs have
     # no per-query results: no interval, so no verdict, only the numbers. (g) gains, so there
     # is nothing to explain.
-    no_verdict = tables.NO_INTERVAL
+    no_verdict = verdicts.NO_INTERVAL
     assert (
         "**Base. with TF-Dec's Re-ID updates (control)** scores Δ R-1 −2.0, Δ mAP −1.0 "
         f"against our Baseline{no_verdict}. (g) does not "
@@ -445,13 +445,13 @@ def test_control_verdicts(report, store):
     # explains none of (g)'s mAP loss.
     client, _ = connect(store[0])
     exp = find_experiments(client, name="table2-synthetic-tiny")[0]
-    s = tables.summarize(load_runs(client, exp))
+    s = summary.summarize(load_runs(client, exp))
     s.loc[s["variant"] == "g", ["d_rank1", "d_mAP"]] = [-6.0, -2.0]
     s.loc[s["variant"] == "base_matched", "d_mAP"] = 1.0
-    line = next(v for v in tables.verdicts(s) if v.startswith("**Base. with"))
+    line = next(v for v in verdicts.verdicts(s) if v.startswith("**Base. with"))
     assert line.endswith(
-        ". Fewer Re-ID updates explain 33 % of (g)'s R-1 loss (−2.0 of −6.0); "
-        "fewer Re-ID updates cost no mAP (+1.0), so they explain none of (g)'s "
+        ". It explains 33 % of (g)'s R-1 loss (−2.0 of −6.0); "
+        "it costs no mAP (+1.0), so it explains none of (g)'s "
         "mAP loss (−2.0)."
     )
 
@@ -528,7 +528,7 @@ def test_readme_is_honest_and_complete(report):
     text = (folder / "README.md").read_text()
     # No per-query results in this store: each row gives its numbers and says there is no
     # verdict; no sign or seed spread stands in for the paired interval.
-    assert f"**(c) Gm**: Δ R-1 −6.0, Δ mAP −3.0; paper +1.0 / +2.4{tables.NO_INTERVAL}." in text
+    assert f"**(c) Gm**: Δ R-1 −6.0, Δ mAP −3.0; paper +1.0 / +2.4{verdicts.NO_INTERVAL}." in text
     assert "**(g) Gm·PAm·CAm (FTN)**: Δ R-1 +16.0, Δ mAP +19.0" in text
     assert "beats our Baseline" not in text and "seed spread (" not in text
     # Run-hours: each kept run logs train/epoch_seconds = 1 per epoch (oracle 3 epochs, others 2).
@@ -685,7 +685,7 @@ def test_real_dataset_uses_its_own_paper_numbers(tmp_path):
     )
     text = (out / "README.md").read_text()
     assert "Paper numbers: CUHK03 (labeled)." in text
-    assert f"**FTN**: Δ R-1 −2.0, Δ mAP +1.0; paper +13.3 / +12.5{tables.NO_INTERVAL}." in text
+    assert f"**FTN**: Δ R-1 −2.0, Δ mAP +1.0; paper +13.3 / +12.5{verdicts.NO_INTERVAL}." in text
     assert "visual figures: base-s0: no figure_data.npz" in text  # its data was not there
     # No person masks on real data: only the gradient ratio (mean of 0.01 and 0.03) is left.
     diag = pd.read_csv(out / "diagnostics.csv").set_index("variant")
@@ -816,7 +816,7 @@ def test_end_to_end_runner_then_report(tmp_path):
     assert sum(shares) == pytest.approx(100, abs=0.01)
     assert g["d_mAP_half"] == pytest.approx((g["d_mAP_hi"] - g["d_mAP_lo"]) / 2, abs=1e-3)
     assert "### Where the noise comes from" in text
-    from reports.tables import _delta
+    from reports.cells import delta as _delta
 
     row = f"\n| {g['variant_label']} | {_delta(g['d_rank1'])} | {int(g['n_paired'])} | {g['d_rank1_half']:.1f} | "
     assert row in text, row

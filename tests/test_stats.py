@@ -9,7 +9,7 @@ import pytest
 from scipy.special import ndtr
 from scipy.stats import t as student_t
 
-from reports import claims, stats, tables
+from reports import claims, stats, summary
 
 
 def _per_query(ap: np.ndarray, first_rank: np.ndarray, index: np.ndarray | None = None) -> dict:
@@ -52,22 +52,22 @@ def test_a_zero_delta_is_within_noise_in_at_least_95_percent_of_repetitions():
     marks = []
     for _ in range(200):
         pq = _runs(rng, 0.0)
-        marks.append(tables.compare(pq, "v", "base", "mAP", n_resamples=500).mark)
+        marks.append(summary.compare(pq, "v", "base", "mAP", n_resamples=500).mark)
     assert marks.count("within noise") / len(marks) >= 0.95
 
 
 def test_a_large_delta_is_better_and_its_interval_holds_the_truth():
     pq = _runs(np.random.default_rng(1), 0.10)
-    d = tables.compare(pq, "v", "base", "mAP", n_resamples=2000)
+    d = summary.compare(pq, "v", "base", "mAP", n_resamples=2000)
     # t with about S − 1 = 2 df (the noise here is all seed×query): p cannot be tiny on 3 seeds.
     assert d.mark == "better" and d.p < 0.01 and d.seeds == 3 and d.queries == 200
     assert d.lo < d.delta < d.hi and d.lo > 0
-    assert tables.compare(pq, "base", "v", "mAP", n_resamples=2000).mark == "worse"
+    assert summary.compare(pq, "base", "v", "mAP", n_resamples=2000).mark == "worse"
 
 
 def test_one_seed_covers_query_sampling_only():
     pq = {k: v for k, v in _runs(np.random.default_rng(2), 0.0).items() if k[1] == 0}
-    d = tables.compare(pq, "v", "base", "rank1", n_resamples=500)
+    d = summary.compare(pq, "v", "base", "rank1", n_resamples=500)
     assert d.seeds == 1 and "query sampling only" in d.covers and math.isnan(d.sd_seed)
     assert stats.seeds_needed(d, 1.0) is None  # the seed spread is unknown
 

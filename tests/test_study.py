@@ -132,12 +132,17 @@ def test_paper_claims_and_controls_come_from_the_files():
     t2 = load(STUDIES / "table2.toml")
     assert t2.is_paper and t2.table == 2 and t2.reference == "base" and t2.prefix == "table2"
     assert t2.reference_of("oracle") == "g" and t2.reference_of("base_matched") == "base"
-    assert [c.text for c in t2.claims][2] == "the gradient loss helps: (f) < (g)"
-    assert t2.claims[0].pairs == tuple((k, "base") for k in "abcdefg")
-    assert (
-        len(load(STUDIES / "table1.toml").claims) == 5
-        and load(STUDIES / "table3.toml").claims == ()
-    )
+    assert [c.text for c in t2.claims][3] == "the gradient loss helps: (f) < (g)"
+    assert t2.claims[1].pairs == tuple((k, "base") for k in "abcdefg")
+    assert [(c.check, c.row, c.pairs) for c in (t2.claims[0], t2.claims[-1])] == [
+        ("cfa_cost", "", ()),
+        ("focus", "g", ()),
+    ]
+    assert t2.full == "g" and t2.reference_name == "Baseline"
+    assert t2.row("base_matched").explains == "g" and t2.row("g").short == "FTN (g)"
+    t1 = load(STUDIES / "table1.toml")
+    assert [c.check for c in t1.claims] == ["cfa_cost"] + ["order"] * 5 and t1.full == "cfa"
+    assert load(STUDIES / "table3.toml").claims == ()
 
 
 # ------------------------------------------------------------------ the format
@@ -363,6 +368,29 @@ BAD = {
     ),
     "unknown_base": ('base = "zz"\n' + ROW_A, "base = 'zz'", "not a row of the paper's tables"),
     "unknown_reference": ('reference = "zz"\n' + ROW_A, "reference = 'zz'", "not a row"),
+    "unknown_full": ('full = "zz"\n' + ROW_A, "full = 'zz'", "not a row (rows: a)"),
+    "explains_unknown_row": (
+        ROW_A + '[[row]]\nkey = "c"\ncontrol = true\nexplains = "zz"\n'
+        'set = { "loss.w_grad" = 0.5 }\n',
+        "row 'c'",
+        "explains = 'zz': not a row",
+    ),
+    "explains_from_own_reference": (
+        ROW_A + '[[row]]\nkey = "b"\nset = { "loss.w_grad" = 0.5 }\n[[row]]\nkey = "c"\n'
+        'control = true\nreference = "b"\nexplains = "b"\nset = { "loss.w_grad" = 0.1 }\n',
+        "row 'c'",
+        "only a row compared with the study's reference ('a')",
+    ),
+    "focus_claim_without_row": (
+        ROW_A + '[[claim]]\ntext = "it looks at the person"\ncheck = "focus"\n',
+        "claim 'it looks at the person'",
+        'check = "focus" needs `row`',
+    ),
+    "unknown_check": (
+        ROW_A + '[[claim]]\ntext = "cheap"\ncheck = "speed"\n',
+        "claim 'cheap'",
+        "check = 'speed': unknown; one of 'order', 'cfa_cost', 'focus'",
+    ),
 }
 
 

@@ -1,0 +1,97 @@
+"""What a report's comparisons leave out, and why, one line each: a run a Δ misses, rows on
+different data, a metric a run never logged; and how ``--until-halfwidth`` chose the seeds."""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+
+from ablations.seed_rule import SeedRule, stop_reason
+from reports.load import TableRuns
+from reports.summary import METRICS, complete_runs, missing_runs, reference_of
+
+
+def seed_gaps(tr: TableRuns, per_query: dict[tuple[str, int], dict] | None = None) -> list[str]:
+    """One line per run a Δ misses (a seed the other side has): which run, why, and which Δ
+    leave that seed out."""
+    kept = complete_runs(tr)
+    rank = {v.key: i for i, v in enumerate(tr.study.rows)}
+    grouped: dict[tuple[str, str, str], list[int]] = {}  # a row short of several seeds: one line
+    for (side, sd), deltas in sorted(
+        missing_runs(tr, per_query).items(), key=lambda x: (rank.get(x[0][0], len(rank)), x[0][1])
+    ):
+        why = "has no per_query.npz" if (side, sd) in kept else "has no FINISHED run"
+        grouped.setdefault((side, why, ", ".join(deltas)), []).append(sd)
+    lines = []
+    for (side, why, deltas), sds in grouped.items():
+        if len(sds) == 1:
+            lines.append(f"{side}-s{sds[0]} {why}: seed {sds[0]} is left out of {deltas}")
+        else:
+            lines.append(
+                f"{side} {why} at seeds {' '.join(map(str, sds))}: they are left out of {deltas}"
+            )
+    return lines
+
+
+def seed_rule_note(tr: TableRuns, summary: pd.DataFrame) -> list[str]:
+    """Where ``run.py --until-halfwidth`` chose the seeds (the runs' ``seed_rule`` tag, the
+    newest run's): the rule, then each row's seeds and why it stopped (``seed_rule.stop_reason``
+    on the row's Δ R-1 half-width here); [] for seeds given with ``--seeds``."""
+    if "tags.seed_rule" not in tr.runs:
+        return []
+    tagged = tr.runs.dropna(subset=["tags.seed_rule"]).sort_values("start_time")
+    rule = SeedRule.parse(str(tagged["tags.seed_rule"].iloc[-1])) if len(tagged) else None
+    if rule is None:
+        return []
+    ref = tr.study.reference
+    lines = [
+        f"Seeds chosen by `--until-halfwidth {rule.target:g} --max-seeds {rule.max_seeds}`: "
+        f"every row's first seeds, then one seed at a time to the row whose Δ R-1 interval "
+        f"against `{ref}` was widest (and `{ref}` at that seed too), until its half-width was "
+        f"at most {rule.target:g} points or it had {rule.max_seeds} seeds. The rule reads the "
+        f"interval's width only, never its sign or p-value, so where a row stopped favours no "
+        f"verdict.",
+        "",
+    ]
+    for r in summary.itertuples():
+        if r.variant == ref:
+            lines.append(f"- {r.variant_label} (the reference): seeds {r.seeds}")
+            continue
+        half = getattr(r, "d_rank1_half", math.nan)
+        lines.append(f"- {r.variant_label}: seeds {r.seeds}, {stop_reason(half, int(r.n), rule)}")
+    return lines + [""]
+
+
+def data_gaps(tr: TableRuns) -> list[str]:
+    """One line per pair of rows the report would compare (a row and its reference, the two
+    sides of a claim) that were run on different data: they are never paired."""
+    pairs = [(v, reference_of(tr, v)) for v in tr.order]
+    pairs += [pair for claim in tr.study.claims for pair in claim.pairs]
+    lines, seen = [], set()
+    for a, b in pairs:
+        if (
+            a in tr.row_digests
+            and b in tr.row_digests
+            and not tr.same_data(a, b)
+            and frozenset((a, b)) not in seen
+        ):
+            seen.add(frozenset((a, b)))
+            lines.append(
+                f"{a} and {b} are on different data (data digests {tr.row_digests[a]}, "
+                f"{tr.row_digests[b]}): never paired, so there is no Δ between them"
+            )
+    return lines
+
+
+def missing_metrics(tr: TableRuns) -> list[str]:
+    """``val/mINP: missing in base-s0, g-s1`` for every METRICS value a kept run lacks."""
+    out = []
+    for m in METRICS:
+        col = f"metrics.val/{m}"
+        lacking = (
+            tr.runs["name"] if col not in tr.runs else tr.runs.loc[tr.runs[col].isna(), "name"]
+        )
+        if len(lacking):
+            out.append(f"val/{m}: missing in {', '.join(map(str, lacking))}")
+    return out
