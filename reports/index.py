@@ -62,7 +62,7 @@ FIGURES = [
     (
         "global_local",
         "Global and local branches (paper Fig. 5)",
-        "One identity in different cameras (backgrounds): Baseline beside the full model.",
+        "One identity in different cameras (backgrounds): {the_ref} beside {full}.",
     ),
     (
         "recon",
@@ -71,15 +71,13 @@ FIGURES = [
         "(the variant's mask strategy), decoder output.",
     ),
     (
-        "ranklist_base",
-        "Rank lists: Baseline",
-        "The Baseline's best, median and worst queries by "
+        "ranklist_{reference}",
+        "Rank lists: {ref_title}",
+        "{Refs} best, median and worst queries by "
         "AP, each with its top 10 (green = true match, red = another identity, grey = junk: same "
         "identity and camera, left out by the protocol).",
     ),
-    ("ranklist_g", "Rank lists: FTN (g)", "The same queries for the full model, with its own AP."),
-    ("ranklist_cfa", "Rank lists: Base. + CFA", "The same queries for CFA, with its own AP."),
-    ("ranklist_ftn", "Rank lists: FTN", "The same queries for FTN, with its own AP."),
+    ("ranklist_{full_key}", "Rank lists: {full}", "The same queries for {full}, with its own AP."),
     (
         "sweep",
         "The sweep",
@@ -327,19 +325,27 @@ def experiment_readme(rep: Report) -> str:
         out += ["", "Missing metrics (shown as —): " + "; ".join(missing) + "."]
     out.append("")
     # The answer first: the table, then the figures, the claims, and only then how sure and why.
+    rows = {  # the rows the figures show: the reference and the study's full row
+        "reference": study.reference,
+        "ref_title": own.name or own.label,
+        "Refs": own.refs[0].upper() + own.refs[1:],
+        "full_key": study.full or "",
+        "full": study.row(study.full).label if study.full else "",
+    }
     for key, title, caption in FIGURES:
+        key = key.format(**rows)
         files = rep.figures.get(key) or []
         png = next((f for f in files if f.suffix == ".png"), None)
         if png is None:
             continue
         pdf = next((f for f in files if f.suffix == ".pdf"), None)
-        title = own(title)
+        title = own(title, **rows)
         out += [
             f"## {title}",
             "",
             f"![{title}]({png.name})",
             "",
-            own(caption) + (f" ([PDF]({pdf.name}))" if pdf is not None else ""),
+            own(caption, **rows) + (f" ([PDF]({pdf.name}))" if pdf is not None else ""),
             "",
         ]
     out += _claims_section(rep)

@@ -47,11 +47,11 @@ class Wording:
         """The reference row's label where the study gives it no name (figures show it)."""
         return None if self.name else self.label
 
-    def __call__(self, template: str) -> str:
-        """``template`` with ``{our_ref}``, ``{the_ref}``, ``{refs}``, ``{paper_key}`` and
-        ``{paper_beside}`` filled in."""
+    def __call__(self, template: str, **more: str) -> str:
+        """``template`` with ``{our_ref}``, ``{the_ref}``, ``{refs}``, ``{paper_key}``,
+        ``{paper_beside}`` and the fields of ``more`` filled in."""
         words = dataclasses.asdict(self)
-        words.update(our_ref=self.our_ref, the_ref=self.the_ref, refs=self.refs)
+        words.update(our_ref=self.our_ref, the_ref=self.the_ref, refs=self.refs, **more)
         return template.format(**words)
 
 
