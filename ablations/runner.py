@@ -383,7 +383,7 @@ def _copy_one(p: PlannedRun, client, parent_ids: dict[str, str], counter: str) -
         f"as {p.source.info.run_name} ({p.source.info.run_id[:8]}); copying it, no training",
         flush=True,
     )
-    exp_id = store.get_or_create_experiment(client, p.experiment)
+    exp_id = store.get_or_create_experiment(client, p.experiment, experiment_parts(p))
     source = p.source.data.tags
     tags = _child_tags(p) | {
         "skipped_images": source.get("skipped_images", "0"),
@@ -843,7 +843,7 @@ def _start_child(p: PlannedRun, client, parent_id: str, splits: DatasetSplits) -
             }
         )
         return run.info.run_id
-    exp_id = store.get_or_create_experiment(client, p.experiment)
+    exp_id = store.get_or_create_experiment(client, p.experiment, experiment_parts(p))
     run = mlflow.start_run(
         experiment_id=exp_id,
         run_name=p.name,
@@ -864,6 +864,14 @@ def _start_child(p: PlannedRun, client, parent_id: str, splits: DatasetSplits) -
     return run.info.run_id
 
 
+def experiment_parts(p: PlannedRun) -> store.ExperimentName:
+    """What ``p``'s experiment is for, kept as its tags (``store.EXPERIMENT_TAGS``)."""
+    paper = p.study.is_paper
+    return store.ExperimentName(
+        p.study.table if paper else None, None if paper else p.study.name, p.dataset, p.preset
+    )
+
+
 def start_parents(plan: list[PlannedRun], client, argv: list[str]) -> dict[str, str]:
     """One parent run per experiment touched by this invocation, with the study file as its
     artifact (``study.toml``) and the file's hash as the tag ``study_hash``."""
@@ -871,7 +879,7 @@ def start_parents(plan: list[PlannedRun], client, argv: list[str]) -> dict[str, 
     for p in plan:
         if p.experiment in parents:
             continue
-        exp_id = store.get_or_create_experiment(client, p.experiment)
+        exp_id = store.get_or_create_experiment(client, p.experiment, experiment_parts(p))
         run = client.create_run(
             exp_id,
             run_name=f"{p.study.name}-{time.strftime('%Y%m%d-%H%M%S')}",

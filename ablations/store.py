@@ -91,8 +91,39 @@ _TABLE_NAME = re.compile(r"^table(\d+)-(.+)-([^-]+)$")  # a dataset may hold '-'
 _STUDY_NAME = re.compile(r"^study-(.+)-([^-]+)-([^-]+)$")  # a study's name may hold '-'
 
 
+EXPERIMENT_TAGS = ("ftn.table", "ftn.study", "ftn.dataset", "ftn.preset")
+"""The tags each study experiment carries since it was created (``ExperimentName``'s fields), so
+that its parts read back whole where the name alone cannot say where they end: a study named
+``mask`` on the dataset ``my-data`` and one named ``mask-my`` on ``data`` write the same name."""
+
+
+def experiment_tags(parts: ExperimentName) -> dict[str, str]:
+    """``EXPERIMENT_TAGS`` of ``parts`` ("" for a part that is None)."""
+    return {k: "" if v is None else str(v) for k, v in zip(EXPERIMENT_TAGS, parts)}
+
+
+def experiment_parts(exp: Any) -> ExperimentName | None:
+    """The parts of an MLflow experiment: from its ``EXPERIMENT_TAGS`` where it has them and they
+    write its name again, else read from its name (``parse_experiment``; experiments created
+    before the tags)."""
+    tags = getattr(exp, "tags", None) or {}
+    if all(k in tags for k in EXPERIMENT_TAGS):
+        table, study, dataset, preset = (tags[k] for k in EXPERIMENT_TAGS)
+        parts = ExperimentName(int(table) if table else None, study or None, dataset, preset)
+        if experiment_name(parts.table or parts.study, dataset, preset) == exp.name:
+            return parts
+    return parse_experiment(exp.name)
+
+
+def _parts_text(parts: ExperimentName) -> str:
+    what = f"Table {parts.table}" if parts.table is not None else f"study {parts.study}"
+    return f"{what} on {parts.dataset} ({parts.preset} preset)"
+
+
 def parse_experiment(name: str) -> ExperimentName | None:
-    """The parts of an experiment name ``experiment_name`` wrote; None for any other name."""
+    """The parts of an experiment name ``experiment_name`` wrote; None for any other name. A
+    study's name takes every '-' but the last two, so a dataset read back from a study's
+    experiment name never holds one (``experiment_parts`` reads the tags first)."""
     if m := _TABLE_NAME.match(name):
         return ExperimentName(int(m.group(1)), None, m.group(2), m.group(3))
     if m := _STUDY_NAME.match(name):
@@ -410,22 +441,37 @@ def open_store(uri: str | None = None, create: bool = True) -> MlflowClient | No
     return client
 
 
-def get_or_create_experiment(client: MlflowClient, name: str) -> str:
-    """The id of experiment ``name``, created if missing. A deleted one stays deleted (its runs
-    would come back into every report): refused, with how to restore or purge it."""
+def get_or_create_experiment(
+    client: MlflowClient, name: str, parts: ExperimentName | None = None
+) -> str:
+    """The id of experiment ``name``, created if missing; ``parts``: the study, dataset and preset
+    it is for, kept as its ``EXPERIMENT_TAGS`` (added to an older experiment that lacks them). A
+    deleted one stays deleted (its runs would come back into every report): refused, with how to
+    restore or purge it."""
+    tags = experiment_tags(parts) if parts is not None else {}
     exp = client.get_experiment_by_name(name)
     if exp is not None:
         if exp.lifecycle_stage == "deleted":
             raise FTNError(deleted_experiment(client, exp))
+        was = experiment_parts(exp) if all(k in exp.tags for k in EXPERIMENT_TAGS) else None
+        if parts is not None and was is not None and was != parts:
+            raise FTNError(
+                f"experiment {name} holds the runs of {_parts_text(was)}, not of "
+                f"{_parts_text(parts)}: the two write the same name; rename the study file's "
+                f"`name`"
+            )
+        for key, value in tags.items():
+            if exp.tags.get(key) != value:
+                client.set_experiment_tag(exp.experiment_id, key, value)
         return exp.experiment_id
     artifact_location = None
     if client.tracking_uri.startswith("sqlite:///"):
         db = Path(client.tracking_uri[len("sqlite:///") :])
         artifact_location = (db.parent / "artifacts" / name).resolve().as_uri()
     try:
-        return client.create_experiment(name, artifact_location=artifact_location)
+        return client.create_experiment(name, artifact_location=artifact_location, tags=tags)
     except MlflowException:  # another worker created it first
-        return client.get_experiment_by_name(name).experiment_id
+        return get_or_create_experiment(client, name, parts)
 
 
 def deleted_experiment(client: MlflowClient, exp: Any) -> str:
@@ -440,17 +486,19 @@ def deleted_experiment(client: MlflowClient, exp: Any) -> str:
 
 def study_experiments(client: MlflowClient, study: Any) -> list[Experiment]:
     """The experiments of ``study`` (an ``ablations.study.Study``, which names its experiments
-    through this module), sorted by name: those whose name it writes for a dataset without '-'."""
+    through this module), sorted by name: those whose parts (``experiment_parts``: tags, else
+    the name) name this study and write their name again."""
 
-    def of_study(name: str) -> bool:
-        parts = parse_experiment(name)
+    def of_study(exp: Experiment) -> bool:
+        parts = experiment_parts(exp)
         return (
             parts is not None
-            and "-" not in parts.dataset
-            and study.experiment(parts.dataset, parts.preset) == name
+            and (parts.table, parts.study)
+            == ((study.table, None) if study.is_paper else (None, study.name))
+            and study.experiment(parts.dataset, parts.preset) == exp.name
         )
 
-    found = [e for e in client.search_experiments(max_results=1000) if of_study(e.name)]
+    found = [e for e in client.search_experiments(max_results=1000) if of_study(e)]
     if not found:
         raise FTNError(
             f"no experiment of study {study.name} in the store: run "

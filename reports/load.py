@@ -3,7 +3,7 @@
 Store layout (written by ``ablations/``; ``ablations.store`` names it and opens it read-only here):
 one experiment per study × dataset × preset named ``table{N}-{dataset}-{preset}`` (the paper's
 tables) or ``study-{name}-{dataset}-{preset}`` (a study file, ``ablations.study``), read back by
-``ablations.store.parse_experiment``; one parent run per runner invocation (``tags.kind=parent``);
+``ablations.store.experiment_parts``; one parent run per runner invocation (``tags.kind=parent``);
 one child run per variant × seed (``tags.kind=child``, ``tags.variant``, ``tags.seed``) with
 ``val/*`` metrics in percent and the artifacts ``config.json``, ``metrics.json``, ``model.pt``.
 """
@@ -31,7 +31,7 @@ from ablations.store import (
     PARENT_RUNS,
     PER_QUERY,
     ExperimentName,
-    parse_experiment,
+    experiment_parts,
 )
 from ablations.study import PAPER_TABLE_NUMBERS, Study, as_study, data_choice, planned_config
 from ablations.variants import variants
@@ -133,7 +133,7 @@ def find_experiments(
             raise FTNError(
                 f"--experiment {name}: not found in the store (ablation experiments: {known})"
             )
-        parts = parse_experiment(name)
+        parts = experiment_parts(match[0])
         if parts is not None and parts.study is not None:
             raise FTNError(
                 f"--experiment {name} is an experiment of study {parts.study}: build "
@@ -166,14 +166,14 @@ def find_experiments(
 
 
 def _table_of(exp: Experiment) -> int | None:
-    parts = parse_experiment(exp.name)
+    parts = experiment_parts(exp)
     return parts.table if parts else None
 
 
 def load_runs(client: MlflowClient, exp: Experiment, study: Study | None = None) -> TableRuns:
     """FINISHED child runs, newest per (variant, seed); the rest counted in ``left_out``.
     ``study``: the study the experiment belongs to (default: the paper table its name says)."""
-    parts = parse_experiment(exp.name) or ExperimentName(None, None, "?", "?")
+    parts = experiment_parts(exp) or ExperimentName(None, None, "?", "?")
     table, dataset, preset = (
         (parts.table, parts.dataset, parts.preset) if parts.table is not None else (0, "?", "?")
     )

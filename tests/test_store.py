@@ -83,12 +83,53 @@ def test_study_experiments_are_those_its_name_writes():
     ]
     exps = [SimpleNamespace(name=n) for n in names]
     client = SimpleNamespace(search_experiments=lambda max_results: exps)
-    assert [e.name for e in study_experiments(client, as_study(2))] == ["table2-synthetic-cpu"]
+    assert [e.name for e in study_experiments(client, as_study(2))] == [
+        "table2-market-1501-cpu",  # as --table 2 finds it
+        "table2-synthetic-cpu",
+    ]
     mask = parse(DASHED, "s.toml")
     assert [e.name for e in study_experiments(client, mask)] == ["study-mask-width-synthetic-tiny"]
     client = SimpleNamespace(search_experiments=lambda max_results: [])
     with pytest.raises(FTNError, match="no experiment of study mask-width in the store"):
         study_experiments(client, mask)
+
+
+def test_an_experiment_keeps_its_parts_as_tags(tmp_path):
+    """A study experiment's tags give its dataset whole, dashes and all; a second study whose
+    name writes the same experiment name is refused; an experiment without the tags (made
+    before them) is read from its name."""
+    from mlflow import MlflowClient
+
+    from tests.fake_store import new_store
+
+    client = MlflowClient(new_store(tmp_path))
+    mine = ExperimentName(None, "mask", "my-data", "cpu")
+    name = experiment_name("mask", "my-data", "cpu")
+    exp_id = store.get_or_create_experiment(client, name, mine)
+    assert store.experiment_parts(client.get_experiment(exp_id)) == mine
+    assert parse_experiment(name) == (None, "mask-my", "data", "cpu")  # the name alone cannot
+    assert [
+        e.name
+        for e in study_experiments(client, parse(DASHED.replace("mask-width", "mask"), "m.toml"))
+    ] == [name]
+    with pytest.raises(FTNError, match="no experiment of study mask-my"):
+        study_experiments(client, parse(DASHED.replace("mask-width", "mask-my"), "m.toml"))
+    with pytest.raises(FTNError, match="holds the runs of study mask on my-data"):
+        store.get_or_create_experiment(client, name, ExperimentName(None, "mask-my", "data", "cpu"))
+    assert store.get_or_create_experiment(client, name, mine) == exp_id  # its own: found
+    old = client.create_experiment("study-mask-width-synthetic-tiny")
+    assert store.experiment_parts(client.get_experiment(old)) == (
+        None,
+        "mask-width",
+        "synthetic",
+        "tiny",
+    )
+    store.get_or_create_experiment(  # touched again by a run: the tags are added
+        client,
+        "study-mask-width-synthetic-tiny",
+        ExperimentName(None, "mask-width", "synthetic", "tiny"),
+    )
+    assert client.get_experiment(old).tags["ftn.dataset"] == "synthetic"
 
 
 def test_reports_use_the_stores_location_and_names():
