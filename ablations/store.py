@@ -91,6 +91,36 @@ _TABLE_NAME = re.compile(r"^table(\d+)-(.+)-([^-]+)$")  # a dataset may hold '-'
 _STUDY_NAME = re.compile(r"^study-(.+)-([^-]+)-([^-]+)$")  # a study's name may hold '-'
 
 
+RUN_TAGS = {
+    "kind": "child (one training run) or parent (one invocation of run.py)",
+    "table": "the paper table's number ('' for a study file's run)",
+    "study": "the study's name",
+    "study_hash": "parent: the study file's hash (its text is the artifact study.toml)",
+    "variant": "the row's key",
+    "variant_label": "the row's label",
+    "seed": "the run's seed",
+    "preset": "the preset it was trained with",
+    "dataset": "the dataset it was trained and tested on",
+    "command": "parent: the command line",
+    "git_commit": "the code's commit (the last to touch the run)",
+    "machine": "the machine (the last to touch the run)",
+    "config_hash": "the hash of what the run computes (ftn_core.config.config_hash)",
+    "setting_hash": "config_hash with the settings that change no number left out",
+    "data_digest": "the digest of the files it read (ftn_core.data.digest)",
+    "init_digest": "the digest of the weights file S-Enc started from ('' for a random start)",
+    "overrides": "the --set it was trained with, on top of its row",
+    "seed_rule": "the --until-halfwidth rule that chose its seed",
+    "skipped_images": "how many unreadable images --skip-bad-images left out",
+    "precision": "the precision it trained in (fp32, bf16 autocast …)",
+    "reused_from": "the run it was copied from instead of trained again",
+    "error": "why it failed or was interrupted",
+    "pretrain_hash": "a pre-training run's configuration hash",
+    "backbone_digest": "the digest of the backbone weights a pre-training run wrote",
+}
+"""Every run tag the runner and pre-training write and the reports read, with its meaning: the
+store's names, in one place (a test checks that every ``tags.<name>`` the code reads is here)."""
+
+
 EXPERIMENT_TAGS = ("ftn.table", "ftn.study", "ftn.dataset", "ftn.preset")
 """The tags each study experiment carries since it was created (``ExperimentName``'s fields), so
 that its parts read back whole where the name alone cannot say where they end: a study named

@@ -4,6 +4,7 @@ reports keep no store definitions of their own. No MLflow store is opened."""
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -130,6 +131,29 @@ def test_an_experiment_keeps_its_parts_as_tags(tmp_path):
         ExperimentName(None, "mask-width", "synthetic", "tiny"),
     )
     assert client.get_experiment(old).tags["ftn.dataset"] == "synthetic"
+
+
+def test_every_run_tag_the_code_reads_or_writes_is_a_store_tag():
+    """A tag read as ``tags.<name>`` (a filter string, a runs-frame column, ``run.data.tags``)
+    or written by the runner's tag dictionaries is one of ``store.RUN_TAGS``: a misspelt tag is
+    a filter that silently matches nothing."""
+    read = re.compile(
+        r'\btags\.(?!get\b|items\b|pop\b|mlflow\b)([a-z_]+)|tags(?:\.get\(|\[)"([a-z_]+)"'
+    )
+    written = re.compile(r"^\s+\"([a-z_]+)\": ", re.M)
+    unknown = {}
+    for folder in ("ablations", "reports"):
+        for path in (REPO / folder).rglob("*.py"):
+            text = path.read_text(encoding="utf-8")
+            names = {a or b for a, b in read.findall(text)}
+            if path.name == "runner.py":  # its tag dictionaries: the child's and the parent's
+                for block in re.findall(r"def _child_tags.*?\n\n\n|tags=\{.*?\}", text, re.S):
+                    names |= set(written.findall(block))
+            bad = names - set(store.RUN_TAGS)
+            if bad:
+                unknown[str(path.relative_to(REPO))] = sorted(bad)
+    assert unknown == {}
+    assert {"kind", "variant", "seed", "config_hash", "data_digest"} <= set(store.RUN_TAGS)
 
 
 def test_reports_use_the_stores_location_and_names():
