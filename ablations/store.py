@@ -139,9 +139,11 @@ def experiment_parts(exp: Any) -> ExperimentName | None:
     tags = getattr(exp, "tags", None) or {}
     if all(k in tags for k in EXPERIMENT_TAGS):
         table, study, dataset, preset = (tags[k] for k in EXPERIMENT_TAGS)
-        parts = ExperimentName(int(table) if table else None, study or None, dataset, preset)
-        if experiment_name(parts.table or parts.study, dataset, preset) == exp.name:
-            return parts
+        if table.isdigit() or not table:
+            parts = ExperimentName(int(table) if table else None, study or None, dataset, preset)
+            named = parts.table if parts.table is not None else parts.study
+            if named is not None and experiment_name(named, dataset, preset) == exp.name:
+                return parts
     return parse_experiment(exp.name)
 
 
@@ -483,7 +485,11 @@ def get_or_create_experiment(
     if exp is not None:
         if exp.lifecycle_stage == "deleted":
             raise FTNError(deleted_experiment(client, exp))
-        was = experiment_parts(exp) if all(k in exp.tags for k in EXPERIMENT_TAGS) else None
+        was = (
+            experiment_parts(exp)
+            if all(k in exp.tags for k in EXPERIMENT_TAGS)
+            else _parts_of_runs(client, exp, parts)
+        )
         if parts is not None and was is not None and was != parts:
             raise FTNError(
                 f"experiment {name} holds the runs of {_parts_text(was)}, not of "
@@ -501,7 +507,37 @@ def get_or_create_experiment(
     try:
         return client.create_experiment(name, artifact_location=artifact_location, tags=tags)
     except MlflowException:  # another worker created it first
+        if client.get_experiment_by_name(name) is None:
+            raise
         return get_or_create_experiment(client, name, parts)
+
+
+def _parts_of_runs(
+    client: MlflowClient, exp: Any, parts: ExperimentName | None
+) -> ExperimentName | None:
+    """What an experiment made before ``EXPERIMENT_TAGS`` holds, from one of its child runs'
+    tags (``study``, ``dataset``, ``preset``); None without such a run or ``parts`` to compare."""
+    if parts is None:
+        return None
+    found = client.search_runs(
+        [exp.experiment_id],
+        "tags.kind = 'child'",
+        max_results=1,
+        order_by=["attributes.start_time ASC"],
+    )
+    if not found:
+        return None
+    tags = found[0].data.tags
+    study = tags.get("study", "")
+    if not study or "dataset" not in tags or "preset" not in tags:
+        return None
+    paper = re.fullmatch(r"table(\d+)", study) and tags.get("table", "") == study[5:]
+    return ExperimentName(
+        int(study[5:]) if paper else None,
+        None if paper else study,
+        tags["dataset"],
+        tags["preset"],
+    )
 
 
 def deleted_experiment(client: MlflowClient, exp: Any) -> str:

@@ -334,8 +334,16 @@ def parse(text: str, where: str, shipped: bool = False) -> Study:
     for v in rows:
         if v.reference is not None and v.reference not in keys:
             fail(f"reference = {v.reference!r}: not a row", v.key)
+        if v.explains is not None and not v.control:
+            fail("`explains` is for a control row (control = true)", v.key)
         if v.explains is not None and v.explains not in keys:
             fail(f"explains = {v.explains!r}: not a row", v.key)
+        if v.explains in (v.key, reference):
+            fail(
+                f"explains = {v.explains!r}: a control explains a share of another row's Δ "
+                f"against the reference, not its own or the reference's",
+                v.key,
+            )
         if v.explains is not None and (v.reference or reference) != reference:
             fail(
                 f"explains = {v.explains!r}: only a row compared with the study's reference "
@@ -345,6 +353,8 @@ def parse(text: str, where: str, shipped: bool = False) -> Study:
     full = doc.get("full")
     if full is not None and full not in keys:
         fail(f"full = {full!r}: not a row (rows: {', '.join(v.key for v in rows)})")
+    if full is not None and full == reference:
+        fail(f"full = {full!r} is the reference row: name the row shown beside it")
     reference_name = doc.get("reference_name", "")
     if not isinstance(reference_name, str):
         fail('`reference_name` must be a string, e.g. reference_name = "Baseline"')

@@ -6,6 +6,7 @@ import math
 import os
 import re
 import shlex
+import statistics
 from pathlib import Path
 
 import pandas as pd
@@ -62,7 +63,7 @@ FIGURES = [
     (
         "global_local",
         "Global and local branches (paper Fig. 5)",
-        "One identity in different cameras (backgrounds): {the_ref} beside {full}.",
+        "One identity in different cameras (backgrounds): {the_ref}{beside_full}.",
     ),
     (
         "recon",
@@ -216,7 +217,11 @@ def experiment_readme(rep: Report) -> str:
         out += [
             f"{study.description or study.name} (study file `{study.path}`, hash `{study.digest}`). "
             f"Every Δ below is taken against the reference row `{study.reference}` (the tables' "
-            '"Baseline" column headings mean it).',
+            + (
+                f'"{study.reference_name}" headings mean it).'
+                if study.reference_name
+                else '"ref." and "× reference" headings mean it).'
+            ),
             "",
         ]
     per_row = tr.runs.groupby("variant")["seed"].nunique()
@@ -331,6 +336,7 @@ def experiment_readme(rep: Report) -> str:
         "Refs": own.refs[0].upper() + own.refs[1:],
         "full_key": study.full or "",
         "full": study.row(study.full).label if study.full else "",
+        "beside_full": f" beside {study.row(study.full).label}" if study.full else "",
     }
     for key, title, caption in FIGURES:
         key = key.format(**rows)
@@ -563,20 +569,22 @@ def _claims_section(rep) -> list[str]:
 
 def _seeds_for_gaps(rep, own: Wording) -> str:
     """How many seeds the paper's own gaps would need here: the smallest, median and largest
-    |Δ R-1| the paper gives its table's rows, at the seed SD and query SE of the study's full
-    row (``Study.full``) against its reference; "" without paper numbers or that row's runs."""
+    of the gaps the paper's R-1 shows between the pairs its table compares (each row against the
+    reference, and the two sides of each ordering claim; a gap of 0 left out), at the seed SD
+    and query SE of the study's full row (``Study.full``) against its reference; "" without
+    paper numbers or that row's runs."""
     from reports import stats
 
     study, s = rep.tr.study, rep.summary
     full = study.full
     if study.table is None or full is None or full not in set(rep.tr.order):
         return ""
-    paper = (
-        s.loc[~s["is_reference"].astype(bool) & ~summary.is_control(s), "paper_d_rank1"]
-        .abs()
-        .dropna()
-    )
-    if paper.empty:
+    paper = dict(zip(s["variant"], s["paper_d_rank1"]))  # NaN for controls and rows without
+    pairs = [(k, study.reference) for k in paper if k != study.reference]
+    pairs += [p for c in study.claims if c.metric == "rank1" for p in c.pairs]
+    found = [abs(paper[a] - paper[b]) for a, b in pairs if a in paper and b in paper]
+    found = [g for g in found if not math.isnan(g) and round(g, 1) > 0]
+    if not found:
         return ""
     d = summary.compare(rep.per_query, full, study.reference, "rank1")
     if math.isnan(d.sd_seed):
@@ -585,7 +593,7 @@ def _seeds_for_gaps(rep, own: Wording) -> str:
             "paper's gaps cannot be estimated; run more seeds (`run.py --seeds 0 1 2`: finished "
             "runs are reused)."
         )
-    gaps = sorted({round(float(x), 1) for x in (paper.min(), paper.median(), paper.max())})
+    gaps = sorted({round(float(x), 1) for x in (min(found), statistics.median(found), max(found))})
     parts = []
     for gap in gaps:
         n = stats.seeds_needed(d, gap)
@@ -593,7 +601,8 @@ def _seeds_for_gaps(rep, own: Wording) -> str:
     floor = stats.detectable(d, 10**6)
     return (
         f"Seeds needed to resolve the paper's Table {study.table} gaps ({gaps[0]}–{gaps[-1]} "
-        f"points: the smallest, median and largest Δ R-1 of its rows against its {own.name or 'reference'}) at 80 % "
+        f"points: the smallest, median and largest R-1 gap of the pairs it compares, each row "
+        f"against its {own.name or 'reference'} and the two sides of each claim) at 80 % "
         f"power, from ({full}) vs {own.the_ref} (seed SD {d.sd_seed:.1f}, query SE "
         f"{d.se_query:.1f}): " + "; ".join(parts) + ". "
         f"Query sampling alone sets a floor of {floor:.1f} points on this test set, which more seeds "

@@ -131,6 +131,20 @@ def test_an_experiment_keeps_its_parts_as_tags(tmp_path):
         ExperimentName(None, "mask-width", "synthetic", "tiny"),
     )
     assert client.get_experiment(old).tags["ftn.dataset"] == "synthetic"
+    # Made before the tags and holding another study's runs: refused too, from a run's tags.
+    older = client.create_experiment("study-a-b-c-cpu")
+    client.create_run(
+        older, tags={"kind": "child", "study": "a", "dataset": "b-c", "preset": "cpu"}
+    )
+    with pytest.raises(FTNError, match="holds the runs of study a on b-c"):
+        store.get_or_create_experiment(
+            client, "study-a-b-c-cpu", ExperimentName(None, "a-b", "c", "cpu")
+        )
+    # A tag that is no table number is not believed: the name is read instead.
+    odd = client.create_experiment(
+        "table2-synthetic-cpu", tags={k: "x" for k in store.EXPERIMENT_TAGS}
+    )
+    assert store.experiment_parts(client.get_experiment(odd)) == (2, None, "synthetic", "cpu")
 
 
 def test_every_run_tag_the_code_reads_or_writes_is_a_store_tag():

@@ -381,6 +381,13 @@ BAD = {
         "row 'c'",
         "only a row compared with the study's reference ('a')",
     ),
+    "explains_on_a_row_that_is_no_control": (
+        ROW_A + '[[row]]\nkey = "b"\nset = { "loss.w_grad" = 0.5 }\n[[row]]\nkey = "c"\n'
+        'explains = "b"\nset = { "loss.w_grad" = 0.1 }\n',
+        "row 'c'",
+        "`explains` is for a control row",
+    ),
+    "full_is_the_reference": ('full = "a"\n' + ROW_A, "full = 'a' is the reference row", "beside"),
     "focus_claim_without_row": (
         ROW_A + '[[claim]]\ntext = "it looks at the person"\ncheck = "focus"\n',
         "claim 'it looks at the person'",

@@ -621,7 +621,11 @@ def test_every_claim_has_its_line_even_without_per_query_results(tmp_path, capsy
         "no evidence (f not run)",
         "no evidence (e, d not run)",
     ]
-    assert verdicts[focus.text] in ("holds", "fails", "inconclusive")  # (g) ran: judged on seeds
+    assert verdicts[focus.text] == "holds"  # (g) ran: A′'s focus 20 at both seeds, judged on them
+    assert (
+        "normalised focus of A′ for (g): 20.0"
+        in claims.set_index("claim").loc[focus.text, "evidence"]
+    )
     assert verdicts["our ordering of the Table 2 rows follows the paper's"] == (
         "no evidence (0 of the paper's rows with per-query results; an ordering needs 3)"
     )
