@@ -515,7 +515,10 @@ def run_overrides(tag: str, preset: str) -> tuple[str, ...]:
 
 
 def _search(client: MlflowClient, exp: Experiment, filter_string: str) -> pd.DataFrame:
-    """``mlflow.search_runs`` against ``client``'s store (it reads the global tracking URI)."""
+    """``mlflow.search_runs`` against ``client``'s store (it reads the global tracking URI), its
+    ``metrics.*``, ``params.*`` and ``tags.*`` columns sorted by name: MLflow orders them as a
+    set iterates, which differs from one process to the next, and the evidence a report ships
+    is written in this order."""
     if isinstance(client, Source):
         return client.search(exp, filter_string)
     import mlflow
@@ -523,12 +526,14 @@ def _search(client: MlflowClient, exp: Experiment, filter_string: str) -> pd.Dat
     previous = mlflow.get_tracking_uri()
     mlflow.set_tracking_uri(client.tracking_uri)
     try:
-        return mlflow.search_runs(
+        df = mlflow.search_runs(
             experiment_ids=[exp.experiment_id],
             filter_string=filter_string,
             output_format="pandas",
             max_results=50000,
         )
+        named = sorted(c for c in df.columns if c.startswith(("metrics.", "params.", "tags.")))
+        return df[[c for c in df.columns if c not in set(named)] + named]
     except MlflowException as err:
         raise FTNError(f"cannot search runs of {exp.name}: {str(err).splitlines()[0]}") from None
     finally:

@@ -623,6 +623,23 @@ def test_rebuild_is_idempotent(report, tmp_path):
         assert (again / name).read_bytes() == (folder / name).read_bytes(), name
 
 
+def test_the_runs_frame_names_its_metrics_params_and_tags_in_sorted_order(store):
+    # MLflow orders these columns as a set iterates, which changes with each process's string
+    # hashing: the evidence a report ships would differ byte by byte from one build to the next.
+    from reports import load
+
+    uri, _ = store
+    client = MlflowClient(uri)
+    exp = client.get_experiment_by_name("table2-synthetic-tiny")
+    df = load._search(client, exp, "tags.kind = 'child'")
+    named = [c for c in df.columns if c.startswith(("metrics.", "params.", "tags."))]
+    assert len(named) > 20 and named == sorted(named)
+    assert list(df.columns[: len(df.columns) - len(named)]) == [
+        c for c in df.columns if c not in set(named)
+    ]  # the run's own attributes (run_id, status, times …) first, as MLflow gives them
+    assert df.columns[0] == "run_id"
+
+
 def test_missing_metrics_and_artifacts_are_reported(store, tmp_path):
     uri, _ = store
     assert (
