@@ -403,7 +403,9 @@ def _cli(store, data_root, tmp_path, *extra):
 
 
 @pytest.mark.slow
-def test_sigterm_fails_the_trial_and_the_rerun_completes_the_budget(store, data_root, tmp_path):
+def test_sigterm_fails_the_trial_and_the_rerun_completes_the_budget(
+    store, data_root, tmp_path, capsys
+):
     from ablations.store import open_store
 
     open_store(
@@ -425,9 +427,9 @@ def test_sigterm_fails_the_trial_and_the_rerun_completes_the_budget(store, data_
     (killed,) = client.search_runs([exp.experiment_id], "tags.kind = 'trial'")
     assert killed.info.status == "KILLED" and killed.data.tags["trial_state"] == "FAIL"
 
-    rerun = subprocess.run(cmd, cwd=REPO, env=ENV, capture_output=True, text=True, timeout=300)
-    assert rerun.returncode == 0, rerun.stderr
-    assert "trials: 1 FAIL, " in rerun.stdout
+    capsys.readouterr()
+    assert tune.main(cmd[2:]) == 0  # the rerun, in this process
+    assert "trials: 1 FAIL, " in capsys.readouterr().out
     states = sorted(
         r.data.tags["trial_state"]
         for r in client.search_runs([exp.experiment_id], "tags.kind = 'trial'")
