@@ -189,6 +189,20 @@ def test_delta_interval_by_hand():
     assert math.isnan(stats.delta_interval(np.zeros((0, 0))).lo)
 
 
+def test_the_degrees_of_freedom_never_fall_below_seeds_minus_one():
+    # S = 2, Q = 20, mean squares (seed, query, residual) = (11.2, 141.4, 128.8): v_seed = 0.28,
+    # v_query = 12.6 / 40 = 0.315; Satterthwaite's term of MS_query − MS_resid alone is
+    # (3.535² + 3.22²) / 19 / 0.595² = 3.40, which would make ν = 0.26 (t ≈ ±2,000 wide).
+    from ablations.intervals import t_design
+
+    var, df = t_design(11.2, 141.4, 128.8, 2, 20)
+    assert var == pytest.approx(0.595) and df == 1.0
+    var, df = t_design(11.2, 141.4, 128.8, 3, 20)  # the same floor at 3 seeds: 2
+    assert df == 2.0
+    # Where the shared query part dominates, ν stays above S − 1 as before (no interaction).
+    assert t_design(1.0, 400.0, 1.0, 3, 100)[1] > 50
+
+
 def _binary_rank1(rng, seeds: int, queries: int, sd_seed: float) -> np.ndarray:
     """D = 100 · (variant hit − Baseline hit) per seed and query, true Δ 0: query q is hit at rate
     Φ(θ_q + c_q + α_s) in each arm (θ_q ~ N(−0.3, 2.2²) shared, so R-1 ≈ 45 %; an arm's own
