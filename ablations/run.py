@@ -492,7 +492,11 @@ def main(argv: list[str] | None = None) -> int:
     if rank == 0:
         runner.end_parents(client, parents, "FAILED" if failed else "FINISHED")
         if failed:
-            print(f"error: {len(failed)} run(s) FAILED: {', '.join(failed)}", file=sys.stderr)
+            print(
+                f"error: {len(failed)} run(s) did not finish (their errors above): "
+                f"{', '.join(failed)}",
+                file=sys.stderr,
+            )
             return 1
         where = f" --tracking-uri {shlex.quote(args.tracking_uri)}" if args.tracking_uri else ""
         which = f"--table {study.table}" if study.is_paper else f"--study {shlex.quote(args.study)}"

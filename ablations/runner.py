@@ -32,12 +32,16 @@ from ftn_core.config import (
 from ftn_core.data.loading import build_data, load_splits
 from ftn_core.data.types import DatasetSplits
 from ftn_core.engine import (
+    PRECISION_NAMES,
     Callbacks,
     Interrupted,
     NonFiniteLoss,
+    PrecisionChanged,
     Trainer,
     deferred_interrupts,
+    mixed_precision,
     native_bf16_cpu,
+    resolve_device,
 )
 from ftn_core.errors import FTNError, check_writable_dir
 from ftn_core.presets import PRESETS, RUN_SECONDS, preset_config
@@ -289,7 +293,9 @@ def mark_existing(plan: list[PlannedRun], client) -> None:
 
     A run is ``done`` or ``resume`` in its own experiment by (row key, seed, config hash, data
     digest); failing that it is ``reuse`` when any experiment holds a FINISHED child run of the
-    same config hash and data digest (the seed is part of the hash), whatever its row is called."""
+    same config hash, data and init digests (the seed is part of the hash), whatever its row is
+    called, trained in the precision this machine would train it in (a report never pairs
+    runs of two precisions, so a copy of another one would be a row it leaves out)."""
     cache: dict[str, tuple[str | None, dict]] = {}
     finished: dict[tuple[str, str], object] | None = None
     for p in plan:
@@ -302,8 +308,10 @@ def mark_existing(plan: list[PlannedRun], client) -> None:
             continue
         if finished is None:
             finished = store.finished_by_config(client)
-        source = finished.get((p.hash, p.data_digest, p.init_digest)) or finished.get(
-            (p.legacy_hash, p.data_digest, p.init_digest)
+        train = p.cfg.train
+        here = PRECISION_NAMES[mixed_precision(resolve_device(train.device), train.amp)]
+        source = finished.get((p.hash, p.data_digest, p.init_digest, here)) or finished.get(
+            (p.legacy_hash, p.data_digest, p.init_digest, here)
         )
         if source is not None and source.info.experiment_id != exp_id:
             p.status, p.source = "reuse", source
@@ -392,8 +400,9 @@ def _copy_one(p: PlannedRun, client, parent_ids: dict[str, str], counter: str) -
     for key in (
         "git_commit",
         "machine",
-    ):  # what trained it: the source's code and machine, not ours
-        tags.pop(key)
+        "precision",
+    ):  # what trained it: the source's code, machine and precision, not ours
+        tags.pop(key, None)
         if key in source:
             tags[key] = source[key]
     with deferred_interrupts():
@@ -773,6 +782,14 @@ def _train_one(
         raise (
             err if isinstance(err, Interrupted) else Interrupted(f"{p.name} interrupted")
         ) from None
+    except PrecisionChanged as err:
+        if rank == 0:  # left KILLED, with its checkpoint and its precision, to be resumed
+            print(f"error: {p.name}: {err} (going on with the other runs)", file=sys.stderr)
+            try:
+                mlflow.set_tag("precision", err.was)
+            finally:
+                tracking.end_run("KILLED")
+        return True
     except NonFiniteLoss as err:
         if rank == 0:
             print(

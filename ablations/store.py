@@ -670,10 +670,10 @@ def child_runs(
     return out
 
 
-def finished_by_config(client: MlflowClient) -> dict[tuple[str, str, str], Run]:
+def finished_by_config(client: MlflowClient) -> dict[tuple[str, str, str, str], Run]:
     """The FINISHED child runs of every experiment keyed by (config hash, data digest, init
-    digest), the newest of each (runs copied from another run are skipped: their source is
-    found)."""
+    digest, precision), the newest of each (runs copied from another run are skipped: their
+    source is found; a run without the precision tag, from older code, has "")."""
     exps = [e.experiment_id for e in client.search_experiments(max_results=50000)]
     out: dict[tuple[str, str, str], Run] = {}
     for i in range(0, len(exps), 100):  # search_runs takes at most 100 experiments at a time
@@ -689,6 +689,7 @@ def finished_by_config(client: MlflowClient) -> dict[tuple[str, str, str], Run]:
                 tags.get("config_hash", ""),
                 tags.get("data_digest", ""),
                 tags.get("init_digest", ""),
+                tags.get("precision", ""),
             )
             if all(key[:2]) and "reused_from" not in tags and key not in out and completed(run):
                 out[key] = run

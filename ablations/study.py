@@ -201,6 +201,11 @@ def data_choice(v: Variant) -> tuple:
     return tuple(flat[k] for k in DATA_KEYS)
 
 
+def row_setting(v: Variant, key: str) -> Any:
+    """The value of the dotted ``key`` that the row ``v`` itself gives (before any ``--set``)."""
+    return flatten(v.apply(Config()))[key]
+
+
 def planned_config(
     v: Variant, preset: str, dataset: str, root: str, sets: dict[str, Any], seed: int = 0
 ) -> Config:

@@ -48,6 +48,16 @@ class NonFiniteLoss(FTNError):
     """A NaN or inf loss: the run stops as FAILED; the others go on."""
 
 
+class PrecisionChanged(FTNError):
+    """A checkpoint trained in another precision than this machine's: never resumed here (its
+    epochs would mix two precisions under one tag); the checkpoint is kept for a machine that
+    trains in ``was``."""
+
+    def __init__(self, message: str, was: str) -> None:
+        super().__init__(message)
+        self.was = was
+
+
 class Interrupted(Exception):
     """Ctrl-C or SIGTERM during training; the last epoch's checkpoint is kept."""
 
@@ -383,6 +393,7 @@ class Trainer:
     def state_dict(self, epoch: int) -> dict[str, Any]:
         return {
             "epoch": epoch,
+            "precision": self.precision,
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
@@ -399,6 +410,15 @@ class Trainer:
         if self.ckpt_path is None or not self.ckpt_path.exists():
             return False
         state = ckpt.load(self.ckpt_path)
+        was = state.get("precision")  # absent from checkpoints of older code
+        if was is not None and was != self.precision:
+            raise PrecisionChanged(
+                f"its checkpoint trained {state['epoch'] + 1} epoch(s) in {was} and this machine "
+                f"trains in {self.precision} (train.amp={self.cfg.train.amp}): resume it where "
+                f"{was} is what train.amp gives, or delete {self.ckpt_path} to train it from the "
+                f"start here",
+                was,
+            )
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])

@@ -93,6 +93,8 @@ def _unjudged(
     def absent(row: str) -> str:
         if row in tr.stale:
             return f"{row} not run as the study file has it now"
+        if row in tr.dropped:
+            return f"{row}'s runs all left out (the report's notes say why)"
         if row in controls:
             return f"{row} not run: a control, run it with --controls"
         return f"{row} not run"
@@ -236,7 +238,8 @@ def _focus_claim(tr: TableRuns, claim: Claim) -> tuple[str, str, str, str]:
     key = claim.row
     what = f"normalised focus of A′ for ({key})"
     if key not in set(tr.order):
-        return claim.text, claim.source, f"{what}: none", f"{NO_EVIDENCE} ({key} not run)"
+        why = f"{key}'s runs all left out" if key in tr.dropped else f"{key} not run"
+        return claim.text, claim.source, f"{what}: none", f"{NO_EVIDENCE} ({why})"
     focus = (
         tr.runs.loc[tr.runs["variant"] == key, "metrics.val/fg_focus_norm_attn"]
         if "metrics.val/fg_focus_norm_attn" in tr.runs

@@ -37,7 +37,9 @@ def seed_gaps(tr: TableRuns, per_query: dict[tuple[str, int], dict] | None = Non
 def seed_rule_note(tr: TableRuns, summary: pd.DataFrame) -> list[str]:
     """Where ``run.py --until-halfwidth`` chose the seeds (the runs' ``seed_rule`` tag, the
     newest run's): the rule, then each row's seeds and why it stopped (``seed_rule.stop_reason``
-    on the row's Δ R-1 half-width here); [] for seeds given with ``--seeds``."""
+    on the row's Δ R-1 half-width here); a seed above the rule's first ones whose run is not
+    tagged with that rule (given with ``--seeds``, or by another rule) is named as such, and its
+    row is not said to have stopped by the rule; [] for seeds given with ``--seeds`` only."""
     if "tags.seed_rule" not in tr.runs:
         return []
     tagged = tr.runs.dropna(subset=["tags.seed_rule"]).sort_values("start_time")
@@ -45,6 +47,15 @@ def seed_rule_note(tr: TableRuns, summary: pd.DataFrame) -> list[str]:
     if rule is None:
         return []
     ref = tr.study.reference
+    # The rule's first seeds are every row's whoever trained them; a seed above them is the
+    # rule's only where its run says so.
+    by_rule = (tr.runs["tags.seed_rule"].fillna("").astype(str) == rule.tag) | tr.runs["seed"].isin(
+        rule.initial
+    )
+    other = {
+        v: " ".join(str(s) for s in sorted(g["seed"]))
+        for v, g in tr.runs[~by_rule].groupby("variant")
+    }
     lines = [
         f"Seeds chosen by `--until-halfwidth {rule.target:g} --max-seeds {rule.max_seeds}`: "
         f"every row's first seeds, then one seed at a time to the row whose Δ R-1 interval "
@@ -54,12 +65,23 @@ def seed_rule_note(tr: TableRuns, summary: pd.DataFrame) -> list[str]:
         f"verdict.",
         "",
     ]
+    if other:
+        lines[0] += (
+            " Some seeds were not chosen by this rule (given with `--seeds`, or by another "
+            "rule): each row names them, and a row that has them stopped where those runs left "
+            "it, not by the rule."
+        )
     for r in summary.itertuples():
+        extra = f" ({other[r.variant]} not chosen by the rule)" if r.variant in other else ""
         if r.variant == ref:
-            lines.append(f"- {r.variant_label} (the reference): seeds {r.seeds}")
+            lines.append(f"- {r.variant_label} (the reference): seeds {r.seeds}{extra}")
             continue
         half = getattr(r, "d_rank1_half", math.nan)
-        lines.append(f"- {r.variant_label}: seeds {r.seeds}, {stop_reason(half, int(r.n), rule)}")
+        if r.variant in other:
+            why = "no interval" if math.isnan(half) else f"half-width ±{half:.2f}"
+        else:
+            why = stop_reason(half, int(r.n), rule)
+        lines.append(f"- {r.variant_label}: seeds {r.seeds}{extra}, {why}")
     return lines + [""]
 
 

@@ -33,7 +33,14 @@ from ablations.store import (
     ExperimentName,
     experiment_parts,
 )
-from ablations.study import PAPER_TABLE_NUMBERS, Study, as_study, data_choice, planned_config
+from ablations.study import (
+    PAPER_TABLE_NUMBERS,
+    Study,
+    as_study,
+    data_choice,
+    planned_config,
+    row_setting,
+)
 from ablations.variants import variants
 from ftn_core.config import (
     ADDED_FIELDS,
@@ -103,6 +110,8 @@ class TableRuns:
     (``Study.rows_on_different_data``); rows on different data are never paired."""
     stale: tuple[str, ...] = ()
     """Rows with runs left out because the row's configuration is another one now."""
+    dropped: tuple[str, ...] = ()
+    """Other rows whose FINISHED runs were all left out (other data, precision, weights …)."""
 
     def same_data(self, a: str, b: str) -> bool:
         """Whether rows ``a`` and ``b`` were run on the same data (their runs can be paired)."""
@@ -243,6 +252,7 @@ def load_runs(client: MlflowClient, exp: Experiment, study: Study | None = None)
         f"run(s) of variants not in {'study' if isinstance(table, Study) else 'Table'} {table}",
     )
     df = df.sort_values("start_time", ascending=False)
+    finished_rows = list(dict.fromkeys(df["variant"]))  # before the filters below
     # Only runs of each row's configuration as the study file gives it now.
     paper = table in PAPER_TABLE_NUMBERS
     study_now = as_study(table) if isinstance(table, Study) or paper else None
@@ -284,20 +294,26 @@ def load_runs(client: MlflowClient, exp: Experiment, study: Study | None = None)
             group = group[df.index]
     # Never pair runs computed in another precision (bf16 where the CPU or GPU has it, else fp32:
     # `train.amp` decides by machine) or started from other weights (`model.init`): the newest
-    # run's wins. A run without the tag (older code) is kept.
-    for tag, what in (
-        ("precision", "computed in another precision"),
-        ("init_digest", "started from other backbone weights"),
+    # run's wins, among the rows that set `train.amp` (`model.init`) alike; rows of a study
+    # that set them differently are meant to differ there. A run without the tag (older code)
+    # is kept.
+    for tag, key, what in (
+        ("precision", "train.amp", "computed in another precision"),
+        ("init_digest", "model.init", "started from other backbone weights"),
     ):
-        col = (
-            df[f"tags.{tag}"].fillna("").astype(str)
-            if f"tags.{tag}" in df
-            else pd.Series("", index=df.index)
-        )
-        known_values = col[col != ""] if tag == "precision" else col
-        if len(known_values):
+        configured = {v.key: repr(row_setting(v, key)) for v in study_now.rows} if study_now else {}
+        for setting in dict.fromkeys(df["variant"].map(configured).fillna("")):
+            col = (
+                df[f"tags.{tag}"].fillna("").astype(str)
+                if f"tags.{tag}" in df
+                else pd.Series("", index=df.index)
+            )
+            rows = df["variant"].map(configured).fillna("") == setting
+            known_values = col[rows & (col != "")] if tag == "precision" else col[rows]
+            if not len(known_values):
+                continue
             newest_value = str(known_values.iloc[0])
-            other = (col != newest_value) & ((col != "") | (tag != "precision"))
+            other = rows & (col != newest_value) & ((col != "") | (tag != "precision"))
             if other.any():
                 seen = ", ".join(sorted({v or "scratch" for v in col[other]}))
                 drop(
@@ -364,6 +380,7 @@ def load_runs(client: MlflowClient, exp: Experiment, study: Study | None = None)
         commands,
         {v: d for v, d in row_digests.items() if v in set(df["variant"])},
         tuple(v for v in stale if v not in set(df["variant"])),
+        tuple(v for v in finished_rows if v not in set(df["variant"]) and v not in stale),
     )
 
 

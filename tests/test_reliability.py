@@ -405,6 +405,46 @@ def test_sigint_during_a_checkpoint_write_is_killed_and_each_epoch_logged_once(
     assert not ckpts[0].exists()  # a FINISHED run's checkpoint is deleted
 
 
+def test_a_checkpoint_of_another_precision_is_not_resumed_and_stays_for_its_machine(
+    store, data_root, monkeypatch, capsys
+):
+    """A run interrupted on a machine that trains in one precision is never resumed where
+    `train.amp` gives another (its epochs would mix the two under one tag): it stays KILLED,
+    with its checkpoint and its precision, and resumes where the precision is its own."""
+    original = ckpt.save_atomic
+
+    def save_then_sigint(obj, path):
+        original(obj, path)
+        os.kill(os.getpid(), signal.SIGINT)  # after the first epoch's checkpoint
+
+    monkeypatch.setattr(ckpt, "save_atomic", save_then_sigint)
+    argv = ["--table", "2", "--preset", "tiny", "--variants", "c", "--set", "train.epochs=2"]
+    argv += ["--tracking-uri", store["uri"], "--work-dir", store["work"]]
+    argv += ["--root", str(data_root)]
+    assert run_cli.main(argv) == 130
+    monkeypatch.setattr(ckpt, "save_atomic", original)
+    (path,) = (Path(store["work"]) / "table2-synthetic-tiny").glob("c-s0-*.pt")
+    state = ckpt.load(path)
+    here = state["precision"]  # what this machine trains in
+    other = "fp16" if here != "fp16" else "bf16"  # as if another machine had started it
+    ckpt.save_atomic({**state, "precision": other}, path)
+    capsys.readouterr()
+    assert run_cli.main(argv) == 1
+    err = capsys.readouterr().err
+    assert f"its checkpoint trained 1 epoch(s) in {other} and this machine trains in {here}" in err
+    assert "1 run(s) did not finish (their errors above): c-s0" in err and "Traceback" not in err
+    client = MlflowClient(store["uri"])
+    exp = client.get_experiment_by_name("table2-synthetic-tiny")
+    (run,) = client.search_runs([exp.experiment_id], filter_string="tags.kind = 'child'")
+    assert run.info.status == "KILLED" and run.data.tags["precision"] == other
+    assert path.exists()
+    ckpt.save_atomic(state, path)  # back on a machine of its own precision: resumed
+    assert run_cli.main(argv) == 0
+    run = client.get_run(run.info.run_id)
+    assert run.info.status == "FINISHED" and run.data.tags["precision"] == here
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "train/loss_ce")] == [1, 2]
+
+
 @pytest.mark.slow
 def test_keep_checkpoints_and_dry_run_disk(store, data_root, capsys):
     argv = [

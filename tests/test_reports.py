@@ -225,6 +225,29 @@ def test_runs_of_another_precision_or_init_are_never_pooled(tmp_path):
     )
 
 
+def test_a_row_whose_runs_are_all_left_out_is_not_called_not_run(tmp_path):
+    from reports.claims import _unjudged
+
+    uri = new_store(tmp_path)
+    fp32, bf16 = {"precision": "fp32"}, {"precision": "bf16"}
+    log_experiment(
+        uri,
+        tmp_path,
+        [
+            FakeRun("cfa", 0, _val(20, 20), extra_tags=fp32),
+            FakeRun("base", 0, _val(10, 10), extra_tags=bf16),  # the newest: bf16 wins
+        ],
+        table=1,
+    )
+    client, _ = connect(uri)
+    tr = load_runs(client, find_experiments(client, table=1)[0])
+    assert list(tr.runs["variant"]) == ["base"] and tr.dropped == ("cfa",)
+    assert _unjudged(tr, {}, (("cfa", "base"), ("pamcam", "base"))) == {
+        ("cfa", "base"): ["cfa's runs all left out (the report's notes say why)"],
+        ("pamcam", "base"): ["pamcam not run"],
+    }
+
+
 def test_runs_of_older_code_pool_among_themselves_but_never_with_current_ones(tmp_path):
     """A run whose logged config no longer hashes to its own config_hash was computed by older
     code: `base`'s two such seeds give way to its current seed 2 (named for what they are), and

@@ -271,7 +271,10 @@ def test_nan_run_fails_and_the_others_go_on(store, data_root, capsys, monkeypatc
     code = run_cli.main(_args(store, data_root, "--variants", "base", "g"))
     assert code == 1
     err = capsys.readouterr().err
-    assert "g-s0: non-finite loss at epoch 2" in err and "1 run(s) FAILED: g-s0" in err
+    assert (
+        "g-s0: non-finite loss at epoch 2" in err
+        and "1 run(s) did not finish (their errors above): g-s0" in err
+    )
     _, _, runs = _children(store["uri"])
     assert runs["base-s0"].info.status == "FINISHED" and runs["g-s0"].info.status == "FAILED"
     assert "non-finite loss" in runs["g-s0"].data.tags["error"]

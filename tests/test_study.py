@@ -16,6 +16,7 @@ from ablations import run as run_cli
 from ablations import runner
 from ablations.study import STUDIES, load, parse, spans_decades
 from ftn_core.config import Config, config_hash, override
+from ftn_core.engine import PRECISION_NAMES, mixed_precision, resolve_device
 from ftn_core.errors import FTNError
 from ftn_core.presets import PRESETS, preset_config
 
@@ -520,6 +521,62 @@ metric = "mAP"
 """
 
 
+AMP_ROWS = """
+name = "amp"
+reference = "fp32"
+
+[[row]]
+key = "fp32"
+set = { "train.amp" = false }
+
+[[row]]
+key = "amp"
+set = { "train.amp" = true }
+
+[[claim]]
+text = "mixed precision costs nothing"
+holds_if = "amp > fp32"
+"""
+
+
+def test_rows_that_set_the_precision_differently_are_paired_not_left_out(
+    store, data_root, tmp_path
+):
+    """A study whose rows differ in `train.amp` compares precisions: each row keeps its own
+    (the tags are set by hand, so that this holds on a CPU without native bf16 too), while two
+    precisions within one row are still never pooled."""
+    from reports.load import load_runs
+
+    path = tmp_path / "amp.toml"
+    path.write_text(AMP_ROWS)
+    argv = ["--study", str(path), "--preset", "tiny", "--seeds", "0", "1", "--set"]
+    argv += ["train.epochs=1", "--tracking-uri", store["uri"], "--work-dir", store["work"]]
+    assert run_cli.main([*argv, "--root", str(data_root)]) == 0
+    client = MlflowClient(store["uri"])
+    exp = client.get_experiment_by_name("study-amp-synthetic-tiny")
+    runs = client.search_runs([exp.experiment_id], "tags.kind = 'child'")
+    for r in runs:
+        bf16 = r.data.tags["variant"] == "amp"
+        client.set_tag(r.info.run_id, "precision", "bf16" if bf16 else "fp32")
+    tr = load_runs(client, exp, load(path))
+    assert tr.left_out == [] and tr.dropped == ()
+    assert sorted(zip(tr.runs["variant"], tr.runs["seed"])) == [
+        ("amp", 0),
+        ("amp", 1),
+        ("fp32", 0),
+        ("fp32", 1),
+    ]
+    amp_s0 = next(r for r in runs if r.info.run_name == "amp-s0")
+    client.set_tag(amp_s0.info.run_id, "precision", "fp32")  # older than amp-s1 (bf16)
+    tr = load_runs(client, exp, load(path))
+    assert sorted(zip(tr.runs["variant"], tr.runs["seed"])) == [
+        ("amp", 1),
+        ("fp32", 0),
+        ("fp32", 1),
+    ]
+    assert "computed in another precision" in tr.left_out[0] and "(amp-s0)" in tr.left_out[0]
+
+
 @pytest.mark.slow
 @pytest.mark.full_logging  # system metrics, cmc.png, ranklist.png and the LoggedModel
 def test_a_study_runs_and_reports_end_to_end(store, data_root, tmp_path, capsys):
@@ -661,6 +718,7 @@ def test_a_finished_run_of_the_same_config_in_another_experiment_is_copied_not_t
             "data_digest": "d" * 16,
             "git_commit": "c" * 40,
             "machine": "CPU Y, 1 torch thread",
+            "precision": "fp16",  # trained where train.amp gives another precision than here
         },
     )
     for step, value in ((1, 10.0), (2, 20.0)):
@@ -669,6 +727,11 @@ def test_a_finished_run_of_the_same_config_in_another_experiment_is_copied_not_t
     client.log_text(src.info.run_id, "{}", "metrics.json")
     client.set_terminated(src.info.run_id, "FINISHED")
 
+    runner.mark_existing(plan, client)
+    assert plan[0].status == "new"  # a report would leave a copy of another precision out
+    here = PRECISION_NAMES[mixed_precision(resolve_device("auto"), plan[0].cfg.train.amp)]
+    assert plan[0].cfg.train.device == "auto"
+    client.set_tag(src.info.run_id, "precision", here)
     runner.mark_existing(plan, client)
     assert plan[0].status == "reuse" and plan[0].source.info.run_id == src.info.run_id
     assert "copied from g-s0" in runner.format_plan(
@@ -681,10 +744,11 @@ def test_a_finished_run_of_the_same_config_in_another_experiment_is_copied_not_t
     assert copy.info.status == "FINISHED" and copy.info.experiment_id != other
     assert copy.data.tags["reused_from"] == src.info.run_id and copy.data.tags["variant"] == "paper"
     assert copy.data.tags["study"] == "mask-width" and copy.data.params == {"loss.w_grad": "1.0"}
-    # Provenance is the training's: the source's code and machine, not the copier's.
+    # Provenance is the training's: the source's code, machine and precision, not the copier's.
     assert (
         copy.data.tags["git_commit"] == "c" * 40
         and copy.data.tags["machine"] == "CPU Y, 1 torch thread"
+        and copy.data.tags["precision"] == here
     )
     assert [m.value for m in client.get_metric_history(copy.info.run_id, "val/rank1")] == [
         10.0,

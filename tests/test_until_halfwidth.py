@@ -256,6 +256,18 @@ def test_the_loop_runs_three_seeds_then_the_widest_row_to_max_seeds(
         == []
         and fake_training == []
     )
+    # Seeds given by hand afterwards (`--seeds 4 5`, no rule) are named, never the rule's.
+    hand = runner.build_plan(1, ["base", "cfa"], [4, 5], ["synthetic"], str(tmp_path), "tiny", {})
+    runner.read_data(hand, generate=False)
+    assert runner.execute(hand, client, Path(store["work"]), parents, {}) == []
+    out = tmp_path / "again"
+    argv = ["--table", "1", "--tracking-uri", store["uri"], "--out", str(out)]
+    assert build.main([*argv, "--no-visual", "--no-efficiency", "--no-log"]) == 0
+    readme = (out / "table1" / "synthetic-tiny" / "README.md").read_text()
+    assert "Some seeds were not chosen by this rule (given with `--seeds`" in readme
+    assert "- Base. (the reference): seeds 0 1 2 3 4 5 (4 5 not chosen by the rule)\n" in readme
+    assert "- Base. + CFA: seeds 0 1 2 3 4 5 (4 5 not chosen by the rule), half-width ±" in readme
+    assert "- Base. + PAM-CAM: seeds 0 1 2 3, max seeds (4; ±" in readme
 
 
 def test_workers_share_the_rule_through_leases(store, tmp_path, fake_training, capsys):
