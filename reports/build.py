@@ -96,6 +96,7 @@ def build_experiment(
     rep.seed_gaps = gaps.seed_gaps(tr, rep.per_query)
     rep.missing = len(summary.missing_runs(tr, rep.per_query))
     rep.data_gaps = gaps.data_gaps(tr)
+    rep.setting_gaps = gaps.setting_gaps(tr)
     if rep.per_query:
         rep.summary = summary.add_uncertainty(rep.summary, tr, rep.per_query)
     else:
@@ -480,7 +481,8 @@ def _write_report(source: Source, tr: TableRuns, out: Path, how: dict, finish) -
         f"({rep.seconds:.1f} s)"
     )
     unpaired = rep.seed_gaps + rep.data_gaps
-    for line in [f"left out: {r}" for r in tr.left_out] + [f"unpaired: {g}" for g in unpaired]:
+    lines = [f"left out: {r}" for r in tr.left_out] + [f"unpaired: {g}" for g in unpaired]
+    for line in lines + [f"unlike: {g}" for g in rep.setting_gaps]:
         print(f"  {line}")
     return rep
 

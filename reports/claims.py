@@ -104,6 +104,8 @@ def _unjudged(
         why = [absent(x) for x in dict.fromkeys((a, b)) if x not in present]
         if not why and not tr.same_data(a, b):
             why = [f"{a} and {b} are on different data: never paired"]
+        if not why and not tr.same_setting(a, b):
+            why = [f"{a} and {b} trained with different --set: not the claim's comparison"]
         if not why and not per_query:
             why = ["no per-query results in these runs: `python ablations/per_query.py` adds them"]
         if why:

@@ -85,13 +85,37 @@ def seed_rule_note(tr: TableRuns, summary: pd.DataFrame) -> list[str]:
     return lines + [""]
 
 
+def _compared(tr: TableRuns) -> list[tuple[str, str]]:
+    """The pairs of rows the report compares: each row and its reference, each claim's sides."""
+    pairs = [(v, reference_of(tr, v)) for v in tr.order]
+    return pairs + [pair for claim in tr.study.claims for pair in claim.pairs]
+
+
+def setting_gaps(tr: TableRuns) -> list[str]:
+    """One line per compared pair of rows (present in the runs) trained with different
+    ``--set`` values: their Δ compares those settings too, and no claim is judged on it."""
+    lines, seen, present = [], set(), set(tr.order)
+    for a, b in _compared(tr):
+        if a in present and b in present and a != b and not tr.same_setting(a, b):
+            if frozenset((a, b)) not in seen:
+                seen.add(frozenset((a, b)))
+                lines.append(
+                    f"{a} − {b}: {a} trained with {_setting_text(tr, a)}, {b} with "
+                    f"{_setting_text(tr, b)}: their Δ compares these settings too"
+                )
+    return lines
+
+
+def _setting_text(tr: TableRuns, row: str) -> str:
+    setting = tr.row_settings.get(row, "")
+    return f"`{setting}`" if setting else "no --set of its own"
+
+
 def data_gaps(tr: TableRuns) -> list[str]:
     """One line per pair of rows the report would compare (a row and its reference, the two
     sides of a claim) that were run on different data: they are never paired."""
-    pairs = [(v, reference_of(tr, v)) for v in tr.order]
-    pairs += [pair for claim in tr.study.claims for pair in claim.pairs]
     lines, seen = [], set()
-    for a, b in pairs:
+    for a, b in _compared(tr):
         if (
             a in tr.row_digests
             and b in tr.row_digests

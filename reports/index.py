@@ -279,6 +279,13 @@ def experiment_readme(rep: Report) -> str:
     if rep.data_gaps:
         out += ["**Rows on different data** (never paired):", ""]
         out += [f"- {g}" for g in rep.data_gaps] + [""]
+    if rep.setting_gaps:
+        out += [
+            "**Rows trained with different `--set`** (their Δ is shown, with both settings in "
+            "the labels; no claim is judged on it: train them alike to compare the rows alone):",
+            "",
+        ]
+        out += [f"- {g}" for g in rep.setting_gaps] + [""]
     if study.table is None:
         out += ["The paper has no numbers for these rows: its columns stay empty (—).", ""]
     elif paper != tr.dataset:

@@ -112,11 +112,18 @@ class TableRuns:
     """Rows with runs left out because the row's configuration is another one now."""
     dropped: tuple[str, ...] = ()
     """Other rows whose FINISHED runs were all left out (other data, precision, weights …)."""
+    row_settings: dict[str, str] = field(default_factory=dict)
+    """Each row's own ``--set`` values beyond those every run shares (``key=value, …``; ""
+    for none): the part of its label in brackets."""
 
     def same_data(self, a: str, b: str) -> bool:
         """Whether rows ``a`` and ``b`` were run on the same data (their runs can be paired)."""
         digests = self.row_digests
         return a not in digests or b not in digests or digests[a] == digests[b]
+
+    def same_setting(self, a: str, b: str) -> bool:
+        """Whether rows ``a`` and ``b`` were trained with the same ``--set`` values."""
+        return self.row_settings.get(a, "") == self.row_settings.get(b, "")
 
     @property
     def study(self) -> Study:
@@ -361,6 +368,7 @@ def load_runs(client: MlflowClient, exp: Experiment, study: Study | None = None)
     df["variant_label"] = [
         label + (f" [{r}]" if r else "") for label, r in zip(df["variant_label"], rest)
     ]
+    row_settings = dict(zip(df["variant"], rest))  # one per row: its seeds share one setting
     commands: tuple[str, ...] = ()
     if len(parents) and "tags.command" in parents and "tags.mlflow.parentRunId" in df:
         used = parents[parents["run_id"].isin(set(df["tags.mlflow.parentRunId"].dropna()))]
@@ -381,6 +389,7 @@ def load_runs(client: MlflowClient, exp: Experiment, study: Study | None = None)
         {v: d for v, d in row_digests.items() if v in set(df["variant"])},
         tuple(v for v in stale if v not in set(df["variant"])),
         tuple(v for v in finished_rows if v not in set(df["variant"]) and v not in stale),
+        row_settings,
     )
 
 

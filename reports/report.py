@@ -32,6 +32,8 @@ class Report:
     """How many runs the Δs miss (``reports.summary.missing_runs``)."""
     data_gaps: list[str] = field(default_factory=list)
     """Rows the report would compare that were run on different data (``reports.gaps.data_gaps``)."""
+    setting_gaps: list[str] = field(default_factory=list)
+    """Rows it compares that were trained with different ``--set`` (``gaps.setting_gaps``)."""
     notes: list[str] = field(default_factory=list)
     """What could not be drawn or logged, and why."""
     seconds: float = 0.0

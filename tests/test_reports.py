@@ -912,10 +912,26 @@ def test_a_row_run_with_overrides_is_labelled_as_modified(tmp_path):
         table=1,
     )
     client, _ = connect(uri)
-    labels = load_runs(
-        client, find_experiments(client, name="table1-synthetic-tiny")[0]
-    ).runs.set_index("variant")["variant_label"]
+    tr = load_runs(client, find_experiments(client, name="table1-synthetic-tiny")[0])
+    labels = tr.runs.set_index("variant")["variant_label"]
     assert labels["cfa"] == "Base. + CFA [loss.margin=0.5]" and labels["base"] == "Base."
+    # Its Δ against the Baseline compares the setting too: said, and no claim is judged on it.
+    from reports import gaps
+    from reports.claims import _unjudged
+
+    assert tr.row_settings == {"base": "", "cfa": "loss.margin=0.5"}
+    assert gaps.setting_gaps(tr) == [
+        "cfa − base: cfa trained with `loss.margin=0.5`, base with no --set of its own: their "
+        "Δ compares these settings too"
+    ]
+    assert _unjudged(tr, {("cfa", 0): {}}, (("cfa", "base"),)) == {
+        ("cfa", "base"): ["cfa and base trained with different --set: not the claim's comparison"]
+    }
+    out = tmp_path / "out"
+    argv = ["--tracking-uri", uri, "--out", str(out), "--no-visual", "--no-efficiency"]
+    assert build.main([*argv, "--no-log", "--table", "1"]) == 0
+    page = (out / "table1" / "synthetic-tiny" / "README.md").read_text()
+    assert "**Rows trained with different `--set`**" in page and "- cfa − base: cfa" in page
 
 
 def test_the_page_says_which_code_machines_and_commands_made_the_runs(tmp_path):
