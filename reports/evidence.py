@@ -304,8 +304,9 @@ class FromEvidence(Source):
                 raise FTNError(f"{self.report}: built for study {was['name']}, not {given.name}")
             study = given
         else:
-            path = Path(was["path"])
-            found = path if path.is_file() else store.REPO / path
+            path = Path(was["path"])  # a relative one: the repository's, whatever the folder
+            in_repo = store.REPO / path
+            found = in_repo if not path.is_absolute() and in_repo.is_file() else path
             study = dataclasses.replace(load_study(found), path=was["path"])
         if study.digest != was["digest"]:
             print(
