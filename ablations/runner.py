@@ -295,9 +295,11 @@ def mark_existing(plan: list[PlannedRun], client) -> None:
     digest); failing that it is ``reuse`` when any experiment holds a FINISHED child run of the
     same config hash, data and init digests (the seed is part of the hash), whatever its row is
     called, trained in the precision this machine would train it in (a report never pairs
-    runs of two precisions, so a copy of another one would be a row it leaves out)."""
+    runs of two precisions, so a copy of another one would be a row it leaves out) or by older
+    code that did not tag it (a report keeps those too)."""
     cache: dict[str, tuple[str | None, dict]] = {}
-    finished: dict[tuple[str, str], object] | None = None
+    finished: dict[tuple[str, str, str], dict[str, Any]] | None = None
+    precision: dict[tuple[str, bool], str | None] = {}
     for p in plan:
         if p.experiment not in cache:
             cache[p.experiment] = _experiment_runs(client, p.experiment)
@@ -307,12 +309,25 @@ def mark_existing(plan: list[PlannedRun], client) -> None:
         if not p.data_digest:  # runs from before data digests are never taken for this data
             continue
         if finished is None:
-            finished = store.finished_by_config(client)
-        train = p.cfg.train
-        here = PRECISION_NAMES[mixed_precision(resolve_device(train.device), train.amp)]
-        source = finished.get((p.hash, p.data_digest, p.init_digest, here)) or finished.get(
-            (p.legacy_hash, p.data_digest, p.init_digest, here)
+            finished = {}
+            for (*identity, prec), run in store.finished_by_config(client).items():
+                finished.setdefault(tuple(identity), {})[prec] = run
+        found = finished.get((p.hash, p.data_digest, p.init_digest)) or finished.get(
+            (p.legacy_hash, p.data_digest, p.init_digest)
         )
+        if not found:
+            continue
+        device = (p.cfg.train.device, p.cfg.train.amp)
+        if device not in precision:  # resolved only where a copy is possible (CUDA starts here)
+            try:
+                precision[device] = PRECISION_NAMES[
+                    mixed_precision(resolve_device(device[0]), device[1])
+                ]
+            except FTNError:  # no such device here (a plan looked at on another machine)
+                precision[device] = None
+        # A run of this machine's precision, or of older code that did not say ("").
+        here = precision[device]
+        source = (found.get(here) if here else None) or found.get("")
         if source is not None and source.info.experiment_id != exp_id:
             p.status, p.source = "reuse", source
 
@@ -736,6 +751,7 @@ def _train_one(
             mlflow.set_tag("precision", trainer.precision)  # bf16 / fp16 / fp32, as detected
         result = trainer.fit()
         if rank == 0:
+            mlflow.set_tag("precision", trainer.precision)  # a checkpoint's, where it was done
             with deferred_interrupts():
                 per_query = (
                     tracking.per_query_arrays(
@@ -784,9 +800,13 @@ def _train_one(
         ) from None
     except PrecisionChanged as err:
         if rank == 0:  # left KILLED, with its checkpoint and its precision, to be resumed
-            print(f"error: {p.name}: {err} (going on with the other runs)", file=sys.stderr)
+            why = (
+                f"{err}; or delete the run (mlflow runs delete --run-id {p.run_id}) and "
+                f"{checkpoint_path(work_dir, p)} to train it again here"
+            )
+            print(f"error: {p.name}: {why} (going on with the other runs)", file=sys.stderr)
             try:
-                mlflow.set_tag("precision", err.was)
+                mlflow.set_tags({"precision": err.was, "error": str(err)})
             finally:
                 tracking.end_run("KILLED")
         return True

@@ -45,14 +45,21 @@ class SeedRule:
 
     @property
     def tag(self) -> str:
-        """How each run records the rule (its tag ``seed_rule``): ``until-halfwidth 1, max 24``."""
-        return f"until-halfwidth {self.target:g}, max {self.max_seeds}"
+        """How each run records the rule (its tag ``seed_rule``): ``until-halfwidth 1, max 24``,
+        and ``, first 5 6 7`` where the first seeds are not the default 0 1 2."""
+        first = "" if self.initial == FIRST_SEEDS else f", first {' '.join(map(str, self.initial))}"
+        return f"until-halfwidth {self.target:g}, max {self.max_seeds}{first}"
 
     @staticmethod
     def parse(tag: str) -> SeedRule | None:
         """The rule a ``seed_rule`` tag records; None for anything else."""
-        m = re.fullmatch(r"until-halfwidth ([0-9.e+-]+), max (\d+)", tag.strip())
-        return SeedRule(float(m.group(1)), int(m.group(2))) if m else None
+        m = re.fullmatch(
+            r"until-halfwidth ([0-9.e+-]+), max (\d+)(?:, first (\d+(?: \d+)*))?", tag.strip()
+        )
+        if not m:
+            return None
+        first = tuple(int(x) for x in m.group(3).split()) if m.group(3) else FIRST_SEEDS
+        return SeedRule(float(m.group(1)), int(m.group(2)), first)
 
     def seeds(self) -> list[int]:
         """Every seed a row may get: the first seeds, then one after another above them."""

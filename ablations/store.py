@@ -675,7 +675,7 @@ def finished_by_config(client: MlflowClient) -> dict[tuple[str, str, str, str], 
     digest, precision), the newest of each (runs copied from another run are skipped: their
     source is found; a run without the precision tag, from older code, has "")."""
     exps = [e.experiment_id for e in client.search_experiments(max_results=50000)]
-    out: dict[tuple[str, str, str], Run] = {}
+    out: dict[tuple[str, str, str, str], Run] = {}
     for i in range(0, len(exps), 100):  # search_runs takes at most 100 experiments at a time
         runs = client.search_runs(
             exps[i : i + 100],

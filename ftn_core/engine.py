@@ -412,13 +412,14 @@ class Trainer:
         state = ckpt.load(self.ckpt_path)
         was = state.get("precision")  # absent from checkpoints of older code
         if was is not None and was != self.precision:
-            raise PrecisionChanged(
-                f"its checkpoint trained {state['epoch'] + 1} epoch(s) in {was} and this machine "
-                f"trains in {self.precision} (train.amp={self.cfg.train.amp}): resume it where "
-                f"{was} is what train.amp gives, or delete {self.ckpt_path} to train it from the "
-                f"start here",
-                was,
-            )
+            if state["final"] is None:
+                raise PrecisionChanged(
+                    f"its checkpoint trained {state['epoch'] + 1} epoch(s) in {was} and this "
+                    f"machine trains in {self.precision} (train.amp={self.cfg.train.amp}): "
+                    f"resume it where train.amp gives {was}",
+                    was,
+                )
+            self.precision = was  # trained to the end there: nothing is computed here
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])

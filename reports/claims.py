@@ -122,7 +122,10 @@ def kendall(
     keys = [
         k
         for k in tr.order
-        if k in paper and any(v == k for v, _ in per_query) and tr.same_data(k, tr.study.reference)
+        if k in paper
+        and any(v == k for v, _ in per_query)
+        and tr.same_data(k, tr.study.reference)
+        and tr.same_setting(k, tr.study.reference)
     ]
     if len(keys) < 3:
         return math.nan, math.nan, math.nan, len(keys)

@@ -7,7 +7,7 @@ import math
 
 import pandas as pd
 
-from ablations.seed_rule import SeedRule, stop_reason
+from ablations.seed_rule import FIRST_SEEDS, SeedRule, stop_reason
 from reports.load import TableRuns
 from reports.summary import METRICS, complete_runs, missing_runs, reference_of
 
@@ -56,8 +56,10 @@ def seed_rule_note(tr: TableRuns, summary: pd.DataFrame) -> list[str]:
         v: " ".join(str(s) for s in sorted(g["seed"]))
         for v, g in tr.runs[~by_rule].groupby("variant")
     }
+    first = "" if rule.initial == FIRST_SEEDS else f" --seeds {' '.join(map(str, rule.initial))}"
     lines = [
-        f"Seeds chosen by `--until-halfwidth {rule.target:g} --max-seeds {rule.max_seeds}`: "
+        f"Seeds chosen by `--until-halfwidth {rule.target:g} --max-seeds {rule.max_seeds}"
+        f"{first}`: "
         f"every row's first seeds, then one seed at a time to the row whose Δ R-1 interval "
         f"against `{ref}` was widest (and `{ref}` at that seed too), until its half-width was "
         f"at most {rule.target:g} points or it had {rule.max_seeds} seeds. The rule reads the "

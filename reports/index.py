@@ -281,8 +281,9 @@ def experiment_readme(rep: Report) -> str:
         out += [f"- {g}" for g in rep.data_gaps] + [""]
     if rep.setting_gaps:
         out += [
-            "**Rows trained with different `--set`** (their Δ is shown, with both settings in "
-            "the labels; no claim is judged on it: train them alike to compare the rows alone):",
+            "**Rows trained with different `--set`** (their Δ is shown, each row's own values in "
+            "brackets in its label; no claim is judged on it: train them alike to compare the rows "
+            "alone):",
             "",
         ]
         out += [f"- {g}" for g in rep.setting_gaps] + [""]

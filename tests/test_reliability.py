@@ -437,6 +437,8 @@ def test_a_checkpoint_of_another_precision_is_not_resumed_and_stays_for_its_mach
     exp = client.get_experiment_by_name("table2-synthetic-tiny")
     (run,) = client.search_runs([exp.experiment_id], filter_string="tags.kind = 'child'")
     assert run.info.status == "KILLED" and run.data.tags["precision"] == other
+    assert f"or delete the run (mlflow runs delete --run-id {run.info.run_id})" in err
+    assert run.data.tags["error"].startswith("its checkpoint trained 1 epoch(s) in")
     assert path.exists()
     ckpt.save_atomic(state, path)  # back on a machine of its own precision: resumed
     assert run_cli.main(argv) == 0

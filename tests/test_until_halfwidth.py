@@ -57,6 +57,15 @@ def three(fn, seeds=range(3)) -> dict[int, dict[int, float]]:
     return {s: fn(s) for s in seeds}
 
 
+def test_the_rules_tag_records_first_seeds_other_than_the_default():
+    assert SeedRule(1.0, 24).tag == "until-halfwidth 1, max 24"  # as runs have always had it
+    rule = SeedRule(0.5, 10, (5, 6, 7))
+    assert rule.tag == "until-halfwidth 0.5, max 10, first 5 6 7"
+    assert SeedRule.parse(rule.tag) == rule
+    assert SeedRule.parse("until-halfwidth 1, max 24") == SeedRule(1.0, 24, (0, 1, 2))
+    assert SeedRule.parse("until-halfwidth 1, max 24, first") is None
+
+
 def test_first_seeds_come_first_in_seed_order():
     rule = SeedRule(1.0, 24)
     g = group({"base": {}, "a": {}, "b": {}})
@@ -328,8 +337,8 @@ def test_until_halfwidth_end_to_end_and_the_report_says_why_each_row_stopped(
     names = sorted(r.info.run_name for r in runs)
     # base added (every Δ is against it) and paired with cfa's third seed
     assert names == ["base-s0", "base-s1", "base-s2", "cfa-s0", "cfa-s1", "cfa-s2"]
-    assert {r.data.tags["seed_rule"] for r in runs} == {"until-halfwidth 0.01, max 3"}
-    rule = "[until-halfwidth 0.01, max 3] table1-synthetic-tiny"
+    assert {r.data.tags["seed_rule"] for r in runs} == {"until-halfwidth 0.01, max 3, first 0 1"}
+    rule = "[until-halfwidth 0.01, max 3, first 0 1] table1-synthetic-tiny"
     assert f"{rule} cfa-s2: its Δ R-1 half-width" in done.stdout
     out = tmp_path / "out"
     assert (
@@ -349,5 +358,5 @@ def test_until_halfwidth_end_to_end_and_the_report_says_why_each_row_stopped(
         == 0
     )
     readme = (out / "table1" / "synthetic-tiny" / "README.md").read_text()
-    assert "`--until-halfwidth 0.01 --max-seeds 3`" in readme
+    assert "`--until-halfwidth 0.01 --max-seeds 3 --seeds 0 1`" in readme
     assert "Base. + CFA: seeds 0 1 2, max seeds (3; ±" in readme
