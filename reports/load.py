@@ -10,6 +10,7 @@ one child run per variant × seed (``tags.kind=child``, ``tags.variant``, ``tags
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import tempfile
@@ -122,8 +123,11 @@ class TableRuns:
         return a not in digests or b not in digests or digests[a] == digests[b]
 
     def same_setting(self, a: str, b: str) -> bool:
-        """Whether rows ``a`` and ``b`` were trained with the same ``--set`` values."""
-        return self.row_settings.get(a, "") == self.row_settings.get(b, "")
+        """Whether rows ``a`` and ``b`` were trained with the same ``--set`` values (as values:
+        ``3.5e-4`` and ``0.00035`` are one)."""
+        return _setting_values(self.row_settings.get(a, ""), self.preset) == _setting_values(
+            self.row_settings.get(b, ""), self.preset
+        )
 
     @property
     def study(self) -> Study:
@@ -519,6 +523,24 @@ def _command(text: str) -> str:
 
 
 _ITEM = re.compile(r", (?=[A-Za-z_][\w.]*=)")  # "a.b=1, c.d=x" → items; a value may hold ", "
+
+
+@functools.cache
+def _setting_values(text: str, preset: str) -> frozenset[tuple[str, str]]:
+    """``key=value, …`` as (key, the value the configuration takes) pairs; an item that does
+    not parse is kept as written."""
+    try:
+        base = preset_config(preset)
+    except FTNError:
+        base = None
+    out = set()
+    for item in (i for i in _ITEM.split(text.strip()) if i):
+        key, _, value = (x.strip() for x in item.partition("="))
+        try:
+            out.add((key, repr(flatten(override(base, {key: value}))[key])))
+        except (FTNError, ValueError, TypeError, KeyError, AttributeError):
+            out.add((key, value))
+    return frozenset(out)
 
 
 def run_overrides(tag: str, preset: str) -> tuple[str, ...]:

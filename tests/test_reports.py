@@ -927,6 +927,13 @@ def test_a_row_run_with_overrides_is_labelled_as_modified(tmp_path):
     assert _unjudged(tr, {("cfa", 0): {}}, (("cfa", "base"),)) == {
         ("cfa", "base"): ["cfa and base trained with different --set: not the claim's comparison"]
     }
+    # Settings are compared as values, not as the text typed.
+    import dataclasses
+
+    spelled = dataclasses.replace(
+        tr, row_settings={"base": "loss.margin=5e-1", "cfa": "loss.margin=0.5"}
+    )
+    assert spelled.same_setting("cfa", "base") and not tr.same_setting("cfa", "base")
     out = tmp_path / "out"
     argv = ["--tracking-uri", uri, "--out", str(out), "--no-visual", "--no-efficiency"]
     assert build.main([*argv, "--no-log", "--table", "1"]) == 0
