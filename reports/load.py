@@ -580,8 +580,8 @@ def _search(client: MlflowClient, exp: Experiment, filter_string: str) -> pd.Dat
             output_format="pandas",
             max_results=50000,
         )
-        named = sorted(c for c in df.columns if c.startswith(("metrics.", "params.", "tags.")))
-        return df[[c for c in df.columns if c not in set(named)] + named]
+        prefixed = df.columns.str.startswith(("metrics.", "params.", "tags."))
+        return df[[*df.columns[~prefixed], *sorted(df.columns[prefixed])]]
     except MlflowException as err:
         raise FTNError(f"cannot search runs of {exp.name}: {str(err).splitlines()[0]}") from None
     finally:
